@@ -1,0 +1,14 @@
+#pragma once
+/// @file keel/core.hpp
+/// @brief keel::core: errors, bytes, hashing, signatures, varints, bit streams, clocks, logging.
+#include <keel/core/bits.hpp>
+#include <keel/core/bytes.hpp>
+#include <keel/core/clock.hpp>
+#include <keel/core/ed25519.hpp>
+#include <keel/core/error.hpp>
+#include <keel/core/hash.hpp>
+#include <keel/core/log.hpp>
+#include <keel/core/result.hpp>
+#include <keel/core/varint.hpp>
+#include <keel/core/version.hpp>
+#include <keel/core/xxhash.hpp>

@@ -1,0 +1,19 @@
+// A program a keel user would write: link keel::core, use it, check the answers.
+#include <keel/core.hpp>
+
+#include <cstdio>
+
+int main() {
+  const auto digest = keel::sha256(keel::as_bytes("abc"));
+  const bool sha_ok =
+      keel::to_hex(digest) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+  const bool base64_ok = keel::to_base64(keel::as_bytes("foobar")) == "Zm9vYmFy";
+  const bool error_ok = keel::from_hex("xyz").error() == keel::errc::hex_odd_length;
+  const bool xxh_ok = keel::xxh3_64(keel::as_bytes("")) == 0x2D06800538D394C2ULL;
+  const auto key = keel::ed25519_private_key::generate();
+  const bool sign_ok = key.public_key().verify(keel::as_bytes("m"), key.sign(keel::as_bytes("m")));
+  std::printf("keel %.*s: sha256 %d, base64 %d, errors %d, xxh3 %d, ed25519 %d\n",
+              static_cast<int>(keel::version.size()), keel::version.data(), sha_ok, base64_ok, error_ok,
+              xxh_ok, sign_ok);
+  return sha_ok && base64_ok && error_ok && xxh_ok && sign_ok ? 0 : 1;
+}
