@@ -103,13 +103,9 @@ TEST_SUITE("unit") {
   TEST_CASE("a reader on a truncated stream reports the overrun") {
     const auto fields = random_fields(200);
     bit_writer writer;
-    std::size_t total = 0;
-    for (const auto& f : fields) {
-      writer.write(f.value, f.width);
-      total += f.width;
-    }
+    for (const auto& f : fields) writer.write(f.value, f.width);
     auto data = writer.finish();
-    if (data.empty()) return;
+    REQUIRE(data.size() > 1);
     data.resize(data.size() / 2);
     bit_reader reader(data);
     for (const auto& f : fields) (void)reader.read(f.width);

@@ -31,7 +31,9 @@ TEST_SUITE("unit") {
         {"fooba", "Zm9vYmE="},
         {"foobar", "Zm9vYmFy"},
     };
-    for (const auto& [plain, encoded] : vectors) {
+    for (const auto& vector : vectors) {
+      const auto plain = vector.first;
+      const auto encoded = vector.second;
       CAPTURE(plain);
       CHECK(to_base64(as_bytes(plain)) == encoded);
       CHECK(as_chars(from_base64(encoded).value()) == plain);

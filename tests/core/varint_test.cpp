@@ -19,7 +19,9 @@ TEST_SUITE("unit") {
         {16384, "808001"},
         {std::numeric_limits<std::uint64_t>::max(), "ffffffffffffffffff01"},
     };
-    for (const auto& [value, encoded] : vectors) {
+    for (const auto& vector : vectors) {
+      const auto value = vector.first;
+      const auto encoded = vector.second;
       CAPTURE(value);
       bytes out;
       append_varint(out, value);

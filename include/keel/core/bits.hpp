@@ -7,6 +7,7 @@
 /// significant first, so the stream reads in the order it was written.
 #include <keel/core/bytes.hpp>
 
+#include <algorithm>
 #include <bit>
 #include <cassert>
 #include <cstdint>
@@ -36,7 +37,7 @@ class bit_writer {
  public:
   bit_writer() = default;
   /// Reserves room for about `expected_bits`, to avoid regrowing.
-  explicit bit_writer(std::size_t expected_bits) { out_.reserve((expected_bits + 63) / 64 * 8); }
+  explicit bit_writer(std::size_t expected_bits) { out_.resize((expected_bits + 63) / 64 * 8); }
 
   /// Appends the low `count` bits of `value` (count in [0, 64]); higher bits are ignored.
   void write(std::uint64_t value, unsigned count) {
@@ -60,19 +61,19 @@ class bit_writer {
   void write_bit(bool bit) { write(bit ? 1U : 0U, 1); }
 
   /// Bits written so far.
-  [[nodiscard]] std::size_t bit_count() const noexcept { return out_.size() * 8 + used_; }
+  [[nodiscard]] std::size_t bit_count() const noexcept { return size_ * 8 + used_; }
 
   /// The bytes written so far, the last one padded with zero bits; the writer is left empty.
   [[nodiscard]] bytes finish() {
     const unsigned tail_bytes = (used_ + 7) / 8;
     if (tail_bytes != 0) {
-      const std::uint64_t aligned = word_ << (64 - used_);  // left-align the tail
-      std::uint8_t buffer[8];
-      detail::store_be64(buffer, aligned);
-      out_.insert(out_.end(), buffer, buffer + tail_bytes);
+      reserve_word();
+      detail::store_be64(out_.data() + size_, word_ << (64 - used_));  // left-align the tail
     }
+    out_.resize(size_ + tail_bytes);
     word_ = 0;
     used_ = 0;
+    size_ = 0;
     bytes done;
     done.swap(out_);
     return done;
@@ -80,12 +81,18 @@ class bit_writer {
 
  private:
   void flush_word() {
-    const auto size = out_.size();
-    out_.resize(size + 8);
-    detail::store_be64(out_.data() + size, word_);
+    reserve_word();
+    detail::store_be64(out_.data() + size_, word_);
+    size_ += 8;
+  }
+  void reserve_word() {
+    // Grow geometrically ahead of the writes, so the common path is a bounds check and a store.
+    if (size_ + 8 > out_.size()) [[unlikely]]
+      out_.resize(std::max<std::size_t>(64, out_.size() * 2));
   }
 
-  bytes out_;
+  bytes out_;               ///< written bytes, then spare room up to out_.size()
+  std::size_t size_ = 0;    ///< bytes written to out_
   std::uint64_t word_ = 0;  ///< the pending bits, right-aligned
   unsigned used_ = 0;       ///< bits pending in word_, in [0, 63]
 };
