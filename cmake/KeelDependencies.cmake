@@ -1,6 +1,7 @@
 # keel_find_external(<name>): finds one external dependency by keel's name for it.
 # Used by the build and installed beside keelConfig.cmake, so a consumer finds exactly
-# what keel was built against. Names: Boost, BoostJson, OpenSSL, fmt, xxhash, zstd, PostgreSQL.
+# what keel was built against. Names: Boost, BoostJson, OpenSSL, fmt, xxhash, zstd, PostgreSQL,
+# Threads.
 macro(keel_find_external name)
   if(COMMAND find_dependency)
     set(_keel_find find_dependency)
@@ -30,6 +31,10 @@ macro(keel_find_external name)
   elseif("${name}" STREQUAL "PostgreSQL")
     if(NOT TARGET PostgreSQL::PostgreSQL)
       cmake_language(CALL ${_keel_find} PostgreSQL REQUIRED)
+    endif()
+  elseif("${name}" STREQUAL "Threads")
+    if(NOT TARGET Threads::Threads)
+      cmake_language(CALL ${_keel_find} Threads REQUIRED)
     endif()
   elseif("${name}" STREQUAL "xxhash")
     # Debian ships libxxhash with a pkg-config file only.
