@@ -1,0 +1,266 @@
+#include <keel/pg/connection.hpp>
+
+#include <keel/core/log.hpp>
+
+#include "connection_state.hpp"
+
+#include <poll.h>
+
+#include <string>
+
+namespace keel::pg {
+namespace {
+
+void log_notice(void*, const PGresult* notice) {
+  const char* message = PQresultErrorField(notice, PG_DIAG_MESSAGE_PRIMARY);
+  const char* severity = PQresultErrorField(notice, PG_DIAG_SEVERITY);
+  log::debug("postgres notice",
+             {{"severity", severity != nullptr ? severity : ""}, {"message", message != nullptr ? message : ""}});
+}
+
+std::string field(const PGresult* r, int code) {
+  const char* value = PQresultErrorField(r, code);
+  return value != nullptr ? value : "";
+}
+
+}  // namespace
+
+connection::state::~state() {
+  if (conn != nullptr) PQfinish(conn);
+}
+
+error_code connection::state::fail_from_result(const PGresult* r, std::string_view sql) {
+  last_error = diagnostics{};
+  last_error.statement = std::string(sql);
+  if (r != nullptr && PQresultStatus(r) == PGRES_FATAL_ERROR && !field(r, PG_DIAG_SQLSTATE).empty()) {
+    last_error.sqlstate = field(r, PG_DIAG_SQLSTATE);
+    last_error.severity = field(r, PG_DIAG_SEVERITY);
+    last_error.message = field(r, PG_DIAG_MESSAGE_PRIMARY);
+    last_error.detail = field(r, PG_DIAG_MESSAGE_DETAIL);
+    last_error.hint = field(r, PG_DIAG_MESSAGE_HINT);
+    last_error.constraint = field(r, PG_DIAG_CONSTRAINT_NAME);
+    last_error.table = field(r, PG_DIAG_TABLE_NAME);
+    last_error.column = field(r, PG_DIAG_COLUMN_NAME);
+    const auto position = field(r, PG_DIAG_STATEMENT_POSITION);
+    last_error.position = position.empty() ? 0 : std::atoi(position.c_str());
+    return errc_from_sqlstate(last_error.sqlstate);
+  }
+  // No server error: libpq failed on its own, usually because the connection broke.
+  last_error.severity = "FATAL";
+  last_error.message = PQerrorMessage(conn);
+  while (!last_error.message.empty() && last_error.message.back() == '\n') last_error.message.pop_back();
+  if (PQstatus(conn) == CONNECTION_BAD) {
+    statements.clear();
+    lru.clear();
+    return errc::connection_lost;
+  }
+  return errc::server_error;
+}
+
+error_code connection::state::fail(errc code, std::string message, std::string_view sql) {
+  last_error = diagnostics{};
+  last_error.severity = "ERROR";
+  last_error.message = std::move(message);
+  last_error.statement = std::string(sql);
+  return code;
+}
+
+result<rows> connection::state::take(PGresult* raw, std::string_view sql) {
+  detail::result_ptr r(raw);
+  const auto status = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK || status == PGRES_SINGLE_TUPLE ||
+      status == PGRES_EMPTY_QUERY) {
+    return rows(std::move(r));
+  }
+  return fail_from_result(r.get(), sql);
+}
+
+result<std::string> connection::state::prepare(std::string_view sql, const params& values) {
+  std::string key(sql);
+  key.push_back('\0');
+  key.append(reinterpret_cast<const char*>(values.types()), values.size() * sizeof(oid));
+  if (auto it = statements.find(key); it != statements.end()) {
+    lru.splice(lru.begin(), lru, it->second.position);
+    return it->second.name;
+  }
+  std::string name = "keel_" + std::to_string(++statement_counter);
+  std::string sql_text(sql);
+  detail::result_ptr r(PQprepare(conn, name.c_str(), sql_text.c_str(), static_cast<int>(values.size()),
+                                 values.types()));
+  if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) return fail_from_result(r.get(), sql);
+  lru.push_front(key);
+  statements.emplace(key, statement{name, lru.begin()});
+  evict();
+  return name;
+}
+
+void connection::state::evict() {
+  // DEALLOCATE cannot run in a failed transaction; the cache may then run over until later.
+  while (statements.size() > options.statement_cache_size && PQtransactionStatus(conn) != PQTRANS_INERROR) {
+    const auto it = statements.find(lru.back());
+    const std::string sql = "DEALLOCATE " + it->second.name;  // our own generated name
+    detail::result_ptr r(PQexec(conn, sql.c_str()));
+    statements.erase(it);
+    lru.pop_back();
+  }
+}
+
+void connection::state::forget(std::string_view sql, const params& values) {
+  std::string key(sql);
+  key.push_back('\0');
+  key.append(reinterpret_cast<const char*>(values.types()), values.size() * sizeof(oid));
+  if (auto it = statements.find(key); it != statements.end()) {
+    if (PQtransactionStatus(conn) == PQTRANS_IDLE) {
+      const std::string deallocate = "DEALLOCATE " + it->second.name;
+      detail::result_ptr r(PQexec(conn, deallocate.c_str()));
+    }
+    lru.erase(it->second.position);
+    statements.erase(it);
+  }
+}
+
+result<rows> connection::state::run_prepared(std::string_view sql, const params& values) {
+  auto name = prepare(sql, values);
+  if (!name) return name.error();
+  return take(PQexecPrepared(conn, name->c_str(), static_cast<int>(values.size()), values.values(),
+                             values.lengths(), values.formats(), 1),
+              sql);
+}
+
+result<connection> connection::connect(std::string_view conninfo, const connect_options& options,
+                                       diagnostics* failure) {
+  auto s = std::make_unique<state>();
+  s->conninfo = std::string(conninfo);
+  s->options = options;
+  auto opened = s->open();
+  if (!opened) {
+    if (failure != nullptr) *failure = s->last_error;
+    log::debug("postgres connection failed", {{"reason", s->last_error.message}});
+    return opened.error();
+  }
+  return connection(std::move(s));
+}
+
+result<void> connection::state::open() {
+  if (conn != nullptr) PQfinish(conn);
+  statements.clear();
+  lru.clear();
+  // Keywords before dbname are defaults: the URL or conninfo in dbname overrides them.
+  const std::string timeout = std::to_string(options.connect_timeout_seconds);
+  const char* keys[] = {"connect_timeout", "application_name", "client_encoding", "dbname", nullptr};
+  const char* values[] = {timeout.c_str(), options.application_name.c_str(), "UTF8", conninfo.c_str(), nullptr};
+  conn = PQconnectdbParams(keys, values, 1);
+  if (conn == nullptr) throw std::bad_alloc();
+  if (PQstatus(conn) != CONNECTION_OK) {
+    fail(errc::connection_failed, PQerrorMessage(conn), {});
+    while (!last_error.message.empty() && last_error.message.back() == '\n') last_error.message.pop_back();
+    return errc::connection_failed;
+  }
+  PQsetNoticeReceiver(conn, &log_notice, nullptr);
+  return {};
+}
+
+connection::connection(std::unique_ptr<state> s) noexcept : state_(std::move(s)) {}
+connection::connection(connection&&) noexcept = default;
+connection& connection::operator=(connection&&) noexcept = default;
+connection::~connection() = default;
+
+result<rows> connection::query_params(std::string_view sql, const params& values) {
+  if (!values.valid()) {
+    return state_->fail(errc::invalid_argument,
+                        "a text parameter contains a NUL byte, which Postgres text cannot hold; send it as bytea",
+                        sql);
+  }
+  auto r = state_->run_prepared(sql, values);
+  // The cached statement can go stale: DISCARD ALL dropped it (26000), or a table it reads
+  // changed shape (0A000). Outside a transaction it is safe to prepare again once.
+  if (!r && PQtransactionStatus(state_->conn) == PQTRANS_IDLE &&
+      (state_->last_error.sqlstate == "26000" ||
+       (state_->last_error.sqlstate == "0A000" &&
+        state_->last_error.message.find("cached plan") != std::string::npos))) {
+    if (state_->last_error.sqlstate == "26000") {
+      state_->statements.clear();
+      state_->lru.clear();
+    } else {
+      state_->forget(sql, values);
+    }
+    r = state_->run_prepared(sql, values);
+  }
+  return r;
+}
+
+result<rows> connection::execute(std::string_view sql) {
+  const std::string text(sql);
+  // PQexec returns only the last result; earlier failures stop the batch and are what we get.
+  return state_->take(PQexec(state_->conn, text.c_str()), sql);
+}
+
+result<void> connection::notify(std::string_view channel, std::string_view payload) {
+  auto r = query("SELECT pg_notify($1, $2)", channel, payload);
+  if (!r) return r.error();
+  return {};
+}
+
+result<std::string> connection::quote_identifier(std::string_view name) const {
+  char* quoted = PQescapeIdentifier(state_->conn, name.data(), name.size());
+  if (quoted == nullptr) return errc::invalid_argument;
+  std::string out(quoted);
+  PQfreemem(quoted);
+  return out;
+}
+
+const diagnostics& connection::last_error() const noexcept { return state_->last_error; }
+
+bool connection::is_open() const noexcept { return state_ && PQstatus(state_->conn) == CONNECTION_OK; }
+
+result<void> connection::reset() { return state_->open(); }
+
+bool connection::in_transaction() const noexcept {
+  const auto status = PQtransactionStatus(state_->conn);
+  return status == PQTRANS_INTRANS || status == PQTRANS_INERROR || status == PQTRANS_ACTIVE;
+}
+
+bool connection::in_failed_transaction() const noexcept {
+  return PQtransactionStatus(state_->conn) == PQTRANS_INERROR;
+}
+
+int connection::backend_pid() const noexcept { return PQbackendPID(state_->conn); }
+
+int connection::server_version() const noexcept { return PQserverVersion(state_->conn); }
+
+result<void> connection::cancel() const {
+  PGcancel* handle = PQgetCancel(state_->conn);
+  if (handle == nullptr) return errc::connection_lost;
+  char reason[256] = {};
+  const int ok = PQcancel(handle, reason, sizeof reason);
+  PQfreeCancel(handle);
+  if (ok != 1) return errc::connection_lost;
+  return {};
+}
+
+bool connection::probe() noexcept {
+  PGconn* c = state_->conn;
+  if (PQstatus(c) != CONNECTION_OK) return false;
+  // An idle connection has nothing to read unless the server sent something: usually a FATAL
+  // message and EOF because it terminated the session.
+  for (int round = 0; round < 4; ++round) {
+    pollfd fd{PQsocket(c), POLLIN, 0};
+    if (::poll(&fd, 1, 0) <= 0) break;
+    if (PQconsumeInput(c) == 0) break;
+    while (PGnotify* n = PQnotifies(c)) PQfreemem(n);
+  }
+  if (PQstatus(c) != CONNECTION_OK) {
+    state_->statements.clear();
+    state_->lru.clear();
+    return false;
+  }
+  return true;
+}
+
+std::size_t connection::cached_statements() const noexcept { return state_->statements.size(); }
+
+pg_conn* connection::native() const noexcept { return state_->conn; }
+
+connection::state& connection::internals() noexcept { return *state_; }
+
+}  // namespace keel::pg

@@ -1,0 +1,130 @@
+#include <keel/pg/connection.hpp>
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <thread>
+#include <support/pg.hpp>
+
+using namespace keel;
+
+TEST_SUITE("pg") {
+  TEST_CASE("server errors keep SQLSTATE, message, detail, hint and the statement") {
+    test::scratch_schema schema;
+    auto c = schema.connect();
+    REQUIRE(c.execute("CREATE TABLE users (id int8 PRIMARY KEY, email text UNIQUE NOT NULL CHECK (email <> ''))"));
+    REQUIRE(c.query("INSERT INTO users VALUES ($1, $2)", std::int64_t{1}, "a@example.com"));
+
+    auto duplicate = c.query("INSERT INTO users VALUES ($1, $2)", std::int64_t{2}, "a@example.com");
+    REQUIRE(duplicate.has_error());
+    CHECK(duplicate.error() == pg::errc::unique_violation);
+    const auto& d = c.last_error();
+    CHECK(d.sqlstate == "23505");
+    CHECK(d.constraint == "users_email_key");
+    CHECK(d.detail.find("a@example.com") != std::string::npos);
+    CHECK(d.statement == "INSERT INTO users VALUES ($1, $2)");
+    CHECK(d.to_string().find("23505") != std::string::npos);
+
+    CHECK(c.query("INSERT INTO users VALUES ($1, NULL)", std::int64_t{3}).error() == pg::errc::not_null_violation);
+    CHECK(c.query("INSERT INTO users VALUES ($1, '')", std::int64_t{3}).error() == pg::errc::check_violation);
+    CHECK(c.query("SELECT * FROM nowhere").error() == pg::errc::undefined_table);
+    CHECK(c.query("SELECT nope FROM users").error() == pg::errc::undefined_column);
+    CHECK(c.query("SELEC 1").error() == pg::errc::syntax_error);
+    CHECK(c.last_error().position == 1);
+    CHECK(c.query("SELECT 1/0").error() == pg::errc::server_error);
+    CHECK(c.last_error().sqlstate == "22012");
+    CHECK(c.query("SELECT 1/0").error().message().find("last_error") != std::string::npos);
+
+    // Nothing was lost: the one good row is still there.
+    CHECK(c.query("SELECT count(*) FROM users")->value<std::int64_t>().value() == 1);
+  }
+
+  TEST_CASE("connection failures are clear") {
+    pg::diagnostics why;
+    auto c = pg::connection::connect("host=127.0.0.1 port=1 connect_timeout=2", {}, &why);
+    REQUIRE(c.has_error());
+    CHECK(c.error() == pg::errc::connection_failed);
+    CHECK_FALSE(why.message.empty());
+  }
+
+  TEST_CASE("statements are prepared once per connection and survive DISCARD ALL") {
+    test::scratch_schema schema;
+    auto c = schema.connect();
+    for (int i = 0; i < 5; ++i) CHECK(c.query("SELECT $1::int8 + 1", std::int64_t{i})->value<std::int64_t>() == i + 1);
+    CHECK(c.cached_statements() == 1);
+    auto prepared = c.query("SELECT count(*) FROM pg_prepared_statements").value();
+    CHECK(prepared.value<std::int64_t>().value() == 2);
+    REQUIRE(c.execute("DISCARD ALL"));
+    CHECK(c.query("SELECT $1::int8 + 1", std::int64_t{41})->value<std::int64_t>() == 42);
+  }
+
+  TEST_CASE("a cached statement is re-prepared when its table changes shape") {
+    test::scratch_schema schema;
+    auto c = schema.connect();
+    REQUIRE(c.execute("CREATE TABLE t (a int8)"));
+    REQUIRE(c.query("INSERT INTO t VALUES ($1)", std::int64_t{1}));
+    CHECK(c.query("SELECT * FROM t WHERE a = $1", std::int64_t{1})->columns() == 1);
+    REQUIRE(c.execute("ALTER TABLE t ADD COLUMN b text"));
+    auto after = c.query("SELECT * FROM t WHERE a = $1", std::int64_t{1});
+    REQUIRE(after.has_value());
+    CHECK(after->columns() == 2);
+  }
+
+  TEST_CASE("the statement cache is bounded") {
+    test::scratch_schema schema;
+    auto c = pg::connection::connect(schema.conninfo, {.statement_cache_size = 4}).value();
+    for (int i = 0; i < 10; ++i) {
+      REQUIRE(c.query("SELECT $1::int8 + " + std::to_string(i), std::int64_t{1}));
+    }
+    CHECK(c.cached_statements() == 4);
+    // The count query is the fifth statement and pushed the oldest out before it ran.
+    CHECK(c.query("SELECT count(*) FROM pg_prepared_statements")->value<std::int64_t>().value() == 4);
+  }
+
+  TEST_CASE("execute runs several statements and reads text results") {
+    test::scratch_schema schema;
+    auto c = schema.connect();
+    auto r = c.execute("CREATE TABLE t (a int8); INSERT INTO t VALUES (1), (2); SELECT sum(a)::int8, 'x', true FROM t");
+    REQUIRE(r.has_value());
+    CHECK(r->value<std::int64_t>().value() == 3);
+    CHECK((*r)[0].get<std::string>(1).value() == "x");
+    CHECK((*r)[0].get<bool>(2).value());
+    CHECK(c.query("DELETE FROM t")->affected() == 2);
+  }
+
+  TEST_CASE("identifiers are quoted, values never spliced") {
+    test::scratch_schema schema;
+    auto c = schema.connect();
+    CHECK(c.quote_identifier("weird\"name").value() == "\"weird\"\"name\"");
+    const std::string hostile = "'); DROP TABLE t; --";
+    REQUIRE(c.execute("CREATE TABLE t (s text)"));
+    REQUIRE(c.query("INSERT INTO t VALUES ($1)", hostile));
+    CHECK(c.query("SELECT s FROM t")->value<std::string>().value() == hostile);
+  }
+
+  TEST_CASE("a terminated backend is detected without a query, and reset reconnects") {
+    test::scratch_schema schema;
+    auto c = schema.connect();
+    auto admin = schema.connect();
+    const int pid = c.backend_pid();
+    REQUIRE(admin.query("SELECT pg_terminate_backend($1)", std::int32_t{pid}));
+    // The server closes the socket asynchronously; give it a moment.
+    for (int i = 0; i < 100 && c.probe(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    CHECK_FALSE(c.probe());
+    CHECK(c.query("SELECT 1").error() == pg::errc::connection_lost);
+    REQUIRE(c.reset());
+    CHECK(c.query("SELECT 1::int8")->value<std::int64_t>().value() == 1);
+    CHECK(c.backend_pid() != pid);
+  }
+
+  TEST_CASE("cancel stops a running statement from another thread") {
+    test::scratch_schema schema;
+    auto c = schema.connect();
+    std::thread canceller([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      CHECK(c.cancel());
+    });
+    CHECK(c.query("SELECT pg_sleep(30)").error() == pg::errc::query_canceled);
+    canceller.join();
+  }
+}
