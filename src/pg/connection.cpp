@@ -1,12 +1,11 @@
-#include <keel/pg/connection.hpp>
-
 #include <keel/core/log.hpp>
+#include <keel/pg/connection.hpp>
 
 #include "connection_state.hpp"
 
-#include <poll.h>
-
 #include <string>
+
+#include <poll.h>
 
 namespace keel::pg {
 namespace {
@@ -14,8 +13,8 @@ namespace {
 void log_notice(void*, const PGresult* notice) {
   const char* message = PQresultErrorField(notice, PG_DIAG_MESSAGE_PRIMARY);
   const char* severity = PQresultErrorField(notice, PG_DIAG_SEVERITY);
-  log::debug("postgres notice",
-             {{"severity", severity != nullptr ? severity : ""}, {"message", message != nullptr ? message : ""}});
+  log::debug("postgres notice", {{"severity", severity != nullptr ? severity : ""},
+                                 {"message", message != nullptr ? message : ""}});
 }
 
 std::string field(const PGresult* r, int code) {
@@ -85,8 +84,8 @@ result<std::string> connection::state::prepare(std::string_view sql, const param
   }
   std::string name = "keel_" + std::to_string(++statement_counter);
   std::string sql_text(sql);
-  detail::result_ptr r(PQprepare(conn, name.c_str(), sql_text.c_str(), static_cast<int>(values.size()),
-                                 values.types()));
+  detail::result_ptr r(
+      PQprepare(conn, name.c_str(), sql_text.c_str(), static_cast<int>(values.size()), values.types()));
   if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) return fail_from_result(r.get(), sql);
   lru.push_front(key);
   statements.emplace(key, statement{name, lru.begin()});
@@ -148,7 +147,8 @@ result<void> connection::state::open() {
   // Keywords before dbname are defaults: the URL or conninfo in dbname overrides them.
   const std::string timeout = std::to_string(options.connect_timeout_seconds);
   const char* keys[] = {"connect_timeout", "application_name", "client_encoding", "dbname", nullptr};
-  const char* values[] = {timeout.c_str(), options.application_name.c_str(), "UTF8", conninfo.c_str(), nullptr};
+  const char* values[] = {timeout.c_str(), options.application_name.c_str(), "UTF8", conninfo.c_str(),
+                          nullptr};
   conn = PQconnectdbParams(keys, values, 1);
   if (conn == nullptr) throw std::bad_alloc();
   if (PQstatus(conn) != CONNECTION_OK) {
@@ -167,9 +167,9 @@ connection::~connection() = default;
 
 result<rows> connection::query_params(std::string_view sql, const params& values) {
   if (!values.valid()) {
-    return state_->fail(errc::invalid_argument,
-                        "a text parameter contains a NUL byte, which Postgres text cannot hold; send it as bytea",
-                        sql);
+    return state_->fail(
+        errc::invalid_argument,
+        "a text parameter contains a NUL byte, which Postgres text cannot hold; send it as bytea", sql);
   }
   auto r = state_->run_prepared(sql, values);
   // The cached statement can go stale: DISCARD ALL dropped it (26000), or a table it reads
@@ -209,11 +209,17 @@ result<std::string> connection::quote_identifier(std::string_view name) const {
   return out;
 }
 
-const diagnostics& connection::last_error() const noexcept { return state_->last_error; }
+const diagnostics& connection::last_error() const noexcept {
+  return state_->last_error;
+}
 
-bool connection::is_open() const noexcept { return state_ && PQstatus(state_->conn) == CONNECTION_OK; }
+bool connection::is_open() const noexcept {
+  return state_ && PQstatus(state_->conn) == CONNECTION_OK;
+}
 
-result<void> connection::reset() { return state_->open(); }
+result<void> connection::reset() {
+  return state_->open();
+}
 
 bool connection::in_transaction() const noexcept {
   const auto status = PQtransactionStatus(state_->conn);
@@ -224,9 +230,13 @@ bool connection::in_failed_transaction() const noexcept {
   return PQtransactionStatus(state_->conn) == PQTRANS_INERROR;
 }
 
-int connection::backend_pid() const noexcept { return PQbackendPID(state_->conn); }
+int connection::backend_pid() const noexcept {
+  return PQbackendPID(state_->conn);
+}
 
-int connection::server_version() const noexcept { return PQserverVersion(state_->conn); }
+int connection::server_version() const noexcept {
+  return PQserverVersion(state_->conn);
+}
 
 result<void> connection::cancel() const {
   PGcancel* handle = PQgetCancel(state_->conn);
@@ -257,10 +267,16 @@ bool connection::probe() noexcept {
   return true;
 }
 
-std::size_t connection::cached_statements() const noexcept { return state_->statements.size(); }
+std::size_t connection::cached_statements() const noexcept {
+  return state_->statements.size();
+}
 
-pg_conn* connection::native() const noexcept { return state_->conn; }
+pg_conn* connection::native() const noexcept {
+  return state_->conn;
+}
 
-connection::state& connection::internals() noexcept { return *state_; }
+connection::state& connection::internals() noexcept {
+  return *state_;
+}
 
 }  // namespace keel::pg

@@ -38,6 +38,8 @@ const char* describe(errc e) noexcept {
     case errc::transaction_aborted:
       return "an earlier statement in this transaction failed, so it can only be rolled back; nothing was "
              "committed";
+    case errc::pipeline_aborted:
+      return "not run: an earlier statement in the same pipeline sync failed";
     case errc::type_mismatch:
       return "the column's Postgres type cannot be read as the requested C++ type; see keel/pg/types.hpp for "
              "the mapping, or cast in SQL";
@@ -70,7 +72,9 @@ constexpr enum_error_category<errc> category{0x6b65656c2e706700ULL, "keel.pg", &
 
 }  // namespace
 
-const error_category& pg_category() noexcept { return category; }
+const error_category& pg_category() noexcept {
+  return category;
+}
 
 errc errc_from_sqlstate(std::string_view s) noexcept {
   if (s == "23505") return errc::unique_violation;

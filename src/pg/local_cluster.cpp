@@ -1,7 +1,13 @@
+#include <keel/core/log.hpp>
 #include <keel/pg/connection.hpp>
 #include <keel/pg/local_cluster.hpp>
 
-#include <keel/core/log.hpp>
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -12,13 +18,6 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <cerrno>
-#include <cstdlib>
-#include <fstream>
-#include <sstream>
-#include <thread>
-#include <vector>
 
 extern char** environ;
 
@@ -135,11 +134,10 @@ struct local_cluster::state {
   }
 
   error_code failure(std::string_view what) const {
-    log::error("local postgres cluster failed",
-               {{"step", what},
-                {"data_dir", data_dir.string()},
-                {"commands_log", read_tail(command_log())},
-                {"server_log", read_tail(server_log())}});
+    log::error("local postgres cluster failed", {{"step", what},
+                                                 {"data_dir", data_dir.string()},
+                                                 {"commands_log", read_tail(command_log())},
+                                                 {"server_log", read_tail(server_log())}});
     return errc::cluster_failed;
   }
 
@@ -150,35 +148,37 @@ struct local_cluster::state {
     if (ec) return failure("create the data directory");
     fs::permissions(data_dir, fs::perms::owner_all, ec);
     give_to_server_user(data_dir);
-    const int status = run(as_server_user({(options.bin_dir / "initdb").string(), "-D", data_dir.string(), "-U",
-                                           "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "-N"}),
-                           command_log());
+    const int status =
+        run(as_server_user({(options.bin_dir / "initdb").string(), "-D", data_dir.string(), "-U", "postgres",
+                            "--auth=trust", "-E", "UTF8", "--locale=C", "-N"}),
+            command_log());
     if (status != 0) return failure("initdb");
     return {};
   }
 
-  result<void> start_server() {
+  /// Starts the server on `fixed_port`, or on options.port, or on a free port when both are 0.
+  result<void> start_server(std::uint16_t fixed_port = 0) {
     if (int running = read_pid(data_dir); running > 0 && alive(running)) {
       log::error("a postgres server already runs on this data directory",
                  {{"data_dir", data_dir.string()}, {"pid", running}});
       return errc::cluster_failed;
     }
     for (int attempt = 0; attempt < 3; ++attempt) {
-      port = options.port != 0 ? options.port : free_port();
-      std::string settings = "-p " + std::to_string(port) + " -k " + root.string() +
-                             " -c listen_addresses=127.0.0.1 -c max_connections=" +
-                             std::to_string(options.max_connections);
+      port = fixed_port != 0 ? fixed_port : options.port != 0 ? options.port : free_port();
+      std::string settings =
+          "-p " + std::to_string(port) + " -k " + root.string() +
+          " -c listen_addresses=127.0.0.1 -c max_connections=" + std::to_string(options.max_connections);
       if (!options.durable) settings += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off";
-      const int status = run(
-          as_server_user({(options.bin_dir / "pg_ctl").string(), "-D", data_dir.string(), "-l",
-                          server_log().string(), "-w", "-t", std::to_string(options.start_timeout.count()), "-s",
-                          "-o", settings, "start"}),
-          command_log());
+      const int status =
+          run(as_server_user({(options.bin_dir / "pg_ctl").string(), "-D", data_dir.string(), "-l",
+                              server_log().string(), "-w", "-t",
+                              std::to_string(options.start_timeout.count()), "-s", "-o", settings, "start"}),
+              command_log());
       if (status == 0) {
         pid = read_pid(data_dir);
         return {};
       }
-      if (options.port != 0) break;  // a chosen port that is taken will stay taken
+      if (fixed_port != 0 || options.port != 0) break;  // a chosen port that is taken stays taken
     }
     return failure("pg_ctl start");
   }
@@ -187,7 +187,8 @@ struct local_cluster::state {
     if (!alive(pid)) return;
     ::kill(pid, SIGINT);  // fast shutdown: roll back open transactions, terminate sessions
     const auto deadline = std::chrono::steady_clock::now() + 30s;
-    while (alive(pid) && fs::exists(data_dir / "postmaster.pid") && std::chrono::steady_clock::now() < deadline) {
+    while (alive(pid) && fs::exists(data_dir / "postmaster.pid") &&
+           std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(20ms);
     }
     if (alive(pid) && fs::exists(data_dir / "postmaster.pid")) {
@@ -208,7 +209,8 @@ struct local_cluster::state {
     posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP);
     posix_spawnattr_setpgroup(&attributes, 0);
     const std::string data = data_dir.string(), dir = root.string();
-    const char* argv[] = {"/bin/sh", "-c", watchdog_script, "keel-pg-watchdog", data.c_str(), dir.c_str(), nullptr};
+    const char* argv[] = {"/bin/sh",    "-c",        watchdog_script, "keel-pg-watchdog",
+                          data.c_str(), dir.c_str(), nullptr};
     const int spawned =
         posix_spawn(&watchdog, "/bin/sh", &actions, &attributes, const_cast<char* const*>(argv), environ);
     posix_spawn_file_actions_destroy(&actions);
@@ -245,8 +247,9 @@ result<local_cluster> local_cluster::start(cluster_options options) {
   if (s->as_root) {
     const passwd* user = ::getpwnam(s->options.os_user.c_str());
     if (user == nullptr) {
-      log::error("the OS user to run postgres as does not exist; install postgresql or set cluster_options::os_user",
-                 {{"user", s->options.os_user}});
+      log::error(
+          "the OS user to run postgres as does not exist; install postgresql or set cluster_options::os_user",
+          {{"user", s->options.os_user}});
       return errc::cluster_failed;
     }
     s->uid = user->pw_uid;
@@ -286,14 +289,18 @@ local_cluster& local_cluster::operator=(local_cluster&& other) noexcept {
   }
   return *this;
 }
-local_cluster::~local_cluster() { stop(); }
+local_cluster::~local_cluster() {
+  stop();
+}
 
-std::string local_cluster::conninfo() const { return conninfo(state_->options.database); }
+std::string local_cluster::conninfo() const {
+  return conninfo(state_->options.database);
+}
 
 std::string local_cluster::conninfo(std::string_view database) const {
   // Values are quoted for libpq's key=value syntax; paths and names never contain quotes here.
-  return "host='" + state_->root.string() + "' port=" + std::to_string(state_->port) + " user=postgres dbname='" +
-         std::string(database) + "'";
+  return "host='" + state_->root.string() + "' port=" + std::to_string(state_->port) +
+         " user=postgres dbname='" + std::string(database) + "'";
 }
 
 std::string local_cluster::tcp_conninfo() const {
@@ -301,9 +308,15 @@ std::string local_cluster::tcp_conninfo() const {
          state_->options.database + "'";
 }
 
-std::uint16_t local_cluster::port() const noexcept { return state_->port; }
-int local_cluster::pid() const noexcept { return state_->pid; }
-const fs::path& local_cluster::data_dir() const noexcept { return state_->data_dir; }
+std::uint16_t local_cluster::port() const noexcept {
+  return state_->port;
+}
+int local_cluster::pid() const noexcept {
+  return state_->pid;
+}
+const fs::path& local_cluster::data_dir() const noexcept {
+  return state_->data_dir;
+}
 
 result<std::string> local_cluster::create_database(std::string_view name) {
   auto admin = connection::connect(conninfo("postgres"));
@@ -320,7 +333,7 @@ result<std::string> local_cluster::create_database(std::string_view name) {
 
 result<void> local_cluster::restart() {
   state_->stop_server();
-  return state_->start_server();
+  return state_->start_server(state_->port);  // clients keep their connection strings
 }
 
 void local_cluster::stop() noexcept {

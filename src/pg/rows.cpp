@@ -8,7 +8,9 @@
 
 namespace keel::pg {
 
-void detail::pg_result_deleter::operator()(pg_result* r) const noexcept { PQclear(r); }
+void detail::pg_result_deleter::operator()(pg_result* r) const noexcept {
+  PQclear(r);
+}
 
 rows::rows(detail::result_ptr result) noexcept : result_(std::move(result)) {}
 

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <thread>
+
 #include <support/pg.hpp>
 
 using namespace keel;
@@ -12,7 +13,8 @@ TEST_SUITE("pg") {
   TEST_CASE("server errors keep SQLSTATE, message, detail, hint and the statement") {
     test::scratch_schema schema;
     auto c = schema.connect();
-    REQUIRE(c.execute("CREATE TABLE users (id int8 PRIMARY KEY, email text UNIQUE NOT NULL CHECK (email <> ''))"));
+    REQUIRE(c.execute(
+        "CREATE TABLE users (id int8 PRIMARY KEY, email text UNIQUE NOT NULL CHECK (email <> ''))"));
     REQUIRE(c.query("INSERT INTO users VALUES ($1, $2)", std::int64_t{1}, "a@example.com"));
 
     auto duplicate = c.query("INSERT INTO users VALUES ($1, $2)", std::int64_t{2}, "a@example.com");
@@ -25,7 +27,8 @@ TEST_SUITE("pg") {
     CHECK(d.statement == "INSERT INTO users VALUES ($1, $2)");
     CHECK(d.to_string().find("23505") != std::string::npos);
 
-    CHECK(c.query("INSERT INTO users VALUES ($1, NULL)", std::int64_t{3}).error() == pg::errc::not_null_violation);
+    CHECK(c.query("INSERT INTO users VALUES ($1, NULL)", std::int64_t{3}).error() ==
+          pg::errc::not_null_violation);
     CHECK(c.query("INSERT INTO users VALUES ($1, '')", std::int64_t{3}).error() == pg::errc::check_violation);
     CHECK(c.query("SELECT * FROM nowhere").error() == pg::errc::undefined_table);
     CHECK(c.query("SELECT nope FROM users").error() == pg::errc::undefined_column);
@@ -50,7 +53,8 @@ TEST_SUITE("pg") {
   TEST_CASE("statements are prepared once per connection and survive DISCARD ALL") {
     test::scratch_schema schema;
     auto c = schema.connect();
-    for (int i = 0; i < 5; ++i) CHECK(c.query("SELECT $1::int8 + 1", std::int64_t{i})->value<std::int64_t>() == i + 1);
+    for (int i = 0; i < 5; ++i)
+      CHECK(c.query("SELECT $1::int8 + 1", std::int64_t{i})->value<std::int64_t>() == i + 1);
     CHECK(c.cached_statements() == 1);
     auto prepared = c.query("SELECT count(*) FROM pg_prepared_statements").value();
     CHECK(prepared.value<std::int64_t>().value() == 2);
@@ -84,7 +88,8 @@ TEST_SUITE("pg") {
   TEST_CASE("execute runs several statements and reads text results") {
     test::scratch_schema schema;
     auto c = schema.connect();
-    auto r = c.execute("CREATE TABLE t (a int8); INSERT INTO t VALUES (1), (2); SELECT sum(a)::int8, 'x', true FROM t");
+    auto r = c.execute(
+        "CREATE TABLE t (a int8); INSERT INTO t VALUES (1), (2); SELECT sum(a)::int8, 'x', true FROM t");
     REQUIRE(r.has_value());
     CHECK(r->value<std::int64_t>().value() == 3);
     CHECK((*r)[0].get<std::string>(1).value() == "x");

@@ -2,10 +2,11 @@
 #include <keel/pg/connection.hpp>
 
 #include <doctest/doctest.h>
-#include <support/pg.hpp>
-#include <support/random.hpp>
 
 #include <limits>
+
+#include <support/pg.hpp>
+#include <support/random.hpp>
 
 using namespace keel;
 using namespace std::chrono_literals;
@@ -85,9 +86,11 @@ TEST_SUITE("pg") {
     CHECK(c.query("SELECT $1", id)->value<pg::uuid>().value() == id);
     CHECK(c.query("SELECT $1", id)->value<std::string>().value() == id.to_string());
 
-    const auto doc = c.query("SELECT $1", pg::jsonb{R"({"b": [1, 2], "a": "x"})"})->value<pg::jsonb>().value();
+    const auto doc =
+        c.query("SELECT $1", pg::jsonb{R"({"b": [1, 2], "a": "x"})"})->value<pg::jsonb>().value();
     CHECK(doc.text == R"({"a": "x", "b": [1, 2]})");  // jsonb normalizes key order
-    CHECK(c.query("SELECT ($1::jsonb)->>'a'", pg::jsonb{R"({"a": "x"})"})->value<std::string>().value() == "x");
+    CHECK(c.query("SELECT ($1::jsonb)->>'a'", pg::jsonb{R"({"a": "x"})"})->value<std::string>().value() ==
+          "x");
 
     for (const char* n : {"12.50", "-0.001", "123456789012345678901234567890.000000001", "0", "NaN"}) {
       CAPTURE(n);
@@ -98,12 +101,16 @@ TEST_SUITE("pg") {
     CHECK(c.query("SELECT $1", t)->value<timestamp>().value() == t);
     const timestamp before_1970{-86'400'000'000'000ns - 1000ns};
     CHECK(c.query("SELECT $1", before_1970)->value<timestamp>().value() == before_1970);
-    CHECK(c.query("SELECT $1", timestamp{1500ns})->value<timestamp>().value() == timestamp{1000ns});  // truncated
+    CHECK(c.query("SELECT $1", timestamp{1500ns})->value<timestamp>().value() ==
+          timestamp{1000ns});  // truncated
     CHECK(c.query("SELECT 'infinity'::timestamptz")->value<timestamp>().error() == pg::errc::out_of_range);
 
     const std::vector<std::int64_t> numbers{1, -2, std::numeric_limits<std::int64_t>::max()};
     CHECK(c.query("SELECT $1", numbers)->value<std::vector<std::int64_t>>().value() == numbers);
-    CHECK(c.query("SELECT $1", std::vector<std::int64_t>{})->value<std::vector<std::int64_t>>().value().empty());
+    CHECK(c.query("SELECT $1", std::vector<std::int64_t>{})
+              ->value<std::vector<std::int64_t>>()
+              .value()
+              .empty());
     CHECK(c.query("SELECT ARRAY[1,2]::int4[]")->value<std::vector<std::int64_t>>().value() ==
           std::vector<std::int64_t>{1, 2});
     const std::vector<std::string> words{"a", "", "ünï", "with \"quotes\""};
@@ -124,8 +131,9 @@ TEST_SUITE("pg") {
     CHECK(r[0].get<std::int64_t>("missing").error() == pg::errc::out_of_range);
     CHECK(r[0].get<std::int64_t>(9).error() == pg::errc::out_of_range);
     CHECK(r[0].is_null(0));
-    CHECK(c.query("SELECT $1::int8", std::optional<std::int64_t>{})->value<std::optional<std::int64_t>>().value() ==
-          std::nullopt);
+    CHECK(c.query("SELECT $1::int8", std::optional<std::int64_t>{})
+              ->value<std::optional<std::int64_t>>()
+              .value() == std::nullopt);
   }
 
   TEST_CASE("random values survive a table round trip") {

@@ -5,12 +5,13 @@
 #include <keel/pg/local_cluster.hpp>
 
 #include <doctest/doctest.h>
-#include <support/result.hpp>
 
 #include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <string>
+
+#include <support/result.hpp>
 #include <unistd.h>
 
 namespace keel::test {
@@ -40,9 +41,12 @@ inline std::string with_options(const std::string& conninfo, const std::string& 
   if (conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://")) {
     std::string encoded;
     for (const char c : options) {
-      if (c == ' ') encoded += "%20";
-      else if (c == '=') encoded += "%3D";
-      else encoded += c;
+      if (c == ' ')
+        encoded += "%20";
+      else if (c == '=')
+        encoded += "%3D";
+      else
+        encoded += c;
     }
     return conninfo + (conninfo.find('?') == std::string::npos ? "?" : "&") + "options=" + encoded;
   }

@@ -34,7 +34,8 @@ class connection {
  public:
   /// Connects to `conninfo`: a URL (postgresql://user@host:port/db?...) or key=value pairs.
   /// @returns errc::connection_failed; libpq's reason is written to `failure` when given.
-  [[nodiscard]] static result<connection> connect(std::string_view conninfo, const connect_options& options = {},
+  [[nodiscard]] static result<connection> connect(std::string_view conninfo,
+                                                  const connect_options& options = {},
                                                   diagnostics* failure = nullptr);
 
   connection(connection&&) noexcept;

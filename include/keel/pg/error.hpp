@@ -12,26 +12,27 @@ namespace keel::pg {
 /// What went wrong, at the granularity callers branch on. The server's exact SQLSTATE and
 /// messages are in `diagnostics` (connection::last_error()).
 enum class errc {
-  connection_failed = 1,  ///< could not connect (bad address, auth, server down)
-  connection_lost,        ///< the connection broke or the server shut it down (class 08, 57P01..3)
-  unique_violation,       ///< 23505
-  foreign_key_violation,  ///< 23503
-  not_null_violation,     ///< 23502
-  check_violation,        ///< 23514
-  serialization_failure,  ///< 40001: retry the transaction
-  deadlock_detected,      ///< 40P01: retry the transaction
-  undefined_table,        ///< 42P01
-  undefined_column,       ///< 42703
-  syntax_error,           ///< 42601
-  query_canceled,         ///< 57014: statement timeout or cancel request
-  server_error,           ///< any other SQLSTATE; see diagnostics
-  transaction_aborted,    ///< an earlier statement failed, so the transaction can only roll back
-  type_mismatch,          ///< the column's type cannot be read as the requested C++ type
-  unexpected_null,        ///< NULL read into a non-optional value
-  out_of_range,           ///< row or column index past the end, or a value that does not fit
-  bad_value,              ///< a binary value the decoder could not parse (corrupt or unsupported)
-  pool_timeout,           ///< no connection became free within acquire_timeout
-  pool_closed,            ///< the pool is shutting down
+  connection_failed = 1,        ///< could not connect (bad address, auth, server down)
+  connection_lost,              ///< the connection broke or the server shut it down (class 08, 57P01..3)
+  unique_violation,             ///< 23505
+  foreign_key_violation,        ///< 23503
+  not_null_violation,           ///< 23502
+  check_violation,              ///< 23514
+  serialization_failure,        ///< 40001: retry the transaction
+  deadlock_detected,            ///< 40P01: retry the transaction
+  undefined_table,              ///< 42P01
+  undefined_column,             ///< 42703
+  syntax_error,                 ///< 42601
+  query_canceled,               ///< 57014: statement timeout or cancel request
+  server_error,                 ///< any other SQLSTATE; see diagnostics
+  transaction_aborted,          ///< an earlier statement failed, so the transaction can only roll back
+  pipeline_aborted,             ///< not run: an earlier statement in the same pipeline sync failed
+  type_mismatch,                ///< the column's type cannot be read as the requested C++ type
+  unexpected_null,              ///< NULL read into a non-optional value
+  out_of_range,                 ///< row or column index past the end, or a value that does not fit
+  bad_value,                    ///< a binary value the decoder could not parse (corrupt or unsupported)
+  pool_timeout,                 ///< no connection became free within acquire_timeout
+  pool_closed,                  ///< the pool is shutting down
   migration_checksum_mismatch,  ///< an applied migration's SQL changed since it was applied
   migration_failed,             ///< a migration's SQL failed; nothing of it was applied
   cluster_failed,               ///< a local Postgres cluster could not be created or started
@@ -41,7 +42,9 @@ enum class errc {
 /// The category of keel::pg::errc ("keel.pg").
 [[nodiscard]] const error_category& pg_category() noexcept;
 
-[[nodiscard]] inline error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), pg_category()}; }
+[[nodiscard]] inline error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), pg_category()};
+}
 
 /// Maps a five-character SQLSTATE to the errc callers match on (server_error if none fits).
 [[nodiscard]] errc errc_from_sqlstate(std::string_view sqlstate) noexcept;

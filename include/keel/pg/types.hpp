@@ -8,15 +8,12 @@
 /// | bool | bool | bool |
 /// | int16_t, int32_t, int64_t | int2, int4, int8 | any narrower-or-equal integer type |
 /// | float, double | float4, float8 | float4 (both), float8 (double) |
-/// | std::string, std::string_view, const char* | untyped text (the server infers) | text, varchar, char, name, json, jsonb, numeric, uuid |
-/// | keel::bytes, keel::bytes_view | bytea | bytea |
-/// | pg::uuid | uuid | uuid |
-/// | pg::jsonb | jsonb | jsonb, json |
-/// | pg::numeric | numeric (as text: exact) | numeric |
-/// | keel::timestamp | timestamptz (microseconds; finer digits are truncated) | timestamptz, timestamp (as UTC) |
-/// | std::vector<int64_t> | int8[] | int2[], int4[], int8[] |
-/// | std::vector<std::string> | text[] | text[], varchar[] |
-/// | std::optional<T> | NULL or T | NULL or T |
+/// | std::string, std::string_view, const char* | untyped text (the server infers) | text, varchar, char,
+/// name, json, jsonb, numeric, uuid | | keel::bytes, keel::bytes_view | bytea | bytea | | pg::uuid | uuid |
+/// uuid | | pg::jsonb | jsonb | jsonb, json | | pg::numeric | numeric (as text: exact) | numeric | |
+/// keel::timestamp | timestamptz (microseconds; finer digits are truncated) | timestamptz, timestamp (as UTC)
+/// | | std::vector<int64_t> | int8[] | int2[], int4[], int8[] | | std::vector<std::string> | text[] | text[],
+/// varchar[] | | std::optional<T> | NULL or T | NULL or T |
 ///
 /// Specialize `codec<T>` for your own types (see the members below).
 #include <keel/core/bytes.hpp>
@@ -71,7 +68,8 @@ struct numeric {
 
 namespace detail {
 inline void put_be(bytes& out, std::uint64_t v, int size) {
-  for (int shift = (size - 1) * 8; shift >= 0; shift -= 8) out.push_back(static_cast<std::uint8_t>(v >> shift));
+  for (int shift = (size - 1) * 8; shift >= 0; shift -= 8)
+    out.push_back(static_cast<std::uint8_t>(v >> shift));
 }
 inline std::uint64_t get_be(bytes_view in, std::size_t at, int size) {
   std::uint64_t v = 0;
@@ -295,7 +293,9 @@ struct codec<std::vector<std::int64_t>> {
     }
     return true;
   }
-  static bool accepts(oid t) { return t == oids::int8_array || t == oids::int4_array || t == oids::int2_array; }
+  static bool accepts(oid t) {
+    return t == oids::int8_array || t == oids::int4_array || t == oids::int2_array;
+  }
   static result<std::vector<std::int64_t>> decode(oid t, bytes_view raw) {
     const oid element = t == oids::int8_array ? oids::int8 : t == oids::int4_array ? oids::int4 : oids::int2;
     auto elements = detail::parse_array(raw, element);
