@@ -1,5 +1,8 @@
 // A program a keel user would write: link keel::core, use it, check the answers.
 #include <keel/core.hpp>
+#ifdef KEEL_CONSUMER_PG
+#include <keel/pg/connection.hpp>
+#endif
 
 #include <cstdio>
 
@@ -15,5 +18,12 @@ int main() {
   std::printf("keel %.*s: sha256 %d, base64 %d, errors %d, xxh3 %d, ed25519 %d\n",
               static_cast<int>(keel::version.size()), keel::version.data(), sha_ok, base64_ok, error_ok,
               xxh_ok, sign_ok);
-  return sha_ok && base64_ok && error_ok && xxh_ok && sign_ok ? 0 : 1;
+  bool pg_ok = true;
+#ifdef KEEL_CONSUMER_PG
+  // No server here: a refused connection must come back as a clear error, not a crash.
+  pg_ok = keel::pg::connection::connect("host=127.0.0.1 port=1 connect_timeout=1").error() ==
+          keel::pg::errc::connection_failed;
+  std::printf("pg: refused connection reported %d\n", pg_ok);
+#endif
+  return sha_ok && base64_ok && error_ok && xxh_ok && sign_ok && pg_ok ? 0 : 1;
 }
