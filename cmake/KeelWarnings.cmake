@@ -3,7 +3,7 @@ function(keel_set_warnings target)
   if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
     target_compile_options(${target} PRIVATE
       -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion -Wnon-virtual-dtor
-      -Wold-style-cast -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough
+      -Wold-style-cast -Woverloaded-virtual -Wimplicit-fallthrough
       # Options are aggregates used with designated initializers; omitted fields keep their
       # defaults on purpose, which g++ 12 would otherwise warn about.
       -Wno-missing-field-initializers)
