@@ -365,6 +365,8 @@ class websocket_session : public session_base, public std::enable_shared_from_th
     if (queue_.size() + 1 > o.max_queued_messages || queued_bytes_ + data->size() > o.max_queued_bytes) {
       // The peer is not reading fast enough: drop what waits and close with a policy code
       // rather than let memory grow without bound.
+      const auto waiting = queue_.size();
+      const auto waiting_bytes = queued_bytes_;
       closing_ = true;
       queue_.clear();
       queued_bytes_ = 0;
@@ -374,8 +376,9 @@ class websocket_session : public session_base, public std::enable_shared_from_th
       if (idle) writing_ = true;
       lock.unlock();
       srv_->ws_slow_consumers.inc();
-      log::warn("keel::net closing a slow WebSocket consumer",
-                {{"id", id_}, {"path", req_.path}, {"max_queued_messages", o.max_queued_messages}});
+      log::warn(
+          "keel::net closing a slow WebSocket consumer",
+          {{"id", id_}, {"path", req_.path}, {"queued_messages", waiting}, {"queued_bytes", waiting_bytes}});
       arm_close_timer();
       if (idle) asio::post(ex_, [self = shared_from_this()] { self->write_next(); });
       return false;

@@ -84,16 +84,16 @@ class headers {
 /// A parsed request as a handler sees it.
 struct request {
   net::method method = method::get;
-  std::string target;  ///< as sent: "/jobs/7?verbose=1"
-  std::string path;    ///< percent-decoded path: "/jobs/7"
-  std::string route;   ///< the matched route pattern ("/jobs/{id}"); empty when none matched
-  std::vector<std::pair<std::string, std::string>> query;        ///< decoded, in order
-  std::vector<std::pair<std::string, std::string>> path_params;  ///< decoded, by pattern name
-  net::headers headers;
-  std::string body;
-  std::string remote_address;  ///< the peer's IP address
+  std::string target{};  ///< as sent: "/jobs/7?verbose=1"
+  std::string path{};    ///< percent-decoded path: "/jobs/7"
+  std::string route{};   ///< the matched route pattern ("/jobs/{id}"); empty when none matched
+  std::vector<std::pair<std::string, std::string>> query{};        ///< decoded, in order
+  std::vector<std::pair<std::string, std::string>> path_params{};  ///< decoded, by pattern name
+  net::headers headers{};
+  std::string body{};
+  std::string remote_address{};  ///< the peer's IP address
   /// Values middleware hands to handlers (e.g. the authenticated user); keel sets none.
-  std::map<std::string, std::string, std::less<>> attributes;
+  std::map<std::string, std::string, std::less<>> attributes{};
 
   /// The first query parameter `name`, or nullopt.
   [[nodiscard]] std::optional<std::string_view> query_param(std::string_view name) const noexcept;
@@ -106,8 +106,8 @@ struct request {
 /// What a handler answers. The server adds Content-Length, Date-free framing and keep-alive.
 struct response {
   net::status status = status::ok;
-  net::headers headers;
-  std::string body;
+  net::headers headers{};
+  std::string body{};
 };
 
 /// A response with `body` and a Content-Type (plain UTF-8 text by default).

@@ -42,10 +42,10 @@ using middleware = std::function<response(request&, const next_handler& next)>;
 struct route_match {
   enum class outcome : std::uint8_t { found, not_found, method_not_allowed };
   outcome result = outcome::not_found;
-  const handler* target = nullptr;                          ///< when found
-  std::string_view pattern;                                 ///< the matched pattern, when found
-  std::vector<std::pair<std::string, std::string>> params;  ///< decoded, when found
-  std::vector<method> allowed;  ///< for method_not_allowed: the path's methods, in enum order
+  const handler* target = nullptr;                            ///< when found
+  std::string_view pattern{};                                 ///< the matched pattern, when found
+  std::vector<std::pair<std::string, std::string>> params{};  ///< decoded, when found
+  std::vector<method> allowed{};  ///< for method_not_allowed: the path's methods, in enum order
 };
 
 /// Maps (method, path) to handlers. Patterns are absolute paths whose segments are literals,

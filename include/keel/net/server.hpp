@@ -49,14 +49,14 @@ struct server_options {
   std::string ready_path = "/readyz";
   /// Where metrics live; the server makes its own registry when null. Share one to expose
   /// metrics of other components at the same /metrics.
-  std::shared_ptr<metrics::registry> metrics;
-  websocket_options websocket;
+  std::shared_ptr<metrics::registry> metrics{};
+  websocket_options websocket{};
 };
 
 /// What a readiness check found; `detail` is shown in the /readyz answer.
 struct readiness {
   bool ready = true;
-  std::string detail;
+  std::string detail{};
 };
 
 /// A readiness check, e.g. "database reachable". It runs on a server thread for each /readyz

@@ -73,15 +73,15 @@ class websocket_connection {
 /// Why a connection closed.
 struct close_reason {
   std::uint16_t code = 0;  ///< the close code, or 1006 when the connection dropped without one
-  std::string reason;
+  std::string reason{};
 };
 
 /// Callbacks of a WebSocket route; any may be empty. They run on the server's threads, one at a
 /// time per connection, in order; keep them short (send() only queues).
 struct websocket_handler {
-  std::function<void(const websocket_connection&)> on_open;
-  std::function<void(const websocket_connection&, std::string_view message, bool binary)> on_message;
-  std::function<void(const websocket_connection&, const close_reason&)> on_close;
+  std::function<void(const websocket_connection&)> on_open{};
+  std::function<void(const websocket_connection&, std::string_view message, bool binary)> on_message{};
+  std::function<void(const websocket_connection&, const close_reason&)> on_close{};
 };
 
 }  // namespace keel::net
