@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
-#include <iterator>
 #include <system_error>
 #include <utility>
 
@@ -125,7 +124,9 @@ handler make_static_handler(std::filesystem::path root, static_options options) 
     }
     std::ifstream in(canonical, std::ios::binary);
     if (!in) return not_found();
-    res.body.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    res.body.resize(static_cast<std::size_t>(size));
+    in.read(res.body.data(), static_cast<std::streamsize>(size));
+    res.body.resize(static_cast<std::size_t>(in.gcount()));  // the file may have shrunk meanwhile
     res.headers.set("Content-Type", content_type_for(canonical));
     res.headers.set("X-Content-Type-Options", "nosniff");
     return res;
