@@ -206,8 +206,12 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       last = sessions.empty();
     }
     // Once the last connection has gone, nothing is left for the shutdown timer to cut.
+    // A weak capture: a connection handle that outlives the server must not keep it alive
+    // through a handler that will never run.
     if (last && stopping.load()) {
-      asio::post(control, [self = shared_from_this()] { self->shutdown_timer.cancel(); });
+      asio::post(control, [weak = weak_from_this()] {
+        if (const auto self = weak.lock()) self->shutdown_timer.cancel();
+      });
     }
   }
 
