@@ -1,8 +1,21 @@
-// The keel showcase: what the library offers, shown working. `./keel demo` runs it.
+// The keel showcase: one service that shows what the library offers, working.
+//   ./keel demo [--port 8080] [--address 127.0.0.1] [--data-dir .keel/pg]
+// Postgres: the server named by KEEL_DATABASE_URL, or an embedded private cluster kept in
+// --data-dir (created on first run, kept across runs). Stops cleanly on Ctrl-C (SIGINT/SIGTERM).
 #include <keel/core.hpp>
+#include <keel/net.hpp>
+#include <keel/pg/local_cluster.hpp>
+#include <keel/pg/migrations.hpp>
+#include <keel/pg/pool.hpp>
 
-#include <chrono>
+#include <boost/json.hpp>
+
+#include <charconv>
 #include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
 #include <string_view>
 
 namespace {
@@ -15,8 +28,8 @@ struct component {
 
 constexpr component components[] = {
     {"core", "errors, bytes, hashing, signatures, varints, bit streams, clocks, logging", "ready"},
-    {"pg", "libpq done right: pool, transactions, COPY, LISTEN/NOTIFY, migrations", "planned"},
-    {"net", "HTTP + WebSocket server, router, JSON, Prometheus /metrics", "planned"},
+    {"pg", "libpq done right: pool, transactions, COPY, pipeline, LISTEN/NOTIFY, migrations", "ready"},
+    {"net", "HTTP + WebSocket server, router, JSON, Prometheus /metrics", "ready"},
     {"ledger", "double-entry ledger with Merkle proofs", "planned"},
     {"events", "event sourcing on Postgres", "planned"},
     {"tsdb", "Gorilla-compressed time series in Postgres", "planned"},
@@ -27,44 +40,219 @@ constexpr component components[] = {
     {"dsl", "a query language compiled to parameterized SQL", "planned"},
 };
 
-void show_core() {
-  std::printf("\nkeel::core at work\n");
-  const auto message = keel::as_bytes("keel: backend primitives you can trust");
-  const auto digest = keel::sha256(message);
-  std::printf("  sha256        %s\n", keel::to_hex(digest).c_str());
-  std::printf("  xxh3_64       %016llx\n", static_cast<unsigned long long>(keel::xxh3_64(message)));
-  std::printf("  base64url     %s\n", keel::to_base64url(digest).c_str());
+constexpr keel::pg::migration migrations[] = {
+    {1, "visits", R"sql(
+      CREATE TABLE showcase_visits (
+        id   bigserial   PRIMARY KEY,
+        at   timestamptz NOT NULL DEFAULT now(),
+        note text        NOT NULL
+      ))sql"},
+};
 
-  const auto key = keel::ed25519_private_key::generate();
-  const auto signature = key.sign(digest);
-  std::printf("  ed25519       signature verifies: %s; after tampering: %s\n",
-              key.public_key().verify(digest, signature) ? "yes" : "no",
-              key.public_key().verify(keel::as_bytes("tampered"), signature) ? "yes" : "no");
+struct options {
+  std::string address = "127.0.0.1";
+  std::uint16_t port = 8080;
+  std::string data_dir = ".keel/pg";
+};
 
-  const auto bad = keel::from_hex("not hex!");
-  std::printf("  bad input     from_hex(\"not hex!\") -> %s\n", bad.error().message().c_str());
+std::optional<options> parse_arguments(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    const char* value = i + 1 < argc ? argv[i + 1] : nullptr;
+    if (arg == "--port" && value != nullptr) {
+      const std::string_view text = value;
+      const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), o.port);
+      if (ec != std::errc() || end != text.data() + text.size()) {
+        std::fprintf(stderr, "--port needs a number from 0 to 65535, not '%s'\n", value);
+        return std::nullopt;
+      }
+      ++i;
+    } else if (arg == "--address" && value != nullptr) {
+      o.address = value;
+      ++i;
+    } else if (arg == "--data-dir" && value != nullptr) {
+      o.data_dir = value;
+      ++i;
+    } else {
+      std::fprintf(stderr, "usage: showcase [--port N] [--address IP] [--data-dir DIR]\n");
+      return std::nullopt;
+    }
+  }
+  return o;
+}
 
-  keel::bit_writer writer;
-  for (const std::uint64_t delta : {0U, 1U, 0U, 0U, 3U, 0U}) writer.write(delta, delta == 0 ? 1 : 4);
-  std::printf("  bit_writer    6 deltas in %zu bits\n", writer.bit_count());
+std::string escape_html(std::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    switch (c) {
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
 
-  keel::manual_clock clock;
-  clock.advance(std::chrono::minutes(5));
-  std::printf("  manual_clock  advanced 5 min for tests without sleeping\n");
+std::string index_page() {
+  std::string rows;
+  for (const auto& c : components) {
+    rows += "<tr><td><code>keel::" + escape_html(c.name) + "</code></td><td class=\"" +
+            std::string(c.status) + "\">" + std::string(c.status) + "</td><td>" + escape_html(c.what) +
+            "</td></tr>\n";
+  }
+  return R"html(<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>keel showcase</title>
+<style>
+body { font: 15px/1.5 system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #222; }
+table { border-collapse: collapse; width: 100%; } td, th { padding: .35rem .6rem; border-bottom: 1px solid #ddd; text-align: left; }
+.ready { color: #176f2c; font-weight: 600; } .planned { color: #888; }
+</style></head><body>
+<h1>keel )html" +
+         std::string(keel::version) + R"html(</h1>
+<p>Embeddable C++20 backend primitives. This page is served by <code>keel::net</code>; the
+numbers below come from <code>keel::pg</code>.</p>
+<table><thead><tr><th>component</th><th>status</th><th>what it is</th></tr></thead><tbody>
+)html" + rows +
+         R"html(</tbody></table>
+<h2>Endpoints</h2>
+<ul>
+<li><a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a>, <a href="/metrics">/metrics</a></li>
+<li><a href="/api/components">/api/components</a>, <a href="/api/pg">/api/pg</a></li>
+<li><code>POST /api/visits</code> with <code>{"note": "..."}</code> records a visit in Postgres</li>
+</ul>
+</body></html>
+)html";
 }
 
 }  // namespace
 
-int main() {
-  std::printf("keel %.*s — embeddable C++20 backend primitives\n\n", static_cast<int>(keel::version.size()),
-              keel::version.data());
-  std::printf("  %-10s %-8s %s\n", "component", "status", "what it is");
-  for (const auto& c : components) {
-    std::printf("  %-10.*s %-8.*s %.*s\n", static_cast<int>(c.name.size()), c.name.data(),
-                static_cast<int>(c.status.size()), c.status.data(), static_cast<int>(c.what.size()),
-                c.what.data());
+int main(int argc, char** argv) {
+  const auto opts = parse_arguments(argc, argv);
+  if (!opts) return 2;
+
+  // Postgres: an existing server, or the embedded cluster under .keel/pg.
+  std::unique_ptr<keel::pg::local_cluster> cluster;
+  std::string conninfo;
+  if (const char* url = std::getenv("KEEL_DATABASE_URL"); url != nullptr && *url != '\0') {
+    conninfo = url;
+  } else {
+    auto started = keel::pg::local_cluster::start({.data_dir = opts->data_dir, .durable = true});
+    if (!started) {
+      std::fprintf(stderr, "could not start the embedded Postgres in %s: %s\n", opts->data_dir.c_str(),
+                   started.error().message().c_str());
+      return 1;
+    }
+    cluster = std::make_unique<keel::pg::local_cluster>(std::move(*started));
+    conninfo = cluster->conninfo();
   }
-  show_core();
-  std::printf("\nNext: the showcase becomes a server (keel::pg + keel::net). See README.md and docs/.\n");
+
+  keel::pg::pool pool({.conninfo = conninfo, .max_size = 8});
+  {
+    auto c = pool.acquire();
+    if (!c) {
+      std::fprintf(stderr, "cannot reach Postgres: %s\n", c.error().message().c_str());
+      return 1;
+    }
+    if (auto applied = keel::pg::migrate(**c, "showcase", migrations); !applied) {
+      std::fprintf(stderr, "migrations failed: %s (%s)\n", applied.error().message().c_str(),
+                   (*c)->last_error().to_string().c_str());
+      return 1;
+    }
+  }
+
+  keel::net::server server({.address = opts->address, .port = opts->port, .handle_signals = true});
+  auto& registry = server.metrics();
+  auto& pool_open =
+      registry.add_gauge("keel_pg_pool_connections", "Pooled Postgres connections by state", {"state"});
+  auto& pool_events = registry.add_gauge("keel_pg_pool_events", "Pool events since start", {"event"});
+  auto& visits_total = registry.add_counter("showcase_visits_total", "Visits recorded").get();
+
+  // Pool figures are sampled when /metrics is scraped.
+  server.use([&](keel::net::request& req, const keel::net::next_handler& next) {
+    if (req.path == "/metrics") {
+      const auto s = pool.stats();
+      pool_open.labels({"in_use"}).set(static_cast<double>(s.in_use));
+      pool_open.labels({"idle"}).set(static_cast<double>(s.idle));
+      pool_events.labels({"acquired"}).set(static_cast<double>(s.acquired));
+      pool_events.labels({"waited"}).set(static_cast<double>(s.waited));
+      pool_events.labels({"timeouts"}).set(static_cast<double>(s.timeouts));
+      pool_events.labels({"connect_errors"}).set(static_cast<double>(s.connect_errors));
+      pool_events.labels({"replaced"}).set(static_cast<double>(s.replaced));
+    }
+    return next(req);
+  });
+
+  server.get("/", [](const keel::net::request&) {
+    return keel::net::text_response(index_page(), keel::net::status::ok, "text/html; charset=utf-8");
+  });
+
+  server.get("/api/components", [](const keel::net::request&) {
+    boost::json::array list;
+    for (const auto& c : components) {
+      list.push_back({{"name", c.name}, {"status", c.status}, {"what", c.what}});
+    }
+    return keel::net::json_response(boost::json::object{{"version", keel::version}, {"components", list}});
+  });
+
+  server.get("/api/pg", [&](const keel::net::request&) {
+    auto c = pool.acquire();
+    if (!c) return keel::net::error_response(keel::net::status::service_unavailable, c.error());
+    auto info = (*c)->query("SELECT version(), (SELECT count(*) FROM showcase_visits)");
+    if (!info) return keel::net::error_response(keel::net::status::internal_server_error, info.error());
+    const auto s = pool.stats();
+    return keel::net::json_response(boost::json::object{
+        {"server", (*info)[0].get<std::string>(0).value()},
+        {"visits", (*info)[0].get<std::int64_t>(1).value()},
+        {"embedded", cluster != nullptr},
+        {"pool", {{"open", s.open}, {"in_use", s.in_use}, {"idle", s.idle}, {"acquired", s.acquired}}}});
+  });
+
+  server.post(
+      "/api/visits", keel::net::json_handler([&](const keel::net::request&, const boost::json::value& body) {
+        const auto* note = body.is_object() ? body.as_object().if_contains("note") : nullptr;
+        if (note == nullptr || !note->is_string()) {
+          return keel::net::error_response(keel::net::status::bad_request, "invalid visit",
+                                           "send {\"note\": \"some text\"}");
+        }
+        auto c = pool.acquire();
+        if (!c) return keel::net::error_response(keel::net::status::service_unavailable, c.error());
+        const std::string_view text(note->as_string().data(), note->as_string().size());
+        auto inserted = (*c)->query("INSERT INTO showcase_visits (note) VALUES ($1) RETURNING id", text);
+        if (!inserted) return keel::net::error_response(keel::net::status::bad_request, inserted.error());
+        visits_total.inc();
+        return keel::net::json_response(boost::json::object{{"id", inserted->value<std::int64_t>().value()}},
+                                        keel::net::status::created);
+      }));
+
+  server.add_readiness_check("postgres", [&] {
+    auto c = pool.acquire(std::chrono::milliseconds(500));
+    if (!c) return keel::net::readiness{false, c.error().message()};
+    if (auto r = (*c)->query("SELECT 1"); !r) return keel::net::readiness{false, r.error().message()};
+    return keel::net::readiness{true, "reachable"};
+  });
+
+  if (auto started = server.start(); !started) {
+    std::fprintf(stderr, "could not listen on %s:%u: %s\n", opts->address.c_str(), opts->port,
+                 started.error().message().c_str());
+    return 1;
+  }
+  const std::string database = cluster ? "embedded, data in " + opts->data_dir : "KEEL_DATABASE_URL";
+  std::printf("keel showcase listening on http://%s:%u/  (Postgres: %s; Ctrl-C stops)\n",
+              opts->address.c_str(), server.port(), database.c_str());
+  std::fflush(stdout);
+  server.wait();
+  std::printf("keel showcase stopped\n");
   return 0;
 }
