@@ -17,6 +17,21 @@ void log_notice(void*, const PGresult* notice) {
                                  {"message", message != nullptr ? message : ""}});
 }
 
+// libpq messages end in newlines; diagnostics hold one line each.
+std::string trimmed(std::string text) {
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return text;
+}
+
+// Prepared statements are keyed by SQL text and parameter types: the same text with other
+// types is another statement on the server.
+std::string statement_key(std::string_view sql, const params& values) {
+  std::string key(sql);
+  key.push_back('\0');
+  key.append(reinterpret_cast<const char*>(values.types()), values.size() * sizeof(oid));
+  return key;
+}
+
 std::string field(const PGresult* r, int code) {
   const char* value = PQresultErrorField(r, code);
   return value != nullptr ? value : "";
@@ -46,11 +61,9 @@ error_code connection::state::fail_from_result(const PGresult* r, std::string_vi
   }
   // No server error: libpq failed on its own, usually because the connection broke.
   last_error.severity = "FATAL";
-  last_error.message = PQerrorMessage(conn);
-  while (!last_error.message.empty() && last_error.message.back() == '\n') last_error.message.pop_back();
+  last_error.message = trimmed(PQerrorMessage(conn));
   if (PQstatus(conn) == CONNECTION_BAD) {
-    statements.clear();
-    lru.clear();
+    forget_all();
     return errc::connection_lost;
   }
   return errc::server_error;
@@ -75,9 +88,7 @@ result<rows> connection::state::take(PGresult* raw, std::string_view sql) {
 }
 
 result<std::string> connection::state::prepare(std::string_view sql, const params& values) {
-  std::string key(sql);
-  key.push_back('\0');
-  key.append(reinterpret_cast<const char*>(values.types()), values.size() * sizeof(oid));
+  std::string key = statement_key(sql, values);
   if (auto it = statements.find(key); it != statements.end()) {
     lru.splice(lru.begin(), lru, it->second.position);
     return it->second.name;
@@ -93,6 +104,11 @@ result<std::string> connection::state::prepare(std::string_view sql, const param
   return name;
 }
 
+void connection::state::forget_all() noexcept {
+  statements.clear();
+  lru.clear();
+}
+
 void connection::state::evict() {
   // DEALLOCATE cannot run in a failed transaction; the cache may then run over until later.
   while (statements.size() > options.statement_cache_size && PQtransactionStatus(conn) != PQTRANS_INERROR) {
@@ -105,10 +121,7 @@ void connection::state::evict() {
 }
 
 void connection::state::forget(std::string_view sql, const params& values) {
-  std::string key(sql);
-  key.push_back('\0');
-  key.append(reinterpret_cast<const char*>(values.types()), values.size() * sizeof(oid));
-  if (auto it = statements.find(key); it != statements.end()) {
+  if (auto it = statements.find(statement_key(sql, values)); it != statements.end()) {
     if (PQtransactionStatus(conn) == PQTRANS_IDLE) {
       const std::string deallocate = "DEALLOCATE " + it->second.name;
       detail::result_ptr r(PQexec(conn, deallocate.c_str()));
@@ -142,8 +155,7 @@ result<connection> connection::connect(std::string_view conninfo, const connect_
 
 result<void> connection::state::open() {
   if (conn != nullptr) PQfinish(conn);
-  statements.clear();
-  lru.clear();
+  forget_all();
   // Keywords before dbname are defaults: the URL or conninfo in dbname overrides them.
   const std::string timeout = std::to_string(options.connect_timeout_seconds);
   const char* keys[] = {"connect_timeout", "application_name", "client_encoding", "dbname", nullptr};
@@ -152,8 +164,7 @@ result<void> connection::state::open() {
   conn = PQconnectdbParams(keys, values, 1);
   if (conn == nullptr) throw std::bad_alloc();
   if (PQstatus(conn) != CONNECTION_OK) {
-    fail(errc::connection_failed, PQerrorMessage(conn), {});
-    while (!last_error.message.empty() && last_error.message.back() == '\n') last_error.message.pop_back();
+    fail(errc::connection_failed, trimmed(PQerrorMessage(conn)), {});
     return errc::connection_failed;
   }
   PQsetNoticeReceiver(conn, &log_notice, nullptr);
@@ -179,8 +190,7 @@ result<rows> connection::query_params(std::string_view sql, const params& values
        (state_->last_error.sqlstate == "0A000" &&
         state_->last_error.message.find("cached plan") != std::string::npos))) {
     if (state_->last_error.sqlstate == "26000") {
-      state_->statements.clear();
-      state_->lru.clear();
+      state_->forget_all();
     } else {
       state_->forget(sql, values);
     }
@@ -260,8 +270,7 @@ bool connection::probe() noexcept {
     while (PGnotify* n = PQnotifies(c)) PQfreemem(n);
   }
   if (PQstatus(c) != CONNECTION_OK) {
-    state_->statements.clear();
-    state_->lru.clear();
+    state_->forget_all();
     return false;
   }
   return true;

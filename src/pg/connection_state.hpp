@@ -39,6 +39,8 @@ struct connection::state {
   result<std::string> prepare(std::string_view sql, const params& values);
   result<rows> run_prepared(std::string_view sql, const params& values);
   void forget(std::string_view sql, const params& values);
+  /// Forgets every cached statement (the server no longer has them).
+  void forget_all() noexcept;
   void evict();
 };
 
