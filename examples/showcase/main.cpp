@@ -8,6 +8,8 @@
 #include <keel/pg/migrations.hpp>
 #include <keel/pg/pool.hpp>
 
+#include "showcase.hpp"
+
 #include <boost/json.hpp>
 
 #include <charconv>
@@ -17,6 +19,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace {
 
@@ -105,7 +109,14 @@ std::string escape_html(std::string_view text) {
   return out;
 }
 
-std::string index_page() {
+std::string index_page(const std::vector<showcase::endpoint>& endpoints) {
+  std::string links;
+  for (const auto& e : endpoints) {
+    const std::string path = escape_html(e.path);
+    links += "<li><code>" + escape_html(e.method) + "</code> " +
+             (e.method == "GET" ? "<a href=\"" + path + "\">" + path + "</a>" : "<code>" + path + "</code>") +
+             " — " + escape_html(e.what) + "</li>\n";
+  }
   std::string rows;
   for (const auto& c : components) {
     rows += "<tr><td><code>keel::" + escape_html(c.name) + "</code></td><td class=\"" +
@@ -128,10 +139,8 @@ numbers below come from <code>keel::pg</code>.</p>
          R"html(</tbody></table>
 <h2>Endpoints</h2>
 <ul>
-<li><a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a>, <a href="/metrics">/metrics</a></li>
-<li><a href="/api/components">/api/components</a>, <a href="/api/pg">/api/pg</a></li>
-<li><code>POST /api/visits</code> with <code>{"note": "..."}</code> records a visit in Postgres</li>
-</ul>
+)html" + links +
+         R"html(</ul>
 </body></html>
 )html";
 }
@@ -194,8 +203,31 @@ int main(int argc, char** argv) {
     return next(req);
   });
 
-  server.get("/", [](const keel::net::request&) {
-    return keel::net::text_response(index_page(), keel::net::status::ok, "text/html; charset=utf-8");
+  showcase::context context{.server = server,
+                            .pool = pool,
+                            .conninfo = conninfo,
+                            .endpoints = {
+                                {"GET", "/healthz", "liveness"},
+                                {"GET", "/readyz", "readiness, including Postgres"},
+                                {"GET", "/metrics", "Prometheus metrics"},
+                                {"GET", "/api/components", "the component table as JSON"},
+                                {"GET", "/api/pg", "the Postgres server and pool"},
+                                {"POST", "/api/visits", "records {\"note\": \"...\"} in Postgres"},
+                            }};
+  // Each component's routes (examples/showcase/<component>.cpp) are mounted here.
+  using mount_function = keel::result<void> (*)(showcase::context&);
+  const std::vector<std::pair<const char*, mount_function>> parts = {
+      // {"<component>", showcase::mount_<component>},  one line per component, declared in showcase.hpp
+  };
+  for (const auto& [name, mount] : parts) {
+    if (auto mounted = mount(context); !mounted) {
+      std::fprintf(stderr, "could not start the %s part: %s\n", name, mounted.error().message().c_str());
+      return 1;
+    }
+  }
+
+  server.get("/", [page = index_page(context.endpoints)](const keel::net::request&) {
+    return keel::net::text_response(page, keel::net::status::ok, "text/html; charset=utf-8");
   });
 
   server.get("/api/components", [](const keel::net::request&) {

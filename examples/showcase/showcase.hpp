@@ -1,0 +1,31 @@
+#pragma once
+// What every showcase part gets: the server to add routes to, the Postgres pool, and the index
+// page's list of links. Each keel component that has routes lives in its own file
+// (examples/showcase/<component>.cpp) and exposes one mount function called by main.cpp.
+#include <keel/core/result.hpp>
+#include <keel/net.hpp>
+#include <keel/pg/pool.hpp>
+
+#include <string>
+#include <vector>
+
+namespace showcase {
+
+/// One line on the index page under "Endpoints".
+struct endpoint {
+  std::string method;  ///< "GET", "POST", ...
+  std::string path;    ///< linked when the method is GET
+  std::string what;
+};
+
+struct context {
+  keel::net::server& server;
+  keel::pg::pool& pool;
+  std::string conninfo;             ///< the database the pool connects to
+  std::vector<endpoint> endpoints;  ///< mount functions append theirs
+};
+
+// One per component with routes; each applies its migrations and adds its routes.
+// keel::result<void> mount_<component>(context& ctx);
+
+}  // namespace showcase
