@@ -184,7 +184,8 @@ struct pending {
 struct limiter::impl {
   backend& store;
   limiter_options options;
-  std::shared_ptr<net::metrics::registry> registry;
+  std::unique_ptr<net::metrics::registry> own_registry;
+  net::metrics::registry* registry;
   net::metrics::counter_family& decisions;
   net::metrics::counter& store_errors;
   net::metrics::gauge& store_up;
@@ -197,7 +198,8 @@ struct limiter::impl {
   impl(backend& s, limiter_options o)
       : store(s),
         options(std::move(o)),
-        registry(options.metrics ? options.metrics : std::make_shared<net::metrics::registry>()),
+        own_registry(options.metrics != nullptr ? nullptr : std::make_unique<net::metrics::registry>()),
+        registry(options.metrics != nullptr ? options.metrics : own_registry.get()),
         decisions(
             registry->add_counter("ratelimit_decisions_total",
                                   "Rate-limit decisions by policy and outcome (allowed, denied, warned, "

@@ -83,9 +83,9 @@ struct limiter_options {
   /// Prepended to every key in the store, e.g. "myapp:rl:".
   std::string key_prefix = "rl:";
   /// Metrics are registered here (ratelimit_decisions_total{policy,outcome},
-  /// ratelimit_store_errors_total{backend}, ratelimit_store_up{backend}); the limiter keeps a
-  /// private registry when null.
-  std::shared_ptr<keel::net::metrics::registry> metrics{};
+  /// ratelimit_store_errors_total{backend}, ratelimit_store_up{backend}), e.g. a server's
+  /// `server.metrics()`; it must outlive the limiter. The limiter keeps a private one when null.
+  keel::net::metrics::registry* metrics = nullptr;
   /// Used for the insurance limiter, the blocked-key cache and the retry timer.
   const keel::clock* clock = &keel::system_clock::instance();
   /// After a store failure, requests skip the store for this long before it is tried again.
