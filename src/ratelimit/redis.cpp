@@ -1,0 +1,670 @@
+#include <keel/core/log.hpp>
+#include <keel/ratelimit/redis.hpp>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+
+#include <charconv>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+
+namespace keel::ratelimit {
+namespace asio = boost::asio;
+
+// ---- RESP2 ---------------------------------------------------------------------------------
+
+namespace {
+
+enum class line_status : std::uint8_t { found, incomplete, malformed };
+
+// The line at `pos` up to CRLF. A bare CR or LF inside a header line is malformed.
+line_status read_line(std::string_view data, std::size_t pos, std::string_view& line, std::size_t& next) {
+  for (std::size_t i = pos; i < data.size(); ++i) {
+    if (data[i] == '\r') {
+      if (i + 1 == data.size()) return line_status::incomplete;
+      if (data[i + 1] != '\n') return line_status::malformed;
+      line = data.substr(pos, i - pos);
+      next = i + 2;
+      return line_status::found;
+    }
+    if (data[i] == '\n') return line_status::malformed;
+  }
+  return line_status::incomplete;
+}
+
+bool parse_integer(std::string_view text, std::int64_t& out) {
+  if (text.empty() || (text.size() > 1 && text[0] == '+')) return false;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return ec == std::errc() && end == text.data() + text.size();
+}
+
+resp_parser::status parse_at(std::string_view data, std::size_t pos, std::size_t& next, resp_value& out,
+                             int depth) {
+  using status = resp_parser::status;
+  if (depth > resp_parser::max_depth) return status::malformed;
+  if (pos >= data.size()) return status::incomplete;
+  const char type = data[pos];
+  std::string_view line;
+  std::size_t after = 0;
+  switch (const auto found = read_line(data, pos + 1, line, after); found) {
+    case line_status::incomplete:
+      return status::incomplete;
+    case line_status::malformed:
+      return status::malformed;
+    case line_status::found:
+      break;
+  }
+  switch (type) {
+    case '+':
+      out = {.type = resp_value::kind::simple_string, .text = std::string(line)};
+      next = after;
+      return status::complete;
+    case '-':
+      out = {.type = resp_value::kind::error, .text = std::string(line)};
+      next = after;
+      return status::complete;
+    case ':': {
+      std::int64_t v = 0;
+      if (!parse_integer(line, v)) return status::malformed;
+      out = {.type = resp_value::kind::integer, .integer = v};
+      next = after;
+      return status::complete;
+    }
+    case '$': {
+      std::int64_t length = 0;
+      if (!parse_integer(line, length) || length < -1 ||
+          length > static_cast<std::int64_t>(resp_parser::max_bulk_bytes)) {
+        return status::malformed;
+      }
+      if (length == -1) {
+        out = {.type = resp_value::kind::null};
+        next = after;
+        return status::complete;
+      }
+      const auto size = static_cast<std::size_t>(length);
+      if (data.size() < after + size + 2) return status::incomplete;
+      if (data[after + size] != '\r' || data[after + size + 1] != '\n') return status::malformed;
+      out = {.type = resp_value::kind::bulk_string, .text = std::string(data.substr(after, size))};
+      next = after + size + 2;
+      return status::complete;
+    }
+    case '*': {
+      std::int64_t count = 0;
+      if (!parse_integer(line, count) || count < -1 ||
+          count > static_cast<std::int64_t>(resp_parser::max_array_elements)) {
+        return status::malformed;
+      }
+      if (count == -1) {
+        out = {.type = resp_value::kind::null};
+        next = after;
+        return status::complete;
+      }
+      resp_value array{.type = resp_value::kind::array};
+      std::size_t at = after;
+      for (std::int64_t i = 0; i < count; ++i) {
+        resp_value element;
+        if (const auto s = parse_at(data, at, at, element, depth + 1); s != status::complete) return s;
+        array.elements.push_back(std::move(element));
+      }
+      out = std::move(array);
+      next = at;
+      return status::complete;
+    }
+    default:
+      return status::malformed;
+  }
+}
+
+}  // namespace
+
+resp_parser::status resp_parser::parse(std::string_view data, std::size_t& consumed, resp_value& out) {
+  std::size_t next = 0;
+  const status s = parse_at(data, 0, next, out, 0);
+  if (s == status::complete) consumed = next;
+  return s;
+}
+
+void append_command(std::string& out, std::span<const std::string_view> args) {
+  out += '*';
+  out += std::to_string(args.size());
+  out += "\r\n";
+  for (const auto a : args) {
+    out += '$';
+    out += std::to_string(a.size());
+    out += "\r\n";
+    out += a;
+    out += "\r\n";
+  }
+}
+
+// ---- connection ------------------------------------------------------------------------------
+// Synchronous calls with deadlines: each operation is started asynchronously on the
+// connection's own io_context, which is then run until it completes or the deadline passes
+// (then the socket is closed and the connection marked unhealthy).
+
+struct redis_connection::impl {
+  asio::io_context io{1};
+  asio::ip::tcp::socket socket{io};
+  std::string input;  // bytes read but not parsed yet
+  bool healthy = true;
+  std::chrono::milliseconds command_timeout{500};
+
+  // Runs the io_context until `done` or the deadline; false on timeout.
+  bool run_until(const bool& done, std::chrono::steady_clock::time_point deadline) {
+    io.restart();
+    while (!done) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline || io.run_one_for(deadline - now) == 0) {
+        if (done) break;
+        healthy = false;
+        error_code ignored;
+        socket.close(ignored);
+        io.restart();
+        io.run();  // let the cancelled operation finish before its buffers go away
+        return false;
+      }
+    }
+    return true;
+  }
+
+  result<void> write_all(std::string_view bytes, std::chrono::steady_clock::time_point deadline) {
+    bool done = false;
+    error_code result_ec;
+    asio::async_write(socket, asio::buffer(bytes.data(), bytes.size()), [&](error_code ec, std::size_t) {
+      result_ec = ec;
+      done = true;
+    });
+    if (!run_until(done, deadline)) return errc::timeout;
+    if (result_ec) {
+      healthy = false;
+      return errc::backend_unavailable;
+    }
+    return {};
+  }
+
+  result<resp_value> read_reply(std::chrono::steady_clock::time_point deadline) {
+    char buffer[16 * 1024];
+    while (true) {
+      resp_value value;
+      std::size_t consumed = 0;
+      switch (resp_parser::parse(input, consumed, value)) {
+        case resp_parser::status::complete:
+          input.erase(0, consumed);
+          return value;
+        case resp_parser::status::malformed:
+          healthy = false;
+          log::warn("malformed reply from Redis; closing the connection",
+                    {{"bytes", input.substr(0, std::min<std::size_t>(input.size(), 64))}});
+          return errc::protocol_error;
+        case resp_parser::status::incomplete:
+          break;
+      }
+      bool done = false;
+      error_code result_ec;
+      std::size_t got = 0;
+      socket.async_read_some(asio::buffer(buffer, sizeof buffer), [&](error_code ec, std::size_t n) {
+        result_ec = ec;
+        got = n;
+        done = true;
+      });
+      if (!run_until(done, deadline)) return errc::timeout;
+      if (result_ec) {
+        healthy = false;
+        // The server went away, possibly in the middle of a reply.
+        return input.empty() ? errc::backend_unavailable : errc::protocol_error;
+      }
+      input.append(buffer, got);
+    }
+  }
+};
+
+redis_connection::redis_connection(std::unique_ptr<impl> i) noexcept : impl_(std::move(i)) {}
+redis_connection::redis_connection(redis_connection&&) noexcept = default;
+redis_connection& redis_connection::operator=(redis_connection&&) noexcept = default;
+redis_connection::~redis_connection() = default;
+
+result<redis_connection> redis_connection::connect(const redis_options& options) {
+  auto c = std::make_unique<impl>();
+  c->command_timeout = options.command_timeout;
+  error_code ec;
+  const auto address = asio::ip::make_address(options.host, ec);
+  asio::ip::tcp::endpoint endpoint;
+  if (!ec) {
+    endpoint = {address, options.port};
+  } else {
+    asio::ip::tcp::resolver resolver(c->io);
+    const auto found = resolver.resolve(options.host, std::to_string(options.port), ec);
+    if (ec || found.empty()) return errc::backend_unavailable;
+    endpoint = *found.begin();
+  }
+  bool done = false;
+  error_code connect_ec;
+  c->socket.async_connect(endpoint, [&](error_code e) {
+    connect_ec = e;
+    done = true;
+  });
+  if (!c->run_until(done, std::chrono::steady_clock::now() + options.connect_timeout)) return errc::timeout;
+  if (connect_ec) return errc::backend_unavailable;
+  c->socket.set_option(asio::ip::tcp::no_delay(true), ec);
+  redis_connection conn(std::move(c));
+  if (!options.password.empty()) {
+    auto auth = conn.command({"AUTH", options.password});
+    if (!auth) return auth.error();
+    if (auth->is_error()) {
+      log::warn("Redis refused AUTH", {{"reply", auth->text}});
+      return errc::server_error;
+    }
+  }
+  return conn;
+}
+
+result<resp_value> redis_connection::command(std::span<const std::string_view> args) {
+  std::string encoded;
+  append_command(encoded, args);
+  auto replies = pipeline(encoded, 1);
+  if (!replies) return replies.error();
+  return std::move(replies->front());
+}
+
+result<std::vector<resp_value>> redis_connection::pipeline(std::string_view encoded, std::size_t count) {
+  if (!impl_->healthy) return errc::backend_unavailable;
+  const auto deadline = std::chrono::steady_clock::now() + impl_->command_timeout;
+  if (auto written = impl_->write_all(encoded, deadline); !written) return written.error();
+  std::vector<resp_value> replies;
+  replies.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    auto reply = impl_->read_reply(deadline);
+    if (!reply) return reply.error();
+    replies.push_back(std::move(*reply));
+  }
+  return replies;
+}
+
+bool redis_connection::healthy() const noexcept {
+  return impl_ && impl_->healthy;
+}
+
+// ---- the backend -------------------------------------------------------------------------------
+
+namespace {
+
+// KEYS: one per limit. ARGV: cost, then per limit: algorithm, count, period (µs), capacity,
+// block (µs). Returns 4 integers per limit: allowed, remaining, reset (µs), retry-after (µs).
+// Times come from Redis's own clock. token_bucket is kept as its GCRA equivalent (one
+// timestamp): the two decide identically. Nothing is written unless every limit allows, except
+// the block marker of a limit that denied.
+constexpr std::string_view script = R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local cost = tonumber(ARGV[1])
+local n = #KEYS
+local out, plan = {}, {}
+local all = true
+for i = 1, n do
+  local b = 1 + (i - 1) * 5
+  local algo, count, period = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local cap, block = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
+  local key = KEYS[i]
+  local allowed, remaining, reset, retry = 1, 0, 0, 0
+  local blocked_until = block > 0 and tonumber(redis.call('GET', key .. ':blk')) or nil
+  if blocked_until and blocked_until > now then
+    allowed, remaining, reset, retry = 0, 0, blocked_until - now, blocked_until - now
+  elseif algo == 2 or algo == 3 then
+    local interval = period / count
+    local tolerance = interval * cap
+    local base = math.max(tonumber(redis.call('GET', key)) or now, now)
+    local new_tat = base + interval * cost
+    local allow_at = new_tat - tolerance
+    if now < allow_at then
+      allowed, retry = 0, allow_at - now
+      remaining, reset = math.floor((now + tolerance - base) / interval + 1e-9), base - now
+    else
+      remaining, reset = math.floor((now + tolerance - new_tat) / interval + 1e-9), new_tat - now
+      plan[i] = function() redis.call('SET', key, string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1) end
+    end
+  elseif algo == 1 then
+    local w = math.floor(now / period)
+    local v = redis.call('HMGET', key, 'w', 'p', 'c')
+    local sw, sp, sc = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0
+    local prev, cur = 0, 0
+    if sw == w then prev, cur = sp, sc elseif sw == w - 1 then prev = sc end
+    local elapsed = now - w * period
+    local carried = prev * (period - elapsed) / period
+    local to_end = period - elapsed
+    if carried + cur + cost <= count then
+      remaining = math.floor(count - carried - cur - cost + 1e-9)
+      reset = to_end + period
+      plan[i] = function()
+        redis.call('HSET', key, 'w', w, 'p', prev, 'c', cur + cost)
+        redis.call('PEXPIRE', key, math.ceil((to_end + period) / 1000) + 1)
+      end
+    else
+      allowed = 0
+      remaining = math.max(0, math.floor(count - carried - cur + 1e-9))
+      reset = (cur > 0) and (to_end + period) or to_end
+      if cur + cost <= count then
+        local e = period - math.floor((count - cur - cost) * period / prev)
+        retry = math.max(e - elapsed, 1)
+      else
+        local e = math.max(0, period - math.floor((count - cost) * period / cur))
+        retry = to_end + e
+      end
+    end
+  else
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - period)
+    local used = redis.call('ZCARD', key)
+    if used + cost <= count then
+      remaining, reset = count - used - cost, period
+      plan[i] = function()
+        local seq = redis.call('INCRBY', key .. ':seq', cost)
+        redis.call('PEXPIRE', key .. ':seq', math.ceil(period / 1000) + 1)
+        for j = 1, cost do
+          redis.call('ZADD', key, now, string.format('%.0f-%d', now, seq - j))
+        end
+        redis.call('PEXPIRE', key, math.ceil(period / 1000) + 1)
+      end
+    else
+      allowed = 0
+      remaining = math.max(0, count - used)
+      local oldest = redis.call('ZRANGE', key, used + cost - count - 1, used + cost - count - 1, 'WITHSCORES')
+      retry = tonumber(oldest[2]) + period - now
+      local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+      reset = tonumber(newest[2]) + period - now
+    end
+  end
+  if allowed == 0 then
+    all = false
+    if block > 0 and not (blocked_until and blocked_until > now) then
+      redis.call('SET', key .. ':blk', string.format('%.0f', now + block), 'PX', math.ceil(block / 1000))
+      retry, reset, remaining = math.max(retry, block), math.max(reset, block), 0
+    end
+  end
+  out[#out + 1] = allowed
+  out[#out + 1] = remaining
+  out[#out + 1] = math.ceil(reset)
+  out[#out + 1] = math.ceil(retry)
+end
+for i = 1, n do
+  if all then
+    if plan[i] then plan[i]() end
+  elseif out[(i - 1) * 4 + 1] == 1 then
+    out[(i - 1) * 4 + 2] = out[(i - 1) * 4 + 2] + cost
+  end
+end
+return out
+)lua";
+
+// ARGV: algorithm, count, period (µs), capacity, points. Penalty (> 0) or reward (< 0).
+constexpr std::string_view adjust_script = R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local algo, count, period = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local cap, points = tonumber(ARGV[4]), tonumber(ARGV[5])
+local key = KEYS[1]
+if algo == 2 or algo == 3 then
+  local interval = period / count
+  local tat = tonumber(redis.call('GET', key)) or now
+  if points >= 0 then tat = math.max(tat, now) + points * interval else tat = math.max(now, tat + points * interval) end
+  if tat > now then
+    redis.call('SET', key, string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+  else
+    redis.call('DEL', key)
+  end
+elseif algo == 1 then
+  local w = math.floor(now / period)
+  local v = redis.call('HMGET', key, 'w', 'p', 'c')
+  local sw, sp, sc = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0
+  local prev, cur = 0, 0
+  if sw == w then prev, cur = sp, sc elseif sw == w - 1 then prev = sc end
+  if points >= 0 then cur = cur + points else
+    local give = -points
+    local c = math.min(give, cur); cur = cur - c; give = give - c
+    prev = prev - math.min(give, prev)
+  end
+  redis.call('HSET', key, 'w', w, 'p', prev, 'c', cur)
+  redis.call('PEXPIRE', key, math.ceil(2 * period / 1000) + 1)
+else
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - period)
+  if points >= 0 then
+    local seq = redis.call('INCRBY', key .. ':seq', points)
+    for j = 1, points do redis.call('ZADD', key, now, string.format('%.0f-%d', now, seq - j)) end
+    redis.call('PEXPIRE', key, math.ceil(period / 1000) + 1)
+  elseif -points > 0 then
+    redis.call('ZPOPMAX', key, -points)
+  end
+end
+return 1
+)lua";
+
+int algorithm_code(algorithm a) noexcept {
+  switch (a) {
+    case algorithm::sliding_log:
+      return 0;
+    case algorithm::sliding_window:
+      return 1;
+    case algorithm::gcra:
+      return 2;
+    case algorithm::token_bucket:
+      return 3;
+  }
+  return 2;
+}
+
+std::int64_t micros(std::chrono::nanoseconds d) noexcept {
+  return (d.count() + 999) / 1000;
+}
+
+}  // namespace
+
+struct redis_backend::impl {
+  redis_options options;
+  std::mutex mutex;
+  std::condition_variable returned;
+  std::vector<redis_connection> idle;
+  std::size_t open = 0;
+  std::string decide_sha;  // guarded by mutex
+  std::string adjust_sha;
+
+  explicit impl(redis_options o) : options(std::move(o)) {}
+
+  // A pooled connection, returned on destruction if still healthy.
+  struct lease {
+    impl* owner = nullptr;
+    std::optional<redis_connection> conn;
+    lease() = default;
+    lease(lease&& other) noexcept : owner(std::exchange(other.owner, nullptr)), conn(std::move(other.conn)) {}
+    lease& operator=(lease&&) = delete;
+    lease(const lease&) = delete;
+    ~lease() {
+      if (owner == nullptr) return;
+      std::lock_guard guard(owner->mutex);
+      if (conn && conn->healthy()) {
+        owner->idle.push_back(std::move(*conn));
+      } else {
+        --owner->open;
+      }
+      owner->returned.notify_one();
+    }
+    redis_connection* operator->() { return &*conn; }
+  };
+
+  result<lease> acquire() {
+    std::unique_lock lock(mutex);
+    const auto deadline =
+        std::chrono::steady_clock::now() + options.connect_timeout + options.command_timeout;
+    while (idle.empty() && open >= options.max_connections) {
+      if (returned.wait_until(lock, deadline) == std::cv_status::timeout) return errc::timeout;
+    }
+    lease l;
+    if (!idle.empty()) {
+      l.conn.emplace(std::move(idle.back()));
+      idle.pop_back();
+      l.owner = this;
+      return l;
+    }
+    ++open;
+    lock.unlock();
+    auto connected = redis_connection::connect(options);
+    if (!connected) {
+      std::lock_guard guard(mutex);
+      --open;
+      returned.notify_one();
+      return connected.error();
+    }
+    l.conn.emplace(std::move(*connected));
+    l.owner = this;
+    return l;
+  }
+
+  // SCRIPT LOAD, once per Redis start: the digest is forgotten when Redis says NOSCRIPT.
+  result<std::string> sha_of(lease& c, std::string_view body, std::string impl::*slot) {
+    {
+      std::lock_guard guard(mutex);
+      if (!(this->*slot).empty()) return this->*slot;
+    }
+    auto loaded = c->command({"SCRIPT", "LOAD", body});
+    if (!loaded) return loaded.error();
+    if (loaded->type != resp_value::kind::bulk_string) {
+      log::warn("Redis refused SCRIPT LOAD", {{"reply", loaded->text}});
+      return errc::server_error;
+    }
+    std::lock_guard guard(mutex);
+    this->*slot = loaded->text;
+    return loaded->text;
+  }
+
+  void forget_scripts() {
+    std::lock_guard guard(mutex);
+    decide_sha.clear();
+    adjust_sha.clear();
+  }
+};
+
+redis_backend::redis_backend(redis_options options) : impl_(std::make_unique<impl>(std::move(options))) {}
+redis_backend::~redis_backend() = default;
+
+std::string_view redis_backend::decide_script() noexcept {
+  return script;
+}
+
+namespace {
+
+void append_decide(std::string& out, std::string_view sha, std::span<const keyed_limit> limits,
+                   std::uint64_t cost) {
+  // EVALSHA sha numkeys key... cost (algorithm count period capacity block)...
+  std::string numbers[1 + 1 + 5 * max_limits_per_decision];
+  std::string_view args[3 + max_limits_per_decision + 1 + 5 * max_limits_per_decision];
+  std::size_t n = 0;
+  std::size_t k = 0;
+  args[n++] = "EVALSHA";
+  args[n++] = sha;
+  numbers[k] = std::to_string(limits.size());
+  args[n++] = numbers[k++];
+  for (const auto& l : limits) args[n++] = l.key;
+  numbers[k] = std::to_string(cost);
+  args[n++] = numbers[k++];
+  for (const auto& l : limits) {
+    const limit& r = *l.rule;
+    for (const std::int64_t v :
+         {static_cast<std::int64_t>(algorithm_code(r.algorithm)), static_cast<std::int64_t>(r.count),
+          micros(r.period), static_cast<std::int64_t>(r.capacity()), micros(r.block)}) {
+      numbers[k] = std::to_string(v);
+      args[n++] = numbers[k++];
+    }
+  }
+  append_command(out, std::span<const std::string_view>(args, n));
+}
+
+result<void> read_decisions(const resp_value& reply, std::span<const keyed_limit> limits,
+                            std::span<decision> out) {
+  if (reply.is_error()) {
+    log::warn("Redis rate-limit script failed", {{"reply", reply.text}});
+    return errc::server_error;
+  }
+  if (reply.type != resp_value::kind::array || reply.elements.size() != 4 * limits.size()) {
+    return errc::protocol_error;
+  }
+  for (std::size_t i = 0; i < limits.size(); ++i) {
+    const auto* e = &reply.elements[4 * i];
+    for (int j = 0; j < 4; ++j) {
+      if (e[j].type != resp_value::kind::integer || e[j].integer < 0) return errc::protocol_error;
+    }
+    out[i] = {.allowed = e[0].integer == 1,
+              .limit = limits[i].rule->capacity(),
+              .remaining = static_cast<std::uint64_t>(e[1].integer),
+              .reset = std::chrono::microseconds(e[2].integer),
+              .retry_after = std::chrono::microseconds(e[3].integer)};
+  }
+  return {};
+}
+
+bool is_noscript(const resp_value& v) noexcept {
+  return v.is_error() && v.text.starts_with("NOSCRIPT");
+}
+
+}  // namespace
+
+result<void> redis_backend::decide(std::span<const keyed_limit> limits, std::uint64_t cost,
+                                   std::span<decision> out) {
+  const batch_request one{limits, cost, out};
+  return decide_batch({&one, 1});
+}
+
+result<void> redis_backend::decide_batch(std::span<const batch_request> batch) {
+  for (const auto& r : batch) {
+    if (auto checked = check_request(r.limits, r.cost, r.out); !checked) return checked;
+  }
+  if (batch.empty()) return {};
+  auto c = impl_->acquire();
+  if (!c) return c.error();
+  // Twice at most: the second time after NOSCRIPT (Redis restarted and lost its scripts).
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto sha = impl_->sha_of(*c, script, &impl::decide_sha);
+    if (!sha) return sha.error();
+    std::string encoded;
+    for (const auto& r : batch) append_decide(encoded, *sha, r.limits, r.cost);
+    auto replies = (*c)->pipeline(encoded, batch.size());
+    if (!replies) return replies.error();
+    if (is_noscript(replies->front())) {
+      impl_->forget_scripts();
+      continue;
+    }
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (auto read = read_decisions((*replies)[i], batch[i].limits, batch[i].out); !read) return read;
+    }
+    return {};
+  }
+  return errc::server_error;
+}
+
+result<void> redis_backend::adjust(const keyed_limit& limit, std::int64_t points) {
+  auto c = impl_->acquire();
+  if (!c) return c.error();
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto sha = impl_->sha_of(*c, adjust_script, &impl::adjust_sha);
+    if (!sha) return sha.error();
+    const ratelimit::limit& r = *limit.rule;
+    const std::string numbers[] = {std::to_string(algorithm_code(r.algorithm)), std::to_string(r.count),
+                                   std::to_string(micros(r.period)), std::to_string(r.capacity()),
+                                   std::to_string(points)};
+    auto reply = (*c)->command(
+        {"EVALSHA", *sha, "1", limit.key, numbers[0], numbers[1], numbers[2], numbers[3], numbers[4]});
+    if (!reply) return reply.error();
+    if (is_noscript(*reply)) {
+      impl_->forget_scripts();
+      continue;
+    }
+    if (reply->is_error()) {
+      log::warn("Redis rate-limit adjust script failed", {{"reply", reply->text}});
+      return errc::server_error;
+    }
+    return {};
+  }
+  return errc::server_error;
+}
+
+}  // namespace keel::ratelimit
