@@ -188,7 +188,8 @@ TEST_SUITE("redis") {
       CHECK(allowed == 10);
       CHECK_FALSE(d.allowed);
       CHECK(d.retry_after > 0s);
-      CHECK(d.retry_after <= 1h);
+      // A sliding window may have to wait into the next window, while this one still weighs.
+      CHECK(d.retry_after <= (a == rl::algorithm::sliding_window ? 2h : 1h));
       if (a == rl::algorithm::gcra) CHECK(d.retry_after > 5min);  // one emission interval, 6 min
     }
     // A cost over the burst is an error before any round trip.
