@@ -1,4 +1,3 @@
-#include <keel/core/xxhash.hpp>
 #include <keel/ratelimit/memory.hpp>
 
 #include <algorithm>
@@ -9,6 +8,10 @@
 #include <thread>
 #include <variant>
 #include <vector>
+
+// Inlined: a call into the shared library costs as much as hashing a 20-byte key.
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 namespace keel::ratelimit {
 namespace {
@@ -102,6 +105,12 @@ struct shard {
 
   [[nodiscard]] std::size_t mask() const noexcept { return hashes.size() - 1; }
 
+  // Inline so that the common case (room to spare) is two compares.
+  void make_room(std::size_t incoming, std::int64_t now) {
+    if (size + incoming <= max_size && (size + incoming) * 4 <= hashes.size() * 3) [[likely]] return;
+    make_room_slow(incoming, now);
+  }
+
   slot* find_or_insert(std::uint64_t hash, std::string_view key, algorithm a, std::int64_t now) {
     std::size_t i = hash & mask();
     while (hashes[i] != 0) {
@@ -148,7 +157,7 @@ struct shard {
   }
 
   // Makes sure `incoming` more keys fit without rehashing or evicting while slots are in use.
-  void make_room(std::size_t incoming, std::int64_t now) {
+  void make_room_slow(std::size_t incoming, std::int64_t now) {
     if (size + incoming > max_size) {
       drop_expired(now);
       if (size + incoming > max_size) {
@@ -200,12 +209,45 @@ struct memory_backend::impl {
     }
   }
 
-  static std::uint64_t hash_of(std::string_view key) noexcept {
-    return keel::xxh3_64(bytes_view(reinterpret_cast<const std::uint8_t*>(key.data()), key.size())) | 1U;
-  }
+  static std::uint64_t hash_of(std::string_view key) noexcept { return XXH3_64bits(key.data(), key.size()) | 1U; }
   [[nodiscard]] std::size_t shard_of(std::uint64_t hash) const noexcept { return (hash >> 40) & shard_mask; }
 
-  [[nodiscard]] std::int64_t now() const noexcept { return clock->monotonic().time_since_epoch().count(); }
+  [[nodiscard]] std::int64_t now() const noexcept {
+    // The system clock read directly: no virtual call on the hot path.
+    if (clock == &keel::system_clock::instance()) {
+      return std::chrono::steady_clock::now().time_since_epoch().count();
+    }
+    return clock->monotonic().time_since_epoch().count();
+  }
+
+  // One limit, the common case: one shard, no ordering, no second pass.
+  void decide_one(std::int64_t now, const keyed_limit& request, std::uint64_t cost, decision& out) {
+    const limit& rule = *request.rule;
+    const std::uint64_t hash = hash_of(request.key);
+    shard& sh = shards[shard_of(hash)];
+    std::lock_guard guard(sh.lock);
+    sh.make_room(1, now);
+    slot& s = *sh.find_or_insert(hash, request.key, rule.algorithm, now);
+    if (s.blocked_until > now) {
+      const std::chrono::nanoseconds left(s.blocked_until - now);
+      out = {.allowed = false, .limit = rule.capacity(), .remaining = 0, .reset = left, .retry_after = left};
+      return;
+    }
+    out = with_state(s.state, [&](auto& st) {
+      const decision d = peek(rule, st, now, cost);
+      if (d.allowed) commit(rule, st, now, cost);
+      return d;
+    });
+    if (out.allowed) {
+      s.expires_at = std::max(s.expires_at, now + out.reset.count());
+    } else if (rule.block.count() > 0) {
+      s.blocked_until = now + rule.block.count();
+      s.expires_at = std::max(s.expires_at, s.blocked_until);
+      out.retry_after = std::max(out.retry_after, rule.block);
+      out.reset = std::max(out.reset, rule.block);
+      out.remaining = 0;
+    }
+  }
 };
 
 memory_backend::memory_backend(memory_options options) : impl_(std::make_unique<impl>(options)) {}
@@ -220,6 +262,10 @@ result<void> memory_backend::decide_at(std::int64_t now, std::span<const keyed_l
                                        std::uint64_t cost, std::span<decision> out) {
   if (auto checked = check_request(limits, cost, out); !checked) return checked;
   const std::size_t n = limits.size();
+  if (n == 1) {
+    impl_->decide_one(now, limits[0], cost, out[0]);
+    return {};
+  }
   std::uint64_t hashes[max_limits_per_decision];
   std::size_t shard_ids[max_limits_per_decision];
   std::size_t locked[max_limits_per_decision];
