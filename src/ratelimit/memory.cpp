@@ -107,7 +107,8 @@ struct shard {
 
   // Inline so that the common case (room to spare) is two compares.
   void make_room(std::size_t incoming, std::int64_t now) {
-    if (size + incoming <= max_size && (size + incoming) * 4 <= hashes.size() * 3) [[likely]] return;
+    if (size + incoming <= max_size && (size + incoming) * 4 <= hashes.size() * 3) [[likely]]
+      return;
     make_room_slow(incoming, now);
   }
 
@@ -209,7 +210,9 @@ struct memory_backend::impl {
     }
   }
 
-  static std::uint64_t hash_of(std::string_view key) noexcept { return XXH3_64bits(key.data(), key.size()) | 1U; }
+  static std::uint64_t hash_of(std::string_view key) noexcept {
+    return XXH3_64bits(key.data(), key.size()) | 1U;
+  }
   [[nodiscard]] std::size_t shard_of(std::uint64_t hash) const noexcept { return (hash >> 40) & shard_mask; }
 
   [[nodiscard]] std::int64_t now() const noexcept {

@@ -302,7 +302,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cost = tonumber(ARGV[1])
 local n = #KEYS
-local out, plan = {}, {}
+local out = {}
+local commit_a, commit_b, commit_c = {}, {}, {}
 local all = true
 for i = 1, n do
   local b = 1 + (i - 1) * 5
@@ -310,13 +311,15 @@ for i = 1, n do
   local cap, block = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
   local key = KEYS[i]
   local allowed, remaining, reset, retry = 1, 0, 0, 0
-  local blocked_until = block > 0 and tonumber(redis.call('GET', key .. ':blk')) or nil
+  local blocked_until = nil
+  if block > 0 then blocked_until = tonumber(redis.call('GET', key .. ':blk')) end
   if blocked_until and blocked_until > now then
     allowed, remaining, reset, retry = 0, 0, blocked_until - now, blocked_until - now
-  elseif algo == 2 or algo == 3 then
+  elseif algo >= 2 then
     local interval = period / count
     local tolerance = interval * cap
-    local base = math.max(tonumber(redis.call('GET', key)) or now, now)
+    local base = tonumber(redis.call('GET', key)) or now
+    if base < now then base = now end
     local new_tat = base + interval * cost
     local allow_at = new_tat - tolerance
     if now < allow_at then
@@ -324,7 +327,7 @@ for i = 1, n do
       remaining, reset = math.floor((now + tolerance - base) / interval + 1e-9), base - now
     else
       remaining, reset = math.floor((now + tolerance - new_tat) / interval + 1e-9), new_tat - now
-      plan[i] = function() redis.call('SET', key, string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1) end
+      commit_a[i] = new_tat
     end
   elseif algo == 1 then
     local w = math.floor(now / period)
@@ -338,20 +341,15 @@ for i = 1, n do
     if carried + cur + cost <= count then
       remaining = math.floor(count - carried - cur - cost + 1e-9)
       reset = to_end + period
-      plan[i] = function()
-        redis.call('HSET', key, 'w', w, 'p', prev, 'c', cur + cost)
-        redis.call('PEXPIRE', key, math.ceil((to_end + period) / 1000) + 1)
-      end
+      commit_a[i], commit_b[i], commit_c[i] = w, prev, cur + cost
     else
       allowed = 0
       remaining = math.max(0, math.floor(count - carried - cur + 1e-9))
-      reset = (cur > 0) and (to_end + period) or to_end
+      if cur > 0 then reset = to_end + period else reset = to_end end
       if cur + cost <= count then
-        local e = period - math.floor((count - cur - cost) * period / prev)
-        retry = math.max(e - elapsed, 1)
+        retry = math.max(period - math.floor((count - cur - cost) * period / prev) - elapsed, 1)
       else
-        local e = math.max(0, period - math.floor((count - cost) * period / cur))
-        retry = to_end + e
+        retry = to_end + math.max(0, period - math.floor((count - cost) * period / cur))
       end
     end
   else
@@ -359,14 +357,7 @@ for i = 1, n do
     local used = redis.call('ZCARD', key)
     if used + cost <= count then
       remaining, reset = count - used - cost, period
-      plan[i] = function()
-        local seq = redis.call('INCRBY', key .. ':seq', cost)
-        redis.call('PEXPIRE', key .. ':seq', math.ceil(period / 1000) + 1)
-        for j = 1, cost do
-          redis.call('ZADD', key, now, string.format('%.0f-%d', now, seq - j))
-        end
-        redis.call('PEXPIRE', key, math.ceil(period / 1000) + 1)
-      end
+      commit_a[i] = true
     else
       allowed = 0
       remaining = math.max(0, count - used)
@@ -390,7 +381,22 @@ for i = 1, n do
 end
 for i = 1, n do
   if all then
-    if plan[i] then plan[i]() end
+    local b = 1 + (i - 1) * 5
+    local algo, period = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 3])
+    local key = KEYS[i]
+    if algo >= 2 then
+      redis.call('SET', key, string.format('%.0f', commit_a[i]), 'PX', math.ceil((commit_a[i] - now) / 1000) + 1)
+    elseif algo == 1 then
+      redis.call('HSET', key, 'w', commit_a[i], 'p', commit_b[i], 'c', commit_c[i])
+      redis.call('PEXPIRE', key, math.ceil((period - (now - commit_a[i] * period) + period) / 1000) + 1)
+    elseif cost > 0 then
+      local seq = redis.call('INCRBY', key .. ':seq', cost)
+      redis.call('PEXPIRE', key .. ':seq', math.ceil(period / 1000) + 1)
+      for j = 1, cost do
+        redis.call('ZADD', key, now, string.format('%.0f-%d', now, seq - j))
+      end
+      redis.call('PEXPIRE', key, math.ceil(period / 1000) + 1)
+    end
   elseif out[(i - 1) * 4 + 1] == 1 then
     out[(i - 1) * 4 + 2] = out[(i - 1) * 4 + 2] + cost
   end
@@ -553,30 +559,53 @@ std::string_view redis_backend::decide_script() noexcept {
 
 namespace {
 
+// Appends one RESP bulk string holding `v` in decimal.
+void append_number(std::string& out, std::int64_t v) {
+  char digits[24];
+  const auto [end, ec] = std::to_chars(digits, digits + sizeof digits, v);
+  const auto size = static_cast<std::size_t>(end - digits);
+  out += '$';
+  char length[4];
+  const auto [length_end, length_ec] = std::to_chars(length, length + sizeof length, size);
+  out.append(length, static_cast<std::size_t>(length_end - length));
+  out += "\r\n";
+  out.append(digits, size);
+  out += "\r\n";
+}
+
+void append_bulk(std::string& out, std::string_view text) {
+  char length[24];
+  const auto [end, ec] = std::to_chars(length, length + sizeof length, text.size());
+  out += '$';
+  out.append(length, static_cast<std::size_t>(end - length));
+  out += "\r\n";
+  out += text;
+  out += "\r\n";
+}
+
+// EVALSHA sha numkeys key... cost (algorithm count period capacity block)..., encoded straight
+// into the output buffer: no temporary strings per argument.
 void append_decide(std::string& out, std::string_view sha, std::span<const keyed_limit> limits,
                    std::uint64_t cost) {
-  // EVALSHA sha numkeys key... cost (algorithm count period capacity block)...
-  std::string numbers[1 + 1 + 5 * max_limits_per_decision];
-  std::string_view args[3 + max_limits_per_decision + 1 + 5 * max_limits_per_decision];
-  std::size_t n = 0;
-  std::size_t k = 0;
-  args[n++] = "EVALSHA";
-  args[n++] = sha;
-  numbers[k] = std::to_string(limits.size());
-  args[n++] = numbers[k++];
-  for (const auto& l : limits) args[n++] = l.key;
-  numbers[k] = std::to_string(cost);
-  args[n++] = numbers[k++];
+  const std::size_t arguments = 4 + limits.size() * 6;
+  char count[24];
+  const auto [end, ec] = std::to_chars(count, count + sizeof count, arguments);
+  out += '*';
+  out.append(count, static_cast<std::size_t>(end - count));
+  out += "\r\n";
+  append_bulk(out, "EVALSHA");
+  append_bulk(out, sha);
+  append_number(out, static_cast<std::int64_t>(limits.size()));
+  for (const auto& l : limits) append_bulk(out, l.key);
+  append_number(out, static_cast<std::int64_t>(cost));
   for (const auto& l : limits) {
     const limit& r = *l.rule;
-    for (const std::int64_t v :
-         {static_cast<std::int64_t>(algorithm_code(r.algorithm)), static_cast<std::int64_t>(r.count),
-          micros(r.period), static_cast<std::int64_t>(r.capacity()), micros(r.block)}) {
-      numbers[k] = std::to_string(v);
-      args[n++] = numbers[k++];
-    }
+    append_number(out, algorithm_code(r.algorithm));
+    append_number(out, static_cast<std::int64_t>(r.count));
+    append_number(out, micros(r.period));
+    append_number(out, static_cast<std::int64_t>(r.capacity()));
+    append_number(out, micros(r.block));
   }
-  append_command(out, std::span<const std::string_view>(args, n));
 }
 
 result<void> read_decisions(const resp_value& reply, std::span<const keyed_limit> limits,
