@@ -10,8 +10,10 @@
 
 #include <benchmark/benchmark.h>
 
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
+#include <mutex>
 #include <span>
 #include <string>
 #include <thread>
@@ -196,6 +198,44 @@ void redis_pipelined(benchmark::State& state) {
       static_cast<double>(state.iterations()) * static_cast<double>(depth), benchmark::Counter::kIsRate);
 }
 BENCHMARK(redis_pipelined)->ArgName("depth")->Arg(1)->Arg(16)->Arg(128)->UseRealTime();
+
+// async_decide from one thread, D requests in flight on one connection: the client coalesces
+// them into writes by itself (no explicit batch).
+void redis_async(benchmark::State& state) {
+  if (!redis().error.empty()) return state.SkipWithError(redis().error.c_str());
+  static const auto keys = make_keys(10'000);
+  static const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 1'000'000'000, .period = 1s};
+  rl::redis_backend store(
+      {.port = redis().port, .max_connections = 1, .command_timeout = std::chrono::seconds(5)});
+  const auto depth = static_cast<std::size_t>(state.range(0));
+  std::vector<rl::keyed_limit> limits(depth);
+  std::vector<rl::decision> out(depth);
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::size_t done = 0;
+  bool failed = false;
+  std::size_t next = 0;
+  for (auto _ : state) {
+    {
+      std::lock_guard guard(mutex);
+      done = 0;
+    }
+    for (std::size_t i = 0; i < depth; ++i) {
+      limits[i] = {keys[next++ % keys.size()], &l};
+      store.async_decide({&limits[i], 1}, 1, {&out[i], 1}, [&](keel::error_code ec) {
+        std::lock_guard guard(mutex);
+        failed = failed || static_cast<bool>(ec);
+        if (++done == depth) cv.notify_one();
+      });
+    }
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [&] { return done == depth; });
+    if (failed) return state.SkipWithError("redis decide failed");
+  }
+  state.counters["decisions_per_second"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * static_cast<double>(depth), benchmark::Counter::kIsRate);
+}
+BENCHMARK(redis_async)->ArgName("in_flight")->Arg(128)->UseRealTime();
 
 // redis-benchmark running our own script by EVALSHA (loaded first), pipelined 16 deep, over
 // 10k random keys: what Redis itself can do with this script, without our client.

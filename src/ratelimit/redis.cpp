@@ -2,15 +2,23 @@
 #include <keel/ratelimit/redis.hpp>
 
 #include <boost/asio/connect.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
+#include <openssl/sha.h>
 
+#include <array>
 #include <charconv>
 #include <condition_variable>
+#include <deque>
+#include <functional>
 #include <mutex>
-#include <optional>
+#include <thread>
 
 namespace keel::ratelimit {
 namespace asio = boost::asio;
@@ -464,101 +472,6 @@ std::int64_t micros(std::chrono::nanoseconds d) noexcept {
   return (d.count() + 999) / 1000;
 }
 
-}  // namespace
-
-struct redis_backend::impl {
-  redis_options options;
-  std::mutex mutex;
-  std::condition_variable returned;
-  std::vector<redis_connection> idle;
-  std::size_t open = 0;
-  std::string decide_sha;  // guarded by mutex
-  std::string adjust_sha;
-
-  explicit impl(redis_options o) : options(std::move(o)) {}
-
-  // A pooled connection, returned on destruction if still healthy.
-  struct lease {
-    impl* owner = nullptr;
-    std::optional<redis_connection> conn;
-    lease() = default;
-    lease(lease&& other) noexcept : owner(std::exchange(other.owner, nullptr)), conn(std::move(other.conn)) {}
-    lease& operator=(lease&&) = delete;
-    lease(const lease&) = delete;
-    ~lease() {
-      if (owner == nullptr) return;
-      std::lock_guard guard(owner->mutex);
-      if (conn && conn->healthy()) {
-        owner->idle.push_back(std::move(*conn));
-      } else {
-        --owner->open;
-      }
-      owner->returned.notify_one();
-    }
-    redis_connection* operator->() { return &*conn; }
-  };
-
-  result<lease> acquire() {
-    std::unique_lock lock(mutex);
-    const auto deadline =
-        std::chrono::steady_clock::now() + options.connect_timeout + options.command_timeout;
-    while (idle.empty() && open >= options.max_connections) {
-      if (returned.wait_until(lock, deadline) == std::cv_status::timeout) return errc::timeout;
-    }
-    lease l;
-    if (!idle.empty()) {
-      l.conn.emplace(std::move(idle.back()));
-      idle.pop_back();
-      l.owner = this;
-      return l;
-    }
-    ++open;
-    lock.unlock();
-    auto connected = redis_connection::connect(options);
-    if (!connected) {
-      std::lock_guard guard(mutex);
-      --open;
-      returned.notify_one();
-      return connected.error();
-    }
-    l.conn.emplace(std::move(*connected));
-    l.owner = this;
-    return l;
-  }
-
-  // SCRIPT LOAD, once per Redis start: the digest is forgotten when Redis says NOSCRIPT.
-  result<std::string> sha_of(lease& c, std::string_view body, std::string impl::*slot) {
-    {
-      std::lock_guard guard(mutex);
-      if (!(this->*slot).empty()) return this->*slot;
-    }
-    auto loaded = c->command({"SCRIPT", "LOAD", body});
-    if (!loaded) return loaded.error();
-    if (loaded->type != resp_value::kind::bulk_string) {
-      log::warn("Redis refused SCRIPT LOAD", {{"reply", loaded->text}});
-      return errc::server_error;
-    }
-    std::lock_guard guard(mutex);
-    this->*slot = loaded->text;
-    return loaded->text;
-  }
-
-  void forget_scripts() {
-    std::lock_guard guard(mutex);
-    decide_sha.clear();
-    adjust_sha.clear();
-  }
-};
-
-redis_backend::redis_backend(redis_options options) : impl_(std::make_unique<impl>(std::move(options))) {}
-redis_backend::~redis_backend() = default;
-
-std::string_view redis_backend::decide_script() noexcept {
-  return script;
-}
-
-namespace {
-
 // Appends one RESP bulk string holding `v` in decimal.
 void append_number(std::string& out, std::int64_t v) {
   char digits[24];
@@ -635,7 +548,275 @@ bool is_noscript(const resp_value& v) noexcept {
   return v.is_error() && v.text.starts_with("NOSCRIPT");
 }
 
+// One connection carrying many requests at once: whatever callers submit while a write is in
+// flight is coalesced into the next write, and replies are matched to requests in order (RESP
+// answers in order). Runs on the backend's I/O thread; callers only post to it. Any failure
+// (refused, reset, malformed reply, a request past its deadline) fails every request waiting
+// on it and the connection is replaced on next use.
+class mux : public std::enable_shared_from_this<mux> {
+ public:
+  using callback = std::function<void(error_code, std::vector<resp_value>)>;
+
+  mux(asio::io_context& io, const redis_options& options)
+      : strand_(asio::make_strand(io)), socket_(strand_), timer_(strand_), options_(options) {}
+
+  void submit(std::string encoded, std::size_t replies, callback done) {
+    asio::post(strand_, [self = shared_from_this(), encoded = std::move(encoded), replies,
+                         done = std::move(done)]() mutable {
+      self->enqueue(std::move(encoded), replies, std::move(done));
+    });
+  }
+  [[nodiscard]] bool dead() const noexcept { return dead_.load(std::memory_order_acquire); }
+
+ private:
+  struct request {
+    std::size_t replies;
+    callback done;
+    std::chrono::steady_clock::time_point deadline;
+    std::vector<resp_value> got{};
+  };
+  enum class phase : std::uint8_t { fresh, connecting, connected, failed };
+
+  void enqueue(std::string encoded, std::size_t replies, callback done) {
+    if (phase_ == phase::failed) return done(errc::backend_unavailable, {});
+    const auto deadline =
+        std::chrono::steady_clock::now() + options_.command_timeout +
+        (phase_ == phase::connected ? std::chrono::milliseconds(0) : options_.connect_timeout);
+    outgoing_ += encoded;
+    waiting_.push_back({replies, std::move(done), deadline});
+    arm_timer();
+    if (phase_ == phase::fresh) return connect();
+    if (phase_ == phase::connected) write();
+  }
+
+  void connect() {
+    phase_ = phase::connecting;
+    error_code ec;
+    const auto address = asio::ip::make_address(options_.host, ec);
+    asio::ip::tcp::endpoint endpoint;
+    if (!ec) {
+      endpoint = {address, options_.port};
+    } else {
+      asio::ip::tcp::resolver resolver(strand_);
+      const auto found = resolver.resolve(options_.host, std::to_string(options_.port), ec);
+      if (ec || found.empty()) return fail(errc::backend_unavailable);
+      endpoint = *found.begin();
+    }
+    if (!options_.password.empty()) {
+      // AUTH goes first, ahead of everything already queued.
+      std::string auth;
+      const std::string_view args[] = {"AUTH", options_.password};
+      append_command(auth, args);
+      outgoing_.insert(0, auth);
+      waiting_.push_front({1,
+                           [weak = weak_from_this()](error_code e, std::vector<resp_value> r) {
+                             if (e || r.empty() || !r.front().is_error()) return;
+                             log::warn("Redis refused AUTH", {{"reply", r.front().text}});
+                             if (auto self = weak.lock()) self->fail(errc::server_error);
+                           },
+                           waiting_.front().deadline});
+    }
+    socket_.async_connect(endpoint, [self = shared_from_this()](error_code e) {
+      if (self->phase_ == phase::failed) return;
+      if (e) return self->fail(errc::backend_unavailable);
+      self->phase_ = phase::connected;
+      error_code ignored;
+      self->socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+      self->write();
+      self->read();
+    });
+  }
+
+  void write() {
+    if (writing_ || outgoing_.empty()) return;
+    writing_ = true;
+    in_flight_.swap(outgoing_);
+    asio::async_write(socket_, asio::buffer(in_flight_),
+                      [self = shared_from_this()](error_code e, std::size_t) {
+                        self->writing_ = false;
+                        self->in_flight_.clear();
+                        if (self->phase_ == phase::failed) return;
+                        if (e) return self->fail(errc::backend_unavailable);
+                        self->write();
+                      });
+  }
+
+  void read() {
+    socket_.async_read_some(asio::buffer(buffer_), [self = shared_from_this()](error_code e, std::size_t n) {
+      if (self->phase_ == phase::failed) return;
+      if (e) return self->fail(self->input_.empty() ? errc::backend_unavailable : errc::protocol_error);
+      self->input_.append(self->buffer_.data(), n);
+      std::size_t at = 0;
+      while (at < self->input_.size()) {
+        resp_value value;
+        std::size_t used = 0;
+        const auto parsed = resp_parser::parse(std::string_view(self->input_).substr(at), used, value);
+        if (parsed == resp_parser::status::incomplete) break;
+        if (parsed == resp_parser::status::malformed || self->waiting_.empty()) {
+          log::warn("malformed or unexpected reply from Redis; closing the connection",
+                    {{"bytes", self->input_.substr(at, 64)}});
+          return self->fail(errc::protocol_error);
+        }
+        at += used;
+        auto& front = self->waiting_.front();
+        front.got.push_back(std::move(value));
+        if (front.got.size() == front.replies) {
+          request done = std::move(front);
+          self->waiting_.pop_front();
+          done.done({}, std::move(done.got));
+        }
+      }
+      self->input_.erase(0, at);
+      self->read();
+    });
+  }
+
+  void arm_timer() {
+    if (timer_armed_ || waiting_.empty()) return;
+    timer_armed_ = true;
+    timer_.expires_at(waiting_.front().deadline);
+    timer_.async_wait([self = shared_from_this()](error_code) {
+      self->timer_armed_ = false;
+      if (self->phase_ == phase::failed || self->waiting_.empty()) return;
+      if (self->waiting_.front().deadline <= std::chrono::steady_clock::now())
+        return self->fail(errc::timeout);
+      self->arm_timer();
+    });
+  }
+
+  void fail(errc why) {
+    if (phase_ == phase::failed) return;
+    phase_ = phase::failed;
+    dead_.store(true, std::memory_order_release);
+    error_code ignored;
+    socket_.close(ignored);
+    timer_.cancel();
+    auto waiting = std::move(waiting_);
+    waiting_.clear();
+    outgoing_.clear();
+    for (auto& r : waiting) r.done(why, {});
+  }
+
+  asio::strand<asio::io_context::executor_type> strand_;
+  asio::ip::tcp::socket socket_;
+  asio::steady_timer timer_;
+  redis_options options_;
+  phase phase_ = phase::fresh;
+  std::atomic<bool> dead_{false};
+  std::deque<request> waiting_;
+  std::string outgoing_;
+  std::string in_flight_;
+  bool writing_ = false;
+  bool timer_armed_ = false;
+  std::string input_;
+  std::array<char, 64 * 1024> buffer_{};
+};
+
+// SHA-1 of a script, as EVALSHA wants it: computed here so that the first request needs no
+// SCRIPT LOAD round trip.
+std::string sha1_hex(std::string_view text) {
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  ::SHA1(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (const unsigned char c : digest) {
+    out += hex[c >> 4];
+    out += hex[c & 15];
+  }
+  return out;
+}
+
+// Waits for one callback: the synchronous API on top of the asynchronous one.
+struct waiter {
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool done = false;
+  error_code ec;
+  std::vector<resp_value> replies;
+
+  mux::callback callback() {
+    return [this](error_code e, std::vector<resp_value> r) {
+      std::lock_guard guard(mutex);
+      ec = e;
+      replies = std::move(r);
+      done = true;
+      cv.notify_one();
+    };
+  }
+  result<std::vector<resp_value>> wait() {
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [this] { return done; });
+    if (ec) return ec;
+    return std::move(replies);
+  }
+};
+
 }  // namespace
+
+struct redis_backend::impl {
+  redis_options options;
+  asio::io_context io{1};
+  asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
+  std::thread io_thread;
+  std::mutex mutex;
+  std::vector<std::shared_ptr<mux>> connections;
+  std::size_t next = 0;
+  const std::string decide_sha = sha1_hex(script);
+  const std::string adjust_sha = sha1_hex(adjust_script);
+
+  explicit impl(redis_options o) : options(std::move(o)) {
+    connections.resize(std::max<std::size_t>(options.max_connections, 1));
+    io_thread = std::thread([this] { io.run(); });
+  }
+  ~impl() {
+    work.reset();
+    io.stop();
+    io_thread.join();
+  }
+  impl(const impl&) = delete;
+  impl& operator=(const impl&) = delete;
+
+  // Round robin over the connections; a failed one is replaced here.
+  std::shared_ptr<mux> pick() {
+    std::lock_guard guard(mutex);
+    auto& slot = connections[next++ % connections.size()];
+    if (!slot || slot->dead()) slot = std::make_shared<mux>(io, options);
+    return slot;
+  }
+
+  // Sends `encoded` (`count` EVALSHAs of `script_body`); when Redis has lost the script (it was
+  // restarted) loads it and sends them once more.
+  void call(std::string encoded, std::size_t count, std::string_view script_body, mux::callback done) {
+    auto connection = pick();
+    connection->submit(encoded, count,
+                       [this, encoded, count, script_body, done = std::move(done)](
+                           error_code ec, std::vector<resp_value> r) mutable {
+                         if (ec || r.empty() || !is_noscript(r.front())) return done(ec, std::move(r));
+                         std::string again;
+                         const std::string_view load[] = {"SCRIPT", "LOAD", script_body};
+                         append_command(again, load);
+                         again += encoded;
+                         pick()->submit(
+                             std::move(again), count + 1,
+                             [done = std::move(done)](error_code e, std::vector<resp_value> replies) {
+                               if (e) return done(e, {});
+                               if (replies.front().is_error()) {
+                                 log::warn("Redis refused SCRIPT LOAD", {{"reply", replies.front().text}});
+                                 return done(errc::server_error, {});
+                               }
+                               replies.erase(replies.begin());
+                               done({}, std::move(replies));
+                             });
+                       });
+  }
+};
+
+redis_backend::redis_backend(redis_options options) : impl_(std::make_unique<impl>(std::move(options))) {}
+redis_backend::~redis_backend() = default;
+
+std::string_view redis_backend::decide_script() noexcept {
+  return script;
+}
 
 result<void> redis_backend::decide(std::span<const keyed_limit> limits, std::uint64_t cost,
                                    std::span<decision> out) {
@@ -648,52 +829,55 @@ result<void> redis_backend::decide_batch(std::span<const batch_request> batch) {
     if (auto checked = check_request(r.limits, r.cost, r.out); !checked) return checked;
   }
   if (batch.empty()) return {};
-  auto c = impl_->acquire();
-  if (!c) return c.error();
-  // Twice at most: the second time after NOSCRIPT (Redis restarted and lost its scripts).
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    auto sha = impl_->sha_of(*c, script, &impl::decide_sha);
-    if (!sha) return sha.error();
-    std::string encoded;
-    for (const auto& r : batch) append_decide(encoded, *sha, r.limits, r.cost);
-    auto replies = (*c)->pipeline(encoded, batch.size());
-    if (!replies) return replies.error();
-    if (is_noscript(replies->front())) {
-      impl_->forget_scripts();
-      continue;
-    }
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (auto read = read_decisions((*replies)[i], batch[i].limits, batch[i].out); !read) return read;
-    }
-    return {};
+  std::string encoded;
+  for (const auto& r : batch) append_decide(encoded, impl_->decide_sha, r.limits, r.cost);
+  waiter w;
+  impl_->call(std::move(encoded), batch.size(), script, w.callback());
+  auto replies = w.wait();
+  if (!replies) return replies.error();
+  if (replies->size() != batch.size()) return errc::protocol_error;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    if (auto read = read_decisions((*replies)[i], batch[i].limits, batch[i].out); !read) return read;
   }
-  return errc::server_error;
+  return {};
+}
+
+void redis_backend::async_decide(std::span<const keyed_limit> limits, std::uint64_t cost,
+                                 std::span<decision> out, std::function<void(error_code)> done) {
+  if (auto checked = check_request(limits, cost, out); !checked) {
+    asio::post(impl_->io, [done = std::move(done), ec = checked.error()] { done(ec); });
+    return;
+  }
+  std::string encoded;
+  append_decide(encoded, impl_->decide_sha, limits, cost);
+  impl_->call(std::move(encoded), 1, script,
+              [limits, out, done = std::move(done)](error_code ec, std::vector<resp_value> replies) {
+                if (ec) return done(ec);
+                if (replies.size() != 1) return done(errc::protocol_error);
+                auto read = read_decisions(replies.front(), limits, out);
+                done(read ? error_code{} : read.error());
+              });
 }
 
 result<void> redis_backend::adjust(const keyed_limit& limit, std::int64_t points) {
-  auto c = impl_->acquire();
-  if (!c) return c.error();
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    auto sha = impl_->sha_of(*c, adjust_script, &impl::adjust_sha);
-    if (!sha) return sha.error();
-    const ratelimit::limit& r = *limit.rule;
-    const std::string numbers[] = {std::to_string(algorithm_code(r.algorithm)), std::to_string(r.count),
-                                   std::to_string(micros(r.period)), std::to_string(r.capacity()),
-                                   std::to_string(points)};
-    auto reply = (*c)->command(
-        {"EVALSHA", *sha, "1", limit.key, numbers[0], numbers[1], numbers[2], numbers[3], numbers[4]});
-    if (!reply) return reply.error();
-    if (is_noscript(*reply)) {
-      impl_->forget_scripts();
-      continue;
-    }
-    if (reply->is_error()) {
-      log::warn("Redis rate-limit adjust script failed", {{"reply", reply->text}});
-      return errc::server_error;
-    }
-    return {};
+  const ratelimit::limit& r = *limit.rule;
+  const std::string numbers[] = {std::to_string(algorithm_code(r.algorithm)), std::to_string(r.count),
+                                 std::to_string(micros(r.period)), std::to_string(r.capacity()),
+                                 std::to_string(points)};
+  const std::string_view args[] = {"EVALSHA",  impl_->adjust_sha, "1",        limit.key, numbers[0],
+                                   numbers[1], numbers[2],        numbers[3], numbers[4]};
+  std::string encoded;
+  append_command(encoded, args);
+  waiter w;
+  impl_->call(std::move(encoded), 1, adjust_script, w.callback());
+  auto reply = w.wait();
+  if (!reply) return reply.error();
+  if (reply->empty() || reply->front().is_error()) {
+    log::warn("Redis rate-limit adjust script failed",
+              {{"reply", reply->empty() ? "" : reply->front().text}});
+    return errc::server_error;
   }
-  return errc::server_error;
+  return {};
 }
 
 }  // namespace keel::ratelimit

@@ -8,6 +8,8 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -254,6 +256,48 @@ TEST_SUITE("redis") {
     }
     for (auto& t : threads) t.join();
     CHECK(allowed == 300);
+  }
+
+  TEST_CASE("redis backend: async decisions from many callers share one pipelined connection, exactly") {
+    keel::test::redis_server server;
+    rl::redis_backend store({.port = server.port(), .max_connections = 1});
+    const rl::limit l{.algorithm = rl::algorithm::sliding_window, .count = 1000, .period = 1h};
+    const std::string key = "async";
+    const rl::keyed_limit k{key, &l};
+    constexpr int requests = 3000;
+    std::vector<rl::decision> out(requests);
+    std::atomic<int> allowed{0};
+    std::atomic<int> failed{0};
+    std::mutex mutex;
+    std::condition_variable cv;
+    int finished = 0;
+    for (int i = 0; i < requests; ++i) {
+      store.async_decide({&k, 1}, 1, {&out[static_cast<std::size_t>(i)], 1}, [&, i](keel::error_code ec) {
+        if (ec) {
+          ++failed;
+        } else if (out[static_cast<std::size_t>(i)].allowed) {
+          ++allowed;
+        }
+        std::lock_guard guard(mutex);
+        if (++finished == requests) cv.notify_one();
+      });
+    }
+    std::unique_lock lock(mutex);
+    REQUIRE(cv.wait_for(lock, 30s, [&] { return finished == requests; }));
+    CHECK(failed == 0);
+    CHECK(allowed == 1000);
+    // A cost over the burst is reported through the callback too, never inside the call.
+    keel::error_code error;
+    bool called = false;
+    rl::decision d;
+    store.async_decide({&k, 1}, 5000, {&d, 1}, [&](keel::error_code ec) {
+      std::lock_guard guard(mutex);
+      error = ec;
+      called = true;
+      cv.notify_one();
+    });
+    REQUIRE(cv.wait_for(lock, 5s, [&] { return called; }));
+    CHECK(error == rl::errc::cost_exceeds_burst);
   }
 
   TEST_CASE("redis backend: two processes share one limit") {

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -22,8 +23,8 @@ struct redis_options {
   std::uint16_t port = 6379;
   /// Sent with AUTH after connecting when not empty.
   std::string password{};
-  /// Connections kept open at most; a caller beyond that waits for one to come back.
-  std::size_t max_connections = 8;
+  /// Connections, used in turn; each carries any number of requests in flight.
+  std::size_t max_connections = 4;
   std::chrono::milliseconds connect_timeout = std::chrono::milliseconds(500);
   /// For one command or one pipeline, from the first byte sent to the last byte read.
   std::chrono::milliseconds command_timeout = std::chrono::milliseconds(500);
@@ -91,7 +92,9 @@ struct batch_request {
   std::span<decision> out;
 };
 
-/// Limit state in Redis, shared by every process that uses the same Redis and keys. Time is
+/// Limit state in Redis, shared by every process that uses the same Redis and keys. Requests
+/// run on `max_connections` connections driven by one I/O thread of the backend's own; each
+/// connection carries many requests at once (pipelined, answered in order). Time is
 /// Redis's own clock (TIME inside the script), so hosts with skewed clocks agree. Keys expire
 /// by themselves once their state is idle. All keys of one decision must live on one Redis
 /// (no Redis Cluster slot routing).
@@ -106,6 +109,12 @@ class redis_backend final : public backend {
                                     std::span<decision> out) override;
   /// Several independent decisions (each atomic on its own) in one round trip on one connection.
   [[nodiscard]] result<void> decide_batch(std::span<const batch_request> batch);
+  /// decide() without blocking: `done(error)` runs on the backend's I/O thread once `out` is
+  /// filled (or with the error). `limits` (with their keys) and `out` must stay valid until then.
+  /// Requests from all callers share the connections and are pipelined: what arrives while a
+  /// write is in flight goes out in the next one.
+  void async_decide(std::span<const keyed_limit> limits, std::uint64_t cost, std::span<decision> out,
+                    std::function<void(error_code)> done);
   [[nodiscard]] result<void> adjust(const keyed_limit& limit, std::int64_t points) override;
   [[nodiscard]] std::string_view name() const noexcept override { return "redis"; }
 
