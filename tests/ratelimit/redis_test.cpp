@@ -157,15 +157,30 @@ TEST_SUITE("unit") {
     }
     // Nothing listening at all.
     CHECK(ask(keel::test::free_port()).error() == rl::errc::backend_unavailable);
-    // A backend whose server sends garbage reports it and never claims a decision.
-    fake_server s("+this is not an array\r\n", 64, true);
-    rl::redis_backend store({.port = s.port(), .command_timeout = 300ms});
+  }
+
+  TEST_CASE("redis backend: bad replies are errors, never decisions") {
     const rl::limit l{};
     const rl::keyed_limit k{"k", &l};
-    rl::decision d;
-    const auto r = store.decide({&k, 1}, 1, {&d, 1});
-    REQUIRE_FALSE(r);
-    CHECK((r.error() == rl::errc::server_error || r.error() == rl::errc::protocol_error));
+    const std::pair<std::string, std::pair<bool, rl::errc>> cases[] = {
+        {"+this is not an array\r\n", {true, rl::errc::protocol_error}},
+        {"*4\r\n:1\r\n:2\r\n:3\r\n$1\r\nx\r\n", {true, rl::errc::protocol_error}},  // wrong element type
+        {"*4\r\n:1\r\n:-2\r\n:3\r\n:4\r\n", {true, rl::errc::protocol_error}},      // negative remaining
+        {"-ERR something broke\r\n", {true, rl::errc::server_error}},
+        {"*4\r\n:1\r\n:9", {true, rl::errc::protocol_error}},  // cut off mid-reply
+        {"*4\r\n:1\r\n", {false, rl::errc::timeout}},          // half a reply, then silence
+        {"&1\r\n", {true, rl::errc::protocol_error}},          // not RESP2
+    };
+    for (const auto& [reply, expected] : cases) {
+      fake_server s(reply, 3, expected.first);
+      rl::redis_backend store({.port = s.port(), .command_timeout = 300ms});
+      rl::decision d{.allowed = false, .remaining = 77};
+      const auto r = store.decide({&k, 1}, 1, {&d, 1});
+      INFO(reply);
+      REQUIRE_FALSE(r);
+      CHECK(r.error() == expected.second);
+      CHECK(d.remaining == 77);  // untouched
+    }
   }
 }
 
