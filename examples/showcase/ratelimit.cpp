@@ -1,13 +1,19 @@
 // keel::ratelimit in the showcase: every /api route is limited per client address (generous,
 // so normal use never meets it), and /api/ratelimit/demo has a tight limit to watch 429s,
 // soft-limit warnings and the RateLimit headers. Metrics appear on the server's /metrics.
+// With KEEL_RATELIMIT_POLICIES=<file.json> the policies come from that file instead, and
+// POST /api/ratelimit/reload reads it again (a bad file is answered 400 naming the field; the
+// policies in force stay).
 #include <keel/ratelimit.hpp>
 
 #include "showcase.hpp"
 
 #include <boost/json.hpp>
 
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
+#include <string>
 
 namespace showcase {
 namespace {
@@ -43,7 +49,27 @@ keel::ratelimit::policy_set showcase_policies() {
 keel::result<void> mount_ratelimit(context& ctx) {
   // The part lives as long as the server's middleware and handlers that share it.
   auto part = std::make_shared<ratelimit_part>(ctx.server.metrics());
-  if (auto installed = part->limiter.set_policies(showcase_policies()); !installed) return installed;
+  const char* file = std::getenv("KEEL_RATELIMIT_POLICIES");
+  const std::string policy_file = file != nullptr ? file : "";
+  if (policy_file.empty()) {
+    if (auto installed = part->limiter.set_policies(showcase_policies()); !installed) return installed;
+  } else if (std::string problem; !part->limiter.load_file(policy_file, &problem)) {
+    std::fprintf(stderr, "KEEL_RATELIMIT_POLICIES: %s\n", problem.c_str());
+    return keel::ratelimit::errc::invalid_policy;
+  }
+  ctx.server.post("/api/ratelimit/reload", [part, policy_file](const keel::net::request&) {
+    if (policy_file.empty()) {
+      return keel::net::error_response(
+          keel::net::status::conflict, "no policy file",
+          "start the showcase with KEEL_RATELIMIT_POLICIES=<file.json> to reload");
+    }
+    std::string problem;
+    if (!part->limiter.load_file(policy_file, &problem)) {
+      return keel::net::error_response(keel::net::status::bad_request,
+                                       "policy file rejected; previous policies stay", problem);
+    }
+    return keel::net::json_response(boost::json::object{{"reloaded", true}});
+  });
   ctx.server.use([part, mw = keel::ratelimit::middleware(part->limiter)](
                      keel::net::request& req, const keel::net::next_handler& next) { return mw(req, next); });
 
@@ -73,6 +99,7 @@ keel::result<void> mount_ratelimit(context& ctx) {
   });
   ctx.endpoints.push_back({"GET", "/api/ratelimit/demo", "rate limited: 5 per 10 s per client (then 429)"});
   ctx.endpoints.push_back({"GET", "/api/ratelimit/policies", "the rate-limit policies in force"});
+  ctx.endpoints.push_back({"POST", "/api/ratelimit/reload", "re-reads KEEL_RATELIMIT_POLICIES (when set)"});
   return {};
 }
 

@@ -102,3 +102,22 @@ start
 ratelimit_checks
 stop
 echo "showcase: ratelimit checks passed"
+
+# Policies from a file, reloaded over HTTP: a bad file is refused with the field named and the
+# policies in force stay.
+cat >"$work/policies.json" <<'JSON'
+{"policies": [{"name": "filed", "key": ["ip"], "routes": ["/api/components"],
+               "limits": [{"algorithm": "gcra", "limit": 2, "period": "1m"}]}]}
+JSON
+export KEEL_RATELIMIT_POLICIES="$work/policies.json"
+start
+request GET /api/components;              expect 200 '"name":"core"'
+cat >"$work/policies.json" <<'JSON'
+{"policies": [{"name": "filed", "limits": [{"limit": 2, "period": "one minute"}]}]}
+JSON
+request POST /api/ratelimit/reload;       expect 400 'policies[0].limits[0].period: expected a duration'
+request GET /api/components;              expect 200 '"name":"core"'
+request GET /api/components;              expect 429 'rate limit \"filed\" exceeded'
+stop
+unset KEEL_RATELIMIT_POLICIES
+echo "showcase: ratelimit policy file checks passed"
