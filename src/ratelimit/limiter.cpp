@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -132,14 +133,19 @@ bool keys_present(const policy& p, const request_attributes& r) noexcept {
 // lengths make keys unambiguous whatever the values contain.
 void append_key(std::string& out, std::string_view prefix, const policy& p, std::size_t index,
                 const request_attributes& r) {
+  char digits[24];
+  auto append_number = [&](std::size_t n) {
+    const auto [end, ec] = std::to_chars(digits, digits + sizeof digits, n);
+    out.append(digits, static_cast<std::size_t>(end - digits));
+  };
   out += prefix;
   out += p.name;
   out += '#';
-  out += std::to_string(index);
+  append_number(index);
   for (const auto a : p.key_by) {
     const std::string_view v = value_of(r, a);
     out += '|';
-    out += std::to_string(v.size());
+    append_number(v.size());
     out += ':';
     out += v;
   }
@@ -183,6 +189,9 @@ struct pending {
 
 struct limiter::impl {
   backend& store;
+  // Set when the store is in process on the limiter's own clock: it is then handed the time
+  // already read for this request instead of reading the clock again.
+  memory_backend* local_store;
   limiter_options options;
   std::unique_ptr<net::metrics::registry> own_registry;
   net::metrics::registry* registry;
@@ -197,6 +206,7 @@ struct limiter::impl {
 
   impl(backend& s, limiter_options o)
       : store(s),
+        local_store(nullptr),
         options(std::move(o)),
         own_registry(options.metrics != nullptr ? nullptr : std::make_unique<net::metrics::registry>()),
         registry(options.metrics != nullptr ? options.metrics : own_registry.get()),
@@ -218,6 +228,8 @@ struct limiter::impl {
         blocked(options.local_max_keys) {
     store_up.set(1);
     current.store(compile(policy_set{}));
+    if (auto* m = dynamic_cast<memory_backend*>(&store); m != nullptr && &m->clock() == options.clock)
+      local_store = m;
   }
 
   [[nodiscard]] std::int64_t now() const noexcept {

@@ -1,8 +1,10 @@
 #include <keel/ratelimit/memory.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <bit>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <thread>
@@ -72,8 +74,34 @@ constexpr std::size_t state_index(algorithm a) noexcept {
 
 constexpr std::int64_t never = std::numeric_limits<std::int64_t>::min();
 
+// A key stored in the slot itself when short (the usual "prefix:policy#0|len:value"), so a
+// lookup touches the slot's cache lines and not a separate heap block.
+class slot_key {
+ public:
+  void assign(std::string_view k) {
+    size_ = static_cast<std::uint32_t>(k.size());
+    if (k.size() <= inline_capacity) {
+      std::memcpy(inline_.data(), k.data(), k.size());
+      heap_.reset();
+    } else {
+      heap_ = std::make_unique<char[]>(k.size());
+      std::memcpy(heap_.get(), k.data(), k.size());
+    }
+  }
+  [[nodiscard]] std::string_view view() const noexcept {
+    return {size_ <= inline_capacity ? inline_.data() : heap_.get(), size_};
+  }
+  bool operator==(std::string_view k) const noexcept { return view() == k; }
+
+ private:
+  static constexpr std::size_t inline_capacity = 44;
+  std::array<char, inline_capacity> inline_{};
+  std::uint32_t size_ = 0;
+  std::unique_ptr<char[]> heap_;
+};
+
 struct slot {
-  std::string key;
+  slot_key key;
   std::int64_t blocked_until = never;
   // The time from which the state is indistinguishable from a fresh one: evictable.
   std::int64_t expires_at = never;
@@ -254,6 +282,10 @@ struct memory_backend::impl {
 };
 
 memory_backend::memory_backend(memory_options options) : impl_(std::make_unique<impl>(options)) {}
+
+const keel::clock& memory_backend::clock() const noexcept {
+  return *impl_->clock;
+}
 memory_backend::~memory_backend() = default;
 
 result<void> memory_backend::decide(std::span<const keyed_limit> limits, std::uint64_t cost,

@@ -46,6 +46,8 @@ class memory_backend final : public backend {
                                        std::uint64_t cost, std::span<decision> out);
   [[nodiscard]] result<void> adjust(const keyed_limit& limit, std::int64_t points) override;
   [[nodiscard]] std::string_view name() const noexcept override { return "memory"; }
+  /// The clock decisions are made with.
+  [[nodiscard]] const keel::clock& clock() const noexcept;
 
   /// Drops every key whose state has expired; returns how many. Runs by itself when a shard is
   /// full, so calling it is optional (e.g. from a timer, to give memory back sooner).
