@@ -263,8 +263,8 @@ struct limiter::impl {
   // Logs at most once a second per policy, so a flood of marked requests is one line a second.
   bool should_log(compiled_policy& cp, std::int64_t t) noexcept {
     std::int64_t last = cp.last_log.load(std::memory_order_relaxed);
-    return t - last >= 1'000'000'000 &&
-           cp.last_log.compare_exchange_strong(last, t, std::memory_order_relaxed);
+    const bool due = last == std::numeric_limits<std::int64_t>::min() || t - last >= 1'000'000'000;
+    return due && cp.last_log.compare_exchange_strong(last, t, std::memory_order_relaxed);
   }
 
   void store_failed(const error_code& ec, std::int64_t t) {
