@@ -133,9 +133,10 @@ struct shard {
 
   [[nodiscard]] std::size_t mask() const noexcept { return hashes.size() - 1; }
 
-  // Inline so that the common case (room to spare) is two compares.
+  // Inline so that the common case (room to spare) is two compares. Tables fill to 7/8: the
+  // probe runs over the dense hash array, and a fuller table keeps more of it in cache.
   void make_room(std::size_t incoming, std::int64_t now) {
-    if (size + incoming <= max_size && (size + incoming) * 4 <= hashes.size() * 3) [[likely]]
+    if (size + incoming <= max_size && (size + incoming) * 8 <= hashes.size() * 7) [[likely]]
       return;
     make_room_slow(incoming, now);
   }
@@ -214,7 +215,7 @@ struct shard {
       }
     }
     std::size_t capacity = hashes.size();
-    while ((size + incoming) * 4 > capacity * 3) capacity *= 2;
+    while ((size + incoming) * 8 > capacity * 7) capacity *= 2;
     if (capacity != hashes.size()) rebuild(capacity, [](const slot&) { return true; });
   }
 };
