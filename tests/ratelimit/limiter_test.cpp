@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <support/result.hpp>
+#include <unistd.h>
 
 namespace rl = keel::ratelimit;
 using namespace std::chrono_literals;
