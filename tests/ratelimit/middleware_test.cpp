@@ -107,4 +107,42 @@ TEST_SUITE("unit") {
     server.stop();
     server.wait();
   }
+
+  TEST_CASE("middleware: keys from X-API-Key and a trusted X-Forwarded-For; cost per request") {
+    keel::manual_clock clock;
+    rl::memory_backend store({.clock = &clock});
+    keel::net::server server({.port = 0, .threads = 2});
+    rl::limiter limiter(store, {.clock = &clock});
+    rl::policy_set set;
+    set.policies.push_back({.name = "per-key",
+                            .key_by = {rl::attribute::api_key},
+                            .limits = {{.algorithm = rl::algorithm::gcra, .count = 4, .period = 1h}}});
+    set.policies.push_back({.name = "per-client",
+                            .key_by = {rl::attribute::ip},
+                            .limits = {{.algorithm = rl::algorithm::sliding_log, .count = 3, .period = 1h}}});
+    REQUIRE(limiter.set_policies(set));
+    server.use(rl::middleware(limiter, {.cost = [](const keel::net::request& req) -> std::uint64_t {
+                                          return req.path == "/expensive" ? 2 : 1;
+                                        },
+                                        .trust_forwarded_for = true}));
+    server.get("/cheap", [](const keel::net::request&) { return keel::net::text_response("ok"); });
+    server.get("/expensive", [](const keel::net::request&) { return keel::net::text_response("ok"); });
+    REQUIRE(server.start());
+
+    // Two clients behind one proxy are told apart by X-Forwarded-For.
+    for (int i = 0; i < 3; ++i)
+      CHECK(get(server.port(), "/cheap", "X-Forwarded-For: 10.0.0.1, 10.9.9.9\r\n").status == 200);
+    CHECK(get(server.port(), "/cheap", "X-Forwarded-For: 10.0.0.1\r\n").status == 429);
+    CHECK(get(server.port(), "/cheap", "X-Forwarded-For: 10.0.0.2\r\n").status == 200);
+    // The API key's quota of 4 is spent by two requests of cost 2, from different clients.
+    const auto first = get(server.port(), "/expensive", "X-API-Key: k1\r\nX-Forwarded-For: 10.0.1.1\r\n");
+    CHECK(first.status == 200);
+    CHECK(first.header("RateLimit").find(R"("per-key";r=2;)") == 0);
+    CHECK(get(server.port(), "/expensive", "X-API-Key: k1\r\nX-Forwarded-For: 10.0.1.2\r\n").status == 200);
+    const auto denied = get(server.port(), "/cheap", "X-API-Key: k1\r\nX-Forwarded-For: 10.0.1.3\r\n");
+    CHECK(denied.status == 429);
+    CHECK(denied.body.find(R"(\"per-key\")") != std::string::npos);
+    server.stop();
+    server.wait();
+  }
 }
