@@ -76,3 +76,48 @@ request GET /api/pg;                      expect 200 '"visits":1'
 stop
 pgrep -f "postgres -D $work/pg" >/dev/null && fail "postgres still running after the showcase stopped"
 echo "showcase: all checks passed"
+
+# ---- keel::ratelimit: /api/ratelimit/demo allows 5 requests per 10 s per client, then 429 ----
+ratelimit_checks() {
+  local head
+  for i in 1 2 3 4 5; do
+    exec 3<>"/dev/tcp/127.0.0.1/$port"
+    printf 'GET /api/ratelimit/demo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' >&3
+    head="$(cat <&3)"; exec 3<&-
+    [[ "$head" == "HTTP/1.1 200"* ]] || fail "ratelimit demo request $i: $head"
+    [[ "$head" == *'RateLimit-Policy: "api";q=200;w=4, "api/1";q=20000;w=3600, "demo";q=5;w=10'* ]] ||
+      fail "ratelimit demo request $i lacks RateLimit-Policy: $head"
+  done
+  [[ "$head" == *'"warning":"demo"'* ]] || fail "the 5th demo request should carry the soft-limit warning: $head"
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf 'GET /api/ratelimit/demo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' >&3
+  head="$(cat <&3)"; exec 3<&-
+  [[ "$head" == "HTTP/1.1 429"* ]] || fail "the 6th demo request should be 429: $head"
+  [[ "$head" == *$'Retry-After: '[0-9]* ]] || fail "429 without Retry-After: $head"
+  [[ "$head" == *'"demo";r=0;t='* ]] || fail "429 without RateLimit: $head"
+  request GET /api/ratelimit/policies;    expect 200 '"name":"demo"'
+  request GET /metrics;                   expect 200 'ratelimit_decisions_total{policy="demo",outcome="denied"} 1'
+}
+start
+ratelimit_checks
+stop
+echo "showcase: ratelimit checks passed"
+
+# Policies from a file, reloaded over HTTP: a bad file is refused with the field named and the
+# policies in force stay.
+cat >"$work/policies.json" <<'JSON'
+{"policies": [{"name": "filed", "key": ["ip"], "routes": ["/api/components"],
+               "limits": [{"algorithm": "gcra", "limit": 2, "period": "1m"}]}]}
+JSON
+export KEEL_RATELIMIT_POLICIES="$work/policies.json"
+start
+request GET /api/components;              expect 200 '"name":"core"'
+cat >"$work/policies.json" <<'JSON'
+{"policies": [{"name": "filed", "limits": [{"limit": 2, "period": "one minute"}]}]}
+JSON
+request POST /api/ratelimit/reload;       expect 400 'policies[0].limits[0].period: expected a duration'
+request GET /api/components;              expect 200 '"name":"core"'
+request GET /api/components;              expect 429 'rate limit \"filed\" exceeded'
+stop
+unset KEEL_RATELIMIT_POLICIES
+echo "showcase: ratelimit policy file checks passed"
