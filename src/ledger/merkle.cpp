@@ -69,13 +69,10 @@ void merkle_tree::append(const tree_hash& leaf) {
 }
 
 tree_hash merkle_tree::subtree(std::uint64_t begin, std::uint64_t end) const {
-  const auto n = end - begin;
-  if (std::has_single_bit(n) && begin % n == 0) {
-    const auto level = static_cast<std::size_t>(std::countr_zero(n));
-    return levels_[level][begin >> level];
-  }
-  const auto k = split_point(n);
-  return node_hash(subtree(begin, begin + k), subtree(begin + k, end));
+  const node_reader read = [this](unsigned level, std::uint64_t index) -> result<tree_hash> {
+    return levels_[level][index];
+  };
+  return subtree_hash(read, begin, end).value();
 }
 
 result<tree_hash> merkle_tree::root(std::uint64_t tree_size) const {
@@ -92,27 +89,62 @@ result<tree_hash> merkle_tree::leaf(std::uint64_t index) const {
 result<std::vector<tree_hash>> merkle_tree::inclusion_proof(std::uint64_t index,
                                                             std::uint64_t tree_size) const {
   if (tree_size > size() || index >= tree_size) return errc::sequence_out_of_range;
+  const node_reader read = [this](unsigned level, std::uint64_t i) -> result<tree_hash> {
+    return levels_[level][i];
+  };
+  return ledger::inclusion_proof(read, index, tree_size);
+}
+
+result<std::vector<tree_hash>> merkle_tree::consistency_proof(std::uint64_t old_size,
+                                                              std::uint64_t new_size) const {
+  if (old_size == 0 || old_size > new_size || new_size > size()) return errc::sequence_out_of_range;
+  const node_reader read = [this](unsigned level, std::uint64_t i) -> result<tree_hash> {
+    return levels_[level][i];
+  };
+  return ledger::consistency_proof(read, old_size, new_size);
+}
+
+result<tree_hash> subtree_hash(const node_reader& read, std::uint64_t begin, std::uint64_t end) {
+  const auto n = end - begin;
+  if (std::has_single_bit(n) && begin % n == 0) {
+    const auto level = static_cast<unsigned>(std::countr_zero(n));
+    return read(level, begin >> level);
+  }
+  const auto k = split_point(n);
+  auto left = subtree_hash(read, begin, begin + k);
+  if (!left) return left.error();
+  auto right = subtree_hash(read, begin + k, end);
+  if (!right) return right.error();
+  return node_hash(*left, *right);
+}
+
+result<std::vector<tree_hash>> inclusion_proof(const node_reader& read, std::uint64_t index,
+                                               std::uint64_t tree_size) {
+  if (index >= tree_size) return errc::sequence_out_of_range;
   std::vector<tree_hash> path;
   // Walk down from the root; siblings are collected top-down and reversed (the path is leaf-up).
   std::uint64_t begin = 0;
   std::uint64_t end = tree_size;
   while (end - begin > 1) {
     const auto k = split_point(end - begin);
+    result<tree_hash> sibling = tree_hash{};
     if (index < begin + k) {
-      path.push_back(subtree(begin + k, end));
+      sibling = subtree_hash(read, begin + k, end);
       end = begin + k;
     } else {
-      path.push_back(subtree(begin, begin + k));
+      sibling = subtree_hash(read, begin, begin + k);
       begin += k;
     }
+    if (!sibling) return sibling.error();
+    path.push_back(*sibling);
   }
   std::reverse(path.begin(), path.end());
   return path;
 }
 
-result<std::vector<tree_hash>> merkle_tree::consistency_proof(std::uint64_t old_size,
-                                                              std::uint64_t new_size) const {
-  if (old_size == 0 || old_size > new_size || new_size > size()) return errc::sequence_out_of_range;
+result<std::vector<tree_hash>> consistency_proof(const node_reader& read, std::uint64_t old_size,
+                                                 std::uint64_t new_size) {
+  if (old_size == 0 || old_size > new_size) return errc::sequence_out_of_range;
   std::vector<tree_hash> proof;
   if (old_size == new_size) return proof;
   // SUBPROOF(m, D[begin:end], b), iteratively; hashes collected top-down, reversed at the end.
@@ -122,23 +154,78 @@ result<std::vector<tree_hash>> merkle_tree::consistency_proof(std::uint64_t old_
   bool whole = true;  // b: the old tree is the whole current subtree's left part so far
   while (true) {
     const auto n = end - begin;
+    result<tree_hash> h = tree_hash{};
     if (m == n) {
-      if (!whole) proof.push_back(subtree(begin, end));
+      if (whole) break;
+      h = subtree_hash(read, begin, end);
+      if (!h) return h.error();
+      proof.push_back(*h);
       break;
     }
     const auto k = split_point(n);
     if (m <= k) {
-      proof.push_back(subtree(begin + k, end));
+      h = subtree_hash(read, begin + k, end);
       end = begin + k;
     } else {
-      proof.push_back(subtree(begin, begin + k));
+      h = subtree_hash(read, begin, begin + k);
       begin += k;
       m -= k;
       whole = false;
     }
+    if (!h) return h.error();
+    proof.push_back(*h);
   }
   std::reverse(proof.begin(), proof.end());
   return proof;
+}
+
+void merkle_frontier::append(const tree_hash& leaf, std::vector<completed_node>& completed) {
+  const auto new_size = size_ + 1;
+  completed.push_back({0, size_, leaf});
+  tree_hash carry = leaf;
+  unsigned level = 0;
+  while (((size_ >> level) & 1U) != 0U) {
+    carry = node_hash(levels_[level], carry);
+    ++level;
+    completed.push_back({level, (new_size >> level) - 1, carry});
+  }
+  if (levels_.size() <= level) levels_.resize(level + 1);
+  levels_[level] = carry;
+  size_ = new_size;
+}
+
+tree_hash merkle_frontier::root() const {
+  if (size_ == 0) return empty_root();
+  bool first = true;
+  tree_hash acc{};
+  for (unsigned level = 0; level < 64; ++level) {
+    if (((size_ >> level) & 1U) == 0U) continue;
+    acc = first ? levels_[level] : node_hash(levels_[level], acc);
+    first = false;
+  }
+  return acc;
+}
+
+bytes merkle_frontier::serialize() const {
+  bytes out;
+  for (unsigned level = 0; level < 64; ++level)
+    if (((size_ >> level) & 1U) != 0U) out.insert(out.end(), levels_[level].begin(), levels_[level].end());
+  return out;
+}
+
+result<merkle_frontier> merkle_frontier::parse(std::uint64_t tree_size, bytes_view data) {
+  if (data.size() != static_cast<std::size_t>(std::popcount(tree_size)) * sizeof(tree_hash))
+    return errc::corrupt_entry;
+  merkle_frontier f;
+  f.size_ = tree_size;
+  f.levels_.resize(64);
+  std::size_t at = 0;
+  for (unsigned level = 0; level < 64; ++level) {
+    if (((tree_size >> level) & 1U) == 0U) continue;
+    std::copy_n(data.begin() + static_cast<std::ptrdiff_t>(at), sizeof(tree_hash), f.levels_[level].begin());
+    at += sizeof(tree_hash);
+  }
+  return f;
 }
 
 result<void> verify_inclusion(std::uint64_t index, std::uint64_t tree_size, bytes_view leaf,

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include <support/random.hpp>
@@ -246,6 +247,36 @@ TEST_SUITE("unit") {
         CHECK_FALSE(ledger::verify_consistency(old_size, size, old_root, root, cproof));
       }
     }
+  }
+
+  TEST_CASE("frontier: appends give the tree's roots and complete nodes; it round trips") {
+    ledger::merkle_tree tree;
+    ledger::merkle_frontier frontier;
+    std::map<std::pair<unsigned, std::uint64_t>, ledger::tree_hash> nodes;
+    CHECK(frontier.root() == ledger::empty_root());
+    for (std::uint64_t i = 0; i < 300; ++i) {
+      const auto leaf =
+          ledger::leaf_hash(keel::bytes_view(reinterpret_cast<const std::uint8_t*>(&i), sizeof i));
+      tree.append(leaf);
+      std::vector<ledger::completed_node> completed;
+      frontier.append(leaf, completed);
+      for (const auto& n : completed) nodes[{n.level, n.index}] = n.hash;
+      CHECK(frontier.root() == tree.root());
+      auto copy = ledger::merkle_frontier::parse(frontier.size(), frontier.serialize());
+      REQUIRE(copy);
+      CHECK(copy->root() == tree.root());
+    }
+    CHECK_FALSE(ledger::merkle_frontier::parse(3, keel::bytes(32)));
+    // The stored nodes are all a proof needs.
+    const ledger::node_reader read = [&](unsigned level,
+                                         std::uint64_t index) -> keel::result<ledger::tree_hash> {
+      return nodes.at({level, index});
+    };
+    for (std::uint64_t size = 1; size <= 300; size += 37)
+      for (std::uint64_t index = 0; index < size; index += 11)
+        CHECK(ledger::inclusion_proof(read, index, size).value() ==
+              tree.inclusion_proof(index, size).value());
+    CHECK(ledger::consistency_proof(read, 77, 300).value() == tree.consistency_proof(77, 300).value());
   }
 
   TEST_CASE("checkpoints: signed, verified with the public key only, JSON round trip") {

@@ -50,6 +50,47 @@ class merkle_tree {
   std::vector<std::vector<tree_hash>> levels_;  // levels_[l][i] covers leaves [i·2^l, (i+1)·2^l)
 };
 
+/// Reads the hash of the complete subtree at (level, index), which covers leaves
+/// [index·2^level, (index+1)·2^level); level 0 is the leaf hashes. Lets proofs be built over
+/// any storage of the nodes (memory, a database table).
+using node_reader = std::function<result<tree_hash>(unsigned level, std::uint64_t index)>;
+
+/// The root of leaves [begin, end) (end > begin) from complete-subtree hashes.
+[[nodiscard]] result<tree_hash> subtree_hash(const node_reader& read, std::uint64_t begin, std::uint64_t end);
+/// The audit path of leaf `index` in the tree of `tree_size` leaves (index < tree_size).
+[[nodiscard]] result<std::vector<tree_hash>> inclusion_proof(const node_reader& read, std::uint64_t index,
+                                                             std::uint64_t tree_size);
+/// The consistency proof from `old_size` to `new_size` (0 < old_size <= new_size).
+[[nodiscard]] result<std::vector<tree_hash>> consistency_proof(const node_reader& read,
+                                                               std::uint64_t old_size,
+                                                               std::uint64_t new_size);
+
+/// A complete subtree finished by an append, for storing: (level, index, hash).
+struct completed_node {
+  unsigned level;
+  std::uint64_t index;
+  tree_hash hash;
+};
+
+/// The right edge of a tree: one hash per set bit of its size. Enough to append leaves and to
+/// compute the current root without reading the rest of the tree (what a database writer keeps).
+class merkle_frontier {
+ public:
+  [[nodiscard]] std::uint64_t size() const noexcept { return size_; }
+  /// Appends a leaf hash; every complete subtree it finishes (the leaf itself first) is added
+  /// to `completed`.
+  void append(const tree_hash& leaf, std::vector<completed_node>& completed);
+  [[nodiscard]] tree_hash root() const;
+  /// The hashes, lowest level first, concatenated.
+  [[nodiscard]] bytes serialize() const;
+  /// @returns errc::corrupt_entry unless `data` holds one hash per set bit of `tree_size`.
+  [[nodiscard]] static result<merkle_frontier> parse(std::uint64_t tree_size, bytes_view data);
+
+ private:
+  std::uint64_t size_ = 0;
+  std::vector<tree_hash> levels_;  // levels_[l] is meaningful when bit l of size_ is set
+};
+
 /// Verifies that `leaf` (a 32-byte leaf hash) is leaf `index` of the tree of size `tree_size`
 /// whose root is `root`, by RFC 9162 §2.1.3.2. Strict: any hash that is not 32 bytes, an index
 /// outside the tree, a path element too many or too few, or a mismatch rejects the proof.
