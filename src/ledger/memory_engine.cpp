@@ -30,34 +30,49 @@ std::uint64_t to_ns(timestamp t) noexcept {
 }  // namespace
 
 struct memory_engine::state {
+  // What one entry left on the accounts it moved (empty for account creation).
+  struct moved {
+    u128 transfer_id = 0;
+    u128 debit_id = 0;
+    balance debit_after{};
+    balance credit_after{};
+  };
+
   const keel::clock* clock;
   detail::working_set ws;
   merkle_tree tree;
   std::vector<encoded_entry> entries;
   std::vector<std::uint64_t> entry_timestamps;
-  std::unordered_map<u128, std::vector<statement_line>, detail::u128_hash> history;
+  std::vector<moved> effects;  // per sequence
+  // Per account, the sequences that moved it: 8 bytes a line, so growing them stays cheap.
+  std::unordered_map<u128, std::vector<std::uint64_t>, detail::u128_hash> history;
   std::unordered_map<u128, std::uint64_t, detail::u128_hash> created_at;  // account -> sequence
-  std::map<std::uint32_t, std::vector<u128>> ledger_accounts;             // in creation order
+  std::map<std::uint32_t, std::vector<u128>> ledger_accounts;           // in creation order
   std::vector<detail::applied_entry> scratch;
 
   void commit(const std::vector<detail::applied_entry>& applied) {
     for (const auto& a : applied) {
       const std::uint64_t sequence = entries.size();
-      const auto bytes = encode(a.entry);
+      const auto& bytes = entries.emplace_back(encode(a.entry));
       tree.append(leaf_hash(bytes));
-      entries.push_back(bytes);
       entry_timestamps.push_back(a.entry.timestamp());
       if (a.entry.kind == entry_kind::account_created) {
+        effects.emplace_back();
         created_at.emplace(a.entry.account.id, sequence);
         ledger_accounts[a.entry.account.ledger].push_back(a.entry.account.id);
         history[a.entry.account.id];
       } else {
-        const auto id = a.entry.transfer.id;
-        const auto ts = a.entry.transfer.timestamp;
-        history[a.debit_id].push_back({sequence, ts, id, a.debit_after});
-        history[a.credit_id].push_back({sequence, ts, id, a.credit_after});
+        effects.push_back({a.entry.transfer.id, a.debit_id, a.debit_after, a.credit_after});
+        history[a.debit_id].push_back(sequence);
+        history[a.credit_id].push_back(sequence);
       }
     }
+  }
+
+  [[nodiscard]] statement_line line(u128 account_id, std::uint64_t sequence) const {
+    const auto& m = effects[sequence];
+    return {sequence, entry_timestamps[sequence], m.transfer_id,
+            m.debit_id == account_id ? m.debit_after : m.credit_after};
   }
 
   // How many entries a point includes: [0, count).
@@ -76,11 +91,10 @@ struct memory_engine::state {
   result<balance> balance_at(u128 id, std::uint64_t count) const {
     const auto created = created_at.find(id);
     if (created == created_at.end() || created->second >= count) return errc::unknown_account;
-    const auto& lines = history.at(id);
-    const auto it = std::partition_point(lines.begin(), lines.end(),
-                                         [&](const statement_line& l) { return l.sequence < count; });
-    if (it == lines.begin()) return balance{};
-    return std::prev(it)->after;
+    const auto& sequences = history.at(id);
+    const auto it = std::lower_bound(sequences.begin(), sequences.end(), count);
+    if (it == sequences.begin()) return balance{};
+    return line(id, *std::prev(it)).after;
   }
 };
 
@@ -139,16 +153,15 @@ result<statement_page> memory_engine::statement(u128 account_id, const statement
   if (query.limit == 0) return errc::invalid_argument;
   const auto found = state_->history.find(account_id);
   if (found == state_->history.end()) return errc::unknown_account;
-  const auto& lines = found->second;
-  auto it = std::partition_point(lines.begin(), lines.end(),
-                                 [&](const statement_line& l) { return l.sequence < query.from_sequence; });
+  const auto& sequences = found->second;
+  auto it = std::lower_bound(sequences.begin(), sequences.end(), query.from_sequence);
   statement_page page;
-  for (; it != lines.end() && it->sequence <= query.to_sequence; ++it) {
+  for (; it != sequences.end() && *it <= query.to_sequence; ++it) {
     if (page.lines.size() == query.limit) {
-      page.next_sequence = it->sequence;
+      page.next_sequence = *it;
       break;
     }
-    page.lines.push_back(*it);
+    page.lines.push_back(state_->line(account_id, *it));
   }
   return page;
 }
