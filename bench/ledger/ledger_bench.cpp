@@ -26,7 +26,8 @@ constexpr ledger::u128 account_count = 10'000;
 std::vector<ledger::account> accounts() {
   std::vector<ledger::account> out;
   for (ledger::u128 id = 1; id <= account_count; ++id)
-    out.push_back({.id = id, .user_data = 0, .ledger = 1, .code = 1, .flags = 0, .timestamp = 0, .balances = {}});
+    out.push_back(
+        {.id = id, .user_data = 0, .ledger = 1, .code = 1, .flags = 0, .timestamp = 0, .balances = {}});
   return out;
 }
 
@@ -66,8 +67,8 @@ void memory_transfers(benchmark::State& state) {
     if (!results || (*results)[0] != ledger::transfer_result::ok) state.SkipWithError("transfer failed");
     benchmark::DoNotOptimize(results);
   }
-  state.counters["transfers_per_second"] =
-      benchmark::Counter(static_cast<double>(state.iterations()) * static_cast<double>(batch_size), benchmark::Counter::kIsRate);
+  state.counters["transfers_per_second"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * static_cast<double>(batch_size), benchmark::Counter::kIsRate);
 }
 // Fixed iterations: the engine keeps every transfer in memory.
 BENCHMARK(memory_transfers)->Iterations(40)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -75,7 +76,8 @@ BENCHMARK(memory_transfers)->Iterations(40)->Unit(benchmark::kMillisecond)->UseR
 void pg_transfers(benchmark::State& state) {
   auto c = keel::pg::connection::connect(conninfo).value();
   (void)c.execute(
-      "DROP SCHEMA IF EXISTS ledger_bench CASCADE; CREATE SCHEMA ledger_bench; SET search_path = ledger_bench");
+      "DROP SCHEMA IF EXISTS ledger_bench CASCADE; CREATE SCHEMA ledger_bench; SET search_path = "
+      "ledger_bench");
   if (!ledger::migrate(c)) {
     state.SkipWithError("migration failed");
     return;
@@ -95,8 +97,8 @@ void pg_transfers(benchmark::State& state) {
       break;
     }
   }
-  state.counters["transfers_per_second"] =
-      benchmark::Counter(static_cast<double>(state.iterations()) * static_cast<double>(batch_size), benchmark::Counter::kIsRate);
+  state.counters["transfers_per_second"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * static_cast<double>(batch_size), benchmark::Counter::kIsRate);
   (void)c.execute("DROP SCHEMA ledger_bench CASCADE");
 }
 BENCHMARK(pg_transfers)->Iterations(12)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -137,7 +139,8 @@ void consistency_proofs(benchmark::State& state) {
     const auto old_size = 1 + rng() % size;
     const auto proof = ledger::to_bytes(tree.consistency_proof(old_size, size).value());
     const auto old_root = tree.root(old_size).value();
-    if (!ledger::verify_consistency(old_size, size, old_root, root, proof)) state.SkipWithError("proof failed");
+    if (!ledger::verify_consistency(old_size, size, old_root, root, proof))
+      state.SkipWithError("proof failed");
   }
   state.counters["proofs_per_second"] =
       benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);

@@ -47,7 +47,7 @@ struct memory_engine::state {
   // Per account, the sequences that moved it: 8 bytes a line, so growing them stays cheap.
   std::unordered_map<u128, std::vector<std::uint64_t>, detail::u128_hash> history;
   std::unordered_map<u128, std::uint64_t, detail::u128_hash> created_at;  // account -> sequence
-  std::map<std::uint32_t, std::vector<u128>> ledger_accounts;           // in creation order
+  std::map<std::uint32_t, std::vector<u128>> ledger_accounts;             // in creation order
   std::vector<detail::applied_entry> scratch;
 
   void commit(const std::vector<detail::applied_entry>& applied) {
