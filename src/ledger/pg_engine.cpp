@@ -10,9 +10,61 @@
 #include <set>
 #include <unordered_set>
 
+namespace keel::ledger::detail {
+/// A u128 sent and read as Postgres numeric in binary form (base-10000 digits), so COPY and
+/// parameters need no text formatting or parsing.
+struct u128_numeric {
+  u128 value = 0;
+};
+}  // namespace keel::ledger::detail
+
+template <>
+struct keel::pg::codec<keel::ledger::detail::u128_numeric> {
+  static constexpr oid type = oids::numeric;
+  static constexpr bool binary = true;
+  static bool encode(const keel::ledger::detail::u128_numeric& v, bytes& out) {
+    std::uint16_t digits[10];  // 2^128 < 10000^10
+    int n = 0;
+    for (auto rest = v.value; rest != 0; rest /= 10000)
+      digits[n++] = static_cast<std::uint16_t>(rest % 10000);
+    const auto put16 = [&out](unsigned x) {
+      out.push_back(static_cast<std::uint8_t>(x >> 8U));
+      out.push_back(static_cast<std::uint8_t>(x));
+    };
+    put16(static_cast<unsigned>(n));                    // ndigits
+    put16(n == 0 ? 0U : static_cast<unsigned>(n - 1));  // weight: 10000^(n-1) for the first digit
+    put16(0);                                           // sign: positive
+    put16(0);                                           // dscale
+    for (int i = n - 1; i >= 0; --i) put16(digits[i]);
+    return true;
+  }
+  static bool accepts(oid t) { return t == oids::numeric; }
+  static result<keel::ledger::detail::u128_numeric> decode(oid, bytes_view raw) {
+    const auto get16 = [&raw](std::size_t at) {
+      return static_cast<unsigned>((raw[at] << 8U) | raw[at + 1]);
+    };
+    if (raw.size() < 8) return errc::bad_value;
+    const auto n = get16(0);
+    const auto weight = static_cast<std::int16_t>(get16(2));
+    if (get16(4) != 0 || raw.size() != 8 + 2 * static_cast<std::size_t>(n)) return errc::bad_value;
+    keel::ledger::u128 value = 0;
+    const keel::ledger::u128 limit = keel::ledger::u128_max / 10000;
+    for (int i = 0; i <= weight; ++i) {
+      const unsigned digit = i < static_cast<int>(n) ? get16(8 + 2 * static_cast<std::size_t>(i)) : 0U;
+      if (value > limit || value * 10000 > keel::ledger::u128_max - digit) return errc::bad_value;
+      value = value * 10000 + digit;
+    }
+    for (int i = weight + 1; i < static_cast<int>(n); ++i)
+      if (i >= 0 && get16(8 + 2 * static_cast<std::size_t>(i)) != 0) return errc::bad_value;  // a fraction
+    return keel::ledger::detail::u128_numeric{value};
+  }
+};
+
 namespace keel::ledger {
 
 namespace {
+
+using detail::u128_numeric;
 
 // Every table is append-only except accounts (balances) and transfers (pending state); the
 // journal, the Merkle nodes and the balance history reject UPDATE, DELETE and TRUNCATE.
@@ -385,58 +437,50 @@ result<std::vector<Result>> pg_engine::write_batch(std::span<const Event> batch)
             id, ledger_id, code, flags, user_data, ts, sequence))
       return errc::storage_failure;
   } else {
-    // New transfers (kind transfer), with their state as it stands after the batch.
-    std::vector<std::string> id, debit, credit, amount, pending_id, user_data;
-    std::vector<std::int64_t> timeout, ledger_id, code, flags, ts, state, expires;
-    // Balance history: two rows per entry.
-    std::vector<std::string> h_account, h_transfer, h_dp, h_dpo, h_cp, h_cpo;
-    std::vector<std::int64_t> h_sequence, h_ts;
-    const auto add_history = [&](u128 account_id, std::uint64_t sequence, const detail::applied_entry& a,
-                                 const balance& b) {
-      h_account.push_back(uuid_text(account_id));
-      h_transfer.push_back(uuid_text(a.entry.transfer.id));
-      h_sequence.push_back(i64(sequence));
-      h_ts.push_back(i64(a.entry.transfer.timestamp));
-      h_dp.push_back(to_string(b.debits_pending));
-      h_dpo.push_back(to_string(b.debits_posted));
-      h_cp.push_back(to_string(b.credits_pending));
-      h_cpo.push_back(to_string(b.credits_posted));
-    };
+    // New transfers with their state as it stands after the batch, and two balance-history
+    // rows per entry: binary COPY, no per-row statements.
+    auto transfers = pg::copy_writer::start(
+        *c_, "keel_ledger_transfers",
+        {"id", "debit_account_id", "credit_account_id", "amount", "pending_id", "user_data", "timeout",
+         "ledger", "code", "flags", "timestamp", "state", "expires_at"});
+    if (!transfers) return errc::storage_failure;
     std::unordered_set<u128, detail::u128_hash> touched;
-    for (std::size_t i = 0; i < applied.size(); ++i) {
-      const auto& a = applied[i];
-      const auto sequence = first_sequence + i;
-      add_history(a.debit_id, sequence, a, a.debit_after);
-      add_history(a.credit_id, sequence, a, a.credit_after);
+    for (const auto& a : applied) {
       touched.insert(a.debit_id);
       touched.insert(a.credit_id);
       if (a.entry.kind != entry_kind::transfer) continue;
       const auto& t = a.entry.transfer;
       const auto& record = ws.transfers.at(t.id);
-      id.push_back(uuid_text(t.id));
-      debit.push_back(uuid_text(t.debit_account_id));
-      credit.push_back(uuid_text(t.credit_account_id));
-      amount.push_back(to_string(t.amount));
-      pending_id.push_back(uuid_text(t.pending_id));
-      user_data.push_back(uuid_text(t.user_data));
-      timeout.push_back(t.timeout);
-      ledger_id.push_back(t.ledger);
-      code.push_back(t.code);
-      flags.push_back(t.flags);
-      ts.push_back(i64(t.timestamp));
-      state.push_back(static_cast<std::int64_t>(record.state));
-      expires.push_back(i64(record.expires_at));
+      if (!transfers->write_row(to_uuid(t.id), to_uuid(t.debit_account_id), to_uuid(t.credit_account_id),
+                                u128_numeric{t.amount}, to_uuid(t.pending_id), to_uuid(t.user_data),
+                                static_cast<std::int64_t>(t.timeout), static_cast<std::int64_t>(t.ledger),
+                                static_cast<std::int32_t>(t.code), static_cast<std::int32_t>(t.flags),
+                                i64(t.timestamp), static_cast<std::int16_t>(record.state),
+                                i64(record.expires_at)))
+        return errc::storage_failure;
     }
-    if (!id.empty() &&
-        !c_->query(
-            "INSERT INTO keel_ledger_transfers (id, debit_account_id, credit_account_id, amount, pending_id, "
-            "user_data, timeout, ledger, code, flags, timestamp, state, expires_at) "
-            "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::numeric[], $5::uuid[], $6::uuid[], "
-            "$7::int8[], $8::int8[], $9::int8[]::int4[], $10::int8[]::int4[], $11::int8[], "
-            "$12::int8[]::int2[], $13::int8[])",
-            id, debit, credit, amount, pending_id, user_data, timeout, ledger_id, code, flags, ts, state,
-            expires))
-      return errc::storage_failure;
+    if (!transfers->finish()) return errc::storage_failure;
+
+    auto history =
+        pg::copy_writer::start(*c_, "keel_ledger_balances",
+                               {"account_id", "sequence", "timestamp", "transfer_id", "debits_pending",
+                                "debits_posted", "credits_pending", "credits_posted"});
+    if (!history) return errc::storage_failure;
+    for (std::size_t i = 0; i < applied.size(); ++i) {
+      const auto& a = applied[i];
+      const auto sequence = i64(first_sequence + i);
+      const auto ts = i64(a.entry.transfer.timestamp);
+      const auto tid = to_uuid(a.entry.transfer.id);
+      for (const auto& [aid, b] :
+           {std::pair{a.debit_id, a.debit_after}, std::pair{a.credit_id, a.credit_after}}) {
+        if (!history->write_row(to_uuid(aid), sequence, ts, tid, u128_numeric{b.debits_pending},
+                                u128_numeric{b.debits_posted}, u128_numeric{b.credits_pending},
+                                u128_numeric{b.credits_posted}))
+          return errc::storage_failure;
+      }
+    }
+    if (!history->finish()) return errc::storage_failure;
+
     // Pending transfers loaded from the database whose state this batch changed.
     std::vector<std::string> changed_id;
     std::vector<std::int64_t> changed_state;
@@ -452,28 +496,33 @@ result<std::vector<Result>> pg_engine::write_batch(std::span<const Event> batch)
             "AS v(id, state) WHERE t.id = v.id",
             changed_id, changed_state))
       return errc::storage_failure;
-    if (!h_account.empty()) {
-      if (!c_->query("INSERT INTO keel_ledger_balances (account_id, sequence, timestamp, transfer_id, "
-                     "debits_pending, "
-                     "debits_posted, credits_pending, credits_posted) "
-                     "SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::uuid[], $5::numeric[], "
-                     "$6::numeric[], $7::numeric[], $8::numeric[])",
-                     h_account, h_sequence, h_ts, h_transfer, h_dp, h_dpo, h_cp, h_cpo))
+
+    // Final balances: COPY into a per-session temporary table, one UPDATE from it.
+    if (!touched.empty()) {
+      auto exists = c_->query("SELECT to_regclass('pg_temp.keel_ledger_balance_updates') IS NOT NULL");
+      if (!exists) return errc::storage_failure;
+      const auto present = exists->value<bool>();
+      if (!present) return errc::storage_failure;
+      if (!*present &&
+          !c_->execute("CREATE TEMP TABLE keel_ledger_balance_updates (id uuid, debits_pending numeric, "
+                       "debits_posted numeric, credits_pending numeric, credits_posted numeric) "
+                       "ON COMMIT DELETE ROWS"))
         return errc::storage_failure;
-      std::vector<std::string> a_id, dp, dpo, cp, cpo;
+      auto updates = pg::copy_writer::start(
+          *c_, "keel_ledger_balance_updates",
+          {"id", "debits_pending", "debits_posted", "credits_pending", "credits_posted"});
+      if (!updates) return errc::storage_failure;
       for (const auto aid : touched) {
         const auto& b = ws.accounts.at(aid).balances;
-        a_id.push_back(uuid_text(aid));
-        dp.push_back(to_string(b.debits_pending));
-        dpo.push_back(to_string(b.debits_posted));
-        cp.push_back(to_string(b.credits_pending));
-        cpo.push_back(to_string(b.credits_posted));
+        if (!updates->write_row(to_uuid(aid), u128_numeric{b.debits_pending}, u128_numeric{b.debits_posted},
+                                u128_numeric{b.credits_pending}, u128_numeric{b.credits_posted}))
+          return errc::storage_failure;
       }
-      if (!c_->query("UPDATE keel_ledger_accounts a SET debits_pending = v.dp, debits_posted = v.dpo, "
-                     "credits_pending = v.cp, credits_posted = v.cpo "
-                     "FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[], $5::numeric[]) "
-                     "AS v(id, dp, dpo, cp, cpo) WHERE a.id = v.id",
-                     a_id, dp, dpo, cp, cpo))
+      if (!updates->finish()) return errc::storage_failure;
+      if (!c_->query(
+              "UPDATE keel_ledger_accounts a SET debits_pending = v.debits_pending, "
+              "debits_posted = v.debits_posted, credits_pending = v.credits_pending, "
+              "credits_posted = v.credits_posted FROM keel_ledger_balance_updates v WHERE a.id = v.id"))
         return errc::storage_failure;
     }
   }

@@ -228,6 +228,28 @@ TEST_SUITE("pg") {
     CHECK(e.journal_size().value() == 22);
   }
 
+  TEST_CASE("pg engine: 128-bit amounts and balances round trip through numeric exactly") {
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    REQUIRE(migrate(c));
+    pg_engine e(c);
+    std::vector<account> accounts{plain_account(u128_max - 1), plain_account(2), plain_account(3)};
+    REQUIRE(e.create_accounts(accounts).value() == std::vector<account_result>(3, account_result::ok));
+    std::vector<transfer> batch{plain_transfer(u128_max - 1, u128_max - 1, 2, u128_max - 5),
+                                plain_transfer(5, 3, 2, 5), plain_transfer(6, 3, 2, 1),
+                                plain_transfer(7, 2, 3, 10'000)};
+    CHECK(e.create_transfers(batch).value() ==
+          std::vector<transfer_result>{transfer_result::ok, transfer_result::ok,
+                                       transfer_result::overflows_credits_posted, transfer_result::ok});
+    CHECK(e.lookup_account(2).value()->balances.credits_posted == u128_max);
+    CHECK(e.lookup_account(u128_max - 1).value()->balances.debits_posted == u128_max - 5);
+    CHECK(e.lookup_transfer(u128_max - 1).value()->amount == u128_max - 5);
+    CHECK(e.balance_as_of(2, as_of::at_sequence(3)).value().credits_posted == u128_max - 5);
+    CHECK(c.query("SELECT credits_posted::text FROM keel_ledger_accounts WHERE debits_posted = 10000")
+              ->value<std::string>()
+              .value() == to_string(u128_max));
+  }
+
   TEST_CASE("pg engine: 4 threads x 2 processes of random transfers; exact balances and invariants") {
     keel::test::scratch_schema schema;
     auto c = schema.connect();
