@@ -41,9 +41,10 @@ struct memory_engine::state {
   const keel::clock* clock;
   detail::working_set ws;
   merkle_tree tree;
-  std::vector<encoded_entry> entries;
-  std::vector<std::uint64_t> entry_timestamps;
-  std::vector<moved> effects;  // per sequence
+  // Per sequence; segmented so that growing never copies what is already stored.
+  detail::segmented_vector<encoded_entry> entries;
+  detail::segmented_vector<std::uint64_t> entry_timestamps;
+  detail::segmented_vector<moved> effects;
   // Per account, the sequences that moved it: 8 bytes a line, so growing them stays cheap.
   std::unordered_map<u128, std::vector<std::uint64_t>, detail::u128_hash> history;
   std::unordered_map<u128, std::uint64_t, detail::u128_hash> created_at;  // account -> sequence
@@ -53,11 +54,11 @@ struct memory_engine::state {
   void commit(const std::vector<detail::applied_entry>& applied) {
     for (const auto& a : applied) {
       const std::uint64_t sequence = entries.size();
-      const auto& bytes = entries.emplace_back(encode(a.entry));
+      const auto& bytes = entries.push_back(encode(a.entry));
       tree.append(leaf_hash(bytes));
       entry_timestamps.push_back(a.entry.timestamp());
       if (a.entry.kind == entry_kind::account_created) {
-        effects.emplace_back();
+        effects.push_back({});
         created_at.emplace(a.entry.account.id, sequence);
         ledger_accounts[a.entry.account.ledger].push_back(a.entry.account.id);
         history[a.entry.account.id];
@@ -82,8 +83,17 @@ struct memory_engine::state {
       return *point.sequence + 1;
     }
     if (point.timestamp) {
-      const auto it = std::upper_bound(entry_timestamps.begin(), entry_timestamps.end(), *point.timestamp);
-      return static_cast<std::uint64_t>(it - entry_timestamps.begin());
+      // Timestamps increase with the sequence: the first entry later than the point.
+      std::uint64_t low = 0;
+      std::uint64_t high = entry_timestamps.size();
+      while (low < high) {
+        const auto mid = low + (high - low) / 2;
+        if (entry_timestamps[mid] <= *point.timestamp)
+          low = mid + 1;
+        else
+          high = mid;
+      }
+      return low;
     }
     return entries.size();
   }

@@ -64,7 +64,8 @@ void merkle_tree::append(const tree_hash& leaf) {
     if (level + 1 == levels_.size()) levels_.emplace_back();
     const auto& row = levels_[level];
     const auto n = row.size();
-    levels_[level + 1].push_back(node_hash(row[n - 2], row[n - 1]));
+    const auto parent = node_hash(row[n - 2], row[n - 1]);
+    levels_[level + 1].push_back(parent);
   }
 }
 

@@ -5,6 +5,7 @@
 #include <keel/core/bytes.hpp>
 #include <keel/core/ed25519.hpp>
 #include <keel/core/hash.hpp>
+#include <keel/ledger/detail/segmented_vector.hpp>
 #include <keel/ledger/types.hpp>
 
 #include <cstdint>
@@ -47,7 +48,7 @@ class merkle_tree {
 
  private:
   [[nodiscard]] tree_hash subtree(std::uint64_t begin, std::uint64_t end) const;
-  std::vector<std::vector<tree_hash>> levels_;  // levels_[l][i] covers leaves [i·2^l, (i+1)·2^l)
+  std::vector<detail::segmented_vector<tree_hash>> levels_;  // levels_[l][i] covers leaves [i·2^l, (i+1)·2^l)
 };
 
 /// Reads the hash of the complete subtree at (level, index), which covers leaves
