@@ -81,7 +81,7 @@ CREATE TABLE keel_ledger_journal (
   timestamp int8 NOT NULL,
   entry bytea NOT NULL
 );
-CREATE INDEX keel_ledger_journal_timestamp ON keel_ledger_journal (timestamp);
+CREATE INDEX keel_ledger_journal_timestamp ON keel_ledger_journal USING brin (timestamp);
 CREATE TABLE keel_ledger_nodes (
   level int2 NOT NULL,
   idx int8 NOT NULL,
@@ -100,7 +100,7 @@ CREATE TABLE keel_ledger_accounts (
   debits_posted numeric(39, 0) NOT NULL DEFAULT 0,
   credits_pending numeric(39, 0) NOT NULL DEFAULT 0,
   credits_posted numeric(39, 0) NOT NULL DEFAULT 0
-);
+) WITH (fillfactor = 50);
 CREATE INDEX keel_ledger_accounts_ledger ON keel_ledger_accounts (ledger, sequence);
 CREATE TABLE keel_ledger_transfers (
   id uuid PRIMARY KEY,
