@@ -50,8 +50,6 @@ const char* verdict_name(keel::ledger::verify_report::verdict v) {
       return "tree_altered";
     case verdict::checkpoint_invalid:
       return "checkpoint_invalid";
-    case verdict::journal_short:
-      return "journal_short";
   }
   return "unknown";
 }

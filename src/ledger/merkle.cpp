@@ -39,7 +39,7 @@ tree_hash leaf_hash(bytes_view data) {
   std::array<std::uint8_t, 256> small;
   if (data.size() < small.size()) {
     small[0] = 0x00;
-    std::memcpy(small.data() + 1, data.data(), data.size());
+    if (!data.empty()) std::memcpy(small.data() + 1, data.data(), data.size());  // data() may be null
     return sha256(bytes_view(small.data(), data.size() + 1));
   }
   sha256_hasher hasher;

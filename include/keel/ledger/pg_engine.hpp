@@ -68,7 +68,6 @@ struct verify_report {
     reordered,           ///< sequence first_bad holds another committed entry (expected_at says which)
     tree_altered,        ///< the stored Merkle nodes do not reproduce the checkpoint; cannot localize
     checkpoint_invalid,  ///< the checkpoint's signature is not the trusted key's
-    journal_short,       ///< fewer entries than the checkpoint covers, with no other damage found
   };
   verdict result = verdict::ok;
   std::uint64_t first_bad = 0;
