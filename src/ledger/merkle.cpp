@@ -305,6 +305,15 @@ result<void> verify_consistency(std::uint64_t old_size, std::uint64_t new_size, 
   return {};
 }
 
+result<void> verify_subtree_inclusion(std::uint64_t index, std::uint64_t start, std::uint64_t end,
+                                      bytes_view leaf, std::span<const bytes> proof,
+                                      bytes_view subtree_root) {
+  if (start >= end || index < start || index >= end) return errc::invalid_proof;
+  const auto width = end - start;
+  if (width > (std::uint64_t{1} << 63U) || start % std::bit_ceil(width) != 0) return errc::invalid_proof;
+  return verify_inclusion(index - start, width, leaf, proof, subtree_root);
+}
+
 std::vector<bytes> to_bytes(std::span<const tree_hash> hashes) {
   std::vector<bytes> out;
   out.reserve(hashes.size());

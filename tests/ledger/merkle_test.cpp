@@ -126,6 +126,28 @@ TEST_SUITE("unit") {
     CHECK(rejected == 92);
   }
 
+  TEST_CASE("transparency-dev subtree inclusion probes: valid accepted, every wantErr rejected") {
+    int valid = 0;
+    int rejected = 0;
+    for (const auto& path : probes("subtreeinclusion")) {
+      const auto o = load_json(path).as_object();
+      const auto proof = b64_list(o.at("proof"));
+      const auto r =
+          ledger::verify_subtree_inclusion(u64(o.at("leafIdx")), u64(o.at("start")), u64(o.at("end")),
+                                           b64(o.at("leafHash")), proof, b64(o.at("root")));
+      INFO(path.string());
+      if (want_err(o)) {
+        CHECK_FALSE(r.has_value());
+        ++rejected;
+      } else {
+        CHECK(r.has_value());
+        ++valid;
+      }
+    }
+    CHECK(valid == 12);
+    CHECK(rejected == 192);
+  }
+
   TEST_CASE("RFC 6962 reference: hasher, the 8-leaf tree, its roots and proofs") {
     const auto ref = load_json(data_dir() / "rfc6962_reference.json").as_object();
     for (const auto& v : ref.at("hasher").as_array()) {

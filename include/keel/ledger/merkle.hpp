@@ -105,6 +105,14 @@ class merkle_frontier {
                                               bytes_view old_root, bytes_view new_root,
                                               std::span<const bytes> proof);
 
+/// Verifies that `leaf` is leaf `index` of the subtree of leaves [start, end) whose hash is
+/// `subtree_root` (draft-ietf-plants-merkle-tree-certs subtree inclusion). The subtree must be
+/// one the tree actually has: start < end and start a multiple of bit_ceil(end - start); the
+/// proof is then the RFC 9162 path within it.
+[[nodiscard]] result<void> verify_subtree_inclusion(std::uint64_t index, std::uint64_t start,
+                                                    std::uint64_t end, bytes_view leaf,
+                                                    std::span<const bytes> proof, bytes_view subtree_root);
+
 /// Copies digests into the byte strings the verifiers take.
 [[nodiscard]] std::vector<bytes> to_bytes(std::span<const tree_hash> hashes);
 
