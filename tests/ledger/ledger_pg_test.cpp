@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -28,6 +29,13 @@ using namespace keel::ledger;
 
 namespace {
 
+// A fresh file name in the system's temporary directory.
+std::string temp_path(const std::string& stem) {
+  return (std::filesystem::temp_directory_path() /
+          (stem + "_" + std::to_string(::getpid()) + "_" + std::to_string(keel::test::rng()())))
+      .string();
+}
+
 account plain_account(u128 id, std::uint16_t flags = 0) {
   return {.id = id, .user_data = 0, .ledger = 1, .code = 1, .flags = flags, .timestamp = 0, .balances = {}};
 }
@@ -46,8 +54,7 @@ transfer plain_transfer(u128 id, u128 debit, u128 credit, u128 amount) {
 // Runs a program and returns (exit status, stdout).
 std::pair<int, std::string> run(const std::vector<std::string>& args,
                                 const std::vector<std::string>& extra_env = {}) {
-  const auto out_path = std::string("/tmp/keel_ledger_run_") + std::to_string(::getpid()) + "_" +
-                        std::to_string(keel::test::rng()()) + ".out";
+  const auto out_path = temp_path("keel_ledger_run");
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -267,7 +274,7 @@ TEST_SUITE("pg") {
     std::vector<std::string> outs;
     std::vector<pid_t> pids;
     for (int p = 0; p < 2; ++p) {
-      outs.push_back("/tmp/keel_ledger_worker_" + std::to_string(::getpid()) + "_" + std::to_string(p));
+      outs.push_back(temp_path("keel_ledger_worker"));
       std::vector<std::string> env{
           "KEEL_LEDGER_WORKER_CONNINFO=" + schema.conninfo, "KEEL_LEDGER_WORKER_TAG=" + std::to_string(p + 1),
           "KEEL_LEDGER_WORKER_SEED=" + std::to_string(seed + static_cast<std::uint64_t>(p) * 100),
@@ -396,8 +403,8 @@ TEST_SUITE("pg") {
     keel::test::scratch_schema schema;
     auto c = schema.connect();
     const auto cp = build_small_ledger(c);
-    const auto cp_path = "/tmp/keel_ledger_cp_" + std::to_string(::getpid()) + ".json";
-    const auto seed_path = "/tmp/keel_ledger_seed_" + std::to_string(::getpid());
+    const auto cp_path = temp_path("keel_ledger_checkpoint");
+    const auto seed_path = temp_path("keel_ledger_seed");
     std::ofstream(cp_path) << cp.to_json();
     std::ofstream(seed_path) << keel::to_hex(test_key().seed());
     const auto key_hex = keel::to_hex(test_key().public_key().bytes);
