@@ -50,6 +50,8 @@ const char* verdict_name(keel::ledger::verify_report::verdict v) {
       return "tree_altered";
     case verdict::checkpoint_invalid:
       return "checkpoint_invalid";
+    case verdict::balances_differ:
+      return "balances_differ";
   }
   return "unknown";
 }

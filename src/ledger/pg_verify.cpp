@@ -1,4 +1,5 @@
 #include <keel/ledger/pg_engine.hpp>
+#include <keel/pg/types.hpp>
 
 #include <map>
 #include <string>
@@ -62,12 +63,14 @@ result<verify_report> verify_journal(pg::connection& c, const checkpoint& truste
     tree_hash hash;
   };
   std::vector<row_leaf> journal;
+  std::vector<bytes> entries;
   journal.reserve(rows->size());
   for (const auto r : *rows) {
     auto sequence = r.get<std::int64_t>(0);
     auto entry = r.get<bytes>(1);
     if (!sequence || !entry) return errc::storage_failure;
     journal.push_back({static_cast<std::uint64_t>(*sequence), leaf_hash(*entry)});
+    entries.push_back(std::move(*entry));
   }
 
   std::size_t j = 0;
@@ -94,6 +97,81 @@ result<verify_report> verify_journal(pg::connection& c, const checkpoint& truste
     }
     return report(verdict::changed, i, i, "entry " + text(i) + " was changed after it was committed");
   }
+  // The journal is intact: the balances must be what its entries add up to.
+  std::map<u128, balance> expected;
+  std::map<u128, u128> pending_amounts;
+  for (std::size_t k = 0; k < entries.size(); ++k) {
+    auto e = decode(entries[k]);
+    if (!e)
+      return report(verdict::changed, journal[k].sequence, n,
+                    "entry " + text(journal[k].sequence) + " (after the checkpoint) does not decode");
+    if (e->kind == entry_kind::account_created) {
+      expected[e->account.id];
+      continue;
+    }
+    const auto& t = e->transfer;
+    auto& dr = expected[t.debit_account_id];
+    auto& cr = expected[t.credit_account_id];
+    if (e->kind == entry_kind::pending_expired || (t.flags & transfer_flags::void_pending) != 0) {
+      dr.debits_pending -= t.amount;
+      cr.credits_pending -= t.amount;
+    } else if ((t.flags & transfer_flags::post_pending) != 0) {
+      const auto reserved = pending_amounts[t.pending_id];
+      dr.debits_pending -= reserved;
+      cr.credits_pending -= reserved;
+      dr.debits_posted += t.amount;
+      cr.credits_posted += t.amount;
+    } else if ((t.flags & transfer_flags::pending) != 0) {
+      pending_amounts[t.id] = t.amount;
+      dr.debits_pending += t.amount;
+      cr.credits_pending += t.amount;
+    } else {
+      dr.debits_posted += t.amount;
+      cr.credits_posted += t.amount;
+    }
+  }
+  auto accounts = c.query(
+      "SELECT id, debits_pending::text, debits_posted::text, credits_pending::text, credits_posted::text "
+      "FROM keel_ledger_accounts");
+  if (!accounts) return errc::storage_failure;
+  std::map<u128, balance> in_table;
+  for (const auto r : *accounts) {
+    auto id = r.get<pg::uuid>(0);
+    if (!id) return errc::storage_failure;
+    u128 account_id = 0;
+    for (const auto b : id->bytes) account_id = (account_id << 8U) | b;
+    balance b;
+    u128* fields[] = {&b.debits_pending, &b.debits_posted, &b.credits_pending, &b.credits_posted};
+    for (std::size_t f = 0; f < 4; ++f) {
+      auto field = r.get<std::string>(f + 1);
+      if (!field) return errc::storage_failure;
+      auto value = parse_u128(*field);
+      if (!value) return errc::storage_failure;
+      *fields[f] = *value;
+    }
+    in_table.emplace(account_id, b);
+  }
+  for (const auto& [id, want] : expected) {
+    const auto found = in_table.find(id);
+    if (found == in_table.end() || found->second != want) {
+      auto r = report(
+          verdict::balances_differ, 0, n,
+          "account " + to_string(id) +
+              (found == in_table.end() ? " is missing from the accounts table"
+                                       : "'s stored balances differ from what the journal adds up to"));
+      r.account_id = id;
+      return r;
+    }
+  }
+  for (const auto& [id, have] : in_table) {
+    if (expected.count(id) == 0) {
+      auto r = report(verdict::balances_differ, 0, n,
+                      "account " + to_string(id) + " was never created in the journal");
+      r.account_id = id;
+      return r;
+    }
+  }
+
   auto ok =
       report(verdict::ok, 0, n,
              "the first " + text(n) + " entries reproduce the checkpoint's root; " +

@@ -386,6 +386,22 @@ TEST_SUITE("pg") {
     CHECK(r.result == verdict::inserted);
     CHECK(r.first_bad == 6);
 
+    // Balances edited behind the journal's back are named by account.
+    {
+      keel::test::scratch_schema balances_schema;
+      auto bc = balances_schema.connect();
+      const auto bcp = build_small_ledger(bc);
+      auto updated = bc.execute(
+          "UPDATE keel_ledger_accounts SET credits_posted = credits_posted + 1 "
+          "WHERE id = '00000000-0000-0000-0000-000000000002'");
+      REQUIRE(updated);
+      CHECK(updated->affected() == 1);
+      const auto br = verify(bc, bcp);
+      INFO(br.message);
+      CHECK(br.result == verdict::balances_differ);
+      CHECK(br.account_id == 2);
+    }
+
     // Altering the Merkle nodes too is detected (the checkpoint's root no longer reproduces).
     keel::test::scratch_schema schema;
     auto c = schema.connect();

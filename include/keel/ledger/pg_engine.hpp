@@ -68,17 +68,20 @@ struct verify_report {
     reordered,           ///< sequence first_bad holds another committed entry (expected_at says which)
     tree_altered,        ///< the stored Merkle nodes do not reproduce the checkpoint; cannot localize
     checkpoint_invalid,  ///< the checkpoint's signature is not the trusted key's
+    balances_differ,  ///< the journal is intact but account_id's stored balances are not what it adds up to
   };
   verdict result = verdict::ok;
   std::uint64_t first_bad = 0;
   std::uint64_t expected_at = 0;  ///< for reordered: the sequence that entry was committed at
+  u128 account_id = 0;            ///< for balances_differ
   std::uint64_t entries_checked = 0;
   std::string message;  ///< one line, for people
 };
 
 /// Re-derives the Merkle tree from the journal rows and checks it against `trusted` (whose
 /// signature must be `key`'s). Localizes damage using the stored leaf hashes, which are only
-/// trusted after they reproduce the checkpoint's root.
+/// trusted after they reproduce the checkpoint's root. When the journal is intact, replays it
+/// and checks every account's stored balances against what the entries add up to.
 [[nodiscard]] result<verify_report> verify_journal(pg::connection& c, const checkpoint& trusted,
                                                    const ed25519_public_key& key);
 
