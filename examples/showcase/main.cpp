@@ -34,7 +34,7 @@ constexpr component components[] = {
     {"core", "errors, bytes, hashing, signatures, varints, bit streams, clocks, logging", "ready"},
     {"pg", "libpq done right: pool, transactions, COPY, pipeline, LISTEN/NOTIFY, migrations", "ready"},
     {"net", "HTTP + WebSocket server, router, JSON, Prometheus /metrics", "ready"},
-    {"ledger", "double-entry ledger with Merkle proofs", "planned"},
+    {"ledger", "double-entry ledger with Merkle proofs", "ready"},
     {"events", "event sourcing on Postgres", "planned"},
     {"tsdb", "Gorilla-compressed time series in Postgres", "planned"},
     {"ratelimit", "sliding-window rate limiting: in-process, Redis, Postgres", "ready"},
@@ -218,6 +218,7 @@ int main(int argc, char** argv) {
   using mount_function = keel::result<void> (*)(showcase::context&);
   const std::vector<std::pair<const char*, mount_function>> parts = {
       // {"<component>", showcase::mount_<component>},  one line per component, declared in showcase.hpp
+      {"ledger", showcase::mount_ledger},
       {"ratelimit", showcase::mount_ratelimit},
   };
   for (const auto& [name, mount] : parts) {

@@ -121,3 +121,36 @@ request GET /api/components;              expect 429 'rate limit \"filed\" excee
 stop
 unset KEEL_RATELIMIT_POLICIES
 echo "showcase: ratelimit policy file checks passed"
+# ---------------------------------------------------------------- keel::ledger
+# Accounts and transfers as JSON (amounts as strings), result codes per event, bad input gets
+# a 400 or a result code and changes nothing, balances as of a sequence, statement, checkpoint,
+# inclusion proof.
+start
+request POST /api/ledger/accounts '{"accounts":[{"id":"1","ledger":1,"code":1},{"id":"2","ledger":1,"code":1,"flags":2}]}'
+expect 200 '"results":[{"index":0,"result":"ok"},{"index":1,"result":"ok"}]'
+request POST /api/ledger/accounts '{"accounts":[{"id":"1","ledger":1,"code":1}]}'; expect 200 '"result":"exists"'
+request POST /api/ledger/transfers '{"transfers":[{"id":"10","debit_account_id":"1","credit_account_id":"2","amount":"250","ledger":1,"code":1}]}'
+expect 200 '"result":"ok"'
+request POST /api/ledger/transfers '{"transfers":[{"id":"11","debit_account_id":"1","credit_account_id":"99","amount":"5","ledger":1,"code":1}]}'
+expect 200 '"result":"credit_account_not_found"'
+request POST /api/ledger/transfers '{"transfers":[{"id":"12","debit_account_id":"1","credit_account_id":"2","amount":"0","ledger":1,"code":1}]}'
+expect 200 '"result":"amount_must_not_be_zero"'
+request POST /api/ledger/transfers '{"transfers":[{"id":"13","debit_account_id":"2","credit_account_id":"1","amount":"1000","ledger":1,"code":1}]}'
+expect 200 '"result":"exceeds_credits"'
+request POST /api/ledger/transfers '{"transfers":[{"id":"14","debit_account_id":"1","credit_account_id":"2","amount":"340282366920938463463374607431768211455","ledger":1,"code":1}]}'
+expect 200 '"result":"overflows_debits_posted"'
+request POST /api/ledger/transfers '{"transfers":[{"id":"15","debit_account_id":"1","credit_account_id":"2","amount":"340282366920938463463374607431768211456","ledger":1,"code":1}]}'
+expect 400 '"error"'
+request POST /api/ledger/transfers '{"transfers":[{"id":"16","debit_account_id":"1","credit_account_id":"2","amount":5,"ledger":1,"code":1}]}'
+expect 400 '"error"'
+request POST /api/ledger/transfers '{"transfers":[{"id":"17",'; expect 400 '"error"'
+request GET /api/ledger/accounts/2/balance;                 expect 200 '"credits_posted":"250"'
+request GET '/api/ledger/accounts/2/balance?as_of_sequence=1'; expect 200 '"credits_posted":"0"'
+request GET /api/ledger/accounts/1/balance;                 expect 200 '"debits_posted":"250"'
+request GET /api/ledger/accounts/77/balance;                expect 404 '"error"'
+request GET '/api/ledger/accounts/1/statement?limit=10';    expect 200 '"transfer_id":"10"'
+request GET /api/ledger/checkpoint;                         expect 200 '"tree_size":3'
+request GET /api/ledger/proof/2;                            expect 200 '"proof":['
+request GET /api/ledger/proof/99;                           expect 400 '"error"'
+stop
+echo "showcase ledger: all checks passed"
