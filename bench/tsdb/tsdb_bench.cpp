@@ -3,7 +3,9 @@
 // Figures: bytes per point, encode and decode points/s per codec on the ALP sample data (real
 // values on a 60 s grid) and on synthetic counters and gauges; ingest into Postgres points/s
 // (a private cluster, or KEEL_DATABASE_URL); a bucketed query over one day at 10 s resolution.
+#include <keel/pg/local_cluster.hpp>
 #include <keel/tsdb/codec.hpp>
+#include <keel/tsdb/store.hpp>
 
 #include <benchmark/benchmark.h>
 
@@ -137,10 +139,108 @@ void codec_args(benchmark::internal::Benchmark* b) {
 BENCHMARK(codec_encode)->Apply(codec_args)->Unit(benchmark::kMillisecond);
 BENCHMARK(codec_decode)->Apply(codec_args)->Unit(benchmark::kMillisecond);
 
+std::string conninfo;
+int schema_counter = 0;
+
+/// A fresh schema per benchmark run, migrated; returns its conninfo.
+std::string fresh_schema() {
+  auto admin = keel::pg::connection::connect(conninfo).value();
+  const std::string name = "tsdb_bench_" + std::to_string(++schema_counter);
+  (void)admin.execute("DROP SCHEMA IF EXISTS " + name + " CASCADE");
+  (void)admin.execute("CREATE SCHEMA " + name).value();
+  const std::string info = conninfo + " options='-c search_path=" + name + "'";
+  auto c = keel::pg::connection::connect(info).value();
+  (void)tsdb::store::migrate(c).value();
+  return info;
+}
+
+// Ingest: 100 gauge series at 10 s, appended in batches of 1000 points per series, sealed in
+// blocks of 8192 and written with binary COPY; rollups per the argument (0: none, 1: 1 h,
+// 2: 1 min + 1 h). Points/s counts the whole path: head, encode, COPY, rollup upserts, commit.
+void ingest(benchmark::State& state) {
+  const std::string info = fresh_schema();
+  std::vector<std::int64_t> rollups;
+  if (state.range(0) >= 1) rollups.push_back(3'600'000);
+  if (state.range(0) >= 2) rollups.insert(rollups.begin(), 60'000);
+  auto store = tsdb::store::open(info, {.rollups = rollups}).value();
+  constexpr int series_count = 100;
+  constexpr std::size_t batch = 1000;
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < series_count; ++i)
+    ids.push_back(store.series("bench_gauge", {{"id", std::to_string(i)}}).value());
+  const auto& gauge = datasets()[6].values;
+  std::vector<std::int64_t> times(batch);
+  std::vector<double> values(batch);
+  std::int64_t t0 = 1'700'000'000'000;
+  std::size_t offset = 0;
+  std::uint64_t points = 0;
+  for (auto _ : state) {
+    for (std::size_t i = 0; i < batch; ++i) times[i] = t0 + static_cast<std::int64_t>(i) * 10'000;
+    for (const auto id : ids) {
+      for (std::size_t i = 0; i < batch; ++i)
+        values[i] = gauge[(offset + i + static_cast<std::size_t>(id) * 7) % gauge.size()];
+      if (!store.append(id, times, values)) state.SkipWithError("append failed");
+    }
+    t0 += static_cast<std::int64_t>(batch) * 10'000;
+    offset += batch;
+    points += batch * ids.size();
+  }
+  if (!store.flush()) state.SkipWithError("flush failed");
+  state.counters["points_per_second"] =
+      benchmark::Counter(static_cast<double>(points), benchmark::Counter::kIsRate);
+}
+BENCHMARK(ingest)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+
+// One day of one series at 10 s resolution (8,640 points), 5-minute buckets: from the 1-minute
+// rollup (arg 0), from raw blocks and summaries (arg 1: an unaligned range), with percentiles
+// (arg 2: every block decoded).
+void query_day(benchmark::State& state) {
+  static std::string info;
+  static std::int64_t id = 0;
+  static std::unique_ptr<tsdb::store> store;
+  const std::int64_t day_start = 1'700'006'400'000;  // a whole hour
+  if (!store) {
+    info = fresh_schema();
+    store = std::make_unique<tsdb::store>(tsdb::store::open(info, {.seal_count = 2048}).value());
+    id = store->series("bench_day").value();
+    const auto& gauge = datasets()[6].values;
+    std::vector<std::int64_t> times;
+    std::vector<double> values;
+    for (std::int64_t i = 0; i < 8640 * 3; ++i) {
+      times.push_back(day_start - 86'400'000 + i * 10'000);
+      values.push_back(gauge[static_cast<std::size_t>(i)]);
+    }
+    if (!store->append(id, times, values) || !store->flush()) state.SkipWithError("load failed");
+  }
+  const std::int64_t from = day_start + (state.range(0) == 1 ? 1234 : 0);
+  tsdb::query_plan plan;
+  for (auto _ : state) {
+    auto buckets = store->aggregate(id, from, from + 86'400'000, 300'000, state.range(0) == 2, &plan);
+    if (!buckets || buckets->size() < 288) state.SkipWithError("query failed");
+    benchmark::DoNotOptimize(buckets);
+  }
+  state.SetLabel(plan.rollup != 0 ? "rollup" : (state.range(0) == 2 ? "decoded" : "summaries+decoded"));
+  state.counters["queries_per_second"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(query_day)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
 }  // namespace
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
+  std::unique_ptr<keel::pg::local_cluster> cluster;
+  if (const char* url = std::getenv("KEEL_DATABASE_URL"); url != nullptr && *url != '\0') {
+    conninfo = url;
+  } else {
+    auto started = keel::pg::local_cluster::start();
+    if (!started) {
+      std::fprintf(stderr, "could not start a local Postgres: %s\n", started.error().message().c_str());
+      return 1;
+    }
+    cluster = std::make_unique<keel::pg::local_cluster>(std::move(*started));
+    conninfo = cluster->conninfo();
+  }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

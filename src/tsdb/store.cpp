@@ -202,8 +202,11 @@ result<std::vector<series_info>> store::select(std::string_view metric, std::spa
   int n = 1;
   for (const auto& m : matchers) {
     if (m.name.empty()) return errc::invalid_label_matcher;
-    const std::string name = "$" + std::to_string(++n);
-    const std::string value = "$" + std::to_string(++n);
+    // Built with append: GCC 12 warns falsely (-Wrestrict) on "$" + std::to_string(...).
+    std::string name(1, '$');
+    name.append(std::to_string(++n));
+    std::string value(1, '$');
+    value.append(std::to_string(++n));
     const std::string label = "coalesce(label_values[array_position(label_names, " + name + "::text)], '')";
     switch (m.op) {
       case match::equal:
