@@ -27,5 +27,6 @@ struct context {
 
 // One per component with routes; each applies its migrations and adds its routes.
 // keel::result<void> mount_<component>(context& ctx);
+keel::result<void> mount_tsdb(context& ctx);
 
 }  // namespace showcase
