@@ -52,8 +52,9 @@ constexpr std::size_t frame_size = 1024;
 [[nodiscard]] constexpr std::uint64_t mask_of(unsigned width) noexcept {
   return width >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << width) - 1;
 }
-[[nodiscard]] unsigned width_of(std::uint64_t range) noexcept {
-  return range == 0 ? 0U : 64U - static_cast<unsigned>(std::countl_zero(range));
+[[nodiscard]] inline unsigned width_of(std::uint64_t range) noexcept {
+  // Branch-free: clz of (range | 1) is defined, and range == 0 takes one off.
+  return 64U - static_cast<unsigned>(std::countl_zero(range | 1)) - static_cast<unsigned>(range == 0);
 }
 
 void pack(const std::uint64_t* values, std::size_t n, unsigned width, bytes& out) {
@@ -164,45 +165,55 @@ width_plan plan_width(const std::array<std::uint32_t, 65>& histogram, std::size_
   return best;
 }
 
+/// A histogram of item widths, four-way split so increments of one bucket do not wait on each
+/// other through memory.
+std::array<std::uint32_t, 65> width_histogram(const std::uint64_t* items, std::size_t m) noexcept {
+  std::array<std::array<std::uint32_t, 65>, 4> h{};
+  std::size_t i = 0;
+  for (; i + 4 <= m; i += 4) {
+    ++h[0][width_of(items[i])];
+    ++h[1][width_of(items[i + 1])];
+    ++h[2][width_of(items[i + 2])];
+    ++h[3][width_of(items[i + 3])];
+  }
+  for (; i < m; ++i) ++h[0][width_of(items[i])];
+  for (std::size_t w = 0; w < 65; ++w) h[0][w] += h[1][w] + h[2][w] + h[3][w];
+  return h[0];
+}
+
 void encode_int_frame(const std::int64_t* x, std::size_t n, bytes& out, std::uint64_t* items) {
   const auto* u = reinterpret_cast<const std::uint64_t*>(x);
+  // Choose the transform by the total of item widths (a cheap, outlier-tolerant proxy for the
+  // patched size), then plan the width and patches on that transform's histogram.
+  // One pass for the minimum value and the minimum delta, one for the three costs.
   std::uint64_t lo = u[0] ^ (std::uint64_t{1} << 63);  // biased: unsigned order equals signed order
-  for (std::size_t i = 1; i < n; ++i) lo = std::min(lo, u[i] ^ (std::uint64_t{1} << 63));
+  std::int64_t dlo = std::numeric_limits<std::int64_t>::max();
+  bool overflow = false;
+  for (std::size_t i = 1; i < n; ++i) {
+    lo = std::min(lo, u[i] ^ (std::uint64_t{1} << 63));
+    std::int64_t signed_d;
+    overflow |= __builtin_sub_overflow(x[i], x[i - 1], &signed_d);
+    dlo = std::min(dlo, signed_d);
+  }
   const std::uint64_t base = lo ^ (std::uint64_t{1} << 63);
-  std::array<std::uint32_t, 65> h_ref{};
-  for (std::size_t i = 0; i < n; ++i) ++h_ref[width_of(u[i] - base)];
-  width_plan best = plan_width(h_ref, n);
-  best.bits += 64;
+  const auto udlo = static_cast<std::uint64_t>(dlo);
+  std::size_t cost_ref = 64 + width_of(u[0] - base);
+  std::size_t cost_zig = 64;
+  std::size_t cost_delta = 128;
+  for (std::size_t i = 1; i < n; ++i) {
+    const std::uint64_t d = u[i] - u[i - 1];
+    cost_ref += width_of(u[i] - base);
+    cost_zig += width_of(zigzag(d));
+    cost_delta += width_of(d - udlo);
+  }
   unsigned mode = 0;
   std::int64_t dmin = 0;
   if (n >= 2) {
-    std::array<std::uint32_t, 65> h_zig{};
-    std::int64_t dlo = std::numeric_limits<std::int64_t>::max();
-    bool overflow = false;
-    for (std::size_t i = 1; i < n; ++i) {
-      const std::uint64_t d = u[i] - u[i - 1];
-      ++h_zig[width_of(zigzag(d))];
-      std::int64_t signed_d;
-      overflow |= __builtin_sub_overflow(x[i], x[i - 1], &signed_d);
-      dlo = std::min(dlo, signed_d);
-    }
-    width_plan zig = plan_width(h_zig, n - 1);
-    zig.bits += 64;
-    if (zig.bits < best.bits) {
-      best = zig;
+    if (!overflow && cost_delta <= cost_zig && cost_delta < cost_ref) {
+      mode = 1;
+      dmin = dlo;
+    } else if (cost_zig < cost_ref) {
       mode = 2;
-    }
-    if (!overflow) {
-      std::array<std::uint32_t, 65> h_delta{};
-      for (std::size_t i = 1; i < n; ++i)
-        ++h_delta[width_of(u[i] - u[i - 1] - static_cast<std::uint64_t>(dlo))];
-      width_plan delta = plan_width(h_delta, n - 1);
-      delta.bits += 128;
-      if (delta.bits < best.bits) {
-        best = delta;
-        mode = 1;
-        dmin = dlo;
-      }
     }
   }
   std::size_t m = n;
@@ -215,6 +226,7 @@ void encode_int_frame(const std::int64_t* x, std::size_t n, bytes& out, std::uin
     m = n - 1;
     for (std::size_t i = 1; i < n; ++i) items[i - 1] = zigzag(u[i] - u[i - 1]);
   }
+  const width_plan best = plan_width(width_histogram(items, m), m);
   out.push_back(static_cast<std::uint8_t>(mode));
   out.push_back(static_cast<std::uint8_t>(best.width));
   put_le(out, best.patches, 2);
