@@ -220,6 +220,44 @@ TEST_SUITE("pg") {
                                               all.times.back() + 11, 86'400'000 + 3));
   }
 
+  TEST_CASE("gapfill works on rollup answers as on raw ones") {
+    keel::test::scratch_schema schema;
+    auto s = open_store(schema, {.rollups = {60'000}});
+    const auto id = s.series("gappy").value();
+    points p;
+    for (std::int64_t minute = 0; minute < 600; ++minute) {
+      if (minute % 37 >= 30) continue;   // 7-minute holes
+      if (minute % 101 == 50) continue;  // single missing minutes
+      for (std::int64_t k = 0; k < 6; ++k) {
+        p.times.push_back(minute * 60'000 + k * 10'000);
+        p.values.push_back(static_cast<double>(uniform(0, 1000)) / 10.0);
+      }
+    }
+    REQUIRE(s.append(id, p.times, p.values));
+    REQUIRE(s.flush());
+    for (const auto how : {tsdb::fill::locf, tsdb::fill::linear}) {
+      for (const std::size_t max_gap : {std::size_t{0}, std::size_t{1}, std::size_t{5}}) {
+        tsdb::query_plan plan;
+        const auto got = s.aggregate(id, 0, 600 * 60'000, 60'000, false, &plan).value();
+        CHECK(plan.rollup == 60'000);
+        const auto want = tsdb::aggregate(p.times, p.values, 0, 600 * 60'000, 60'000);
+        std::vector<double> got_avg;
+        std::vector<double> want_avg;
+        for (const auto& b : got) got_avg.push_back(b.avg());
+        for (const auto& b : want) want_avg.push_back(b.avg());
+        const auto a = tsdb::gapfill(got_avg, how, max_gap);
+        const auto b = tsdb::gapfill(want_avg, how, max_gap);
+        REQUIRE(a.size() == b.size());
+        std::size_t filled = 0;
+        for (std::size_t i = 0; i < a.size(); ++i) {
+          CHECK(close(a[i], b[i]));
+          if (std::isnan(got_avg[i]) && !std::isnan(a[i])) ++filled;
+        }
+        if (max_gap != 1) CHECK(filled > 0);
+      }
+    }
+  }
+
   TEST_CASE("retention drops whole old blocks and their rollups; compaction keeps every point") {
     keel::test::scratch_schema schema;
     auto s = open_store(schema, {.seal_count = 100, .rollups = {60'000}});
