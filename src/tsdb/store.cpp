@@ -560,6 +560,19 @@ result<std::vector<bucket>> store::aggregate(std::int64_t series, std::int64_t f
     for (const auto r : state_->options.rollups)
       if (width % r == 0 && bucket_start(from, r) == from && bucket_start(to, r) == to) resolution = r;
   }
+  if (resolution != 0 && state_->options.points_per_rollup_row != 0) {
+    // Exact is not enough: a rollup row costs far more to fetch than a point costs to decode, so
+    // a rollup only a few times coarser than the data is slower than the blocks.
+    auto stored = state_->conn.query(
+        "SELECT coalesce(sum(count), 0)::int8 FROM tsdb_blocks WHERE series_id = $1 AND last_time >= $2 AND "
+        "first_time < $3",
+        series, from, to);
+    if (!stored) return stored.error();
+    auto counted = stored->value<std::int64_t>();
+    const auto points = static_cast<double>(counted ? *counted : 0);
+    const double rows = static_cast<double>((to - from) / resolution);
+    if (rows * static_cast<double>(state_->options.points_per_rollup_row) > points) resolution = 0;
+  }
   if (resolution != 0) {
     auto rows = state_->conn.query(
         "SELECT bucket, count, sum, sum_squares, min, max, first, last, first_time, last_time FROM "

@@ -60,6 +60,9 @@ struct store_options {
   std::vector<std::int64_t> rollups = {60'000, 3'600'000};  ///< resolutions maintained on ingest
   encode_options encoding{};
   double units_per_second = 1000;  ///< 1000 for ms, 1e9 for ns (for rate())
+  /// aggregate() reads an exact rollup only when it has fewer rows than the stored points in range
+  /// divided by this (a rollup row costs about this many decoded points); 0: always use it.
+  std::size_t points_per_rollup_row = 32;
 };
 
 /// Which source answered an aggregate query (for tests and EXPLAIN-like output).
@@ -143,7 +146,8 @@ class store {
 
   /// time_bucket aggregation over [from, to) with buckets of `width` (at most 10 million buckets). Uses the
   /// coarsest rollup that answers exactly (width and range aligned to it, no percentiles, no last-write-wins
-  /// rewrites possible), else block summaries for blocks inside one bucket, else decoded points.
+  /// rewrites possible) when it is cheaper than the blocks (see store_options::points_per_rollup_row),
+  /// else block summaries for blocks inside one bucket, else decoded points.
   [[nodiscard]] result<std::vector<bucket>> aggregate(std::int64_t series, std::int64_t from, std::int64_t to,
                                                       std::int64_t width, bool percentiles = false,
                                                       query_plan* plan = nullptr);
