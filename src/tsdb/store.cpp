@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <numeric>
+#include <tuple>
 
 namespace keel::tsdb {
 namespace {
@@ -288,9 +289,29 @@ void seal_points(std::int64_t series, const std::vector<std::int64_t>& times,
   }
 }
 
+/// Merges rollup rows with the same (series, resolution, bucket) — two blocks of one flush may
+/// share a bucket — and orders them by key, so the upsert touches each row once and concurrent
+/// writers lock rows in the same order.
+void merge_rollups(std::vector<rollup_row>& rollups) {
+  auto key_less = [](const rollup_row& a, const rollup_row& b) {
+    return std::tie(a.series, a.resolution, a.b.start) < std::tie(b.series, b.resolution, b.b.start);
+  };
+  std::stable_sort(rollups.begin(), rollups.end(), key_less);
+  std::size_t out = 0;
+  for (std::size_t i = 0; i < rollups.size(); ++i) {
+    if (out > 0 && !key_less(rollups[out - 1], rollups[i])) {
+      rollups[out - 1].b.merge(rollups[i].b);
+    } else {
+      rollups[out++] = std::move(rollups[i]);
+    }
+  }
+  rollups.resize(out);
+}
+
 result<void> write_sealed(pg::connection& c, const std::vector<sealed_block>& blocks,
-                          const std::vector<rollup_row>& rollups) {
+                          std::vector<rollup_row>& rollups) {
   if (blocks.empty()) return {};
+  merge_rollups(rollups);
   auto tx = pg::transaction::begin(c);
   if (!tx) return tx.error();
   {
@@ -326,14 +347,11 @@ result<void> write_sealed(pg::connection& c, const std::vector<sealed_block>& bl
         return w.error();
     }
     if (auto f = copy->finish(); !f) return f.error();
-    // Merge into the stored rollups. Rows are grouped first (two blocks of one flush may share a
-    // bucket) and taken in key order, so concurrent writers lock rows in the same order.
+    // Merge into the stored rollups (rows are unique per key here, see merge_rollups).
     auto merged = c.query(R"sql(
 INSERT INTO tsdb_rollups AS r
-SELECT series_id, resolution, bucket, sum(count), sum(sum), sum(sum_squares), min(min), max(max),
-       (array_agg(first ORDER BY first_time))[1], (array_agg(last ORDER BY last_time DESC))[1],
-       min(first_time), max(last_time)
-FROM tsdb_rollup_stage GROUP BY series_id, resolution, bucket ORDER BY series_id, resolution, bucket
+SELECT series_id, resolution, bucket, count, sum, sum_squares, min, max, first, last, first_time, last_time
+FROM tsdb_rollup_stage ORDER BY series_id, resolution, bucket
 ON CONFLICT (series_id, resolution, bucket) DO UPDATE SET
   count = r.count + EXCLUDED.count, sum = r.sum + EXCLUDED.sum, sum_squares = r.sum_squares + EXCLUDED.sum_squares,
   min = least(r.min, EXCLUDED.min), max = greatest(r.max, EXCLUDED.max),
