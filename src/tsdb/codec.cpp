@@ -593,7 +593,8 @@ result<void> packed_decode_times(bytes_view in, std::size_t count, std::int64_t*
 // 8-byte values.
 
 KEEL_TSDB_MULTIVERSION
-bool decimal_encode_values(std::span<const double> values, bytes& out, bool force) {
+bool decimal_encode_values(std::span<const double> values, bytes& out, bool force,
+                           std::size_t* exception_count) {
   if (values.empty()) return true;
   double share = 0;
   const int e = choose_exponent(values, share);
@@ -616,6 +617,7 @@ bool decimal_encode_values(std::span<const double> values, bytes& out, bool forc
       }
       ints[i] = last;
     }
+    if (exception_count != nullptr) *exception_count += exceptions;
     put_le(out, exceptions, 2);
     encode_int_frame(ints.data(), n, out, scratch.data());
     for (std::size_t k = 0; k < exceptions; ++k) put_le(out, positions[k], 2);
@@ -703,11 +705,13 @@ result<bytes> encode_block(std::span<const std::int64_t> times, std::span<const 
     codecs::gorilla_encode_values(values, payload);
   } else if (options.codec == codec_choice::decimal) {
     codecs::decimal_encode_values(values, payload, true);
-  } else if (!codecs::decimal_encode_values(values, payload, false)) {
+  } else if (std::size_t exceptions = 0;
+             !codecs::decimal_encode_values(values, payload, false, &exceptions)) {
     vc = value_codec::gorilla;
     codecs::gorilla_encode_values(values, payload);
-  } else if (payload.size() - time_size > values.size() * 4) {
-    // Many exceptions (noisy data): Gorilla's XOR may win; keep whichever is smaller.
+  } else if (exceptions * 8 > values.size() || payload.size() - time_size > values.size() * 4) {
+    // Many exceptions, or many digits (where Gorilla's one-bit repeats can win, as on nyc29):
+    // encode with Gorilla too and keep the smaller. This is what makes such blocks encode slower.
     bytes alternative;
     codecs::gorilla_encode_values(values, alternative);
     if (alternative.size() < payload.size() - time_size) {

@@ -89,8 +89,10 @@ void gorilla_encode_values(std::span<const double> values, bytes& out);
 [[nodiscard]] result<void> gorilla_decode_values(bytes_view in, std::size_t count, double* out);
 void packed_encode_times(std::span<const std::int64_t> times, bytes& out);
 [[nodiscard]] result<void> packed_decode_times(bytes_view in, std::size_t count, std::int64_t* out);
-/// @returns false when the values are not decimal enough to pay off (then nothing is appended).
-bool decimal_encode_values(std::span<const double> values, bytes& out, bool force = false);
+/// @returns false when the values are not decimal enough to pay off (then nothing is appended);
+/// adds the number of values stored raw to `*exception_count` when given.
+bool decimal_encode_values(std::span<const double> values, bytes& out, bool force = false,
+                           std::size_t* exception_count = nullptr);
 [[nodiscard]] result<void> decimal_decode_values(bytes_view in, std::size_t count, double* out);
 }  // namespace codecs
 
