@@ -428,7 +428,7 @@ result<void> store::flush() {
 
 range_scan::range_scan(std::vector<stored_block> blocks, std::vector<std::int64_t> head_times,
                        std::vector<double> head_values, std::int64_t from, std::int64_t to, ordering policy)
-    : blocks_(std::move(blocks)), from_(from), to_(to) {
+    : blocks_(std::move(blocks)), from_(from), to_(to), policy_(policy) {
   // Blocks arrive ordered by first_time. When none overlap (and the head starts after them), the
   // scan decodes lazily; otherwise everything in range is merged up front: stably by time, blocks
   // in write order (id) and the head last, so "later" means written later.
@@ -475,7 +475,7 @@ bool range_scan::load_next_block() {
     if (b.id == std::numeric_limits<std::int64_t>::max()) {
       std::vector<std::int64_t> t = std::move(head_times_);
       std::vector<double> v = std::move(head_values_);
-      normalize(t, v, ordering::keep_both);
+      normalize(t, v, policy_);  // a head may hold rewrites (last_write_wins) and be unsorted
       times_ = std::move(t);
       values_ = std::move(v);
     } else if (auto r = decode_block(b.data, times_, values_); !r) {

@@ -130,6 +130,13 @@ TEST_SUITE("pg") {
     REQUIRE(s.compact(lww, 100));
     CHECK(read_all(s, lww, 0, 100).values == std::vector<double>{1, 8, 3, 4, 5, 6});
 
+    // Rewrites inside a head that overlaps no block.
+    const auto fresh = s.series("m", {{"p", "lww-head"}}, tsdb::ordering::last_write_wins).value();
+    REQUIRE(s.append(fresh, std::vector<std::int64_t>{30, 10, 30}, std::vector<double>{1, 2, 3}));
+    got = read_all(s, fresh, 0, 100);
+    CHECK(got.times == std::vector<std::int64_t>{10, 30});
+    CHECK(got.values == std::vector<double>{2, 3});
+
     const auto both = s.series("m", {{"p", "both"}}, tsdb::ordering::keep_both).value();
     REQUIRE(s.append(both, std::vector<std::int64_t>{10, 20, 20, 5}, std::vector<double>{1, 2, 3, 4}));
     REQUIRE(s.flush());

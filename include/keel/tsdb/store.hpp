@@ -105,6 +105,7 @@ class range_scan {
   std::vector<double> head_values_;
   std::int64_t from_;
   std::int64_t to_;
+  ordering policy_;
   error_code error_;
 };
 
