@@ -341,14 +341,15 @@ constexpr double scaled_limit = 2251799813685248.0;  // 2^51
 /// The integer n with n / 10^e == v bit for bit, if there is one.
 inline bool to_decimal(double v, double power, std::int64_t& n) noexcept {
   const double scaled = v * power;
-  if (!(std::fabs(scaled) < scaled_limit)) return false;  // also rejects NaN and infinities
+  const bool in_range = std::fabs(scaled) < scaled_limit;  // also false for NaN and infinities
   // scaled + magic holds round(scaled) in its low mantissa bits: the integer comes from the bits
   // and its exact double from subtracting the magic again, without conversion instructions.
   const double shifted = scaled + round_magic;
   n = static_cast<std::int64_t>(std::bit_cast<std::uint64_t>(shifted) -
                                 std::bit_cast<std::uint64_t>(round_magic));
   const double back = (shifted - round_magic) / power;
-  return std::bit_cast<std::uint64_t>(back) == std::bit_cast<std::uint64_t>(v);
+  // No early return: callers scale whole frames, and a branch-free body lets that loop vectorize.
+  return in_range & (std::bit_cast<std::uint64_t>(back) == std::bit_cast<std::uint64_t>(v));
 }
 
 /// The smallest exponent that represents the most sampled values, and the share it represents.
@@ -607,18 +608,25 @@ bool decimal_encode_values(std::span<const double> values, bytes& out, bool forc
   std::array<std::int64_t, frame_size> ints;
   std::array<std::uint64_t, frame_size> scratch;
   std::array<std::uint16_t, frame_size> positions;
+  std::array<std::uint8_t, frame_size> exact;
   std::int64_t last = 0;
   for (std::size_t at = 0; at < values.size(); at += frame_size) {
     const std::size_t n = std::min(frame_size, values.size() - at);
-    std::size_t exceptions = 0;
+    // Scale the whole frame without branches (so it vectorizes), then patch the exceptions.
+    const double* frame = values.data() + at;
     for (std::size_t i = 0; i < n; ++i) {
       std::int64_t v;
-      if (to_decimal(values[at + i], power, v)) [[likely]] {
-        last = v;
+      exact[i] = to_decimal(frame[i], power, v) ? 1 : 0;
+      ints[i] = v;
+    }
+    std::size_t exceptions = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (exact[i] != 0) [[likely]] {
+        last = ints[i];
       } else {
         positions[exceptions++] = static_cast<std::uint16_t>(i);
+        ints[i] = last;
       }
-      ints[i] = last;
     }
     if (exception_count != nullptr) *exception_count += exceptions;
     put_le(out, exceptions, 2);
