@@ -36,7 +36,7 @@ constexpr component components[] = {
     {"net", "HTTP + WebSocket server, router, JSON, Prometheus /metrics", "ready"},
     {"ledger", "double-entry ledger with Merkle proofs", "ready"},
     {"events", "event sourcing on Postgres", "planned"},
-    {"tsdb", "Gorilla-compressed time series in Postgres", "planned"},
+    {"tsdb", "compressed time series in Postgres: Gorilla + decimal codecs, rollups, LTTB", "ready"},
     {"ratelimit", "sliding-window rate limiting: in-process, Redis, Postgres", "ready"},
     {"jobs", "Postgres job queue with a web dashboard", "planned"},
     {"crdt", "CRDTs and a WebSocket sync server", "planned"},
@@ -220,6 +220,7 @@ int main(int argc, char** argv) {
       // {"<component>", showcase::mount_<component>},  one line per component, declared in showcase.hpp
       {"ledger", showcase::mount_ledger},
       {"ratelimit", showcase::mount_ratelimit},
+      {"tsdb", showcase::mount_tsdb},
   };
   for (const auto& [name, mount] : parts) {
     if (auto mounted = mount(context); !mounted) {

@@ -29,5 +29,6 @@ struct context {
 // keel::result<void> mount_<component>(context& ctx);
 keel::result<void> mount_ledger(context& ctx);
 keel::result<void> mount_ratelimit(context& ctx);
+keel::result<void> mount_tsdb(context& ctx);
 
 }  // namespace showcase

@@ -154,3 +154,27 @@ request GET /api/ledger/proof/2;                            expect 200 '"proof":
 request GET /api/ledger/proof/99;                           expect 400 '"error"'
 stop
 echo "showcase ledger: all checks passed"
+# ---- keel::tsdb: ingest, series, bucketed query with gapfill, LTTB plot page ----
+start
+request POST /api/tsdb/ingest '{"metric":"room_temp","labels":{"room":"lab"},"points":[[0,20.5],[60000,21.0],[180000,22.0]]}'
+expect 201 '"accepted":3'
+tsdb_id="$(sed -n 's/.*"series":\([0-9]*\).*/\1/p' <<<"$body")"
+request POST /api/tsdb/ingest '{"metric":"room_temp","labels":{"room":"lab"},"points":[[30000,1]]}'
+expect 409 'out-of-order'
+request POST /api/tsdb/ingest '{"metric":"room_temp","points":[["x",1]]}'
+expect 400 '"error"'
+request GET "/api/tsdb/series?metric=room_temp";  expect 200 '"room":"lab"'
+request GET "/api/tsdb/query?series=$tsdb_id&from=0&to=240000&step=60000&fill=linear"
+expect 200 '"count":0,"avg":2.15E1'
+request GET "/api/tsdb/query?series=$tsdb_id&from=0&to=240000&step=60000"
+expect 200 '"rollup":0'  # 4 rollup rows for 3 points: the blocks are cheaper
+request GET "/api/tsdb/plot?points=100";          expect 200 '"raw_points":10080'
+request GET "/tsdb?points=200";                   expect 200 '<polyline id="lttb"'
+request GET /;                                    expect 200 "/tsdb"
+stop
+start  # the demo series is seeded once, and ingested points persist
+request GET "/api/tsdb/plot?points=100";          expect 200 '"raw_points":10080'
+request GET "/api/tsdb/query?series=$tsdb_id&from=0&to=240000&step=240000"
+expect 200 '"count":3'
+stop
+echo "showcase tsdb: all checks passed"
