@@ -4,15 +4,22 @@
 #include "connection_state.hpp"
 
 #include <string>
+#include <string_view>
 
 #include <poll.h>
 
 namespace keel::pg {
 namespace {
 
-void log_notice(void*, const PGresult* notice) {
+// An idle session also hears about its own end this way: the server sends FATAL (e.g. after
+// pg_terminate_backend) a moment before it closes the socket, and libpq reports it as a notice.
+void on_notice(void* owner, const PGresult* notice) {
   const char* message = PQresultErrorField(notice, PG_DIAG_MESSAGE_PRIMARY);
   const char* severity = PQresultErrorField(notice, PG_DIAG_SEVERITY);
+  const char* level = PQresultErrorField(notice, PG_DIAG_SEVERITY_NONLOCALIZED);
+  if (level != nullptr && (std::string_view(level) == "FATAL" || std::string_view(level) == "PANIC")) {
+    static_cast<connection::state*>(owner)->server_ended_session = true;
+  }
   log::debug("postgres notice", {{"severity", severity != nullptr ? severity : ""},
                                  {"message", message != nullptr ? message : ""}});
 }
@@ -167,7 +174,8 @@ result<void> connection::state::open() {
     fail(errc::connection_failed, trimmed(PQerrorMessage(conn)), {});
     return errc::connection_failed;
   }
-  PQsetNoticeReceiver(conn, &log_notice, nullptr);
+  server_ended_session = false;
+  PQsetNoticeReceiver(conn, &on_notice, this);
   return {};
 }
 
@@ -269,7 +277,7 @@ bool connection::probe() noexcept {
     if (PQconsumeInput(c) == 0) break;
     while (PGnotify* n = PQnotifies(c)) PQfreemem(n);
   }
-  if (PQstatus(c) != CONNECTION_OK) {
+  if (PQstatus(c) != CONNECTION_OK || state_->server_ended_session) {
     state_->forget_all();
     return false;
   }

@@ -15,6 +15,7 @@ struct connection::state {
   std::string conninfo;
   connect_options options;
   diagnostics last_error;
+  bool server_ended_session = false;  ///< a FATAL notice arrived: the server is closing the session
 
   struct statement {
     std::string name;

@@ -8,12 +8,13 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <doctest/doctest.h>
-#include <support/pg.hpp>
 
 #include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <thread>
+
+#include <support/pg.hpp>
 
 using namespace keel;
 using namespace std::chrono_literals;
@@ -32,7 +33,8 @@ struct event_log {
     changed.notify_all();
   }
   // Waits for the next event of `kind`, discarding others before it.
-  std::optional<pg::listener_event> next(pg::listener_event::kind kind, std::chrono::milliseconds timeout = 10s) {
+  std::optional<pg::listener_event> next(pg::listener_event::kind kind,
+                                         std::chrono::milliseconds timeout = 10s) {
     std::unique_lock lock(mutex);
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
@@ -41,7 +43,8 @@ struct event_log {
         events.pop_front();
         if (e.what == kind) return e;
       }
-      if (changed.wait_until(lock, deadline) == std::cv_status::timeout && events.empty()) return std::nullopt;
+      if (changed.wait_until(lock, deadline) == std::cv_status::timeout && events.empty())
+        return std::nullopt;
     }
   }
 };
@@ -57,8 +60,8 @@ TEST_SUITE("pg") {
     asio::co_spawn(
         io,
         [&]() -> asio::awaitable<void> {
-          auto r = co_await pg::async_query(io.get_executor(), c, "SELECT $1::int8 * 2", pg::params(std::int64_t{21}),
-                                            asio::use_awaitable);
+          auto r = co_await pg::async_query(io.get_executor(), c, "SELECT $1::int8 * 2",
+                                            pg::params(std::int64_t{21}), asio::use_awaitable);
           from_coroutine = r.value<std::int64_t>().value();
           try {
             (void)co_await pg::async_query(io.get_executor(), c, "SELECT * FROM missing", pg::params(),
@@ -81,7 +84,8 @@ TEST_SUITE("pg") {
     CHECK(from_coroutine == 42);
     CHECK(failure == pg::errc::undefined_table);
     CHECK(callback_ran);
-    CHECK(c.query("SELECT 7::int8")->value<std::int64_t>().value() == 7);  // still usable synchronously
+    CHECK(c.query("SELECT 7::int8").value().value<std::int64_t>().value() ==
+          7);  // still usable synchronously
   }
 
   TEST_CASE("cancelling async_query cancels the statement on the server") {
@@ -90,8 +94,9 @@ TEST_SUITE("pg") {
     asio::io_context io;
     asio::cancellation_signal cancel;
     error_code outcome;
-    pg::async_query(io.get_executor(), c, "SELECT pg_sleep(30)", pg::params(),
-                    asio::bind_cancellation_slot(cancel.slot(), [&](error_code ec, pg::rows) { outcome = ec; }));
+    pg::async_query(
+        io.get_executor(), c, "SELECT pg_sleep(30)", pg::params(),
+        asio::bind_cancellation_slot(cancel.slot(), [&](error_code ec, pg::rows) { outcome = ec; }));
     asio::steady_timer timer(io, 200ms);
     timer.async_wait([&](error_code) { cancel.emit(asio::cancellation_type::terminal); });
     const auto started = std::chrono::steady_clock::now();
@@ -105,9 +110,10 @@ TEST_SUITE("pg") {
     asio::io_context io;
     auto guard = asio::make_work_guard(io);
     event_log log;
-    pg::listener listener(io.get_executor(),
-                          {.conninfo = schema.conninfo, .channels = {"jobs", "odd channel"}, .health_check_interval = 200ms},
-                          [&](const pg::listener_event& e) { log.push(e); });
+    pg::listener listener(
+        io.get_executor(),
+        {.conninfo = schema.conninfo, .channels = {"jobs", "odd channel"}, .health_check_interval = 200ms},
+        [&](const pg::listener_event& e) { log.push(e); });
     listener.start();
     std::thread runner([&] { io.run(); });
 
