@@ -38,7 +38,7 @@ constexpr component components[] = {
     {"events", "event sourcing on Postgres", "planned"},
     {"tsdb", "Gorilla-compressed time series in Postgres", "planned"},
     {"ratelimit", "sliding-window rate limiting: in-process, Redis, Postgres", "planned"},
-    {"jobs", "Postgres job queue with a web dashboard", "planned"},
+    {"jobs", "Postgres job queue with a web dashboard", "ready"},
     {"crdt", "CRDTs and a WebSocket sync server", "planned"},
     {"crypto", "envelope encryption and a secrets store", "planned"},
     {"dsl", "a query language compiled to parameterized SQL", "planned"},
@@ -218,6 +218,7 @@ int main(int argc, char** argv) {
   using mount_function = keel::result<void> (*)(showcase::context&);
   const std::vector<std::pair<const char*, mount_function>> parts = {
       // {"<component>", showcase::mount_<component>},  one line per component, declared in showcase.hpp
+      {"jobs", showcase::mount_jobs},
   };
   for (const auto& [name, mount] : parts) {
     if (auto mounted = mount(context); !mounted) {

@@ -27,5 +27,6 @@ struct context {
 
 // One per component with routes; each applies its migrations and adds its routes.
 // keel::result<void> mount_<component>(context& ctx);
+keel::result<void> mount_jobs(context& ctx);  // examples/showcase/jobs.cpp: /jobs dashboard, /api/jobs
 
 }  // namespace showcase

@@ -241,11 +241,11 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
     heartbeat_every = options.heartbeat_interval.count() > 0 ? options.heartbeat_interval : options.lease / 3;
     if (options.concurrency == 0) options.concurrency = 1;
     if (options.fetch_batch == 0) options.fetch_batch = 1;
+    if (options.prefetch == 0) options.prefetch = 4 * options.concurrency;
   }
 
-  // Jobs held at most: the handler threads plus as many waiting, so a handler never waits for
-  // a round trip to the database between two jobs.
-  [[nodiscard]] std::size_t capacity() const { return options.concurrency * 2; }
+  // Jobs held at most: one per handler thread plus the prefetched ones.
+  [[nodiscard]] std::size_t capacity() const { return options.concurrency + options.prefetch; }
 
   // Opens or re-opens a connection, waiting between attempts; false when asked to stop.
   bool ensure_connected(std::optional<pg::connection>& c, const bool& stop_flag, std::string_view role) {
@@ -284,8 +284,13 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
       std::vector<std::pair<std::string, std::size_t>> plan;  // queue, how many to fetch
       {
         std::unique_lock lock(mutex);
-        fetch_cv.wait_for(lock, options.poll_interval,
-                          [&] { return stopping_fetch || (fetch_wanted && held.size() < capacity()); });
+        fetch_cv.wait_for(lock, options.poll_interval, [&] {
+          // Fetch in batches: wait until a quarter of the slots are free, unless handlers
+          // have nothing left to start.
+          const auto free_slots = capacity() - std::min(capacity(), held.size());
+          return stopping_fetch ||
+                 (fetch_wanted && free_slots > 0 && (ready.empty() || free_slots >= capacity() / 4));
+        });
         if (stopping_fetch) break;
         fetch_wanted = false;
         std::size_t free = capacity() - std::min(capacity(), held.size());

@@ -106,10 +106,13 @@ struct queue_options {
 };
 
 struct worker_options {
-  std::string conninfo;                             ///< Postgres, as a URL or key=value pairs
-  std::vector<queue_options> queues{{}};            ///< the default queue unless set
-  std::size_t concurrency = 10;                     ///< handler threads
-  std::size_t fetch_batch = 500;                    ///< at most this many jobs per fetch
+  std::string conninfo;                   ///< Postgres, as a URL or key=value pairs
+  std::vector<queue_options> queues{{}};  ///< the default queue unless set
+  std::size_t concurrency = 10;           ///< handler threads
+  std::size_t fetch_batch = 500;          ///< at most this many jobs per fetch
+  /// Jobs held waiting for a free handler, so handlers never wait for a round trip; they are
+  /// leased like running ones (and handed back on stop()). 0: 4 × concurrency.
+  std::size_t prefetch = 0;
   std::chrono::milliseconds poll_interval{1000};    ///< fetch this often even without NOTIFY
   std::chrono::milliseconds lease{30'000};          ///< a job is rescued this long after its last heartbeat
   std::chrono::milliseconds heartbeat_interval{0};  ///< 0: lease / 3
