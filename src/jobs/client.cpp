@@ -111,10 +111,10 @@ SELECT ins.id, ins.unique_key, ins.state FROM ins CROSS JOIN woke)sql";
 // ON CONFLICT makes every row a speculative insertion; batches without unique keys skip it.
 std::string make_insert_sql(bool unique) {
   std::string sql(insert_sql_template);
-  const std::string_view clause =
-      unique ? "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND (unique_states & keel_jobs_state_bit(state)) "
-               "<> 0 DO NOTHING"
-             : "";
+  const std::string_view clause = unique ? "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND "
+                                           "(unique_states & keel_jobs_state_bit(state)) "
+                                           "<> 0 DO NOTHING"
+                                         : "";
   sql.replace(sql.find("{on_conflict}"), std::string_view("{on_conflict}").size(), clause);
   return sql;
 }

@@ -17,6 +17,9 @@ const char* describe(errc e) noexcept {
       return "the worker is already running; register handlers before start()";
     case errc::no_queues:
       return "the worker has no queues or no handlers; add queues to worker_options and call handle()";
+    case errc::invalid_schedule:
+      return "invalid cron expression: use five fields, minute hour day-of-month month day-of-week (UTC), "
+             "each *, a number, a range a-b, a step */n or a-b/n, or a comma-separated list";
   }
   return "unknown keel.jobs error";
 }

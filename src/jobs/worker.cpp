@@ -207,6 +207,7 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
   worker_options options;
   const keel::clock* clock;
   std::unordered_map<std::string, registered_kind> kinds;
+  std::vector<std::optional<cron_schedule>> schedules;  // one per options.periodic
   std::chrono::milliseconds heartbeat_every;
 
   std::mutex mutex;
@@ -558,9 +559,8 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
                 {{"jobs", static_cast<std::int64_t>(batch.size())}});
             return;
           }
-        } else {
-          static const bool never = false;
-          (void)ensure_connected(c, never, "control");
+        } else if (!ensure_connected(c, stopping_control, "control")) {
+          continue;  // stopping: the next round flushes what it can and returns
         }
       }
       if (!flush_acks(c, batch)) {
@@ -599,11 +599,18 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
       leading = false;
       return;
     }
-    for (const auto& p : options.periodic) {
-      const auto every_ms = std::max<std::int64_t>(1, p.every.count());
+    for (std::size_t i = 0; i < options.periodic.size(); ++i) {
+      const auto& p = options.periodic[i];
       const auto now_ms =
           std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
-      const auto slot = now_ms - now_ms % every_ms;
+      std::int64_t slot = 0;
+      if (schedules[i]) {
+        if (!schedules[i]->matches(now)) continue;
+        slot = now_ms - now_ms % 60'000;  // the matching minute
+      } else {
+        const auto every_ms = std::max<std::int64_t>(1, p.every.count());
+        slot = now_ms - now_ms % every_ms;
+      }
       new_job j = p.job;
       j.unique_key = "periodic:" + p.name + ":" + std::to_string(slot);
       j.unique_in = unique_states::all;
@@ -688,6 +695,16 @@ result<void> worker::start() {
     std::unique_lock lock(s.mutex);
     if (s.started) return errc::worker_running;
     if (s.options.queues.empty() || s.kinds.empty()) return errc::no_queues;
+    s.schedules.clear();
+    for (const auto& p : s.options.periodic) {
+      if (p.cron.empty()) {
+        s.schedules.emplace_back();
+        continue;
+      }
+      auto parsed = cron_schedule::parse(p.cron);
+      if (!parsed) return parsed.error();
+      s.schedules.emplace_back(*parsed);
+    }
   }
   // Fail early, and in the caller's thread, when Postgres cannot be reached.
   auto probe = pg::connection::connect(s.options.conninfo);

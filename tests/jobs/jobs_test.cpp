@@ -101,6 +101,36 @@ TEST_SUITE("unit") {
     CHECK(jobs::backoff(j, 1, 0.999) >= 1199ms);
   }
 
+  TEST_CASE("cron expressions match the minutes they name, in UTC") {
+    using namespace std::chrono;
+    auto at = [](int y, unsigned mo, unsigned d, int h, int mi) {
+      return keel::timestamp(sys_days(year{y} / month{mo} / day{d}) + hours(h) + minutes(mi) + seconds(17));
+    };
+    auto every_15 = jobs::cron_schedule::parse("*/15 * * * *").value();
+    CHECK(every_15.matches(at(2026, 11, 26, 3, 0)));
+    CHECK(every_15.matches(at(2026, 11, 26, 3, 45)));
+    CHECK_FALSE(every_15.matches(at(2026, 11, 26, 3, 44)));
+    // Weekdays 9-17 at minute 30; 2026-11-26 is a Thursday, 2026-11-29 a Sunday.
+    auto office = jobs::cron_schedule::parse("30 9-17 * * 1-5").value();
+    CHECK(office.matches(at(2026, 11, 26, 9, 30)));
+    CHECK_FALSE(office.matches(at(2026, 11, 26, 18, 30)));
+    CHECK_FALSE(office.matches(at(2026, 11, 29, 10, 30)));
+    // Sunday as 0 and as 7; lists and stepped ranges.
+    CHECK(jobs::cron_schedule::parse("0 0 * * 7").value().matches(at(2026, 11, 29, 0, 0)));
+    CHECK(jobs::cron_schedule::parse("0 0 * * 0").value().matches(at(2026, 11, 29, 0, 0)));
+    CHECK(jobs::cron_schedule::parse("5,10-20/5 * * * *").value().matches(at(2026, 1, 1, 0, 15)));
+    CHECK_FALSE(jobs::cron_schedule::parse("5,10-20/5 * * * *").value().matches(at(2026, 1, 1, 0, 16)));
+    // Both day fields restricted: either matches (the 1st, or any Monday).
+    auto either = jobs::cron_schedule::parse("0 12 1 * 1").value();
+    CHECK(either.matches(at(2026, 11, 1, 12, 0)));   // a Sunday, but the 1st
+    CHECK(either.matches(at(2026, 11, 30, 12, 0)));  // a Monday
+    CHECK_FALSE(either.matches(at(2026, 11, 26, 12, 0)));
+    for (const char* bad : {"", "* * * *", "60 * * * *", "* 24 * * *", "* * 0 * *", "* * * 13 *", "* * * * 8",
+                            "*/0 * * * *", "a * * * *", "5-1 * * * *", "* * * * * *"}) {
+      CHECK_MESSAGE(jobs::cron_schedule::parse(bad).error() == jobs::errc::invalid_schedule, bad);
+    }
+  }
+
   TEST_CASE("job states have names both ways") {
     for (int i = 0; i < 8; ++i) {
       const auto s = static_cast<jobs::job_state>(i);
@@ -508,6 +538,38 @@ TEST_SUITE("pg") {
     CHECK(eventually([&] { return !jobs::get_job(db.c, old_done); }));
     CHECK(jobs::get_job(db.c, old_dead));
     CHECK(jobs::get_job(db.c, fresh));
+    w.stop();
+  }
+
+  TEST_CASE("cron periodic jobs are enqueued once in each matching minute (manual clock)") {
+    schema_with_jobs db;
+    using namespace std::chrono;
+    // An even minute, 5 s in; the expression fires every second minute.
+    const auto base = floor<hours>(system_clock::now()) + minutes(2) + seconds(5);
+    keel::manual_clock clock(time_point_cast<nanoseconds>(base));
+    auto options = fast_options(db.conninfo);
+    options.clock = &clock;
+    options.periodic = {{.name = "report", .cron = "*/2 * * * *", .job = {.kind = "report"}}};
+    {
+      auto bad = options;
+      bad.periodic[0].cron = "*/2 * * *";
+      jobs::worker w(bad);
+      w.handle("report", [](const jobs::job_context&) { return jobs::job_result::done(); });
+      CHECK(w.start().error() == jobs::errc::invalid_schedule);
+    }
+    jobs::worker w(options);
+    w.handle("report", [](const jobs::job_context&) { return jobs::job_result::done(); });
+    REQUIRE(w.start());
+    auto reports = [&] { return count(db.c, "SELECT count(*) FROM keel_jobs WHERE kind = 'report'"); };
+    REQUIRE(eventually([&] { return reports() == 1; }));
+    clock.advance(30s);  // same minute
+    std::this_thread::sleep_for(400ms);
+    CHECK(reports() == 1);
+    clock.advance(60s);  // an odd minute: no slot
+    std::this_thread::sleep_for(400ms);
+    CHECK(reports() == 1);
+    clock.advance(60s);  // the next even minute
+    CHECK(eventually([&] { return reports() == 2; }));
     w.stop();
   }
 

@@ -5,6 +5,7 @@
 /// leader lock, the maintenance (rescue expired leases, periodic jobs, pruning).
 #include <keel/core/clock.hpp>
 #include <keel/jobs/client.hpp>
+#include <keel/jobs/cron.hpp>
 
 #include <boost/json/value.hpp>
 
@@ -78,11 +79,14 @@ struct retry_policy {
 [[nodiscard]] std::chrono::milliseconds backoff(const retry_policy& policy, std::int32_t failed_attempt,
                                                 double unit_random) noexcept;
 
-/// A job enqueued once per `every` across all workers (aligned to multiples of `every` since
-/// the Unix epoch), by the leader, with a unique key per slot.
+/// A job enqueued once per slot across all workers, by the leader, with a unique key per slot
+/// (so a leader change cannot enqueue a slot twice). Slots are multiples of `every` since the
+/// Unix epoch, or, when `cron` is set, the minutes it matches (UTC). A slot that passes while
+/// no worker leads is skipped, not caught up.
 struct periodic_job {
   std::string name;  ///< part of the unique key; keep it stable
   std::chrono::milliseconds every{std::chrono::minutes(1)};
+  std::string cron{};  ///< e.g. "*/15 9-17 * * 1-5"; overrides `every` when set
   new_job job;
 };
 
