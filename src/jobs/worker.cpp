@@ -350,7 +350,12 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
           ++held_per_queue[j->queue];
           ready.push_back(std::move(j));
         }
-        if (!got.empty()) work_cv.notify_all();
+        // Wake as many handlers as there are new jobs, not all of them.
+        if (got.size() >= options.concurrency) {
+          work_cv.notify_all();
+        } else {
+          for (std::size_t k = 0; k < got.size(); ++k) work_cv.notify_one();
+        }
       }
       if (full) {
         std::unique_lock lock(mutex);
@@ -456,9 +461,12 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
     held.erase(j.id);
     if (auto q = held_per_queue.find(j.queue); q != held_per_queue.end() && q->second > 0) --q->second;
     --running_handlers;
-    fetch_cv.notify_one();
-    control_cv.notify_one();
-    idle_cv.notify_all();
+    // Wake only the threads that have something to do now: the fetcher once a batch's worth of
+    // slots is free (or the handlers ran dry), the control thread for the first ack of a batch.
+    const auto free_slots = capacity() - std::min(capacity(), held.size());
+    if (fetch_wanted && (ready.empty() || free_slots >= capacity() / 4)) fetch_cv.notify_one();
+    if (acks.size() == 1) control_cv.notify_one();
+    if (stopping_handlers) idle_cv.notify_all();
     lock.unlock();
     if (options.observer) options.observer->finished(j.queue, j.kind, reported, run_time);
   }
