@@ -479,9 +479,12 @@ TEST_SUITE("pg") {
     });
     REQUIRE(w.start());
     REQUIRE(eventually([&] { return state_of(db.c, c) == "completed"; }));
-    std::lock_guard lock(m);
-    REQUIRE(order.size() == 3);
-    CHECK(order[2] == "c");
+    {
+      // Not held past this block: a handler may still take it, and stop() waits for handlers.
+      std::lock_guard lock(m);
+      REQUIRE(order.size() == 3);
+      CHECK(order[2] == "c");
+    }
     // Depending on jobs that already completed: runnable at once.
     auto d = jobs::enqueue(db.c, {.kind = "step", .args = R"({"name": "d"})", .depends_on = {a}}).value().id;
     CHECK(state_of(db.c, d) != "pending");
