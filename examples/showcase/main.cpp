@@ -34,10 +34,10 @@ constexpr component components[] = {
     {"core", "errors, bytes, hashing, signatures, varints, bit streams, clocks, logging", "ready"},
     {"pg", "libpq done right: pool, transactions, COPY, pipeline, LISTEN/NOTIFY, migrations", "ready"},
     {"net", "HTTP + WebSocket server, router, JSON, Prometheus /metrics", "ready"},
-    {"ledger", "double-entry ledger with Merkle proofs", "planned"},
+    {"ledger", "double-entry ledger with Merkle proofs", "ready"},
     {"events", "event sourcing on Postgres", "planned"},
-    {"tsdb", "Gorilla-compressed time series in Postgres", "planned"},
-    {"ratelimit", "sliding-window rate limiting: in-process, Redis, Postgres", "planned"},
+    {"tsdb", "compressed time series in Postgres: Gorilla + decimal codecs, rollups, LTTB", "ready"},
+    {"ratelimit", "sliding-window rate limiting: in-process, Redis, Postgres", "ready"},
     {"jobs", "Postgres job queue with a web dashboard", "ready"},
     {"crdt", "CRDTs and a WebSocket sync server", "planned"},
     {"crypto", "envelope encryption and a secrets store", "planned"},
@@ -218,6 +218,9 @@ int main(int argc, char** argv) {
   using mount_function = keel::result<void> (*)(showcase::context&);
   const std::vector<std::pair<const char*, mount_function>> parts = {
       // {"<component>", showcase::mount_<component>},  one line per component, declared in showcase.hpp
+      {"ledger", showcase::mount_ledger},
+      {"ratelimit", showcase::mount_ratelimit},
+      {"tsdb", showcase::mount_tsdb},
       {"jobs", showcase::mount_jobs},
   };
   for (const auto& [name, mount] : parts) {

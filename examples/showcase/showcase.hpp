@@ -27,6 +27,9 @@ struct context {
 
 // One per component with routes; each applies its migrations and adds its routes.
 // keel::result<void> mount_<component>(context& ctx);
+keel::result<void> mount_ledger(context& ctx);
+keel::result<void> mount_ratelimit(context& ctx);
+keel::result<void> mount_tsdb(context& ctx);
 keel::result<void> mount_jobs(context& ctx);  // examples/showcase/jobs.cpp: /jobs dashboard, /api/jobs
 
 }  // namespace showcase

@@ -77,6 +77,108 @@ stop
 pgrep -f "postgres -D $work/pg" >/dev/null && fail "postgres still running after the showcase stopped"
 echo "showcase: all checks passed"
 
+# ---- keel::ratelimit: /api/ratelimit/demo allows 5 requests per 10 s per client, then 429 ----
+ratelimit_checks() {
+  local head
+  for i in 1 2 3 4 5; do
+    exec 3<>"/dev/tcp/127.0.0.1/$port"
+    printf 'GET /api/ratelimit/demo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' >&3
+    head="$(cat <&3)"; exec 3<&-
+    [[ "$head" == "HTTP/1.1 200"* ]] || fail "ratelimit demo request $i: $head"
+    [[ "$head" == *'RateLimit-Policy: "api";q=200;w=4, "api/1";q=20000;w=3600, "demo";q=5;w=10'* ]] ||
+      fail "ratelimit demo request $i lacks RateLimit-Policy: $head"
+  done
+  [[ "$head" == *'"warning":"demo"'* ]] || fail "the 5th demo request should carry the soft-limit warning: $head"
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf 'GET /api/ratelimit/demo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' >&3
+  head="$(cat <&3)"; exec 3<&-
+  [[ "$head" == "HTTP/1.1 429"* ]] || fail "the 6th demo request should be 429: $head"
+  [[ "$head" == *$'Retry-After: '[0-9]* ]] || fail "429 without Retry-After: $head"
+  [[ "$head" == *'"demo";r=0;t='* ]] || fail "429 without RateLimit: $head"
+  request GET /api/ratelimit/policies;    expect 200 '"name":"demo"'
+  request GET /metrics;                   expect 200 'ratelimit_decisions_total{policy="demo",outcome="denied"} 1'
+}
+start
+ratelimit_checks
+stop
+echo "showcase: ratelimit checks passed"
+
+# Policies from a file, reloaded over HTTP: a bad file is refused with the field named and the
+# policies in force stay.
+cat >"$work/policies.json" <<'JSON'
+{"policies": [{"name": "filed", "key": ["ip"], "routes": ["/api/components"],
+               "limits": [{"algorithm": "gcra", "limit": 2, "period": "1m"}]}]}
+JSON
+export KEEL_RATELIMIT_POLICIES="$work/policies.json"
+start
+request GET /api/components;              expect 200 '"name":"core"'
+cat >"$work/policies.json" <<'JSON'
+{"policies": [{"name": "filed", "limits": [{"limit": 2, "period": "one minute"}]}]}
+JSON
+request POST /api/ratelimit/reload;       expect 400 'policies[0].limits[0].period: expected a duration'
+request GET /api/components;              expect 200 '"name":"core"'
+request GET /api/components;              expect 429 'rate limit \"filed\" exceeded'
+stop
+unset KEEL_RATELIMIT_POLICIES
+echo "showcase: ratelimit policy file checks passed"
+# ---------------------------------------------------------------- keel::ledger
+# Accounts and transfers as JSON (amounts as strings), result codes per event, bad input gets
+# a 400 or a result code and changes nothing, balances as of a sequence, statement, checkpoint,
+# inclusion proof.
+start
+request POST /api/ledger/accounts '{"accounts":[{"id":"1","ledger":1,"code":1},{"id":"2","ledger":1,"code":1,"flags":2}]}'
+expect 200 '"results":[{"index":0,"result":"ok"},{"index":1,"result":"ok"}]'
+request POST /api/ledger/accounts '{"accounts":[{"id":"1","ledger":1,"code":1}]}'; expect 200 '"result":"exists"'
+request POST /api/ledger/transfers '{"transfers":[{"id":"10","debit_account_id":"1","credit_account_id":"2","amount":"250","ledger":1,"code":1}]}'
+expect 200 '"result":"ok"'
+request POST /api/ledger/transfers '{"transfers":[{"id":"11","debit_account_id":"1","credit_account_id":"99","amount":"5","ledger":1,"code":1}]}'
+expect 200 '"result":"credit_account_not_found"'
+request POST /api/ledger/transfers '{"transfers":[{"id":"12","debit_account_id":"1","credit_account_id":"2","amount":"0","ledger":1,"code":1}]}'
+expect 200 '"result":"amount_must_not_be_zero"'
+request POST /api/ledger/transfers '{"transfers":[{"id":"13","debit_account_id":"2","credit_account_id":"1","amount":"1000","ledger":1,"code":1}]}'
+expect 200 '"result":"exceeds_credits"'
+request POST /api/ledger/transfers '{"transfers":[{"id":"14","debit_account_id":"1","credit_account_id":"2","amount":"340282366920938463463374607431768211455","ledger":1,"code":1}]}'
+expect 200 '"result":"overflows_debits_posted"'
+request POST /api/ledger/transfers '{"transfers":[{"id":"15","debit_account_id":"1","credit_account_id":"2","amount":"340282366920938463463374607431768211456","ledger":1,"code":1}]}'
+expect 400 '"error"'
+request POST /api/ledger/transfers '{"transfers":[{"id":"16","debit_account_id":"1","credit_account_id":"2","amount":5,"ledger":1,"code":1}]}'
+expect 400 '"error"'
+request POST /api/ledger/transfers '{"transfers":[{"id":"17",'; expect 400 '"error"'
+request GET /api/ledger/accounts/2/balance;                 expect 200 '"credits_posted":"250"'
+request GET '/api/ledger/accounts/2/balance?as_of_sequence=1'; expect 200 '"credits_posted":"0"'
+request GET /api/ledger/accounts/1/balance;                 expect 200 '"debits_posted":"250"'
+request GET /api/ledger/accounts/77/balance;                expect 404 '"error"'
+request GET '/api/ledger/accounts/1/statement?limit=10';    expect 200 '"transfer_id":"10"'
+request GET /api/ledger/checkpoint;                         expect 200 '"tree_size":3'
+request GET /api/ledger/proof/2;                            expect 200 '"proof":['
+request GET /api/ledger/proof/99;                           expect 400 '"error"'
+stop
+echo "showcase ledger: all checks passed"
+# ---- keel::tsdb: ingest, series, bucketed query with gapfill, LTTB plot page ----
+start
+request POST /api/tsdb/ingest '{"metric":"room_temp","labels":{"room":"lab"},"points":[[0,20.5],[60000,21.0],[180000,22.0]]}'
+expect 201 '"accepted":3'
+tsdb_id="$(sed -n 's/.*"series":\([0-9]*\).*/\1/p' <<<"$body")"
+request POST /api/tsdb/ingest '{"metric":"room_temp","labels":{"room":"lab"},"points":[[30000,1]]}'
+expect 409 'out-of-order'
+request POST /api/tsdb/ingest '{"metric":"room_temp","points":[["x",1]]}'
+expect 400 '"error"'
+request GET "/api/tsdb/series?metric=room_temp";  expect 200 '"room":"lab"'
+request GET "/api/tsdb/query?series=$tsdb_id&from=0&to=240000&step=60000&fill=linear"
+expect 200 '"count":0,"avg":2.15E1'
+request GET "/api/tsdb/query?series=$tsdb_id&from=0&to=240000&step=60000"
+expect 200 '"rollup":0'  # 4 rollup rows for 3 points: the blocks are cheaper
+request GET "/api/tsdb/plot?points=100";          expect 200 '"raw_points":10080'
+request GET "/tsdb?points=200";                   expect 200 '<polyline id="lttb"'
+request GET /;                                    expect 200 "/tsdb"
+stop
+start  # the demo series is seeded once, and ingested points persist
+request GET "/api/tsdb/plot?points=100";          expect 200 '"raw_points":10080'
+request GET "/api/tsdb/query?series=$tsdb_id&from=0&to=240000&step=240000"
+expect 200 '"count":3'
+stop
+echo "showcase tsdb: all checks passed"
+
 # --- keel::jobs: the /jobs dashboard and its JSON API ------------------------------------------
 start
 request GET /jobs;                                               expect 200 "keel jobs"

@@ -1,0 +1,281 @@
+// keel::ratelimit benchmarks; headline counter: decisions_per_second.
+//   memory_decide/keys:K/threads:T   the in-process backend, one GCRA limit, K distinct keys
+//   limiter_check/keys:K             the whole limiter path (policy match, key building, metrics)
+//   redis_pipelined/depth:D          Redis backend, one connection, D decisions per round trip,
+//                                    10k keys, against a redis-server this binary starts
+//   redis_benchmark_ceiling/...      redis-benchmark -P 16 running the same script by EVALSHA
+//                                    on the same server, in the same run: the ceiling
+#include <keel/ratelimit.hpp>
+#include <keel/ratelimit/redis.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <condition_variable>
+#include <csignal>
+#include <cstdio>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace rl = keel::ratelimit;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::vector<std::string> make_keys(std::size_t n) {
+  std::vector<std::string> keys;
+  keys.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) keys.push_back("rl:api#0|8:" + std::to_string(10'000'000 + i));
+  return keys;
+}
+
+rl::memory_backend& shared_store() {
+  static rl::memory_backend store({.shards = 256, .max_keys = 1'000'000});
+  return store;
+}
+
+void memory_decide(benchmark::State& state) {
+  static const auto all_keys = make_keys(100'000);
+  const std::span<const std::string> keys(all_keys.data(), static_cast<std::size_t>(state.range(0)));
+  // Generous enough that most decisions allow and spend, as in production.
+  static const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 1'000'000'000, .period = 1s};
+  auto& store = shared_store();
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919;
+  rl::decision d;
+  for (auto _ : state) {
+    const rl::keyed_limit k{keys[i % keys.size()], &l};
+    if (!store.decide({&k, 1}, 1, {&d, 1})) state.SkipWithError("decide failed");
+    benchmark::DoNotOptimize(d);
+    i += 1;
+  }
+  state.counters["decisions_per_second"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(memory_decide)->ArgName("keys")->Arg(1)->Arg(100'000)->Threads(1)->Threads(2)->UseRealTime();
+
+// The same with the time passed in (decide_at), read once per 64 decisions: what a caller that
+// already holds a timestamp (an event loop tick, a batch) pays. The clock read is ~20 ns here.
+void memory_decide_at(benchmark::State& state) {
+  static const auto all_keys = make_keys(100'000);
+  const std::span<const std::string> keys(all_keys.data(), static_cast<std::size_t>(state.range(0)));
+  static const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 1'000'000'000, .period = 1s};
+  auto& store = shared_store();
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919;
+  rl::decision d;
+  std::int64_t now = 0;
+  for (auto _ : state) {
+    if (i % 64 == 0) now = std::chrono::steady_clock::now().time_since_epoch().count();
+    const rl::keyed_limit k{keys[i % keys.size()], &l};
+    if (!store.decide_at(now, {&k, 1}, 1, {&d, 1})) state.SkipWithError("decide failed");
+    benchmark::DoNotOptimize(d);
+    i += 1;
+  }
+  state.counters["decisions_per_second"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(memory_decide_at)->ArgName("keys")->Arg(1)->Arg(100'000)->Threads(1)->Threads(2)->UseRealTime();
+
+void memory_decide_algorithm(benchmark::State& state) {
+  static const auto keys = make_keys(100'000);
+  const auto a = static_cast<rl::algorithm>(state.range(0));
+  const rl::limit l{
+      .algorithm = a, .count = a == rl::algorithm::sliding_log ? 100U : 1'000'000U, .period = 1s};
+  rl::memory_backend store({.max_keys = 1'000'000});
+  std::size_t i = 0;
+  rl::decision d;
+  for (auto _ : state) {
+    const rl::keyed_limit k{keys[i++ % keys.size()], &l};
+    if (!store.decide({&k, 1}, 1, {&d, 1})) state.SkipWithError("decide failed");
+    benchmark::DoNotOptimize(d);
+  }
+  state.SetLabel(std::string(rl::to_string(a)));
+  state.counters["decisions_per_second"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(memory_decide_algorithm)->ArgName("algorithm")->DenseRange(0, 3);
+
+void limiter_check(benchmark::State& state) {
+  rl::memory_backend store({.max_keys = 1'000'000});
+  rl::limiter limiter(store, {.cache_blocked_keys = false});
+  rl::policy_set set;
+  set.policies.push_back(
+      {.name = "api",
+       .key_by = {rl::attribute::ip},
+       .routes = {"/api/*"},
+       .limits = {{.algorithm = rl::algorithm::gcra, .count = 1'000'000'000, .period = 1s}}});
+  if (!limiter.set_policies(set)) state.SkipWithError("bad policies");
+  std::vector<std::string> ips;
+  for (std::int64_t i = 0; i < state.range(0); ++i)
+    ips.push_back("10." + std::to_string(i / 65536) + "." + std::to_string(i / 256 % 256) + "." +
+                  std::to_string(i % 256));
+  std::size_t i = 0;
+  for (auto _ : state) {
+    const auto v = limiter.check({.path = "/api/items", .ip = ips[i++ % ips.size()]});
+    benchmark::DoNotOptimize(v.outcome);
+  }
+  state.counters["decisions_per_second"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(limiter_check)->ArgName("keys")->Arg(1)->Arg(100'000);
+
+// ---- Redis ----------------------------------------------------------------------------------
+
+struct redis_process {
+  std::uint16_t port = 0;
+  pid_t pid = -1;
+  std::string error;
+
+  redis_process() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      error = "no free port";
+    }
+    ::close(fd);
+    port = ntohs(addr.sin_port);
+    const std::string port_text = std::to_string(port);
+    pid = ::fork();
+    if (pid == 0) {
+      const int quiet = ::open("/dev/null", O_WRONLY);
+      ::dup2(quiet, 1);
+      ::dup2(quiet, 2);
+      ::execlp("redis-server", "redis-server", "--port", port_text.c_str(), "--bind", "127.0.0.1", "--save",
+               "", "--appendonly", "no", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    for (int i = 0; i < 200; ++i) {
+      if (auto c = rl::redis_connection::connect({.port = port})) {
+        if (auto pong = c->command({"PING"}); pong && pong->text == "PONG") return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    error = "redis-server did not start (is the redis-server package installed?)";
+  }
+  ~redis_process() {
+    if (pid > 0) {
+      ::kill(pid, SIGTERM);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
+redis_process& redis() {
+  static redis_process instance;
+  return instance;
+}
+
+void redis_pipelined(benchmark::State& state) {
+  if (!redis().error.empty()) return state.SkipWithError(redis().error.c_str());
+  static const auto keys = make_keys(10'000);
+  static const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 1'000'000'000, .period = 1s};
+  rl::redis_backend store(
+      {.port = redis().port, .max_connections = 1, .command_timeout = std::chrono::seconds(5)});
+  const auto depth = static_cast<std::size_t>(state.range(0));
+  std::vector<rl::keyed_limit> limits(depth);
+  std::vector<rl::decision> out(depth);
+  std::vector<rl::batch_request> batch(depth);
+  std::size_t next = 0;
+  for (auto _ : state) {
+    for (std::size_t i = 0; i < depth; ++i) {
+      limits[i] = {keys[next++ % keys.size()], &l};
+      batch[i] = {{&limits[i], 1}, 1, {&out[i], 1}};
+    }
+    if (!store.decide_batch(batch)) return state.SkipWithError("redis decide failed");
+  }
+  state.counters["decisions_per_second"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * static_cast<double>(depth), benchmark::Counter::kIsRate);
+}
+BENCHMARK(redis_pipelined)->ArgName("depth")->Arg(1)->Arg(16)->Arg(128)->UseRealTime();
+
+// async_decide from one thread, D requests in flight on one connection: the client coalesces
+// them into writes by itself (no explicit batch).
+void redis_async(benchmark::State& state) {
+  if (!redis().error.empty()) return state.SkipWithError(redis().error.c_str());
+  static const auto keys = make_keys(10'000);
+  static const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 1'000'000'000, .period = 1s};
+  rl::redis_backend store(
+      {.port = redis().port, .max_connections = 1, .command_timeout = std::chrono::seconds(5)});
+  const auto depth = static_cast<std::size_t>(state.range(0));
+  std::vector<rl::keyed_limit> limits(depth);
+  std::vector<rl::decision> out(depth);
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::size_t done = 0;
+  bool failed = false;
+  std::size_t next = 0;
+  for (auto _ : state) {
+    {
+      std::lock_guard guard(mutex);
+      done = 0;
+    }
+    for (std::size_t i = 0; i < depth; ++i) {
+      limits[i] = {keys[next++ % keys.size()], &l};
+      store.async_decide({&limits[i], 1}, 1, {&out[i], 1}, [&](keel::error_code ec) {
+        std::lock_guard guard(mutex);
+        failed = failed || static_cast<bool>(ec);
+        if (++done == depth) cv.notify_one();
+      });
+    }
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [&] { return done == depth; });
+    if (failed) return state.SkipWithError("redis decide failed");
+  }
+  state.counters["decisions_per_second"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * static_cast<double>(depth), benchmark::Counter::kIsRate);
+}
+BENCHMARK(redis_async)->ArgName("in_flight")->Arg(128)->UseRealTime();
+
+// redis-benchmark running our own script by EVALSHA (loaded first), pipelined 16 deep, over
+// 10k random keys: what Redis itself can do with this script, without our client.
+void redis_benchmark_ceiling(benchmark::State& state) {
+  if (!redis().error.empty()) return state.SkipWithError(redis().error.c_str());
+  auto c = rl::redis_connection::connect({.port = redis().port});
+  if (!c) return state.SkipWithError("cannot connect");
+  auto sha = c->command({"SCRIPT", "LOAD", rl::redis_backend::decide_script()});
+  if (!sha || sha->type != rl::resp_value::kind::bulk_string)
+    return state.SkipWithError("SCRIPT LOAD failed");
+  const auto clients = state.range(0);
+  const std::string command = "redis-benchmark -q -p " + std::to_string(redis().port) + " -c " +
+                              std::to_string(clients) + " -P 16 -n 300000 -r 10000 EVALSHA " + sha->text +
+                              " 1 rl:bench:__rand_int__ 1 2 1000000000 1000000 1000000000 0 2>/dev/null";
+  double rate = 0;
+  for (auto _ : state) {
+    FILE* p = ::popen(command.c_str(), "r");
+    if (p == nullptr) return state.SkipWithError("cannot run redis-benchmark (redis-tools)");
+    char line[4096];
+    std::string all;
+    while (std::fgets(line, sizeof line, p) != nullptr) all += line;
+    ::pclose(p);
+    // "EVALSHA ...: 123456.78 requests per second" (the last number before "requests").
+    const auto at = all.rfind(" requests per second");
+    if (at == std::string::npos)
+      return state.SkipWithError(("unexpected redis-benchmark output: " + all).c_str());
+    const auto start = all.rfind(' ', at - 1);
+    rate = std::stod(all.substr(start + 1, at - start - 1));
+  }
+  state.counters["evalsha_per_second"] = rate;
+  state.SetLabel("redis-benchmark -P 16 -c " + std::to_string(clients));
+}
+BENCHMARK(redis_benchmark_ceiling)->ArgName("clients")->Arg(1)->Arg(50)->Iterations(1)->UseRealTime();
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

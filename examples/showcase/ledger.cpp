@@ -1,0 +1,276 @@
+// keel::ledger in the showcase: accounts and transfers as JSON (128-bit ids and amounts as
+// decimal strings), balances as of a point, statements, signed checkpoints, inclusion proofs.
+#include <keel/ledger.hpp>
+#include <keel/ledger/pg_engine.hpp>
+
+#include "showcase.hpp"
+
+#include <boost/json.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace showcase {
+
+namespace {
+
+namespace ledger = keel::ledger;
+namespace net = keel::net;
+using json = boost::json::value;
+
+// Reads a u128 given as a decimal string (JSON numbers cannot hold 128 bits exactly).
+std::optional<ledger::u128> u128_field(const boost::json::object& o, std::string_view key, bool required) {
+  const auto* v = o.if_contains(key);
+  if (v == nullptr) return required ? std::nullopt : std::optional<ledger::u128>(0);
+  if (!v->is_string()) return std::nullopt;
+  auto parsed = ledger::parse_u128(std::string_view(v->as_string()));
+  if (!parsed) return std::nullopt;
+  return *parsed;
+}
+
+template <class T>
+std::optional<T> uint_field(const boost::json::object& o, std::string_view key, bool required) {
+  const auto* v = o.if_contains(key);
+  if (v == nullptr) return required ? std::nullopt : std::optional<T>(T{0});
+  std::uint64_t n = 0;
+  if (v->is_uint64())
+    n = v->as_uint64();
+  else if (v->is_int64() && v->as_int64() >= 0)
+    n = static_cast<std::uint64_t>(v->as_int64());
+  else
+    return std::nullopt;
+  if (n > std::numeric_limits<T>::max()) return std::nullopt;
+  return static_cast<T>(n);
+}
+
+json balance_json(const ledger::balance& b) {
+  return boost::json::object{{"debits_pending", ledger::to_string(b.debits_pending)},
+                             {"debits_posted", ledger::to_string(b.debits_posted)},
+                             {"credits_pending", ledger::to_string(b.credits_pending)},
+                             {"credits_posted", ledger::to_string(b.credits_posted)}};
+}
+
+net::response bad_request(std::string_view detail) {
+  return net::error_response(net::status::bad_request, "invalid ledger request", detail);
+}
+
+// ?as_of_sequence=N or ?as_of_timestamp=NS (nanoseconds since the epoch); neither: now.
+std::optional<ledger::as_of> as_of_param(const net::request& req) {
+  const auto parse = [](std::string_view text) -> std::optional<std::uint64_t> {
+    auto v = ledger::parse_u128(text);
+    if (!v || *v > UINT64_MAX) return std::nullopt;
+    return static_cast<std::uint64_t>(*v);
+  };
+  if (auto s = req.query_param("as_of_sequence")) {
+    auto v = parse(*s);
+    if (!v) return std::nullopt;
+    return ledger::as_of::at_sequence(*v);
+  }
+  if (auto t = req.query_param("as_of_timestamp")) {
+    auto v = parse(*t);
+    if (!v) return std::nullopt;
+    return ledger::as_of::at_time(*v);
+  }
+  return ledger::as_of::now();
+}
+
+net::response engine_error(const keel::error_code& ec) {
+  if (ec == ledger::errc::unknown_account) return net::error_response(net::status::not_found, ec);
+  if (ec == ledger::errc::sequence_out_of_range || ec == ledger::errc::invalid_argument ||
+      ec == ledger::errc::batch_too_large)
+    return net::error_response(net::status::bad_request, ec);
+  return net::error_response(net::status::internal_server_error, ec);
+}
+
+}  // namespace
+
+keel::result<void> mount_ledger(context& ctx) {
+  {
+    auto c = ctx.pool.acquire();
+    if (!c) return c.error();
+    if (auto migrated = ledger::migrate(**c); !migrated) return migrated.error();
+  }
+  // The showcase signs checkpoints with a key made at start-up; its public half is in each one.
+  auto key = std::make_shared<keel::ed25519_private_key>(keel::ed25519_private_key::generate());
+  auto& pool = ctx.pool;
+
+  ctx.server.post(
+      "/api/ledger/accounts", net::json_handler([&pool](const net::request&, const json& body) {
+        const auto* list = body.is_object() ? body.as_object().if_contains("accounts") : nullptr;
+        if (list == nullptr || !list->is_array() || list->as_array().empty() ||
+            list->as_array().size() > ledger::max_batch)
+          return bad_request(
+              "send {\"accounts\": [{\"id\": \"1\", \"ledger\": 1, \"code\": 1, \"flags\": 0}, ...]}");
+        std::vector<ledger::account> batch;
+        for (const auto& item : list->as_array()) {
+          if (!item.is_object()) return bad_request("each account is an object");
+          const auto& o = item.as_object();
+          const auto id = u128_field(o, "id", true);
+          const auto user_data = u128_field(o, "user_data", false);
+          const auto ledger_id = uint_field<std::uint32_t>(o, "ledger", true);
+          const auto code = uint_field<std::uint16_t>(o, "code", true);
+          const auto flags = uint_field<std::uint16_t>(o, "flags", false);
+          if (!id || !user_data || !ledger_id || !code || !flags)
+            return bad_request(
+                "id and user_data are decimal strings (0 .. 2^128-1); ledger, code, flags are numbers");
+          batch.push_back({.id = *id,
+                           .user_data = *user_data,
+                           .ledger = *ledger_id,
+                           .code = *code,
+                           .flags = *flags,
+                           .timestamp = 0,
+                           .balances = {}});
+        }
+        auto c = pool.acquire();
+        if (!c) return net::error_response(net::status::service_unavailable, c.error());
+        ledger::pg_engine engine(**c);
+        auto results = engine.create_accounts(batch);
+        if (!results) return engine_error(results.error());
+        boost::json::array out;
+        for (std::size_t i = 0; i < results->size(); ++i)
+          out.push_back({{"index", i}, {"result", ledger::to_string((*results)[i])}});
+        return net::json_response(boost::json::object{{"results", out}});
+      }));
+
+  ctx.server.post("/api/ledger/transfers", net::json_handler([&pool](const net::request&, const json& body) {
+                    const auto* list = body.is_object() ? body.as_object().if_contains("transfers") : nullptr;
+                    if (list == nullptr || !list->is_array() || list->as_array().empty() ||
+                        list->as_array().size() > ledger::max_batch)
+                      return bad_request(
+                          "send {\"transfers\": [{\"id\": \"1\", \"debit_account_id\": \"1\", "
+                          "\"credit_account_id\": \"2\", "
+                          "\"amount\": \"100\", \"ledger\": 1, \"code\": 1}, ...]}");
+                    std::vector<ledger::transfer> batch;
+                    for (const auto& item : list->as_array()) {
+                      if (!item.is_object()) return bad_request("each transfer is an object");
+                      const auto& o = item.as_object();
+                      const auto id = u128_field(o, "id", true);
+                      const auto debit = u128_field(o, "debit_account_id", false);
+                      const auto credit = u128_field(o, "credit_account_id", false);
+                      const auto amount = u128_field(o, "amount", false);
+                      const auto pending_id = u128_field(o, "pending_id", false);
+                      const auto user_data = u128_field(o, "user_data", false);
+                      const auto ledger_id = uint_field<std::uint32_t>(o, "ledger", false);
+                      const auto code = uint_field<std::uint16_t>(o, "code", false);
+                      const auto flags = uint_field<std::uint16_t>(o, "flags", false);
+                      const auto timeout = uint_field<std::uint32_t>(o, "timeout", false);
+                      if (!id || !debit || !credit || !amount || !pending_id || !user_data || !ledger_id ||
+                          !code || !flags || !timeout)
+                        return bad_request(
+                            "ids, amount and user_data are decimal strings (0 .. 2^128-1); ledger, code, "
+                            "flags, timeout are numbers");
+                      ledger::transfer t;
+                      t.id = *id;
+                      t.debit_account_id = *debit;
+                      t.credit_account_id = *credit;
+                      t.amount = *amount;
+                      t.pending_id = *pending_id;
+                      t.user_data = *user_data;
+                      t.ledger = *ledger_id;
+                      t.code = *code;
+                      t.flags = *flags;
+                      t.timeout = *timeout;
+                      batch.push_back(t);
+                    }
+                    auto c = pool.acquire();
+                    if (!c) return net::error_response(net::status::service_unavailable, c.error());
+                    ledger::pg_engine engine(**c);
+                    auto results = engine.create_transfers(batch);
+                    if (!results) return engine_error(results.error());
+                    boost::json::array out;
+                    for (std::size_t i = 0; i < results->size(); ++i)
+                      out.push_back({{"index", i}, {"result", ledger::to_string((*results)[i])}});
+                    return net::json_response(boost::json::object{{"results", out}});
+                  }));
+
+  ctx.server.get("/api/ledger/accounts/{id}/balance", [&pool](const net::request& req) {
+    const auto id = ledger::parse_u128(req.path_param("id").value_or(""));
+    const auto point = as_of_param(req);
+    if (!id || !point)
+      return bad_request("the account id and as_of_sequence / as_of_timestamp are decimal numbers");
+    auto c = pool.acquire();
+    if (!c) return net::error_response(net::status::service_unavailable, c.error());
+    ledger::pg_engine engine(**c);
+    auto b = engine.balance_as_of(*id, *point);
+    if (!b) return engine_error(b.error());
+    return net::json_response(
+        boost::json::object{{"account_id", ledger::to_string(*id)}, {"balance", balance_json(*b)}});
+  });
+
+  ctx.server.get("/api/ledger/accounts/{id}/statement", [&pool](const net::request& req) {
+    const auto id = ledger::parse_u128(req.path_param("id").value_or(""));
+    const auto from = ledger::parse_u128(req.query_param("from").value_or("0"));
+    const auto limit = ledger::parse_u128(req.query_param("limit").value_or("50"));
+    if (!id || !from || !limit || *from > INT64_MAX || *limit == 0 || *limit > 1000)
+      return bad_request("the account id and from are decimal numbers; limit is 1..1000");
+    auto c = pool.acquire();
+    if (!c) return net::error_response(net::status::service_unavailable, c.error());
+    ledger::pg_engine engine(**c);
+    auto page = engine.statement(*id, {.from_sequence = static_cast<std::uint64_t>(*from),
+                                       .to_sequence = UINT64_MAX,
+                                       .limit = static_cast<std::size_t>(*limit)});
+    if (!page) return engine_error(page.error());
+    boost::json::array lines;
+    for (const auto& l : page->lines)
+      lines.push_back({{"sequence", l.sequence},
+                       {"timestamp", l.timestamp},
+                       {"transfer_id", ledger::to_string(l.transfer_id)},
+                       {"balance", balance_json(l.after)}});
+    boost::json::object out{{"lines", lines}};
+    out["next"] = page->next_sequence ? json(*page->next_sequence) : json(nullptr);
+    return net::json_response(out);
+  });
+
+  ctx.server.get("/api/ledger/checkpoint", [&pool, key](const net::request&) {
+    auto c = pool.acquire();
+    if (!c) return net::error_response(net::status::service_unavailable, c.error());
+    ledger::pg_engine engine(**c);
+    auto cp = engine.make_checkpoint(*key);
+    if (!cp) return engine_error(cp.error());
+    return net::json_response(boost::json::parse(cp->to_json()));
+  });
+
+  ctx.server.get("/api/ledger/proof/{sequence}", [&pool](const net::request& req) {
+    const auto sequence = ledger::parse_u128(req.path_param("sequence").value_or(""));
+    if (!sequence || *sequence > INT64_MAX) return bad_request("the sequence is a decimal number");
+    auto c = pool.acquire();
+    if (!c) return net::error_response(net::status::service_unavailable, c.error());
+    ledger::pg_engine engine(**c);
+    auto size = engine.journal_size();
+    if (!size) return engine_error(size.error());
+    std::uint64_t tree_size = *size;
+    if (auto t = req.query_param("tree_size")) {
+      const auto parsed = ledger::parse_u128(*t);
+      if (!parsed || *parsed > INT64_MAX) return bad_request("tree_size is a decimal number");
+      tree_size = static_cast<std::uint64_t>(*parsed);
+    }
+    const auto s = static_cast<std::uint64_t>(*sequence);
+    auto proof = engine.inclusion_proof(s, tree_size);
+    auto entry = engine.entry(s);
+    auto root = engine.root(tree_size);
+    if (!proof) return engine_error(proof.error());
+    if (!entry) return engine_error(entry.error());
+    if (!root) return engine_error(root.error());
+    boost::json::array path;
+    for (const auto& h : *proof) path.push_back(boost::json::string(keel::to_hex(h)));
+    return net::json_response(boost::json::object{{"sequence", s},
+                                                  {"tree_size", tree_size},
+                                                  {"entry", keel::to_hex(*entry)},
+                                                  {"leaf_hash", keel::to_hex(ledger::leaf_hash(*entry))},
+                                                  {"proof", path},
+                                                  {"root", keel::to_hex(*root)}});
+  });
+
+  ctx.endpoints.push_back({"POST", "/api/ledger/accounts", "creates ledger accounts: {\"accounts\": [...]}"});
+  ctx.endpoints.push_back({"POST", "/api/ledger/transfers", "creates transfers, one result code each"});
+  ctx.endpoints.push_back(
+      {"GET", "/api/ledger/accounts/1/balance", "balance now, or ?as_of_sequence= / ?as_of_timestamp="});
+  ctx.endpoints.push_back(
+      {"GET", "/api/ledger/accounts/1/statement", "entries with running balance (?from=&limit=)"});
+  ctx.endpoints.push_back({"GET", "/api/ledger/checkpoint", "an Ed25519-signed tree head of the journal"});
+  ctx.endpoints.push_back({"GET", "/api/ledger/proof/0", "inclusion proof of a journal entry (?tree_size=)"});
+  return {};
+}
+
+}  // namespace showcase

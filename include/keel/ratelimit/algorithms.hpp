@@ -1,0 +1,137 @@
+#pragma once
+/// @file keel/ratelimit/algorithms.hpp
+/// @brief The four algorithms as pure functions over a small state and a `now` in nanoseconds.
+///
+/// Each algorithm has `peek` (what would happen if `cost` were spent now; it never changes what
+/// a later call would decide) and `commit` (spend it). A backend peeks every limit of a request,
+/// then commits all of them only if all allowed: a denied request consumes nothing. `check` is
+/// peek + commit for the single-limit case. Times are nanoseconds on any one clock that does not
+/// go backwards (the in-process backend uses `keel::clock::monotonic()`).
+#include <keel/core/result.hpp>
+#include <keel/ratelimit/error.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string_view>
+
+namespace keel::ratelimit {
+
+/// How a limit counts.
+enum class algorithm : std::uint8_t {
+  sliding_log,     ///< exact: remembers every allowed request within the period (memory ~ count)
+  sliding_window,  ///< approximate: two counters, previous window weighted by its overlap (Cloudflare)
+  gcra,            ///< generic cell rate algorithm: one timestamp, smooth rate with a burst (redis-cell)
+  token_bucket,    ///< a bucket of `burst` tokens refilled at count/period; decides exactly as gcra
+};
+
+/// "sliding_log", "sliding_window", "gcra", "token_bucket".
+[[nodiscard]] std::string_view to_string(algorithm a) noexcept;
+/// The algorithm named `name` (as to_string spells it), or nullopt.
+[[nodiscard]] std::optional<algorithm> parse_algorithm(std::string_view name) noexcept;
+
+/// A limit: `count` units per `period`.
+struct limit {
+  ratelimit::algorithm algorithm = algorithm::gcra;
+  std::uint64_t count = 100;
+  std::chrono::nanoseconds period = std::chrono::seconds(1);
+  /// gcra / token_bucket: units that may be spent at once; 0 means `count`.
+  std::uint64_t burst = 0;
+  /// After a denial, deny the key outright for this long (nginx/rate-limiter-flexible "block").
+  std::chrono::nanoseconds block{0};
+
+  /// What may be spent at once: `burst` for gcra/token_bucket when set, `count` otherwise.
+  [[nodiscard]] std::uint64_t capacity() const noexcept { return burst != 0 ? burst : count; }
+  /// gcra / token_bucket: the time one unit takes to come back, period / count (whole ns).
+  [[nodiscard]] std::int64_t emission_interval_ns() const noexcept {
+    return period.count() / static_cast<std::int64_t>(count);
+  }
+  friend bool operator==(const limit&, const limit&) = default;
+};
+
+/// @returns errc::invalid_limit when `l` cannot work: zero count or period, period/count under
+/// 1 ns, a burst on a window algorithm, a sliding log over 1,000,000 units, or numbers so large
+/// the arithmetic could overflow (count × period beyond ~292 years of nanoseconds).
+[[nodiscard]] result<void> validate(const limit& l) noexcept;
+
+/// What a request was told.
+struct decision {
+  bool allowed = true;
+  /// The quota: `limit::capacity()`.
+  std::uint64_t limit = 0;
+  /// Units still available after this request (0 when denied or exhausted).
+  std::uint64_t remaining = 0;
+  /// Time until the quota is whole again if nothing more is spent.
+  std::chrono::nanoseconds reset{0};
+  /// When denied: the time after which the same request would be allowed; zero when allowed.
+  std::chrono::nanoseconds retry_after{0};
+};
+
+/// GCRA: the theoretical arrival time of the next request.
+struct gcra_state {
+  std::int64_t tat = 0;
+};
+/// Token bucket: credit in nanoseconds (one unit = emission interval) at `last`.
+struct token_bucket_state {
+  std::int64_t credit = 0;  ///< may go negative after a penalty
+  std::int64_t last = 0;
+  bool fresh = true;  ///< a bucket never used is full
+};
+/// Sliding window counter: the current fixed window's index and the counts of it and the one before.
+struct sliding_window_state {
+  std::int64_t window = 0;
+  std::uint64_t previous = 0;
+  std::uint64_t current = 0;
+};
+/// Sliding log: every allowed request still inside the period, oldest first.
+struct sliding_log_state {
+  struct entry {
+    std::int64_t at;
+    std::uint64_t cost;
+  };
+  std::deque<entry> entries;
+  std::uint64_t used = 0;  ///< sum of entries' costs
+};
+
+// peek: the decision for spending `cost` at `now` (cost <= capacity, checked by the caller).
+// commit: spend it. idle: the state is indistinguishable from a fresh one at `now` (evictable).
+// adjust: penalty (points > 0, spends units as if requests came) or reward (points < 0, gives
+// units back, never beyond a fresh state).
+[[nodiscard]] decision peek(const limit& l, const gcra_state& s, std::int64_t now,
+                            std::uint64_t cost) noexcept;
+void commit(const limit& l, gcra_state& s, std::int64_t now, std::uint64_t cost) noexcept;
+[[nodiscard]] bool idle(const limit& l, const gcra_state& s, std::int64_t now) noexcept;
+void adjust(const limit& l, gcra_state& s, std::int64_t now, std::int64_t points) noexcept;
+
+[[nodiscard]] decision peek(const limit& l, const token_bucket_state& s, std::int64_t now,
+                            std::uint64_t cost) noexcept;
+void commit(const limit& l, token_bucket_state& s, std::int64_t now, std::uint64_t cost) noexcept;
+[[nodiscard]] bool idle(const limit& l, const token_bucket_state& s, std::int64_t now) noexcept;
+void adjust(const limit& l, token_bucket_state& s, std::int64_t now, std::int64_t points) noexcept;
+
+[[nodiscard]] decision peek(const limit& l, const sliding_window_state& s, std::int64_t now,
+                            std::uint64_t cost) noexcept;
+void commit(const limit& l, sliding_window_state& s, std::int64_t now, std::uint64_t cost) noexcept;
+[[nodiscard]] bool idle(const limit& l, const sliding_window_state& s, std::int64_t now) noexcept;
+void adjust(const limit& l, sliding_window_state& s, std::int64_t now, std::int64_t points) noexcept;
+
+/// Also drops entries that left the period (unobservable: a later peek would ignore them too).
+[[nodiscard]] decision peek(const limit& l, sliding_log_state& s, std::int64_t now,
+                            std::uint64_t cost) noexcept;
+void commit(const limit& l, sliding_log_state& s, std::int64_t now, std::uint64_t cost);
+[[nodiscard]] bool idle(const limit& l, const sliding_log_state& s, std::int64_t now) noexcept;
+void adjust(const limit& l, sliding_log_state& s, std::int64_t now, std::int64_t points);
+
+/// peek, then commit when allowed. A cost of 0 only asks (remaining, reset) and spends nothing.
+/// @returns errc::cost_exceeds_burst when `cost` could never be allowed (it is larger than
+/// `l.capacity()`).
+template <class State>
+[[nodiscard]] result<decision> check(const limit& l, State& s, std::int64_t now, std::uint64_t cost = 1) {
+  if (cost > l.capacity()) return errc::cost_exceeds_burst;
+  const decision d = peek(l, s, now, cost);
+  if (d.allowed) commit(l, s, now, cost);
+  return d;
+}
+
+}  // namespace keel::ratelimit

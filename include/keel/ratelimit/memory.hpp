@@ -1,0 +1,63 @@
+#pragma once
+/// @file keel/ratelimit/memory.hpp
+/// @brief The in-process backend: sharded open-addressing tables, one small lock per shard,
+/// bounded memory with expired keys evicted first.
+#include <keel/core/clock.hpp>
+#include <keel/ratelimit/backend.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace keel::ratelimit {
+
+/// Options of memory_backend.
+struct memory_options {
+  /// Time source (monotonic readings are used); tests pass a manual_clock.
+  const keel::clock* clock = &keel::system_clock::instance();
+  /// Independent tables, each behind its own lock; rounded up to a power of two.
+  std::size_t shards = 64;
+  /// Keys kept at most (over all shards). When a shard is full, keys whose state has expired
+  /// are dropped first; if none has, some live key is forgotten (which can only allow more).
+  std::size_t max_keys = 1'000'000;
+};
+
+/// Counters of a memory_backend.
+struct memory_stats {
+  std::size_t keys = 0;               ///< keys held now
+  std::uint64_t evicted_expired = 0;  ///< keys dropped because their state had expired
+  std::uint64_t evicted_live = 0;     ///< keys forgotten while still limited (max_keys too small)
+};
+
+/// Limit state in this process. No allocation on the decision path once a key exists (except
+/// the sliding log, which keeps one entry per request), no global lock: a key's shard is
+/// locked for the decision only, and a multi-key decision locks its shards in address order.
+class memory_backend final : public backend {
+ public:
+  explicit memory_backend(memory_options options = {});
+  ~memory_backend() override;
+  memory_backend(const memory_backend&) = delete;
+  memory_backend& operator=(const memory_backend&) = delete;
+
+  [[nodiscard]] result<void> decide(std::span<const keyed_limit> limits, std::uint64_t cost,
+                                    std::span<decision> out) override;
+  /// As decide(), at an explicit time in nanoseconds of the clock's monotonic scale.
+  [[nodiscard]] result<void> decide_at(std::int64_t now_ns, std::span<const keyed_limit> limits,
+                                       std::uint64_t cost, std::span<decision> out);
+  [[nodiscard]] result<void> adjust(const keyed_limit& limit, std::int64_t points) override;
+  [[nodiscard]] std::string_view name() const noexcept override { return "memory"; }
+  /// The clock decisions are made with.
+  [[nodiscard]] const keel::clock& clock() const noexcept;
+
+  /// Drops every key whose state has expired; returns how many. Runs by itself when a shard is
+  /// full, so calling it is optional (e.g. from a timer, to give memory back sooner).
+  std::size_t evict_expired();
+  [[nodiscard]] memory_stats stats() const;
+
+  struct impl;
+
+ private:
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace keel::ratelimit

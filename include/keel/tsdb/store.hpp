@@ -1,0 +1,177 @@
+#pragma once
+/// @file keel/tsdb/store.hpp
+/// @brief Time series in Postgres: a series index (metric + labels), an in-memory head per
+/// series sealed into compressed blocks (bytea with summaries), rollups maintained on ingest,
+/// retention and compaction, and queries that use summaries and rollups when they answer exactly.
+#include <keel/pg/connection.hpp>
+#include <keel/pg/migrations.hpp>
+#include <keel/tsdb/codec.hpp>
+#include <keel/tsdb/query.hpp>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace keel::tsdb {
+
+/// What a series does with a point at or before its newest timestamp.
+enum class ordering : std::int16_t {
+  reject = 0,           ///< errc::out_of_order / errc::duplicate_timestamp; the batch is not applied
+  last_write_wins = 1,  ///< a later write at the same timestamp replaces the earlier one
+  keep_both = 2,        ///< every point is kept, duplicates included
+};
+
+/// One label of a series.
+struct label {
+  std::string name;
+  std::string value;
+  friend bool operator==(const label&, const label&) = default;
+};
+
+/// How a label matcher compares (PromQL's =, !=, =~, !~; regexes are anchored, a missing label
+/// reads as "").
+enum class match { equal, not_equal, regex, not_regex };
+
+/// A label matcher for store::select().
+struct matcher {
+  std::string name;
+  match op = match::equal;
+  std::string value;
+};
+
+/// A series from the index.
+struct series_info {
+  std::int64_t id = 0;
+  std::string metric;
+  std::vector<label> labels;  ///< sorted by name
+  ordering policy = ordering::reject;
+};
+
+/// Options of a store. Times are int64 in one unit chosen by the application (milliseconds by
+/// default); every span, resolution and age below is in that unit.
+struct store_options {
+  std::size_t seal_count = 8192;        ///< a head is sealed into a block at this many points
+  std::int64_t seal_span = 86'400'000;  ///< ... or when it spans this much time
+  std::vector<std::int64_t> rollups = {60'000, 3'600'000};  ///< resolutions maintained on ingest
+  encode_options encoding{};
+  double units_per_second = 1000;  ///< 1000 for ms, 1e9 for ns (for rate())
+  /// aggregate() reads an exact rollup only when it has fewer rows than the stored points in range
+  /// divided by this (a rollup row costs about this many decoded points); 0: always use it.
+  std::size_t points_per_rollup_row = 32;
+};
+
+/// Which source answered an aggregate query (for tests and EXPLAIN-like output).
+struct query_plan {
+  std::int64_t rollup = 0;            ///< resolution used, 0 for raw blocks
+  std::size_t blocks_decoded = 0;     ///< blocks decoded point by point
+  std::size_t blocks_summarized = 0;  ///< blocks answered from their summary alone
+  std::size_t rollup_rows = 0;
+};
+
+/// A decoded range scan: points of one series in [from, to), ascending by time, merged across
+/// blocks and the head according to the series' ordering policy. Blocks are decoded one at a
+/// time as the scan reaches them.
+class range_scan {
+ public:
+  /// The next point; false at the end.
+  bool next(std::int64_t& time, double& value);
+  /// Reads the rest into two arrays.
+  void drain(std::vector<std::int64_t>& times, std::vector<double>& values);
+
+  struct stored_block {
+    std::int64_t id;
+    std::int64_t first_time;
+    std::int64_t last_time;
+    bytes data;
+  };
+  range_scan(std::vector<stored_block> blocks, std::vector<std::int64_t> head_times,
+             std::vector<double> head_values, std::int64_t from, std::int64_t to, ordering policy);
+  /// Set when a block failed to decode (the scan stops there).
+  [[nodiscard]] error_code error() const noexcept { return error_; }
+
+ private:
+  bool load_next_block();
+  std::vector<stored_block> blocks_;
+  std::size_t next_block_ = 0;
+  std::vector<std::int64_t> times_;
+  std::vector<double> values_;
+  std::size_t at_ = 0;
+  std::vector<std::int64_t> head_times_;
+  std::vector<double> head_values_;
+  std::int64_t from_;
+  std::int64_t to_;
+  ordering policy_;
+  error_code error_;
+};
+
+/// A time series store on one Postgres connection. Not thread-safe (use one per thread or guard
+/// it); several processes may ingest into the same database at once.
+///
+/// Durability: points are in memory until their head is sealed (by count or span) or flush()
+/// returns; a sealed block, its rollup updates and nothing else commit in one transaction.
+class store {
+ public:
+  /// Applies keel::tsdb's migrations (idempotent; safe from several processes at once).
+  [[nodiscard]] static result<pg::migration_report> migrate(pg::connection& c);
+
+  /// Opens a store on its own connection to `conninfo` (migrations must have been applied).
+  [[nodiscard]] static result<store> open(std::string_view conninfo, store_options options = {});
+
+  store(store&&) noexcept;
+  store& operator=(store&&) noexcept;
+  ~store();
+
+  /// The id of the series metric{labels}, created on first use with `policy` (an existing
+  /// series keeps its policy). @returns errc::invalid_argument for an empty metric or label name.
+  [[nodiscard]] result<std::int64_t> series(std::string_view metric, std::vector<label> labels = {},
+                                            ordering policy = ordering::reject);
+
+  /// Series of `metric` whose labels pass every matcher.
+  [[nodiscard]] result<std::vector<series_info>> select(std::string_view metric,
+                                                        std::span<const matcher> matchers = {});
+
+  /// Adds points to a series' head; full heads are sealed and written. Under ordering::reject a
+  /// batch with an out-of-order or duplicate point is refused whole.
+  [[nodiscard]] result<void> append(std::int64_t series, std::span<const std::int64_t> times,
+                                    std::span<const double> values);
+  /// Seals every head and writes the blocks (one COPY, one transaction).
+  [[nodiscard]] result<void> flush();
+
+  /// Points of a series in [from, to), including this process's unsealed head.
+  [[nodiscard]] result<range_scan> scan(std::int64_t series, std::int64_t from, std::int64_t to);
+
+  /// time_bucket aggregation over [from, to) with buckets of `width` (at most 10 million buckets). Uses the
+  /// coarsest rollup that answers exactly (width and range aligned to it, no percentiles, no last-write-wins
+  /// rewrites possible) when it is cheaper than the blocks (see store_options::points_per_rollup_row),
+  /// else block summaries for blocks inside one bucket, else decoded points.
+  [[nodiscard]] result<std::vector<bucket>> aggregate(std::int64_t series, std::int64_t from, std::int64_t to,
+                                                      std::int64_t width, bool percentiles = false,
+                                                      query_plan* plan = nullptr);
+
+  /// Keeps `metric`'s data for `max_age` (0 removes the rule).
+  [[nodiscard]] result<void> set_retention(std::string_view metric, std::int64_t max_age);
+  /// Drops whole blocks (and rollup buckets) older than their metric's max age before `now`.
+  /// @returns the number of blocks dropped.
+  [[nodiscard]] result<std::uint64_t> apply_retention(std::int64_t now);
+  /// Merges a series' blocks smaller than `below` points into blocks of up to `target` points
+  /// (within the seal span). @returns the number of blocks removed.
+  [[nodiscard]] result<std::uint64_t> compact(std::int64_t series, std::size_t below = 1024,
+                                              std::size_t target = 8192);
+
+  [[nodiscard]] const store_options& options() const noexcept;
+  /// The store's connection, e.g. for the application's own statements.
+  [[nodiscard]] pg::connection& connection() noexcept;
+
+  struct state;
+
+ private:
+  explicit store(std::unique_ptr<state> s) noexcept;
+  std::unique_ptr<state> state_;
+};
+
+}  // namespace keel::tsdb

@@ -1,0 +1,221 @@
+#include <keel/ledger/engine.hpp>
+
+#include "state_machine.hpp"
+
+#include <algorithm>
+#include <map>
+
+namespace keel::ledger {
+
+result<checkpoint> engine::make_checkpoint(const ed25519_private_key& key) {
+  auto size = journal_size();
+  if (!size) return size.error();
+  auto head = root(*size);
+  if (!head) return head.error();
+  std::uint64_t timestamp = 0;
+  if (*size > 0) {
+    auto last = entry(*size - 1);
+    if (!last) return last.error();
+    auto decoded = decode(*last);
+    if (!decoded) return decoded.error();
+    timestamp = decoded->timestamp();
+  }
+  return checkpoint::sign(*size, *head, timestamp, key);
+}
+
+namespace {
+std::uint64_t to_ns(timestamp t) noexcept {
+  return static_cast<std::uint64_t>(t.time_since_epoch().count());
+}
+}  // namespace
+
+struct memory_engine::state {
+  // What one entry left on the accounts it moved (empty for account creation).
+  struct moved {
+    u128 transfer_id = 0;
+    u128 debit_id = 0;
+    balance debit_after{};
+    balance credit_after{};
+  };
+
+  const keel::clock* clock;
+  detail::working_set ws;
+  merkle_tree tree;
+  // Per sequence; segmented so that growing never copies what is already stored.
+  detail::segmented_vector<encoded_entry> entries;
+  detail::segmented_vector<std::uint64_t> entry_timestamps;
+  detail::segmented_vector<moved> effects;
+  // Per account, the sequences that moved it: 8 bytes a line, so growing them stays cheap.
+  std::unordered_map<u128, std::vector<std::uint64_t>, detail::u128_hash> history;
+  std::unordered_map<u128, std::uint64_t, detail::u128_hash> created_at;  // account -> sequence
+  std::map<std::uint32_t, std::vector<u128>> ledger_accounts;             // in creation order
+  std::vector<detail::applied_entry> scratch;
+
+  void commit(const std::vector<detail::applied_entry>& applied) {
+    for (const auto& a : applied) {
+      const std::uint64_t sequence = entries.size();
+      const auto& bytes = entries.push_back(encode(a.entry));
+      tree.append(leaf_hash(bytes));
+      entry_timestamps.push_back(a.entry.timestamp());
+      if (a.entry.kind == entry_kind::account_created) {
+        effects.push_back({});
+        created_at.emplace(a.entry.account.id, sequence);
+        ledger_accounts[a.entry.account.ledger].push_back(a.entry.account.id);
+        history[a.entry.account.id];
+      } else {
+        effects.push_back({a.entry.transfer.id, a.debit_id, a.debit_after, a.credit_after});
+        history[a.debit_id].push_back(sequence);
+        history[a.credit_id].push_back(sequence);
+      }
+    }
+  }
+
+  [[nodiscard]] statement_line line(u128 account_id, std::uint64_t sequence) const {
+    const auto& m = effects[sequence];
+    return {sequence, entry_timestamps[sequence], m.transfer_id,
+            m.debit_id == account_id ? m.debit_after : m.credit_after};
+  }
+
+  // How many entries a point includes: [0, count).
+  result<std::uint64_t> resolve(as_of point) const {
+    if (point.sequence) {
+      if (*point.sequence >= entries.size()) return errc::sequence_out_of_range;
+      return *point.sequence + 1;
+    }
+    if (point.timestamp) {
+      // Timestamps increase with the sequence: the first entry later than the point.
+      std::uint64_t low = 0;
+      std::uint64_t high = entry_timestamps.size();
+      while (low < high) {
+        const auto mid = low + (high - low) / 2;
+        if (entry_timestamps[mid] <= *point.timestamp)
+          low = mid + 1;
+        else
+          high = mid;
+      }
+      return low;
+    }
+    return entries.size();
+  }
+
+  result<balance> balance_at(u128 id, std::uint64_t count) const {
+    const auto created = created_at.find(id);
+    if (created == created_at.end() || created->second >= count) return errc::unknown_account;
+    const auto& sequences = history.at(id);
+    const auto it = std::lower_bound(sequences.begin(), sequences.end(), count);
+    if (it == sequences.begin()) return balance{};
+    return line(id, *std::prev(it)).after;
+  }
+};
+
+memory_engine::memory_engine(memory_options options) : state_(std::make_unique<state>()) {
+  state_->clock = options.clock != nullptr ? options.clock : &system_clock::instance();
+}
+memory_engine::~memory_engine() = default;
+memory_engine::memory_engine(memory_engine&&) noexcept = default;
+memory_engine& memory_engine::operator=(memory_engine&&) noexcept = default;
+
+result<std::vector<account_result>> memory_engine::create_accounts(std::span<const account> batch) {
+  if (batch.size() > max_batch) return errc::batch_too_large;
+  auto& s = *state_;
+  s.scratch.clear();
+  std::vector<account_result> results;
+  results.reserve(batch.size());
+  detail::state_machine machine(s.ws);
+  machine.create_accounts(batch, to_ns(s.clock->now()), results, s.scratch);
+  s.commit(s.scratch);
+  return results;
+}
+
+result<std::vector<transfer_result>> memory_engine::create_transfers(std::span<const transfer> batch) {
+  if (batch.size() > max_batch) return errc::batch_too_large;
+  auto& s = *state_;
+  s.scratch.clear();
+  std::vector<transfer_result> results;
+  results.reserve(batch.size());
+  detail::state_machine machine(s.ws);
+  const auto now = to_ns(s.clock->now());
+  machine.expire(now, s.scratch);
+  machine.create_transfers(batch, now, results, s.scratch);
+  s.commit(s.scratch);
+  return results;
+}
+
+result<std::optional<account>> memory_engine::lookup_account(u128 id) {
+  const auto found = state_->ws.accounts.find(id);
+  if (found == state_->ws.accounts.end()) return std::optional<account>{};
+  return std::optional<account>{found->second};
+}
+
+result<std::optional<transfer>> memory_engine::lookup_transfer(u128 id) {
+  const auto found = state_->ws.transfers.find(id);
+  if (found == state_->ws.transfers.end()) return std::optional<transfer>{};
+  return std::optional<transfer>{found->second.value};
+}
+
+result<balance> memory_engine::balance_as_of(u128 account_id, as_of point) {
+  auto count = state_->resolve(point);
+  if (!count) return count.error();
+  return state_->balance_at(account_id, *count);
+}
+
+result<statement_page> memory_engine::statement(u128 account_id, const statement_query& query) {
+  if (query.limit == 0) return errc::invalid_argument;
+  const auto found = state_->history.find(account_id);
+  if (found == state_->history.end()) return errc::unknown_account;
+  const auto& sequences = found->second;
+  auto it = std::lower_bound(sequences.begin(), sequences.end(), query.from_sequence);
+  statement_page page;
+  for (; it != sequences.end() && *it <= query.to_sequence; ++it) {
+    if (page.lines.size() == query.limit) {
+      page.next_sequence = *it;
+      break;
+    }
+    page.lines.push_back(state_->line(account_id, *it));
+  }
+  return page;
+}
+
+result<trial_balance> memory_engine::trial_balance_as_of(std::uint32_t ledger_id, as_of point) {
+  auto count = state_->resolve(point);
+  if (!count) return count.error();
+  trial_balance out;
+  out.ledger = ledger_id;
+  const auto found = state_->ledger_accounts.find(ledger_id);
+  if (found == state_->ledger_accounts.end()) return out;
+  for (const auto id : found->second) {
+    auto b = state_->balance_at(id, *count);
+    if (!b) continue;  // created after the point
+    ++out.accounts;
+    out.totals.debits_pending += b->debits_pending;
+    out.totals.debits_posted += b->debits_posted;
+    out.totals.credits_pending += b->credits_pending;
+    out.totals.credits_posted += b->credits_posted;
+  }
+  return out;
+}
+
+result<std::uint64_t> memory_engine::journal_size() {
+  return state_->entries.size();
+}
+
+result<encoded_entry> memory_engine::entry(std::uint64_t sequence) {
+  if (sequence >= state_->entries.size()) return errc::sequence_out_of_range;
+  return state_->entries[sequence];
+}
+
+result<tree_hash> memory_engine::root(std::uint64_t tree_size) {
+  return state_->tree.root(tree_size);
+}
+
+result<std::vector<tree_hash>> memory_engine::inclusion_proof(std::uint64_t sequence,
+                                                              std::uint64_t tree_size) {
+  return state_->tree.inclusion_proof(sequence, tree_size);
+}
+
+result<std::vector<tree_hash>> memory_engine::consistency_proof(std::uint64_t old_size,
+                                                                std::uint64_t new_size) {
+  return state_->tree.consistency_proof(old_size, new_size);
+}
+
+}  // namespace keel::ledger

@@ -1,0 +1,430 @@
+#include "state_machine.hpp"
+
+#include <algorithm>
+#include <bit>
+
+namespace keel::ledger::detail {
+
+namespace {
+
+bool add_overflows(u128 a, u128 b) noexcept {
+  return a > u128_max - b;
+}
+
+// a - b, or 0 when b >= a.
+u128 saturating_sub(u128 a, u128 b) noexcept {
+  return a > b ? a - b : 0;
+}
+
+// a + b, or u128_max when it would overflow.
+u128 saturating_add(u128 a, u128 b) noexcept {
+  return add_overflows(a, b) ? u128_max : a + b;
+}
+
+constexpr std::uint64_t ns_per_second = 1'000'000'000ULL;
+
+}  // namespace
+
+std::uint64_t state_machine::next_timestamp(std::uint64_t now) noexcept {
+  // Strictly increasing even when the clock stalls or steps back: timestamps order the journal.
+  ws_.last_timestamp = std::max(now, ws_.last_timestamp + 1);
+  return ws_.last_timestamp;
+}
+
+void state_machine::save_balance(const account& a) {
+  if (logging_) undo_.push_back({undo_entry::account_balance, a.id, a.balances, pending_state::none, 0});
+}
+
+void state_machine::rollback(std::uint64_t saved_timestamp) {
+  for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) {
+    switch (it->kind) {
+      case undo_entry::account_balance:
+        ws_.accounts.at(it->id).balances = it->old_balance;
+        break;
+      case undo_entry::account_insert:
+        ws_.accounts.erase(it->id);
+        break;
+      case undo_entry::transfer_insert: {
+        auto found = ws_.transfers.find(it->id);
+        if (found != ws_.transfers.end() && found->second.expires_at != 0) {
+          auto [b, e] = ws_.expiries.equal_range(found->second.expires_at);
+          for (auto x = b; x != e; ++x)
+            if (x->second == it->id) {
+              ws_.expiries.erase(x);
+              break;
+            }
+        }
+        ws_.transfers.erase(it->id);
+        break;
+      }
+      case undo_entry::transfer_state: {
+        auto& record = ws_.transfers.at(it->id);
+        record.state = it->old_state;
+        if (it->expires_at != 0) ws_.expiries.emplace(it->expires_at, it->id);
+        break;
+      }
+    }
+  }
+  undo_.clear();
+  ws_.last_timestamp = saved_timestamp;
+}
+
+template <class Result, class Event, class Apply>
+void state_machine::run_batch(std::span<const Event> batch, std::vector<Result>& results,
+                              std::vector<applied_entry>& out, Apply apply) {
+  const auto first = results.size();
+  results.resize(first + batch.size(), Result::ok);
+  std::size_t i = 0;
+  while (i < batch.size()) {
+    if ((batch[i].flags & 1U) == 0U) {  // bit 0 is `linked` for accounts and transfers
+      results[first + i] = apply(batch[i]);
+      ++i;
+      continue;
+    }
+    // A linked chain runs to the first event without the flag; all of it commits or none.
+    std::size_t end = i;
+    while (end < batch.size() && (batch[end].flags & 1U) != 0U) ++end;
+    if (end == batch.size()) {  // the batch ends inside the chain
+      for (std::size_t j = i; j + 1 < end; ++j) results[first + j] = Result::linked_event_failed;
+      results[first + end - 1] = Result::linked_event_chain_open;
+      i = end;
+      continue;
+    }
+    const auto saved_out = out.size();
+    const auto saved_timestamp = ws_.last_timestamp;
+    logging_ = true;
+    undo_.clear();
+    std::size_t failed = end + 1;
+    for (std::size_t j = i; j <= end; ++j) {
+      const auto r = apply(batch[j]);
+      if (r != Result::ok) {
+        failed = j;
+        results[first + j] = r;
+        break;
+      }
+    }
+    logging_ = false;
+    if (failed <= end) {
+      rollback(saved_timestamp);
+      out.resize(saved_out);
+      for (std::size_t j = i; j <= end; ++j)
+        if (j != failed) results[first + j] = Result::linked_event_failed;
+    }
+    undo_.clear();
+    i = end + 1;
+  }
+}
+
+// ---------------------------------------------------------------- accounts
+
+void state_machine::create_accounts(std::span<const account> batch, std::uint64_t now,
+                                    std::vector<account_result>& results, std::vector<applied_entry>& out) {
+  run_batch<account_result>(batch, results, out,
+                            [&](const account& a) { return create_account(a, now, out); });
+}
+
+account_result state_machine::create_account(const account& in, std::uint64_t now,
+                                             std::vector<applied_entry>& out) {
+  using r = account_result;
+  if (in.timestamp != 0) return r::timestamp_must_be_zero;
+  if ((in.flags & ~account_flags::all) != 0) return r::reserved_flag;
+  if (in.id == 0) return r::id_must_not_be_zero;
+  if (in.id == u128_max) return r::id_must_not_be_int_max;
+  if ((in.flags & account_flags::debits_must_not_exceed_credits) != 0 &&
+      (in.flags & account_flags::credits_must_not_exceed_debits) != 0)
+    return r::flags_are_mutually_exclusive;
+  if (in.balances != balance{}) return r::balances_must_be_zero;
+  if (in.ledger == 0) return r::ledger_must_not_be_zero;
+  if (in.code == 0) return r::code_must_not_be_zero;
+  if (auto found = ws_.accounts.find(in.id); found != ws_.accounts.end()) {
+    const auto& e = found->second;
+    if ((e.flags & ~account_flags::linked) != (in.flags & ~account_flags::linked))
+      return r::exists_with_different_flags;
+    if (e.user_data != in.user_data) return r::exists_with_different_user_data;
+    if (e.ledger != in.ledger) return r::exists_with_different_ledger;
+    if (e.code != in.code) return r::exists_with_different_code;
+    return r::exists;
+  }
+  account stored = in;
+  stored.timestamp = next_timestamp(now);
+  ws_.accounts.emplace(stored.id, stored);
+  if (logging_) undo_.push_back({undo_entry::account_insert, stored.id, {}, pending_state::none, 0});
+  applied_entry entry;
+  entry.entry.kind = entry_kind::account_created;
+  entry.entry.account = stored;
+  out.push_back(entry);
+  return r::ok;
+}
+
+// ---------------------------------------------------------------- transfers
+
+void state_machine::expire(std::uint64_t now, std::vector<applied_entry>& out) {
+  while (!ws_.expiries.empty() && ws_.expiries.begin()->first <= now) {
+    const auto id = ws_.expiries.begin()->second;
+    ws_.expiries.erase(ws_.expiries.begin());
+    auto found = ws_.transfers.find(id);
+    if (found == ws_.transfers.end() || found->second.state != pending_state::pending) continue;
+    auto& p = found->second;
+    auto& dr = ws_.accounts.at(p.value.debit_account_id);
+    auto& cr = ws_.accounts.at(p.value.credit_account_id);
+    dr.balances.debits_pending -= p.value.amount;
+    cr.balances.credits_pending -= p.value.amount;
+    p.state = pending_state::expired;
+    applied_entry entry;
+    entry.entry.kind = entry_kind::pending_expired;
+    auto& t = entry.entry.transfer;
+    t.id = p.value.id;
+    t.pending_id = p.value.id;
+    t.debit_account_id = p.value.debit_account_id;
+    t.credit_account_id = p.value.credit_account_id;
+    t.amount = p.value.amount;
+    t.ledger = p.value.ledger;
+    t.code = p.value.code;
+    t.flags = transfer_flags::void_pending;
+    t.timestamp = next_timestamp(now);
+    entry.debit_id = dr.id;
+    entry.credit_id = cr.id;
+    entry.debit_after = dr.balances;
+    entry.credit_after = cr.balances;
+    out.push_back(entry);
+  }
+}
+
+void state_machine::create_transfers(std::span<const transfer> batch, std::uint64_t now,
+                                     std::vector<transfer_result>& results, std::vector<applied_entry>& out) {
+  run_batch<transfer_result>(batch, results, out,
+                             [&](const transfer& t) { return create_transfer(t, now, out); });
+}
+
+namespace {
+
+// Idempotency: the same id again is `exists` only when every field the caller gave matches.
+transfer_result compare_existing(const transfer& in, const transfer& e) {
+  using r = transfer_result;
+  const bool two_phase_follow_up =
+      (in.flags & (transfer_flags::post_pending | transfer_flags::void_pending)) != 0;
+  if ((e.flags & ~transfer_flags::linked) != (in.flags & ~transfer_flags::linked))
+    return r::exists_with_different_flags;
+  if (e.pending_id != in.pending_id) return r::exists_with_different_pending_id;
+  if (e.timeout != in.timeout) return r::exists_with_different_timeout;
+  if (two_phase_follow_up) {
+    // post/void may leave accounts, ledger, code and amount zero: they come from the pending one.
+    if (in.debit_account_id != 0 && e.debit_account_id != in.debit_account_id)
+      return r::exists_with_different_debit_account_id;
+    if (in.credit_account_id != 0 && e.credit_account_id != in.credit_account_id)
+      return r::exists_with_different_credit_account_id;
+    if (in.amount != 0 && e.amount != in.amount) return r::exists_with_different_amount;
+    if (in.user_data != 0 && e.user_data != in.user_data) return r::exists_with_different_user_data;
+    if (in.ledger != 0 && e.ledger != in.ledger) return r::exists_with_different_ledger;
+    if (in.code != 0 && e.code != in.code) return r::exists_with_different_code;
+    return r::exists;
+  }
+  if (e.debit_account_id != in.debit_account_id) return r::exists_with_different_debit_account_id;
+  if (e.credit_account_id != in.credit_account_id) return r::exists_with_different_credit_account_id;
+  const bool balancing =
+      (in.flags & (transfer_flags::balancing_debit | transfer_flags::balancing_credit)) != 0;
+  // A balancing transfer stored what the limit allowed: asking for at least that is the same.
+  if (balancing ? in.amount < e.amount : in.amount != e.amount) return r::exists_with_different_amount;
+  if (e.user_data != in.user_data) return r::exists_with_different_user_data;
+  if (e.ledger != in.ledger) return r::exists_with_different_ledger;
+  if (e.code != in.code) return r::exists_with_different_code;
+  return r::exists;
+}
+
+}  // namespace
+
+transfer_result state_machine::create_transfer(const transfer& in, std::uint64_t now,
+                                               std::vector<applied_entry>& out) {
+  using r = transfer_result;
+  namespace f = transfer_flags;
+  if (in.timestamp != 0) return r::timestamp_must_be_zero;
+  if ((in.flags & ~f::all) != 0) return r::reserved_flag;
+  if (in.id == 0) return r::id_must_not_be_zero;
+  if (in.id == u128_max) return r::id_must_not_be_int_max;
+  const auto phase = in.flags & (f::pending | f::post_pending | f::void_pending);
+  const bool balancing = (in.flags & (f::balancing_debit | f::balancing_credit)) != 0;
+  if (std::popcount(static_cast<unsigned>(phase)) > 1 ||
+      (balancing && (in.flags & (f::post_pending | f::void_pending)) != 0))
+    return r::flags_are_mutually_exclusive;
+  if ((in.flags & (f::post_pending | f::void_pending)) != 0) return post_or_void(in, now, out);
+
+  if (in.debit_account_id == 0) return r::debit_account_id_must_not_be_zero;
+  if (in.debit_account_id == u128_max) return r::debit_account_id_must_not_be_int_max;
+  if (in.credit_account_id == 0) return r::credit_account_id_must_not_be_zero;
+  if (in.credit_account_id == u128_max) return r::credit_account_id_must_not_be_int_max;
+  if (in.debit_account_id == in.credit_account_id) return r::accounts_must_be_different;
+  if (in.pending_id != 0) return r::pending_id_must_be_zero;
+  if ((in.flags & f::pending) == 0 && in.timeout != 0) return r::timeout_reserved_for_pending_transfer;
+  if (in.amount == 0) return r::amount_must_not_be_zero;
+  if (in.ledger == 0) return r::ledger_must_not_be_zero;
+  if (in.code == 0) return r::code_must_not_be_zero;
+
+  const auto dr_it = ws_.accounts.find(in.debit_account_id);
+  if (dr_it == ws_.accounts.end()) return r::debit_account_not_found;
+  const auto cr_it = ws_.accounts.find(in.credit_account_id);
+  if (cr_it == ws_.accounts.end()) return r::credit_account_not_found;
+  auto& dr = dr_it->second;
+  auto& cr = cr_it->second;
+  if (dr.ledger != cr.ledger) return r::accounts_must_have_the_same_ledger;
+  if (in.ledger != dr.ledger) return r::transfer_must_have_the_same_ledger_as_accounts;
+  if (auto found = ws_.transfers.find(in.id); found != ws_.transfers.end())
+    return compare_existing(in, found->second.value);
+  if ((dr.flags & account_flags::closed) != 0) return r::debit_account_already_closed;
+  if ((cr.flags & account_flags::closed) != 0) return r::credit_account_already_closed;
+
+  auto& db = dr.balances;
+  auto& cb = cr.balances;
+  u128 amount = in.amount;
+  if ((in.flags & f::balancing_debit) != 0) {
+    amount = std::min(amount,
+                      saturating_sub(db.credits_posted, saturating_add(db.debits_posted, db.debits_pending)));
+    if (amount == 0) return r::exceeds_credits;
+  }
+  if ((in.flags & f::balancing_credit) != 0) {
+    amount = std::min(
+        amount, saturating_sub(cb.debits_posted, saturating_add(cb.credits_posted, cb.credits_pending)));
+    if (amount == 0) return r::exceeds_debits;
+  }
+  const bool pending = (in.flags & f::pending) != 0;
+  if (pending) {
+    if (add_overflows(db.debits_pending, amount)) return r::overflows_debits_pending;
+    if (add_overflows(cb.credits_pending, amount)) return r::overflows_credits_pending;
+  } else {
+    if (add_overflows(db.debits_posted, amount)) return r::overflows_debits_posted;
+    if (add_overflows(cb.credits_posted, amount)) return r::overflows_credits_posted;
+  }
+  if (add_overflows(db.debits_pending, db.debits_posted) ||
+      add_overflows(db.debits_pending + db.debits_posted, amount))
+    return r::overflows_debits;
+  if (add_overflows(cb.credits_pending, cb.credits_posted) ||
+      add_overflows(cb.credits_pending + cb.credits_posted, amount))
+    return r::overflows_credits;
+  const auto timestamp = std::max(now, ws_.last_timestamp + 1);  // what next_timestamp will give
+  std::uint64_t expires_at = 0;
+  if (pending && in.timeout != 0) {
+    const auto timeout_ns = static_cast<std::uint64_t>(in.timeout) * ns_per_second;
+    if (timestamp > UINT64_MAX - timeout_ns) return r::overflows_timeout;
+    expires_at = timestamp + timeout_ns;
+  }
+  if ((dr.flags & account_flags::debits_must_not_exceed_credits) != 0 &&
+      db.debits_pending + db.debits_posted + amount > db.credits_posted)
+    return r::exceeds_credits;
+  if ((cr.flags & account_flags::credits_must_not_exceed_debits) != 0 &&
+      cb.credits_pending + cb.credits_posted + amount > cb.debits_posted)
+    return r::exceeds_debits;
+
+  save_balance(dr);
+  save_balance(cr);
+  if (pending) {
+    db.debits_pending += amount;
+    cb.credits_pending += amount;
+  } else {
+    db.debits_posted += amount;
+    cb.credits_posted += amount;
+  }
+  transfer stored = in;
+  stored.amount = amount;
+  stored.timestamp = next_timestamp(now);
+  ws_.transfers.emplace(
+      stored.id, transfer_record{stored, pending ? pending_state::pending : pending_state::none, expires_at});
+  if (expires_at != 0) ws_.expiries.emplace(expires_at, stored.id);
+  if (logging_) undo_.push_back({undo_entry::transfer_insert, stored.id, {}, pending_state::none, 0});
+
+  applied_entry entry;
+  entry.entry.kind = entry_kind::transfer;
+  entry.entry.transfer = stored;
+  entry.debit_id = dr.id;
+  entry.credit_id = cr.id;
+  entry.debit_after = db;
+  entry.credit_after = cb;
+  out.push_back(entry);
+  return r::ok;
+}
+
+transfer_result state_machine::post_or_void(const transfer& in, std::uint64_t now,
+                                            std::vector<applied_entry>& out) {
+  using r = transfer_result;
+  namespace f = transfer_flags;
+  const bool post = (in.flags & f::post_pending) != 0;
+  if (in.pending_id == 0) return r::pending_id_must_not_be_zero;
+  if (in.pending_id == u128_max) return r::pending_id_must_not_be_int_max;
+  if (in.pending_id == in.id) return r::pending_id_must_be_different;
+  if (in.timeout != 0) return r::timeout_reserved_for_pending_transfer;
+  if (auto found = ws_.transfers.find(in.id); found != ws_.transfers.end())
+    return compare_existing(in, found->second.value);
+  const auto p_it = ws_.transfers.find(in.pending_id);
+  if (p_it == ws_.transfers.end()) return r::pending_transfer_not_found;
+  auto& p = p_it->second;
+  if ((p.value.flags & f::pending) == 0) return r::pending_transfer_not_pending;
+  if (in.debit_account_id != 0 && in.debit_account_id != p.value.debit_account_id)
+    return r::pending_transfer_has_different_debit_account_id;
+  if (in.credit_account_id != 0 && in.credit_account_id != p.value.credit_account_id)
+    return r::pending_transfer_has_different_credit_account_id;
+  if (in.ledger != 0 && in.ledger != p.value.ledger) return r::pending_transfer_has_different_ledger;
+  if (in.code != 0 && in.code != p.value.code) return r::pending_transfer_has_different_code;
+  if (post && in.amount > p.value.amount) return r::exceeds_pending_transfer_amount;
+  if (!post && in.amount != 0 && in.amount != p.value.amount) return r::pending_transfer_has_different_amount;
+  switch (p.state) {
+    case pending_state::posted:
+      return r::pending_transfer_already_posted;
+    case pending_state::voided:
+      return r::pending_transfer_already_voided;
+    case pending_state::expired:
+      return r::pending_transfer_expired;
+    default:
+      break;
+  }
+  const auto timestamp = std::max(now, ws_.last_timestamp + 1);
+  if (p.expires_at != 0 && p.expires_at <= timestamp) return r::pending_transfer_expired;
+
+  auto& dr = ws_.accounts.at(p.value.debit_account_id);
+  auto& cr = ws_.accounts.at(p.value.credit_account_id);
+  auto& db = dr.balances;
+  auto& cb = cr.balances;
+  const u128 posted = post ? (in.amount == 0 ? p.value.amount : in.amount) : 0;
+  if (add_overflows(db.debits_posted, posted)) return r::overflows_debits_posted;
+  if (add_overflows(cb.credits_posted, posted)) return r::overflows_credits_posted;
+
+  save_balance(dr);
+  save_balance(cr);
+  db.debits_pending -= p.value.amount;
+  cb.credits_pending -= p.value.amount;
+  db.debits_posted += posted;
+  cb.credits_posted += posted;
+  if (logging_) undo_.push_back({undo_entry::transfer_state, p.value.id, {}, p.state, p.expires_at});
+  if (p.expires_at != 0) {
+    auto [b, e] = ws_.expiries.equal_range(p.expires_at);
+    for (auto x = b; x != e; ++x)
+      if (x->second == p.value.id) {
+        ws_.expiries.erase(x);
+        break;
+      }
+  }
+  p.state = post ? pending_state::posted : pending_state::voided;
+
+  transfer stored;
+  stored.id = in.id;
+  stored.debit_account_id = p.value.debit_account_id;
+  stored.credit_account_id = p.value.credit_account_id;
+  stored.amount = post ? posted : p.value.amount;
+  stored.pending_id = p.value.id;
+  stored.user_data = in.user_data != 0 ? in.user_data : p.value.user_data;
+  stored.ledger = p.value.ledger;
+  stored.code = p.value.code;
+  stored.flags = in.flags;
+  stored.timestamp = next_timestamp(now);
+  ws_.transfers.emplace(stored.id, transfer_record{stored, pending_state::none, 0});
+  if (logging_) undo_.push_back({undo_entry::transfer_insert, stored.id, {}, pending_state::none, 0});
+
+  applied_entry entry;
+  entry.entry.kind = entry_kind::transfer;
+  entry.entry.transfer = stored;
+  entry.debit_id = dr.id;
+  entry.credit_id = cr.id;
+  entry.debit_after = db;
+  entry.credit_after = cb;
+  out.push_back(entry);
+  return r::ok;
+}
+
+}  // namespace keel::ledger::detail

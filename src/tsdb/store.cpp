@@ -1,0 +1,761 @@
+#include <keel/pg/copy.hpp>
+#include <keel/pg/transaction.hpp>
+#include <keel/tsdb/store.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <numeric>
+#include <tuple>
+
+namespace keel::tsdb {
+namespace {
+
+constexpr std::string_view migration_1 = R"sql(
+CREATE TABLE tsdb_series (
+  id bigserial PRIMARY KEY,
+  key text NOT NULL UNIQUE,
+  metric text NOT NULL,
+  label_names text[] NOT NULL,
+  label_values text[] NOT NULL,
+  policy smallint NOT NULL DEFAULT 0,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX tsdb_series_metric ON tsdb_series (metric);
+CREATE TABLE tsdb_blocks (
+  id bigserial PRIMARY KEY,
+  series_id bigint NOT NULL REFERENCES tsdb_series (id) ON DELETE CASCADE,
+  first_time bigint NOT NULL,
+  last_time bigint NOT NULL,
+  count integer NOT NULL,
+  value_count integer NOT NULL,
+  min float8 NOT NULL,
+  max float8 NOT NULL,
+  sum float8 NOT NULL,
+  sum_squares float8 NOT NULL,
+  first float8 NOT NULL,
+  last float8 NOT NULL,
+  data bytea NOT NULL
+);
+CREATE INDEX tsdb_blocks_range ON tsdb_blocks (series_id, first_time, last_time);
+CREATE TABLE tsdb_rollups (
+  series_id bigint NOT NULL REFERENCES tsdb_series (id) ON DELETE CASCADE,
+  resolution bigint NOT NULL,
+  bucket bigint NOT NULL,
+  count bigint NOT NULL,
+  sum float8 NOT NULL,
+  sum_squares float8 NOT NULL,
+  min float8 NOT NULL,
+  max float8 NOT NULL,
+  first float8 NOT NULL,
+  last float8 NOT NULL,
+  first_time bigint NOT NULL,
+  last_time bigint NOT NULL,
+  PRIMARY KEY (series_id, resolution, bucket)
+);
+CREATE TABLE tsdb_retention (
+  metric text PRIMARY KEY,
+  max_age bigint NOT NULL CHECK (max_age > 0)
+);
+)sql";
+
+constexpr std::array<pg::migration, 1> migrations = {
+    {{1, "series, blocks, rollups, retention", migration_1}}};
+
+/// metric{name="value",...} with quotes and backslashes escaped: one text per series identity.
+std::string series_key(std::string_view metric, const std::vector<label>& labels) {
+  std::string key(metric);
+  key += '{';
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    if (i != 0) key += ',';
+    key += labels[i].name;
+    key += "=\"";
+    for (const char c : labels[i].value) {
+      if (c == '"' || c == '\\') key += '\\';
+      key += c;
+    }
+    key += '"';
+  }
+  key += '}';
+  return key;
+}
+
+struct head {
+  std::vector<std::int64_t> times;
+  std::vector<double> values;
+};
+
+struct series_state {
+  ordering policy = ordering::reject;
+  std::int64_t newest = std::numeric_limits<std::int64_t>::min();  ///< newest time stored or in the head
+  head points;
+};
+
+/// Sorts by time (stably, so later writes stay later) and applies the policy to equal times.
+void normalize(std::vector<std::int64_t>& times, std::vector<double>& values, ordering policy) {
+  if (std::is_sorted(times.begin(), times.end()) && policy != ordering::last_write_wins) return;
+  std::vector<std::size_t> order(times.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return times[a] < times[b]; });
+  std::vector<std::int64_t> t;
+  std::vector<double> v;
+  t.reserve(times.size());
+  v.reserve(times.size());
+  for (const auto i : order) {
+    if (policy == ordering::last_write_wins && !t.empty() && t.back() == times[i]) {
+      v.back() = values[i];
+      continue;
+    }
+    t.push_back(times[i]);
+    v.push_back(values[i]);
+  }
+  times = std::move(t);
+  values = std::move(v);
+}
+
+struct sealed_block {
+  std::int64_t series;
+  block_summary summary;
+  double sum_squares;
+  std::int32_t value_count;  ///< points whose value is not NaN (what aggregates count)
+  bytes data;
+};
+
+struct rollup_row {
+  std::int64_t series;
+  std::int64_t resolution;
+  bucket b;
+};
+
+}  // namespace
+
+struct store::state {
+  pg::connection conn;
+  store_options options;
+  std::unordered_map<std::string, std::int64_t> ids;
+  std::map<std::int64_t, series_state> series;
+};
+
+store::store(std::unique_ptr<state> s) noexcept : state_(std::move(s)) {}
+store::store(store&&) noexcept = default;
+store& store::operator=(store&&) noexcept = default;
+store::~store() = default;
+
+const store_options& store::options() const noexcept {
+  return state_->options;
+}
+pg::connection& store::connection() noexcept {
+  return state_->conn;
+}
+
+result<pg::migration_report> store::migrate(pg::connection& c) {
+  return pg::migrate(c, "tsdb", migrations);
+}
+
+result<store> store::open(std::string_view conninfo, store_options options) {
+  if (options.seal_count == 0 || options.seal_count > (1U << 24) - 1 || options.seal_span <= 0)
+    return errc::invalid_argument;
+  for (const auto r : options.rollups)
+    if (r <= 0) return errc::invalid_argument;
+  std::sort(options.rollups.begin(), options.rollups.end());
+  auto c = pg::connection::connect(conninfo);
+  if (!c) return c.error();
+  return store(std::make_unique<state>(state{std::move(*c), std::move(options), {}, {}}));
+}
+
+result<std::int64_t> store::series(std::string_view metric, std::vector<label> labels, ordering policy) {
+  if (metric.empty()) return errc::invalid_argument;
+  std::sort(labels.begin(), labels.end(), [](const label& a, const label& b) { return a.name < b.name; });
+  std::vector<std::string> names;
+  std::vector<std::string> values;
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    if (labels[i].name.empty() || (i > 0 && labels[i].name == labels[i - 1].name))
+      return errc::invalid_argument;
+    names.push_back(labels[i].name);
+    values.push_back(labels[i].value);
+  }
+  const std::string key = series_key(metric, labels);
+  if (auto it = state_->ids.find(key); it != state_->ids.end()) return it->second;
+  // Race-safe across processes: the unique key decides, and the loser reads the winner's row.
+  auto r = state_->conn.query(
+      "INSERT INTO tsdb_series (key, metric, label_names, label_values, policy) VALUES ($1, $2, $3, $4, $5) "
+      "ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key RETURNING id, policy",
+      key, metric, names, values, static_cast<std::int16_t>(policy));
+  if (!r) return r.error();
+  const auto id = (*r)[0].get<std::int64_t>(0);
+  const auto stored_policy = (*r)[0].get<std::int16_t>(1);
+  if (!id || !stored_policy) return errc::invalid_argument;
+  state_->ids.emplace(key, *id);
+  auto& s = state_->series[*id];
+  s.policy = static_cast<ordering>(*stored_policy);
+  auto newest = state_->conn.query("SELECT max(last_time) FROM tsdb_blocks WHERE series_id = $1", *id);
+  if (!newest) return newest.error();
+  if (auto v = (*newest)[0].get<std::optional<std::int64_t>>(0); v && *v) s.newest = std::max(s.newest, **v);
+  return *id;
+}
+
+result<std::vector<series_info>> store::select(std::string_view metric, std::span<const matcher> matchers) {
+  // The SQL text is fixed per operator; names, values and patterns travel only as parameters.
+  std::string sql = "SELECT id, metric, label_names, label_values, policy FROM tsdb_series WHERE metric = $1";
+  pg::params p;
+  p.add(metric);
+  int n = 1;
+  for (const auto& m : matchers) {
+    if (m.name.empty()) return errc::invalid_label_matcher;
+    // Built with append: GCC 12 warns falsely (-Wrestrict) on "$" + std::to_string(...).
+    std::string name(1, '$');
+    name.append(std::to_string(++n));
+    std::string value(1, '$');
+    value.append(std::to_string(++n));
+    const std::string label = "coalesce(label_values[array_position(label_names, " + name + "::text)], '')";
+    switch (m.op) {
+      case match::equal:
+        sql += " AND " + label + " = " + value + "::text";
+        break;
+      case match::not_equal:
+        sql += " AND " + label + " <> " + value + "::text";
+        break;
+      case match::regex:
+        sql += " AND " + label + " ~ ('^(?:' || " + value + "::text || ')$')";
+        break;
+      case match::not_regex:
+        sql += " AND " + label + " !~ ('^(?:' || " + value + "::text || ')$')";
+        break;
+    }
+    p.add(m.name);
+    p.add(m.value);
+  }
+  sql += " ORDER BY id";
+  auto r = state_->conn.query_params(sql, p);
+  if (!r) {
+    if (state_->conn.last_error().sqlstate == "2201B") return errc::invalid_label_matcher;
+    return r.error();
+  }
+  std::vector<series_info> out;
+  for (const auto row : *r) {
+    series_info s;
+    s.id = row.get<std::int64_t>(0).value();
+    s.metric = row.get<std::string>(1).value();
+    const auto names = row.get<std::vector<std::string>>(2).value();
+    const auto values = row.get<std::vector<std::string>>(3).value();
+    for (std::size_t i = 0; i < names.size() && i < values.size(); ++i)
+      s.labels.push_back({names[i], values[i]});
+    s.policy = static_cast<ordering>(row.get<std::int16_t>(4).value());
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+namespace {
+
+/// Blocks and rollup rows for a run of sorted points, cut by count and span.
+void seal_points(std::int64_t series, const std::vector<std::int64_t>& times,
+                 const std::vector<double>& values, const store_options& options,
+                 std::vector<sealed_block>& blocks, std::vector<rollup_row>& rollups) {
+  std::size_t at = 0;
+  while (at < times.size()) {
+    std::size_t end = at + 1;
+    while (end < times.size() && end - at < options.seal_count && times[end] - times[at] < options.seal_span)
+      ++end;
+    const std::span<const std::int64_t> t(times.data() + at, end - at);
+    const std::span<const double> v(values.data() + at, end - at);
+    sealed_block b{series, summarize(t, v), 0, 0, encode_block(t, v, options.encoding).value()};
+    for (const double x : v) {
+      if (std::isnan(x)) continue;
+      b.sum_squares += x * x;
+      ++b.value_count;
+    }
+    blocks.push_back(std::move(b));
+    for (const auto resolution : options.rollups) {
+      bucket current;
+      bool open = false;
+      for (std::size_t i = 0; i < t.size(); ++i) {
+        const std::int64_t start = bucket_start(t[i], resolution);
+        if (open && start != current.start) {
+          if (current.count > 0) rollups.push_back({series, resolution, current});
+          open = false;
+        }
+        if (!open) {
+          current = bucket{};
+          current.start = start;
+          open = true;
+        }
+        current.add(t[i], v[i]);
+      }
+      if (open && current.count > 0) rollups.push_back({series, resolution, current});
+    }
+    at = end;
+  }
+}
+
+/// Merges rollup rows with the same (series, resolution, bucket) — two blocks of one flush may
+/// share a bucket — and orders them by key, so the upsert touches each row once and concurrent
+/// writers lock rows in the same order.
+void merge_rollups(std::vector<rollup_row>& rollups) {
+  auto key_less = [](const rollup_row& a, const rollup_row& b) {
+    return std::tie(a.series, a.resolution, a.b.start) < std::tie(b.series, b.resolution, b.b.start);
+  };
+  std::stable_sort(rollups.begin(), rollups.end(), key_less);
+  std::size_t out = 0;
+  for (std::size_t i = 0; i < rollups.size(); ++i) {
+    if (out > 0 && !key_less(rollups[out - 1], rollups[i])) {
+      rollups[out - 1].b.merge(rollups[i].b);
+    } else {
+      rollups[out++] = std::move(rollups[i]);
+    }
+  }
+  rollups.resize(out);
+}
+
+result<void> write_sealed(pg::connection& c, const std::vector<sealed_block>& blocks,
+                          std::vector<rollup_row>& rollups) {
+  if (blocks.empty()) return {};
+  merge_rollups(rollups);
+  auto tx = pg::transaction::begin(c);
+  if (!tx) return tx.error();
+  {
+    auto copy = pg::copy_writer::start(c, "tsdb_blocks",
+                                       {"series_id", "first_time", "last_time", "count", "value_count", "min",
+                                        "max", "sum", "sum_squares", "first", "last", "data"});
+    if (!copy) return copy.error();
+    for (const auto& b : blocks) {
+      const auto& s = b.summary;
+      // All-NaN blocks have no min/max; store the NaNs, queries skip them via count checks.
+      if (auto r = copy->write_row(b.series, s.first_time, s.last_time, static_cast<std::int32_t>(s.count),
+                                   b.value_count, s.min, s.max, s.sum, b.sum_squares, s.first, s.last,
+                                   bytes_view(b.data));
+          !r)
+        return r.error();
+    }
+    if (auto r = copy->finish(); !r) return r.error();
+  }
+  if (!rollups.empty()) {
+    if (auto r = c.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS tsdb_rollup_stage (LIKE tsdb_rollups) ON COMMIT DELETE ROWS");
+        !r)
+      return r.error();
+    auto copy = pg::copy_writer::start(c, "tsdb_rollup_stage",
+                                       {"series_id", "resolution", "bucket", "count", "sum", "sum_squares",
+                                        "min", "max", "first", "last", "first_time", "last_time"});
+    if (!copy) return copy.error();
+    for (const auto& r : rollups) {
+      const auto& b = r.b;
+      if (auto w = copy->write_row(r.series, r.resolution, b.start, static_cast<std::int64_t>(b.count), b.sum,
+                                   b.sum_squares, b.min, b.max, b.first, b.last, b.first_time, b.last_time);
+          !w)
+        return w.error();
+    }
+    if (auto f = copy->finish(); !f) return f.error();
+    // Merge into the stored rollups (rows are unique per key here, see merge_rollups).
+    auto merged = c.query(R"sql(
+INSERT INTO tsdb_rollups AS r
+SELECT series_id, resolution, bucket, count, sum, sum_squares, min, max, first, last, first_time, last_time
+FROM tsdb_rollup_stage ORDER BY series_id, resolution, bucket
+ON CONFLICT (series_id, resolution, bucket) DO UPDATE SET
+  count = r.count + EXCLUDED.count, sum = r.sum + EXCLUDED.sum, sum_squares = r.sum_squares + EXCLUDED.sum_squares,
+  min = least(r.min, EXCLUDED.min), max = greatest(r.max, EXCLUDED.max),
+  first = CASE WHEN EXCLUDED.first_time < r.first_time THEN EXCLUDED.first ELSE r.first END,
+  last = CASE WHEN EXCLUDED.last_time >= r.last_time THEN EXCLUDED.last ELSE r.last END,
+  first_time = least(r.first_time, EXCLUDED.first_time), last_time = greatest(r.last_time, EXCLUDED.last_time)
+)sql");
+    if (!merged) return merged.error();
+  }
+  return tx->commit();
+}
+
+}  // namespace
+
+result<void> store::append(std::int64_t id, std::span<const std::int64_t> times,
+                           std::span<const double> values) {
+  if (times.size() != values.size()) return errc::invalid_argument;
+  auto it = state_->series.find(id);
+  if (it == state_->series.end()) {
+    auto r = state_->conn.query("SELECT key FROM tsdb_series WHERE id = $1", id);
+    if (!r) return r.error();
+    if (r->empty()) return errc::unknown_series;
+    // Loads the policy and newest time through series().
+    auto info = state_->conn.query(
+        "SELECT metric, label_names, label_values, policy FROM tsdb_series WHERE id = $1", id);
+    if (!info) return info.error();
+    const auto names = (*info)[0].get<std::vector<std::string>>(1).value();
+    const auto vals = (*info)[0].get<std::vector<std::string>>(2).value();
+    std::vector<label> labels;
+    for (std::size_t i = 0; i < names.size() && i < vals.size(); ++i) labels.push_back({names[i], vals[i]});
+    if (auto s = series((*info)[0].get<std::string>(0).value(), labels); !s) return s.error();
+    it = state_->series.find(id);
+  }
+  auto& s = it->second;
+  if (s.policy == ordering::reject) {
+    // Check the whole batch first, so a refused batch changes nothing.
+    std::int64_t newest = s.newest;
+    for (const auto t : times) {
+      if (t < newest) return errc::out_of_order;
+      if (t == newest) return errc::duplicate_timestamp;
+      newest = t;
+    }
+  }
+  s.points.times.insert(s.points.times.end(), times.begin(), times.end());
+  s.points.values.insert(s.points.values.end(), values.begin(), values.end());
+  for (const auto t : times) s.newest = std::max(s.newest, t);
+  const auto& h = s.points;
+  if (h.times.size() >= state_->options.seal_count ||
+      (!h.times.empty() && h.times.back() - h.times.front() >= state_->options.seal_span)) {
+    std::vector<sealed_block> blocks;
+    std::vector<rollup_row> rollups;
+    normalize(s.points.times, s.points.values, s.policy);
+    seal_points(id, s.points.times, s.points.values, state_->options, blocks, rollups);
+    if (auto r = write_sealed(state_->conn, blocks, rollups); !r) return r;
+    s.points = {};
+  }
+  return {};
+}
+
+result<void> store::flush() {
+  std::vector<sealed_block> blocks;
+  std::vector<rollup_row> rollups;
+  for (auto& [id, s] : state_->series) {
+    if (s.points.times.empty()) continue;
+    normalize(s.points.times, s.points.values, s.policy);
+    seal_points(id, s.points.times, s.points.values, state_->options, blocks, rollups);
+  }
+  if (auto r = write_sealed(state_->conn, blocks, rollups); !r) return r;
+  for (auto& [id, s] : state_->series) s.points = {};
+  return {};
+}
+
+// ---- reading ---------------------------------------------------------------------------------
+
+range_scan::range_scan(std::vector<stored_block> blocks, std::vector<std::int64_t> head_times,
+                       std::vector<double> head_values, std::int64_t from, std::int64_t to, ordering policy)
+    : blocks_(std::move(blocks)), from_(from), to_(to), policy_(policy) {
+  // Blocks arrive ordered by first_time. When none overlap (and the head starts after them), the
+  // scan decodes lazily; otherwise everything in range is merged up front: stably by time, blocks
+  // in write order (id) and the head last, so "later" means written later.
+  bool overlapping = false;
+  for (std::size_t i = 1; i < blocks_.size(); ++i)
+    if (blocks_[i].first_time <= blocks_[i - 1].last_time) overlapping = true;
+  if (!head_times.empty() && !blocks_.empty() &&
+      *std::min_element(head_times.begin(), head_times.end()) <= blocks_.back().last_time)
+    overlapping = true;
+  if (!overlapping) {
+    if (!head_times.empty()) {
+      stored_block h{std::numeric_limits<std::int64_t>::max(), head_times.front(), head_times.back(), {}};
+      blocks_.push_back(std::move(h));
+      head_times_ = std::move(head_times);
+      head_values_ = std::move(head_values);
+    }
+    return;
+  }
+  std::sort(blocks_.begin(), blocks_.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+  std::vector<std::int64_t> all_t;
+  std::vector<double> all_v;
+  std::vector<std::int64_t> t;
+  std::vector<double> v;
+  for (const auto& b : blocks_) {
+    if (auto r = decode_block(b.data, t, v); !r) {
+      error_ = r.error();
+      break;
+    }
+    all_t.insert(all_t.end(), t.begin(), t.end());
+    all_v.insert(all_v.end(), v.begin(), v.end());
+  }
+  all_t.insert(all_t.end(), head_times.begin(), head_times.end());
+  all_v.insert(all_v.end(), head_values.begin(), head_values.end());
+  normalize(all_t, all_v, policy);
+  blocks_.clear();
+  times_ = std::move(all_t);
+  values_ = std::move(all_v);
+  at_ = static_cast<std::size_t>(std::lower_bound(times_.begin(), times_.end(), from_) - times_.begin());
+}
+
+bool range_scan::load_next_block() {
+  while (next_block_ < blocks_.size()) {
+    auto& b = blocks_[next_block_++];
+    if (b.id == std::numeric_limits<std::int64_t>::max()) {
+      std::vector<std::int64_t> t = std::move(head_times_);
+      std::vector<double> v = std::move(head_values_);
+      normalize(t, v, policy_);  // a head may hold rewrites (last_write_wins) and be unsorted
+      times_ = std::move(t);
+      values_ = std::move(v);
+    } else if (auto r = decode_block(b.data, times_, values_); !r) {
+      error_ = r.error();
+      times_.clear();
+      values_.clear();
+      blocks_.clear();
+      return false;
+    }
+    b.data = {};
+    at_ = static_cast<std::size_t>(std::lower_bound(times_.begin(), times_.end(), from_) - times_.begin());
+    if (at_ < times_.size()) return true;
+  }
+  return false;
+}
+
+bool range_scan::next(std::int64_t& time, double& value) {
+  while (at_ >= times_.size()) {
+    if (!load_next_block()) return false;
+  }
+  if (times_[at_] >= to_) {
+    at_ = times_.size();
+    next_block_ = blocks_.size();
+    return false;
+  }
+  time = times_[at_];
+  value = values_[at_];
+  ++at_;
+  return true;
+}
+
+void range_scan::drain(std::vector<std::int64_t>& times, std::vector<double>& values) {
+  std::int64_t t;
+  double v;
+  while (next(t, v)) {
+    times.push_back(t);
+    values.push_back(v);
+  }
+}
+
+result<range_scan> store::scan(std::int64_t series, std::int64_t from, std::int64_t to) {
+  auto r = state_->conn.query(
+      "SELECT id, first_time, last_time, data FROM tsdb_blocks WHERE series_id = $1 AND last_time >= $2 AND "
+      "first_time < $3 ORDER BY first_time, id",
+      series, from, to);
+  if (!r) return r.error();
+  std::vector<range_scan::stored_block> blocks;
+  for (const auto row : *r)
+    blocks.push_back({row.get<std::int64_t>(0).value(), row.get<std::int64_t>(1).value(),
+                      row.get<std::int64_t>(2).value(), row.get<bytes>(3).value()});
+  std::vector<std::int64_t> head_t;
+  std::vector<double> head_v;
+  ordering policy = ordering::reject;
+  if (auto it = state_->series.find(series); it != state_->series.end()) {
+    policy = it->second.policy;
+    const auto& h = it->second.points;
+    for (std::size_t i = 0; i < h.times.size(); ++i) {
+      if (h.times[i] >= from && h.times[i] < to) {
+        head_t.push_back(h.times[i]);
+        head_v.push_back(h.values[i]);
+      }
+    }
+  } else {
+    auto p = state_->conn.query("SELECT policy FROM tsdb_series WHERE id = $1", series);
+    if (!p) return p.error();
+    if (p->empty()) return errc::unknown_series;
+    policy = static_cast<ordering>((*p)[0].get<std::int16_t>(0).value());
+  }
+  return range_scan(std::move(blocks), std::move(head_t), std::move(head_v), from, to, policy);
+}
+
+result<std::vector<bucket>> store::aggregate(std::int64_t series, std::int64_t from, std::int64_t to,
+                                             std::int64_t width, bool percentiles, query_plan* plan) {
+  if (width <= 0 || to <= from) return errc::invalid_argument;
+  if ((to - from) / width > 10'000'000)
+    return errc::invalid_argument;  // more buckets than any screen or table
+  query_plan local;
+  query_plan& used = plan != nullptr ? *plan : local;
+  used = {};
+  auto p = state_->conn.query("SELECT policy FROM tsdb_series WHERE id = $1", series);
+  if (!p) return p.error();
+  if (p->empty()) return errc::unknown_series;
+  const auto policy = static_cast<ordering>((*p)[0].get<std::int16_t>(0).value());
+  std::vector<bucket> out = tsdb::aggregate({}, {}, from, to, width, percentiles);
+  const std::int64_t first = out.empty() ? from : out.front().start;
+  auto slot = [&](std::int64_t t) -> bucket& { return out[static_cast<std::size_t>((t - first) / width)]; };
+
+  const head* h = nullptr;
+  if (auto it = state_->series.find(series); it != state_->series.end()) h = &it->second.points;
+  auto add_head = [&] {
+    if (h == nullptr) return;
+    for (std::size_t i = 0; i < h->times.size(); ++i)
+      if (h->times[i] >= from && h->times[i] < to) slot(h->times[i]).add(h->times[i], h->values[i]);
+  };
+
+  // Rollups: exact when every bucket and the range boundaries are whole rollup buckets. With
+  // last_write_wins a rewrite of an already sealed point would be counted twice, so not then.
+  std::int64_t resolution = 0;
+  if (!percentiles && policy != ordering::last_write_wins) {
+    for (const auto r : state_->options.rollups)
+      if (width % r == 0 && bucket_start(from, r) == from && bucket_start(to, r) == to) resolution = r;
+  }
+  if (resolution != 0 && state_->options.points_per_rollup_row != 0) {
+    // Exact is not enough: a rollup row costs far more to fetch than a point costs to decode, so
+    // a rollup only a few times coarser than the data is slower than the blocks.
+    auto stored = state_->conn.query(
+        "SELECT coalesce(sum(count), 0)::int8 FROM tsdb_blocks WHERE series_id = $1 AND last_time >= $2 AND "
+        "first_time < $3",
+        series, from, to);
+    if (!stored) return stored.error();
+    auto counted = stored->value<std::int64_t>();
+    const auto points = static_cast<double>(counted ? *counted : 0);
+    const double rows = static_cast<double>((to - from) / resolution);
+    if (rows * static_cast<double>(state_->options.points_per_rollup_row) > points) resolution = 0;
+  }
+  if (resolution != 0) {
+    auto rows = state_->conn.query(
+        "SELECT bucket, count, sum, sum_squares, min, max, first, last, first_time, last_time FROM "
+        "tsdb_rollups "
+        "WHERE series_id = $1 AND resolution = $2 AND bucket >= $3 AND bucket < $4 ORDER BY bucket",
+        series, resolution, from, to);
+    if (!rows) return rows.error();
+    for (const auto row : *rows) {
+      bucket b;
+      b.start = row.get<std::int64_t>(0).value();
+      b.count = static_cast<std::uint64_t>(row.get<std::int64_t>(1).value());
+      b.sum = row.get<double>(2).value();
+      b.sum_squares = row.get<double>(3).value();
+      b.min = row.get<double>(4).value();
+      b.max = row.get<double>(5).value();
+      b.first = row.get<double>(6).value();
+      b.last = row.get<double>(7).value();
+      b.first_time = row.get<std::int64_t>(8).value();
+      b.last_time = row.get<std::int64_t>(9).value();
+      slot(b.start).merge(b);
+      ++used.rollup_rows;
+    }
+    used.rollup = resolution;
+    add_head();
+    return out;
+  }
+
+  if (policy == ordering::last_write_wins) {
+    // Rewrites may span blocks: merge through the scan, which resolves them.
+    auto scanned = scan(series, from, to);
+    if (!scanned) return scanned.error();
+    std::int64_t t;
+    double v;
+    while (scanned->next(t, v)) slot(t).add(t, v);
+    if (scanned->error()) return scanned->error();
+    return out;
+  }
+  // reject and keep_both: every stored point counts once, so a block inside one bucket can be
+  // answered from its summary, and only blocks straddling a boundary are decoded.
+  auto rows = state_->conn.query(
+      "SELECT first_time, last_time, value_count, sum, sum_squares, min, max, first, last, "
+      "CASE WHEN first_time >= $2 AND last_time < $3 AND NOT $4 AND "
+      "     'NaN'::float8 NOT IN (min, first, last) AND "
+      "     floor((first_time - $5)::float8 / $6) = floor((last_time - $5)::float8 / $6) "
+      "THEN NULL ELSE data END "
+      "FROM tsdb_blocks WHERE series_id = $1 AND last_time >= $2 AND first_time < $3",
+      series, from, to, percentiles, first, width);
+  if (!rows) return rows.error();
+  std::vector<std::int64_t> t;
+  std::vector<double> v;
+  for (const auto row : *rows) {
+    const auto data = row.get<std::optional<bytes>>(9).value();
+    if (!data) {
+      bucket b;
+      b.first_time = row.get<std::int64_t>(0).value();
+      b.last_time = row.get<std::int64_t>(1).value();
+      if (bucket_start(b.first_time - first, width) != bucket_start(b.last_time - first, width)) {
+        return errc::block_corrupt;  // the server's floor disagreed with ours: never merge wrongly
+      }
+      b.count = static_cast<std::uint64_t>(row.get<std::int32_t>(2).value());
+      b.sum = row.get<double>(3).value();
+      b.sum_squares = row.get<double>(4).value();
+      b.min = row.get<double>(5).value();
+      b.max = row.get<double>(6).value();
+      b.first = row.get<double>(7).value();
+      b.last = row.get<double>(8).value();
+      slot(b.first_time).merge(b);
+      ++used.blocks_summarized;
+      continue;
+    }
+    if (auto d = decode_block(*data, t, v); !d) return d.error();
+    ++used.blocks_decoded;
+    for (std::size_t i = 0; i < t.size(); ++i)
+      if (t[i] >= from && t[i] < to) slot(t[i]).add(t[i], v[i]);
+  }
+  add_head();
+  return out;
+}
+
+// ---- retention and compaction ----------------------------------------------------------------
+
+result<void> store::set_retention(std::string_view metric, std::int64_t max_age) {
+  if (max_age < 0) return errc::invalid_argument;
+  if (max_age == 0) {
+    auto r = state_->conn.query("DELETE FROM tsdb_retention WHERE metric = $1", metric);
+    if (!r) return r.error();
+    return {};
+  }
+  auto r = state_->conn.query(
+      "INSERT INTO tsdb_retention (metric, max_age) VALUES ($1, $2) ON CONFLICT (metric) DO UPDATE SET "
+      "max_age = "
+      "EXCLUDED.max_age",
+      metric, max_age);
+  if (!r) return r.error();
+  return {};
+}
+
+result<std::uint64_t> store::apply_retention(std::int64_t now) {
+  auto tx = pg::transaction::begin(state_->conn);
+  if (!tx) return tx.error();
+  auto blocks = tx->query(
+      "DELETE FROM tsdb_blocks b USING tsdb_series s, tsdb_retention r "
+      "WHERE b.series_id = s.id AND s.metric = r.metric AND b.last_time < $1 - r.max_age",
+      now);
+  if (!blocks) return blocks.error();
+  auto rollups = tx->query(
+      "DELETE FROM tsdb_rollups u USING tsdb_series s, tsdb_retention r "
+      "WHERE u.series_id = s.id AND s.metric = r.metric AND u.bucket + u.resolution <= $1 - r.max_age",
+      now);
+  if (!rollups) return rollups.error();
+  if (auto c = tx->commit(); !c) return c.error();
+  return blocks->affected();
+}
+
+result<std::uint64_t> store::compact(std::int64_t series, std::size_t below, std::size_t target) {
+  auto p = state_->conn.query("SELECT policy FROM tsdb_series WHERE id = $1", series);
+  if (!p) return p.error();
+  if (p->empty()) return errc::unknown_series;
+  const auto policy = static_cast<ordering>((*p)[0].get<std::int16_t>(0).value());
+  auto tx = pg::transaction::begin(state_->conn);
+  if (!tx) return tx.error();
+  // Locked, so two compactions (or a retention run) never both rewrite the same blocks.
+  auto rows =
+      tx->query("SELECT id, data FROM tsdb_blocks WHERE series_id = $1 AND count < $2 ORDER BY id FOR UPDATE",
+                series, static_cast<std::int64_t>(below));
+  if (!rows) return rows.error();
+  if (rows->size() < 2) return std::uint64_t{0};
+  std::vector<std::int64_t> all_t;
+  std::vector<double> all_v;
+  std::vector<std::int64_t> ids;
+  std::vector<std::int64_t> t;
+  std::vector<double> v;
+  for (const auto row : *rows) {
+    ids.push_back(row.get<std::int64_t>(0).value());
+    if (auto d = decode_block(row.get<bytes>(1).value(), t, v); !d) return d.error();
+    all_t.insert(all_t.end(), t.begin(), t.end());
+    all_v.insert(all_v.end(), v.begin(), v.end());
+  }
+  normalize(all_t, all_v,
+            policy == ordering::last_write_wins ? ordering::last_write_wins : ordering::keep_both);
+  auto deleted = tx->query("DELETE FROM tsdb_blocks WHERE id = ANY($1)", ids);
+  if (!deleted) return deleted.error();
+  std::vector<sealed_block> blocks;
+  std::vector<rollup_row> no_rollups;  // the points are unchanged, so are their rollups
+  store_options options = state_->options;
+  options.rollups.clear();
+  options.seal_count = std::clamp<std::size_t>(target, 1, (1U << 24) - 1);
+  seal_points(series, all_t, all_v, options, blocks, no_rollups);
+  {
+    auto copy = pg::copy_writer::start(state_->conn, "tsdb_blocks",
+                                       {"series_id", "first_time", "last_time", "count", "value_count", "min",
+                                        "max", "sum", "sum_squares", "first", "last", "data"});
+    if (!copy) return copy.error();
+    for (const auto& b : blocks) {
+      const auto& s = b.summary;
+      if (auto r = copy->write_row(b.series, s.first_time, s.last_time, static_cast<std::int32_t>(s.count),
+                                   b.value_count, s.min, s.max, s.sum, b.sum_squares, s.first, s.last,
+                                   bytes_view(b.data));
+          !r)
+        return r.error();
+    }
+    if (auto r = copy->finish(); !r) return r.error();
+  }
+  if (auto c = tx->commit(); !c) return c.error();
+  return static_cast<std::uint64_t>(ids.size() - blocks.size());
+}
+
+}  // namespace keel::tsdb

@@ -1,0 +1,131 @@
+// The Postgres backend on the real cluster: each algorithm, atomicity, threads, block,
+// penalties, eviction, and what the limiter does when the database is unreachable.
+#include <keel/pg/pool.hpp>
+#include <keel/ratelimit.hpp>
+#include <keel/ratelimit/postgres.hpp>
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include <support/pg.hpp>
+#include <support/redis.hpp>
+#include <support/result.hpp>
+
+namespace rl = keel::ratelimit;
+using namespace std::chrono_literals;
+
+TEST_SUITE("pg") {
+  TEST_CASE("postgres backend: each algorithm allows exactly its limit; several limits are all or nothing") {
+    keel::test::scratch_schema schema;
+    keel::pg::pool pool({.conninfo = schema.conninfo, .max_size = 4});
+    {
+      auto c = pool.acquire();
+      REQUIRE(c);
+      REQUIRE(rl::postgres_backend::migrate(**c));
+      REQUIRE(rl::postgres_backend::migrate(**c));  // idempotent
+    }
+    rl::postgres_backend store(pool);
+    for (const auto a : {rl::algorithm::gcra, rl::algorithm::token_bucket, rl::algorithm::sliding_window,
+                         rl::algorithm::sliding_log}) {
+      const rl::limit l{.algorithm = a, .count = 10, .period = 1h};
+      const std::string key = "alg:" + std::string(rl::to_string(a));
+      const rl::keyed_limit k{key, &l};
+      rl::decision d;
+      int allowed = 0;
+      for (int i = 0; i < 14; ++i) {
+        REQUIRE(store.decide({&k, 1}, 1, {&d, 1}));
+        if (d.allowed) {
+          ++allowed;
+          CHECK(d.remaining == static_cast<std::uint64_t>(10 - allowed));
+        }
+      }
+      CHECK(allowed == 10);
+      CHECK_FALSE(d.allowed);
+      CHECK(d.retry_after > 0s);
+      // A sliding window may have to wait into the next window, while this one still weighs.
+      CHECK(d.retry_after <= (a == rl::algorithm::sliding_window ? 2h : 1h));
+    }
+    const rl::limit per_minute{.algorithm = rl::algorithm::sliding_window, .count = 5, .period = 1min};
+    const rl::limit per_hour{.algorithm = rl::algorithm::sliding_log, .count = 100, .period = 1h};
+    const rl::keyed_limit both[] = {{"m", &per_minute}, {"h", &per_hour}};
+    rl::decision out[2];
+    int allowed = 0;
+    for (int i = 0; i < 8; ++i) {
+      REQUIRE(store.decide(both, 1, out));
+      allowed += out[0].allowed && out[1].allowed ? 1 : 0;
+    }
+    CHECK(allowed == 5);
+    CHECK(out[1].remaining == 95);
+
+    const rl::limit blocking{.algorithm = rl::algorithm::gcra, .count = 1, .period = 1s, .block = 1h};
+    const rl::keyed_limit b{"blocked", &blocking};
+    rl::decision d;
+    REQUIRE(store.decide({&b, 1}, 1, {&d, 1}));
+    REQUIRE(store.decide({&b, 1}, 1, {&d, 1}));
+    CHECK_FALSE(d.allowed);
+    CHECK(d.retry_after >= 59min);
+
+    const rl::limit g{.algorithm = rl::algorithm::sliding_log, .count = 10, .period = 1h};
+    const rl::keyed_limit pk{"penalized", &g};
+    REQUIRE(store.adjust(pk, 10));
+    REQUIRE(store.decide({&pk, 1}, 1, {&d, 1}));
+    CHECK_FALSE(d.allowed);
+    REQUIRE(store.adjust(pk, -2));
+    REQUIRE(store.decide({&pk, 1}, 1, {&d, 1}));
+    CHECK(d.allowed);
+
+    const rl::limit brief{.algorithm = rl::algorithm::gcra, .count = 1000, .period = 1ms};
+    const rl::keyed_limit e{"brief", &brief};
+    REQUIRE(store.decide({&e, 1}, 1, {&d, 1}));
+    std::this_thread::sleep_for(20ms);
+    const auto evicted = store.evict_expired();
+    REQUIRE(evicted);
+    CHECK(*evicted >= 1);
+  }
+
+  TEST_CASE("postgres backend: N threads on one key allow exactly the limit") {
+    keel::test::scratch_schema schema;
+    keel::pg::pool pool({.conninfo = schema.conninfo, .max_size = 4});
+    REQUIRE(rl::postgres_backend::migrate(**pool.acquire()));
+    rl::postgres_backend store(pool);
+    const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 100, .period = 1h};
+    const rl::keyed_limit k{"shared", &l};
+    std::atomic<int> allowed{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&] {
+        rl::decision d;
+        for (int i = 0; i < 40; ++i) {
+          if (store.decide({&k, 1}, 1, {&d, 1}) && d.allowed) ++allowed;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    CHECK(allowed == 100);
+  }
+
+  TEST_CASE("postgres backend unreachable: the insurance limiter decides") {
+    keel::pg::pool pool({.conninfo = "postgresql://nobody@127.0.0.1:" +
+                                     std::to_string(keel::test::free_port()) + "/none?connect_timeout=1",
+                         .max_size = 1,
+                         .acquire_timeout = 200ms});
+    rl::postgres_backend store(pool);
+    rl::limiter limiter(store);
+    rl::policy_set set;
+    set.policies.push_back({.name = "db",
+                            .limits = {{.algorithm = rl::algorithm::gcra, .count = 3, .period = 1h}},
+                            .on_failure = rl::failure_mode::insurance});
+    REQUIRE(limiter.set_policies(set));
+    int allowed = 0;
+    for (int i = 0; i < 5; ++i) {
+      const auto v = limiter.check({.path = "/", .ip = "10.0.0.1"});
+      CHECK(v.source == rl::source::insurance);
+      allowed += v.allowed() ? 1 : 0;
+    }
+    CHECK(allowed == 3);
+    CHECK(limiter.store_down());
+  }
+}

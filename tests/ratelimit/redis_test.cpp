@@ -1,0 +1,404 @@
+// The RESP client against bad servers (unit) and the Redis backend against a real redis-server
+// started by the test (redis): algorithms, atomicity, threads, two processes, and killing Redis
+// mid-run.
+#include <keel/net/metrics.hpp>
+#include <keel/ratelimit.hpp>
+#include <keel/ratelimit/redis.hpp>
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <netinet/in.h>
+#include <support/redis.hpp>
+#include <support/result.hpp>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace rl = keel::ratelimit;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A TCP server on 127.0.0.1 that answers the first request on one connection with `reply`,
+// sent in chunks of `chunk` bytes, then either closes or stays silent.
+class fake_server {
+ public:
+  fake_server(std::string reply, std::size_t chunk, bool close_after) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(listener_, 4) == 0);
+    socklen_t len = sizeof addr;
+    ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this, reply = std::move(reply), chunk, close_after] {
+      const int fd = ::accept(listener_, nullptr, nullptr);
+      if (fd < 0) return;
+      char buf[4096];
+      if (::read(fd, buf, sizeof buf) <= 0) return (void)::close(fd);
+      for (std::size_t at = 0; at < reply.size(); at += chunk) {
+        const auto n = std::min(chunk, reply.size() - at);
+        if (::write(fd, reply.data() + at, n) != static_cast<ssize_t>(n)) break;
+        if (chunk < reply.size()) std::this_thread::sleep_for(2ms);
+      }
+      if (!close_after) {
+        while (!done_) std::this_thread::sleep_for(5ms);
+      }
+      ::close(fd);
+    });
+  }
+  ~fake_server() {
+    done_ = true;
+    ::shutdown(listener_, SHUT_RDWR);
+    ::close(listener_);
+    thread_.join();
+  }
+  [[nodiscard]] std::uint16_t port() const noexcept { return port_; }
+
+ private:
+  int listener_ = -1;
+  std::uint16_t port_ = 0;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+keel::result<rl::resp_value> ask(std::uint16_t port, std::chrono::milliseconds timeout = 300ms) {
+  auto c = rl::redis_connection::connect({.port = port, .command_timeout = timeout});
+  if (!c) return c.error();
+  return c->command({"GET", "k"});
+}
+
+rl::verdict check_n(rl::limiter& l, const rl::request_attributes& r, int n, int& allowed) {
+  rl::verdict last;
+  for (int i = 0; i < n; ++i) {
+    last = l.check(r);
+    allowed += last.allowed() ? 1 : 0;
+  }
+  return last;
+}
+
+}  // namespace
+
+TEST_SUITE("unit") {
+  TEST_CASE("resp: every value type, in one piece and split at every byte") {
+    const std::string stream =
+        "+OK\r\n-ERR bad\r\n:-42\r\n$5\r\nhe\r\no\r\n$-1\r\n*-1\r\n*3\r\n:1\r\n*1\r\n$0\r\n\r\n+x\r\n";
+    std::vector<rl::resp_value> values;
+    std::size_t at = 0;
+    while (at < stream.size()) {
+      rl::resp_value v;
+      std::size_t used = 0;
+      REQUIRE(rl::resp_parser::parse(std::string_view(stream).substr(at), used, v) ==
+              rl::resp_parser::status::complete);
+      values.push_back(std::move(v));
+      at += used;
+    }
+    REQUIRE(values.size() == 7);
+    CHECK(values[0].text == "OK");
+    CHECK(values[1].is_error());
+    CHECK(values[2].integer == -42);
+    CHECK(values[3].text == "he\r\no");  // binary-safe
+    CHECK(values[4].type == rl::resp_value::kind::null);
+    CHECK(values[5].type == rl::resp_value::kind::null);
+    REQUIRE(values[6].elements.size() == 3);
+    CHECK(values[6].elements[1].elements[0].text.empty());
+    // Every proper prefix of a value is incomplete, never malformed or complete.
+    const std::string one = "*3\r\n:1\r\n*1\r\n$0\r\n\r\n+x\r\n";
+    for (std::size_t cut = 0; cut < one.size(); ++cut) {
+      rl::resp_value v;
+      std::size_t used = 0;
+      CHECK(rl::resp_parser::parse(std::string_view(one).substr(0, cut), used, v) ==
+            rl::resp_parser::status::incomplete);
+    }
+  }
+
+  TEST_CASE("resp: malformed input is rejected") {
+    for (const std::string bad :
+         {"?what\r\n", ":12x\r\n", ":\r\n", "$abc\r\n", "$-2\r\n", "$3\r\nabcd\r\n", "*-5\r\n", "+OK\n",
+          "+O\rK\r\n", "*1\r\n!\r\n", "$99999999999\r\n", ":+1\r\n",
+          "*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n"}) {
+      rl::resp_value v;
+      std::size_t used = 0;
+      CHECK_MESSAGE(rl::resp_parser::parse(bad, used, v) == rl::resp_parser::status::malformed, bad);
+    }
+  }
+
+  TEST_CASE("resp client: bad, partial, slow and vanishing servers") {
+    {
+      fake_server s("$5\r\nhello\r\n", 1, true);  // a valid reply trickling in byte by byte
+      const auto r = ask(s.port(), 2s);
+      REQUIRE(r);
+      CHECK(r->text == "hello");
+    }
+    {
+      fake_server s("%garbage\r\n", 64, true);
+      CHECK(ask(s.port()).error() == rl::errc::protocol_error);
+    }
+    {
+      fake_server s("$10\r\nhal", 64, true);  // closed in the middle of a reply
+      CHECK(ask(s.port()).error() == rl::errc::protocol_error);
+    }
+    {
+      fake_server s("*2\r\n:1\r\n", 64, false);  // half a reply, then silence
+      CHECK(ask(s.port(), 200ms).error() == rl::errc::timeout);
+    }
+    {
+      fake_server s("", 64, true);  // accepts, reads, hangs up
+      CHECK(ask(s.port()).error() == rl::errc::backend_unavailable);
+    }
+    // Nothing listening at all.
+    CHECK(ask(keel::test::free_port()).error() == rl::errc::backend_unavailable);
+  }
+
+  TEST_CASE("redis backend: bad replies are errors, never decisions") {
+    const rl::limit l{};
+    const rl::keyed_limit k{"k", &l};
+    const std::pair<std::string, std::pair<bool, rl::errc>> cases[] = {
+        {"+this is not an array\r\n", {true, rl::errc::protocol_error}},
+        {"*4\r\n:1\r\n:2\r\n:3\r\n$1\r\nx\r\n", {true, rl::errc::protocol_error}},  // wrong element type
+        {"*4\r\n:1\r\n:-2\r\n:3\r\n:4\r\n", {true, rl::errc::protocol_error}},      // negative remaining
+        {"-ERR something broke\r\n", {true, rl::errc::server_error}},
+        {"*4\r\n:1\r\n:9", {true, rl::errc::protocol_error}},  // cut off mid-reply
+        {"*4\r\n:1\r\n", {false, rl::errc::timeout}},          // half a reply, then silence
+        {"&1\r\n", {true, rl::errc::protocol_error}},          // not RESP2
+    };
+    for (const auto& [reply, expected] : cases) {
+      fake_server s(reply, 3, expected.first);
+      rl::redis_backend store({.port = s.port(), .command_timeout = 300ms});
+      rl::decision d{.allowed = false, .remaining = 77};
+      const auto r = store.decide({&k, 1}, 1, {&d, 1});
+      INFO(reply);
+      REQUIRE_FALSE(r);
+      CHECK(r.error() == expected.second);
+      CHECK(d.remaining == 77);  // untouched
+    }
+  }
+}
+
+TEST_SUITE("redis") {
+  TEST_CASE("redis backend: each algorithm allows exactly its limit, with retry-after") {
+    keel::test::redis_server server;
+    rl::redis_backend store({.port = server.port()});
+    for (const auto a : {rl::algorithm::gcra, rl::algorithm::token_bucket, rl::algorithm::sliding_window,
+                         rl::algorithm::sliding_log}) {
+      const rl::limit l{.algorithm = a, .count = 10, .period = 1h};
+      const std::string key = "alg:" + std::string(rl::to_string(a));
+      const rl::keyed_limit k{key, &l};
+      rl::decision d;
+      int allowed = 0;
+      for (int i = 0; i < 15; ++i) {
+        REQUIRE(store.decide({&k, 1}, 1, {&d, 1}));
+        if (d.allowed) {
+          ++allowed;
+          CHECK(d.remaining == static_cast<std::uint64_t>(10 - allowed));
+        }
+      }
+      CHECK(allowed == 10);
+      CHECK_FALSE(d.allowed);
+      CHECK(d.retry_after > 0s);
+      // A sliding window may have to wait into the next window, while this one still weighs.
+      CHECK(d.retry_after <= (a == rl::algorithm::sliding_window ? 2h : 1h));
+      if (a == rl::algorithm::gcra) CHECK(d.retry_after > 5min);  // one emission interval, 6 min
+    }
+    // A cost over the burst is an error before any round trip.
+    const rl::limit small{.count = 3, .period = 1s};
+    const rl::keyed_limit k{"small", &small};
+    rl::decision d;
+    CHECK(store.decide({&k, 1}, 4, {&d, 1}).error() == rl::errc::cost_exceeds_burst);
+  }
+
+  TEST_CASE("redis backend: several limits are all or nothing; block; penalties and rewards") {
+    keel::test::redis_server server;
+    rl::redis_backend store({.port = server.port()});
+    const rl::limit per_minute{.algorithm = rl::algorithm::sliding_window, .count = 5, .period = 1min};
+    const rl::limit per_hour{.algorithm = rl::algorithm::sliding_log, .count = 100, .period = 1h};
+    const rl::keyed_limit both[] = {{"m", &per_minute}, {"h", &per_hour}};
+    rl::decision out[2];
+    int allowed = 0;
+    for (int i = 0; i < 8; ++i) {
+      REQUIRE(store.decide(both, 1, out));
+      allowed += out[0].allowed && out[1].allowed ? 1 : 0;
+    }
+    CHECK(allowed == 5);
+    CHECK(out[1].remaining == 95);  // the denied 3 spent nothing on the hourly limit
+
+    const rl::limit blocking{.algorithm = rl::algorithm::gcra, .count = 1, .period = 1s, .block = 1h};
+    const rl::keyed_limit b{"blocked", &blocking};
+    rl::decision d;
+    REQUIRE(store.decide({&b, 1}, 1, {&d, 1}));
+    CHECK(d.allowed);
+    REQUIRE(store.decide({&b, 1}, 1, {&d, 1}));
+    CHECK_FALSE(d.allowed);
+    CHECK(d.retry_after >= 59min);
+    std::this_thread::sleep_for(1100ms);  // the limit itself has recovered; the block has not
+    REQUIRE(store.decide({&b, 1}, 1, {&d, 1}));
+    CHECK_FALSE(d.allowed);
+
+    const rl::limit g{.algorithm = rl::algorithm::gcra, .count = 10, .period = 1h};
+    const rl::keyed_limit pk{"penalized", &g};
+    REQUIRE(store.adjust(pk, 10));
+    REQUIRE(store.decide({&pk, 1}, 1, {&d, 1}));
+    CHECK_FALSE(d.allowed);
+    REQUIRE(store.adjust(pk, -2));
+    REQUIRE(store.decide({&pk, 1}, 1, {&d, 1}));
+    CHECK(d.allowed);
+  }
+
+  TEST_CASE("redis backend: N threads on one key allow exactly the limit") {
+    keel::test::redis_server server;
+    rl::redis_backend store({.port = server.port(), .max_connections = 4});
+    const rl::limit l{.algorithm = rl::algorithm::sliding_log, .count = 300, .period = 1h};
+    const rl::keyed_limit k{"shared", &l};
+    std::atomic<int> allowed{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 6; ++t) {
+      threads.emplace_back([&] {
+        rl::decision d;
+        for (int i = 0; i < 100; ++i) {
+          REQUIRE(store.decide({&k, 1}, 1, {&d, 1}));
+          if (d.allowed) ++allowed;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    CHECK(allowed == 300);
+  }
+
+  TEST_CASE("redis backend: async decisions from many callers share one pipelined connection, exactly") {
+    keel::test::redis_server server;
+    rl::redis_backend store({.port = server.port(), .max_connections = 1});
+    const rl::limit l{.algorithm = rl::algorithm::sliding_window, .count = 1000, .period = 1h};
+    const std::string key = "async";
+    const rl::keyed_limit k{key, &l};
+    constexpr int requests = 3000;
+    std::vector<rl::decision> out(requests);
+    std::atomic<int> allowed{0};
+    std::atomic<int> failed{0};
+    std::mutex mutex;
+    std::condition_variable cv;
+    int finished = 0;
+    for (int i = 0; i < requests; ++i) {
+      store.async_decide({&k, 1}, 1, {&out[static_cast<std::size_t>(i)], 1}, [&, i](keel::error_code ec) {
+        if (ec) {
+          ++failed;
+        } else if (out[static_cast<std::size_t>(i)].allowed) {
+          ++allowed;
+        }
+        std::lock_guard guard(mutex);
+        if (++finished == requests) cv.notify_one();
+      });
+    }
+    std::unique_lock lock(mutex);
+    REQUIRE(cv.wait_for(lock, 30s, [&] { return finished == requests; }));
+    CHECK(failed == 0);
+    CHECK(allowed == 1000);
+    // A cost over the burst is reported through the callback too, never inside the call.
+    keel::error_code error;
+    bool called = false;
+    rl::decision d;
+    store.async_decide({&k, 1}, 5000, {&d, 1}, [&](keel::error_code ec) {
+      std::lock_guard guard(mutex);
+      error = ec;
+      called = true;
+      cv.notify_one();
+    });
+    REQUIRE(cv.wait_for(lock, 5s, [&] { return called; }));
+    CHECK(error == rl::errc::cost_exceeds_burst);
+  }
+
+  TEST_CASE("redis backend: two processes share one limit") {
+    keel::test::redis_server server;
+    const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 250, .period = 1h};
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    auto run = [&] {
+      rl::redis_backend store({.port = server.port()});
+      const rl::keyed_limit k{"two-processes", &l};
+      rl::decision d;
+      int allowed = 0;
+      for (int i = 0; i < 200; ++i) {
+        if (store.decide({&k, 1}, 1, {&d, 1}) && d.allowed) ++allowed;
+      }
+      return allowed;
+    };
+    if (child == 0) {
+      const int mine = run();
+      (void)::write(fds[1], &mine, sizeof mine);
+      ::_exit(0);
+    }
+    const int mine = run();
+    int theirs = -1;
+    REQUIRE(::read(fds[0], &theirs, sizeof theirs) == sizeof theirs);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    CHECK(theirs > 0);
+    CHECK(mine > 0);
+    CHECK(mine + theirs == 250);
+  }
+
+  TEST_CASE("redis backend killed mid-run: fail open, fail closed, insurance, then recovery and NOSCRIPT") {
+    keel::test::redis_server server;
+    rl::redis_backend store({.port = server.port(), .connect_timeout = 200ms, .command_timeout = 200ms});
+    rl::limiter limiter(store, {.retry_store_after = 300ms});
+    rl::policy_set set;
+    for (const auto& [name, mode] :
+         {std::pair{"open", rl::failure_mode::open}, std::pair{"closed", rl::failure_mode::closed},
+          std::pair{"insured", rl::failure_mode::insurance}}) {
+      set.policies.push_back(
+          {.name = name,
+           .key_by = {rl::attribute::ip},
+           .routes = {std::string("/") + name},
+           .limits = {{.algorithm = rl::algorithm::sliding_window, .count = 20, .period = 1h}},
+           .on_failure = mode,
+           .insurance_divisor = 4});
+    }
+    REQUIRE(limiter.set_policies(set));
+    const rl::request_attributes open{.path = "/open", .ip = "10.0.0.1"};
+    const rl::request_attributes closed{.path = "/closed", .ip = "10.0.0.1"};
+    const rl::request_attributes insured{.path = "/insured", .ip = "10.0.0.1"};
+    int allowed = 0;
+    CHECK(check_n(limiter, insured, 3, allowed).source == rl::source::store);
+    CHECK(allowed == 3);
+
+    server.stop();
+    const auto o = limiter.check(open);
+    CHECK(o.allowed());
+    CHECK(o.source == rl::source::failed_open);
+    CHECK(limiter.store_down());
+    const auto c = limiter.check(closed);
+    CHECK_FALSE(c.allowed());
+    CHECK(c.source == rl::source::failed_closed);
+    allowed = 0;
+    CHECK(check_n(limiter, insured, 10, allowed).source == rl::source::insurance);
+    CHECK(allowed == 5);  // 20 / 4, in this process alone
+    const auto metrics = limiter.metrics().expose();
+    CHECK(metrics.find(R"(ratelimit_decisions_total{policy="insured",outcome="insurance"} 10)") !=
+          std::string::npos);
+    CHECK(metrics.find(R"(ratelimit_store_up{backend="redis"} 0)") != std::string::npos);
+
+    // Back on the same port, empty (no scripts, no state): the next try after retry_store_after
+    // reconnects, gets NOSCRIPT, loads the script again and decides.
+    server.start();
+    std::this_thread::sleep_for(350ms);
+    const auto back = limiter.check(insured);
+    CHECK(back.source == rl::source::store);
+    CHECK(back.allowed());
+    CHECK_FALSE(limiter.store_down());
+    allowed = 0;
+    check_n(limiter, insured, 30, allowed);
+    CHECK(allowed == 19);  // Redis restarted empty: 20 per hour, one spent just above
+  }
+}

@@ -1,0 +1,357 @@
+// The Postgres store: persistence, ordering policies, label selection, rollups against raw data,
+// summaries, retention, compaction, concurrent writers, damaged blocks.
+#include <keel/tsdb/store.hpp>
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <thread>
+
+#include <support/pg.hpp>
+#include <support/random.hpp>
+#include <support/result.hpp>
+
+namespace tsdb = keel::tsdb;
+using keel::test::uniform;
+
+namespace {
+
+tsdb::store open_store(const keel::test::scratch_schema& schema, tsdb::store_options options = {}) {
+  auto c = schema.connect();
+  REQUIRE(tsdb::store::migrate(c));
+  return tsdb::store::open(schema.conninfo, std::move(options)).value();
+}
+
+struct points {
+  std::vector<std::int64_t> times;
+  std::vector<double> values;
+};
+
+points random_points(std::size_t n, std::int64_t start, std::int64_t step) {
+  points p;
+  std::int64_t t = start;
+  for (std::size_t i = 0; i < n; ++i) {
+    t += uniform(0, 20) == 0 ? step * uniform<std::int64_t>(2, 30) : step;  // gaps
+    p.times.push_back(t);
+    p.values.push_back(uniform(0, 100) == 0 ? std::nan("")
+                                            : static_cast<double>(uniform(-10000, 10000)) / 100.0);
+  }
+  return p;
+}
+
+points read_all(tsdb::store& s, std::int64_t id, std::int64_t from, std::int64_t to) {
+  points p;
+  auto scan = s.scan(id, from, to);
+  REQUIRE(scan);
+  scan->drain(p.times, p.values);
+  REQUIRE_FALSE(scan->error());
+  return p;
+}
+
+bool same_bits(const std::vector<double>& a, const std::vector<double>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * 8) == 0);
+}
+
+bool close(double a, double b) {
+  return (std::isnan(a) && std::isnan(b)) || std::fabs(a - b) <= 1e-9 * std::max(1.0, std::fabs(b));
+}
+
+void check_buckets_equal(const std::vector<tsdb::bucket>& got, const std::vector<tsdb::bucket>& want) {
+  REQUIRE(got.size() == want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    CAPTURE(i);
+    CHECK(got[i].start == want[i].start);
+    REQUIRE(got[i].count == want[i].count);
+    if (want[i].count == 0) continue;
+    CHECK(close(got[i].sum, want[i].sum));
+    CHECK(got[i].min == want[i].min);
+    CHECK(got[i].max == want[i].max);
+    CHECK(got[i].first == want[i].first);
+    CHECK(got[i].last == want[i].last);
+    CHECK(close(got[i].stddev(), want[i].stddev()));
+  }
+}
+
+}  // namespace
+
+TEST_SUITE("pg") {
+  TEST_CASE("points survive a new store: sealed by count and span, read back bit for bit") {
+    keel::test::scratch_schema schema;
+    const auto p = random_points(5000, 1'700'000'000'000, 10'000);
+    {
+      auto s = open_store(schema, {.seal_count = 1000});
+      const auto id = s.series("cpu", {{"host", "a"}, {"dc", "x"}}).value();
+      REQUIRE(s.append(id, p.times, p.values));
+      REQUIRE(s.flush());
+    }
+    auto s = open_store(schema);
+    const auto id = s.series("cpu", {{"dc", "x"}, {"host", "a"}}).value();  // label order does not matter
+    const auto back =
+        read_all(s, id, std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max());
+    CHECK(back.times == p.times);
+    CHECK(same_bits(back.values, p.values));
+    auto blocks = s.connection().query("SELECT count(*), max(count) FROM tsdb_blocks").value();
+    CHECK(blocks[0].get<std::int64_t>(0).value() >= 5);
+    CHECK(blocks[0].get<std::int32_t>(1).value() <= 1000);
+    // A sub-range.
+    const auto mid = read_all(s, id, p.times[1234], p.times[4321]);
+    CHECK(mid.times == std::vector<std::int64_t>(p.times.begin() + 1234, p.times.begin() + 4321));
+  }
+
+  TEST_CASE("ordering policies: reject refuses the whole batch, last write wins, keep both") {
+    keel::test::scratch_schema schema;
+    auto s = open_store(schema, {.seal_count = 4});
+    const auto strict = s.series("m", {{"p", "reject"}}, tsdb::ordering::reject).value();
+    REQUIRE(s.append(strict, std::vector<std::int64_t>{10, 20, 30}, std::vector<double>{1, 2, 3}));
+    CHECK(s.append(strict, std::vector<std::int64_t>{40, 25}, std::vector<double>{4, 5}).error() ==
+          tsdb::errc::out_of_order);
+    CHECK(s.append(strict, std::vector<std::int64_t>{30}, std::vector<double>{9}).error() ==
+          tsdb::errc::duplicate_timestamp);
+    REQUIRE(s.flush());
+    CHECK(read_all(s, strict, 0, 100).values == std::vector<double>{1, 2, 3});  // 40 was not kept either
+    CHECK(s.append(strict, std::vector<std::int64_t>{15}, std::vector<double>{9}).error() ==
+          tsdb::errc::out_of_order);
+
+    const auto lww = s.series("m", {{"p", "lww"}}, tsdb::ordering::last_write_wins).value();
+    REQUIRE(s.append(lww, std::vector<std::int64_t>{10, 20, 30, 40, 50}, std::vector<double>{1, 2, 3, 4, 5}));
+    REQUIRE(s.flush());
+    REQUIRE(
+        s.append(lww, std::vector<std::int64_t>{20, 60, 20}, std::vector<double>{7, 6, 8}));  // rewrite twice
+    auto got = read_all(s, lww, 0, 100);  // the rewrite still in the head
+    CHECK(got.times == std::vector<std::int64_t>{10, 20, 30, 40, 50, 60});
+    CHECK(got.values == std::vector<double>{1, 8, 3, 4, 5, 6});
+    REQUIRE(s.flush());
+    got = read_all(s, lww, 0, 100);  // now across blocks
+    CHECK(got.values == std::vector<double>{1, 8, 3, 4, 5, 6});
+    const auto buckets = s.aggregate(lww, 0, 120, 60).value();
+    CHECK(buckets[0].count == 5);
+    CHECK(buckets[0].sum == 1 + 8 + 3 + 4 + 5);
+    REQUIRE(s.compact(lww, 100));
+    CHECK(read_all(s, lww, 0, 100).values == std::vector<double>{1, 8, 3, 4, 5, 6});
+
+    // Rewrites inside a head that overlaps no block.
+    const auto fresh = s.series("m", {{"p", "lww-head"}}, tsdb::ordering::last_write_wins).value();
+    REQUIRE(s.append(fresh, std::vector<std::int64_t>{30, 10, 30}, std::vector<double>{1, 2, 3}));
+    got = read_all(s, fresh, 0, 100);
+    CHECK(got.times == std::vector<std::int64_t>{10, 30});
+    CHECK(got.values == std::vector<double>{2, 3});
+
+    const auto both = s.series("m", {{"p", "both"}}, tsdb::ordering::keep_both).value();
+    REQUIRE(s.append(both, std::vector<std::int64_t>{10, 20, 20, 5}, std::vector<double>{1, 2, 3, 4}));
+    REQUIRE(s.flush());
+    got = read_all(s, both, 0, 100);
+    CHECK(got.times == std::vector<std::int64_t>{5, 10, 20, 20});
+    CHECK(got.values == std::vector<double>{4, 1, 2, 3});
+  }
+
+  TEST_CASE("label selection: =, !=, =~, !~ with parameters only") {
+    keel::test::scratch_schema schema;
+    auto s = open_store(schema);
+    const auto a = s.series("http_requests", {{"method", "GET"}, {"code", "200"}}).value();
+    const auto b = s.series("http_requests", {{"method", "POST"}, {"code", "500"}}).value();
+    const auto c =
+        s.series("http_requests", {{"method", "GET"}, {"code", "404"}, {"path", "'; DROP TABLE x; --"}})
+            .value();
+    (void)s.series("other", {{"method", "GET"}}).value();
+    auto ids = [&](std::vector<tsdb::matcher> m) {
+      std::vector<std::int64_t> out;
+      for (const auto& info : s.select("http_requests", m).value()) out.push_back(info.id);
+      return out;
+    };
+    CHECK(ids({}) == std::vector<std::int64_t>{a, b, c});
+    CHECK(ids({{"method", tsdb::match::equal, "GET"}}) == std::vector<std::int64_t>{a, c});
+    CHECK(ids({{"method", tsdb::match::not_equal, "GET"}}) == std::vector<std::int64_t>{b});
+    CHECK(ids({{"code", tsdb::match::regex, "[45].."}}) == std::vector<std::int64_t>{b, c});
+    CHECK(ids({{"code", tsdb::match::regex, "4"}}).empty());  // anchored
+    CHECK(ids({{"code", tsdb::match::not_regex, "5.*"}, {"method", tsdb::match::equal, "GET"}}) ==
+          std::vector<std::int64_t>{a, c});
+    CHECK(ids({{"path", tsdb::match::equal, ""}}) == std::vector<std::int64_t>{a, b});  // missing reads as ""
+    CHECK(ids({{"path", tsdb::match::equal, "'; DROP TABLE x; --"}}) == std::vector<std::int64_t>{c});
+    CHECK(s.select("http_requests", std::vector<tsdb::matcher>{{"code", tsdb::match::regex, "("}}).error() ==
+          tsdb::errc::invalid_label_matcher);
+    CHECK(s.select("http_requests", std::vector<tsdb::matcher>{{"", tsdb::match::equal, "x"}}).error() ==
+          tsdb::errc::invalid_label_matcher);
+    const auto info =
+        s.select("http_requests", std::vector<tsdb::matcher>{{"code", tsdb::match::equal, "404"}}).value();
+    REQUIRE(info.size() == 1);
+    CHECK(info[0].labels.size() == 3);
+    CHECK(info[0].labels[0].name == "code");
+  }
+
+  TEST_CASE("aggregates from rollups, summaries and raw blocks equal the reference on raw points") {
+    keel::test::scratch_schema schema;
+    auto s = open_store(schema, {.seal_count = 700, .rollups = {60'000, 3'600'000}});
+    const auto id = s.series("temp", {}, tsdb::ordering::keep_both).value();
+    const auto p = random_points(20000, 1'700'000'000'000, 10'000);
+    for (std::size_t at = 0; at < p.times.size(); at += 3000) {  // several batches, several seals
+      const std::size_t n = std::min<std::size_t>(3000, p.times.size() - at);
+      REQUIRE(s.append(id, std::span(p.times).subspan(at, n), std::span(p.values).subspan(at, n)));
+    }
+    REQUIRE(s.flush());
+    // A few more points left in the head: queries must include them.
+    const std::int64_t late = p.times.back() + 10'000;
+    REQUIRE(s.append(id, std::vector<std::int64_t>{late}, std::vector<double>{12.5}));
+    auto all = p;
+    all.times.push_back(late);
+    all.values.push_back(12.5);
+    for (int round = 0; round < 12; ++round) {
+      const bool aligned = round % 2 == 0;
+      const std::int64_t width =
+          aligned ? 3'600'000 * uniform<std::int64_t>(1, 3) : uniform<std::int64_t>(7'000, 9'000'000);
+      std::int64_t from = all.times.front() + uniform<std::int64_t>(-1'000'000, 50'000'000);
+      std::int64_t to = from + uniform<std::int64_t>(10'000'000, 300'000'000);
+      if (aligned) {
+        from = tsdb::bucket_start(from, 3'600'000);
+        to = tsdb::bucket_start(to, 3'600'000);
+      }
+      const bool percentiles = round % 3 == 1;
+      tsdb::query_plan plan;
+      const auto got = s.aggregate(id, from, to, width, percentiles, &plan).value();
+      const auto want = tsdb::aggregate(all.times, all.values, from, to, width, percentiles);
+      CAPTURE(round);
+      if (aligned && !percentiles) {
+        CHECK(plan.rollup == 3'600'000);
+        CHECK(plan.blocks_decoded == 0);
+      } else {
+        CHECK(plan.rollup == 0);
+      }
+      check_buckets_equal(got, want);
+    }
+    // Wide buckets on raw blocks: most blocks answered by their summary alone.
+    tsdb::query_plan plan;
+    const auto wide =
+        s.aggregate(id, all.times.front() - 7, all.times.back() + 11, 86'400'000 + 3, false, &plan).value();
+    CHECK(plan.blocks_summarized > plan.blocks_decoded);
+    check_buckets_equal(wide, tsdb::aggregate(all.times, all.values, all.times.front() - 7,
+                                              all.times.back() + 11, 86'400'000 + 3));
+  }
+
+  TEST_CASE("gapfill works on rollup answers as on raw ones") {
+    keel::test::scratch_schema schema;
+    auto s = open_store(schema, {.rollups = {60'000}, .points_per_rollup_row = 0});  // always the rollup
+    const auto id = s.series("gappy").value();
+    points p;
+    for (std::int64_t minute = 0; minute < 600; ++minute) {
+      if (minute % 37 >= 30) continue;   // 7-minute holes
+      if (minute % 101 == 50) continue;  // single missing minutes
+      for (std::int64_t k = 0; k < 6; ++k) {
+        p.times.push_back(minute * 60'000 + k * 10'000);
+        p.values.push_back(static_cast<double>(uniform(0, 1000)) / 10.0);
+      }
+    }
+    REQUIRE(s.append(id, p.times, p.values));
+    REQUIRE(s.flush());
+    for (const auto how : {tsdb::fill::locf, tsdb::fill::linear}) {
+      for (const std::size_t max_gap : {std::size_t{0}, std::size_t{1}, std::size_t{5}}) {
+        tsdb::query_plan plan;
+        const auto got = s.aggregate(id, 0, 600 * 60'000, 60'000, false, &plan).value();
+        CHECK(plan.rollup == 60'000);
+        const auto want = tsdb::aggregate(p.times, p.values, 0, 600 * 60'000, 60'000);
+        std::vector<double> got_avg;
+        std::vector<double> want_avg;
+        for (const auto& b : got) got_avg.push_back(b.avg());
+        for (const auto& b : want) want_avg.push_back(b.avg());
+        const auto a = tsdb::gapfill(got_avg, how, max_gap);
+        const auto b = tsdb::gapfill(want_avg, how, max_gap);
+        REQUIRE(a.size() == b.size());
+        std::size_t filled = 0;
+        for (std::size_t i = 0; i < a.size(); ++i) {
+          CHECK(close(a[i], b[i]));
+          if (std::isnan(got_avg[i]) && !std::isnan(a[i])) ++filled;
+        }
+        if (max_gap != 1) CHECK(filled > 0);
+      }
+    }
+  }
+
+  TEST_CASE("retention drops whole old blocks and their rollups; compaction keeps every point") {
+    keel::test::scratch_schema schema;
+    auto s = open_store(schema, {.seal_count = 100, .rollups = {60'000}});
+    const auto old_metric = s.series("short_lived").value();
+    const auto kept = s.series("kept").value();
+    const auto p = random_points(1000, 0, 1000);
+    REQUIRE(s.append(old_metric, p.times, p.values));
+    REQUIRE(s.append(kept, p.times, p.values));
+    REQUIRE(s.flush());
+    REQUIRE(s.set_retention("short_lived", 200'000));
+    const std::int64_t now = p.times.back();
+    const auto dropped = s.apply_retention(now).value();
+    CHECK(dropped > 0);
+    const auto rest = read_all(s, old_metric, 0, now + 1);
+    REQUIRE_FALSE(rest.times.empty());
+    // Whole blocks only: what remains starts at a block boundary at most one block before the cutoff.
+    CHECK(rest.times.back() == p.times.back());
+    CHECK(rest.times.front() <= now - 200'000 + 100 * 1000 * 30);
+    auto stale =
+        s.connection()
+            .query("SELECT count(*) FROM tsdb_rollups WHERE series_id = $1 AND bucket + resolution <= $2",
+                   old_metric, now - 200'000)
+            .value();
+    CHECK(stale.value<std::int64_t>().value() == 0);
+    CHECK(read_all(s, kept, 0, now + 1).times == p.times);
+
+    // Compaction: many tiny blocks become few.
+    auto small = open_store(schema, {.seal_count = 10});
+    const auto id = small.series("tiny").value();
+    const auto q = random_points(500, 0, 1000);
+    REQUIRE(small.append(id, q.times, q.values));
+    REQUIRE(small.flush());
+    const auto removed = small.compact(id, 50).value();
+    CHECK(removed > 40);
+    const auto back = read_all(small, id, 0, std::numeric_limits<std::int64_t>::max());
+    CHECK(back.times == q.times);
+    CHECK(same_bits(back.values, q.values));
+  }
+
+  TEST_CASE("several writers into one database lose nothing") {
+    keel::test::scratch_schema schema;
+    { (void)open_store(schema); }
+    constexpr int writers = 3;
+    std::vector<std::thread> threads;
+    std::atomic<int> failures{0};
+    for (int w = 0; w < writers; ++w) {
+      threads.emplace_back([&, w] {
+        auto s = tsdb::store::open(schema.conninfo, {.seal_count = 333}).value();
+        const auto shared = s.series("shared", {}, tsdb::ordering::keep_both);
+        const auto own = s.series("own", {{"writer", std::to_string(w)}});
+        if (!shared || !own) {
+          ++failures;
+          return;
+        }
+        for (std::int64_t i = 0; i < 2000; ++i) {
+          const std::vector<std::int64_t> t{i * 10 + w};
+          const std::vector<double> v{static_cast<double>(w)};
+          if (!s.append(*shared, t, v) || !s.append(*own, t, v)) ++failures;
+        }
+        if (!s.flush()) ++failures;
+      });
+    }
+    for (auto& t : threads) t.join();
+    CHECK(failures == 0);
+    auto s = open_store(schema);
+    const auto shared = s.series("shared", {}, tsdb::ordering::keep_both).value();
+    CHECK(read_all(s, shared, 0, 1'000'000).times.size() == 2000 * writers);
+    const auto buckets = s.aggregate(shared, 0, 20'000 + 60'000 - 20'000, 60'000).value();
+    CHECK(buckets[0].count == 2000 * writers);  // from the rollup, merged by all three writers
+    CHECK(s.select("own").value().size() == writers);
+  }
+
+  TEST_CASE("a damaged block in the database is an error, not a crash") {
+    keel::test::scratch_schema schema;
+    auto s = open_store(schema);
+    const auto id = s.series("x").value();
+    const auto p = random_points(100, 0, 1000);
+    REQUIRE(s.append(id, p.times, p.values));
+    REQUIRE(s.flush());
+    REQUIRE(s.connection().query("UPDATE tsdb_blocks SET data = substring(data from 1 for 30)"));
+    auto scan = s.scan(id, 0, std::numeric_limits<std::int64_t>::max());
+    REQUIRE(scan);
+    std::int64_t t;
+    double v;
+    CHECK_FALSE(scan->next(t, v));
+    CHECK(scan->error() == tsdb::errc::block_truncated);
+    CHECK(s.aggregate(id, 0, 1'000'000'000, 1'000'000, true).error() == tsdb::errc::block_truncated);
+    CHECK(s.append(999999, p.times, p.values).error() == tsdb::errc::unknown_series);
+  }
+}
