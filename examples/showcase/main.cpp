@@ -38,7 +38,7 @@ constexpr component components[] = {
     {"events", "event sourcing on Postgres", "planned"},
     {"tsdb", "compressed time series in Postgres: Gorilla + decimal codecs, rollups, LTTB", "ready"},
     {"ratelimit", "sliding-window rate limiting: in-process, Redis, Postgres", "ready"},
-    {"jobs", "Postgres job queue with a web dashboard", "planned"},
+    {"jobs", "Postgres job queue with a web dashboard", "ready"},
     {"crdt", "CRDTs and a WebSocket sync server", "planned"},
     {"crypto", "envelope encryption and a secrets store", "planned"},
     {"dsl", "a query language compiled to parameterized SQL", "planned"},
@@ -221,6 +221,7 @@ int main(int argc, char** argv) {
       {"ledger", showcase::mount_ledger},
       {"ratelimit", showcase::mount_ratelimit},
       {"tsdb", showcase::mount_tsdb},
+      {"jobs", showcase::mount_jobs},
   };
   for (const auto& [name, mount] : parts) {
     if (auto mounted = mount(context); !mounted) {

@@ -30,5 +30,6 @@ struct context {
 keel::result<void> mount_ledger(context& ctx);
 keel::result<void> mount_ratelimit(context& ctx);
 keel::result<void> mount_tsdb(context& ctx);
+keel::result<void> mount_jobs(context& ctx);  // examples/showcase/jobs.cpp: /jobs dashboard, /api/jobs
 
 }  // namespace showcase

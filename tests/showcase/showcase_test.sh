@@ -178,3 +178,24 @@ request GET "/api/tsdb/query?series=$tsdb_id&from=0&to=240000&step=240000"
 expect 200 '"count":3'
 stop
 echo "showcase tsdb: all checks passed"
+
+# --- keel::jobs: the /jobs dashboard and its JSON API ------------------------------------------
+start
+request GET /jobs;                                               expect 200 "keel jobs"
+request POST /api/jobs '{"kind":"email","queue":"demo"}';        expect 201 '"id"'
+request POST /api/jobs '{"kind":"email","max_attempts":0}';      expect 400 "invalid job"
+request POST /api/jobs '{"queue":"demo"}';                       expect 400 "invalid job"
+request GET /api/jobs/queues;                                    expect 200 '"queue":"demo"'
+request GET /api/jobs/failures;                                  expect 200 '"jobs"'
+request GET '/api/jobs/list?state=nonsense';                     expect 400 "unknown state"
+request GET /api/jobs/job/999999;                                expect 404 '"error"'
+request GET /api/jobs/job/abc;                                   expect 400 "invalid job id"
+request POST /api/jobs/job/999999/retry;                         expect 404 '"error"'
+request POST /api/jobs/queues/demo/pause;                        expect 200 '"paused":true'
+request POST /api/jobs/queues/demo/resume;                       expect 200 '"paused":false'
+request GET /metrics;                                            expect 200 "keel_jobs_depth"
+if command -v promtool >/dev/null; then
+  printf '%s\n' "$body" | promtool check metrics >/dev/null || fail "promtool rejects /metrics with jobs metrics"
+fi
+stop
+echo "showcase jobs: all checks passed"

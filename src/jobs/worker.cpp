@@ -1,0 +1,808 @@
+// The worker: a fetcher thread, N handler threads, a control thread (acks, heartbeats,
+// cancellation, timeouts), a LISTEN/NOTIFY listener on Asio, and the leader's maintenance thread.
+// Each thread that talks to Postgres has its own connection, so a slow statement on one never
+// holds up the others, and each reconnects by itself after a server restart.
+#include <keel/core/log.hpp>
+#include <keel/jobs/worker.hpp>
+#include <keel/pg/async.hpp>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+#include <unistd.h>
+
+namespace keel::jobs {
+
+std::chrono::milliseconds backoff(const retry_policy& policy, std::int32_t failed_attempt,
+                                  double unit_random) noexcept {
+  const auto exponent = std::clamp(failed_attempt - 1, 0, 62);
+  const double base = static_cast<double>(policy.initial_backoff.count()) * std::pow(2.0, exponent);
+  const double capped = std::min(base, static_cast<double>(policy.max_backoff.count()));
+  const double jitter = std::clamp(policy.jitter, 0.0, 1.0);
+  const double factor = 1.0 + jitter * (2.0 * std::clamp(unit_random, 0.0, 1.0) - 1.0);
+  return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(std::max(0.0, capped * factor))));
+}
+
+namespace {
+
+template <class T, class U>
+T or_default(result<T>&& r, U&& fallback) {
+  if (r) return std::move(*r);
+  return T(std::forward<U>(fallback));
+}
+
+using namespace std::chrono_literals;
+
+std::int64_t to_unix_us(timestamp t) noexcept {
+  return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+}
+
+bool is_connection_error(const error_code& ec) {
+  return ec == pg::errc::connection_lost || ec == pg::errc::connection_failed || ec == pg::errc::pool_closed;
+}
+
+// Fetch a batch: lock the first runnable rows (skipping rows other workers hold), and take
+// them under a lease in the same statement.
+constexpr std::string_view fetch_sql = R"sql(
+WITH picked AS (
+  SELECT id FROM keel_jobs
+  WHERE state IN ('available', 'scheduled', 'retryable') AND queue = $1 AND run_at <= $2
+    AND NOT EXISTS (SELECT 1 FROM keel_job_queues q WHERE q.name = $1 AND q.paused)
+  ORDER BY priority, run_at, id
+  LIMIT $3
+  FOR UPDATE SKIP LOCKED)
+UPDATE keel_jobs j SET state = 'running', attempt = j.attempt + 1, attempted_at = $2, lease_expires_at = $4,
+                       worker_id = $5
+FROM picked WHERE j.id = picked.id
+RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.priority, j.run_at, greatest(j.run_at, j.created_at))sql";
+
+// Acknowledge a batch of finished runs. A row changes only if it is still running the same
+// attempt: a job rescued (lease expired) or cancelled meanwhile is left alone, and a rescue
+// can never overwrite a completion either (it checks state = 'running' too). Dependents of
+// completed jobs are released in the same statement.
+constexpr std::string_view ack_sql = R"sql(
+WITH u AS (
+  SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[]) AS u(id, attempt, state, error, run_at_us)
+), done AS (
+  UPDATE keel_jobs j SET
+    state = CASE WHEN u.state = 'release' THEN 'available'
+                 WHEN u.state <> 'completed' AND j.cancel_requested THEN 'cancelled'
+                 ELSE u.state END,
+    attempt = CASE WHEN u.state = 'release' THEN j.attempt - 1 ELSE j.attempt END,
+    finished_at = CASE WHEN u.state IN ('release', 'retryable') AND NOT j.cancel_requested THEN NULL ELSE $6 END,
+    run_at = CASE WHEN u.state = 'retryable' THEN 'epoch'::timestamptz + u.run_at_us * interval '1 microsecond'
+                  ELSE j.run_at END,
+    errors = CASE WHEN u.error = '' THEN j.errors
+                  ELSE j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, 'at', $6, 'error', u.error))
+             END,
+    lease_expires_at = NULL
+  FROM u WHERE j.id = u.id AND j.state = 'running' AND j.attempt = u.attempt
+  RETURNING j.id, j.state, j.queue
+), completed AS (
+  SELECT coalesce(array_agg(id), '{}'::int8[]) AS ids FROM done WHERE state = 'completed'
+), released AS (
+  UPDATE keel_jobs p SET state = 'available'
+  FROM completed c
+  WHERE p.state = 'pending' AND p.depends_on && c.ids
+    AND NOT EXISTS (SELECT 1 FROM keel_jobs d WHERE d.id = ANY(p.depends_on) AND d.state <> 'completed'
+                    AND d.id <> ALL(c.ids))
+  RETURNING p.queue
+), woke AS (
+  SELECT count(*) AS n FROM (SELECT pg_notify('keel_jobs', q.queue)
+                             FROM (SELECT DISTINCT queue FROM released
+                                   UNION SELECT DISTINCT queue FROM done WHERE state = 'available') q) x
+)
+SELECT done.id FROM done CROSS JOIN woke)sql";
+
+// Extend the leases of the jobs this worker holds; learn which ones were cancelled by hand and
+// which ones it no longer holds (missing from the answer).
+constexpr std::string_view heartbeat_sql = R"sql(
+UPDATE keel_jobs j SET lease_expires_at = $3
+FROM unnest($1::int8[], $2::int8[]) AS u(id, attempt)
+WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'running'
+RETURNING j.id, j.cancel_requested)sql";
+
+constexpr std::string_view rescue_sql = R"sql(
+WITH rescued AS (
+  UPDATE keel_jobs SET
+    state = CASE WHEN cancel_requested THEN 'cancelled' WHEN attempt >= max_attempts THEN 'discarded'
+                 ELSE 'retryable' END,
+    finished_at = CASE WHEN cancel_requested OR attempt >= max_attempts THEN $1 END,
+    run_at = $1,
+    lease_expires_at = NULL,
+    errors = errors || jsonb_build_array(jsonb_build_object('attempt', attempt, 'at', $1, 'error',
+      'lease expired: worker ' || coalesce(worker_id, '?') ||
+      ' stopped renewing it (it crashed, was killed, hung or lost Postgres); run again'))
+  WHERE id IN (SELECT id FROM keel_jobs WHERE state = 'running' AND lease_expires_at < $1
+               ORDER BY lease_expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
+  RETURNING queue, state
+), woke AS (
+  SELECT count(*) AS n FROM (SELECT pg_notify('keel_jobs', q.queue)
+                             FROM (SELECT DISTINCT queue FROM rescued WHERE state = 'retryable') q) x
+)
+SELECT count(*) FROM rescued CROSS JOIN woke)sql";
+
+// Fallback for dependents whose release raced (two dependencies completed in concurrent
+// transactions, or a dependency completed while the dependent was being enqueued).
+constexpr std::string_view release_pending_sql = R"sql(
+WITH released AS (
+  UPDATE keel_jobs p SET state = 'available'
+  WHERE p.id IN (SELECT id FROM keel_jobs WHERE state = 'pending' ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED)
+    AND NOT EXISTS (SELECT 1 FROM keel_jobs d WHERE d.id = ANY(p.depends_on) AND d.state <> 'completed')
+  RETURNING p.queue
+)
+SELECT count(pg_notify('keel_jobs', q.queue)) FROM (SELECT DISTINCT queue FROM released) q)sql";
+
+constexpr std::string_view prune_sql = R"sql(
+WITH gone AS (
+  DELETE FROM keel_jobs WHERE id IN (
+    SELECT id FROM keel_jobs
+    WHERE (state IN ('completed', 'cancelled') AND finished_at < $1) OR (state = 'discarded' AND finished_at < $2)
+    LIMIT 5000)
+  RETURNING 1)
+SELECT count(*) FROM gone)sql";
+
+// The leader holds a session-level advisory lock, one per schema, so job tables in different
+// schemas of one database each get their own leader. If its session dies, Postgres releases
+// the lock and the next worker to try takes over.
+constexpr std::string_view try_lead_sql =
+    "SELECT pg_try_advisory_lock(1802137199, hashtext(current_schema()))";
+constexpr std::string_view unlock_sql = "SELECT pg_advisory_unlock(1802137199, hashtext(current_schema()))";
+
+struct registered_kind {
+  handler run;
+  retry_policy policy;
+};
+
+// A job this worker holds (fetched, then running), until its ack is sent.
+struct held_job {
+  std::int64_t id = 0;
+  std::int32_t attempt = 0;
+  std::int32_t max_attempts = 0;
+  std::string queue;
+  std::string kind;
+  std::string args;
+  std::chrono::nanoseconds queue_wait{0};
+  std::atomic<bool> stop{false};
+  // Guarded by impl::mutex.
+  bool started = false;
+  monotonic_time started_at{};
+  std::chrono::milliseconds timeout{0};
+  bool timed_out = false;
+  bool cancel_requested = false;
+  bool lease_lost = false;
+  bool released = false;  // handed back at shutdown; its own ack is dropped
+};
+
+struct ack {
+  std::int64_t id;
+  std::int32_t attempt;
+  std::string state;  // completed, retryable, discarded, cancelled, release
+  std::string error;
+  std::int64_t run_at_us = 0;
+};
+
+std::string default_worker_id() {
+  char host[256] = {};
+  (void)::gethostname(host, sizeof host - 1);
+  std::random_device rd;
+  return std::string(host) + "-" + std::to_string(::getpid()) + "-" + std::to_string(rd() % 100000);
+}
+
+}  // namespace
+
+struct worker::impl : std::enable_shared_from_this<worker::impl> {
+  worker_options options;
+  const keel::clock* clock;
+  std::unordered_map<std::string, registered_kind> kinds;
+  std::vector<std::optional<cron_schedule>> schedules;  // one per options.periodic
+  std::chrono::milliseconds heartbeat_every;
+
+  std::mutex mutex;
+  std::condition_variable fetch_cv;    // fetcher: wake, slots freed, stopping
+  std::condition_variable work_cv;     // handlers: ready jobs, stopping
+  std::condition_variable control_cv;  // control: acks, cancel check, stopping
+  std::condition_variable idle_cv;     // stop(): running jobs finished
+  bool started = false;
+  bool stopping_fetch = false;
+  bool stopping_handlers = false;
+  bool stopping_control = false;
+  bool fetch_wanted = true;
+  bool check_cancel = false;
+  std::deque<std::shared_ptr<held_job>> ready;
+  std::unordered_map<std::int64_t, std::shared_ptr<held_job>> held;
+  std::map<std::string, std::size_t, std::less<>> held_per_queue;
+  std::vector<ack> acks;
+  std::size_t running_handlers = 0;
+  worker_stats counters;
+
+  std::thread fetcher, control, maintainer;
+  std::vector<std::thread> handlers;
+  boost::asio::io_context io;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> io_guard;
+  std::thread io_thread;
+  std::unique_ptr<pg::listener> listener;
+  std::mt19937_64 random{std::random_device{}()};
+
+  explicit impl(worker_options o)
+      : options(std::move(o)), clock(options.clock != nullptr ? options.clock : &system_clock::instance()) {
+    if (options.worker_id.empty()) options.worker_id = default_worker_id();
+    heartbeat_every = options.heartbeat_interval.count() > 0 ? options.heartbeat_interval : options.lease / 3;
+    if (options.concurrency == 0) options.concurrency = 1;
+    if (options.fetch_batch == 0) options.fetch_batch = 1;
+    if (options.prefetch == 0) options.prefetch = 4 * options.concurrency;
+  }
+
+  // Jobs held at most: one per handler thread plus the prefetched ones.
+  [[nodiscard]] std::size_t capacity() const { return options.concurrency + options.prefetch; }
+
+  // Opens or re-opens a connection, waiting between attempts; false when asked to stop.
+  bool ensure_connected(std::optional<pg::connection>& c, const bool& stop_flag, std::string_view role) {
+    auto delay = 50ms;
+    while (true) {
+      if (c && c->is_open()) return true;
+      {
+        std::unique_lock lock(mutex);
+        if (stop_flag) return false;
+      }
+      if (c) {
+        if (c->reset()) return true;
+      } else if (auto opened = pg::connection::connect(
+                     options.conninfo, {.application_name = "keel-jobs-" + std::string(role)})) {
+        c.emplace(std::move(*opened));
+        return true;
+      }
+      std::unique_lock lock(mutex);
+      control_cv.wait_for(lock, delay, [&] { return stop_flag; });
+      delay = std::min(delay * 2, std::chrono::milliseconds(2000));
+    }
+  }
+
+  bool try_connect(std::optional<pg::connection>& c) {
+    if (c) return c->is_open() || static_cast<bool>(c->reset());
+    auto opened = pg::connection::connect(options.conninfo, {.application_name = "keel-jobs-control"});
+    if (!opened) return false;
+    c.emplace(std::move(*opened));
+    return true;
+  }
+
+  void fetch_loop() {
+    std::optional<pg::connection> c;
+    std::size_t queue_turn = 0;
+    while (true) {
+      std::vector<std::pair<std::string, std::size_t>> plan;  // queue, how many to fetch
+      {
+        std::unique_lock lock(mutex);
+        fetch_cv.wait_for(lock, options.poll_interval, [&] {
+          // Fetch in batches: wait until a quarter of the slots are free, unless handlers
+          // have nothing left to start.
+          const auto free_slots = capacity() - std::min(capacity(), held.size());
+          return stopping_fetch ||
+                 (fetch_wanted && free_slots > 0 && (ready.empty() || free_slots >= capacity() / 4));
+        });
+        if (stopping_fetch) break;
+        fetch_wanted = false;
+        std::size_t free = capacity() - std::min(capacity(), held.size());
+        for (std::size_t k = 0; k < options.queues.size() && free > 0; ++k) {
+          const auto& q = options.queues[(queue_turn + k) % options.queues.size()];
+          const auto in_queue = held_per_queue[q.name];
+          const auto n =
+              std::min({free, q.max_running > in_queue ? q.max_running - in_queue : 0, options.fetch_batch});
+          if (n > 0) {
+            plan.emplace_back(q.name, n);
+            free -= n;
+          }
+        }
+        ++queue_turn;
+        if (plan.empty()) {
+          // Every queue is at its own limit: wait for one of its jobs to finish.
+          fetch_wanted = true;
+          fetch_cv.wait_for(lock, options.poll_interval);
+          continue;
+        }
+      }
+      if (!ensure_connected(c, stopping_fetch, "fetch")) break;
+      bool full = false;
+      for (const auto& [queue, n] : plan) {
+        const auto now = clock->now();
+        const auto lease_until = now + options.lease;
+        auto fetched =
+            c->query(fetch_sql, queue, now, static_cast<std::int64_t>(n), lease_until, options.worker_id);
+        if (!fetched) {
+          if (!is_connection_error(fetched.error())) {
+            log::warn("keel.jobs: fetch failed", {{"error", c->last_error().to_string()}});
+          }
+          std::unique_lock lock(mutex);
+          fetch_wanted = true;
+          fetch_cv.wait_for(lock, 100ms, [&] { return stopping_fetch; });
+          break;
+        }
+        std::vector<std::shared_ptr<held_job>> got;
+        for (const auto row : *fetched) {
+          auto j = std::make_shared<held_job>();
+          j->id = or_default(row.get<std::int64_t>(0), 0);
+          j->kind = or_default(row.get<std::string>(1), "");
+          j->args = or_default(row.get<pg::jsonb>(2), pg::jsonb{"null"}).text;
+          j->attempt = or_default(row.get<std::int32_t>(3), 0);
+          j->max_attempts = or_default(row.get<std::int32_t>(4), 1);
+          const auto runnable = or_default(row.get<timestamp>(7), now);
+          j->queue_wait = std::max(std::chrono::nanoseconds(0), now - runnable);
+          j->queue = queue;
+          got.push_back(std::move(j));
+        }
+        if (got.size() == n) full = true;
+        std::unique_lock lock(mutex);
+        counters.fetched += got.size();
+        for (auto& j : got) {
+          held.emplace(j->id, j);
+          ++held_per_queue[j->queue];
+          ready.push_back(std::move(j));
+        }
+        // Wake as many handlers as there are new jobs, not all of them.
+        if (got.size() >= options.concurrency) {
+          work_cv.notify_all();
+        } else {
+          for (std::size_t k = 0; k < got.size(); ++k) work_cv.notify_one();
+        }
+      }
+      if (full) {
+        std::unique_lock lock(mutex);
+        fetch_wanted = true;  // there is probably more: fetch again as soon as slots free up
+      }
+    }
+  }
+
+  job_result run_handler(held_job& j, const job_context& ctx, const registered_kind* k) {
+    if (k == nullptr) {
+      return job_result::discard("no handler for kind '" + j.kind + "' in worker " + options.worker_id +
+                                 "; every worker of queue '" + j.queue +
+                                 "' must register it with worker::handle");
+    }
+    try {
+      return k->run(ctx);
+    } catch (const boost::system::system_error& e) {
+      if (e.code().category() == boost::json::make_error_code(boost::json::error::not_object).category()) {
+        return job_result::discard(std::string("bad args for kind '") + j.kind + "': " + e.what());
+      }
+      return job_result::fail(e.what());
+    } catch (const std::exception& e) {
+      return job_result::fail(std::string("handler threw: ") + e.what());
+    } catch (...) {
+      return job_result::fail("handler threw a non-standard exception");
+    }
+  }
+
+  void handler_loop() {
+    while (true) {
+      std::shared_ptr<held_job> j;
+      const registered_kind* k = nullptr;
+      {
+        std::unique_lock lock(mutex);
+        work_cv.wait(lock, [&] { return stopping_handlers || !ready.empty(); });
+        if (ready.empty()) break;
+        j = std::move(ready.front());
+        ready.pop_front();
+        if (auto found = kinds.find(j->kind); found != kinds.end()) k = &found->second;
+        j->started = true;
+        j->started_at = clock->monotonic();
+        j->timeout = k != nullptr ? k->policy.timeout : 0ms;
+        ++running_handlers;
+      }
+      if (options.observer) options.observer->started(j->queue, j->kind, j->queue_wait);
+      const auto t0 = std::chrono::steady_clock::now();
+
+      boost::system::error_code parse_error;
+      const boost::json::value args = boost::json::parse(j->args, parse_error);
+      job_context ctx(&j->stop);
+      ctx.id = j->id;
+      ctx.queue = j->queue;
+      ctx.kind = j->kind;
+      ctx.attempt = j->attempt;
+      ctx.max_attempts = j->max_attempts;
+      ctx.args = &args;
+      ctx.args_text = j->args;
+      job_result outcome = parse_error
+                               ? job_result::discard("args are not valid JSON: " + parse_error.message())
+                               : run_handler(*j, ctx, k);
+      const auto run_time = std::chrono::steady_clock::now() - t0;
+      finish(*j, std::move(outcome), k, run_time);
+    }
+  }
+
+  // Turns a handler's outcome into an ack and frees the slot.
+  void finish(held_job& j, job_result outcome, const registered_kind* k, std::chrono::nanoseconds run_time) {
+    ack a{.id = j.id, .attempt = j.attempt, .state = "completed", .error = {}, .run_at_us = 0};
+    std::string_view reported = "completed";
+    std::unique_lock lock(mutex);
+    const bool cancelled = j.cancel_requested && outcome.outcome() != job_result::kind::completed;
+    if (cancelled) {
+      a.state = "cancelled";
+      a.error = outcome.error().empty() ? "cancelled" : "cancelled: " + outcome.error();
+      reported = "cancelled";
+      ++counters.cancelled;
+    } else if (outcome.outcome() == job_result::kind::discard) {
+      a.state = "discarded";
+      a.error = outcome.error();
+      reported = "discarded";
+      ++counters.discarded;
+    } else if (outcome.outcome() == job_result::kind::failed ||
+               (j.timed_out && outcome.outcome() != job_result::kind::completed)) {
+      a.error = j.timed_out ? "timed out after " + std::to_string(j.timeout.count()) + " ms" +
+                                  (outcome.error().empty() ? "" : ": " + outcome.error())
+                            : (outcome.error().empty() ? "failed" : outcome.error());
+      if (j.attempt >= j.max_attempts) {
+        a.state = "discarded";
+        reported = "discarded";
+        ++counters.discarded;
+      } else {
+        a.state = "retryable";
+        const auto policy = k != nullptr ? k->policy : retry_policy{};
+        const double u = std::uniform_real_distribution<double>(0.0, 1.0)(random);
+        a.run_at_us = to_unix_us(clock->now() + backoff(policy, j.attempt, u));
+        reported = "failed";
+        ++counters.failed;
+      }
+    } else {
+      ++counters.completed;
+    }
+    if (!j.released) acks.push_back(std::move(a));
+    held.erase(j.id);
+    if (auto q = held_per_queue.find(j.queue); q != held_per_queue.end() && q->second > 0) --q->second;
+    --running_handlers;
+    // Wake only the threads that have something to do now: the fetcher once a batch's worth of
+    // slots is free (or the handlers ran dry), the control thread for the first ack of a batch.
+    const auto free_slots = capacity() - std::min(capacity(), held.size());
+    if (fetch_wanted && (ready.empty() || free_slots >= capacity() / 4)) fetch_cv.notify_one();
+    if (acks.size() == 1) control_cv.notify_one();
+    if (stopping_handlers) idle_cv.notify_all();
+    lock.unlock();
+    if (options.observer) options.observer->finished(j.queue, j.kind, reported, run_time);
+  }
+
+  // Sends acks; keeps them for the next try when Postgres is unreachable.
+  bool flush_acks(std::optional<pg::connection>& c, std::vector<ack>& batch) {
+    if (batch.empty()) return true;
+    std::vector<std::int64_t> ids, attempts, run_at;
+    std::vector<std::string> states, errors;
+    for (const auto& a : batch) {
+      ids.push_back(a.id);
+      attempts.push_back(a.attempt);
+      states.push_back(a.state);
+      errors.push_back(a.error);
+      run_at.push_back(a.run_at_us);
+    }
+    auto done = c->query(ack_sql, ids, attempts, states, errors, run_at, clock->now());
+    if (!done) {
+      if (!is_connection_error(done.error())) {
+        log::warn("keel.jobs: acknowledging finished jobs failed", {{"error", c->last_error().to_string()}});
+      }
+      return false;
+    }
+    std::unique_lock lock(mutex);
+    counters.acks_lost += batch.size() - std::min(batch.size(), static_cast<std::size_t>(done->size()));
+    batch.clear();
+    return true;
+  }
+
+  void heartbeat(pg::connection& c) {
+    std::vector<std::int64_t> ids, attempts;
+    {
+      std::unique_lock lock(mutex);
+      for (const auto& [id, j] : held) {
+        if (j->released) continue;
+        ids.push_back(id);
+        attempts.push_back(j->attempt);
+      }
+    }
+    if (ids.empty()) return;
+    auto alive = c.query(heartbeat_sql, ids, attempts, clock->now() + options.lease);
+    if (!alive) return;
+    std::unordered_map<std::int64_t, bool> answer;
+    for (const auto row : *alive)
+      answer[or_default(row.get<std::int64_t>(0), 0)] = or_default(row.get<bool>(1), false);
+    std::unique_lock lock(mutex);
+    for (const auto id : ids) {
+      auto found = held.find(id);
+      if (found == held.end()) continue;  // finished meanwhile
+      auto& j = *found->second;
+      const auto a = answer.find(id);
+      if (a == answer.end()) {
+        j.lease_lost = true;  // rescued or changed by hand: the run no longer counts
+        j.stop.store(true, std::memory_order_release);
+      } else if (a->second) {
+        j.cancel_requested = true;
+        j.stop.store(true, std::memory_order_release);
+      }
+    }
+  }
+
+  void check_timeouts() {
+    const auto now = clock->monotonic();
+    std::unique_lock lock(mutex);
+    for (auto& [id, j] : held) {
+      if (j->started && j->timeout.count() > 0 && !j->timed_out && now - j->started_at > j->timeout) {
+        j->timed_out = true;
+        j->stop.store(true, std::memory_order_release);
+      }
+    }
+  }
+
+  void control_loop() {
+    std::optional<pg::connection> c;
+    std::vector<ack> batch;
+    auto next_heartbeat = std::chrono::steady_clock::now() + heartbeat_every;
+    while (true) {
+      bool stop_now = false;
+      bool cancel_check = false;
+      {
+        std::unique_lock lock(mutex);
+        control_cv.wait_for(lock, 50ms, [&] { return stopping_control || !acks.empty() || check_cancel; });
+        for (auto& a : acks) batch.push_back(std::move(a));
+        acks.clear();
+        stop_now = stopping_control;
+        cancel_check = check_cancel;
+        check_cancel = false;
+      }
+      check_timeouts();
+      if (!c || !c->is_open()) {
+        if (stop_now) {
+          // Shutting down: try for a few seconds, then leave the rest to lease expiry.
+          for (int i = 0; i < 20 && !try_connect(c); ++i) std::this_thread::sleep_for(250ms);
+          if (!(c && c->is_open())) {
+            log::warn(
+                "keel.jobs: could not acknowledge finished jobs before stopping; their leases expire "
+                "and they run again",
+                {{"jobs", static_cast<std::int64_t>(batch.size())}});
+            return;
+          }
+        } else if (!ensure_connected(c, stopping_control, "control")) {
+          continue;  // stopping: the next round flushes what it can and returns
+        }
+      }
+      if (!flush_acks(c, batch)) {
+        if (stop_now && c->is_open()) return;  // a non-connection error: nothing more to do
+        continue;
+      }
+      if (stop_now) return;
+      if (cancel_check || std::chrono::steady_clock::now() >= next_heartbeat) {
+        heartbeat(*c);
+        next_heartbeat = std::chrono::steady_clock::now() + heartbeat_every;
+      }
+    }
+  }
+
+  void maintain(pg::connection& c, bool& leading) {
+    if (!leading) {
+      auto locked = c.query(try_lead_sql);
+      if (!locked) return;
+      leading = or_default(locked->value<bool>(), false);
+      if (!leading) return;
+      log::info("keel.jobs: this worker leads maintenance", {{"worker", options.worker_id}});
+    }
+    const auto now = clock->now();
+    if (auto rescued = c.query(rescue_sql, now); rescued) {
+      const auto n = or_default(rescued->value<std::int64_t>(), 0);
+      if (n > 0) {
+        log::info("keel.jobs: rescued jobs whose lease expired", {{"jobs", static_cast<std::int64_t>(n)}});
+        std::unique_lock lock(mutex);
+        counters.rescued += static_cast<std::uint64_t>(n);
+      }
+    } else {
+      leading = false;
+      return;
+    }
+    if (auto released = c.query(release_pending_sql); !released) {
+      leading = false;
+      return;
+    }
+    for (std::size_t i = 0; i < options.periodic.size(); ++i) {
+      const auto& p = options.periodic[i];
+      const auto now_ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+      std::int64_t slot = 0;
+      if (schedules[i]) {
+        if (!schedules[i]->matches(now)) continue;
+        slot = now_ms - now_ms % 60'000;  // the matching minute
+      } else {
+        const auto every_ms = std::max<std::int64_t>(1, p.every.count());
+        slot = now_ms - now_ms % every_ms;
+      }
+      new_job j = p.job;
+      j.unique_key = "periodic:" + p.name + ":" + std::to_string(slot);
+      j.unique_in = unique_states::all;
+      if (auto put = enqueue(c, j); !put) {
+        log::warn("keel.jobs: could not enqueue a periodic job",
+                  {{"name", p.name}, {"error", put.error().message()}});
+        if (is_connection_error(put.error())) {
+          leading = false;
+          return;
+        }
+      }
+    }
+    for (int round = 0; round < 20; ++round) {
+      auto pruned = c.query(prune_sql, now - options.keep_completed, now - options.keep_discarded);
+      if (!pruned) {
+        leading = false;
+        return;
+      }
+      if (or_default(pruned->value<std::int64_t>(), 0) < 5000) break;
+    }
+  }
+
+  void leader_loop() {
+    std::optional<pg::connection> c;
+    bool leading = false;
+    while (true) {
+      if (!ensure_connected(c, stopping_control, "leader")) break;
+      const bool was_leader = leading;
+      maintain(*c, leading);
+      if (was_leader && !leading) {
+        log::warn("keel.jobs: lost maintenance leadership", {{"error", c->last_error().to_string()}});
+      }
+      {
+        std::unique_lock lock(mutex);
+        counters.leader = leading;
+        control_cv.wait_for(lock, options.maintenance_interval, [&] { return stopping_control; });
+        if (stopping_control) break;
+      }
+    }
+    if (c && c->is_open() && leading) (void)c->query(unlock_sql);
+  }
+
+  void on_listener_event(const pg::listener_event& e) {
+    std::unique_lock lock(mutex);
+    if (e.what == pg::listener_event::kind::notification) {
+      if (e.message.payload == "!cancel") {
+        check_cancel = true;
+        control_cv.notify_one();
+        return;
+      }
+      for (const auto& q : options.queues) {
+        if (q.name == e.message.payload) {
+          fetch_wanted = true;
+          fetch_cv.notify_one();
+          return;
+        }
+      }
+    } else if (e.what == pg::listener_event::kind::reconnected ||
+               e.what == pg::listener_event::kind::connected) {
+      fetch_wanted = true;  // notifications may have been missed: look at the table
+      fetch_cv.notify_one();
+    }
+  }
+};
+
+worker::worker(worker_options options) : impl_(std::make_shared<impl>(std::move(options))) {}
+
+worker::~worker() {
+  stop();
+}
+
+worker& worker::handle(std::string kind, handler h, retry_policy policy) {
+  std::unique_lock lock(impl_->mutex);
+  if (impl_->started) throw std::logic_error("keel::jobs::worker::handle: register handlers before start()");
+  impl_->kinds[std::move(kind)] = registered_kind{std::move(h), policy};
+  return *this;
+}
+
+result<void> worker::start() {
+  auto& s = *impl_;
+  {
+    std::unique_lock lock(s.mutex);
+    if (s.started) return errc::worker_running;
+    if (s.options.queues.empty() || s.kinds.empty()) return errc::no_queues;
+    s.schedules.clear();
+    for (const auto& p : s.options.periodic) {
+      if (p.cron.empty()) {
+        s.schedules.emplace_back();
+        continue;
+      }
+      auto parsed = cron_schedule::parse(p.cron);
+      if (!parsed) return parsed.error();
+      s.schedules.emplace_back(*parsed);
+    }
+  }
+  // Fail early, and in the caller's thread, when Postgres cannot be reached.
+  auto probe = pg::connection::connect(s.options.conninfo);
+  if (!probe) return probe.error();
+  {
+    std::unique_lock lock(s.mutex);
+    s.started = true;
+  }
+  s.io_guard.emplace(boost::asio::make_work_guard(s.io));
+  s.listener = std::make_unique<pg::listener>(
+      s.io.get_executor(),
+      pg::listener_options{.conninfo = s.options.conninfo, .channels = {std::string(notify_channel)}},
+      [weak = std::weak_ptr<impl>(impl_)](const pg::listener_event& e) {
+        if (auto self = weak.lock()) self->on_listener_event(e);
+      });
+  s.listener->start();
+  s.io_thread = std::thread([&s] { s.io.run(); });
+  for (std::size_t i = 0; i < s.options.concurrency; ++i) s.handlers.emplace_back([&s] { s.handler_loop(); });
+  s.control = std::thread([&s] { s.control_loop(); });
+  s.fetcher = std::thread([&s] { s.fetch_loop(); });
+  if (s.options.maintenance) s.maintainer = std::thread([&s] { s.leader_loop(); });
+  return {};
+}
+
+void worker::stop() {
+  auto& s = *impl_;
+  {
+    std::unique_lock lock(s.mutex);
+    if (!s.started || s.stopping_fetch) return;
+    s.stopping_fetch = true;
+    s.fetch_cv.notify_all();
+  }
+  if (s.fetcher.joinable()) s.fetcher.join();
+  if (s.listener) s.listener->stop();
+  {
+    std::unique_lock lock(s.mutex);
+    // Jobs fetched but not started go back to the queue as if never taken.
+    for (auto& j : s.ready) {
+      s.acks.push_back({.id = j->id, .attempt = j->attempt, .state = "release", .error = {}, .run_at_us = 0});
+      j->released = true;
+      s.held.erase(j->id);
+    }
+    s.ready.clear();
+    s.stopping_handlers = true;
+    s.work_cv.notify_all();
+    s.control_cv.notify_all();
+    // Running jobs get the shutdown timeout to finish.
+    s.idle_cv.wait_for(lock, s.options.shutdown_timeout, [&] { return s.running_handlers == 0; });
+    // The rest are told to stop and handed back to be run again elsewhere.
+    for (auto& [id, j] : s.held) {
+      j->stop.store(true, std::memory_order_release);
+      j->released = true;
+      s.acks.push_back({.id = j->id,
+                        .attempt = j->attempt,
+                        .state = "retryable",
+                        .error = "the worker shut down before the job finished",
+                        .run_at_us = to_unix_us(s.clock->now())});
+    }
+    s.control_cv.notify_all();
+  }
+  for (auto& t : s.handlers) t.join();  // a handler that ignores cancelled() keeps us here
+  s.handlers.clear();
+  {
+    std::unique_lock lock(s.mutex);
+    s.stopping_control = true;
+    s.control_cv.notify_all();
+  }
+  if (s.control.joinable()) s.control.join();
+  if (s.maintainer.joinable()) s.maintainer.join();
+  s.listener.reset();
+  s.io_guard.reset();
+  s.io.stop();
+  if (s.io_thread.joinable()) s.io_thread.join();
+}
+
+void worker::wake() {
+  std::unique_lock lock(impl_->mutex);
+  impl_->fetch_wanted = true;
+  impl_->fetch_cv.notify_one();
+}
+
+worker_stats worker::stats() const {
+  std::unique_lock lock(impl_->mutex);
+  auto s = impl_->counters;
+  s.running = impl_->running_handlers;
+  return s;
+}
+
+const std::string& worker::id() const noexcept {
+  return impl_->options.worker_id;
+}
+
+}  // namespace keel::jobs
