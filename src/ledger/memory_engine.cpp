@@ -46,9 +46,9 @@ struct memory_engine::state {
   detail::segmented_vector<std::uint64_t> entry_timestamps;
   detail::segmented_vector<moved> effects;
   // Per account, the sequences that moved it: 8 bytes a line, so growing them stays cheap.
-  std::unordered_map<u128, std::vector<std::uint64_t>, detail::u128_hash> history;
-  std::unordered_map<u128, std::uint64_t, detail::u128_hash> created_at;  // account -> sequence
-  std::map<std::uint32_t, std::vector<u128>> ledger_accounts;             // in creation order
+  detail::u128_map<std::vector<std::uint64_t>> history;
+  detail::u128_map<std::uint64_t> created_at;                  // account -> sequence
+  std::map<std::uint32_t, std::vector<u128>> ledger_accounts;  // in creation order
   std::vector<detail::applied_entry> scratch;
 
   void commit(const std::vector<detail::applied_entry>& applied) {
@@ -99,8 +99,8 @@ struct memory_engine::state {
   }
 
   result<balance> balance_at(u128 id, std::uint64_t count) const {
-    const auto created = created_at.find(id);
-    if (created == created_at.end() || created->second >= count) return errc::unknown_account;
+    const auto* created = created_at.find(id);
+    if (created == nullptr || *created >= count) return errc::unknown_account;
     const auto& sequences = history.at(id);
     const auto it = std::lower_bound(sequences.begin(), sequences.end(), count);
     if (it == sequences.begin()) return balance{};
@@ -142,15 +142,15 @@ result<std::vector<transfer_result>> memory_engine::create_transfers(std::span<c
 }
 
 result<std::optional<account>> memory_engine::lookup_account(u128 id) {
-  const auto found = state_->ws.accounts.find(id);
-  if (found == state_->ws.accounts.end()) return std::optional<account>{};
-  return std::optional<account>{found->second};
+  const auto* found = state_->ws.accounts.find(id);
+  if (found == nullptr) return std::optional<account>{};
+  return std::optional<account>{*found};
 }
 
 result<std::optional<transfer>> memory_engine::lookup_transfer(u128 id) {
-  const auto found = state_->ws.transfers.find(id);
-  if (found == state_->ws.transfers.end()) return std::optional<transfer>{};
-  return std::optional<transfer>{found->second.value};
+  const auto* found = state_->ws.transfers.find(id);
+  if (found == nullptr) return std::optional<transfer>{};
+  return std::optional<transfer>{found->value};
 }
 
 result<balance> memory_engine::balance_as_of(u128 account_id, as_of point) {
@@ -161,9 +161,9 @@ result<balance> memory_engine::balance_as_of(u128 account_id, as_of point) {
 
 result<statement_page> memory_engine::statement(u128 account_id, const statement_query& query) {
   if (query.limit == 0) return errc::invalid_argument;
-  const auto found = state_->history.find(account_id);
-  if (found == state_->history.end()) return errc::unknown_account;
-  const auto& sequences = found->second;
+  const auto* found = state_->history.find(account_id);
+  if (found == nullptr) return errc::unknown_account;
+  const auto& sequences = *found;
   auto it = std::lower_bound(sequences.begin(), sequences.end(), query.from_sequence);
   statement_page page;
   for (; it != sequences.end() && *it <= query.to_sequence; ++it) {
