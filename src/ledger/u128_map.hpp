@@ -7,6 +7,7 @@
 //
 // Id 0 is never stored (every id the ledger accepts is nonzero): it marks an empty slot, and
 // looking it up finds nothing.
+#include <keel/ledger/detail/segmented_vector.hpp>
 #include <keel/ledger/types.hpp>
 
 #include <bit>
@@ -25,6 +26,49 @@ struct u128_hash {
     h ^= h >> 31U;
     return static_cast<std::size_t>(h);
   }
+};
+
+/// A fixed-size array in bulk storage (huge pages for large tables, see allocate_bulk).
+template <class T>
+class table_array {
+ public:
+  table_array() = default;
+  /// `zeroed`: value-initialise; otherwise default-initialise (no writes for trivial types, so
+  /// untouched slots are never faulted in).
+  table_array(std::size_t size, bool zeroed)
+      : size_(size), data_(static_cast<T*>(allocate_bulk(size * sizeof(T)))) {
+    if (zeroed)
+      std::uninitialized_value_construct_n(data_, size);
+    else
+      std::uninitialized_default_construct_n(data_, size);
+  }
+  table_array(table_array&& other) noexcept
+      : size_(std::exchange(other.size_, 0)), data_(std::exchange(other.data_, nullptr)) {}
+  table_array& operator=(table_array&& other) noexcept {
+    if (this != &other) {
+      release();
+      size_ = std::exchange(other.size_, 0);
+      data_ = std::exchange(other.data_, nullptr);
+    }
+    return *this;
+  }
+  table_array(const table_array&) = delete;
+  table_array& operator=(const table_array&) = delete;
+  ~table_array() { release(); }
+
+  explicit operator bool() const noexcept { return data_ != nullptr; }
+  T& operator[](std::size_t i) noexcept { return data_[i]; }
+  const T& operator[](std::size_t i) const noexcept { return data_[i]; }
+
+ private:
+  void release() noexcept {
+    if (data_ == nullptr) return;
+    std::destroy_n(data_, size_);
+    free_bulk(data_, size_ * sizeof(T));
+    data_ = nullptr;
+  }
+  std::size_t size_ = 0;
+  T* data_ = nullptr;
 };
 
 template <class V>
@@ -108,8 +152,8 @@ class u128_map {
     const std::size_t new_capacity = old_capacity == 0 ? 16 : old_capacity * 2;
     auto old_keys = std::move(keys_);
     auto old_values = std::move(values_);
-    keys_ = std::make_unique<u128[]>(new_capacity);  // zero: empty
-    values_ = std::make_unique<V[]>(new_capacity);
+    keys_ = table_array<u128>(new_capacity, true);  // zero: empty
+    values_ = table_array<V>(new_capacity, false);  // a value is written when its key is
     mask_ = new_capacity - 1;
     for (std::size_t i = 0; i < old_capacity; ++i) {
       if (old_keys[i] == 0) continue;
@@ -120,8 +164,8 @@ class u128_map {
     }
   }
 
-  std::unique_ptr<u128[]> keys_;
-  std::unique_ptr<V[]> values_;
+  table_array<u128> keys_;
+  table_array<V> values_;
   std::size_t mask_ = 0;
   std::size_t size_ = 0;
 };
