@@ -1,6 +1,8 @@
 #include <keel/ledger/journal.hpp>
 
 #include <algorithm>
+#include <bit>
+#include <cstring>
 
 namespace keel::ledger {
 
@@ -12,8 +14,24 @@ struct writer {
   std::uint8_t* out;
   std::size_t at = 0;
   void u8(std::uint8_t v) noexcept { out[at++] = v; }
+  // Big-endian, the low `size` bytes of v. Fixed sizes compile to byte swaps and stores: this
+  // runs for every journal entry.
   void be(u128 v, int size) noexcept {
+    if (size == 16) {
+      store64(static_cast<std::uint64_t>(v >> 64U));
+      store64(static_cast<std::uint64_t>(v));
+      return;
+    }
+    if (size == 8) {
+      store64(static_cast<std::uint64_t>(v));
+      return;
+    }
     for (int i = size - 1; i >= 0; --i) out[at++] = static_cast<std::uint8_t>(v >> (8 * i));
+  }
+  void store64(std::uint64_t v) noexcept {
+    if constexpr (std::endian::native == std::endian::little) v = __builtin_bswap64(v);
+    std::memcpy(out + at, &v, sizeof v);
+    at += sizeof v;
   }
 };
 

@@ -27,13 +27,25 @@ namespace {
 std::uint64_t to_ns(timestamp t) noexcept {
   return static_cast<std::uint64_t>(t.time_since_epoch().count());
 }
+
+// Field offsets in the canonical encoding (docs/ledger.md): version, kind, timestamp, then for a
+// transfer its id and debit account id.
+constexpr std::size_t timestamp_offset = 2;
+constexpr std::size_t id_offset = 10;
+constexpr std::size_t debit_offset = 26;
+
+u128 read_be(const encoded_entry& bytes, std::size_t at, std::size_t size) noexcept {
+  u128 v = 0;
+  for (std::size_t i = 0; i < size; ++i) v = (v << 8U) | bytes[at + i];
+  return v;
+}
 }  // namespace
 
 struct memory_engine::state {
-  // What one entry left on the accounts it moved (empty for account creation).
+  // What one entry left on the accounts it moved (empty for account creation). The transfer id,
+  // the debit account and the timestamp are read back from the entry's canonical bytes rather
+  // than stored twice: every byte kept per transfer is a byte the kernel must fault in and zero.
   struct moved {
-    u128 transfer_id = 0;
-    u128 debit_id = 0;
     balance debit_after{};
     balance credit_after{};
   };
@@ -43,12 +55,11 @@ struct memory_engine::state {
   merkle_tree tree;
   // Per sequence; segmented so that growing never copies what is already stored.
   detail::segmented_vector<encoded_entry> entries;
-  detail::segmented_vector<std::uint64_t> entry_timestamps;
   detail::segmented_vector<moved> effects;
   // Per account, the sequences that moved it: 8 bytes a line, so growing them stays cheap.
-  std::unordered_map<u128, std::vector<std::uint64_t>, detail::u128_hash> history;
-  std::unordered_map<u128, std::uint64_t, detail::u128_hash> created_at;  // account -> sequence
-  std::map<std::uint32_t, std::vector<u128>> ledger_accounts;             // in creation order
+  detail::u128_map<std::vector<std::uint64_t>> history;
+  detail::u128_map<std::uint64_t> created_at;                  // account -> sequence
+  std::map<std::uint32_t, std::vector<u128>> ledger_accounts;  // in creation order
   std::vector<detail::applied_entry> scratch;
 
   void commit(const std::vector<detail::applied_entry>& applied) {
@@ -56,24 +67,29 @@ struct memory_engine::state {
       const std::uint64_t sequence = entries.size();
       const auto& bytes = entries.push_back(encode(a.entry));
       tree.append(leaf_hash(bytes));
-      entry_timestamps.push_back(a.entry.timestamp());
       if (a.entry.kind == entry_kind::account_created) {
         effects.push_back({});
         created_at.emplace(a.entry.account.id, sequence);
         ledger_accounts[a.entry.account.ledger].push_back(a.entry.account.id);
         history[a.entry.account.id];
       } else {
-        effects.push_back({a.entry.transfer.id, a.debit_id, a.debit_after, a.credit_after});
+        effects.push_back({a.debit_after, a.credit_after});
         history[a.debit_id].push_back(sequence);
         history[a.credit_id].push_back(sequence);
       }
     }
   }
 
+  [[nodiscard]] std::uint64_t timestamp_at(std::uint64_t sequence) const noexcept {
+    return static_cast<std::uint64_t>(read_be(entries[sequence], timestamp_offset, 8));
+  }
+
   [[nodiscard]] statement_line line(u128 account_id, std::uint64_t sequence) const {
     const auto& m = effects[sequence];
-    return {sequence, entry_timestamps[sequence], m.transfer_id,
-            m.debit_id == account_id ? m.debit_after : m.credit_after};
+    const auto& bytes = entries[sequence];
+    const auto debit_id = read_be(bytes, debit_offset, 16);
+    return {sequence, timestamp_at(sequence), read_be(bytes, id_offset, 16),
+            debit_id == account_id ? m.debit_after : m.credit_after};
   }
 
   // How many entries a point includes: [0, count).
@@ -85,10 +101,10 @@ struct memory_engine::state {
     if (point.timestamp) {
       // Timestamps increase with the sequence: the first entry later than the point.
       std::uint64_t low = 0;
-      std::uint64_t high = entry_timestamps.size();
+      std::uint64_t high = entries.size();
       while (low < high) {
         const auto mid = low + (high - low) / 2;
-        if (entry_timestamps[mid] <= *point.timestamp)
+        if (timestamp_at(mid) <= *point.timestamp)
           low = mid + 1;
         else
           high = mid;
@@ -99,8 +115,8 @@ struct memory_engine::state {
   }
 
   result<balance> balance_at(u128 id, std::uint64_t count) const {
-    const auto created = created_at.find(id);
-    if (created == created_at.end() || created->second >= count) return errc::unknown_account;
+    const auto* created = created_at.find(id);
+    if (created == nullptr || *created >= count) return errc::unknown_account;
     const auto& sequences = history.at(id);
     const auto it = std::lower_bound(sequences.begin(), sequences.end(), count);
     if (it == sequences.begin()) return balance{};
@@ -142,15 +158,15 @@ result<std::vector<transfer_result>> memory_engine::create_transfers(std::span<c
 }
 
 result<std::optional<account>> memory_engine::lookup_account(u128 id) {
-  const auto found = state_->ws.accounts.find(id);
-  if (found == state_->ws.accounts.end()) return std::optional<account>{};
-  return std::optional<account>{found->second};
+  const auto* found = state_->ws.accounts.find(id);
+  if (found == nullptr) return std::optional<account>{};
+  return std::optional<account>{*found};
 }
 
 result<std::optional<transfer>> memory_engine::lookup_transfer(u128 id) {
-  const auto found = state_->ws.transfers.find(id);
-  if (found == state_->ws.transfers.end()) return std::optional<transfer>{};
-  return std::optional<transfer>{found->second.value};
+  const auto* found = state_->ws.transfers.find(id);
+  if (found == nullptr) return std::optional<transfer>{};
+  return std::optional<transfer>{found->value};
 }
 
 result<balance> memory_engine::balance_as_of(u128 account_id, as_of point) {
@@ -161,9 +177,9 @@ result<balance> memory_engine::balance_as_of(u128 account_id, as_of point) {
 
 result<statement_page> memory_engine::statement(u128 account_id, const statement_query& query) {
   if (query.limit == 0) return errc::invalid_argument;
-  const auto found = state_->history.find(account_id);
-  if (found == state_->history.end()) return errc::unknown_account;
-  const auto& sequences = found->second;
+  const auto* found = state_->history.find(account_id);
+  if (found == nullptr) return errc::unknown_account;
+  const auto& sequences = *found;
   auto it = std::lower_bound(sequences.begin(), sequences.end(), query.from_sequence);
   statement_page page;
   for (; it != sequences.end() && *it <= query.to_sequence; ++it) {

@@ -1,6 +1,11 @@
 #include <keel/ledger/merkle.hpp>
 
 #include <boost/json.hpp>
+// SHA256_Init/Update/Final are deprecated in OpenSSL 3 in favour of EVP, but EVP's per-call
+// dispatch (init, provider lookup, finalisation) costs more than hashing a 119-byte leaf with
+// the CPU's SHA extensions; the Merkle tree hashes two of these per journal entry.
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/sha.h>
 
 #include <algorithm>
 #include <array>
@@ -20,12 +25,22 @@ bool is_hash(bytes_view b) noexcept {
   return b.size() == sizeof(tree_hash);
 }
 
+// SHA-256 of prefix ‖ data with the low-level API (cannot fail for SHA-256).
+tree_hash prefixed_sha256(std::uint8_t prefix, const std::uint8_t* data, std::size_t size) {
+  SHA256_CTX context;
+  SHA256_Init(&context);
+  SHA256_Update(&context, &prefix, 1);
+  if (size != 0) SHA256_Update(&context, data, size);  // data may be null when size is 0
+  tree_hash out;
+  SHA256_Final(out.data(), &context);
+  return out;
+}
+
 tree_hash node_hash_raw(const std::uint8_t* left, const std::uint8_t* right) {
-  std::array<std::uint8_t, 65> buffer;
-  buffer[0] = 0x01;
-  std::memcpy(buffer.data() + 1, left, 32);
-  std::memcpy(buffer.data() + 33, right, 32);
-  return sha256(buffer);
+  std::array<std::uint8_t, 64> children;
+  std::memcpy(children.data(), left, 32);
+  std::memcpy(children.data() + 32, right, 32);
+  return prefixed_sha256(0x01, children.data(), children.size());
 }
 
 bool equal(const tree_hash& a, bytes_view b) noexcept {
@@ -35,17 +50,7 @@ bool equal(const tree_hash& a, bytes_view b) noexcept {
 }  // namespace
 
 tree_hash leaf_hash(bytes_view data) {
-  // A stack buffer for the common (journal entry) size: no allocation per leaf.
-  std::array<std::uint8_t, 256> small;
-  if (data.size() < small.size()) {
-    small[0] = 0x00;
-    if (!data.empty()) std::memcpy(small.data() + 1, data.data(), data.size());  // data() may be null
-    return sha256(bytes_view(small.data(), data.size() + 1));
-  }
-  sha256_hasher hasher;
-  const std::uint8_t prefix = 0x00;
-  hasher.update(bytes_view(&prefix, 1)).update(data);
-  return hasher.finish();
+  return prefixed_sha256(0x00, data.data(), data.size());
 }
 
 tree_hash node_hash(const tree_hash& left, const tree_hash& right) {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <unordered_map>
 #include <unordered_set>
 
 namespace keel::ledger::detail {
@@ -401,10 +402,10 @@ result<std::vector<Result>> pg_engine::write_batch(std::span<const Event> batch)
                                 pg::params(i64(now)), loaded_states);
         !r)
       return r.error();
-    for (const auto& [id, t] : ws.transfers) {
+    ws.transfers.for_each([&](u128, const detail::transfer_record& t) {
       account_ids.insert(t.value.debit_account_id);
       account_ids.insert(t.value.credit_account_id);
-    }
+    });
     std::vector<std::string> ids;
     ids.reserve(account_ids.size());
     for (const auto id : account_ids) ids.push_back(uuid_text(id));

@@ -46,8 +46,8 @@ void state_machine::rollback(std::uint64_t saved_timestamp) {
         break;
       case undo_entry::transfer_insert: {
         auto found = ws_.transfers.find(it->id);
-        if (found != ws_.transfers.end() && found->second.expires_at != 0) {
-          auto [b, e] = ws_.expiries.equal_range(found->second.expires_at);
+        if (found != nullptr && found->expires_at != 0) {
+          auto [b, e] = ws_.expiries.equal_range(found->expires_at);
           for (auto x = b; x != e; ++x)
             if (x->second == it->id) {
               ws_.expiries.erase(x);
@@ -136,8 +136,8 @@ account_result state_machine::create_account(const account& in, std::uint64_t no
   if (in.balances != balance{}) return r::balances_must_be_zero;
   if (in.ledger == 0) return r::ledger_must_not_be_zero;
   if (in.code == 0) return r::code_must_not_be_zero;
-  if (auto found = ws_.accounts.find(in.id); found != ws_.accounts.end()) {
-    const auto& e = found->second;
+  if (const auto* found = ws_.accounts.find(in.id); found != nullptr) {
+    const auto& e = *found;
     if ((e.flags & ~account_flags::linked) != (in.flags & ~account_flags::linked))
       return r::exists_with_different_flags;
     if (e.user_data != in.user_data) return r::exists_with_different_user_data;
@@ -149,10 +149,9 @@ account_result state_machine::create_account(const account& in, std::uint64_t no
   stored.timestamp = next_timestamp(now);
   ws_.accounts.emplace(stored.id, stored);
   if (logging_) undo_.push_back({undo_entry::account_insert, stored.id, {}, pending_state::none, 0});
-  applied_entry entry;
+  auto& entry = out.emplace_back();
   entry.entry.kind = entry_kind::account_created;
   entry.entry.account = stored;
-  out.push_back(entry);
   return r::ok;
 }
 
@@ -163,14 +162,14 @@ void state_machine::expire(std::uint64_t now, std::vector<applied_entry>& out) {
     const auto id = ws_.expiries.begin()->second;
     ws_.expiries.erase(ws_.expiries.begin());
     auto found = ws_.transfers.find(id);
-    if (found == ws_.transfers.end() || found->second.state != pending_state::pending) continue;
-    auto& p = found->second;
+    if (found == nullptr || found->state != pending_state::pending) continue;
+    auto& p = *found;
     auto& dr = ws_.accounts.at(p.value.debit_account_id);
     auto& cr = ws_.accounts.at(p.value.credit_account_id);
     dr.balances.debits_pending -= p.value.amount;
     cr.balances.credits_pending -= p.value.amount;
     p.state = pending_state::expired;
-    applied_entry entry;
+    auto& entry = out.emplace_back();
     entry.entry.kind = entry_kind::pending_expired;
     auto& t = entry.entry.transfer;
     t.id = p.value.id;
@@ -186,7 +185,6 @@ void state_machine::expire(std::uint64_t now, std::vector<applied_entry>& out) {
     entry.credit_id = cr.id;
     entry.debit_after = dr.balances;
     entry.credit_after = cr.balances;
-    out.push_back(entry);
   }
 }
 
@@ -259,16 +257,16 @@ transfer_result state_machine::create_transfer(const transfer& in, std::uint64_t
   if (in.ledger == 0) return r::ledger_must_not_be_zero;
   if (in.code == 0) return r::code_must_not_be_zero;
 
-  const auto dr_it = ws_.accounts.find(in.debit_account_id);
-  if (dr_it == ws_.accounts.end()) return r::debit_account_not_found;
-  const auto cr_it = ws_.accounts.find(in.credit_account_id);
-  if (cr_it == ws_.accounts.end()) return r::credit_account_not_found;
-  auto& dr = dr_it->second;
-  auto& cr = cr_it->second;
+  auto* const dr_it = ws_.accounts.find(in.debit_account_id);
+  if (dr_it == nullptr) return r::debit_account_not_found;
+  auto* const cr_it = ws_.accounts.find(in.credit_account_id);
+  if (cr_it == nullptr) return r::credit_account_not_found;
+  auto& dr = *dr_it;
+  auto& cr = *cr_it;
   if (dr.ledger != cr.ledger) return r::accounts_must_have_the_same_ledger;
   if (in.ledger != dr.ledger) return r::transfer_must_have_the_same_ledger_as_accounts;
-  if (auto found = ws_.transfers.find(in.id); found != ws_.transfers.end())
-    return compare_existing(in, found->second.value);
+  if (const auto* found = ws_.transfers.find(in.id); found != nullptr)
+    return compare_existing(in, found->value);
   if ((dr.flags & account_flags::closed) != 0) return r::debit_account_already_closed;
   if ((cr.flags & account_flags::closed) != 0) return r::credit_account_already_closed;
 
@@ -330,14 +328,13 @@ transfer_result state_machine::create_transfer(const transfer& in, std::uint64_t
   if (expires_at != 0) ws_.expiries.emplace(expires_at, stored.id);
   if (logging_) undo_.push_back({undo_entry::transfer_insert, stored.id, {}, pending_state::none, 0});
 
-  applied_entry entry;
+  auto& entry = out.emplace_back();
   entry.entry.kind = entry_kind::transfer;
   entry.entry.transfer = stored;
   entry.debit_id = dr.id;
   entry.credit_id = cr.id;
   entry.debit_after = db;
   entry.credit_after = cb;
-  out.push_back(entry);
   return r::ok;
 }
 
@@ -350,11 +347,11 @@ transfer_result state_machine::post_or_void(const transfer& in, std::uint64_t no
   if (in.pending_id == u128_max) return r::pending_id_must_not_be_int_max;
   if (in.pending_id == in.id) return r::pending_id_must_be_different;
   if (in.timeout != 0) return r::timeout_reserved_for_pending_transfer;
-  if (auto found = ws_.transfers.find(in.id); found != ws_.transfers.end())
-    return compare_existing(in, found->second.value);
-  const auto p_it = ws_.transfers.find(in.pending_id);
-  if (p_it == ws_.transfers.end()) return r::pending_transfer_not_found;
-  auto& p = p_it->second;
+  if (const auto* found = ws_.transfers.find(in.id); found != nullptr)
+    return compare_existing(in, found->value);
+  auto* const p_it = ws_.transfers.find(in.pending_id);
+  if (p_it == nullptr) return r::pending_transfer_not_found;
+  auto& p = *p_it;
   if ((p.value.flags & f::pending) == 0) return r::pending_transfer_not_pending;
   if (in.debit_account_id != 0 && in.debit_account_id != p.value.debit_account_id)
     return r::pending_transfer_has_different_debit_account_id;
@@ -416,14 +413,13 @@ transfer_result state_machine::post_or_void(const transfer& in, std::uint64_t no
   ws_.transfers.emplace(stored.id, transfer_record{stored, pending_state::none, 0});
   if (logging_) undo_.push_back({undo_entry::transfer_insert, stored.id, {}, pending_state::none, 0});
 
-  applied_entry entry;
+  auto& entry = out.emplace_back();
   entry.entry.kind = entry_kind::transfer;
   entry.entry.transfer = stored;
   entry.debit_id = dr.id;
   entry.credit_id = cr.id;
   entry.debit_after = db;
   entry.credit_after = cb;
-  out.push_back(entry);
   return r::ok;
 }
 

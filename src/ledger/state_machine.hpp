@@ -3,26 +3,18 @@
 // two-phase transfers, limits and overflow checks, applied to a working set of accounts and
 // transfers. The memory engine's working set is everything; the Postgres engine loads the
 // rows a batch touches into one, under its journal lock, and writes back what changed.
+#include <keel/ledger/detail/segmented_vector.hpp>
 #include <keel/ledger/journal.hpp>
 #include <keel/ledger/types.hpp>
+
+#include "u128_map.hpp"
 
 #include <cstdint>
 #include <map>
 #include <span>
-#include <unordered_map>
 #include <vector>
 
 namespace keel::ledger::detail {
-
-struct u128_hash {
-  std::size_t operator()(u128 v) const noexcept {
-    const auto lo = static_cast<std::uint64_t>(v);
-    const auto hi = static_cast<std::uint64_t>(v >> 64U);
-    std::uint64_t h = (lo ^ (hi * 0x9E3779B97F4A7C15ULL)) * 0xBF58476D1CE4E5B9ULL;
-    h ^= h >> 31U;
-    return static_cast<std::size_t>(h);
-  }
-};
 
 /// A stored transfer and, for a pending one, where it stands.
 struct transfer_record {
@@ -40,9 +32,52 @@ struct applied_entry {
   balance credit_after{};
 };
 
+/// Transfers by id. The records sit in append-only huge-page-backed segments and the hash map
+/// holds only their positions, so growing the map moves 24 bytes per transfer instead of the
+/// whole record, and a record never moves once stored.
+class transfer_store {
+ public:
+  [[nodiscard]] std::size_t size() const noexcept { return index_.size(); }
+  [[nodiscard]] transfer_record* find(u128 id) noexcept {
+    const auto* at = index_.find(id);
+    return at != nullptr ? &records_[*at] : nullptr;
+  }
+  [[nodiscard]] const transfer_record* find(u128 id) const noexcept {
+    const auto* at = index_.find(id);
+    return at != nullptr ? &records_[*at] : nullptr;
+  }
+  [[nodiscard]] std::size_t count(u128 id) const noexcept { return index_.count(id); }
+  [[nodiscard]] transfer_record& at(u128 id) { return records_[index_.at(id)]; }
+  [[nodiscard]] const transfer_record& at(u128 id) const { return records_[index_.at(id)]; }
+  /// Stores `record` under `id` unless the id is present. @returns whether it was stored.
+  bool emplace(u128 id, const transfer_record& record) {
+    if (!index_.emplace(id, records_.size()).second) return false;
+    records_.push_back(record);
+    return true;
+  }
+  /// Removes `id`; its record's storage is reclaimed when it was the last one stored (the
+  /// rollback of a linked chain removes transfers in reverse order, so it always is).
+  bool erase(u128 id) {
+    const auto* at = index_.find(id);
+    if (at == nullptr) return false;
+    const auto position = *at;
+    index_.erase(id);
+    if (position + 1 == records_.size()) records_.pop_back();
+    return true;
+  }
+  template <class F>
+  void for_each(F&& f) const {
+    index_.for_each([&](u128 id, std::uint64_t at) { f(id, records_[at]); });
+  }
+
+ private:
+  u128_map<std::uint64_t> index_;
+  segmented_vector<transfer_record> records_;
+};
+
 struct working_set {
-  std::unordered_map<u128, account, u128_hash> accounts;
-  std::unordered_map<u128, transfer_record, u128_hash> transfers;
+  u128_map<account> accounts;
+  transfer_store transfers;
   std::multimap<std::uint64_t, u128> expiries;  ///< pending transfers with a timeout, by expiry
   std::uint64_t last_timestamp = 0;
 };
