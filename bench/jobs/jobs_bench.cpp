@@ -6,6 +6,8 @@
 #include <keel/jobs.hpp>
 #include <keel/pg/local_cluster.hpp>
 
+#include "support/postgres.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -134,18 +136,9 @@ BENCHMARK(latency_idle)->Iterations(500)->UseRealTime()->Unit(benchmark::kMicros
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
-  std::unique_ptr<keel::pg::local_cluster> cluster;
-  if (const char* url = std::getenv("KEEL_DATABASE_URL"); url != nullptr && *url != '\0') {
-    conninfo = url;
-  } else {
-    auto started = keel::pg::local_cluster::start();
-    if (!started) {
-      std::fprintf(stderr, "could not start a local Postgres: %s\n", started.error().message().c_str());
-      return 1;
-    }
-    cluster = std::make_unique<keel::pg::local_cluster>(std::move(*started));
-    conninfo = cluster->conninfo();
-  }
+  auto postgres = keel::bench::postgres::start();
+  if (!postgres) return 1;
+  conninfo = postgres->conninfo;
   {
     auto c = connect();
     if (auto migrated = jobs::migrate(c); !migrated) {

@@ -8,6 +8,8 @@
 #include <keel/pg/pipeline.hpp>
 #include <keel/pg/pool.hpp>
 
+#include "support/postgres.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
@@ -19,7 +21,9 @@ namespace {
 
 std::string conninfo;
 
-keel::pg::connection connect() { return keel::pg::connection::connect(conninfo).value(); }
+keel::pg::connection connect() {
+  return keel::pg::connection::connect(conninfo).value();
+}
 
 void query_round_trips(benchmark::State& state) {
   auto c = connect();
@@ -52,7 +56,8 @@ BENCHMARK(pipelined_round_trips)->Arg(100)->UseRealTime();
 
 void copy_rows(benchmark::State& state) {
   auto c = connect();
-  (void)c.execute("DROP TABLE IF EXISTS bench_copy; CREATE UNLOGGED TABLE bench_copy (id int8, name text, score float8)");
+  (void)c.execute(
+      "DROP TABLE IF EXISTS bench_copy; CREATE UNLOGGED TABLE bench_copy (id int8, name text, score float8)");
   const auto batch = state.range(0);
   for (auto _ : state) {
     auto writer = keel::pg::copy_writer::start(c, "bench_copy", {"id", "name", "score"}).value();
@@ -81,18 +86,9 @@ BENCHMARK(pool_acquire_release)->Threads(1)->Threads(2)->UseRealTime();
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
-  std::unique_ptr<keel::pg::local_cluster> cluster;
-  if (const char* url = std::getenv("KEEL_DATABASE_URL"); url != nullptr && *url != '\0') {
-    conninfo = url;
-  } else {
-    auto started = keel::pg::local_cluster::start();
-    if (!started) {
-      std::fprintf(stderr, "could not start a local Postgres: %s\n", started.error().message().c_str());
-      return 1;
-    }
-    cluster = std::make_unique<keel::pg::local_cluster>(std::move(*started));
-    conninfo = cluster->conninfo();
-  }
+  auto postgres = keel::bench::postgres::start();
+  if (!postgres) return 1;
+  conninfo = postgres->conninfo;
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

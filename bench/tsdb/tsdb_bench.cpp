@@ -7,6 +7,8 @@
 #include <keel/tsdb/codec.hpp>
 #include <keel/tsdb/store.hpp>
 
+#include "support/postgres.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <array>
@@ -234,18 +236,9 @@ BENCHMARK(query_day)->Arg(0)->Arg(1)->Arg(2)->Arg(3)->Unit(benchmark::kMicroseco
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
-  std::unique_ptr<keel::pg::local_cluster> cluster;
-  if (const char* url = std::getenv("KEEL_DATABASE_URL"); url != nullptr && *url != '\0') {
-    conninfo = url;
-  } else {
-    auto started = keel::pg::local_cluster::start();
-    if (!started) {
-      std::fprintf(stderr, "could not start a local Postgres: %s\n", started.error().message().c_str());
-      return 1;
-    }
-    cluster = std::make_unique<keel::pg::local_cluster>(std::move(*started));
-    conninfo = cluster->conninfo();
-  }
+  auto postgres = keel::bench::postgres::start();
+  if (!postgres) return 1;
+  conninfo = postgres->conninfo;
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;
