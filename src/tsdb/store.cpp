@@ -308,28 +308,33 @@ void merge_rollups(std::vector<rollup_row>& rollups) {
   rollups.resize(out);
 }
 
+// Sealed blocks and their summaries into tsdb_blocks, by binary COPY (inside the caller's
+// transaction).
+result<void> copy_blocks(pg::connection& c, const std::vector<sealed_block>& blocks) {
+  auto copy = pg::copy_writer::start(c, "tsdb_blocks",
+                                     {"series_id", "first_time", "last_time", "count", "value_count", "min",
+                                      "max", "sum", "sum_squares", "first", "last", "data"});
+  if (!copy) return copy.error();
+  for (const auto& b : blocks) {
+    const auto& s = b.summary;
+    // All-NaN blocks have no min/max; store the NaNs, queries skip them via count checks.
+    if (auto r = copy->write_row(b.series, s.first_time, s.last_time, static_cast<std::int32_t>(s.count),
+                                 b.value_count, s.min, s.max, s.sum, b.sum_squares, s.first, s.last,
+                                 bytes_view(b.data));
+        !r)
+      return r.error();
+  }
+  if (auto r = copy->finish(); !r) return r.error();
+  return {};
+}
+
 result<void> write_sealed(pg::connection& c, const std::vector<sealed_block>& blocks,
                           std::vector<rollup_row>& rollups) {
   if (blocks.empty()) return {};
   merge_rollups(rollups);
   auto tx = pg::transaction::begin(c);
   if (!tx) return tx.error();
-  {
-    auto copy = pg::copy_writer::start(c, "tsdb_blocks",
-                                       {"series_id", "first_time", "last_time", "count", "value_count", "min",
-                                        "max", "sum", "sum_squares", "first", "last", "data"});
-    if (!copy) return copy.error();
-    for (const auto& b : blocks) {
-      const auto& s = b.summary;
-      // All-NaN blocks have no min/max; store the NaNs, queries skip them via count checks.
-      if (auto r = copy->write_row(b.series, s.first_time, s.last_time, static_cast<std::int32_t>(s.count),
-                                   b.value_count, s.min, s.max, s.sum, b.sum_squares, s.first, s.last,
-                                   bytes_view(b.data));
-          !r)
-        return r.error();
-    }
-    if (auto r = copy->finish(); !r) return r.error();
-  }
+  if (auto copied = copy_blocks(c, blocks); !copied) return copied.error();
   if (!rollups.empty()) {
     if (auto r = c.execute(
             "CREATE TEMP TABLE IF NOT EXISTS tsdb_rollup_stage (LIKE tsdb_rollups) ON COMMIT DELETE ROWS");
@@ -739,21 +744,7 @@ result<std::uint64_t> store::compact(std::int64_t series, std::size_t below, std
   options.rollups.clear();
   options.seal_count = std::clamp<std::size_t>(target, 1, (1U << 24) - 1);
   seal_points(series, all_t, all_v, options, blocks, no_rollups);
-  {
-    auto copy = pg::copy_writer::start(state_->conn, "tsdb_blocks",
-                                       {"series_id", "first_time", "last_time", "count", "value_count", "min",
-                                        "max", "sum", "sum_squares", "first", "last", "data"});
-    if (!copy) return copy.error();
-    for (const auto& b : blocks) {
-      const auto& s = b.summary;
-      if (auto r = copy->write_row(b.series, s.first_time, s.last_time, static_cast<std::int32_t>(s.count),
-                                   b.value_count, s.min, s.max, s.sum, b.sum_squares, s.first, s.last,
-                                   bytes_view(b.data));
-          !r)
-        return r.error();
-    }
-    if (auto r = copy->finish(); !r) return r.error();
-  }
+  if (auto copied = copy_blocks(state_->conn, blocks); !copied) return copied.error();
   if (auto c = tx->commit(); !c) return c.error();
   return static_cast<std::uint64_t>(ids.size() - blocks.size());
 }

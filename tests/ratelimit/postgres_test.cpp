@@ -4,6 +4,8 @@
 #include <keel/ratelimit.hpp>
 #include <keel/ratelimit/postgres.hpp>
 
+#include "store_checks.hpp"
+
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -30,23 +32,7 @@ TEST_SUITE("pg") {
     rl::postgres_backend store(pool);
     for (const auto a : {rl::algorithm::gcra, rl::algorithm::token_bucket, rl::algorithm::sliding_window,
                          rl::algorithm::sliding_log}) {
-      const rl::limit l{.algorithm = a, .count = 10, .period = 1h};
-      const std::string key = "alg:" + std::string(rl::to_string(a));
-      const rl::keyed_limit k{key, &l};
-      rl::decision d;
-      int allowed = 0;
-      for (int i = 0; i < 14; ++i) {
-        REQUIRE(store.decide({&k, 1}, 1, {&d, 1}));
-        if (d.allowed) {
-          ++allowed;
-          CHECK(d.remaining == static_cast<std::uint64_t>(10 - allowed));
-        }
-      }
-      CHECK(allowed == 10);
-      CHECK_FALSE(d.allowed);
-      CHECK(d.retry_after > 0s);
-      // A sliding window may have to wait into the next window, while this one still weighs.
-      CHECK(d.retry_after <= (a == rl::algorithm::sliding_window ? 2h : 1h));
+      keel::test::check_exact_limit(store, a);
     }
     const rl::limit per_minute{.algorithm = rl::algorithm::sliding_window, .count = 5, .period = 1min};
     const rl::limit per_hour{.algorithm = rl::algorithm::sliding_log, .count = 100, .period = 1h};
