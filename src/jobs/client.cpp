@@ -7,6 +7,9 @@
 
 #include <array>
 #include <limits>
+#include <optional>
+#include <string>
+#include <unordered_map>
 
 namespace keel::jobs {
 namespace {
@@ -81,6 +84,8 @@ CREATE TABLE keel_job_queues (
 
 // One statement for a whole batch: arrays in, one row per inserted job out, and one NOTIFY per
 // queue that got runnable jobs (Postgres sends it at commit, and folds repeats in a transaction).
+// Rows go in by unique key: concurrent batches that share keys then wait for each other in the
+// same order instead of deadlocking; jobs without a key keep their input order.
 constexpr std::string_view insert_sql_template = R"sql(
 WITH input AS (
   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::int8[], $6::int4[], $7::text[],
@@ -99,7 +104,7 @@ WITH input AS (
                          depends_on)
   SELECT CASE WHEN cardinality(depends_on) > 0 THEN 'pending' WHEN run_at > now() THEN 'scheduled' ELSE 'available' END,
          queue, kind, args, priority, run_at, max_attempts, tags, unique_key, unique_states, depends_on
-  FROM rows ORDER BY ord
+  FROM rows ORDER BY unique_key NULLS LAST, ord
   {on_conflict}
   RETURNING id, coalesce(unique_key, '') AS unique_key, queue, state
 ), woke AS (
@@ -298,29 +303,40 @@ result<std::vector<enqueued>> enqueue_many(pg::connection& c, std::span<const ne
   auto inserted = c.query_params(any_unique ? insert_unique_sql : insert_sql, p);
   if (!inserted) return inserted.error();
 
-  // RETURNING lists inserted rows in input order; a job with a unique key that is missing from
+  // RETURNING lists inserted rows in insertion order: jobs without a key in input order, keyed
+  // jobs by key (the first of a key in the batch is the one inserted). A keyed job missing from
   // it was a duplicate.
   out.reserve(jobs.size());
-  std::size_t next = 0;
+  std::vector<std::size_t> plain_rows;
+  std::unordered_map<std::string, std::size_t> keyed_rows;
+  for (std::size_t r = 0; r < inserted->size(); ++r) {
+    auto returned_key = (*inserted)[r].get<std::string>(1);
+    if (!returned_key) return returned_key.error();
+    if (returned_key->empty()) {
+      plain_rows.push_back(r);
+    } else {
+      keyed_rows.emplace(std::move(*returned_key), r);
+    }
+  }
+  std::size_t next_plain = 0;
   std::vector<std::string> duplicate_keys;
   for (std::size_t i = 0; i < jobs.size(); ++i) {
     const auto& key = keys[i];
-    bool taken = false;
-    if (next < inserted->size()) {
-      const auto row = (*inserted)[next];
-      auto returned_key = row.get<std::string>(1);
-      if (!returned_key) return returned_key.error();
-      if (*returned_key == key) {
-        auto id = row.get<std::int64_t>(0);
-        if (!id) return id.error();
-        auto state = row.get<std::string>(2);
-        if (state && *state == "pending") with_dependencies.push_back(*id);
-        out.push_back({.id = *id, .duplicate = false});
-        ++next;
-        taken = true;
-      }
+    std::optional<std::size_t> taken;
+    if (key.empty()) {
+      if (next_plain < plain_rows.size()) taken = plain_rows[next_plain++];
+    } else if (auto found = keyed_rows.find(key); found != keyed_rows.end()) {
+      taken = found->second;
+      keyed_rows.erase(found);  // later jobs with this key in the batch were duplicates
     }
-    if (!taken) {
+    if (taken) {
+      const auto row = (*inserted)[*taken];
+      auto id = row.get<std::int64_t>(0);
+      if (!id) return id.error();
+      auto state = row.get<std::string>(2);
+      if (state && *state == "pending") with_dependencies.push_back(*id);
+      out.push_back({.id = *id, .duplicate = false});
+    } else {
       out.push_back({.id = 0, .duplicate = true});
       duplicate_keys.push_back(key);
     }

@@ -229,6 +229,7 @@ TEST_SUITE("pg") {
     // Four connections race to enqueue the same 200 keys, in batches with duplicates inside.
     std::vector<std::thread> threads;
     std::atomic<int> failures{0};
+    std::string first_failure;  // written by the thread whose failure is the first
     for (int t = 0; t < 4; ++t) {
       threads.emplace_back([&, t] {
         auto c = db.connect();
@@ -238,12 +239,14 @@ TEST_SUITE("pg") {
             batch.push_back(
                 {.kind = "race", .unique_key = "race:" + std::to_string((k * (t + 1) + round) % 200)});
           }
-          if (!jobs::enqueue_many(c, batch)) ++failures;
+          if (auto r = jobs::enqueue_many(c, batch); !r) {
+            if (++failures == 1) first_failure = r.error().message() + ": " + c.last_error().to_string();
+          }
         }
       });
     }
     for (auto& t : threads) t.join();
-    CHECK(failures == 0);
+    CHECK_MESSAGE(failures == 0, first_failure);
     CHECK(count(db.c, "SELECT count(*) FROM keel_jobs WHERE kind = 'race'") == 200);
     CHECK(count(db.c, "SELECT count(DISTINCT unique_key) FROM keel_jobs WHERE kind = 'race'") == 200);
   }
