@@ -110,6 +110,15 @@ result<std::vector<tree_hash>> merkle_tree::consistency_proof(std::uint64_t old_
   return ledger::consistency_proof(read, old_size, new_size);
 }
 
+result<std::vector<tree_hash>> merkle_tree::subtree_consistency_proof(std::uint64_t start, std::uint64_t end,
+                                                                      std::uint64_t tree_size) const {
+  if (tree_size > size()) return errc::sequence_out_of_range;
+  const node_reader read = [this](unsigned level, std::uint64_t i) -> result<tree_hash> {
+    return levels_[level][i];
+  };
+  return ledger::subtree_consistency_proof(read, start, end, tree_size);
+}
+
 result<tree_hash> subtree_hash(const node_reader& read, std::uint64_t begin, std::uint64_t end) {
   const auto n = end - begin;
   if (std::has_single_bit(n) && begin % n == 0) {
@@ -177,6 +186,57 @@ result<std::vector<tree_hash>> consistency_proof(const node_reader& read, std::u
       begin += k;
       m -= k;
       whole = false;
+    }
+    if (!h) return h.error();
+    proof.push_back(*h);
+  }
+  std::reverse(proof.begin(), proof.end());
+  return proof;
+}
+
+bool is_valid_subtree(std::uint64_t start, std::uint64_t end) noexcept {
+  if (start >= end) return false;
+  const auto width = end - start;
+  return width <= (std::uint64_t{1} << 63U) && start % std::bit_ceil(width) == 0;
+}
+
+result<std::vector<tree_hash>> subtree_consistency_proof(const node_reader& read, std::uint64_t start,
+                                                         std::uint64_t end, std::uint64_t tree_size) {
+  if (!is_valid_subtree(start, end) || end > tree_size) return errc::sequence_out_of_range;
+  // SUBTREE_SUBPROOF(start, end, D[begin:stop], known), iteratively; hashes collected top-down,
+  // reversed at the end. `known`: the verifier already has the hash of the current range's
+  // leftmost part, so the recursion's base case adds nothing.
+  std::vector<tree_hash> proof;
+  std::uint64_t begin = 0;
+  std::uint64_t stop = tree_size;
+  std::uint64_t first = start;  // relative to begin
+  std::uint64_t last = end;     // relative to begin, exclusive
+  bool known = true;
+  while (true) {
+    const auto n = stop - begin;
+    result<tree_hash> h = tree_hash{};
+    if (first == 0 && last == n) {
+      if (known) break;
+      h = subtree_hash(read, begin, stop);
+      if (!h) return h.error();
+      proof.push_back(*h);
+      break;
+    }
+    const auto k = split_point(n);
+    if (last <= k) {
+      h = subtree_hash(read, begin + k, stop);
+      stop = begin + k;
+    } else {
+      // Either the subtree lies right of the split, or (a valid subtree cannot straddle a
+      // power-of-two boundary otherwise) it starts at 0 and only its right part recurses.
+      h = subtree_hash(read, begin, begin + k);
+      begin += k;
+      last -= k;
+      if (first >= k) {
+        first -= k;
+      } else {
+        known = false;
+      }
     }
     if (!h) return h.error();
     proof.push_back(*h);
@@ -313,10 +373,68 @@ result<void> verify_consistency(std::uint64_t old_size, std::uint64_t new_size, 
 result<void> verify_subtree_inclusion(std::uint64_t index, std::uint64_t start, std::uint64_t end,
                                       bytes_view leaf, std::span<const bytes> proof,
                                       bytes_view subtree_root) {
-  if (start >= end || index < start || index >= end) return errc::invalid_proof;
-  const auto width = end - start;
-  if (width > (std::uint64_t{1} << 63U) || start % std::bit_ceil(width) != 0) return errc::invalid_proof;
-  return verify_inclusion(index - start, width, leaf, proof, subtree_root);
+  if (!is_valid_subtree(start, end) || index < start || index >= end) return errc::invalid_proof;
+  return verify_inclusion(index - start, end - start, leaf, proof, subtree_root);
+}
+
+result<void> verify_subtree_consistency(std::uint64_t start, std::uint64_t end, std::uint64_t tree_size,
+                                        bytes_view subtree_root, bytes_view root,
+                                        std::span<const bytes> proof) {
+  if (end > tree_size) return errc::invalid_proof;
+  // The edge cases follow the published probes: an empty range is consistent with any tree
+  // when its hash is the empty tree's; the whole tree is consistent with itself.
+  if (start == end) {
+    if (!proof.empty() || !equal(empty_root(), subtree_root)) return errc::invalid_proof;
+    return {};
+  }
+  if (start == 0 && end == tree_size) {
+    if (!proof.empty() || subtree_root.size() != root.size() ||
+        !std::equal(subtree_root.begin(), subtree_root.end(), root.begin()))
+      return errc::invalid_proof;
+    return {};
+  }
+  if (!is_valid_subtree(start, end) || !is_hash(subtree_root) || !is_hash(root)) return errc::invalid_proof;
+  for (const auto& p : proof)
+    if (!is_hash(p)) return errc::invalid_proof;
+  // fn and sn are the subtree's first and last leaf, tn the tree's last; shifting climbs a level.
+  std::uint64_t fn = start;
+  std::uint64_t sn = end - 1;
+  std::uint64_t tn = tree_size - 1;
+  const auto climb = [&] {
+    fn >>= 1U;
+    sn >>= 1U;
+    tn >>= 1U;
+  };
+  if (sn == tn) {
+    // Flush with the tree's right edge: no sibling on the way up to the subtree's own root.
+    while (fn != sn) climb();
+  } else {
+    while (fn != sn && (sn & 1U) == 1U) climb();
+  }
+  tree_hash fr;
+  std::size_t next = 0;
+  if (fn == sn) {
+    std::copy(subtree_root.begin(), subtree_root.end(), fr.begin());
+  } else {
+    if (proof.empty()) return errc::invalid_proof;
+    std::copy(proof[0].begin(), proof[0].end(), fr.begin());
+    next = 1;
+  }
+  tree_hash sr = fr;
+  for (; next < proof.size(); ++next) {
+    const auto& c = proof[next];
+    if (tn == 0) return errc::invalid_proof;
+    if ((sn & 1U) == 1U || sn == tn) {
+      if (fn < sn) fr = node_hash_raw(c.data(), fr.data());
+      sr = node_hash_raw(c.data(), sr.data());
+      while ((sn & 1U) == 0U) climb();  // sn > 0 here: sn == tn == 0 was rejected above
+    } else {
+      sr = node_hash_raw(sr.data(), c.data());
+    }
+    climb();
+  }
+  if (tn != 0 || !equal(fr, subtree_root) || !equal(sr, root)) return errc::invalid_proof;
+  return {};
 }
 
 std::vector<bytes> to_bytes(std::span<const tree_hash> hashes) {

@@ -3,7 +3,9 @@
 
 #include <boost/json.hpp>
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
+#include <bit>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -72,6 +74,30 @@ std::vector<fs::path> probes(const char* kind) {
   return files;
 }
 
+struct probe_counts {
+  int valid = 0;
+  int rejected = 0;
+};
+
+// Runs `verify` on every probe of one kind: valid ones must verify, wantErr ones must not.
+template <class Verify>
+probe_counts run_probes(const char* kind, Verify verify) {
+  probe_counts counts;
+  for (const auto& path : probes(kind)) {
+    const auto o = load_json(path).as_object();
+    const keel::result<void> r = verify(o);
+    INFO(path.string());
+    if (want_err(o)) {
+      CHECK_FALSE(r.has_value());
+      ++counts.rejected;
+    } else {
+      CHECK(r.has_value());
+      ++counts.valid;
+    }
+  }
+  return counts;
+}
+
 ledger::merkle_tree tree_of_bytes(std::uint64_t n) {
   ledger::merkle_tree tree;
   for (std::uint64_t i = 0; i < n; ++i) {
@@ -85,67 +111,92 @@ ledger::merkle_tree tree_of_bytes(std::uint64_t n) {
 
 TEST_SUITE("unit") {
   TEST_CASE("transparency-dev inclusion probes: valid accepted, every wantErr rejected") {
-    int valid = 0;
-    int rejected = 0;
-    for (const auto& path : probes("inclusion")) {
-      const auto o = load_json(path).as_object();
-      const auto proof = b64_list(o.at("proof"));
-      const auto r = ledger::verify_inclusion(u64(o.at("leafIdx")), u64(o.at("treeSize")),
-                                              b64(o.at("leafHash")), proof, b64(o.at("root")));
-      INFO(path.string());
-      if (want_err(o)) {
-        CHECK_FALSE(r.has_value());
-        ++rejected;
-      } else {
-        CHECK(r.has_value());
-        ++valid;
-      }
-    }
-    CHECK(valid == 6);
-    CHECK(rejected == 92);
+    const auto counts = run_probes("inclusion", [](const boost::json::object& o) {
+      return ledger::verify_inclusion(u64(o.at("leafIdx")), u64(o.at("treeSize")), b64(o.at("leafHash")),
+                                      b64_list(o.at("proof")), b64(o.at("root")));
+    });
+    CHECK(counts.valid == 6);
+    CHECK(counts.rejected == 92);
   }
 
   TEST_CASE("transparency-dev consistency probes: valid accepted, every wantErr rejected") {
-    int valid = 0;
-    int rejected = 0;
-    for (const auto& path : probes("consistency")) {
-      const auto o = load_json(path).as_object();
-      const auto proof = b64_list(o.at("proof"));
-      const auto r = ledger::verify_consistency(u64(o.at("size1")), u64(o.at("size2")), b64(o.at("root1")),
-                                                b64(o.at("root2")), proof);
-      INFO(path.string());
-      if (want_err(o)) {
-        CHECK_FALSE(r.has_value());
-        ++rejected;
-      } else {
-        CHECK(r.has_value());
-        ++valid;
-      }
-    }
-    CHECK(valid == 6);
-    CHECK(rejected == 92);
+    const auto counts = run_probes("consistency", [](const boost::json::object& o) {
+      return ledger::verify_consistency(u64(o.at("size1")), u64(o.at("size2")), b64(o.at("root1")),
+                                        b64(o.at("root2")), b64_list(o.at("proof")));
+    });
+    CHECK(counts.valid == 6);
+    CHECK(counts.rejected == 92);
   }
 
   TEST_CASE("transparency-dev subtree inclusion probes: valid accepted, every wantErr rejected") {
-    int valid = 0;
-    int rejected = 0;
-    for (const auto& path : probes("subtreeinclusion")) {
-      const auto o = load_json(path).as_object();
-      const auto proof = b64_list(o.at("proof"));
-      const auto r =
-          ledger::verify_subtree_inclusion(u64(o.at("leafIdx")), u64(o.at("start")), u64(o.at("end")),
-                                           b64(o.at("leafHash")), proof, b64(o.at("root")));
-      INFO(path.string());
-      if (want_err(o)) {
-        CHECK_FALSE(r.has_value());
-        ++rejected;
-      } else {
-        CHECK(r.has_value());
-        ++valid;
+    const auto counts = run_probes("subtreeinclusion", [](const boost::json::object& o) {
+      return ledger::verify_subtree_inclusion(u64(o.at("leafIdx")), u64(o.at("start")), u64(o.at("end")),
+                                              b64(o.at("leafHash")), b64_list(o.at("proof")),
+                                              b64(o.at("root")));
+    });
+    CHECK(counts.valid == 12);
+    CHECK(counts.rejected == 192);
+  }
+
+  TEST_CASE("transparency-dev subtree consistency probes: valid accepted, every wantErr rejected") {
+    const auto counts = run_probes("subtreeconsistency", [](const boost::json::object& o) {
+      return ledger::verify_subtree_consistency(u64(o.at("start")), u64(o.at("end")), u64(o.at("size")),
+                                                b64(o.at("root1")), b64(o.at("root2")),
+                                                b64_list(o.at("proof")));
+    });
+    CHECK(counts.valid == 12);
+    CHECK(counts.rejected == 106);
+  }
+
+  TEST_CASE("draft-ietf-plants-merkle-tree-certs accumulated vectors for trees up to 130 leaves") {
+    // The draft folds every subtree hash, subtree inclusion proof and subtree consistency proof
+    // of the tree d[i] = byte i into one SHA-256 over text lines, and publishes the digests.
+    const auto tree = tree_of_bytes(130);
+    const auto hex_of = [](const ledger::tree_hash& h) { return keel::to_hex(h); };
+    const auto proof_line = [&](std::string line, const std::vector<ledger::tree_hash>& proof) {
+      for (const auto& h : proof) line += " " + hex_of(h);
+      return line + "\n";
+    };
+    std::string hashes;
+    std::string inclusion;
+    std::string consistency;
+    std::size_t verified = 0;
+    for (std::uint64_t end = 1; end <= 130; ++end) {
+      for (std::uint64_t start = 0; start < end; ++start) {
+        if (!ledger::is_valid_subtree(start, end)) continue;
+        // A valid subtree's hash is the RFC 9162 root of its own leaves.
+        ledger::merkle_tree part;
+        for (auto i = start; i < end; ++i) part.append(tree.leaf(i).value());
+        const auto subtree_root = part.root();
+        hashes += fmt::format("[{}, {}) {}\n", start, end, hex_of(subtree_root));
+        for (auto index = start; index < end; ++index)
+          inclusion += proof_line(fmt::format("{} [{}, {})", index, start, end),
+                                  part.inclusion_proof(index - start, end - start).value());
+        for (auto n = end; n <= 130; ++n) {
+          const auto proof = ledger::to_bytes(tree.subtree_consistency_proof(start, end, n).value());
+          const auto root = to_bytes(tree.root(n).value());
+          REQUIRE(ledger::verify_subtree_consistency(start, end, n, to_bytes(subtree_root), root, proof));
+          if (n > end)
+            CHECK_FALSE(ledger::verify_subtree_consistency(start, end, n - 1, to_bytes(subtree_root),
+                                                           to_bytes(tree.root(n - 1).value()), proof));
+          ++verified;
+        }
       }
     }
-    CHECK(valid == 12);
-    CHECK(rejected == 192);
+    // The consistency vector is ordered by tree size first.
+    for (std::uint64_t n = 0; n <= 130; ++n)
+      for (std::uint64_t end = 1; end <= n; ++end)
+        for (std::uint64_t start = 0; start < end; ++start)
+          if (ledger::is_valid_subtree(start, end))
+            consistency += proof_line(fmt::format("[{}, {}) {}", start, end, n),
+                                      tree.subtree_consistency_proof(start, end, n).value());
+    CHECK(verified > 10'000);
+    CHECK(hex_of(keel::sha256(keel::as_bytes(hashes))) ==
+          "94a95384a8c69acea9b50d035a58285b3a777cb7a724005faa5e1f1e1190007f");
+    CHECK(hex_of(keel::sha256(keel::as_bytes(inclusion))) ==
+          "ac2a8f989e44d99e399db448050ff5f19757df53cfb716aa81015d3955d8163f");
+    CHECK(hex_of(keel::sha256(keel::as_bytes(consistency))) ==
+          "c586ebbb73a5621baf2140095d87dde934e3b6503a562a1a5215b8209edd083d");
   }
 
   TEST_CASE("RFC 6962 reference: hasher, the 8-leaf tree, its roots and proofs") {
@@ -267,6 +318,20 @@ TEST_SUITE("unit") {
       if (!cproof.empty()) {
         cproof.back()[0] ^= 0x80;
         CHECK_FALSE(ledger::verify_consistency(old_size, size, old_root, root, cproof));
+      }
+      // A random valid subtree [start, end) of the tree of `size` leaves.
+      const auto width = std::bit_floor(keel::test::uniform<std::uint64_t>(1, size));
+      const auto start = width * keel::test::uniform<std::uint64_t>(0, (size - 1) / width);
+      const auto end = std::min(size, start + keel::test::uniform<std::uint64_t>(1, width));
+      REQUIRE(ledger::is_valid_subtree(start, end));
+      ledger::merkle_tree part;
+      for (auto i = start; i < end; ++i) part.append(tree.leaf(i).value());
+      auto sproof = ledger::to_bytes(tree.subtree_consistency_proof(start, end, size).value());
+      REQUIRE(ledger::verify_subtree_consistency(start, end, size, to_bytes(part.root()), root, sproof));
+      if (!sproof.empty()) {
+        sproof[keel::test::uniform<std::size_t>(0, sproof.size() - 1)][7] ^= 0x04;
+        CHECK_FALSE(
+            ledger::verify_subtree_consistency(start, end, size, to_bytes(part.root()), root, sproof));
       }
     }
   }

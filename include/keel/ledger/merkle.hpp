@@ -45,6 +45,13 @@ class merkle_tree {
   /// @returns errc::sequence_out_of_range unless 0 < old_size <= new_size <= size().
   [[nodiscard]] result<std::vector<tree_hash>> consistency_proof(std::uint64_t old_size,
                                                                  std::uint64_t new_size) const;
+  /// The subtree consistency proof (draft-ietf-plants-merkle-tree-certs) that the subtree of
+  /// leaves [start, end) is part of the tree of the first `tree_size` leaves.
+  /// @returns errc::sequence_out_of_range unless is_valid_subtree(start, end) and
+  /// end <= tree_size <= size().
+  [[nodiscard]] result<std::vector<tree_hash>> subtree_consistency_proof(std::uint64_t start,
+                                                                         std::uint64_t end,
+                                                                         std::uint64_t tree_size) const;
 
  private:
   [[nodiscard]] tree_hash subtree(std::uint64_t begin, std::uint64_t end) const;
@@ -65,6 +72,14 @@ using node_reader = std::function<result<tree_hash>(unsigned level, std::uint64_
 [[nodiscard]] result<std::vector<tree_hash>> consistency_proof(const node_reader& read,
                                                                std::uint64_t old_size,
                                                                std::uint64_t new_size);
+
+/// True when leaves [start, end) form a subtree the tree actually has a node for (or would, on
+/// its right edge): start < end and start a multiple of bit_ceil(end - start).
+[[nodiscard]] bool is_valid_subtree(std::uint64_t start, std::uint64_t end) noexcept;
+/// The subtree consistency proof for [start, end) in the tree of `tree_size` leaves.
+[[nodiscard]] result<std::vector<tree_hash>> subtree_consistency_proof(const node_reader& read,
+                                                                       std::uint64_t start, std::uint64_t end,
+                                                                       std::uint64_t tree_size);
 
 /// A complete subtree finished by an append, for storing: (level, index, hash).
 struct completed_node {
@@ -112,6 +127,17 @@ class merkle_frontier {
 [[nodiscard]] result<void> verify_subtree_inclusion(std::uint64_t index, std::uint64_t start,
                                                     std::uint64_t end, bytes_view leaf,
                                                     std::span<const bytes> proof, bytes_view subtree_root);
+
+/// Verifies that the subtree of leaves [start, end) whose hash is `subtree_root` is part of the
+/// tree of size `tree_size` whose root is `root` (draft-ietf-plants-merkle-tree-certs subtree
+/// consistency): a checkpoint of a range of the journal can be tied to a later full checkpoint.
+/// Strict as verify_inclusion; the subtree must be valid and end <= tree_size. As in the
+/// transparency-dev probes, an empty range (start == end) verifies with an empty proof when
+/// `subtree_root` is empty_root(), and the whole tree (start 0, end tree_size) with an empty
+/// proof and equal roots.
+[[nodiscard]] result<void> verify_subtree_consistency(std::uint64_t start, std::uint64_t end,
+                                                      std::uint64_t tree_size, bytes_view subtree_root,
+                                                      bytes_view root, std::span<const bytes> proof);
 
 /// Copies digests into the byte strings the verifiers take.
 [[nodiscard]] std::vector<bytes> to_bytes(std::span<const tree_hash> hashes);
