@@ -504,24 +504,25 @@ result<std::vector<Result>> pg_engine::write_batch(std::span<const Event> batch)
       if (!exists) return errc::storage_failure;
       const auto present = exists->value<bool>();
       if (!present) return errc::storage_failure;
-      if (!*present &&
-          !c_->execute("CREATE TEMP TABLE keel_ledger_balance_updates (id uuid, debits_pending numeric, "
-                       "debits_posted numeric, credits_pending numeric, credits_posted numeric) "
-                       "ON COMMIT DELETE ROWS"))
+      if (!*present && !c_->execute("CREATE TEMP TABLE keel_ledger_balance_updates (id uuid, flags int4, "
+                                    "debits_pending numeric, debits_posted numeric, credits_pending numeric, "
+                                    "credits_posted numeric) ON COMMIT DELETE ROWS"))
         return errc::storage_failure;
       auto updates = pg::copy_writer::start(
           *c_, "keel_ledger_balance_updates",
-          {"id", "debits_pending", "debits_posted", "credits_pending", "credits_posted"});
+          {"id", "flags", "debits_pending", "debits_posted", "credits_pending", "credits_posted"});
       if (!updates) return errc::storage_failure;
       for (const auto aid : touched) {
-        const auto& b = ws.accounts.at(aid).balances;
-        if (!updates->write_row(to_uuid(aid), u128_numeric{b.debits_pending}, u128_numeric{b.debits_posted},
+        const auto& a = ws.accounts.at(aid);
+        const auto& b = a.balances;
+        if (!updates->write_row(to_uuid(aid), static_cast<std::int32_t>(a.flags),
+                                u128_numeric{b.debits_pending}, u128_numeric{b.debits_posted},
                                 u128_numeric{b.credits_pending}, u128_numeric{b.credits_posted}))
           return errc::storage_failure;
       }
       if (!updates->finish()) return errc::storage_failure;
       if (!c_->query(
-              "UPDATE keel_ledger_accounts a SET debits_pending = v.debits_pending, "
+              "UPDATE keel_ledger_accounts a SET flags = v.flags, debits_pending = v.debits_pending, "
               "debits_posted = v.debits_posted, credits_pending = v.credits_pending, "
               "credits_posted = v.credits_posted FROM keel_ledger_balance_updates v WHERE a.id = v.id"))
         return errc::storage_failure;

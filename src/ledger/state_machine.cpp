@@ -23,6 +23,13 @@ u128 saturating_add(u128 a, u128 b) noexcept {
 
 constexpr std::uint64_t ns_per_second = 1'000'000'000ULL;
 
+// A closing transfer that is voided or expires gives the accounts it closed back.
+void reopen_closed_by(const transfer& pending, account& debit, account& credit) noexcept {
+  constexpr auto open = static_cast<std::uint16_t>(~account_flags::closed);
+  if ((pending.flags & transfer_flags::closing_debit) != 0) debit.flags &= open;
+  if ((pending.flags & transfer_flags::closing_credit) != 0) credit.flags &= open;
+}
+
 }  // namespace
 
 std::uint64_t state_machine::next_timestamp(std::uint64_t now) noexcept {
@@ -31,16 +38,20 @@ std::uint64_t state_machine::next_timestamp(std::uint64_t now) noexcept {
   return ws_.last_timestamp;
 }
 
-void state_machine::save_balance(const account& a) {
-  if (logging_) undo_.push_back({undo_entry::account_balance, a.id, a.balances, pending_state::none, 0});
+void state_machine::save_account(const account& a) {
+  if (logging_)
+    undo_.push_back({undo_entry::account_state, a.id, a.balances, a.flags, pending_state::none, 0});
 }
 
 void state_machine::rollback(std::uint64_t saved_timestamp) {
   for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) {
     switch (it->kind) {
-      case undo_entry::account_balance:
-        ws_.accounts.at(it->id).balances = it->old_balance;
+      case undo_entry::account_state: {
+        auto& a = ws_.accounts.at(it->id);
+        a.balances = it->old_balance;
+        a.flags = it->old_flags;
         break;
+      }
       case undo_entry::account_insert:
         ws_.accounts.erase(it->id);
         break;
@@ -148,7 +159,7 @@ account_result state_machine::create_account(const account& in, std::uint64_t no
   account stored = in;
   stored.timestamp = next_timestamp(now);
   ws_.accounts.emplace(stored.id, stored);
-  if (logging_) undo_.push_back({undo_entry::account_insert, stored.id, {}, pending_state::none, 0});
+  if (logging_) undo_.push_back({undo_entry::account_insert, stored.id, {}, 0, pending_state::none, 0});
   auto& entry = out.emplace_back();
   entry.entry.kind = entry_kind::account_created;
   entry.entry.account = stored;
@@ -168,6 +179,7 @@ void state_machine::expire(std::uint64_t now, std::vector<applied_entry>& out) {
     auto& cr = ws_.accounts.at(p.value.credit_account_id);
     dr.balances.debits_pending -= p.value.amount;
     cr.balances.credits_pending -= p.value.amount;
+    reopen_closed_by(p.value, dr, cr);
     p.state = pending_state::expired;
     auto& entry = out.emplace_back();
     entry.entry.kind = entry_kind::pending_expired;
@@ -244,6 +256,8 @@ transfer_result state_machine::create_transfer(const transfer& in, std::uint64_t
   if (std::popcount(static_cast<unsigned>(phase)) > 1 ||
       (balancing && (in.flags & (f::post_pending | f::void_pending)) != 0))
     return r::flags_are_mutually_exclusive;
+  const bool closing = (in.flags & (f::closing_debit | f::closing_credit)) != 0;
+  if (closing && (in.flags & f::pending) == 0) return r::closing_transfer_must_be_pending;
   if ((in.flags & (f::post_pending | f::void_pending)) != 0) return post_or_void(in, now, out);
 
   if (in.debit_account_id == 0) return r::debit_account_id_must_not_be_zero;
@@ -253,7 +267,7 @@ transfer_result state_machine::create_transfer(const transfer& in, std::uint64_t
   if (in.debit_account_id == in.credit_account_id) return r::accounts_must_be_different;
   if (in.pending_id != 0) return r::pending_id_must_be_zero;
   if ((in.flags & f::pending) == 0 && in.timeout != 0) return r::timeout_reserved_for_pending_transfer;
-  if (in.amount == 0) return r::amount_must_not_be_zero;
+  if (in.amount == 0 && !closing) return r::amount_must_not_be_zero;
   if (in.ledger == 0) return r::ledger_must_not_be_zero;
   if (in.code == 0) return r::code_must_not_be_zero;
 
@@ -311,8 +325,8 @@ transfer_result state_machine::create_transfer(const transfer& in, std::uint64_t
       cb.credits_pending + cb.credits_posted + amount > cb.debits_posted)
     return r::exceeds_debits;
 
-  save_balance(dr);
-  save_balance(cr);
+  save_account(dr);
+  save_account(cr);
   if (pending) {
     db.debits_pending += amount;
     cb.credits_pending += amount;
@@ -320,13 +334,15 @@ transfer_result state_machine::create_transfer(const transfer& in, std::uint64_t
     db.debits_posted += amount;
     cb.credits_posted += amount;
   }
+  if ((in.flags & f::closing_debit) != 0) dr.flags |= account_flags::closed;
+  if ((in.flags & f::closing_credit) != 0) cr.flags |= account_flags::closed;
   transfer stored = in;
   stored.amount = amount;
   stored.timestamp = next_timestamp(now);
   ws_.transfers.emplace(
       stored.id, transfer_record{stored, pending ? pending_state::pending : pending_state::none, expires_at});
   if (expires_at != 0) ws_.expiries.emplace(expires_at, stored.id);
-  if (logging_) undo_.push_back({undo_entry::transfer_insert, stored.id, {}, pending_state::none, 0});
+  if (logging_) undo_.push_back({undo_entry::transfer_insert, stored.id, {}, 0, pending_state::none, 0});
 
   auto& entry = out.emplace_back();
   entry.entry.kind = entry_kind::transfer;
@@ -376,19 +392,22 @@ transfer_result state_machine::post_or_void(const transfer& in, std::uint64_t no
 
   auto& dr = ws_.accounts.at(p.value.debit_account_id);
   auto& cr = ws_.accounts.at(p.value.credit_account_id);
+  if (post && (dr.flags & account_flags::closed) != 0) return r::debit_account_already_closed;
+  if (post && (cr.flags & account_flags::closed) != 0) return r::credit_account_already_closed;
   auto& db = dr.balances;
   auto& cb = cr.balances;
   const u128 posted = post ? (in.amount == 0 ? p.value.amount : in.amount) : 0;
   if (add_overflows(db.debits_posted, posted)) return r::overflows_debits_posted;
   if (add_overflows(cb.credits_posted, posted)) return r::overflows_credits_posted;
 
-  save_balance(dr);
-  save_balance(cr);
+  save_account(dr);
+  save_account(cr);
   db.debits_pending -= p.value.amount;
   cb.credits_pending -= p.value.amount;
   db.debits_posted += posted;
   cb.credits_posted += posted;
-  if (logging_) undo_.push_back({undo_entry::transfer_state, p.value.id, {}, p.state, p.expires_at});
+  if (!post) reopen_closed_by(p.value, dr, cr);
+  if (logging_) undo_.push_back({undo_entry::transfer_state, p.value.id, {}, 0, p.state, p.expires_at});
   if (p.expires_at != 0) {
     auto [b, e] = ws_.expiries.equal_range(p.expires_at);
     for (auto x = b; x != e; ++x)
@@ -411,7 +430,7 @@ transfer_result state_machine::post_or_void(const transfer& in, std::uint64_t no
   stored.flags = in.flags;
   stored.timestamp = next_timestamp(now);
   ws_.transfers.emplace(stored.id, transfer_record{stored, pending_state::none, 0});
-  if (logging_) undo_.push_back({undo_entry::transfer_insert, stored.id, {}, pending_state::none, 0});
+  if (logging_) undo_.push_back({undo_entry::transfer_insert, stored.id, {}, 0, pending_state::none, 0});
 
   auto& entry = out.emplace_back();
   entry.entry.kind = entry_kind::transfer;

@@ -96,9 +96,10 @@ class state_machine {
 
  private:
   struct undo_entry {
-    enum kind_t : std::uint8_t { account_balance, account_insert, transfer_insert, transfer_state } kind;
+    enum kind_t : std::uint8_t { account_state, account_insert, transfer_insert, transfer_state } kind;
     u128 id;
     balance old_balance;
+    std::uint16_t old_flags;
     pending_state old_state;
     std::uint64_t expires_at;
   };
@@ -107,7 +108,7 @@ class state_machine {
   account_result create_account(const account& in, std::uint64_t now, std::vector<applied_entry>& out);
   transfer_result create_transfer(const transfer& in, std::uint64_t now, std::vector<applied_entry>& out);
   transfer_result post_or_void(const transfer& in, std::uint64_t now, std::vector<applied_entry>& out);
-  void save_balance(const account& a);
+  void save_account(const account& a);
   void rollback(std::uint64_t saved_timestamp);
 
   template <class Result, class Event, class Apply>

@@ -213,6 +213,8 @@ std::string_view to_string(transfer_result r) noexcept {
       return "debit_account_already_closed";
     case transfer_result::credit_account_already_closed:
       return "credit_account_already_closed";
+    case transfer_result::closing_transfer_must_be_pending:
+      return "closing_transfer_must_be_pending";
   }
   return "unknown";
 }

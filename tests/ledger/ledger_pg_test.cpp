@@ -193,6 +193,7 @@ TEST_SUITE("pg") {
       }
       for (const auto& [id, expected] : model.balances())
         CHECK(e.lookup_account(id).value()->balances == expected);
+      for (const auto& [id, expected] : model.flags()) CHECK(e.lookup_account(id).value()->flags == expected);
       CHECK(e.journal_size().value() == model.journal_size());
     }
     for (const auto& [sequence, snapshot] : model.history())

@@ -267,6 +267,68 @@ TEST_SUITE("unit") {
     CHECK(name(one(e, huge)) == "overflows_timeout");
   }
 
+  TEST_CASE("closing accounts: a pending closing transfer closes, its void or expiry reopens") {
+    keel::manual_clock clock;
+    memory_engine e({.clock = &clock});
+    std::vector<account> accounts{make_account(1), make_account(2), make_account(3)};
+    REQUIRE(e.create_accounts(accounts).value()[2] == account_result::ok);
+    CHECK(name(one(e, make_transfer(1, 1, 2, 50))) == "ok");
+    const auto closed = [&](u128 id) {
+      return (e.lookup_account(id).value()->flags & account_flags::closed) != 0;
+    };
+
+    // Closing needs a two-phase transfer (so it can be undone); its amount may be zero.
+    CHECK(name(one(e, make_transfer(2, 1, 3, 0, transfer_flags::closing_debit))) ==
+          "closing_transfer_must_be_pending");
+    CHECK(name(one(e, make_transfer(2, 1, 3, 0, transfer_flags::pending))) == "amount_must_not_be_zero");
+    CHECK_FALSE(closed(1));
+    CHECK(name(one(e, make_transfer(3, 1, 3, 0, transfer_flags::pending | transfer_flags::closing_debit))) ==
+          "ok");
+    CHECK(closed(1));
+    CHECK_FALSE(closed(3));
+
+    // A closed account takes no new transfers on either side and no posts; voids still pass.
+    CHECK(name(one(e, make_transfer(4, 1, 2, 5))) == "debit_account_already_closed");
+    CHECK(name(one(e, make_transfer(4, 2, 1, 5))) == "credit_account_already_closed");
+    CHECK(name(one(e, make_transfer(4, 1, 3, 1, transfer_flags::pending | transfer_flags::closing_debit))) ==
+          "debit_account_already_closed");
+    auto post = make_transfer(5, 0, 0, 0, transfer_flags::post_pending);
+    post.pending_id = 3;
+    CHECK(name(one(e, post)) == "debit_account_already_closed");
+    CHECK(name(one(e, make_transfer(6, 2, 3, 5))) == "ok");  // other accounts are unaffected
+
+    // Voiding the closing transfer reopens the account.
+    auto reopen = make_transfer(7, 0, 0, 0, transfer_flags::void_pending);
+    reopen.pending_id = 3;
+    CHECK(name(one(e, reopen)) == "ok");
+    CHECK_FALSE(closed(1));
+    CHECK(name(one(e, make_transfer(8, 1, 2, 5))) == "ok");
+
+    // A failed linked chain leaves the account open: its flag change is rolled back too.
+    std::vector<transfer> chain{
+        make_transfer(9, 3, 2, 1,
+                      transfer_flags::pending | transfer_flags::closing_credit | transfer_flags::linked),
+        make_transfer(10, 1, 99, 1)};
+    const auto chain_results = e.create_transfers(chain).value();
+    CHECK(name(chain_results[0]) == "linked_event_failed");
+    CHECK(name(chain_results[1]) == "credit_account_not_found");
+    CHECK_FALSE(closed(2));
+
+    // A closing transfer with a timeout reopens the account when it expires.
+    auto timed = make_transfer(11, 3, 2, 0, transfer_flags::pending | transfer_flags::closing_credit);
+    timed.timeout = 5;
+    CHECK(name(one(e, timed)) == "ok");
+    CHECK(closed(2));
+    CHECK(name(one(e, make_transfer(12, 1, 2, 1))) == "credit_account_already_closed");
+    clock.advance(std::chrono::seconds(6));
+    CHECK(name(one(e, make_transfer(12, 1, 2, 1))) == "ok");  // the expiry ran first
+    CHECK_FALSE(closed(2));
+    // An account created closed stays closed.
+    const auto born_closed = make_account(4, account_flags::closed);
+    REQUIRE(e.create_accounts(std::span(&born_closed, 1)).value()[0] == account_result::ok);
+    CHECK(name(one(e, make_transfer(13, 4, 2, 1))) == "debit_account_already_closed");
+  }
+
   TEST_CASE("point in time: balance as of sequence and timestamp, statement pages, trial balance") {
     keel::manual_clock clock;
     memory_engine e({.clock = &clock});
@@ -372,6 +434,8 @@ TEST_SUITE("unit") {
         }
         for (const auto& [id, expected] : model.balances())
           CHECK(e.lookup_account(id).value()->balances == expected);
+        for (const auto& [id, expected] : model.flags())
+          CHECK(e.lookup_account(id).value()->flags == expected);
         CHECK(e.journal_size().value() == model.journal_size());
       }
       // Invariants at every sequence: Σ debits = Σ credits per ledger, and every limit held.
@@ -393,5 +457,13 @@ TEST_SUITE("unit") {
         for (const auto& [id, expected] : snapshot)
           CHECK(e.balance_as_of(id, as_of::at_sequence(sequence)).value() == expected);
     }
+    for (const char* outcome :
+         {"ok", "exists", "exists_with_different_amount", "linked_event_failed", "debit_account_not_found",
+          "amount_must_not_be_zero", "exceeds_credits", "exceeds_debits", "pending_transfer_already_posted",
+          "pending_transfer_already_voided", "pending_transfer_expired", "closing_transfer_must_be_pending"}) {
+      INFO(outcome);
+      CHECK(seen[outcome] > 0);
+    }
+    CHECK(seen["debit_account_already_closed"] + seen["credit_account_already_closed"] > 0);
   }
 }

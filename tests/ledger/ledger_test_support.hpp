@@ -39,6 +39,7 @@ class reference_model {
       x.state = pending_state::expired;
       s_.accounts[x.t.debit_account_id].b.debits_pending -= x.t.amount;
       s_.accounts[x.t.credit_account_id].b.credits_pending -= x.t.amount;
+      reopen(x.t);
       tick(now);
       ++s_.size;
     }
@@ -75,6 +76,11 @@ class reference_model {
     for (const auto& [id, a] : s_.accounts) out[id] = a.b;
     return out;
   }
+  [[nodiscard]] std::map<u128, std::uint16_t> flags() const {
+    std::map<u128, std::uint16_t> out;
+    for (const auto& [id, a] : s_.accounts) out[id] = a.a.flags;
+    return out;
+  }
   [[nodiscard]] std::uint64_t journal_size() const { return s_.size; }
   [[nodiscard]] const std::map<std::uint64_t, std::map<u128, balance>>& history() const { return history_; }
 
@@ -96,6 +102,15 @@ class reference_model {
   };
 
   std::uint64_t tick(std::uint64_t now) { return s_.last = std::max(now, s_.last + 1); }
+  bool closed(u128 id) { return (s_.accounts[id].a.flags & account_flags::closed) != 0; }
+  void set_closed(u128 id, bool on) {
+    auto& flags = s_.accounts[id].a.flags;
+    flags = static_cast<std::uint16_t>(on ? flags | account_flags::closed : flags & ~account_flags::closed);
+  }
+  void reopen(const transfer& closing) {
+    if ((closing.flags & transfer_flags::closing_debit) != 0) set_closed(closing.debit_account_id, false);
+    if ((closing.flags & transfer_flags::closing_credit) != 0) set_closed(closing.credit_account_id, false);
+  }
   static bool fits(u128 a, u128 b) { return a <= u128_max - b; }
 
   static transfer_result compare(const transfer& in, const transfer& e) {
@@ -126,6 +141,8 @@ class reference_model {
     const bool void_ = (t.flags & transfer_flags::void_pending) != 0;
     const bool pending = (t.flags & transfer_flags::pending) != 0;
     const std::uint64_t ts = std::max(now, s_.last + 1);
+    const bool closing = (t.flags & (transfer_flags::closing_debit | transfer_flags::closing_credit)) != 0;
+    if (closing && !pending) return r::closing_transfer_must_be_pending;
     if (post || void_) {
       if (t.pending_id == 0) return r::pending_id_must_not_be_zero;
       if (t.pending_id == t.id) return r::pending_id_must_be_different;
@@ -139,6 +156,9 @@ class reference_model {
       if (p.state == pending_state::voided) return r::pending_transfer_already_voided;
       if (p.state == pending_state::expired) return r::pending_transfer_expired;
       if (p.expires_at != 0 && p.expires_at <= ts) return r::pending_transfer_expired;
+      if (post && closed(p.t.debit_account_id)) return r::debit_account_already_closed;
+      if (post && closed(p.t.credit_account_id)) return r::credit_account_already_closed;
+      if (void_) reopen(p.t);
       auto& dr = s_.accounts[p.t.debit_account_id].b;
       auto& cr = s_.accounts[p.t.credit_account_id].b;
       const u128 amount = post ? (t.amount == 0 ? p.t.amount : t.amount) : 0;
@@ -161,7 +181,7 @@ class reference_model {
     }
     if (t.debit_account_id == t.credit_account_id) return r::accounts_must_be_different;
     if (!pending && t.timeout != 0) return r::timeout_reserved_for_pending_transfer;
-    if (t.amount == 0) return r::amount_must_not_be_zero;
+    if (t.amount == 0 && !closing) return r::amount_must_not_be_zero;
     if (s_.accounts.count(t.debit_account_id) == 0) return r::debit_account_not_found;
     if (s_.accounts.count(t.credit_account_id) == 0) return r::credit_account_not_found;
     auto& da = s_.accounts[t.debit_account_id];
@@ -169,6 +189,8 @@ class reference_model {
     if (da.a.ledger != ca.a.ledger) return r::accounts_must_have_the_same_ledger;
     if (t.ledger != da.a.ledger) return r::transfer_must_have_the_same_ledger_as_accounts;
     if (s_.transfers.count(t.id) != 0) return compare(t, s_.transfers[t.id].t);
+    if (closed(t.debit_account_id)) return r::debit_account_already_closed;
+    if (closed(t.credit_account_id)) return r::credit_account_already_closed;
     auto& dr = da.b;
     auto& cr = ca.b;
     u128 amount = t.amount;
@@ -194,6 +216,8 @@ class reference_model {
       return r::exceeds_debits;
     (pending ? dr.debits_pending : dr.debits_posted) += amount;
     (pending ? cr.credits_pending : cr.credits_posted) += amount;
+    if ((t.flags & transfer_flags::closing_debit) != 0) set_closed(t.debit_account_id, true);
+    if ((t.flags & transfer_flags::closing_credit) != 0) set_closed(t.credit_account_id, true);
     transfer stored = t;
     stored.amount = amount;
     stored.timestamp = tick(now);
@@ -267,6 +291,13 @@ class scenario {
           t.flags = transfer_flags::balancing_debit;
         } else if (f == 4) {
           t.flags = transfer_flags::balancing_credit;
+        } else if (f == 5 && pick_int(0, 3) == 0) {
+          // Closing transfers, now and then without `pending` (rejected): voids reopen.
+          t.flags = pick_int(0, 1) == 0 ? transfer_flags::closing_debit : transfer_flags::closing_credit;
+          if (pick_int(0, 5) != 0) {
+            t.flags |= transfer_flags::pending;
+            pendings_.push_back(t.id);
+          }
         }
       }
       if (pick_int(0, 4) == 0) t.flags |= transfer_flags::linked;

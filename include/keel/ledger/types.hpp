@@ -51,7 +51,9 @@ inline constexpr std::uint16_t linked = 1U << 0;  ///< commits or fails with the
 inline constexpr std::uint16_t debits_must_not_exceed_credits = 1U << 1;
 inline constexpr std::uint16_t credits_must_not_exceed_debits = 1U << 2;
 inline constexpr std::uint16_t history = 1U << 3;  ///< keep per-entry balances (as-of, statement)
-inline constexpr std::uint16_t closed = 1U << 4;   ///< rejects new transfers
+/// Rejects new transfers and posts; only voids of pending transfers pass. Set at creation, or
+/// by a pending transfer with transfer_flags::closing_debit / closing_credit.
+inline constexpr std::uint16_t closed = 1U << 4;
 inline constexpr std::uint16_t all = (1U << 5) - 1;
 }  // namespace account_flags
 
@@ -63,7 +65,12 @@ inline constexpr std::uint16_t post_pending = 1U << 2;      ///< posts `pending_
 inline constexpr std::uint16_t void_pending = 1U << 3;      ///< voids `pending_id`
 inline constexpr std::uint16_t balancing_debit = 1U << 4;   ///< at most what the debit side allows
 inline constexpr std::uint16_t balancing_credit = 1U << 5;  ///< at most what the credit side allows
-inline constexpr std::uint16_t all = (1U << 6) - 1;
+/// Closes the debit account when this pending transfer commits; voiding it (or its expiry)
+/// reopens the account. Requires `pending`; the amount may be 0.
+inline constexpr std::uint16_t closing_debit = 1U << 6;
+/// Closes the credit account, as closing_debit.
+inline constexpr std::uint16_t closing_credit = 1U << 7;
+inline constexpr std::uint16_t all = (1U << 8) - 1;
 }  // namespace transfer_flags
 
 /// An account's four balances.
@@ -182,6 +189,7 @@ enum class transfer_result : std::uint8_t {
   exceeds_debits,
   debit_account_already_closed,
   credit_account_already_closed,
+  closing_transfer_must_be_pending,
 };
 
 /// snake_case name of a result code ("exceeds_credits").
