@@ -18,6 +18,15 @@ void* allocate_bulk(std::size_t bytes) {
   return memory;
 }
 
+void prefault_bulk(void* memory, std::size_t bytes) noexcept {
+#ifdef MADV_POPULATE_WRITE
+  if (::madvise(memory, bytes, MADV_POPULATE_WRITE) == 0) return;
+#endif
+  // Older kernels: touch one byte per page (the memory is not initialised yet; writing is fine).
+  auto* bytes_ptr = static_cast<volatile unsigned char*>(memory);
+  for (std::size_t at = 0; at < bytes; at += 4096) bytes_ptr[at] = 0;
+}
+
 void free_bulk(void* memory, std::size_t bytes) noexcept {
   if (bytes < huge_page) {
     ::operator delete(memory, bytes);

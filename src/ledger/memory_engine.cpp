@@ -126,6 +126,13 @@ struct memory_engine::state {
 
 memory_engine::memory_engine(memory_options options) : state_(std::make_unique<state>()) {
   state_->clock = options.clock != nullptr ? options.clock : &system_clock::instance();
+  if (options.capacity != 0) {
+    auto& s = *state_;
+    s.entries.reserve(options.capacity);
+    s.effects.reserve(options.capacity);
+    s.tree.reserve(options.capacity);
+    s.ws.transfers.reserve(options.capacity);
+  }
 }
 memory_engine::~memory_engine() = default;
 memory_engine::memory_engine(memory_engine&&) noexcept = default;

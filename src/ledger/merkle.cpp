@@ -74,6 +74,13 @@ void merkle_tree::append(const tree_hash& leaf) {
   }
 }
 
+void merkle_tree::reserve(std::uint64_t leaves) {
+  for (unsigned level = 0; (leaves >> level) != 0; ++level) {
+    if (levels_.size() == level) levels_.emplace_back();
+    levels_[level].reserve(leaves >> level);
+  }
+}
+
 tree_hash merkle_tree::subtree(std::uint64_t begin, std::uint64_t end) const {
   const node_reader read = [this](unsigned level, std::uint64_t index) -> result<tree_hash> {
     return levels_[level][index];

@@ -47,6 +47,10 @@ class transfer_store {
     return at != nullptr ? &records_[*at] : nullptr;
   }
   [[nodiscard]] std::size_t count(u128 id) const noexcept { return index_.count(id); }
+  void reserve(std::size_t count) {
+    index_.reserve(count);
+    records_.reserve(count);
+  }
   [[nodiscard]] transfer_record& at(u128 id) { return records_[index_.at(id)]; }
   [[nodiscard]] const transfer_record& at(u128 id) const { return records_[index_.at(id)]; }
   /// Stores `record` under `id` unless the id is present. @returns whether it was stored.

@@ -115,6 +115,13 @@ class u128_map {
   }
   V& operator[](u128 key) { return *emplace(key, V{}).first; }
 
+  /// Sizes the table for `count` keys now (and faults its pages in), so inserting up to that
+  /// many never rehashes.
+  void reserve(std::size_t count) {
+    while (count * 4 > capacity() * 3) grow();
+    prefault_bulk(&values_[0], capacity() * sizeof(V));
+  }
+
   /// Removes `key` if present (backward-shift deletion: no tombstones, probes stay short).
   bool erase(u128 key) {
     if (key == 0 || size_ == 0) return false;

@@ -329,6 +329,22 @@ TEST_SUITE("unit") {
     CHECK(name(one(e, make_transfer(13, 4, 2, 1))) == "debit_account_already_closed");
   }
 
+  TEST_CASE("memory engine: a preallocated capacity changes nothing but speed, and is not a limit") {
+    keel::manual_clock clock;
+    memory_engine sized({.clock = &clock, .capacity = 100});
+    memory_engine plain({.clock = &clock});
+    std::vector<account> accounts{make_account(1), make_account(2)};
+    REQUIRE(sized.create_accounts(accounts).value() == plain.create_accounts(accounts).value());
+    for (u128 id = 1; id <= 300; ++id) {  // three times the capacity
+      const auto t = make_transfer(id, 1 + id % 2, 2 - id % 2, id);
+      REQUIRE(one(sized, t) == one(plain, t));
+    }
+    CHECK(sized.journal_size().value() == 302);
+    CHECK(sized.root(302).value() == plain.root(302).value());
+    CHECK(sized.lookup_account(1).value()->balances == plain.lookup_account(1).value()->balances);
+    CHECK(sized.lookup_transfer(250).value()->amount == 250);
+  }
+
   TEST_CASE("point in time: balance as of sequence and timestamp, statement pages, trial balance") {
     keel::manual_clock clock;
     memory_engine e({.clock = &clock});
@@ -460,7 +476,8 @@ TEST_SUITE("unit") {
     for (const char* outcome :
          {"ok", "exists", "exists_with_different_amount", "linked_event_failed", "debit_account_not_found",
           "amount_must_not_be_zero", "exceeds_credits", "exceeds_debits", "pending_transfer_already_posted",
-          "pending_transfer_already_voided", "pending_transfer_expired", "closing_transfer_must_be_pending"}) {
+          "pending_transfer_already_voided", "pending_transfer_expired",
+          "closing_transfer_must_be_pending"}) {
       INFO(outcome);
       CHECK(seen[outcome] > 0);
     }

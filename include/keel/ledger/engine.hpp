@@ -65,6 +65,10 @@ class engine {
 /// Options of memory_engine.
 struct memory_options {
   const keel::clock* clock = nullptr;  ///< default: keel::system_clock::instance()
+  /// Journal entries to allocate for up front. The storage is allocated and faulted in by the
+  /// constructor (as TigerBeetle allocates everything at startup), so the first batches do not
+  /// stop while the kernel hands out and zeroes fresh pages. Growing past it still works.
+  std::uint64_t capacity = 0;
 };
 
 /// Everything in process memory: for embedding, tests and benchmarks. Not durable.

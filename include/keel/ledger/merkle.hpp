@@ -31,6 +31,8 @@ class merkle_tree {
  public:
   /// Appends a leaf hash; the new leaf's index is size() before the call.
   void append(const tree_hash& leaf);
+  /// Allocates and faults in room for `leaves` leaves (and their interior nodes) now.
+  void reserve(std::uint64_t leaves);
   [[nodiscard]] std::uint64_t size() const noexcept { return levels_.empty() ? 0 : levels_[0].size(); }
   /// The root of the first `tree_size` leaves. @returns errc::sequence_out_of_range beyond size().
   [[nodiscard]] result<tree_hash> root(std::uint64_t tree_size) const;

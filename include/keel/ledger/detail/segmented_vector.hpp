@@ -19,6 +19,8 @@ namespace keel::ledger::detail {
 /// largest single cost of appending to the in-memory journal.
 [[nodiscard]] void* allocate_bulk(std::size_t bytes);
 void free_bulk(void* memory, std::size_t bytes) noexcept;
+/// Makes the kernel hand out (and zero) the pages of `memory` now rather than on first write.
+void prefault_bulk(void* memory, std::size_t bytes) noexcept;
 
 template <class T>
 class segmented_vector {
@@ -47,6 +49,17 @@ class segmented_vector {
     return *slot;
   }
 
+  /// Allocates and faults in storage for `count` elements now, so appends up to that count
+  /// never stop for the allocator or the kernel.
+  void reserve(std::uint64_t count) {
+    while (capacity() < count) {
+      const auto segment = segments_.size();
+      const auto bytes = sizeof(T) * (first_segment << segment);
+      segments_.emplace_back(static_cast<T*>(allocate_bulk(bytes)), segment_deleter{bytes});
+      prefault_bulk(segments_.back().get(), bytes);
+    }
+  }
+
   [[nodiscard]] const T& operator[](std::uint64_t index) const noexcept {
     const auto [segment, offset] = locate(index);
     return segments_[segment].get()[offset];
@@ -72,6 +85,10 @@ class segmented_vector {
     std::size_t segment;
     std::uint64_t offset;
   };
+  [[nodiscard]] std::uint64_t capacity() const noexcept {
+    return segments_.empty() ? 0 : (first_segment << segments_.size()) - first_segment;
+  }
+
   static place locate(std::uint64_t index) noexcept {
     const auto shifted = index + first_segment;
     const auto top = std::bit_width(shifted) - 1;  // >= first_segment_bits
