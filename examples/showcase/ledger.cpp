@@ -7,9 +7,18 @@
 
 #include <boost/json.hpp>
 
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
+#include <utility>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 namespace showcase {
 
@@ -18,6 +27,34 @@ namespace {
 namespace ledger = keel::ledger;
 namespace net = keel::net;
 using json = boost::json::value;
+
+// The checkpoint signing key must outlive a restart, or checkpoints signed before it could not
+// be checked against the key a client trusts. Its seed is kept in a file only the owner can
+// read, in the format `keel-ledger checkpoint --seed-file` reads (64 hex digits).
+keel::result<keel::ed25519_private_key> load_or_create_signing_key(const std::filesystem::path& path) {
+  if (std::ifstream in(path); in) {
+    std::stringstream text;
+    text << in.rdbuf();
+    const auto seed = keel::from_hex(text.str().substr(0, 64));
+    if (!seed) {
+      std::fprintf(stderr,
+                   "%s does not start with 64 hex digits (an Ed25519 seed); move it away to make a new key\n",
+                   path.c_str());
+      return seed.error();
+    }
+    return keel::ed25519_private_key::from_seed(*seed);
+  }
+  auto key = keel::ed25519_private_key::generate();
+  std::error_code ignored;
+  std::filesystem::create_directories(path.parent_path(), ignored);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return keel::error_code(errno, boost::system::system_category());
+  const auto text = keel::to_hex(key.seed()) + "\n";
+  const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ::close(fd);
+  if (!written) return keel::error_code(EIO, boost::system::system_category());
+  return key;
+}
 
 // Reads a u128 given as a decimal string (JSON numbers cannot hold 128 bits exactly).
 std::optional<ledger::u128> u128_field(const boost::json::object& o, std::string_view key, bool required) {
@@ -91,8 +128,13 @@ keel::result<void> mount_ledger(context& ctx) {
     if (!c) return c.error();
     if (auto migrated = ledger::migrate(**c); !migrated) return migrated.error();
   }
-  // The showcase signs checkpoints with a key made at start-up; its public half is in each one.
-  auto key = std::make_shared<keel::ed25519_private_key>(keel::ed25519_private_key::generate());
+  // Checkpoints are signed with a key kept across restarts; its public half is in each one.
+  const char* seed_file = std::getenv("KEEL_LEDGER_SEED_FILE");
+  auto loaded = load_or_create_signing_key(seed_file != nullptr ? std::filesystem::path(seed_file)
+                                                                : std::filesystem::path(ctx.state_dir) /
+                                                                      "ledger-signing.seed");
+  if (!loaded) return loaded.error();
+  auto key = std::make_shared<keel::ed25519_private_key>(std::move(*loaded));
   auto& pool = ctx.pool;
 
   ctx.server.post(

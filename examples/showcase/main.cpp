@@ -15,6 +15,7 @@
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -206,14 +207,16 @@ int main(int argc, char** argv) {
   showcase::context context{.server = server,
                             .pool = pool,
                             .conninfo = conninfo,
-                            .endpoints = {
-                                {"GET", "/healthz", "liveness"},
-                                {"GET", "/readyz", "readiness, including Postgres"},
-                                {"GET", "/metrics", "Prometheus metrics"},
-                                {"GET", "/api/components", "the component table as JSON"},
-                                {"GET", "/api/pg", "the Postgres server and pool"},
-                                {"POST", "/api/visits", "records {\"note\": \"...\"} in Postgres"},
-                            }};
+                            .endpoints =
+                                {
+                                    {"GET", "/healthz", "liveness"},
+                                    {"GET", "/readyz", "readiness, including Postgres"},
+                                    {"GET", "/metrics", "Prometheus metrics"},
+                                    {"GET", "/api/components", "the component table as JSON"},
+                                    {"GET", "/api/pg", "the Postgres server and pool"},
+                                    {"POST", "/api/visits", "records {\"note\": \"...\"} in Postgres"},
+                                },
+                            .state_dir = std::filesystem::path(opts->data_dir).parent_path().string()};
   // Each component's routes (examples/showcase/<component>.cpp) are mounted here.
   using mount_function = keel::result<void> (*)(showcase::context&);
   const std::vector<std::pair<const char*, mount_function>> parts = {

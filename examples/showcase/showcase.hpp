@@ -23,6 +23,7 @@ struct context {
   keel::pg::pool& pool;
   std::string conninfo;             ///< the database the pool connects to
   std::vector<endpoint> endpoints;  ///< mount functions append theirs
+  std::string state_dir = ".keel";  ///< files kept across restarts (beside the embedded database)
 };
 
 // One per component with routes; each applies its migrations and adds its routes.

@@ -152,6 +152,13 @@ request GET '/api/ledger/accounts/1/statement?limit=10';    expect 200 '"transfe
 request GET /api/ledger/checkpoint;                         expect 200 '"tree_size":3'
 request GET /api/ledger/proof/2;                            expect 200 '"proof":['
 request GET /api/ledger/proof/99;                           expect 400 '"error"'
+request GET /api/ledger/checkpoint
+signing_key="$(sed -n 's/.*"key":"\([0-9a-f]*\)".*/\1/p' <<<"$body")"
+[[ ${#signing_key} == 64 ]] || fail "no checkpoint key"
+[[ "$(stat -c %a "$work/ledger-signing.seed")" == 600 ]] || fail "the signing seed is readable by others"
+stop
+start  # checkpoints after a restart are signed by the same key, so old ones still verify
+request GET /api/ledger/checkpoint;                         expect 200 "\"key\":\"$signing_key\""
 stop
 echo "showcase ledger: all checks passed"
 # ---- keel::tsdb: ingest, series, bucketed query with gapfill, LTTB plot page ----
