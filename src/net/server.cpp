@@ -153,10 +153,6 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   // The I/O context comes first so that it is destroyed last.
   asio::io_context ioc;
   server_options options;
-  router routes;
-  std::vector<middleware> middlewares;
-  std::map<std::string, websocket_handler, std::less<>> ws_routes;
-  std::vector<std::pair<std::string, readiness_check>> checks;
   std::shared_ptr<metrics::registry> registry;
   metrics::counter_family& requests;
   metrics::histogram_family& durations;
@@ -164,6 +160,12 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   metrics::counter& rejected;
   metrics::counter& ws_slow_consumers;
   metrics::counter& ws_messages_sent;
+  // Handlers come after the registry so they are destroyed before it: whatever a handler owns
+  // (a background worker reporting to metrics() families, say) may use the metrics until then.
+  router routes;
+  std::vector<middleware> middlewares;
+  std::map<std::string, websocket_handler, std::less<>> ws_routes;
+  std::vector<std::pair<std::string, readiness_check>> checks;
 
   // The acceptor, the signal set and the shutdown timer live on one strand.
   asio::strand<asio::io_context::executor_type> control{asio::make_strand(ioc)};

@@ -636,6 +636,27 @@ TEST_SUITE("unit") {
     CHECK(c.get("/healthz")->result_int() == 200);
   }
 
+  TEST_CASE("state owned by handlers is destroyed while the server's metrics are still alive") {
+    // A background worker kept alive by a route reports to a metrics family until it is stopped
+    // in its destructor; under ASan a wrong destruction order is a use-after-free here.
+    struct reporter {
+      keel::net::metrics::counter_family& finished;
+      ~reporter() { finished.labels({"stopped"}).inc(); }
+    };
+    bool destroyed = false;
+    {
+      keel::net::server s(test_options());
+      auto owned = std::shared_ptr<reporter>(
+          new reporter{s.metrics().add_counter("test_workers_total", "Workers stopped.", {"how"})},
+          [&destroyed](reporter* r) {
+            delete r;
+            destroyed = true;
+          });
+      s.get("/owned", [owned](const keel::net::request&) { return keel::net::text_response("ok"); });
+    }
+    CHECK(destroyed);
+  }
+
   TEST_CASE("start reports bad addresses and ports in use") {
     auto options = test_options();
     options.address = "not an address";
