@@ -6,6 +6,7 @@
 #include <bit>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <new>
 #include <string>
 #include <thread>
@@ -46,6 +47,33 @@ class spinlock {
 
 constexpr std::int64_t never = std::numeric_limits<std::int64_t>::min();
 
+// Equal bytes, with whole-word loads that never read outside either range. Not memcmp: for
+// short sizes glibc's AVX-512 memcmp uses masked loads, which stall for tens of nanoseconds
+// when the masked-off bytes reach into a cache line that is not in cache (the next slot).
+inline bool same_bytes(const char* a, const char* b, std::size_t n) noexcept {
+  const auto word = [](const char* p) {
+    std::uint64_t w;
+    std::memcpy(&w, p, sizeof w);
+    return w;
+  };
+  const auto half = [](const char* p) {
+    std::uint32_t w;
+    std::memcpy(&w, p, sizeof w);
+    return w;
+  };
+  if (n >= 8) {
+    for (std::size_t i = 0; i + 8 < n; i += 8) {
+      if (word(a + i) != word(b + i)) return false;
+    }
+    return word(a + n - 8) == word(b + n - 8);
+  }
+  if (n >= 4) return half(a) == half(b) && half(a + n - 4) == half(b + n - 4);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (a[i] != b[i]) return false;
+  }
+  return true;
+}
+
 // One key's entry: 64 bytes, one cache line holding everything a decision on a short key reads
 // and writes (the key itself, its state, its expiry and block). The table moves slots with
 // memcpy; what a slot owns on the heap (a long key, a sliding log) is freed by release().
@@ -76,8 +104,8 @@ struct alignas(64) slot {
     return {data, size};
   }
   [[nodiscard]] bool holds(std::string_view k) const noexcept {
-    if (key_size != long_key) return key_size == k.size() && std::memcmp(key, k.data(), k.size()) == 0;
-    return key_view() == k;
+    const std::string_view mine = key_view();
+    return mine.size() == k.size() && same_bytes(mine.data(), k.data(), k.size());
   }
 
   void set_key(std::string_view k) {
@@ -136,6 +164,62 @@ decltype(auto) with_state(slot& s, Fn&& fn) {
   return fn(s.log());
 }
 
+// A shard's array of key hashes (0 marks an empty slot; a key's hash always has bit 0 set),
+// with the mask and the slot array's address in front. A batch probes it without the shard's
+// lock to find which slot to prefetch, so the entries are relaxed atomics (plain loads and
+// stores on x86) and arrays are never given back to the system while the backend lives:
+// retired ones wait in a pool for the next table of their size. A reader holding a stale
+// array only computes a useless prefetch.
+class hash_array {
+ public:
+  static constexpr std::size_t header = 2;  // [0] mask, [1] slots address
+
+  hash_array() = default;
+  explicit hash_array(std::size_t capacity)
+      : cells_(std::make_unique<std::atomic<std::uint64_t>[]>(header + capacity)) {}
+
+  [[nodiscard]] std::atomic<std::uint64_t>* data() const noexcept { return cells_.get(); }
+  [[nodiscard]] std::uint64_t operator[](std::size_t i) const noexcept {
+    return cells_[header + i].load(std::memory_order_relaxed);
+  }
+  void set(std::size_t i, std::uint64_t hash) noexcept {
+    cells_[header + i].store(hash, std::memory_order_relaxed);
+  }
+  void reset(std::size_t capacity, const void* slots) noexcept {
+    cells_[0].store(capacity - 1, std::memory_order_relaxed);
+    cells_[1].store(reinterpret_cast<std::uintptr_t>(slots), std::memory_order_relaxed);
+    for (std::size_t i = 0; i < capacity; ++i) set(i, 0);
+  }
+
+ private:
+  std::unique_ptr<std::atomic<std::uint64_t>[]> cells_;
+};
+
+class hash_array_pool {
+ public:
+  hash_array take(std::size_t capacity) {
+    {
+      std::lock_guard guard(mutex_);
+      for (auto it = spare_.begin(); it != spare_.end(); ++it) {
+        if (it->first != capacity) continue;
+        hash_array a = std::move(it->second);
+        spare_.erase(it);
+        return a;
+      }
+    }
+    return hash_array(capacity);
+  }
+  void give(std::size_t capacity, hash_array a) {
+    if (a.data() == nullptr) return;
+    std::lock_guard guard(mutex_);
+    spare_.emplace_back(capacity, std::move(a));
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::pair<std::size_t, hash_array>> spare_;
+};
+
 // A shard owns a cache line for its lock and counters, so threads on different shards never
 // share one.
 struct alignas(64) shard {
@@ -143,18 +227,16 @@ struct alignas(64) shard {
   // The latest time a decision here used: a reading older than it (a coarse clock, a caller's
   // stale timestamp) is taken as it, so the state never sees time go backwards.
   std::int64_t latest = never;
-  std::size_t capacity = 0;                 // a power of two
-  std::unique_ptr<std::uint64_t[]> hashes;  // 0 marks an empty slot; a key's hash always has bit 0 set
+  std::size_t capacity = 0;  // a power of two
+  hash_array hashes;
   std::unique_ptr<slot[]> slots;
+  hash_array_pool* pool = nullptr;
   std::size_t size = 0;
   std::size_t max_size = 0;
   std::uint64_t evicted_expired = 0;
   std::uint64_t evicted_live = 0;
-  // Where the tables are, readable without the lock: a batch prefetches a key's slot before
-  // taking the lock. A stale value only prefetches the wrong line (prefetches never fault).
-  std::atomic<std::uint64_t*> hashes_hint{nullptr};
-  std::atomic<slot*> slots_hint{nullptr};
-  std::atomic<std::size_t> mask_hint{0};
+  // The current hash array, readable without the lock (see hash_array).
+  std::atomic<std::atomic<std::uint64_t>*> hashes_hint{nullptr};
 
   shard() = default;
   shard(const shard&) = delete;
@@ -165,21 +247,39 @@ struct alignas(64) shard {
     }
   }
 
+  // Gives the current arrays up (the hash array to the pool) and makes empty ones.
   void allocate(std::size_t slots_count) {
     capacity = slots_count;
-    hashes = std::make_unique<std::uint64_t[]>(capacity);  // zeroed: all empty
     slots = std::make_unique_for_overwrite<slot[]>(capacity);
-    hashes_hint.store(hashes.get(), std::memory_order_relaxed);
-    slots_hint.store(slots.get(), std::memory_order_relaxed);
-    mask_hint.store(capacity - 1, std::memory_order_relaxed);
+    hashes = pool->take(capacity);
+    hashes.reset(capacity, slots.get());
+    hashes_hint.store(hashes.data(), std::memory_order_release);
   }
 
   [[nodiscard]] std::size_t mask() const noexcept { return capacity - 1; }
 
+  // Without the lock: brings the hash entries where `hash`'s probe starts, and the slot there,
+  // into the cache. A decision's two misses then overlap whatever runs meanwhile.
   void prefetch(std::uint64_t hash) const noexcept {
-    const std::size_t i = hash & mask_hint.load(std::memory_order_relaxed);
-    __builtin_prefetch(hashes_hint.load(std::memory_order_relaxed) + i);
-    __builtin_prefetch(slots_hint.load(std::memory_order_relaxed) + i, 1);
+    const std::atomic<std::uint64_t>* cells = hashes_hint.load(std::memory_order_acquire);
+    const std::size_t i = hash & cells[0].load(std::memory_order_relaxed);
+    __builtin_prefetch(cells + hash_array::header + i);
+    __builtin_prefetch(reinterpret_cast<const slot*>(cells[1].load(std::memory_order_relaxed)) + i, 1);
+  }
+
+  // Without the lock, once prefetch(hash) has had time to land: probes the hash entries for
+  // the slot the key is really in (linear probing moves many keys past their home slot) and
+  // prefetches that one. Bounded, and harmless on a stale or changing array.
+  void prefetch_slot(std::uint64_t hash) const noexcept {
+    const std::atomic<std::uint64_t>* cells = hashes_hint.load(std::memory_order_acquire);
+    const std::size_t m = cells[0].load(std::memory_order_relaxed);
+    std::size_t i = hash & m;
+    for (int probes = 0; probes < 16; ++probes) {
+      const std::uint64_t h = cells[hash_array::header + i].load(std::memory_order_relaxed);
+      if (h == hash || h == 0) break;
+      i = (i + 1) & m;
+    }
+    __builtin_prefetch(reinterpret_cast<const slot*>(cells[1].load(std::memory_order_relaxed)) + i, 1);
   }
 
   // Under the lock: `now`, unless an earlier decision here used a later time.
@@ -215,7 +315,7 @@ struct alignas(64) shard {
     s.blocked_until = never;
     s.expires_at = now;
     s.reset_state(a);
-    hashes[i] = hash;
+    hashes.set(i, hash);
     ++size;
     return &s;
   }
@@ -223,7 +323,7 @@ struct alignas(64) shard {
   // Moves the entries `keep` accepts into tables of `new_capacity` slots; frees the others.
   template <class Keep>
   void rebuild(std::size_t new_capacity, Keep&& keep) {
-    auto old_hashes = std::move(hashes);
+    hash_array old_hashes = std::move(hashes);
     auto old_slots = std::move(slots);
     const std::size_t old_capacity = capacity;
     allocate(new_capacity);
@@ -236,10 +336,11 @@ struct alignas(64) shard {
       }
       std::size_t i = old_hashes[j] & mask();
       while (hashes[i] != 0) i = (i + 1) & mask();
-      hashes[i] = old_hashes[j];
+      hashes.set(i, old_hashes[j]);
       std::memcpy(static_cast<void*>(&slots[i]), &old_slots[j], sizeof(slot));
       ++size;
     }
+    pool->give(old_capacity, std::move(old_hashes));
   }
 
   std::size_t drop_expired(std::int64_t now) {
@@ -289,6 +390,7 @@ struct memory_backend::impl {
   const keel::clock* clock;
   bool coarse;
   std::size_t shard_mask;
+  hash_array_pool pool;  // outlives the shards
   std::unique_ptr<shard[]> shards;
 
   explicit impl(const memory_options& o) : clock(o.clock), coarse(o.coarse_clock) {
@@ -298,6 +400,7 @@ struct memory_backend::impl {
     const std::size_t per_shard = std::max<std::size_t>(o.max_keys / count, 16);
     for (std::size_t i = 0; i < count; ++i) {
       shards[i].max_size = per_shard;
+      shards[i].pool = &pool;
       shards[i].allocate(16);
     }
   }
@@ -434,23 +537,30 @@ void memory_backend::impl::decide_many(std::int64_t now, std::span<const keyed_l
   for (std::size_t k = locked_count; k > 0; --k) locked[k - 1]->lock.unlock();
 }
 
-// A pipeline over the batch: the key `ahead` places further on is hashed and its slot
-// prefetched while this one is decided, so up to `ahead` cache misses are in flight at once
-// instead of one. A shard's lock is kept across consecutive requests on the same shard (one
-// hot key: locked once per run rather than once per request).
+// A pipeline over the batch: the key `2 × ahead` places further on is hashed and the start of
+// its probe prefetched; the one `ahead` places on has its hash entries in cache by then, so the
+// slot it really occupies is found and prefetched; this one is decided with both in cache.
+// Many cache misses are in flight at once instead of one. A shard's lock is kept across
+// consecutive requests on the same shard (one hot key: locked once per run, not per request).
 void memory_backend::impl::decide_batch(std::int64_t now, std::span<const batch_request> batch) {
   constexpr std::size_t ahead = 8;
-  constexpr std::size_t ring = 16;  // > ahead, a power of two
+  constexpr std::size_t ring = 32;  // > 2 × ahead, a power of two
   std::uint64_t hashes[ring];
+  const auto single = [&](std::size_t j) { return j < batch.size() && batch[j].limits.size() == 1; };
   const auto start = [&](std::size_t j) {
-    if (j >= batch.size() || batch[j].limits.size() != 1) return;
+    if (!single(j)) return;
     hashes[j % ring] = hash_of(batch[j].limits[0].key);
     shard_of(hashes[j % ring]).prefetch(hashes[j % ring]);
   };
-  for (std::size_t j = 0; j < ahead; ++j) start(j);
+  const auto locate = [&](std::size_t j) {
+    if (single(j)) shard_of(hashes[j % ring]).prefetch_slot(hashes[j % ring]);
+  };
+  for (std::size_t j = 0; j < 2 * ahead; ++j) start(j);
+  for (std::size_t j = 0; j < ahead; ++j) locate(j);
   shard* held = nullptr;
   for (std::size_t j = 0; j < batch.size(); ++j) {
-    start(j + ahead);
+    start(j + 2 * ahead);
+    locate(j + ahead);
     const batch_request& r = batch[j];
     if (r.limits.size() != 1) {
       if (held != nullptr) held->lock.unlock();

@@ -238,6 +238,41 @@ TEST_SUITE("unit") {
     CHECK(allowed == 5000);
   }
 
+  TEST_CASE("memory backend: batches from N threads while tables grow and evict stay exact and bounded") {
+    // Batches look keys up ahead of time without the shard lock (to prefetch); this runs that
+    // against other threads inserting, rehashing and evicting the same shards.
+    keel::manual_clock clock;
+    rl::memory_backend store({.clock = &clock, .shards = 4, .max_keys = 2000});
+    const rl::limit hot_limit{.algorithm = rl::algorithm::gcra, .count = 500, .period = 1h};
+    const rl::limit churn{.algorithm = rl::algorithm::gcra, .count = 10, .period = 1s};
+    std::atomic<std::uint64_t> allowed{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        std::vector<std::string> keys(32);
+        std::array<rl::keyed_limit, 32> limits{};
+        std::array<rl::decision, 32> out{};
+        std::array<rl::batch_request, 32> batch{};
+        for (int round = 0; round < 300; ++round) {
+          for (std::size_t j = 0; j < 32; ++j) {
+            keys[j] = j == 7
+                          ? "hot"
+                          : "t" + std::to_string(t) + "-" + std::to_string(round) + "-" + std::to_string(j);
+            limits[j] = {keys[j], j == 7 ? &hot_limit : &churn};
+            batch[j] = {{&limits[j], 1}, 1, {&out[j], 1}};
+          }
+          REQUIRE(store.decide_batch(batch));
+          allowed += out[7].allowed ? 1 : 0;
+          for (std::size_t j = 0; j < 32; ++j) REQUIRE((j == 7 || out[j].allowed));
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    CHECK(allowed == 500);
+    CHECK(store.stats().keys <= 2000);
+    CHECK(store.stats().evicted_live > 0);
+  }
+
   TEST_CASE("memory backend: a bad request in a batch is an error and nothing is decided") {
     keel::manual_clock clock;
     rl::memory_backend store({.clock = &clock});
