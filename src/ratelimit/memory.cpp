@@ -438,11 +438,7 @@ struct memory_backend::impl {
       out = {.allowed = false, .limit = rule.capacity(), .remaining = 0, .reset = left, .retry_after = left};
       return;
     }
-    out = with_state(s, [&](auto& st) {
-      const decision d = peek(rule, st, now, cost);
-      if (d.allowed) commit(rule, st, now, cost);
-      return d;
-    });
+    out = with_state(s, [&](auto& st) { return spend(rule, st, now, cost); });
     if (out.allowed) {
       s.expires_at = std::max(s.expires_at, now + out.reset.count());
     } else if (rule.block.count() > 0) {
