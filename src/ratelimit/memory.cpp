@@ -17,6 +17,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include <sys/mman.h>
 #include <time.h>
 
 namespace keel::ratelimit {
@@ -164,60 +165,115 @@ decltype(auto) with_state(slot& s, Fn&& fn) {
   return fn(s.log());
 }
 
+// Memory for every shard's tables, from one region the kernel may back with 2 MiB pages
+// (MADV_HUGEPAGE): the tables of a 100k-key backend then sit in a handful of pages instead of
+// thousands, and a random lookup stops missing the TLB (expensive under virtualisation).
+// Blocks are powers of two bytes; a block given back waits for the next table of its size and
+// kind, so memory goes back to the system only with the backend, and a block that held a hash
+// array only ever holds a hash array of the same capacity (see hash_array). The region is
+// reserved for the most the tables can take (untouched pages cost nothing); past it, blocks
+// come from the heap.
+class table_arena {
+ public:
+  enum class kind : std::uint8_t { hashes, slots };
+
+  explicit table_arena(std::size_t reserve) {
+    constexpr std::size_t huge = 2 << 20;
+    if (reserve < huge) return;
+    reserve = (reserve + huge - 1) & ~(huge - 1);
+    void* p = ::mmap(nullptr, reserve + huge, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return;
+    mapping_ = p;
+    mapping_size_ = reserve + huge;
+    const auto at = (reinterpret_cast<std::uintptr_t>(p) + huge - 1) & ~std::uintptr_t{huge - 1};
+    base_ = reinterpret_cast<std::byte*>(at);
+    size_ = reserve;
+    ::madvise(base_, size_, MADV_HUGEPAGE);  // a hint: without THP it stays 4 KiB pages
+  }
+  ~table_arena() {
+    for (void* p : heap_) ::operator delete (p, std::align_val_t{64});
+    if (mapping_ != nullptr) ::munmap(mapping_, mapping_size_);
+  }
+  table_arena(const table_arena&) = delete;
+  table_arena& operator=(const table_arena&) = delete;
+
+  [[nodiscard]] static std::size_t block_size(std::size_t bytes) noexcept {
+    return std::bit_ceil(std::max<std::size_t>(bytes, 64));
+  }
+
+  void* take(kind k, std::size_t bytes) {
+    bytes = block_size(bytes);
+    std::lock_guard guard(mutex_);
+    auto& spare = spare_[index(k, bytes)];
+    if (!spare.empty()) {
+      void* p = spare.back();
+      spare.pop_back();
+      return p;
+    }
+    if (size_ - used_ >= bytes) {
+      void* p = base_ + used_;
+      used_ += bytes;
+      return p;
+    }
+    void* p = ::operator new (bytes, std::align_val_t{64});
+    heap_.push_back(p);
+    return p;
+  }
+  void give(kind k, void* p, std::size_t bytes) {
+    if (p == nullptr) return;
+    std::lock_guard guard(mutex_);
+    spare_[index(k, block_size(bytes))].push_back(p);
+  }
+
+ private:
+  static std::size_t index(kind k, std::size_t block) noexcept {
+    return static_cast<std::size_t>(std::countr_zero(block)) * 2 + (k == kind::slots ? 1 : 0);
+  }
+
+  std::mutex mutex_;
+  void* mapping_ = nullptr;
+  std::size_t mapping_size_ = 0;
+  std::byte* base_ = nullptr;
+  std::size_t size_ = 0;
+  std::size_t used_ = 0;
+  std::array<std::vector<void*>, 128> spare_;
+  std::vector<void*> heap_;
+};
+
 // A shard's array of key hashes (0 marks an empty slot; a key's hash always has bit 0 set),
 // with the mask and the slot array's address in front. A batch probes it without the shard's
 // lock to find which slot to prefetch, so the entries are relaxed atomics (plain loads and
-// stores on x86) and arrays are never given back to the system while the backend lives:
-// retired ones wait in a pool for the next table of their size. A reader holding a stale
-// array only computes a useless prefetch.
+// stores on x86), and its memory stays a hash array of the same capacity while the backend
+// lives (table_arena). A reader holding a stale array only computes a useless prefetch.
 class hash_array {
  public:
   static constexpr std::size_t header = 2;  // [0] mask, [1] slots address
 
-  hash_array() = default;
-  explicit hash_array(std::size_t capacity)
-      : cells_(std::make_unique<std::atomic<std::uint64_t>[]>(header + capacity)) {}
+  [[nodiscard]] static std::size_t bytes(std::size_t capacity) noexcept {
+    return (header + capacity) * sizeof(std::atomic<std::uint64_t>);
+  }
 
-  [[nodiscard]] std::atomic<std::uint64_t>* data() const noexcept { return cells_.get(); }
+  hash_array() = default;
+  // Takes the memory at `cells` (bytes(capacity) of it) and makes it an empty array.
+  hash_array(void* cells, std::size_t capacity, const void* slots) noexcept
+      : cells_(static_cast<std::atomic<std::uint64_t>*>(cells)) {
+    static_assert(std::is_trivially_destructible_v<std::atomic<std::uint64_t>>);
+    ::new (&cells_[0]) std::atomic<std::uint64_t>(capacity - 1);
+    ::new (&cells_[1]) std::atomic<std::uint64_t>(reinterpret_cast<std::uintptr_t>(slots));
+    for (std::size_t i = 0; i < capacity; ++i) ::new (&cells_[header + i]) std::atomic<std::uint64_t>(0);
+  }
+
+  [[nodiscard]] std::atomic<std::uint64_t>* data() const noexcept { return cells_; }
   [[nodiscard]] std::uint64_t operator[](std::size_t i) const noexcept {
     return cells_[header + i].load(std::memory_order_relaxed);
   }
   void set(std::size_t i, std::uint64_t hash) noexcept {
     cells_[header + i].store(hash, std::memory_order_relaxed);
   }
-  void reset(std::size_t capacity, const void* slots) noexcept {
-    cells_[0].store(capacity - 1, std::memory_order_relaxed);
-    cells_[1].store(reinterpret_cast<std::uintptr_t>(slots), std::memory_order_relaxed);
-    for (std::size_t i = 0; i < capacity; ++i) set(i, 0);
-  }
 
  private:
-  std::unique_ptr<std::atomic<std::uint64_t>[]> cells_;
-};
-
-class hash_array_pool {
- public:
-  hash_array take(std::size_t capacity) {
-    {
-      std::lock_guard guard(mutex_);
-      for (auto it = spare_.begin(); it != spare_.end(); ++it) {
-        if (it->first != capacity) continue;
-        hash_array a = std::move(it->second);
-        spare_.erase(it);
-        return a;
-      }
-    }
-    return hash_array(capacity);
-  }
-  void give(std::size_t capacity, hash_array a) {
-    if (a.data() == nullptr) return;
-    std::lock_guard guard(mutex_);
-    spare_.emplace_back(capacity, std::move(a));
-  }
-
- private:
-  std::mutex mutex_;
-  std::vector<std::pair<std::size_t, hash_array>> spare_;
+  std::atomic<std::uint64_t>* cells_ = nullptr;
 };
 
 // A shard owns a cache line for its lock and counters, so threads on different shards never
@@ -229,8 +285,8 @@ struct alignas(64) shard {
   std::int64_t latest = never;
   std::size_t capacity = 0;  // a power of two
   hash_array hashes;
-  std::unique_ptr<slot[]> slots;
-  hash_array_pool* pool = nullptr;
+  slot* slots = nullptr;
+  table_arena* arena = nullptr;
   std::size_t size = 0;
   std::size_t max_size = 0;
   std::uint64_t evicted_expired = 0;
@@ -247,12 +303,11 @@ struct alignas(64) shard {
     }
   }
 
-  // Gives the current arrays up (the hash array to the pool) and makes empty ones.
+  // Makes empty tables of `slots_count` slots (the caller gives the old ones back).
   void allocate(std::size_t slots_count) {
     capacity = slots_count;
-    slots = std::make_unique_for_overwrite<slot[]>(capacity);
-    hashes = pool->take(capacity);
-    hashes.reset(capacity, slots.get());
+    slots = static_cast<slot*>(arena->take(table_arena::kind::slots, capacity * sizeof(slot)));
+    hashes = hash_array(arena->take(table_arena::kind::hashes, hash_array::bytes(capacity)), capacity, slots);
     hashes_hint.store(hashes.data(), std::memory_order_release);
   }
 
@@ -323,8 +378,8 @@ struct alignas(64) shard {
   // Moves the entries `keep` accepts into tables of `new_capacity` slots; frees the others.
   template <class Keep>
   void rebuild(std::size_t new_capacity, Keep&& keep) {
-    hash_array old_hashes = std::move(hashes);
-    auto old_slots = std::move(slots);
+    const hash_array old_hashes = hashes;
+    slot* const old_slots = slots;
     const std::size_t old_capacity = capacity;
     allocate(new_capacity);
     size = 0;
@@ -340,7 +395,8 @@ struct alignas(64) shard {
       std::memcpy(static_cast<void*>(&slots[i]), &old_slots[j], sizeof(slot));
       ++size;
     }
-    pool->give(old_capacity, std::move(old_hashes));
+    arena->give(table_arena::kind::hashes, old_hashes.data(), hash_array::bytes(old_capacity));
+    arena->give(table_arena::kind::slots, old_slots, old_capacity * sizeof(slot));
   }
 
   std::size_t drop_expired(std::int64_t now) {
@@ -390,19 +446,30 @@ struct memory_backend::impl {
   const keel::clock* clock;
   bool coarse;
   std::size_t shard_mask;
-  hash_array_pool pool;  // outlives the shards
+  table_arena arena;  // outlives the shards
   std::unique_ptr<shard[]> shards;
 
-  explicit impl(const memory_options& o) : clock(o.clock), coarse(o.coarse_clock) {
+  explicit impl(const memory_options& o) : clock(o.clock), coarse(o.coarse_clock), arena(reserve_for(o)) {
     const std::size_t count = std::bit_ceil(std::max<std::size_t>(o.shards, 1));
     shard_mask = count - 1;
     shards = std::make_unique<shard[]>(count);
     const std::size_t per_shard = std::max<std::size_t>(o.max_keys / count, 16);
     for (std::size_t i = 0; i < count; ++i) {
       shards[i].max_size = per_shard;
-      shards[i].pool = &pool;
+      shards[i].arena = &arena;
       shards[i].allocate(16);
     }
+  }
+
+  // What the tables can take at most: each shard at its largest table (max_keys / shards keys,
+  // plus one decision's worth, filled to 7/8), twice over for the blocks waiting for reuse.
+  static std::size_t reserve_for(const memory_options& o) noexcept {
+    const std::size_t count = std::bit_ceil(std::max<std::size_t>(o.shards, 1));
+    const std::size_t per_shard = std::max<std::size_t>(o.max_keys / count, 16) + max_limits_per_decision;
+    const std::size_t largest = std::bit_ceil(per_shard * 8 / 7 + 1);
+    const std::size_t per_table =
+        table_arena::block_size(largest * sizeof(slot)) + table_arena::block_size(hash_array::bytes(largest));
+    return count * 2 * per_table;
   }
 
   static std::uint64_t hash_of(std::string_view key) noexcept {
