@@ -606,7 +606,7 @@ void memory_backend::impl::decide_many(std::int64_t now, std::span<const keyed_l
 // Many cache misses are in flight at once instead of one. A shard's lock is kept across
 // consecutive requests on the same shard (one hot key: locked once per run, not per request).
 void memory_backend::impl::decide_batch(std::int64_t now, std::span<const batch_request> batch) {
-  constexpr std::size_t ahead = 8;
+  constexpr std::size_t ahead = 4;
   constexpr std::size_t ring = 32;  // > 2 × ahead, a power of two
   std::uint64_t hashes[ring];
   const auto single = [&](std::size_t j) { return j < batch.size() && batch[j].limits.size() == 1; };
