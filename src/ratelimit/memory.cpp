@@ -75,6 +75,17 @@ inline bool same_bytes(const char* a, const char* b, std::size_t n) noexcept {
   return true;
 }
 
+// Asks for the cache line at `p` in a state this core can write (PREFETCHW; a no-op on CPUs
+// without it). Plain prefetches fetch a shared copy, and the write that follows still waits
+// for the line to be taken from the core that wrote it last.
+inline void prefetch_for_write(const void* p) noexcept {
+#if defined(__x86_64__)
+  asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p, 1);
+#endif
+}
+
 // One key's entry: 64 bytes, one cache line holding everything a decision on a short key reads
 // and writes (the key itself, its state, its expiry and block). The table moves slots with
 // memcpy; what a slot owns on the heap (a long key, a sliding log) is freed by release().
@@ -334,7 +345,8 @@ struct alignas(64) shard {
       if (h == hash || h == 0) break;
       i = (i + 1) & m;
     }
-    __builtin_prefetch(reinterpret_cast<const slot*>(cells[1].load(std::memory_order_relaxed)) + i, 1);
+    prefetch_for_write(reinterpret_cast<const slot*>(cells[1].load(std::memory_order_relaxed)) + i);
+    prefetch_for_write(&lock);  // shared by every key of the shard: last written by any thread
   }
 
   // Under the lock: `now`, unless an earlier decision here used a later time.
