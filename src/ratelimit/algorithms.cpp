@@ -99,6 +99,14 @@ void commit(const limit& l, gcra_state& s, std::int64_t now, std::uint64_t cost)
   s.tat = std::max(s.tat, now) + l.emission_interval_ns() * static_cast<std::int64_t>(cost);
 }
 
+decision spend(const limit& l, gcra_state& s, std::int64_t now, std::uint64_t cost) noexcept {
+  const decision d = peek(l, s, now, cost);
+  // What commit() would write, without dividing for the interval again: reset is exactly
+  // new_tat − now when allowed.
+  if (d.allowed) s.tat = now + d.reset.count();
+  return d;
+}
+
 bool idle(const limit&, const gcra_state& s, std::int64_t now) noexcept {
   return s.tat <= now;
 }

@@ -552,19 +552,28 @@ bool is_noscript(const resp_value& v) noexcept {
 // flight is coalesced into the next write, and replies are matched to requests in order (RESP
 // answers in order). Runs on the backend's I/O thread; callers only post to it. Any failure
 // (refused, reset, malformed reply, a request past its deadline) fails every request waiting
-// on it and the connection is replaced on next use.
+// on it and the connection is replaced on next use — except that when an established
+// connection is lost (closed or reset: a killed client, an idle timeout, a proxy restart) its
+// requests are handed to `resubmit` once, to go out again on another connection.
 class mux : public std::enable_shared_from_this<mux> {
  public:
   using callback = std::function<void(error_code, std::vector<resp_value>)>;
+  using resubmit_fn =
+      std::function<void(std::string encoded, std::size_t replies, callback done, int retries)>;
 
-  mux(asio::io_context& io, const redis_options& options)
-      : strand_(asio::make_strand(io)), socket_(strand_), timer_(strand_), options_(options) {}
+  mux(asio::io_context& io, const redis_options& options, resubmit_fn resubmit = {})
+      : strand_(asio::make_strand(io)),
+        socket_(strand_),
+        timer_(strand_),
+        options_(options),
+        resubmit_(std::move(resubmit)) {}
 
-  void submit(std::string encoded, std::size_t replies, callback done) {
-    asio::post(strand_, [self = shared_from_this(), encoded = std::move(encoded), replies,
-                         done = std::move(done)]() mutable {
-      self->enqueue(std::move(encoded), replies, std::move(done));
-    });
+  /// `retries`: how many times the request may be resubmitted elsewhere when the connection
+  /// it went out on is lost.
+  void submit(std::string encoded, std::size_t replies, callback done, int retries) {
+    asio::post(strand_,
+               [self = shared_from_this(), encoded = std::move(encoded), replies, done = std::move(done),
+                retries]() mutable { self->enqueue(std::move(encoded), replies, std::move(done), retries); });
   }
   [[nodiscard]] bool dead() const noexcept { return dead_.load(std::memory_order_acquire); }
 
@@ -574,16 +583,24 @@ class mux : public std::enable_shared_from_this<mux> {
     callback done;
     std::chrono::steady_clock::time_point deadline;
     std::vector<resp_value> got{};
+    std::string retry_with{};  // the encoded commands when the request may be resubmitted
+    int retries = 0;
   };
   enum class phase : std::uint8_t { fresh, connecting, connected, failed };
 
-  void enqueue(std::string encoded, std::size_t replies, callback done) {
-    if (phase_ == phase::failed) return done(errc::backend_unavailable, {});
+  void enqueue(std::string encoded, std::size_t replies, callback done, int retries) {
+    if (phase_ == phase::failed) {
+      // Lost before anything was sent here: not an attempt, so it keeps its retries. The pool
+      // replaces a failed connection, so this ends on a live or a fresh one.
+      if (resubmit_) return resubmit_(std::move(encoded), replies, std::move(done), retries);
+      return done(errc::backend_unavailable, {});
+    }
     const auto deadline =
         std::chrono::steady_clock::now() + options_.command_timeout +
         (phase_ == phase::connected ? std::chrono::milliseconds(0) : options_.connect_timeout);
     outgoing_ += encoded;
-    waiting_.push_back({replies, std::move(done), deadline});
+    waiting_.push_back(
+        {replies, std::move(done), deadline, {}, retries > 0 ? std::move(encoded) : std::string(), retries});
     arm_timer();
     if (phase_ == phase::fresh) return connect();
     if (phase_ == phase::connected) write();
@@ -686,6 +703,10 @@ class mux : public std::enable_shared_from_this<mux> {
 
   void fail(errc why) {
     if (phase_ == phase::failed) return;
+    // Only a connection that was up and then lost is worth retrying elsewhere at once: a
+    // refused connect means Redis is down (another connection would be refused too), a
+    // timeout or a malformed reply mean it is unhealthy, and retrying would only add load.
+    const bool lost = why == errc::backend_unavailable && phase_ == phase::connected;
     phase_ = phase::failed;
     dead_.store(true, std::memory_order_release);
     error_code ignored;
@@ -694,13 +715,21 @@ class mux : public std::enable_shared_from_this<mux> {
     auto waiting = std::move(waiting_);
     waiting_.clear();
     outgoing_.clear();
-    for (auto& r : waiting) r.done(why, {});
+    for (auto& r : waiting) {
+      // A request already partly answered is not repeated (its first commands ran).
+      if (lost && resubmit_ && !r.retry_with.empty() && r.got.empty()) {
+        resubmit_(std::move(r.retry_with), r.replies, std::move(r.done), r.retries - 1);
+      } else {
+        r.done(why, {});
+      }
+    }
   }
 
   asio::strand<asio::io_context::executor_type> strand_;
   asio::ip::tcp::socket socket_;
   asio::steady_timer timer_;
   redis_options options_;
+  resubmit_fn resubmit_;
   phase phase_ = phase::fresh;
   std::atomic<bool> dead_{false};
   std::deque<request> waiting_;
@@ -780,7 +809,13 @@ struct redis_backend::impl {
   std::shared_ptr<mux> pick() {
     std::lock_guard guard(mutex);
     auto& slot = connections[next++ % connections.size()];
-    if (!slot || slot->dead()) slot = std::make_shared<mux>(io, options);
+    if (!slot || slot->dead()) {
+      // A request on a lost connection goes out once more on the next one, and only once.
+      slot = std::make_shared<mux>(
+          io, options, [this](std::string encoded, std::size_t replies, mux::callback done, int retries) {
+            pick()->submit(std::move(encoded), replies, std::move(done), retries);
+          });
+    }
     return slot;
   }
 
@@ -788,27 +823,34 @@ struct redis_backend::impl {
   // restarted) loads it and sends them once more.
   void call(std::string encoded, std::size_t count, std::string_view script_body, mux::callback done) {
     auto connection = pick();
-    connection->submit(encoded, count,
-                       [this, encoded, count, script_body, done = std::move(done)](
-                           error_code ec, std::vector<resp_value> r) mutable {
-                         if (ec || r.empty() || !is_noscript(r.front())) return done(ec, std::move(r));
-                         std::string again;
-                         const std::string_view load[] = {"SCRIPT", "LOAD", script_body};
-                         append_command(again, load);
-                         again += encoded;
-                         pick()->submit(
-                             std::move(again), count + 1,
-                             [done = std::move(done)](error_code e, std::vector<resp_value> replies) {
-                               if (e) return done(e, {});
-                               if (replies.front().is_error()) {
-                                 log::warn("Redis refused SCRIPT LOAD", {{"reply", replies.front().text}});
-                                 return done(errc::server_error, {});
-                               }
-                               replies.erase(replies.begin());
-                               done({}, std::move(replies));
-                             });
-                       });
+    connection->submit(
+        encoded, count,
+        [this, encoded, count, script_body, done = std::move(done)](error_code ec,
+                                                                    std::vector<resp_value> r) mutable {
+          if (ec || r.empty() || !is_noscript(r.front())) return done(ec, std::move(r));
+          std::string again;
+          const std::string_view load[] = {"SCRIPT", "LOAD", script_body};
+          append_command(again, load);
+          again += encoded;
+          pick()->submit(
+              std::move(again), count + 1,
+              [done = std::move(done)](error_code e, std::vector<resp_value> replies) {
+                if (e) return done(e, {});
+                if (replies.front().is_error()) {
+                  log::warn("Redis refused SCRIPT LOAD", {{"reply", replies.front().text}});
+                  return done(errc::server_error, {});
+                }
+                replies.erase(replies.begin());
+                done({}, std::move(replies));
+              },
+              retries());
+        },
+        retries());
   }
+
+  // A request on a lost connection goes out again on another; with every connection of the
+  // pool lost at once (Redis closed them all) it may take one try per connection.
+  [[nodiscard]] int retries() const noexcept { return static_cast<int>(connections.size()); }
 };
 
 redis_backend::redis_backend(redis_options options) : impl_(std::make_unique<impl>(std::move(options))) {}

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <array>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include <support/random.hpp>
 #include <support/result.hpp>
 #include <unistd.h>
 
@@ -154,6 +156,187 @@ TEST_SUITE("unit") {
     }
     CHECK(store.stats().keys <= 1000);
     CHECK(store.stats().evicted_live > 0);
+  }
+
+  TEST_CASE("memory backend: decide_batch decides exactly as decide, request by request (property)") {
+    // Random traffic over a few keys (long keys too, so both key layouts are covered), all
+    // algorithms, multi-limit requests, costs, blocks, and a table small enough to evict.
+    // One store sees decide() per request, the other the same requests in random batches.
+    const rl::limit limits[] = {
+        {.algorithm = rl::algorithm::gcra, .count = 7, .period = 1s, .burst = 3},
+        {.algorithm = rl::algorithm::token_bucket, .count = 5, .period = 2s},
+        {.algorithm = rl::algorithm::sliding_window, .count = 9, .period = 3s, .block = 2s},
+        {.algorithm = rl::algorithm::sliding_log, .count = 4, .period = 1s},
+    };
+    std::vector<std::string> keys;
+    for (int k = 0; k < 40; ++k)
+      keys.push_back((k % 3 == 0 ? "a-key-long-enough-to-live-outside-the-slot-" : "k") + std::to_string(k));
+    for (int round = 0; round < 20; ++round) {
+      keel::manual_clock one_clock;
+      keel::manual_clock batch_clock;
+      rl::memory_backend one({.clock = &one_clock, .shards = 4, .max_keys = 64});
+      rl::memory_backend batched({.clock = &batch_clock, .shards = 4, .max_keys = 64});
+      for (int step = 0; step < 30; ++step) {
+        const std::size_t n = keel::test::uniform<std::size_t>(1, 40);
+        std::vector<std::vector<rl::keyed_limit>> requests(n);
+        std::vector<std::uint64_t> costs(n);
+        for (std::size_t i = 0; i < n; ++i) {
+          const std::size_t parts = keel::test::uniform<std::size_t>(1, 10) <= 8 ? 1 : 2;
+          for (std::size_t p = 0; p < parts; ++p) {
+            const std::size_t k = keel::test::uniform<std::size_t>(0, keys.size() - 1);
+            // The same key always goes with the same algorithm, as the contract asks.
+            requests[i].push_back({keys[k], &limits[k % 4]});
+          }
+          costs[i] = keel::test::uniform<std::uint64_t>(1, 3);
+        }
+        std::vector<std::vector<rl::decision>> expected(n), got(n);
+        std::vector<rl::batch_request> batch;
+        for (std::size_t i = 0; i < n; ++i) {
+          expected[i].resize(requests[i].size());
+          got[i].resize(requests[i].size());
+          REQUIRE(one.decide(requests[i], costs[i], expected[i]));
+          batch.push_back({requests[i], costs[i], got[i]});
+        }
+        REQUIRE(batched.decide_batch(batch));
+        for (std::size_t i = 0; i < n; ++i) {
+          for (std::size_t p = 0; p < requests[i].size(); ++p) {
+            CAPTURE(requests[i][p].key);
+            REQUIRE(got[i][p].allowed == expected[i][p].allowed);
+            CHECK(got[i][p].remaining == expected[i][p].remaining);
+            CHECK(got[i][p].reset == expected[i][p].reset);
+            CHECK(got[i][p].retry_after == expected[i][p].retry_after);
+          }
+        }
+        const auto step_time = std::chrono::milliseconds(keel::test::uniform(0, 700));
+        one_clock.advance(step_time);
+        batch_clock.advance(step_time);
+      }
+      CHECK(one.stats().keys == batched.stats().keys);
+      CHECK(batched.stats().keys <= 64);
+    }
+  }
+
+  TEST_CASE("memory backend: decide_batch from N threads on one key allows exactly the limit") {
+    keel::manual_clock clock;
+    rl::memory_backend store({.clock = &clock});
+    const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 5000, .period = 1h};
+    std::atomic<std::uint64_t> allowed{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&] {
+        const rl::keyed_limit k{"hot", &l};
+        std::array<rl::decision, 50> out{};
+        std::array<rl::batch_request, 50> batch{};
+        for (std::size_t j = 0; j < batch.size(); ++j) batch[j] = {{&k, 1}, 1, {&out[j], 1}};
+        for (int i = 0; i < 40; ++i) {
+          REQUIRE(store.decide_batch(batch));
+          for (const auto& d : out) allowed += d.allowed ? 1 : 0;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    CHECK(allowed == 5000);
+  }
+
+  TEST_CASE("memory backend: batches from N threads while tables grow and evict stay exact and bounded") {
+    // Batches look keys up ahead of time without the shard lock (to prefetch); this runs that
+    // against other threads inserting, rehashing and evicting the same shards.
+    keel::manual_clock clock;
+    rl::memory_backend store({.clock = &clock, .shards = 4, .max_keys = 2000});
+    const rl::limit hot_limit{.algorithm = rl::algorithm::gcra, .count = 500, .period = 1h};
+    const rl::limit churn{.algorithm = rl::algorithm::gcra, .count = 10, .period = 1s};
+    std::atomic<std::uint64_t> allowed{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        std::vector<std::string> keys(32);
+        std::array<rl::keyed_limit, 32> limits{};
+        std::array<rl::decision, 32> out{};
+        std::array<rl::batch_request, 32> batch{};
+        for (int round = 0; round < 300; ++round) {
+          for (std::size_t j = 0; j < 32; ++j) {
+            keys[j] = j == 7
+                          ? "hot"
+                          : "t" + std::to_string(t) + "-" + std::to_string(round) + "-" + std::to_string(j);
+            limits[j] = {keys[j], j == 7 ? &hot_limit : &churn};
+            batch[j] = {{&limits[j], 1}, 1, {&out[j], 1}};
+          }
+          REQUIRE(store.decide_batch(batch));
+          allowed += out[7].allowed ? 1 : 0;
+          for (std::size_t j = 0; j < 32; ++j) REQUIRE((j == 7 || out[j].allowed));
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    CHECK(allowed == 500);
+    CHECK(store.stats().keys <= 2000);
+    CHECK(store.stats().evicted_live > 0);
+  }
+
+  TEST_CASE("memory backend: a bad request in a batch is an error and nothing is decided") {
+    keel::manual_clock clock;
+    rl::memory_backend store({.clock = &clock});
+    const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 2, .period = 1s};
+    const rl::keyed_limit k{"k", &l};
+    rl::decision out[2];
+    const rl::batch_request batch[] = {{{&k, 1}, 1, {&out[0], 1}}, {{&k, 1}, 3, {&out[1], 1}}};
+    const auto r = store.decide_batch(batch);
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == rl::errc::cost_exceeds_burst);
+    CHECK(store.stats().keys == 0);
+    REQUIRE(store.decide({&k, 1}, 2, {&out[0], 1}));
+    CHECK(out[0].allowed);  // the whole quota was still there
+  }
+
+  TEST_CASE("memory backend: a timestamp older than one already used does not turn time back") {
+    // Threads passing their own slightly stale timestamps (or a coarse clock mixed with an
+    // exact one) must not make a window algorithm forget what it counted.
+    rl::memory_backend store;
+    const rl::limit l{.algorithm = rl::algorithm::sliding_window, .count = 5, .period = 1s};
+    const rl::keyed_limit k{"stale", &l};
+    rl::decision d;
+    const std::int64_t t = 1'000'000'000'000;  // a window boundary
+    for (int i = 0; i < 5; ++i) {
+      REQUIRE(store.decide_at(t + 500'000'000, {&k, 1}, 1, {&d, 1}));
+      CHECK(d.allowed);
+    }
+    REQUIRE(store.decide_at(t - 800'000'000, {&k, 1}, 1, {&d, 1}));  // two windows "earlier"
+    CHECK_FALSE(d.allowed);
+    const rl::batch_request one{{&k, 1}, 1, {&d, 1}};
+    REQUIRE(store.decide_batch_at(t - 800'000'000, {&one, 1}));
+    CHECK_FALSE(d.allowed);
+  }
+
+  TEST_CASE("memory backend: the coarse clock keeps limits exact") {
+    rl::memory_backend store({.coarse_clock = true});
+    const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 3000, .period = 1h};
+    std::atomic<std::uint64_t> allowed{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&] {
+        const rl::keyed_limit k{"coarse", &l};
+        rl::decision d;
+        for (int i = 0; i < 1500; ++i) {
+          REQUIRE(store.decide({&k, 1}, 1, {&d, 1}));
+          allowed += d.allowed ? 1 : 0;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    CHECK(allowed == 3000);
+    // Its readings are on the exact clock's scale, less than a few ticks behind: one unit per
+    // hour spent now comes back an hour after the exact clock's now, not 100 ms earlier.
+    const rl::limit hourly{.algorithm = rl::algorithm::gcra, .count = 1, .period = 1h};
+    const rl::keyed_limit k{"scale", &hourly};
+    rl::decision d;
+    const std::int64_t exact = std::chrono::steady_clock::now().time_since_epoch().count();
+    REQUIRE(store.decide({&k, 1}, 1, {&d, 1}));
+    CHECK(d.allowed);
+    const std::int64_t hour = std::chrono::nanoseconds(1h).count();
+    REQUIRE(store.decide_at(exact + hour - 100'000'000, {&k, 1}, 1, {&d, 1}));
+    CHECK_FALSE(d.allowed);
+    REQUIRE(store.decide_at(exact + hour, {&k, 1}, 1, {&d, 1}));
+    CHECK(d.allowed);
   }
 
   TEST_CASE("policy files: each mistake is named by its field") {

@@ -301,6 +301,49 @@ TEST_SUITE("redis") {
     CHECK(error == rl::errc::cost_exceeds_burst);
   }
 
+  TEST_CASE("redis backend: requests on a killed connection go out again on another one") {
+    keel::test::redis_server server;
+    rl::redis_backend store({.port = server.port(), .max_connections = 2, .command_timeout = 5s});
+    auto admin = rl::redis_connection::connect({.port = server.port()});
+    REQUIRE(admin);
+    const rl::limit l{.algorithm = rl::algorithm::sliding_window, .count = 1'000'000, .period = 1h};
+    const rl::keyed_limit k{"retried", &l};
+    constexpr int requests = 20'000;
+    constexpr int in_flight = 256;
+    std::vector<rl::decision> out(requests);
+    std::mutex mutex;
+    std::condition_variable cv;
+    int finished = 0;
+    int failed = 0;
+    int allowed = 0;
+    std::int64_t killed = 0;
+    for (int i = 0; i < requests; ++i) {
+      {
+        std::unique_lock lock(mutex);
+        REQUIRE(cv.wait_for(lock, 30s, [&] { return i - finished < in_flight; }));
+      }
+      auto& o = out[static_cast<std::size_t>(i)];
+      store.async_decide({&k, 1}, 1, {&o, 1}, [&](keel::error_code ec) {
+        std::lock_guard guard(mutex);
+        failed += ec ? 1 : 0;
+        allowed += !ec && o.allowed ? 1 : 0;
+        ++finished;
+        cv.notify_one();
+      });
+      if (i % 2000 == 1000) {
+        // Every client but this one: both connections of the pool, with requests in flight.
+        auto reply = admin->command({"CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"});
+        REQUIRE(reply);
+        killed += reply->integer;
+      }
+    }
+    std::unique_lock lock(mutex);
+    REQUIRE(cv.wait_for(lock, 30s, [&] { return finished == requests; }));
+    CHECK(killed >= 10);
+    CHECK(failed == 0);
+    CHECK(allowed == requests);
+  }
+
   TEST_CASE("redis backend: two processes share one limit") {
     keel::test::redis_server server;
     const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 250, .period = 1h};

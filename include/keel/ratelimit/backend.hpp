@@ -16,6 +16,14 @@ struct keyed_limit {
   const limit* rule = nullptr;
 };
 
+/// One decision of a batch (`memory_backend::decide_batch`, `redis_backend::decide_batch`):
+/// each is atomic on its own, as one backend::decide call would be.
+struct batch_request {
+  std::span<const keyed_limit> limits;
+  std::uint64_t cost = 1;
+  std::span<decision> out;
+};
+
 /// The most limits one decision takes (several policies × several limits each).
 inline constexpr std::size_t max_limits_per_decision = 16;
 

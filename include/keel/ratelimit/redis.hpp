@@ -85,13 +85,6 @@ class redis_connection {
   std::unique_ptr<impl> impl_;
 };
 
-/// One decision of a pipelined batch.
-struct batch_request {
-  std::span<const keyed_limit> limits;
-  std::uint64_t cost = 1;
-  std::span<decision> out;
-};
-
 /// Limit state in Redis, shared by every process that uses the same Redis and keys. Requests
 /// run on `max_connections` connections driven by one I/O thread of the backend's own; each
 /// connection carries many requests at once (pipelined, answered in order). Time is
