@@ -7,8 +7,11 @@
 //                                    10k keys, against a redis-server this binary starts
 //   redis_benchmark_ceiling/...      redis-benchmark -P 16 running the same script by EVALSHA
 //                                    on the same server, in the same run: the ceiling
+//   peer_rate_limiter_flexible/...   the peer, rate-limiter-flexible on ioredis, same server
 #include <keel/ratelimit.hpp>
 #include <keel/ratelimit/redis.hpp>
+
+#include "support/peers.hpp"
 
 #include <benchmark/benchmark.h>
 
@@ -322,6 +325,21 @@ void redis_benchmark_ceiling(benchmark::State& state) {
   state.SetLabel("redis-benchmark -P 16 -c " + std::to_string(clients));
 }
 BENCHMARK(redis_benchmark_ceiling)->ArgName("clients")->Arg(1)->Arg(50)->Iterations(1)->UseRealTime();
+
+// The peer the issue names: rate-limiter-flexible's RateLimiterRedis on ioredis (auto-pipelined,
+// one connection, 10k keys), against the same redis-server in the same run.
+void peer_rate_limiter_flexible(benchmark::State& state) {
+  if (!redis().error.empty()) return state.SkipWithError(redis().error.c_str());
+  keel::bench::peer_figure figure;
+  for (auto _ : state)
+    figure = keel::bench::run_peer("rate_limiter_flexible.mjs",
+                                   {std::to_string(redis().port), "200000", std::to_string(state.range(0))},
+                                   "decisions_per_second");
+  if (!figure.value) return state.SkipWithError(figure.problem.c_str());
+  state.counters["decisions_per_second"] = *figure.value;
+  state.SetLabel("rate-limiter-flexible + ioredis");
+}
+BENCHMARK(peer_rate_limiter_flexible)->ArgName("in_flight")->Arg(128)->Iterations(1)->UseRealTime();
 
 }  // namespace
 

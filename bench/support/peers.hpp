@@ -60,15 +60,25 @@ inline peer_figure run_peer(std::string_view script, const std::vector<std::stri
                             std::string_view field) {
   const char* dir = std::getenv("KEEL_PEERS_DIR");
   if (dir == nullptr || *dir == '\0')
-    return {std::nullopt, "KEEL_PEERS_DIR is not set: run the benchmarks with ./keel bench, which installs the peers"};
+    return {std::nullopt,
+            "KEEL_PEERS_DIR is not set: run the benchmarks with ./keel bench, which installs the peers"};
   const auto quote = [](std::string_view s) {
-    std::string out = "'";
-    for (const char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return out + "'";
+    std::string out(1, '\'');
+    for (const char c : s) {
+      if (c == '\'')
+        out.append("'\\''");
+      else
+        out.push_back(c);
+    }
+    out.push_back('\'');
+    return out;
   };
-  std::string command = "cd " + quote(dir) + " && node " + quote(script);
-  for (const auto& a : args) command += " " + quote(a);
-  command += " 2>&1";
+
+  // Appends rather than operator+ on temporaries: GCC 12 warns falsely (-Wrestrict) on those.
+  std::string command = "cd ";
+  command.append(quote(dir)).append(" && node ").append(quote(script));
+  for (const auto& a : args) command.append(" ").append(quote(a));
+  command.append(" 2>&1");
   FILE* pipe = ::popen(command.c_str(), "r");
   if (pipe == nullptr) return {std::nullopt, "could not start node"};
   std::string output;
