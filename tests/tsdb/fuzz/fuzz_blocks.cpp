@@ -75,6 +75,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       (void)tsdb::codecs::gorilla_decode_values(in, count, values.data());
       (void)tsdb::codecs::packed_decode_times(in, count, times.data());
       (void)tsdb::codecs::decimal_decode_values(in, count, values.data());
+      (void)tsdb::codecs::decimal_decode_values(in, count, values.data(), false);
       break;
     }
     default:
