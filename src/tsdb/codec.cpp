@@ -252,16 +252,28 @@ void encode_int_frame(const std::int64_t* x, std::size_t n, bytes& out, std::uin
   constexpr std::uint64_t bias = std::uint64_t{1} << 63;  // biased: unsigned order equals signed order
   std::uint64_t lo = u[0] ^ bias;
   std::int64_t dlo = std::numeric_limits<std::int64_t>::max();
+  std::int64_t dhi = std::numeric_limits<std::int64_t>::min();
   std::uint64_t overflow_bits = 0;  // sign bit set when some x[i] - x[i-1] overflowed
   for (std::size_t i = 1; i < n; ++i) {
     const std::uint64_t d = u[i] - u[i - 1];
     overflow_bits |= (u[i] ^ u[i - 1]) & (u[i] ^ d);
     lo = std::min(lo, u[i] ^ bias);
     dlo = std::min(dlo, static_cast<std::int64_t>(d));
+    dhi = std::max(dhi, static_cast<std::int64_t>(d));
   }
   const bool overflow = (overflow_bits >> 63) != 0;
   const std::uint64_t base = lo ^ bias;
   const auto udlo = static_cast<std::uint64_t>(dlo);
+  if (n >= 2 && dlo == dhi && !overflow) {
+    // A regular grid (timestamps, mostly) is delta mode at width 0, a constant is reference
+    // mode at width 0: nothing to estimate or pack.
+    out.push_back(dlo == 0 ? 0 : 1);
+    out.push_back(0);
+    put_le(out, 0, 2);
+    put_le(out, u[0], 8);
+    if (dlo != 0) put_le(out, udlo, 8);
+    return;
+  }
   // Item widths estimated per group of 8 (the width of the group's OR, times 8): one bit scan per
   // group instead of three per item, and still tolerant of an outlier, which spoils only its group.
   std::size_t cost_ref = 64 + width_of(u[0] - base);
