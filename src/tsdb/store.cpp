@@ -1050,16 +1050,17 @@ result<std::uint64_t> store::compact(std::int64_t series, std::size_t below, std
   const auto policy = static_cast<ordering>((*p)[0].get<std::int16_t>(0).value());
   auto tx = pg::transaction::begin(state_->conn);
   if (!tx) return tx.error();
-  // The series row first (as seals take it), so no seal adds segments while they are folded.
+  // The series row first (as seals take it), so no seal adds segments while they are folded;
+  // then blocks, then segments, the order retention takes them in.
   if (auto lock = tx->query("SELECT id FROM tsdb_series WHERE id = $1 FOR UPDATE", series); !lock)
     return lock.error();
-  if (auto folded = fold_segments(state_->conn, series); !folded) return folded.error();
   // Locked, so two compactions (or a retention run) never both rewrite the same blocks.
   auto rows =
       tx->query("SELECT id, data FROM tsdb_blocks WHERE series_id = $1 AND count < $2 ORDER BY id FOR UPDATE",
                 series, static_cast<std::int64_t>(below));
   if (!rows) return rows.error();
   if (rows->size() < 2) {
+    if (auto folded = fold_segments(state_->conn, series); !folded) return folded.error();
     if (auto c = tx->commit(); !c) return c.error();
     return std::uint64_t{0};
   }
@@ -1085,6 +1086,7 @@ result<std::uint64_t> store::compact(std::int64_t series, std::size_t below, std
   options.seal_count = std::clamp<std::size_t>(target, 1, (1U << 24) - 1);
   seal_points(series, all_t, all_v, options, {}, blocks, no_rollups);
   if (auto copied = copy_blocks(state_->conn, blocks); !copied) return copied.error();
+  if (auto folded = fold_segments(state_->conn, series); !folded) return folded.error();
   if (auto c = tx->commit(); !c) return c.error();
   return static_cast<std::uint64_t>(ids.size() - blocks.size());
 }

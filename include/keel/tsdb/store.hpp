@@ -122,7 +122,8 @@ class range_scan {
 /// it); several processes may ingest into the same database at once.
 ///
 /// Durability: points are in memory until their head is sealed (by count or span) or flush()
-/// returns; a sealed block, its rollup updates and nothing else commit in one transaction.
+/// returns; sealed blocks, their rollup segments and the series' newest times commit in one
+/// transaction.
 class store {
  public:
   /// Applies keel::tsdb's migrations (idempotent; safe from several processes at once).
@@ -166,9 +167,10 @@ class store {
   [[nodiscard]] result<range_scan> scan(std::int64_t series, std::int64_t from, std::int64_t to);
 
   /// time_bucket aggregation over [from, to) with buckets of `width` (at most 10 million buckets). Uses the
-  /// coarsest rollup that answers exactly (width and range aligned to it, no percentiles, no last-write-wins
-  /// rewrites possible) when it is cheaper than the blocks (see store_options::points_per_rollup_row),
-  /// else block summaries for blocks inside one bucket, else decoded points.
+  /// coarsest rollup that answers exactly (width and range aligned to it, no percentiles, and under
+  /// last_write_wins no head point at or before the newest sealed time) when it is cheaper than the blocks
+  /// (see store_options::points_per_rollup_row), else block summaries for blocks inside one bucket, else
+  /// decoded points.
   [[nodiscard]] result<std::vector<bucket>> aggregate(std::int64_t series, std::int64_t from, std::int64_t to,
                                                       std::int64_t width, bool percentiles = false,
                                                       query_plan* plan = nullptr);
@@ -179,7 +181,8 @@ class store {
   /// @returns the number of blocks dropped.
   [[nodiscard]] result<std::uint64_t> apply_retention(std::int64_t now);
   /// Merges a series' blocks smaller than `below` points into blocks of up to `target` points
-  /// (within the seal span). @returns the number of blocks removed.
+  /// (within the seal span), and its rollup segments into one per resolution. @returns the number
+  /// of blocks removed.
   [[nodiscard]] result<std::uint64_t> compact(std::int64_t series, std::size_t below = 1024,
                                               std::size_t target = 8192);
 
