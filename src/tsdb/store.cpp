@@ -1054,10 +1054,43 @@ result<std::uint64_t> store::compact(std::int64_t series, std::size_t below, std
   // then blocks, then segments, the order retention takes them in.
   if (auto lock = tx->query("SELECT id FROM tsdb_series WHERE id = $1 FOR UPDATE", series); !lock)
     return lock.error();
+  // Under last_write_wins the rewritten block is newer than every other, so a small block that
+  // overlaps a block left out would win against a later write there: leave such blocks (and, in
+  // turn, the small ones overlapping them) as they are.
+  std::vector<std::int64_t> chosen;
+  if (policy == ordering::last_write_wins) {
+    auto all = tx->query("SELECT id, first_time, last_time, count < $2 FROM tsdb_blocks WHERE series_id = $1",
+                         series, static_cast<std::int64_t>(below));
+    if (!all) return all.error();
+    struct span_of {
+      std::int64_t id, first, last;
+      bool in;
+    };
+    std::vector<span_of> spans;
+    for (const auto row : *all)
+      spans.push_back({row.get<std::int64_t>(0).value(), row.get<std::int64_t>(1).value(),
+                       row.get<std::int64_t>(2).value(), row.get<bool>(3).value()});
+    for (bool changed = true; changed;) {
+      changed = false;
+      for (auto& a : spans) {
+        if (!a.in) continue;
+        for (const auto& b : spans) {
+          if (!b.in && b.first <= a.last && b.last >= a.first) {
+            a.in = false;
+            changed = true;
+            break;
+          }
+        }
+      }
+    }
+    for (const auto& a : spans)
+      if (a.in) chosen.push_back(a.id);
+  }
   // Locked, so two compactions (or a retention run) never both rewrite the same blocks.
-  auto rows =
-      tx->query("SELECT id, data FROM tsdb_blocks WHERE series_id = $1 AND count < $2 ORDER BY id FOR UPDATE",
-                series, static_cast<std::int64_t>(below));
+  auto rows = tx->query(
+      "SELECT id, data FROM tsdb_blocks WHERE series_id = $1 AND count < $2 AND (NOT $3 OR id = ANY($4)) "
+      "ORDER BY id FOR UPDATE",
+      series, static_cast<std::int64_t>(below), policy == ordering::last_write_wins, chosen);
   if (!rows) return rows.error();
   if (rows->size() < 2) {
     if (auto folded = fold_segments(state_->conn, series); !folded) return folded.error();
