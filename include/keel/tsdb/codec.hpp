@@ -16,8 +16,9 @@ namespace keel::tsdb {
 enum class value_codec : std::uint8_t {
   gorilla = 1,  ///< XOR with the previous value, leading/trailing-zero windows (the paper's)
   decimal = 2,  ///< values * 10^e as integers, delta or frame-of-reference, bit-packed; exceptions raw
-  decimal_runs =
-      3,  ///< decimal whose integer frames may also be runs (a repeat costs one bit); what new blocks use
+  /// decimal whose integer frames may also be runs (a repeat costs one bit); what new blocks use
+  decimal_runs = 3,
+  chimp128 = 4,  ///< XOR with one of the previous 128 values (Chimp128, VLDB 2022)
 };
 
 /// How a block's timestamps are encoded. The number is stored in the block header.
@@ -31,6 +32,7 @@ enum class codec_choice : std::uint8_t {
   automatic,  ///< the decimal/packed pair unless Gorilla is estimated smaller for the values (per block)
   gorilla,    ///< Gorilla for both timestamps and values, exactly as the paper
   decimal,    ///< packed timestamps and decimal values
+  chimp,      ///< packed timestamps and Chimp128 values
 };
 
 /// Options for encode_block().
@@ -91,6 +93,10 @@ void gorilla_encode_values(std::span<const double> values, bytes& out);
 [[nodiscard]] result<void> gorilla_decode_values(bytes_view in, std::size_t count, double* out);
 void packed_encode_times(std::span<const std::int64_t> times, bytes& out);
 [[nodiscard]] result<void> packed_decode_times(bytes_view in, std::size_t count, std::int64_t* out);
+void chimp_encode_values(std::span<const double> values, bytes& out);
+/// The bits chimp_encode_values() would write for values[0, n) (to choose a codec).
+[[nodiscard]] std::size_t chimp_bits(const double* values, std::size_t n);
+[[nodiscard]] result<void> chimp_decode_values(bytes_view in, std::size_t count, double* out);
 /// Writes the decimal_runs layout. Unless `force`: @returns false, appending nothing, when the
 /// values are not decimal enough to pay off or Gorilla is estimated smaller on the first frame.
 /// Adds the number of values stored raw to `*exception_count` when given.
