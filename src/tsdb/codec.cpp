@@ -388,7 +388,7 @@ result<void> decode_repeat_frame(byte_cursor& in, std::size_t n, std::int64_t* x
   // Branch-free expansion: the run index advances by each item's bit.
   std::size_t run = 0;
   for (std::size_t i = 0; i < n; ++i) {
-    run += (bitmap[i >> 3] >> (i & 7)) & 1U;
+    run += (static_cast<unsigned>(bitmap[i >> 3]) >> (i & 7)) & 1U;
     out[i] = items[run - 1] + base;
   }
   return {};

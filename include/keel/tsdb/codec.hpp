@@ -1,8 +1,9 @@
 #pragma once
 /// @file keel/tsdb/codec.hpp
-/// @brief Compressed blocks of (timestamp, value) points: Gorilla (VLDB 2015) and a decimal-aware
-/// codec (ALP-like: scale decimals to integers, then delta/frame-of-reference bit-packing), chosen
-/// per block, optionally zstd over the sealed block. The byte layout is in docs/tsdb.md.
+/// @brief Compressed blocks of (timestamp, value) points: Gorilla (VLDB 2015), Chimp128 (VLDB 2022)
+/// and a decimal-aware codec (ALP-like: scale decimals to integers, then delta/frame-of-reference
+/// bit-packing or runs), chosen per block, optionally zstd over the sealed block. The byte layout
+/// is in docs/tsdb.md.
 #include <keel/core/bytes.hpp>
 #include <keel/tsdb/error.hpp>
 
