@@ -906,9 +906,10 @@ bool decimal_encode_values(std::span<const double> values, bytes& out, bool forc
     for (std::size_t k = 0; k < exceptions; ++k)
       put_le(out, std::bit_cast<std::uint64_t>(values[at + positions[k]]), 8);
     // The choice is made on the first frame, so a block is encoded once: when Gorilla would
-    // clearly be smaller there (many digits and few repeats, or many exceptions), give up.
+    // clearly (1/8) be smaller there by its optimistic estimate (many digits and few repeats, or
+    // many exceptions), give up.
     if (!force && at == 0 && values.size() > frame_size &&
-        gorilla_bits_estimate(frame, n) < (out.size() - start) * 8) {
+        gorilla_bits_estimate(frame, n) * 8 < (out.size() - start) * 8 * 7) {
       out.resize(start);
       if (exception_count != nullptr) *exception_count = exceptions_before;
       return false;
