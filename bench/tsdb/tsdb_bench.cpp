@@ -77,9 +77,9 @@ const std::vector<dataset>& datasets() {
   return sets;
 }
 
-constexpr std::array<tsdb::codec_choice, 2> choices = {tsdb::codec_choice::automatic,
-                                                       tsdb::codec_choice::gorilla};
-constexpr std::array<const char*, 2> choice_names = {"automatic", "gorilla"};
+constexpr std::array<tsdb::codec_choice, 3> choices = {
+    tsdb::codec_choice::automatic, tsdb::codec_choice::gorilla, tsdb::codec_choice::chimp};
+constexpr std::array<const char*, 3> choice_names = {"automatic", "gorilla", "chimp128"};
 
 std::vector<keel::bytes> encode_all(const dataset& d, tsdb::codec_choice choice) {
   std::vector<keel::bytes> blocks;
@@ -134,7 +134,7 @@ void codec_decode(benchmark::State& state) {
 }
 
 void codec_args(benchmark::internal::Benchmark* b) {
-  for (std::int64_t c = 0; c < 2; ++c)
+  for (std::int64_t c = 0; c < 3; ++c)
     for (std::int64_t d = 0; d < 7; ++d) b->Args({c, d});
 }
 

@@ -37,7 +37,7 @@ constexpr component components[] = {
     {"net", "HTTP + WebSocket server, router, JSON, Prometheus /metrics", "ready"},
     {"ledger", "double-entry ledger with Merkle proofs", "ready"},
     {"events", "event sourcing on Postgres", "planned"},
-    {"tsdb", "compressed time series in Postgres: Gorilla + decimal codecs, rollups, LTTB", "ready"},
+    {"tsdb", "compressed time series in Postgres: decimal/Gorilla/Chimp128, rollups, LTTB", "ready"},
     {"ratelimit", "sliding-window rate limiting: in-process, Redis, Postgres", "ready"},
     {"jobs", "Postgres job queue with a web dashboard", "ready"},
     {"crdt", "CRDTs and a WebSocket sync server", "planned"},

@@ -189,46 +189,130 @@ std::array<std::uint32_t, 65> width_histogram(const std::uint64_t* items, std::s
   return h[0];
 }
 
+/// Packs m items at the width that minimizes packed bits plus patches, then the patches; the
+/// width (u8) and patch count (u16) go to the three bytes reserved at out[plan_at].
+void pack_patched(std::uint64_t* items, std::size_t m, bytes& out, std::size_t plan_at) {
+  const width_plan best = plan_width(width_histogram(items, m), m);
+  out[plan_at] = static_cast<std::uint8_t>(best.width);
+  out[plan_at + 1] = static_cast<std::uint8_t>(best.patches);
+  out[plan_at + 2] = static_cast<std::uint8_t>(best.patches >> 8);
+  if (best.patches == 0) {
+    pack(items, m, best.width, out);
+    return;
+  }
+  const std::uint64_t mask = mask_of(best.width);
+  std::array<std::uint16_t, frame_size> positions;
+  std::array<std::uint64_t, frame_size> whole;
+  std::size_t k = 0;
+  for (std::size_t i = 0; i < m; ++i) {
+    if ((items[i] & ~mask) != 0) {
+      positions[k] = static_cast<std::uint16_t>(i);
+      whole[k++] = items[i];
+      items[i] &= mask;
+    }
+  }
+  pack(items, m, best.width, out);
+  for (std::size_t j = 0; j < k; ++j) put_le(out, positions[j], 2);
+  for (std::size_t j = 0; j < k; ++j) put_le(out, whole[j], 8);
+}
+
+/// Mode 3 (repeat bitmap): u8 mode, i64 base (the minimum), u16 count c of runs, n bits (LSB
+/// first, ceil(n/8) bytes) with bit i set when item i differs from item i-1 (bit 0 always set),
+/// then the c run values minus base as a patched packing (u8 width, u16 patches, packed items,
+/// positions, whole items). Repeats cost one bit, as in Gorilla, and the rest pack at one width.
+void encode_repeat_frame(const std::uint64_t* u, std::size_t n, std::uint64_t base, bytes& out,
+                         std::uint64_t* items) {
+  out.push_back(3);
+  put_le(out, base, 8);
+  const std::size_t bitmap_at = out.size() + 2;
+  out.resize(bitmap_at + (n + 7) / 8, 0);
+  std::uint8_t* bitmap = out.data() + bitmap_at;
+  std::size_t c = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const bool fresh = i == 0 || u[i] != u[i - 1];
+    bitmap[i >> 3] = static_cast<std::uint8_t>(bitmap[i >> 3] | (static_cast<unsigned>(fresh) << (i & 7)));
+    items[c] = u[i] - base;
+    c += fresh ? 1 : 0;
+  }
+  out[bitmap_at - 2] = static_cast<std::uint8_t>(c);
+  out[bitmap_at - 1] = static_cast<std::uint8_t>(c >> 8);
+  const std::size_t plan_at = out.size();
+  out.resize(plan_at + 3);
+  pack_patched(items, c, out, plan_at);
+}
+
 KEEL_TSDB_MULTIVERSION
-void encode_int_frame(const std::int64_t* x, std::size_t n, bytes& out, std::uint64_t* items) {
+void encode_int_frame(const std::int64_t* x, std::size_t n, bytes& out, std::uint64_t* items,
+                      bool allow_repeats = false) {
   const auto* u = reinterpret_cast<const std::uint64_t*>(x);
   // Choose the transform by the total of item widths (a cheap, outlier-tolerant proxy for the
   // patched size), then plan the width and patches on that transform's histogram.
   // One pass for the minimum value and the minimum delta, one for the three costs.
-  std::uint64_t lo = u[0] ^ (std::uint64_t{1} << 63);  // biased: unsigned order equals signed order
+  // Both loops are written without branches or overflow builtins so that they vectorize.
+  constexpr std::uint64_t bias = std::uint64_t{1} << 63;  // biased: unsigned order equals signed order
+  std::uint64_t lo = u[0] ^ bias;
   std::int64_t dlo = std::numeric_limits<std::int64_t>::max();
-  bool overflow = false;
+  std::int64_t dhi = std::numeric_limits<std::int64_t>::min();
+  std::uint64_t overflow_bits = 0;  // sign bit set when some x[i] - x[i-1] overflowed
   for (std::size_t i = 1; i < n; ++i) {
-    lo = std::min(lo, u[i] ^ (std::uint64_t{1} << 63));
-    std::int64_t signed_d;
-    overflow |= __builtin_sub_overflow(x[i], x[i - 1], &signed_d);
-    dlo = std::min(dlo, signed_d);
+    const std::uint64_t d = u[i] - u[i - 1];
+    overflow_bits |= (u[i] ^ u[i - 1]) & (u[i] ^ d);
+    lo = std::min(lo, u[i] ^ bias);
+    dlo = std::min(dlo, static_cast<std::int64_t>(d));
+    dhi = std::max(dhi, static_cast<std::int64_t>(d));
   }
-  const std::uint64_t base = lo ^ (std::uint64_t{1} << 63);
+  const bool overflow = (overflow_bits >> 63) != 0;
+  const std::uint64_t base = lo ^ bias;
   const auto udlo = static_cast<std::uint64_t>(dlo);
+  if (n >= 2 && dlo == dhi && !overflow) {
+    // A regular grid (timestamps, mostly) is delta mode at width 0, a constant is reference
+    // mode at width 0: nothing to estimate or pack.
+    out.push_back(dlo == 0 ? 0 : 1);
+    out.push_back(0);
+    put_le(out, 0, 2);
+    put_le(out, u[0], 8);
+    if (dlo != 0) put_le(out, udlo, 8);
+    return;
+  }
   // Item widths estimated per group of 8 (the width of the group's OR, times 8): one bit scan per
   // group instead of three per item, and still tolerant of an outlier, which spoils only its group.
-  std::size_t cost_ref = 64;
+  std::size_t cost_ref = 64 + width_of(u[0] - base);
   std::size_t cost_zig = 64;
   std::size_t cost_delta = 128;
-  {
-    std::uint64_t or_ref = u[0] - base;
+  std::size_t repeats = 0;
+  for (std::size_t g = 1; g < n; g += 8) {
+    const std::size_t group = std::min<std::size_t>(8, n - g);
+    std::uint64_t or_ref = 0;
     std::uint64_t or_zig = 0;
     std::uint64_t or_delta = 0;
-    for (std::size_t i = 1; i < n; ++i) {
-      const std::uint64_t d = u[i] - u[i - 1];
-      or_ref |= u[i] - base;
-      or_zig |= zigzag(d);
-      or_delta |= d - udlo;
-      if ((i & 7) == 7 || i + 1 == n) {
-        const std::size_t group = (i & 7) + 1;
-        cost_ref += group * width_of(or_ref);
-        cost_zig += group * width_of(or_zig);
-        cost_delta += group * width_of(or_delta);
-        or_ref = or_zig = or_delta = 0;
+    if (group == 8) {
+      for (std::size_t i = g; i < g + 8; ++i) {
+        const std::uint64_t d = u[i] - u[i - 1];
+        repeats += d == 0 ? 1 : 0;
+        or_ref |= u[i] - base;
+        or_zig |= zigzag(d);
+        or_delta |= d - udlo;
+      }
+    } else {
+      for (std::size_t i = g; i < g + group; ++i) {
+        const std::uint64_t d = u[i] - u[i - 1];
+        repeats += d == 0 ? 1 : 0;
+        or_ref |= u[i] - base;
+        or_zig |= zigzag(d);
+        or_delta |= d - udlo;
       }
     }
-    if (n == 1) cost_ref += width_of(or_ref);
+    cost_ref += group * width_of(or_ref);
+    cost_zig += group * width_of(or_zig);
+    cost_delta += group * width_of(or_delta);
+  }
+  // A run's value costs about what a reference item costs; a repeat costs its bitmap bit.
+  if (allow_repeats && n >= 2 && repeats * 8 > n) {
+    const std::size_t cost_repeat = 96 + n + cost_ref * (n - repeats) / n;
+    if (cost_repeat < cost_ref && cost_repeat < cost_zig && (overflow || cost_repeat < cost_delta)) {
+      encode_repeat_frame(u, n, base, out, items);
+      return;
+    }
   }
   unsigned mode = 0;
   std::int64_t dmin = 0;
@@ -250,40 +334,76 @@ void encode_int_frame(const std::int64_t* x, std::size_t n, bytes& out, std::uin
     m = n - 1;
     for (std::size_t i = 1; i < n; ++i) items[i - 1] = zigzag(u[i] - u[i - 1]);
   }
-  const width_plan best = plan_width(width_histogram(items, m), m);
   out.push_back(static_cast<std::uint8_t>(mode));
-  out.push_back(static_cast<std::uint8_t>(best.width));
-  put_le(out, best.patches, 2);
+  // The layout keeps width and patches before the bases (format version 1).
+  const std::size_t plan_at = out.size();
+  out.resize(plan_at + 3);
   put_le(out, mode == 0 ? base : u[0], 8);
   if (mode == 1) put_le(out, static_cast<std::uint64_t>(dmin), 8);
-  if (best.patches == 0) {
-    pack(items, m, best.width, out);
-    return;
+  pack_patched(items, m, out, plan_at);
+}
+
+/// Reads a patched packing of m items (u8 width, u16 patches, packed items, positions, whole
+/// items) into items[0, m).
+result<void> unpack_patched(byte_cursor& in, std::size_t m, std::uint64_t* items) {
+  std::uint64_t width = 0;
+  std::uint64_t patches = 0;
+  if (!in.read(width, 1) || !in.read(patches, 2)) return errc::block_truncated;
+  if (width > 64 || patches > m) return errc::block_corrupt;
+  const auto w = static_cast<unsigned>(width);
+  const std::size_t length = (m * w + 7) / 8;
+  if (!in.has(length)) return errc::block_truncated;
+  unpack(in.data + in.at, length, m, w, items);
+  in.at += length;
+  if (!in.has(patches * 10)) return errc::block_truncated;
+  const std::uint8_t* positions = in.data + in.at;
+  const std::uint8_t* whole = positions + patches * 2;
+  for (std::size_t j = 0; j < patches; ++j) {
+    const auto position = static_cast<std::size_t>(get_le(positions + 2 * j, 2));
+    if (position >= m) return errc::block_corrupt;
+    items[position] = load_le64(whole + 8 * j);
   }
-  const std::uint64_t mask = mask_of(best.width);
-  std::array<std::uint16_t, frame_size> positions;
-  std::array<std::uint64_t, frame_size> whole;
-  std::size_t k = 0;
-  for (std::size_t i = 0; i < m; ++i) {
-    if ((items[i] & ~mask) != 0) {
-      positions[k] = static_cast<std::uint16_t>(i);
-      whole[k++] = items[i];
-      items[i] &= mask;
-    }
+  in.at += patches * 10;
+  return {};
+}
+
+/// Mode 3 after its mode byte (see encode_repeat_frame).
+KEEL_TSDB_MULTIVERSION
+result<void> decode_repeat_frame(byte_cursor& in, std::size_t n, std::int64_t* x, std::uint64_t* items) {
+  std::uint64_t base = 0;
+  std::uint64_t runs = 0;
+  if (!in.read(base, 8) || !in.read(runs, 2)) return errc::block_truncated;
+  const std::size_t bitmap_size = (n + 7) / 8;
+  if (!in.has(bitmap_size)) return errc::block_truncated;
+  const std::uint8_t* bitmap = in.data + in.at;
+  in.at += bitmap_size;
+  // The bitmap must start a run at item 0, set exactly `runs` bits and leave its padding clear:
+  // then the run index below stays inside [0, runs).
+  std::size_t set = 0;
+  for (std::size_t i = 0; i < bitmap_size; ++i) set += static_cast<std::size_t>(std::popcount(bitmap[i]));
+  if (runs == 0 || runs > n || (bitmap[0] & 1U) == 0 || set != runs) return errc::block_corrupt;
+  if ((n & 7) != 0 && (bitmap[bitmap_size - 1] >> (n & 7)) != 0) return errc::block_corrupt;
+  if (auto r = unpack_patched(in, runs, items); !r) return r;
+  auto* out = reinterpret_cast<std::uint64_t*>(x);
+  // Branch-free expansion: the run index advances by each item's bit.
+  std::size_t run = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    run += (static_cast<unsigned>(bitmap[i >> 3]) >> (i & 7)) & 1U;
+    out[i] = items[run - 1] + base;
   }
-  pack(items, m, best.width, out);
-  for (std::size_t j = 0; j < k; ++j) put_le(out, positions[j], 2);
-  for (std::size_t j = 0; j < k; ++j) put_le(out, whole[j], 8);
+  return {};
 }
 
 KEEL_TSDB_MULTIVERSION
-result<void> decode_int_frame(byte_cursor& in, std::size_t n, std::int64_t* x, std::uint64_t* items) {
+result<void> decode_int_frame(byte_cursor& in, std::size_t n, std::int64_t* x, std::uint64_t* items,
+                              bool allow_repeats = false) {
   std::uint64_t mode = 0;
+  if (!in.read(mode, 1)) return errc::block_truncated;
+  if (mode == 3 && allow_repeats) return decode_repeat_frame(in, n, x, items);
   std::uint64_t width = 0;
   std::uint64_t patches = 0;
   std::uint64_t base = 0;
-  if (!in.read(mode, 1) || !in.read(width, 1) || !in.read(patches, 2) || !in.read(base, 8))
-    return errc::block_truncated;
+  if (!in.read(width, 1) || !in.read(patches, 2) || !in.read(base, 8)) return errc::block_truncated;
   if (mode > 2 || width > 64) return errc::block_corrupt;
   if (mode != 0 && n < 2) return errc::block_corrupt;
   std::uint64_t dmin = 0;
@@ -381,6 +501,21 @@ int choose_exponent(std::span<const double> values, double& share) {
   }
   share = taken == 0 ? 1.0 : static_cast<double>(best) / static_cast<double>(taken);
   return best_e;
+}
+
+/// About the bits Gorilla spends on values[1, n): a repeat costs 1, another value 4 + its
+/// meaningful bits (Gorilla spends 2 + its window, or 13 + the bits for a new window). Branch-free
+/// and slightly optimistic, so the decimal codec, which decodes faster, keeps close calls.
+std::size_t gorilla_bits_estimate(const double* values, std::size_t n) noexcept {
+  std::size_t bits = 64;
+  for (std::size_t i = 1; i < n; ++i) {
+    const std::uint64_t x =
+        std::bit_cast<std::uint64_t>(values[i]) ^ std::bit_cast<std::uint64_t>(values[i - 1]);
+    const auto meaningful = static_cast<std::size_t>(64 - std::countl_zero(x | 1) -
+                                                     std::countr_zero(x | (std::uint64_t{1} << 63)));
+    bits += x == 0 ? 1 : 4 + meaningful;
+  }
+  return bits;
 }
 
 // ---- header ----------------------------------------------------------------------------------
@@ -569,6 +704,140 @@ result<void> gorilla_decode_values(bytes_view in, std::size_t count, double* out
   return {};
 }
 
+// ---- Chimp128 values -------------------------------------------------------------------------
+//
+// Chimp128 (Liakos et al., VLDB 2022): XOR with one of the previous 128 values, the one found
+// through a table of the latest position per low-14-bit pattern when its XOR has more than 13
+// trailing zeros, else the previous value. Codes: `00` + 7-bit slot (equal to that value); `01` +
+// slot + 3-bit leading-zero class + 6-bit length + the meaningful bits (many trailing zeros);
+// `10` + the low 64 − lead bits (same leading-zero class as before); `11` + 3-bit class + the low
+// 64 − lead bits. A slot is the position modulo 128, so encoder and decoder keep the same ring.
+
+namespace {
+
+constexpr unsigned chimp_ring = 128;
+constexpr unsigned chimp_threshold = 13;
+constexpr std::uint64_t chimp_key_mask = (std::uint64_t{1} << 14) - 1;
+constexpr std::array<unsigned, 8> chimp_leads = {0, 8, 12, 16, 18, 20, 22, 24};
+constexpr unsigned chimp_no_lead = 65;
+
+/// The leading-zero class of x: the largest class at most its leading zeros.
+inline unsigned chimp_lead_class(unsigned leading) noexcept {
+  unsigned c = 0;
+  for (unsigned k = 1; k < chimp_leads.size(); ++k)
+    if (chimp_leads[k] <= leading) c = k;
+  return c;
+}
+
+/// Appends values[0, n) as Chimp128 to `w`.
+void chimp_encode(const double* values, std::size_t n, bit_writer& w) {
+  if (n == 0) return;
+  std::array<std::uint64_t, chimp_ring> ring{};
+  std::vector<std::int64_t> latest(chimp_key_mask + 1, -1);  // position of the latest value per key
+  std::uint64_t bits = std::bit_cast<std::uint64_t>(values[0]);
+  w.write(bits, 64);
+  ring[0] = bits;
+  latest[bits & chimp_key_mask] = 0;
+  unsigned stored_lead = chimp_no_lead;
+  for (std::size_t i = 1; i < n; ++i) {
+    bits = std::bit_cast<std::uint64_t>(values[i]);
+    const std::uint64_t key = bits & chimp_key_mask;
+    std::size_t ref = i - 1;
+    std::uint64_t x = bits ^ ring[ref % chimp_ring];
+    if (const std::int64_t at = latest[key]; at >= 0 && i - static_cast<std::size_t>(at) <= chimp_ring) {
+      const std::uint64_t candidate = bits ^ ring[static_cast<std::size_t>(at) % chimp_ring];
+      if (static_cast<unsigned>(std::countr_zero(candidate)) > chimp_threshold) {
+        ref = static_cast<std::size_t>(at);
+        x = candidate;
+      }
+    }
+    const auto slot = static_cast<std::uint64_t>(ref % chimp_ring);
+    const auto trailing = static_cast<unsigned>(std::countr_zero(x));
+    if (x == 0) {
+      w.write(slot, 9);  // `00` + slot
+      stored_lead = chimp_no_lead;
+    } else if (trailing > chimp_threshold) {
+      const unsigned lead_class = chimp_lead_class(static_cast<unsigned>(std::countl_zero(x)));
+      const unsigned lead = chimp_leads[lead_class];
+      const unsigned meaningful = 64 - lead - trailing;
+      w.write((std::uint64_t{1} << 16) | (slot << 9) | (std::uint64_t{lead_class} << 6) | meaningful, 18);
+      w.write(x >> trailing, meaningful);
+      stored_lead = chimp_no_lead;
+    } else {
+      // ref is the previous value here: a candidate is only taken with many trailing zeros.
+      const unsigned lead_class = chimp_lead_class(static_cast<unsigned>(std::countl_zero(x)));
+      const unsigned lead = chimp_leads[lead_class];
+      if (lead == stored_lead) {
+        w.write(0b10, 2);
+      } else {
+        w.write((std::uint64_t{0b11} << 3) | lead_class, 5);
+        stored_lead = lead;
+      }
+      w.write(x, 64 - lead);
+    }
+    ring[i % chimp_ring] = bits;
+    latest[key] = static_cast<std::int64_t>(i);
+  }
+}
+
+}  // namespace
+
+void chimp_encode_values(std::span<const double> values, bytes& out) {
+  if (values.empty()) return;
+  bit_writer w(values.size() * 16 + 64);
+  chimp_encode(values.data(), values.size(), w);
+  const bytes done = w.finish();
+  out.insert(out.end(), done.begin(), done.end());
+}
+
+std::size_t chimp_bits(const double* values, std::size_t n) {
+  bit_writer w(n * 16 + 64);
+  chimp_encode(values, n, w);
+  return w.bit_count();
+}
+
+result<void> chimp_decode_values(bytes_view in, std::size_t count, double* out) {
+  if (count == 0) return in.empty() ? result<void>() : result<void>(errc::block_corrupt);
+  bit_reader r(in);
+  std::array<std::uint64_t, chimp_ring> ring{};
+  std::uint64_t bits = r.read(64);
+  ring[0] = bits;
+  out[0] = std::bit_cast<double>(bits);
+  unsigned stored_lead = chimp_no_lead;
+  for (std::size_t i = 1; i < count; ++i) {
+    const auto flag = r.read(2);
+    if (flag <= 1) {
+      const auto slot = static_cast<std::size_t>(r.read(7));
+      if (i <= chimp_ring && slot >= i) [[unlikely]]
+        return errc::block_corrupt;  // a slot not written yet
+      bits = ring[slot];
+      if (flag == 1) {
+        const auto fields = static_cast<unsigned>(r.read(9));
+        const unsigned lead = chimp_leads[fields >> 6];
+        const unsigned meaningful = fields & 63U;
+        if (meaningful == 0 || lead + meaningful > 64 - chimp_threshold - 1) [[unlikely]]
+          return errc::block_corrupt;
+        bits ^= r.read(meaningful) << (64 - lead - meaningful);
+      }
+      stored_lead = chimp_no_lead;
+    } else {
+      if (flag == 3) {
+        stored_lead = chimp_leads[r.read(3)];
+      } else if (stored_lead == chimp_no_lead) [[unlikely]] {
+        return errc::block_corrupt;
+      }
+      bits = ring[(i - 1) % chimp_ring] ^ r.read(64 - stored_lead);
+    }
+    if (r.overrun()) [[unlikely]]
+      return errc::block_truncated;
+    ring[i % chimp_ring] = bits;
+    out[i] = std::bit_cast<double>(bits);
+  }
+  if (r.overrun()) return errc::block_truncated;
+  if (r.remaining() >= 8) return errc::block_corrupt;
+  return {};
+}
+
 // ---- packed timestamps -----------------------------------------------------------------------
 
 void packed_encode_times(std::span<const std::int64_t> times, bytes& out) {
@@ -603,6 +872,8 @@ bool decimal_encode_values(std::span<const double> values, bytes& out, bool forc
   double share = 0;
   const int e = choose_exponent(values, share);
   if (!force && share < 0.5) return false;
+  const std::size_t start = out.size();
+  const std::size_t exceptions_before = exception_count != nullptr ? *exception_count : 0;
   const double power = powers_of_ten[static_cast<std::size_t>(e)];
   out.push_back(static_cast<std::uint8_t>(e));
   std::array<std::int64_t, frame_size> ints;
@@ -630,16 +901,25 @@ bool decimal_encode_values(std::span<const double> values, bytes& out, bool forc
     }
     if (exception_count != nullptr) *exception_count += exceptions;
     put_le(out, exceptions, 2);
-    encode_int_frame(ints.data(), n, out, scratch.data());
+    encode_int_frame(ints.data(), n, out, scratch.data(), true);
     for (std::size_t k = 0; k < exceptions; ++k) put_le(out, positions[k], 2);
     for (std::size_t k = 0; k < exceptions; ++k)
       put_le(out, std::bit_cast<std::uint64_t>(values[at + positions[k]]), 8);
+    // The choice is made on the first frame, so a block is encoded once: when Gorilla would
+    // clearly (1/8) be smaller there by its optimistic estimate (many digits and few repeats, or
+    // many exceptions), give up.
+    if (!force && at == 0 && values.size() > frame_size &&
+        gorilla_bits_estimate(frame, n) * 8 < (out.size() - start) * 8 * 7) {
+      out.resize(start);
+      if (exception_count != nullptr) *exception_count = exceptions_before;
+      return false;
+    }
   }
   return true;
 }
 
 KEEL_TSDB_MULTIVERSION
-result<void> decimal_decode_values(bytes_view in, std::size_t count, double* out) {
+result<void> decimal_decode_values(bytes_view in, std::size_t count, double* out, bool repeat_frames) {
   if (count == 0) return in.empty() ? result<void>() : result<void>(errc::block_corrupt);
   byte_cursor cursor{in.data(), in.size()};
   std::uint64_t e = 0;
@@ -653,7 +933,7 @@ result<void> decimal_decode_values(bytes_view in, std::size_t count, double* out
     std::uint64_t exceptions = 0;
     if (!cursor.read(exceptions, 2)) return errc::block_truncated;
     if (exceptions > n) return errc::block_corrupt;
-    if (auto r = decode_int_frame(cursor, n, ints.data(), scratch.data()); !r) return r;
+    if (auto r = decode_int_frame(cursor, n, ints.data(), scratch.data(), repeat_frames); !r) return r;
     double* frame = out + at;
     // int64 -> double by the magic-number trick (exact for |n| < 2^51, which the encoder
     // guarantees; corrupt input only yields wrong values, which the checksum already rules out):
@@ -711,7 +991,7 @@ result<bytes> encode_block(std::span<const std::int64_t> times, std::span<const 
   bytes payload;
   payload.reserve(times.size() * 2 + 64);
   time_codec tc = time_codec::packed;
-  value_codec vc = value_codec::decimal;
+  value_codec vc = value_codec::decimal_runs;
   if (options.codec == codec_choice::gorilla) {
     tc = time_codec::gorilla;
     codecs::gorilla_encode_times(times, payload);
@@ -724,19 +1004,22 @@ result<bytes> encode_block(std::span<const std::int64_t> times, std::span<const 
     codecs::gorilla_encode_values(values, payload);
   } else if (options.codec == codec_choice::decimal) {
     codecs::decimal_encode_values(values, payload, true);
-  } else if (std::size_t exceptions = 0;
-             !codecs::decimal_encode_values(values, payload, false, &exceptions)) {
-    vc = value_codec::gorilla;
-    codecs::gorilla_encode_values(values, payload);
-  } else if (exceptions * 8 > values.size() || payload.size() - time_size > values.size() * 4) {
-    // Many exceptions, or many digits (where Gorilla's one-bit repeats can win, as on nyc29):
-    // encode with Gorilla too and keep the smaller. This is what makes such blocks encode slower.
-    bytes alternative;
-    codecs::gorilla_encode_values(values, alternative);
-    if (alternative.size() < payload.size() - time_size) {
-      payload.resize(time_size);
-      payload.insert(payload.end(), alternative.begin(), alternative.end());
+  } else if (options.codec == codec_choice::chimp) {
+    vc = value_codec::chimp128;
+    codecs::chimp_encode_values(values, payload);
+  } else if (!codecs::decimal_encode_values(values, payload, false)) {
+    // Not decimal enough, or Gorilla estimated smaller on the first frame: Gorilla or Chimp128 by
+    // their sizes on the first frame (both encoded there), so the block is encoded once.
+    const std::size_t probe = std::min(values.size(), frame_size);
+    bytes gorilla_probe;
+    codecs::gorilla_encode_values(values.first(probe), gorilla_probe);
+    // Chimp128 decodes slower than Gorilla here, so it has to be clearly (1/8) smaller.
+    if (codecs::chimp_bits(values.data(), probe) * 8 < gorilla_probe.size() * 8 * 7) {
+      vc = value_codec::chimp128;
+      codecs::chimp_encode_values(values, payload);
+    } else {
       vc = value_codec::gorilla;
+      codecs::gorilla_encode_values(values, payload);
     }
   }
   const std::size_t value_size = payload.size() - time_size;
@@ -779,7 +1062,7 @@ result<block_info> read_block_info(bytes_view block) {
   block_info info;
   info.version = h[2];
   if (h[3] != 1 && h[3] != 2) return errc::unsupported_block;
-  if (h[4] != 1 && h[4] != 2) return errc::unsupported_block;
+  if (h[4] < 1 || h[4] > 4) return errc::unsupported_block;
   if ((h[5] & ~flag_zstd) != 0 || h[6] != 0 || h[7] != 0) return errc::unsupported_block;
   info.times = static_cast<time_codec>(h[3]);
   info.values = static_cast<value_codec>(h[4]);
@@ -826,9 +1109,19 @@ result<void> decode_block(bytes_view block, std::vector<std::int64_t>& times, st
                        ? codecs::gorilla_decode_times(time_bytes, count, times.data())
                        : codecs::packed_decode_times(time_bytes, count, times.data());
   if (r) {
-    r = info->values == value_codec::gorilla
-            ? codecs::gorilla_decode_values(value_bytes, count, values.data())
-            : codecs::decimal_decode_values(value_bytes, count, values.data());
+    switch (info->values) {
+      case value_codec::gorilla:
+        r = codecs::gorilla_decode_values(value_bytes, count, values.data());
+        break;
+      case value_codec::chimp128:
+        r = codecs::chimp_decode_values(value_bytes, count, values.data());
+        break;
+      case value_codec::decimal:
+      case value_codec::decimal_runs:
+        r = codecs::decimal_decode_values(value_bytes, count, values.data(),
+                                          info->values == value_codec::decimal_runs);
+        break;
+    }
   }
   if (!r) {
     times.clear();

@@ -2,11 +2,18 @@
 #include <keel/pg/transaction.hpp>
 #include <keel/tsdb/store.hpp>
 
+#include <zstd.h>
+
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
+#include <limits>
+#include <map>
 #include <numeric>
+#include <optional>
 #include <tuple>
+#include <utility>
 
 namespace keel::tsdb {
 namespace {
@@ -59,8 +66,38 @@ CREATE TABLE tsdb_retention (
 );
 )sql";
 
-constexpr std::array<pg::migration, 1> migrations = {
-    {{1, "series, blocks, rollups, retention", migration_1}}};
+// Rollups become append-only segments: one row per seal, series and resolution holding a format
+// byte and its buckets as 80-byte big-endian records (bucket, count, sum, sum_squares, min, max, first, last,
+// first_time, last_time), merged on read; `replaces` marks a segment whose buckets replace those
+// of older segments (a last_write_wins seal that overwrote stored points). The series row keeps
+// the newest sealed time, so seals can check it under the row's lock. Existing rollup rows move
+// into one segment per series and resolution.
+constexpr std::string_view migration_2 = R"sql(
+ALTER TABLE tsdb_series ADD COLUMN newest_time bigint;
+UPDATE tsdb_series s SET newest_time = (SELECT max(last_time) FROM tsdb_blocks b WHERE b.series_id = s.id);
+CREATE TABLE tsdb_rollup_segments (
+  id bigserial PRIMARY KEY,
+  series_id bigint NOT NULL REFERENCES tsdb_series (id) ON DELETE CASCADE,
+  resolution bigint NOT NULL,
+  first_bucket bigint NOT NULL,
+  last_bucket bigint NOT NULL,
+  replaces boolean NOT NULL,
+  data bytea NOT NULL
+);
+ALTER TABLE tsdb_rollup_segments ALTER COLUMN data SET STORAGE EXTERNAL;  -- compressed by the writer
+CREATE INDEX tsdb_rollup_segments_range ON tsdb_rollup_segments (series_id, resolution, first_bucket);
+INSERT INTO tsdb_rollup_segments (series_id, resolution, first_bucket, last_bucket, replaces, data)
+SELECT series_id, resolution, min(bucket), max(bucket), false, '\x00'::bytea ||
+       string_agg(int8send(bucket) || int8send(count) || float8send(sum) || float8send(sum_squares) ||
+                  float8send(min) || float8send(max) || float8send(first) || float8send(last) ||
+                  int8send(first_time) || int8send(last_time), ''::bytea ORDER BY bucket)
+FROM tsdb_rollups GROUP BY series_id, resolution;
+DROP TABLE tsdb_rollups;
+)sql";
+
+constexpr std::array<pg::migration, 2> all_migrations = {
+    {{1, "series, blocks, rollups, retention", migration_1},
+     {2, "rollup segments, newest sealed time per series", migration_2}}};
 
 /// metric{name="value",...} with quotes and backslashes escaped: one text per series identity.
 std::string series_key(std::string_view metric, const std::vector<label>& labels) {
@@ -85,9 +122,12 @@ struct head {
   std::vector<double> values;
 };
 
+constexpr std::int64_t no_time = std::numeric_limits<std::int64_t>::min();
+
 struct series_state {
   ordering policy = ordering::reject;
-  std::int64_t newest = std::numeric_limits<std::int64_t>::min();  ///< newest time stored or in the head
+  std::int64_t newest = no_time;         ///< newest time stored (as last seen) or in the head
+  std::int64_t sealed_newest = no_time;  ///< newest stored time as last seen
   head points;
 };
 
@@ -135,6 +175,7 @@ struct store::state {
   store_options options;
   std::unordered_map<std::string, std::int64_t> ids;
   std::map<std::int64_t, series_state> series;
+  std::vector<rejected_points> rejected;
 };
 
 store::store(std::unique_ptr<state> s) noexcept : state_(std::move(s)) {}
@@ -150,7 +191,11 @@ pg::connection& store::connection() noexcept {
 }
 
 result<pg::migration_report> store::migrate(pg::connection& c) {
-  return pg::migrate(c, "tsdb", migrations);
+  return pg::migrate(c, "tsdb", all_migrations);
+}
+
+std::span<const pg::migration> store::migrations() noexcept {
+  return all_migrations;
 }
 
 result<store> store::open(std::string_view conninfo, store_options options) {
@@ -161,7 +206,7 @@ result<store> store::open(std::string_view conninfo, store_options options) {
   std::sort(options.rollups.begin(), options.rollups.end());
   auto c = pg::connection::connect(conninfo);
   if (!c) return c.error();
-  return store(std::make_unique<state>(state{std::move(*c), std::move(options), {}, {}}));
+  return store(std::make_unique<state>(state{std::move(*c), std::move(options), {}, {}, {}}));
 }
 
 result<std::int64_t> store::series(std::string_view metric, std::vector<label> labels, ordering policy) {
@@ -189,9 +234,12 @@ result<std::int64_t> store::series(std::string_view metric, std::vector<label> l
   state_->ids.emplace(key, *id);
   auto& s = state_->series[*id];
   s.policy = static_cast<ordering>(*stored_policy);
-  auto newest = state_->conn.query("SELECT max(last_time) FROM tsdb_blocks WHERE series_id = $1", *id);
+  auto newest = state_->conn.query("SELECT newest_time FROM tsdb_series WHERE id = $1", *id);
   if (!newest) return newest.error();
-  if (auto v = (*newest)[0].get<std::optional<std::int64_t>>(0); v && *v) s.newest = std::max(s.newest, **v);
+  if (auto v = (*newest)[0].get<std::optional<std::int64_t>>(0); v && *v) {
+    s.newest = std::max(s.newest, **v);
+    s.sealed_newest = std::max(s.sealed_newest, **v);
+  }
   return *id;
 }
 
@@ -252,7 +300,8 @@ namespace {
 /// Blocks and rollup rows for a run of sorted points, cut by count and span.
 void seal_points(std::int64_t series, const std::vector<std::int64_t>& times,
                  const std::vector<double>& values, const store_options& options,
-                 std::vector<sealed_block>& blocks, std::vector<rollup_row>& rollups) {
+                 std::span<const std::int64_t> resolutions, std::vector<sealed_block>& blocks,
+                 std::vector<rollup_row>& rollups) {
   std::size_t at = 0;
   while (at < times.size()) {
     std::size_t end = at + 1;
@@ -267,7 +316,7 @@ void seal_points(std::int64_t series, const std::vector<std::int64_t>& times,
       ++b.value_count;
     }
     blocks.push_back(std::move(b));
-    for (const auto resolution : options.rollups) {
+    for (const auto resolution : resolutions) {
       bucket current;
       bool open = false;
       for (std::size_t i = 0; i < t.size(); ++i) {
@@ -328,48 +377,287 @@ result<void> copy_blocks(pg::connection& c, const std::vector<sealed_block>& blo
   return {};
 }
 
-result<void> write_sealed(pg::connection& c, const std::vector<sealed_block>& blocks,
-                          std::vector<rollup_row>& rollups) {
-  if (blocks.empty()) return {};
-  merge_rollups(rollups);
-  auto tx = pg::transaction::begin(c);
-  if (!tx) return tx.error();
-  if (auto copied = copy_blocks(c, blocks); !copied) return copied.error();
-  if (!rollups.empty()) {
-    if (auto r = c.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS tsdb_rollup_stage (LIKE tsdb_rollups) ON COMMIT DELETE ROWS");
+// ---- rollup segments ---------------------------------------------------------------------------
+
+constexpr std::size_t segment_record_size = 80;
+
+void put_be(bytes& out, std::uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<std::uint8_t>(v >> shift));
+}
+std::uint64_t get_be(const std::uint8_t* p) noexcept {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
+  return v;
+}
+
+void put_record(bytes& out, const bucket& b) {
+  put_be(out, static_cast<std::uint64_t>(b.start));
+  put_be(out, b.count);
+  for (const double d : {b.sum, b.sum_squares, b.min, b.max, b.first, b.last})
+    put_be(out, std::bit_cast<std::uint64_t>(d));
+  put_be(out, static_cast<std::uint64_t>(b.first_time));
+  put_be(out, static_cast<std::uint64_t>(b.last_time));
+}
+
+bucket get_record(const std::uint8_t* p) noexcept {
+  bucket b;
+  b.start = static_cast<std::int64_t>(get_be(p));
+  b.count = get_be(p + 8);
+  double* fields[] = {&b.sum, &b.sum_squares, &b.min, &b.max, &b.first, &b.last};
+  for (std::size_t i = 0; i < 6; ++i) *fields[i] = std::bit_cast<double>(get_be(p + 16 + 8 * i));
+  b.first_time = static_cast<std::int64_t>(get_be(p + 64));
+  b.last_time = static_cast<std::int64_t>(get_be(p + 72));
+  return b;
+}
+
+// A stored segment is one format byte and its records: 0 = the records as they are (what the
+// migration from version 1 writes), 1 = one zstd frame of them (what seals write: a day of
+// 1-minute buckets shrinks several times, and Postgres stores and logs that much less).
+constexpr std::size_t max_segment_bytes = std::size_t{1} << 31;
+
+bytes pack_segment(const bytes& records) {
+  bytes out(1 + ZSTD_compressBound(records.size()));
+  const std::size_t packed = ZSTD_compress(out.data() + 1, out.size() - 1, records.data(), records.size(), 1);
+  if (ZSTD_isError(packed) || packed >= records.size()) {
+    out.assign(1, 0);
+    out.insert(out.end(), records.begin(), records.end());
+    return out;
+  }
+  out[0] = 1;
+  out.resize(1 + packed);
+  return out;
+}
+
+result<bytes> segment_records(const bytes& stored) {
+  if (stored.empty() || stored[0] > 1) return errc::block_corrupt;
+  bytes records;
+  if (stored[0] == 0) {
+    records.assign(stored.begin() + 1, stored.end());
+  } else {
+    const unsigned long long declared = ZSTD_getFrameContentSize(stored.data() + 1, stored.size() - 1);
+    if (declared == ZSTD_CONTENTSIZE_ERROR || declared == ZSTD_CONTENTSIZE_UNKNOWN ||
+        declared > max_segment_bytes)
+      return errc::block_corrupt;
+    records.resize(static_cast<std::size_t>(declared));
+    const std::size_t got =
+        ZSTD_decompress(records.data(), records.size(), stored.data() + 1, stored.size() - 1);
+    if (ZSTD_isError(got) || got != records.size()) return errc::block_corrupt;
+  }
+  if (records.size() % segment_record_size != 0) return errc::block_corrupt;
+  return records;
+}
+
+struct segment {
+  std::int64_t series;
+  std::int64_t resolution;
+  bool replaces;
+  std::int64_t first_bucket;
+  std::int64_t last_bucket;
+  bytes data;
+};
+
+/// One segment per run of rows with the same series and resolution (rows sorted by key).
+void to_segments(const std::vector<rollup_row>& rows, bool replaces, std::vector<segment>& out) {
+  for (std::size_t i = 0; i < rows.size();) {
+    std::size_t j = i;
+    segment seg{rows[i].series, rows[i].resolution, replaces, rows[i].b.start, rows[i].b.start, {}};
+    seg.data.reserve(segment_record_size * 16);
+    for (; j < rows.size() && rows[j].series == seg.series && rows[j].resolution == seg.resolution; ++j) {
+      put_record(seg.data, rows[j].b);
+      seg.last_bucket = rows[j].b.start;
+    }
+    seg.data = pack_segment(seg.data);
+    out.push_back(std::move(seg));
+    i = j;
+  }
+}
+
+result<void> copy_segments(pg::connection& c, const std::vector<segment>& segments) {
+  if (segments.empty()) return {};
+  auto copy =
+      pg::copy_writer::start(c, "tsdb_rollup_segments",
+                             {"series_id", "resolution", "first_bucket", "last_bucket", "replaces", "data"});
+  if (!copy) return copy.error();
+  for (const auto& seg : segments) {
+    if (auto r = copy->write_row(seg.series, seg.resolution, seg.first_bucket, seg.last_bucket, seg.replaces,
+                                 bytes_view(seg.data));
         !r)
       return r.error();
-    auto copy = pg::copy_writer::start(c, "tsdb_rollup_stage",
-                                       {"series_id", "resolution", "bucket", "count", "sum", "sum_squares",
-                                        "min", "max", "first", "last", "first_time", "last_time"});
-    if (!copy) return copy.error();
-    for (const auto& r : rollups) {
-      const auto& b = r.b;
-      if (auto w = copy->write_row(r.series, r.resolution, b.start, static_cast<std::int64_t>(b.count), b.sum,
-                                   b.sum_squares, b.min, b.max, b.first, b.last, b.first_time, b.last_time);
-          !w)
-        return w.error();
-    }
-    if (auto f = copy->finish(); !f) return f.error();
-    // Merge into the stored rollups (rows are unique per key here, see merge_rollups).
-    auto merged = c.query(R"sql(
-INSERT INTO tsdb_rollups AS r
-SELECT series_id, resolution, bucket, count, sum, sum_squares, min, max, first, last, first_time, last_time
-FROM tsdb_rollup_stage ORDER BY series_id, resolution, bucket
-ON CONFLICT (series_id, resolution, bucket) DO UPDATE SET
-  count = r.count + EXCLUDED.count, sum = r.sum + EXCLUDED.sum, sum_squares = r.sum_squares + EXCLUDED.sum_squares,
-  min = least(r.min, EXCLUDED.min), max = greatest(r.max, EXCLUDED.max),
-  first = CASE WHEN EXCLUDED.first_time < r.first_time THEN EXCLUDED.first ELSE r.first END,
-  last = CASE WHEN EXCLUDED.last_time >= r.last_time THEN EXCLUDED.last ELSE r.last END,
-  first_time = least(r.first_time, EXCLUDED.first_time), last_time = greatest(r.last_time, EXCLUDED.last_time)
-)sql");
-    if (!merged) return merged.error();
   }
-  return tx->commit();
+  if (auto r = copy->finish(); !r) return r.error();
+  return {};
+}
+
+/// Every bucket of `resolution` that holds one of the sorted points, NaN-only ones included
+/// (count 0), so a replacing segment also empties a bucket whose values were all overwritten by NaN.
+void buckets_of(std::int64_t series, std::int64_t resolution, const std::vector<std::int64_t>& times,
+                const std::vector<double>& values, std::int64_t from, std::int64_t to,
+                std::vector<rollup_row>& out) {
+  const auto begin = std::lower_bound(times.begin(), times.end(), from) - times.begin();
+  const auto end = std::lower_bound(times.begin(), times.end(), to) - times.begin();
+  for (auto i = begin; i < end; ++i) {
+    const auto at = static_cast<std::size_t>(i);
+    const std::int64_t start = bucket_start(times[at], resolution);
+    if (out.empty() || out.back().series != series || out.back().resolution != resolution ||
+        out.back().b.start != start) {
+      out.push_back({series, resolution, bucket{}});
+      out.back().b.start = start;
+    }
+    out.back().b.add(times[at], values[at]);
+  }
+}
+
+/// Folds a series' rollup segments into one per resolution (inside the caller's transaction, with
+/// the series row locked): replacing segments apply in write order, so the fold is exact.
+result<void> fold_segments(pg::connection& c, std::int64_t series) {
+  auto rows = c.query(
+      "SELECT resolution, replaces, data FROM tsdb_rollup_segments WHERE series_id = $1 ORDER BY id", series);
+  if (!rows) return rows.error();
+  std::map<std::int64_t, std::map<std::int64_t, bucket>> by_resolution;
+  std::map<std::int64_t, std::size_t> segment_count;
+  for (const auto row : *rows) {
+    const auto resolution = row.get<std::int64_t>(0).value();
+    const bool replaces = row.get<bool>(1).value();
+    const auto records = segment_records(row.get<bytes>(2).value());
+    if (!records) return records.error();
+    const bytes& data = *records;
+    ++segment_count[resolution];
+    auto& buckets = by_resolution[resolution];
+    for (std::size_t at = 0; at < data.size(); at += segment_record_size) {
+      const bucket b = get_record(data.data() + at);
+      auto [it, fresh] = buckets.try_emplace(b.start, b);
+      if (fresh) continue;
+      if (replaces) {
+        it->second = b;
+      } else {
+        it->second.merge(b);
+      }
+    }
+  }
+  std::vector<rollup_row> folded;
+  for (const auto& [resolution, buckets] : by_resolution) {
+    if (segment_count[resolution] < 2) continue;
+    for (const auto& [start, b] : buckets)
+      if (b.count > 0) folded.push_back({series, resolution, b});
+    if (auto d = c.query("DELETE FROM tsdb_rollup_segments WHERE series_id = $1 AND resolution = $2", series,
+                         resolution);
+        !d)
+      return d.error();
+  }
+  std::vector<segment> segments;
+  to_segments(folded, false, segments);
+  return copy_segments(c, segments);
 }
 
 }  // namespace
+
+/// Seals the heads of `ids` in one transaction. Under the series rows' locks (taken in id order,
+/// so concurrent writers never deadlock) it checks each head against the newest time any writer
+/// sealed: a `reject` head with a point at or before it is refused whole (kept in
+/// state.rejected); a `last_write_wins` head that reaches back into stored time gets its rollup
+/// buckets recomputed from the stored points merged with it (a replacing segment); every other
+/// head adds its buckets as a delta segment.
+result<void> seal_heads(store::state& st, const std::vector<std::int64_t>& ids) {
+  std::vector<std::int64_t> sealing;
+  for (const auto id : ids) {
+    auto& s = st.series[id];
+    if (s.points.times.empty()) continue;
+    normalize(s.points.times, s.points.values, s.policy);
+    sealing.push_back(id);
+  }
+  if (sealing.empty()) return {};
+  std::sort(sealing.begin(), sealing.end());
+  auto tx = pg::transaction::begin(st.conn);
+  if (!tx) return tx.error();
+  auto locked = st.conn.query(
+      "SELECT id, newest_time FROM tsdb_series WHERE id = ANY($1) ORDER BY id FOR UPDATE", sealing);
+  if (!locked) return locked.error();
+  std::map<std::int64_t, std::int64_t> stored_newest;
+  for (const auto row : *locked) {
+    const auto newest = row.get<std::optional<std::int64_t>>(1).value();
+    stored_newest[row.get<std::int64_t>(0).value()] = newest ? *newest : no_time;
+  }
+  std::vector<sealed_block> blocks;
+  std::vector<rollup_row> deltas;
+  std::vector<rollup_row> replacements;
+  std::vector<std::pair<std::int64_t, errc>> refused;
+  std::vector<std::int64_t> written;
+  std::vector<std::int64_t> written_newest;
+  for (const auto id : sealing) {
+    auto& s = st.series[id];
+    const auto& h = s.points;
+    const std::int64_t newest = stored_newest.count(id) != 0 ? stored_newest[id] : no_time;
+    if (s.policy == ordering::reject && h.times.front() <= newest) {
+      refused.emplace_back(id, h.times.front() == newest ? errc::duplicate_timestamp : errc::out_of_order);
+      continue;
+    }
+    if (s.policy == ordering::last_write_wins && !st.options.rollups.empty() && h.times.front() <= newest) {
+      // Overwrites are possible: recompute the touched buckets of every resolution from the stored
+      // points and the head, merged by the policy (the head is the latest write).
+      std::int64_t from = h.times.front();
+      std::int64_t to = h.times.back() + 1;
+      for (const auto r : st.options.rollups) {
+        from = std::min(from, bucket_start(h.times.front(), r));
+        to = std::max(to, bucket_start(h.times.back(), r) + r);
+      }
+      auto rows = st.conn.query(
+          "SELECT data FROM tsdb_blocks WHERE series_id = $1 AND last_time >= $2 AND first_time < $3 ORDER "
+          "BY id",
+          id, from, to);
+      if (!rows) return rows.error();
+      std::vector<std::int64_t> all_t;
+      std::vector<double> all_v;
+      std::vector<std::int64_t> t;
+      std::vector<double> v;
+      for (const auto row : *rows) {
+        if (auto d = decode_block(row.get<bytes>(0).value(), t, v); !d) return d.error();
+        all_t.insert(all_t.end(), t.begin(), t.end());
+        all_v.insert(all_v.end(), v.begin(), v.end());
+      }
+      all_t.insert(all_t.end(), h.times.begin(), h.times.end());
+      all_v.insert(all_v.end(), h.values.begin(), h.values.end());
+      normalize(all_t, all_v, ordering::last_write_wins);
+      for (const auto r : st.options.rollups)
+        buckets_of(id, r, all_t, all_v, bucket_start(h.times.front(), r), bucket_start(h.times.back(), r) + r,
+                   replacements);
+      seal_points(id, h.times, h.values, st.options, {}, blocks, deltas);
+    } else {
+      seal_points(id, h.times, h.values, st.options, st.options.rollups, blocks, deltas);
+    }
+    written.push_back(id);
+    written_newest.push_back(h.times.back());
+  }
+  merge_rollups(deltas);
+  std::vector<segment> segments;
+  to_segments(deltas, false, segments);
+  to_segments(replacements, true, segments);
+  if (!blocks.empty()) {
+    if (auto copied = copy_blocks(st.conn, blocks); !copied) return copied.error();
+    if (auto copied = copy_segments(st.conn, segments); !copied) return copied.error();
+    auto updated = st.conn.query(
+        "UPDATE tsdb_series s SET newest_time = greatest(s.newest_time, v.newest) "
+        "FROM unnest($1::int8[], $2::int8[]) AS v(id, newest) WHERE s.id = v.id",
+        written, written_newest);
+    if (!updated) return updated.error();
+  }
+  if (auto c = tx->commit(); !c) return c.error();
+  // Committed: only now do the heads change, so a failed transaction loses nothing.
+  for (std::size_t i = 0; i < written.size(); ++i) {
+    auto& s = st.series[written[i]];
+    s.sealed_newest = std::max(s.sealed_newest, written_newest[i]);
+    s.points = {};
+  }
+  for (const auto& [id, reason] : refused) {
+    auto& s = st.series[id];
+    const std::int64_t newest = stored_newest[id];
+    st.rejected.push_back({id, reason, std::move(s.points.times), std::move(s.points.values)});
+    s.points = {};
+    s.sealed_newest = std::max(s.sealed_newest, newest);
+    s.newest = s.sealed_newest;
+  }
+  if (!refused.empty()) return refused.front().second;
+  return {};
+}
 
 result<void> store::append(std::int64_t id, std::span<const std::int64_t> times,
                            std::span<const double> values) {
@@ -406,27 +694,20 @@ result<void> store::append(std::int64_t id, std::span<const std::int64_t> times,
   const auto& h = s.points;
   if (h.times.size() >= state_->options.seal_count ||
       (!h.times.empty() && h.times.back() - h.times.front() >= state_->options.seal_span)) {
-    std::vector<sealed_block> blocks;
-    std::vector<rollup_row> rollups;
-    normalize(s.points.times, s.points.values, s.policy);
-    seal_points(id, s.points.times, s.points.values, state_->options, blocks, rollups);
-    if (auto r = write_sealed(state_->conn, blocks, rollups); !r) return r;
-    s.points = {};
+    return seal_heads(*state_, {id});
   }
   return {};
 }
 
 result<void> store::flush() {
-  std::vector<sealed_block> blocks;
-  std::vector<rollup_row> rollups;
-  for (auto& [id, s] : state_->series) {
-    if (s.points.times.empty()) continue;
-    normalize(s.points.times, s.points.values, s.policy);
-    seal_points(id, s.points.times, s.points.values, state_->options, blocks, rollups);
-  }
-  if (auto r = write_sealed(state_->conn, blocks, rollups); !r) return r;
-  for (auto& [id, s] : state_->series) s.points = {};
-  return {};
+  std::vector<std::int64_t> ids;
+  for (const auto& [id, s] : state_->series)
+    if (!s.points.times.empty()) ids.push_back(id);
+  return seal_heads(*state_, ids);
+}
+
+std::vector<rejected_points> store::take_rejected() {
+  return std::exchange(state_->rejected, {});
 }
 
 // ---- reading ---------------------------------------------------------------------------------
@@ -560,10 +841,11 @@ result<std::vector<bucket>> store::aggregate(std::int64_t series, std::int64_t f
   query_plan local;
   query_plan& used = plan != nullptr ? *plan : local;
   used = {};
-  auto p = state_->conn.query("SELECT policy FROM tsdb_series WHERE id = $1", series);
+  auto p = state_->conn.query("SELECT policy, newest_time FROM tsdb_series WHERE id = $1", series);
   if (!p) return p.error();
   if (p->empty()) return errc::unknown_series;
   const auto policy = static_cast<ordering>((*p)[0].get<std::int16_t>(0).value());
+  const auto stored_newest = (*p)[0].get<std::optional<std::int64_t>>(1).value();
   std::vector<bucket> out = tsdb::aggregate({}, {}, from, to, width, percentiles);
   const std::int64_t first = out.empty() ? from : out.front().start;
   auto slot = [&](std::int64_t t) -> bucket& { return out[static_cast<std::size_t>((t - first) / width)]; };
@@ -572,19 +854,33 @@ result<std::vector<bucket>> store::aggregate(std::int64_t series, std::int64_t f
   if (auto it = state_->series.find(series); it != state_->series.end()) h = &it->second.points;
   auto add_head = [&] {
     if (h == nullptr) return;
-    for (std::size_t i = 0; i < h->times.size(); ++i)
-      if (h->times[i] >= from && h->times[i] < to) slot(h->times[i]).add(h->times[i], h->values[i]);
+    std::vector<std::int64_t> t;
+    std::vector<double> v;
+    for (std::size_t i = 0; i < h->times.size(); ++i) {
+      if (h->times[i] >= from && h->times[i] < to) {
+        t.push_back(h->times[i]);
+        v.push_back(h->values[i]);
+      }
+    }
+    normalize(t, v, policy);  // under last_write_wins the head may rewrite its own points
+    for (std::size_t i = 0; i < t.size(); ++i) slot(t[i]).add(t[i], v[i]);
   };
 
-  // Rollups: exact when every bucket and the range boundaries are whole rollup buckets. With
-  // last_write_wins a rewrite of an already sealed point would be counted twice, so not then.
+  // Rollups: exact when every bucket and the range boundaries are whole rollup buckets. Under
+  // last_write_wins they are exact for what is sealed (seals that overwrite recompute their
+  // buckets), but a head point at or before the newest sealed time may overwrite a sealed one and
+  // would count twice: then the scan below merges instead.
   std::int64_t resolution = 0;
-  if (!percentiles && policy != ordering::last_write_wins) {
+  if (!percentiles) {
     for (const auto r : state_->options.rollups)
       if (width % r == 0 && bucket_start(from, r) == from && bucket_start(to, r) == to) resolution = r;
   }
+  if (resolution != 0 && policy == ordering::last_write_wins && h != nullptr && stored_newest &&
+      std::any_of(h->times.begin(), h->times.end(), [&](std::int64_t t) { return t <= *stored_newest; }))
+    resolution = 0;
+  if (resolution != 0 && (to - from) / resolution > 10'000'000) resolution = 0;
   if (resolution != 0 && state_->options.points_per_rollup_row != 0) {
-    // Exact is not enough: a rollup row costs far more to fetch than a point costs to decode, so
+    // Exact is not enough: a rollup bucket costs more to fetch than a point costs to decode, so
     // a rollup only a few times coarser than the data is slower than the blocks.
     auto stored = state_->conn.query(
         "SELECT coalesce(sum(count), 0)::int8 FROM tsdb_blocks WHERE series_id = $1 AND last_time >= $2 AND "
@@ -598,26 +894,33 @@ result<std::vector<bucket>> store::aggregate(std::int64_t series, std::int64_t f
   }
   if (resolution != 0) {
     auto rows = state_->conn.query(
-        "SELECT bucket, count, sum, sum_squares, min, max, first, last, first_time, last_time FROM "
-        "tsdb_rollups "
-        "WHERE series_id = $1 AND resolution = $2 AND bucket >= $3 AND bucket < $4 ORDER BY bucket",
+        "SELECT replaces, data FROM tsdb_rollup_segments WHERE series_id = $1 AND resolution = $2 AND "
+        "last_bucket >= $3 AND first_bucket < $4 ORDER BY id",
         series, resolution, from, to);
     if (!rows) return rows.error();
+    // Segments in write order: deltas merge, replacing segments reset their buckets.
+    std::vector<bucket> merged(static_cast<std::size_t>((to - from) / resolution));
+    for (std::size_t i = 0; i < merged.size(); ++i)
+      merged[i].start = from + static_cast<std::int64_t>(i) * resolution;
     for (const auto row : *rows) {
-      bucket b;
-      b.start = row.get<std::int64_t>(0).value();
-      b.count = static_cast<std::uint64_t>(row.get<std::int64_t>(1).value());
-      b.sum = row.get<double>(2).value();
-      b.sum_squares = row.get<double>(3).value();
-      b.min = row.get<double>(4).value();
-      b.max = row.get<double>(5).value();
-      b.first = row.get<double>(6).value();
-      b.last = row.get<double>(7).value();
-      b.first_time = row.get<std::int64_t>(8).value();
-      b.last_time = row.get<std::int64_t>(9).value();
-      slot(b.start).merge(b);
-      ++used.rollup_rows;
+      const bool replaces = row.get<bool>(0).value();
+      const auto records = segment_records(row.get<bytes>(1).value());
+      if (!records) return records.error();
+      const bytes& data = *records;
+      for (std::size_t at = 0; at < data.size(); at += segment_record_size) {
+        bucket b = get_record(data.data() + at);
+        if (b.start < from || b.start >= to || bucket_start(b.start, resolution) != b.start) continue;
+        auto& into = merged[static_cast<std::size_t>((b.start - from) / resolution)];
+        if (replaces) {
+          into = b;
+        } else {
+          into.merge(b);
+        }
+        ++used.rollup_rows;
+      }
     }
+    for (const auto& b : merged)
+      if (b.count > 0) slot(b.start).merge(b);
     used.rollup = resolution;
     add_head();
     return out;
@@ -701,11 +1004,41 @@ result<std::uint64_t> store::apply_retention(std::int64_t now) {
       "WHERE b.series_id = s.id AND s.metric = r.metric AND b.last_time < $1 - r.max_age",
       now);
   if (!blocks) return blocks.error();
+  // Whole rollup segments past the cutoff go; a segment straddling it is rewritten without the
+  // buckets that end before it.
   auto rollups = tx->query(
-      "DELETE FROM tsdb_rollups u USING tsdb_series s, tsdb_retention r "
-      "WHERE u.series_id = s.id AND s.metric = r.metric AND u.bucket + u.resolution <= $1 - r.max_age",
+      "DELETE FROM tsdb_rollup_segments u USING tsdb_series s, tsdb_retention r "
+      "WHERE u.series_id = s.id AND s.metric = r.metric AND u.last_bucket + u.resolution <= $1 - r.max_age",
       now);
   if (!rollups) return rollups.error();
+  auto straddling = tx->query(
+      "SELECT u.id, u.resolution, $1 - r.max_age, u.data FROM tsdb_rollup_segments u, tsdb_series s, "
+      "tsdb_retention r WHERE u.series_id = s.id AND s.metric = r.metric AND "
+      "u.first_bucket + u.resolution <= $1 - r.max_age FOR UPDATE OF u",
+      now);
+  if (!straddling) return straddling.error();
+  for (const auto row : *straddling) {
+    const auto resolution = row.get<std::int64_t>(1).value();
+    const auto cutoff = row.get<std::int64_t>(2).value();
+    const auto records = segment_records(row.get<bytes>(3).value());
+    if (!records) return records.error();
+    const bytes& data = *records;
+    bytes kept;
+    std::int64_t first_bucket = std::numeric_limits<std::int64_t>::max();
+    for (std::size_t at = 0; at < data.size(); at += segment_record_size) {
+      const bucket b = get_record(data.data() + at);
+      if (b.start + resolution <= cutoff) continue;
+      first_bucket = std::min(first_bucket, b.start);
+      kept.insert(kept.end(), data.begin() + static_cast<std::ptrdiff_t>(at),
+                  data.begin() + static_cast<std::ptrdiff_t>(at + segment_record_size));
+    }
+    auto r =
+        kept.empty()
+            ? tx->query("DELETE FROM tsdb_rollup_segments WHERE id = $1", row.get<std::int64_t>(0).value())
+            : tx->query("UPDATE tsdb_rollup_segments SET data = $2, first_bucket = $3 WHERE id = $1",
+                        row.get<std::int64_t>(0).value(), bytes_view(kept), first_bucket);
+    if (!r) return r.error();
+  }
   if (auto c = tx->commit(); !c) return c.error();
   return blocks->affected();
 }
@@ -717,12 +1050,53 @@ result<std::uint64_t> store::compact(std::int64_t series, std::size_t below, std
   const auto policy = static_cast<ordering>((*p)[0].get<std::int16_t>(0).value());
   auto tx = pg::transaction::begin(state_->conn);
   if (!tx) return tx.error();
+  // The series row first (as seals take it), so no seal adds segments while they are folded;
+  // then blocks, then segments, the order retention takes them in.
+  if (auto lock = tx->query("SELECT id FROM tsdb_series WHERE id = $1 FOR UPDATE", series); !lock)
+    return lock.error();
+  // Under last_write_wins the rewritten block is newer than every other, so a small block that
+  // overlaps a block left out would win against a later write there: leave such blocks (and, in
+  // turn, the small ones overlapping them) as they are.
+  std::vector<std::int64_t> chosen;
+  if (policy == ordering::last_write_wins) {
+    auto all = tx->query("SELECT id, first_time, last_time, count < $2 FROM tsdb_blocks WHERE series_id = $1",
+                         series, static_cast<std::int64_t>(below));
+    if (!all) return all.error();
+    struct span_of {
+      std::int64_t id, first, last;
+      bool in;
+    };
+    std::vector<span_of> spans;
+    for (const auto row : *all)
+      spans.push_back({row.get<std::int64_t>(0).value(), row.get<std::int64_t>(1).value(),
+                       row.get<std::int64_t>(2).value(), row.get<bool>(3).value()});
+    for (bool changed = true; changed;) {
+      changed = false;
+      for (auto& a : spans) {
+        if (!a.in) continue;
+        for (const auto& b : spans) {
+          if (!b.in && b.first <= a.last && b.last >= a.first) {
+            a.in = false;
+            changed = true;
+            break;
+          }
+        }
+      }
+    }
+    for (const auto& a : spans)
+      if (a.in) chosen.push_back(a.id);
+  }
   // Locked, so two compactions (or a retention run) never both rewrite the same blocks.
-  auto rows =
-      tx->query("SELECT id, data FROM tsdb_blocks WHERE series_id = $1 AND count < $2 ORDER BY id FOR UPDATE",
-                series, static_cast<std::int64_t>(below));
+  auto rows = tx->query(
+      "SELECT id, data FROM tsdb_blocks WHERE series_id = $1 AND count < $2 AND (NOT $3 OR id = ANY($4)) "
+      "ORDER BY id FOR UPDATE",
+      series, static_cast<std::int64_t>(below), policy == ordering::last_write_wins, chosen);
   if (!rows) return rows.error();
-  if (rows->size() < 2) return std::uint64_t{0};
+  if (rows->size() < 2) {
+    if (auto folded = fold_segments(state_->conn, series); !folded) return folded.error();
+    if (auto c = tx->commit(); !c) return c.error();
+    return std::uint64_t{0};
+  }
   std::vector<std::int64_t> all_t;
   std::vector<double> all_v;
   std::vector<std::int64_t> ids;
@@ -743,8 +1117,9 @@ result<std::uint64_t> store::compact(std::int64_t series, std::size_t below, std
   store_options options = state_->options;
   options.rollups.clear();
   options.seal_count = std::clamp<std::size_t>(target, 1, (1U << 24) - 1);
-  seal_points(series, all_t, all_v, options, blocks, no_rollups);
+  seal_points(series, all_t, all_v, options, {}, blocks, no_rollups);
   if (auto copied = copy_blocks(state_->conn, blocks); !copied) return copied.error();
+  if (auto folded = fold_segments(state_->conn, series); !folded) return folded.error();
   if (auto c = tx->commit(); !c) return c.error();
   return static_cast<std::uint64_t>(ids.size() - blocks.size());
 }

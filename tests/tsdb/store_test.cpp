@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <thread>
 
 #include <support/pg.hpp>
@@ -283,11 +284,13 @@ TEST_SUITE("pg") {
     // Whole blocks only: what remains starts at a block boundary at most one block before the cutoff.
     CHECK(rest.times.back() == p.times.back());
     CHECK(rest.times.front() <= now - 200'000 + 100 * 1000 * 30);
-    auto stale =
-        s.connection()
-            .query("SELECT count(*) FROM tsdb_rollups WHERE series_id = $1 AND bucket + resolution <= $2",
-                   old_metric, now - 200'000)
-            .value();
+    // Whole segments before the cutoff are gone, straddling ones rewritten to start after it.
+    auto stale = s.connection()
+                     .query(
+                         "SELECT count(*) FROM tsdb_rollup_segments WHERE series_id = $1 AND "
+                         "first_bucket + resolution <= $2",
+                         old_metric, now - 200'000)
+                     .value();
     CHECK(stale.value<std::int64_t>().value() == 0);
     CHECK(read_all(s, kept, 0, now + 1).times == p.times);
 
@@ -335,6 +338,172 @@ TEST_SUITE("pg") {
     const auto buckets = s.aggregate(shared, 0, 20'000 + 60'000 - 20'000, 60'000).value();
     CHECK(buckets[0].count == 2000 * writers);  // from the rollup, merged by all three writers
     CHECK(s.select("own").value().size() == writers);
+  }
+
+  TEST_CASE("rollups stay exact under last_write_wins with random overwrites, and compaction folds them") {
+    keel::test::scratch_schema schema;
+    auto s =
+        open_store(schema, {.seal_count = 300, .rollups = {60'000, 3'600'000}, .points_per_rollup_row = 0});
+    const auto id = s.series("lww", {}, tsdb::ordering::last_write_wins).value();
+    constexpr std::int64_t span = 6 * 3'600'000;
+    std::map<std::int64_t, double> reference;  // the last write per timestamp
+    auto check = [&](bool expect_rollup) {
+      std::vector<std::int64_t> times;
+      std::vector<double> values;
+      for (const auto& [t, v] : reference) {
+        times.push_back(t);
+        values.push_back(v);
+      }
+      for (const std::int64_t width : {60'000LL, 300'000LL, 3'600'000LL, 2 * 3'600'000LL}) {
+        CAPTURE(width);
+        tsdb::query_plan plan;
+        const auto got = s.aggregate(id, 0, span, width, false, &plan).value();
+        CHECK((plan.rollup != 0) == expect_rollup);
+        check_buckets_equal(got, tsdb::aggregate(times, values, 0, span, width));
+      }
+      CHECK(read_all(s, id, 0, span).times == times);
+    };
+    for (int round = 0; round < 25; ++round) {
+      std::vector<std::int64_t> times;
+      std::vector<double> values;
+      const auto n = uniform(1, 400);
+      for (int i = 0; i < n; ++i) {
+        // Mostly new times late in the range, often rewrites of old ones, sometimes NaN.
+        const std::int64_t t = uniform<std::int64_t>(0, span / 10'000 - 1) * 10'000;
+        times.push_back(t);
+        values.push_back(uniform(0, 30) == 0 ? std::nan("")
+                                             : static_cast<double>(uniform(-5000, 5000)) / 10.0);
+      }
+      REQUIRE(s.append(id, times, values));
+      for (std::size_t i = 0; i < times.size(); ++i) reference[times[i]] = values[i];
+      if (round % 3 == 2) {
+        REQUIRE(s.flush());
+        check(true);
+      }
+    }
+    REQUIRE(s.flush());
+    check(true);
+    // A head rewriting sealed points: the rollups would count both, so the query merges instead.
+    const std::vector<std::int64_t> rewrite{10'000, 20'000};
+    const std::vector<double> rewritten{1.5, 2.5};
+    REQUIRE(s.append(id, rewrite, rewritten));
+    reference[10'000] = 1.5;
+    reference[20'000] = 2.5;
+    check(false);
+    REQUIRE(s.flush());
+    check(true);
+    // A small block overwritten by a later big one keeps losing after compaction.
+    {
+      auto small = open_store(schema, {.seal_count = 5000, .rollups = {}});
+      const auto order = small.series("lww_compact", {}, tsdb::ordering::last_write_wins).value();
+      REQUIRE(small.append(order, std::vector<std::int64_t>{1, 2}, std::vector<double>{1, 1}));
+      REQUIRE(small.flush());
+      std::vector<std::int64_t> big_t;
+      std::vector<double> big_v;
+      for (std::int64_t t = 2; t < 2000; ++t) {
+        big_t.push_back(t);
+        big_v.push_back(2);
+      }
+      REQUIRE(small.append(order, big_t, big_v));
+      REQUIRE(small.flush());
+      REQUIRE(small.append(order, std::vector<std::int64_t>{5000}, std::vector<double>{3}));
+      REQUIRE(small.flush());
+      CHECK(small.compact(order, 100).value() == 0);  // {1, 2} overlaps the big block: left alone
+      CHECK(read_all(small, order, 0, 3).values == std::vector<double>{1, 2});
+    }
+    // Compaction folds the segments into one per resolution; the answers do not change.
+    (void)s.compact(id, 100'000).value();
+    auto segments =
+        s.connection().query("SELECT count(*) FROM tsdb_rollup_segments WHERE series_id = $1", id).value();
+    CHECK(segments.value<std::int64_t>().value() == 2);
+    check(true);
+    // A head after every sealed point that rewrites itself: the rollups answer, each time once.
+    const auto fresh = s.series("lww_fresh", {}, tsdb::ordering::last_write_wins).value();
+    REQUIRE(s.append(fresh, std::vector<std::int64_t>{0, 10'000}, std::vector<double>{1, 2}));
+    REQUIRE(s.flush());
+    REQUIRE(s.append(fresh, std::vector<std::int64_t>{70'000, 70'000, 80'000}, std::vector<double>{5, 6, 7}));
+    tsdb::query_plan plan;
+    const auto got = s.aggregate(fresh, 0, 120'000, 60'000, false, &plan).value();
+    CHECK(plan.rollup == 60'000);
+    check_buckets_equal(got, tsdb::aggregate(std::vector<std::int64_t>{0, 10'000, 70'000, 80'000},
+                                             std::vector<double>{1, 2, 6, 7}, 0, 120'000, 60'000));
+  }
+
+  TEST_CASE("reject holds across processes: a seal behind another writer's is refused, nothing lost") {
+    keel::test::scratch_schema schema;
+    auto a = open_store(schema);
+    auto b = tsdb::store::open(schema.conninfo).value();
+    const auto id = a.series("strict", {}, tsdb::ordering::reject).value();
+    REQUIRE(b.series("strict", {}, tsdb::ordering::reject).value() == id);
+    // Both opened the series empty; each appends what looks in order to it.
+    const std::vector<std::int64_t> a_times{100, 200, 300};
+    const std::vector<double> a_values{1, 2, 3};
+    const std::vector<std::int64_t> b_times{150, 250};
+    const std::vector<double> b_values{7, 8};
+    REQUIRE(a.append(id, a_times, a_values));
+    REQUIRE(b.append(id, b_times, b_values));
+    REQUIRE(a.flush());
+    CHECK(b.flush().error() == tsdb::errc::out_of_order);
+    auto refused = b.take_rejected();
+    REQUIRE(refused.size() == 1);
+    CHECK(refused[0].series == id);
+    CHECK(refused[0].reason == tsdb::errc::out_of_order);
+    CHECK(refused[0].times == b_times);
+    CHECK(refused[0].values == b_values);
+    CHECK(b.take_rejected().empty());
+    CHECK(read_all(b, id, 0, 1000).times == a_times);  // only a's points were stored
+    // b now knows the newest sealed time: its next batch is checked against it up front.
+    CHECK(b.append(id, std::vector<std::int64_t>{300}, std::vector<double>{9}).error() ==
+          tsdb::errc::duplicate_timestamp);
+    CHECK(b.take_rejected().empty());
+    REQUIRE(b.append(id, std::vector<std::int64_t>{400}, std::vector<double>{4}));
+    REQUIRE(b.flush());
+    // A head that starts exactly at the stored newest time is a duplicate.
+    REQUIRE(a.append(id, std::vector<std::int64_t>{400, 500}, std::vector<double>{5, 6}));
+    CHECK(a.flush().error() == tsdb::errc::duplicate_timestamp);
+    CHECK(a.take_rejected().at(0).times == std::vector<std::int64_t>{400, 500});
+    CHECK(read_all(a, id, 0, 1000).times == std::vector<std::int64_t>{100, 200, 300, 400});
+    // Other series in the same flush are written.
+    const auto other = a.series("other").value();
+    REQUIRE(a.append(id, std::vector<std::int64_t>{350}, std::vector<double>{1}).error() ==
+            tsdb::errc::out_of_order);  // a knows 400 now
+    REQUIRE(b.append(id, std::vector<std::int64_t>{600}, std::vector<double>{1}));
+    REQUIRE(a.append(id, std::vector<std::int64_t>{550}, std::vector<double>{1}));
+    REQUIRE(a.append(other, std::vector<std::int64_t>{1}, std::vector<double>{1}));
+    REQUIRE(b.flush());
+    CHECK(a.flush().error() == tsdb::errc::out_of_order);
+    CHECK(read_all(a, other, 0, 10).times.size() == 1);
+    CHECK(a.take_rejected().at(0).times == std::vector<std::int64_t>{550});
+  }
+
+  TEST_CASE("a database migrated from version 1 keeps its rollups and newest times") {
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    // Version 1 as it was: apply only the first migration, then write rows by hand.
+    REQUIRE(keel::pg::migrate(c, "tsdb", tsdb::store::migrations().first(1)));
+    REQUIRE(
+        c.query("INSERT INTO tsdb_series (key, metric, label_names, label_values) VALUES ('old{}', 'old', "
+                "'{}', '{}')"));
+    const auto id = c.query("SELECT id FROM tsdb_series").value().value<std::int64_t>().value();
+    std::vector<std::int64_t> times{0, 10'000, 70'000};
+    std::vector<double> values{1, 2, 4};
+    const auto block = tsdb::encode_block(times, values).value();
+    REQUIRE(c.query(
+        "INSERT INTO tsdb_blocks (series_id, first_time, last_time, count, value_count, min, max, sum, "
+        "sum_squares, first, last, data) VALUES ($1, 0, 70000, 3, 3, 1, 4, 7, 21, 1, 4, $2)",
+        id, keel::bytes_view(block)));
+    REQUIRE(
+        c.query("INSERT INTO tsdb_rollups VALUES ($1, 60000, 0, 2, 3, 5, 1, 2, 1, 2, 0, 10000), "
+                "($1, 60000, 60000, 1, 4, 16, 4, 4, 4, 4, 70000, 70000)",
+                id));
+    REQUIRE(tsdb::store::migrate(c));
+    auto s = tsdb::store::open(schema.conninfo, {.rollups = {60'000}, .points_per_rollup_row = 0}).value();
+    tsdb::query_plan plan;
+    const auto got = s.aggregate(id, 0, 120'000, 60'000, false, &plan).value();
+    CHECK(plan.rollup == 60'000);
+    check_buckets_equal(got, tsdb::aggregate(times, values, 0, 120'000, 60'000));
+    CHECK(s.append(id, std::vector<std::int64_t>{70'000}, std::vector<double>{1}).error() ==
+          tsdb::errc::duplicate_timestamp);
   }
 
   TEST_CASE("a damaged block in the database is an error, not a crash") {

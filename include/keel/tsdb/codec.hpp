@@ -1,8 +1,9 @@
 #pragma once
 /// @file keel/tsdb/codec.hpp
-/// @brief Compressed blocks of (timestamp, value) points: Gorilla (VLDB 2015) and a decimal-aware
-/// codec (ALP-like: scale decimals to integers, then delta/frame-of-reference bit-packing), chosen
-/// per block, optionally zstd over the sealed block. The byte layout is in docs/tsdb.md.
+/// @brief Compressed blocks of (timestamp, value) points: Gorilla (VLDB 2015), Chimp128 (VLDB 2022)
+/// and a decimal-aware codec (ALP-like: scale decimals to integers, then delta/frame-of-reference
+/// bit-packing or runs), chosen per block, optionally zstd over the sealed block. The byte layout
+/// is in docs/tsdb.md.
 #include <keel/core/bytes.hpp>
 #include <keel/tsdb/error.hpp>
 
@@ -16,6 +17,9 @@ namespace keel::tsdb {
 enum class value_codec : std::uint8_t {
   gorilla = 1,  ///< XOR with the previous value, leading/trailing-zero windows (the paper's)
   decimal = 2,  ///< values * 10^e as integers, delta or frame-of-reference, bit-packed; exceptions raw
+  /// decimal whose integer frames may also be runs (a repeat costs one bit); what new blocks use
+  decimal_runs = 3,
+  chimp128 = 4,  ///< XOR with one of the previous 128 values (Chimp128, VLDB 2022)
 };
 
 /// How a block's timestamps are encoded. The number is stored in the block header.
@@ -26,9 +30,10 @@ enum class time_codec : std::uint8_t {
 
 /// Which codecs encode_block() uses.
 enum class codec_choice : std::uint8_t {
-  automatic,  ///< the decimal/packed pair unless Gorilla is smaller for the values (checked per block)
+  automatic,  ///< the decimal/packed pair unless Gorilla is estimated smaller for the values (per block)
   gorilla,    ///< Gorilla for both timestamps and values, exactly as the paper
   decimal,    ///< packed timestamps and decimal values
+  chimp,      ///< packed timestamps and Chimp128 values
 };
 
 /// Options for encode_block().
@@ -89,11 +94,18 @@ void gorilla_encode_values(std::span<const double> values, bytes& out);
 [[nodiscard]] result<void> gorilla_decode_values(bytes_view in, std::size_t count, double* out);
 void packed_encode_times(std::span<const std::int64_t> times, bytes& out);
 [[nodiscard]] result<void> packed_decode_times(bytes_view in, std::size_t count, std::int64_t* out);
-/// @returns false when the values are not decimal enough to pay off (then nothing is appended);
-/// adds the number of values stored raw to `*exception_count` when given.
+void chimp_encode_values(std::span<const double> values, bytes& out);
+/// The bits chimp_encode_values() would write for values[0, n) (to choose a codec).
+[[nodiscard]] std::size_t chimp_bits(const double* values, std::size_t n);
+[[nodiscard]] result<void> chimp_decode_values(bytes_view in, std::size_t count, double* out);
+/// Writes the decimal_runs layout. Unless `force`: @returns false, appending nothing, when the
+/// values are not decimal enough to pay off or Gorilla is estimated smaller on the first frame.
+/// Adds the number of values stored raw to `*exception_count` when given.
 bool decimal_encode_values(std::span<const double> values, bytes& out, bool force = false,
                            std::size_t* exception_count = nullptr);
-[[nodiscard]] result<void> decimal_decode_values(bytes_view in, std::size_t count, double* out);
+/// Reads value codec 2 (`repeat_frames` false) or 3 (true).
+[[nodiscard]] result<void> decimal_decode_values(bytes_view in, std::size_t count, double* out,
+                                                 bool repeat_frames = true);
 }  // namespace codecs
 
 }  // namespace keel::tsdb

@@ -65,6 +65,15 @@ struct store_options {
   std::size_t points_per_rollup_row = 32;
 };
 
+/// Points a seal refused: another writer had already sealed points of this `reject` series at or
+/// after their first time (see store::take_rejected()).
+struct rejected_points {
+  std::int64_t series = 0;
+  errc reason = errc::out_of_order;  ///< out_of_order, or duplicate_timestamp at the newest stored time
+  std::vector<std::int64_t> times;   ///< sorted
+  std::vector<double> values;
+};
+
 /// Which source answered an aggregate query (for tests and EXPLAIN-like output).
 struct query_plan {
   std::int64_t rollup = 0;            ///< resolution used, 0 for raw blocks
@@ -113,11 +122,14 @@ class range_scan {
 /// it); several processes may ingest into the same database at once.
 ///
 /// Durability: points are in memory until their head is sealed (by count or span) or flush()
-/// returns; a sealed block, its rollup updates and nothing else commit in one transaction.
+/// returns; sealed blocks, their rollup segments and the series' newest times commit in one
+/// transaction.
 class store {
  public:
   /// Applies keel::tsdb's migrations (idempotent; safe from several processes at once).
   [[nodiscard]] static result<pg::migration_report> migrate(pg::connection& c);
+  /// The migrations migrate() applies, in version order (e.g. to apply them with other tools).
+  [[nodiscard]] static std::span<const pg::migration> migrations() noexcept;
 
   /// Opens a store on its own connection to `conninfo` (migrations must have been applied).
   [[nodiscard]] static result<store> open(std::string_view conninfo, store_options options = {});
@@ -136,19 +148,29 @@ class store {
                                                         std::span<const matcher> matchers = {});
 
   /// Adds points to a series' head; full heads are sealed and written. Under ordering::reject a
-  /// batch with an out-of-order or duplicate point is refused whole.
+  /// batch with an out-of-order or duplicate point (against what this store has seen) is refused
+  /// whole and changes nothing. A seal checks again against what every writer has sealed (under
+  /// the series row's lock): a head that lost that race is refused whole, the other heads are
+  /// written, and errc::out_of_order / duplicate_timestamp is returned with the refused points
+  /// kept for take_rejected(). So after such an error, take_rejected() is empty when this batch
+  /// was refused, and holds the head (this batch included) when the seal was.
   [[nodiscard]] result<void> append(std::int64_t series, std::span<const std::int64_t> times,
                                     std::span<const double> values);
-  /// Seals every head and writes the blocks (one COPY, one transaction).
+  /// Seals every head and writes the blocks (one COPY, one transaction); refused heads as for
+  /// append().
   [[nodiscard]] result<void> flush();
+  /// The points seals refused since the last call (nothing is dropped silently): store them
+  /// elsewhere, drop them, or append them again to a series with another policy.
+  [[nodiscard]] std::vector<rejected_points> take_rejected();
 
   /// Points of a series in [from, to), including this process's unsealed head.
   [[nodiscard]] result<range_scan> scan(std::int64_t series, std::int64_t from, std::int64_t to);
 
   /// time_bucket aggregation over [from, to) with buckets of `width` (at most 10 million buckets). Uses the
-  /// coarsest rollup that answers exactly (width and range aligned to it, no percentiles, no last-write-wins
-  /// rewrites possible) when it is cheaper than the blocks (see store_options::points_per_rollup_row),
-  /// else block summaries for blocks inside one bucket, else decoded points.
+  /// coarsest rollup that answers exactly (width and range aligned to it, no percentiles, and under
+  /// last_write_wins no head point at or before the newest sealed time) when it is cheaper than the blocks
+  /// (see store_options::points_per_rollup_row), else block summaries for blocks inside one bucket, else
+  /// decoded points.
   [[nodiscard]] result<std::vector<bucket>> aggregate(std::int64_t series, std::int64_t from, std::int64_t to,
                                                       std::int64_t width, bool percentiles = false,
                                                       query_plan* plan = nullptr);
@@ -159,7 +181,8 @@ class store {
   /// @returns the number of blocks dropped.
   [[nodiscard]] result<std::uint64_t> apply_retention(std::int64_t now);
   /// Merges a series' blocks smaller than `below` points into blocks of up to `target` points
-  /// (within the seal span). @returns the number of blocks removed.
+  /// (within the seal span), and its rollup segments into one per resolution. @returns the number
+  /// of blocks removed.
   [[nodiscard]] result<std::uint64_t> compact(std::int64_t series, std::size_t below = 1024,
                                               std::size_t target = 8192);
 

@@ -30,8 +30,8 @@ void round_trip(const std::uint8_t* data, std::size_t size) {
     std::memcpy(&times[i], data + 16 * i, 8);
     std::memcpy(&values[i], data + 16 * i + 8, 8);
   }
-  for (const auto choice :
-       {tsdb::codec_choice::automatic, tsdb::codec_choice::gorilla, tsdb::codec_choice::decimal}) {
+  for (const auto choice : {tsdb::codec_choice::automatic, tsdb::codec_choice::gorilla,
+                            tsdb::codec_choice::decimal, tsdb::codec_choice::chimp}) {
     for (const bool zstd : {false, true}) {
       const auto block = tsdb::encode_block(times, values, {.codec = choice, .zstd = zstd});
       if (!block) std::abort();
@@ -75,6 +75,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       (void)tsdb::codecs::gorilla_decode_values(in, count, values.data());
       (void)tsdb::codecs::packed_decode_times(in, count, times.data());
       (void)tsdb::codecs::decimal_decode_values(in, count, values.data());
+      (void)tsdb::codecs::decimal_decode_values(in, count, values.data(), false);
+      (void)tsdb::codecs::chimp_decode_values(in, count, values.data());
       break;
     }
     default:
