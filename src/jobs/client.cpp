@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <string>
@@ -188,13 +189,51 @@ CREATE TABLE keel_job_periodic (
 
 // One statement for a whole batch: arrays in, one row per inserted job out, and one NOTIFY per
 // queue that got runnable jobs (Postgres sends it at commit, and folds repeats in a transaction).
-// Rows go in by unique key: concurrent batches that share keys then wait for each other in the
-// same order instead of deadlocking; jobs without a key keep their input order.
-constexpr std::string_view insert_sql_template = R"sql(
-WITH input AS (
-  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::int8[], $6::int4[], $7::text[],
-                       $8::text[], $9::int2[], $10::text[]) WITH ORDINALITY
-           AS t(queue, kind, args, priority, run_at_us, max_attempts, tags, unique_key, unique_states, deps, ord)
+// A column whose value is the same for every job of the batch (the queue, kind, priority... of
+// most batches) travels as one scalar parameter instead of an array: Postgres then folds its
+// expressions once instead of unnesting and converting it per row, which halves the per-row
+// cost of a typical batch. The SQL text is assembled from the fixed pieces below only; every
+// value is a parameter.
+struct insert_column {
+  std::string_view name;         // in the input row
+  std::string_view array_type;   // the parameter's type as an array
+  std::string_view scalar_type;  // ... and as one value
+};
+constexpr std::array<insert_column, 10> insert_columns = {{
+    {"queue", "text[]", "text"},
+    {"kind", "text[]", "text"},
+    {"args", "text[]", "text"},
+    {"priority", "int2[]", "int2"},
+    {"run_at_us", "int8[]", "int8"},
+    {"max_attempts", "int4[]", "int4"},
+    {"tags", "text[]", "text"},
+    {"unique_key", "text[]", "text"},
+    {"unique_states", "int2[]", "int2"},
+    {"deps", "text[]", "text"},
+}};
+
+// `varying[k]`: column k differs within the batch (an array parameter). Parameters follow the
+// column order; the last one is the batch size when no column varies.
+std::string make_insert_sql(const std::array<bool, insert_columns.size()>& varying, bool unique) {
+  std::string arrays, names, scalars;
+  for (std::size_t k = 0; k < insert_columns.size(); ++k) {
+    const auto& col = insert_columns[k];
+    const auto param = "$" + std::to_string(k + 1);
+    if (varying[k]) {
+      if (!arrays.empty()) arrays += ", ";
+      arrays += param + "::" + std::string(col.array_type);
+      names += std::string(col.name) + ", ";
+    } else {
+      scalars += ", " + param + "::" + std::string(col.scalar_type) + " AS " + std::string(col.name);
+    }
+  }
+  std::string sql = "WITH input AS (\n  SELECT t.*" + scalars + "\n  FROM ";
+  if (arrays.empty()) {
+    sql += "generate_series(1, $" + std::to_string(insert_columns.size() + 1) + "::int8) AS t(ord)";
+  } else {
+    sql += "unnest(" + arrays + ") WITH ORDINALITY AS t(" + names + "ord)";
+  }
+  sql += R"sql(
 ), rows AS (
   SELECT queue, kind, args::jsonb AS args, priority,
          coalesce('epoch'::timestamptz + nullif(run_at_us, -9223372036854775808) * interval '1 microsecond', now()) AS run_at,
@@ -208,27 +247,24 @@ WITH input AS (
                          depends_on)
   SELECT CASE WHEN cardinality(depends_on) > 0 THEN 'pending' WHEN run_at > now() THEN 'scheduled' ELSE 'available' END,
          queue, kind, args, priority, run_at, max_attempts, tags, unique_key, unique_states, depends_on
-  FROM rows ORDER BY unique_key NULLS LAST, ord
-  {on_conflict}
+  FROM rows)sql";
+  // Keyed rows go in by unique key: concurrent batches that share keys then wait for each other
+  // in the same order instead of deadlocking (jobs without a key keep their input order). ON
+  // CONFLICT makes every row a speculative insertion, so batches without keys skip both.
+  if (unique) {
+    sql += R"sql( ORDER BY unique_key NULLS LAST, ord
+  ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND (unique_states & keel_jobs_state_bit(state)) <> 0
+  DO NOTHING)sql";
+  }
+  sql += R"sql(
   RETURNING id, coalesce(unique_key, '') AS unique_key, queue, state
 ), woke AS (
   SELECT count(*) AS queues FROM (SELECT pg_notify('keel_jobs', q.queue)
                                   FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') q) n
 )
 SELECT ins.id, ins.unique_key, ins.state FROM ins CROSS JOIN woke)sql";
-
-// ON CONFLICT makes every row a speculative insertion; batches without unique keys skip it.
-std::string make_insert_sql(bool unique) {
-  std::string sql(insert_sql_template);
-  const std::string_view clause = unique ? "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND "
-                                           "(unique_states & keel_jobs_state_bit(state)) "
-                                           "<> 0 DO NOTHING"
-                                         : "";
-  sql.replace(sql.find("{on_conflict}"), std::string_view("{on_conflict}").size(), clause);
   return sql;
 }
-const std::string insert_sql = make_insert_sql(false);
-const std::string insert_unique_sql = make_insert_sql(true);
 
 // Dependents whose dependencies already completed (or were pruned) are released at once;
 // those waiting for a job that was already discarded or cancelled are cancelled at once.
@@ -452,11 +488,31 @@ result<std::vector<enqueued>> enqueue_many(pg::connection& c, std::span<const ne
   } else if (*missing) {
     return errc::unknown_dependency;
   }
+  // Each column goes as an array when it differs within the batch, else as its one value.
   // int2[]/int4[] columns take int8[] parameters (keel::pg's array codec); the server casts them.
+  std::array<bool, insert_columns.size()> varying{};
   pg::params p;
-  p.add(queues).add(kinds).add(args).add(priorities).add(run_at).add(max_attempts).add(tags).add(keys);
-  p.add(unique_bits).add(deps);
-  auto inserted = c.query_params(any_unique ? insert_unique_sql : insert_sql, p);
+  p.reserve(insert_columns.size() + 1);
+  auto add_column = [&](std::size_t k, const auto& values) {
+    varying[k] = std::adjacent_find(values.begin(), values.end(), std::not_equal_to<>()) != values.end();
+    if (varying[k]) {
+      p.add(values);
+    } else {
+      p.add(values.front());
+    }
+  };
+  add_column(0, queues);
+  add_column(1, kinds);
+  add_column(2, args);
+  add_column(3, priorities);
+  add_column(4, run_at);
+  add_column(5, max_attempts);
+  add_column(6, tags);
+  add_column(7, keys);
+  add_column(8, unique_bits);
+  add_column(9, deps);
+  p.add(static_cast<std::int64_t>(jobs.size()));
+  auto inserted = c.query_params(make_insert_sql(varying, any_unique), p);
   if (!inserted) return inserted.error();
 
   // RETURNING lists inserted rows in insertion order: jobs without a key in input order, keyed

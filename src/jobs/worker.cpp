@@ -1,13 +1,16 @@
-// The worker: a fetcher thread, N handler threads, a control thread (acks, heartbeats,
-// cancellation, timeouts), a LISTEN/NOTIFY listener on Asio, and the leader's maintenance thread.
-// Each thread that talks to Postgres has its own connection, so a slow statement on one never
-// holds up the others, and each reconnects by itself after a server restart.
+// The worker: a fetcher thread, N handlers on an Asio thread pool, a control thread (acks,
+// heartbeats, cancellation, timeouts), a LISTEN/NOTIFY listener on Asio, and the leader's
+// maintenance thread. Each thread that talks to Postgres has its own connection, so a slow
+// statement on one never holds up the others, and each reconnects by itself after a server
+// restart.
 #include <keel/core/log.hpp>
 #include <keel/jobs/worker.hpp>
 #include <keel/pg/async.hpp>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/json.hpp>
 
 #include <algorithm>
@@ -219,7 +222,6 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
 
   std::mutex mutex;
   std::condition_variable fetch_cv;    // fetcher: wake, slots freed, stopping
-  std::condition_variable work_cv;     // handlers: ready jobs, stopping
   std::condition_variable control_cv;  // control: acks, cancel check, stopping
   std::condition_variable idle_cv;     // stop(): running jobs finished
   bool started = false;
@@ -236,7 +238,7 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
   worker_stats counters;
 
   std::thread fetcher, control, maintainer;
-  std::vector<std::thread> handlers;
+  std::optional<boost::asio::thread_pool> pool;  // runs the handlers, `concurrency` threads
   boost::asio::io_context io;
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> io_guard;
   std::thread io_thread;
@@ -350,19 +352,19 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
           got.push_back(std::move(j));
         }
         if (got.size() == n) full = true;
-        std::unique_lock lock(mutex);
-        counters.fetched += got.size();
-        for (auto& j : got) {
-          held.emplace(j->id, j);
-          ++held_per_queue[j->queue];
-          ready.push_back(std::move(j));
+        const auto fetched_now = got.size();
+        {
+          std::unique_lock lock(mutex);
+          counters.fetched += fetched_now;
+          for (auto& j : got) {
+            held.emplace(j->id, j);
+            ++held_per_queue[j->queue];
+            ready.push_back(std::move(j));
+          }
         }
-        // Wake as many handlers as there are new jobs, not all of them.
-        if (got.size() >= options.concurrency) {
-          work_cv.notify_all();
-        } else {
-          for (std::size_t k = 0; k < got.size(); ++k) work_cv.notify_one();
-        }
+        // One task per job on the handler pool; each runs the first ready job, so jobs start in
+        // fetch order, and at most `concurrency` run at once.
+        for (std::size_t k = 0; k < fetched_now; ++k) boost::asio::post(*pool, [this] { run_next(); });
       }
       if (full) {
         std::unique_lock lock(mutex);
@@ -391,41 +393,40 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
     }
   }
 
-  void handler_loop() {
-    while (true) {
-      std::shared_ptr<held_job> j;
-      const registered_kind* k = nullptr;
-      {
-        std::unique_lock lock(mutex);
-        work_cv.wait(lock, [&] { return stopping_handlers || !ready.empty(); });
-        if (ready.empty()) break;
-        j = std::move(ready.front());
-        ready.pop_front();
-        if (auto found = kinds.find(j->kind); found != kinds.end()) k = &found->second;
-        j->started = true;
-        j->started_at = clock->monotonic();
-        j->timeout = k != nullptr ? k->policy.timeout : 0ms;
-        ++running_handlers;
-      }
-      if (options.observer) options.observer->started(j->queue, j->kind, j->queue_wait);
-      const auto t0 = std::chrono::steady_clock::now();
-
-      boost::system::error_code parse_error;
-      const boost::json::value args = boost::json::parse(j->args, parse_error);
-      job_context ctx(&j->stop);
-      ctx.id = j->id;
-      ctx.queue = j->queue;
-      ctx.kind = j->kind;
-      ctx.attempt = j->attempt;
-      ctx.max_attempts = j->max_attempts;
-      ctx.args = &args;
-      ctx.args_text = j->args;
-      job_result outcome = parse_error
-                               ? job_result::discard("args are not valid JSON: " + parse_error.message())
-                               : run_handler(*j, ctx, k);
-      const auto run_time = std::chrono::steady_clock::now() - t0;
-      finish(*j, std::move(outcome), k, run_time);
+  // A task on the handler pool: runs the first ready job, if any is left (stop() hands back
+  // the ready jobs, and the tasks posted for them find nothing).
+  void run_next() {
+    std::shared_ptr<held_job> j;
+    const registered_kind* k = nullptr;
+    {
+      std::unique_lock lock(mutex);
+      if (ready.empty()) return;
+      j = std::move(ready.front());
+      ready.pop_front();
+      if (auto found = kinds.find(j->kind); found != kinds.end()) k = &found->second;
+      j->started = true;
+      j->started_at = clock->monotonic();
+      j->timeout = k != nullptr ? k->policy.timeout : 0ms;
+      ++running_handlers;
     }
+    if (options.observer) options.observer->started(j->queue, j->kind, j->queue_wait);
+    const auto t0 = std::chrono::steady_clock::now();
+
+    boost::system::error_code parse_error;
+    const boost::json::value args = boost::json::parse(j->args, parse_error);
+    job_context ctx(&j->stop);
+    ctx.id = j->id;
+    ctx.queue = j->queue;
+    ctx.kind = j->kind;
+    ctx.attempt = j->attempt;
+    ctx.max_attempts = j->max_attempts;
+    ctx.args = &args;
+    ctx.args_text = j->args;
+    job_result outcome = parse_error
+                             ? job_result::discard("args are not valid JSON: " + parse_error.message())
+                             : run_handler(*j, ctx, k);
+    const auto run_time = std::chrono::steady_clock::now() - t0;
+    finish(*j, std::move(outcome), k, run_time);
   }
 
   // Turns a handler's outcome into an ack and frees the slot.
@@ -804,7 +805,7 @@ result<void> worker::start() {
       });
   s.listener->start();
   s.io_thread = std::thread([&s] { s.io.run(); });
-  for (std::size_t i = 0; i < s.options.concurrency; ++i) s.handlers.emplace_back([&s] { s.handler_loop(); });
+  s.pool.emplace(s.options.concurrency);
   s.control = std::thread([&s] { s.control_loop(); });
   s.fetcher = std::thread([&s] { s.fetch_loop(); });
   if (s.options.maintenance) s.maintainer = std::thread([&s] { s.leader_loop(); });
@@ -831,7 +832,6 @@ void worker::stop() {
     }
     s.ready.clear();
     s.stopping_handlers = true;
-    s.work_cv.notify_all();
     s.control_cv.notify_all();
     // Running jobs get the shutdown timeout to finish.
     s.idle_cv.wait_for(lock, s.options.shutdown_timeout, [&] { return s.running_handlers == 0; });
@@ -847,8 +847,7 @@ void worker::stop() {
     }
     s.control_cv.notify_all();
   }
-  for (auto& t : s.handlers) t.join();  // a handler that ignores cancelled() keeps us here
-  s.handlers.clear();
+  if (s.pool) s.pool->join();  // a handler that ignores cancelled() keeps us here
   {
     std::unique_lock lock(s.mutex);
     s.stopping_control = true;

@@ -223,6 +223,60 @@ TEST_SUITE("pg") {
     listen.stop();
   }
 
+  TEST_CASE("a batch stores every field whether a column is the same for all jobs or differs") {
+    schema_with_jobs db;
+    const auto later = keel::timestamp(std::chrono::floor<std::chrono::microseconds>(
+        std::chrono::system_clock::now() + std::chrono::hours(1)));
+    auto dep = jobs::enqueue(db.c, {.kind = "dep"}).value().id;
+    // Identical jobs: no column varies.
+    const jobs::new_job same{.kind = "same",
+                             .args = R"({"x": 1})",
+                             .queue = "q1",
+                             .priority = 3,
+                             .run_at = later,
+                             .max_attempts = 4,
+                             .tags = {"t"}};
+    std::vector<jobs::new_job> identical(3, same);
+    auto put = jobs::enqueue_many(db.c, identical).value();
+    REQUIRE(put.size() == 3);
+    for (const auto& e : put) {
+      auto j = jobs::get_job(db.c, e.id).value();
+      CHECK(j.kind == "same");
+      CHECK(j.queue == "q1");
+      CHECK(j.priority == 3);
+      CHECK(j.run_at == later);
+      CHECK(j.max_attempts == 4);
+      CHECK(j.tags == std::vector<std::string>{"t"});
+      CHECK(j.state == jobs::job_state::scheduled);
+      CHECK(boost::json::parse(j.args) == boost::json::parse(R"({"x": 1})"));
+    }
+    // Every column differs between the two jobs.
+    std::vector<jobs::new_job> mixed = {
+        {.kind = "a", .args = R"({"i": 1})", .queue = "q1", .priority = 1, .max_attempts = 2, .tags = {}},
+        {.kind = "b",
+         .args = R"({"i": 2})",
+         .queue = "q2",
+         .priority = 2,
+         .run_at = later,
+         .max_attempts = 3,
+         .tags = {"x", "y"},
+         .unique_key = "k",
+         .unique_in = jobs::unique_states::all,
+         .depends_on = {dep}}};
+    put = jobs::enqueue_many(db.c, mixed).value();
+    auto a = jobs::get_job(db.c, put[0].id).value();
+    auto b = jobs::get_job(db.c, put[1].id).value();
+    CHECK((a.kind == "a" && a.queue == "q1" && a.priority == 1 && a.max_attempts == 2 && a.tags.empty()));
+    CHECK(a.state == jobs::job_state::available);
+    CHECK(!a.unique_key.has_value());
+    CHECK((b.kind == "b" && b.queue == "q2" && b.priority == 2 && b.max_attempts == 3 && b.run_at == later));
+    CHECK(b.tags == std::vector<std::string>{"x", "y"});
+    CHECK(b.unique_key == "k");
+    CHECK(b.depends_on == std::vector<std::int64_t>{dep});
+    CHECK(b.state == jobs::job_state::pending);
+    CHECK(boost::json::parse(b.args) == boost::json::parse(R"({"i": 2})"));
+  }
+
   TEST_CASE("unique keys hold in the chosen states, also under concurrent enqueue") {
     schema_with_jobs db;
     auto first = jobs::enqueue(db.c, {.kind = "sync", .unique_key = "user:1"}).value();

@@ -1,6 +1,6 @@
 #pragma once
 /// @file keel/jobs/worker.hpp
-/// @brief A worker: N handler threads fed in batches from Postgres, woken by LISTEN/NOTIFY,
+/// @brief A worker: N handlers on a thread pool, fed in batches from Postgres, woken by LISTEN/NOTIFY,
 /// completing in batches, holding leases with heartbeats; and, on whichever worker holds the
 /// leader lock, the maintenance (rescue expired leases, periodic jobs, pruning).
 #include <keel/core/clock.hpp>
@@ -112,7 +112,7 @@ struct queue_options {
 struct worker_options {
   std::string conninfo;                   ///< Postgres, as a URL or key=value pairs
   std::vector<queue_options> queues{{}};  ///< the default queue unless set
-  std::size_t concurrency = 10;           ///< handler threads
+  std::size_t concurrency = 10;           ///< handlers running at once (threads of its pool)
   std::size_t fetch_batch = 500;          ///< at most this many jobs per fetch
   /// Jobs held waiting for a free handler, so handlers never wait for a round trip; they are
   /// leased like running ones (and handed back on stop()). 0: 4 × concurrency.
