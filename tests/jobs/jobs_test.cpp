@@ -348,6 +348,32 @@ TEST_SUITE("pg") {
     CHECK(w.stats().completed == 301);
   }
 
+  TEST_CASE("a worker runs exactly `concurrency` handlers at once on its pool") {
+    schema_with_jobs db;
+    std::vector<jobs::new_job> batch(12, jobs::new_job{.kind = "wide"});
+    REQUIRE(jobs::enqueue_many(db.c, batch));
+    auto options = fast_options(db.conninfo);  // concurrency 4
+    std::atomic<int> now_running{0}, most{0};
+    jobs::worker w(options);
+    w.handle("wide", [&](const jobs::job_context&) {
+      const int n = ++now_running;
+      int seen = most.load();
+      while (n > seen && !most.compare_exchange_weak(seen, n)) {
+      }
+      // Hold the slot until four run together (or a while passed), so the peak is observable.
+      const auto until = std::chrono::steady_clock::now() + 2s;
+      while (most.load() < 4 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+      std::this_thread::sleep_for(5ms);
+      --now_running;
+      return jobs::job_result::done();
+    });
+    REQUIRE(w.start());
+    CHECK(eventually(
+        [&] { return count(db.c, "SELECT count(*) FROM keel_jobs WHERE state = 'completed'") == 12; }));
+    CHECK(most == 4);
+    w.stop();
+  }
+
   TEST_CASE("retries follow the kind's backoff on a manual clock, then discard with every error kept") {
     schema_with_jobs db;
     // Fetching compares run_at with the worker's clock; start it just after the enqueue.
