@@ -235,6 +235,7 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
   std::map<std::string, std::size_t, std::less<>> held_per_queue;
   std::vector<ack> acks;
   std::size_t running_handlers = 0;
+  std::size_t draining = 0;  // tasks on the pool that run ready jobs (at most concurrency)
   worker_stats counters;
 
   std::thread fetcher, control, maintainer;
@@ -352,19 +353,20 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
           got.push_back(std::move(j));
         }
         if (got.size() == n) full = true;
-        const auto fetched_now = got.size();
+        std::size_t tasks = 0;
         {
           std::unique_lock lock(mutex);
-          counters.fetched += fetched_now;
+          counters.fetched += got.size();
+          // Enough draining tasks for the new jobs, up to one per handler.
+          tasks = std::min(got.size(), options.concurrency - std::min(options.concurrency, draining));
+          draining += tasks;
           for (auto& j : got) {
             held.emplace(j->id, j);
             ++held_per_queue[j->queue];
             ready.push_back(std::move(j));
           }
         }
-        // One task per job on the handler pool; each runs the first ready job, so jobs start in
-        // fetch order, and at most `concurrency` run at once.
-        for (std::size_t k = 0; k < fetched_now; ++k) boost::asio::post(*pool, [this] { run_next(); });
+        for (std::size_t k = 0; k < tasks; ++k) boost::asio::post(*pool, [this] { drain(); });
       }
       if (full) {
         std::unique_lock lock(mutex);
@@ -393,40 +395,47 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
     }
   }
 
-  // A task on the handler pool: runs the first ready job, if any is left (stop() hands back
-  // the ready jobs, and the tasks posted for them find nothing).
-  void run_next() {
-    std::shared_ptr<held_job> j;
-    const registered_kind* k = nullptr;
-    {
-      std::unique_lock lock(mutex);
-      if (ready.empty()) return;
-      j = std::move(ready.front());
-      ready.pop_front();
-      if (auto found = kinds.find(j->kind); found != kinds.end()) k = &found->second;
-      j->started = true;
-      j->started_at = clock->monotonic();
-      j->timeout = k != nullptr ? k->policy.timeout : 0ms;
-      ++running_handlers;
-    }
-    if (options.observer) options.observer->started(j->queue, j->kind, j->queue_wait);
-    const auto t0 = std::chrono::steady_clock::now();
+  // A task on the handler pool: runs ready jobs, first come first served, until none is left.
+  // At most `concurrency` such tasks exist (`draining`), so a batch of jobs costs one task per
+  // handler rather than one per job, and no task waits while jobs wait. stop() hands back the
+  // ready jobs, and the tasks then find nothing and end.
+  void drain() {
+    while (true) {
+      std::shared_ptr<held_job> j;
+      const registered_kind* k = nullptr;
+      {
+        std::unique_lock lock(mutex);
+        if (ready.empty()) {
+          --draining;
+          return;
+        }
+        j = std::move(ready.front());
+        ready.pop_front();
+        if (auto found = kinds.find(j->kind); found != kinds.end()) k = &found->second;
+        j->started = true;
+        j->started_at = clock->monotonic();
+        j->timeout = k != nullptr ? k->policy.timeout : 0ms;
+        ++running_handlers;
+      }
+      if (options.observer) options.observer->started(j->queue, j->kind, j->queue_wait);
+      const auto t0 = std::chrono::steady_clock::now();
 
-    boost::system::error_code parse_error;
-    const boost::json::value args = boost::json::parse(j->args, parse_error);
-    job_context ctx(&j->stop);
-    ctx.id = j->id;
-    ctx.queue = j->queue;
-    ctx.kind = j->kind;
-    ctx.attempt = j->attempt;
-    ctx.max_attempts = j->max_attempts;
-    ctx.args = &args;
-    ctx.args_text = j->args;
-    job_result outcome = parse_error
-                             ? job_result::discard("args are not valid JSON: " + parse_error.message())
-                             : run_handler(*j, ctx, k);
-    const auto run_time = std::chrono::steady_clock::now() - t0;
-    finish(*j, std::move(outcome), k, run_time);
+      boost::system::error_code parse_error;
+      const boost::json::value args = boost::json::parse(j->args, parse_error);
+      job_context ctx(&j->stop);
+      ctx.id = j->id;
+      ctx.queue = j->queue;
+      ctx.kind = j->kind;
+      ctx.attempt = j->attempt;
+      ctx.max_attempts = j->max_attempts;
+      ctx.args = &args;
+      ctx.args_text = j->args;
+      job_result outcome = parse_error
+                               ? job_result::discard("args are not valid JSON: " + parse_error.message())
+                               : run_handler(*j, ctx, k);
+      const auto run_time = std::chrono::steady_clock::now() - t0;
+      finish(*j, std::move(outcome), k, run_time);
+    }
   }
 
   // Turns a handler's outcome into an ack and frees the slot.
