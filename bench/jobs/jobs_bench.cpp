@@ -35,8 +35,14 @@ void reset_tables(keel::pg::connection& c) {
   (void)c.execute("VACUUM ANALYZE keel_jobs").value();
 }
 
+// Jobs of one kind with different args, as a real batch has (each job's args are parsed).
 std::vector<jobs::new_job> batch_of(std::size_t n) {
-  return std::vector<jobs::new_job>(n, jobs::new_job{.kind = "noop", .args = R"({"n": 1})"});
+  std::vector<jobs::new_job> batch;
+  batch.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    batch.push_back({.kind = "noop", .args = R"({"n": )" + std::to_string(i) + "}"});
+  }
+  return batch;
 }
 
 void enqueue_batch(benchmark::State& state) {

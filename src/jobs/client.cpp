@@ -5,7 +5,9 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <array>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <string>
@@ -80,17 +82,154 @@ CREATE TABLE keel_job_queues (
   updated_at timestamptz NOT NULL DEFAULT now()
 );
 )sql"},
+    {2, "jobs workflows settle dependents of failed jobs", R"sql(
+-- The failed dependency that cancelled this job (so retrying that dependency revives it).
+ALTER TABLE keel_jobs ADD COLUMN blocked_by bigint;
+CREATE INDEX keel_jobs_blocked ON keel_jobs (blocked_by) WHERE blocked_by IS NOT NULL;
+
+-- A job that is discarded or cancelled can never complete, so the jobs waiting for it could
+-- never start: they are cancelled with the reason, and their own dependents in turn (the
+-- trigger fires again for each). Reviving such a job by hand (retry_job) puts the dependents
+-- it had cancelled back to pending, unless another of their dependencies failed meanwhile.
+CREATE FUNCTION keel_jobs_settle_dependents() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.state IN ('discarded', 'cancelled') THEN
+    UPDATE keel_jobs SET state = 'cancelled', finished_at = now(), blocked_by = NEW.id,
+      errors = errors || jsonb_build_array(jsonb_build_object('attempt', attempt, 'at', now(), 'error',
+        'dependency ' || NEW.id || ' was ' || NEW.state || ', so this job cannot start; retrying job ' ||
+        NEW.id || ' brings it back'))
+    WHERE state = 'pending' AND depends_on @> ARRAY[NEW.id];
+  ELSE
+    UPDATE keel_jobs p SET state = 'pending', finished_at = NULL, blocked_by = NULL
+    WHERE p.blocked_by = NEW.id AND p.state = 'cancelled'
+      AND NOT EXISTS (SELECT 1 FROM keel_jobs d WHERE d.id = ANY(p.depends_on) AND d.state IN ('discarded', 'cancelled'));
+    UPDATE keel_jobs p SET blocked_by = (SELECT min(d.id) FROM keel_jobs d
+                                         WHERE d.id = ANY(p.depends_on) AND d.state IN ('discarded', 'cancelled'))
+    WHERE p.blocked_by = NEW.id AND p.state = 'cancelled';
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER keel_jobs_dependents AFTER UPDATE OF state ON keel_jobs FOR EACH ROW
+  WHEN (OLD.state IS DISTINCT FROM NEW.state AND
+        (NEW.state IN ('discarded', 'cancelled') OR OLD.state IN ('discarded', 'cancelled')))
+  EXECUTE FUNCTION keel_jobs_settle_dependents();
+
+-- Pending jobs among `candidates` (all pending ones when NULL) that wait for a discarded or
+-- cancelled job: for dependents enqueued after, or concurrently with, their dependency failing.
+CREATE FUNCTION keel_jobs_settle_blocked(candidates bigint[]) RETURNS bigint LANGUAGE sql AS $$
+  WITH settled AS (
+    UPDATE keel_jobs p SET state = 'cancelled', finished_at = now(), blocked_by = f.dep,
+      errors = p.errors || jsonb_build_array(jsonb_build_object('attempt', p.attempt, 'at', now(), 'error',
+        'dependency ' || f.dep || ' was ' || f.dep_state || ', so this job cannot start; retrying job ' ||
+        f.dep || ' brings it back'))
+    FROM (SELECT c.id, d.id AS dep, d.state AS dep_state
+          FROM keel_jobs c CROSS JOIN LATERAL (
+            SELECT x.id, x.state FROM keel_jobs x
+            WHERE x.id = ANY(c.depends_on) AND x.state IN ('discarded', 'cancelled') ORDER BY x.id LIMIT 1) d
+          WHERE c.state = 'pending' AND (candidates IS NULL OR c.id = ANY(candidates))) f
+    WHERE p.id = f.id AND p.state = 'pending'
+    RETURNING 1)
+  SELECT count(*) FROM settled
+$$;
+)sql"},
+    {3, "jobs queue limits across processes", R"sql(
+-- At most this many of the queue's jobs are running at once, over all workers (NULL: no limit).
+ALTER TABLE keel_job_queues ADD COLUMN max_running integer CHECK (max_running >= 0);
+
+-- Takes up to `wanted` runnable jobs of a queue under a lease. For a queue with a limit, the
+-- fetch holds a transaction-level advisory lock on the queue while it counts the running jobs
+-- and takes its share, so concurrent fetchers in any number of processes take turns; each
+-- statement of a volatile plpgsql function sees what committed before it started, so the count
+-- after the lock includes the previous holder's jobs. Queues without a limit take no lock.
+CREATE FUNCTION keel_jobs_fetch(fetch_queue text, fetch_now timestamptz, wanted bigint, lease_until timestamptz,
+                                fetch_worker text)
+RETURNS TABLE (id bigint, kind text, args jsonb, attempt integer, max_attempts integer, priority smallint,
+               run_at timestamptz, runnable_since timestamptz)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  queue_paused boolean;
+  queue_limit integer;
+  n bigint := wanted;
+BEGIN
+  SELECT q.paused, q.max_running INTO queue_paused, queue_limit FROM keel_job_queues q WHERE q.name = fetch_queue;
+  IF queue_paused THEN
+    RETURN;
+  END IF;
+  IF queue_limit IS NOT NULL THEN
+    PERFORM pg_advisory_xact_lock(1802137200, hashtext(fetch_queue));
+    n := least(n, queue_limit - (SELECT count(*) FROM keel_jobs j WHERE j.state = 'running' AND j.queue = fetch_queue));
+    IF n <= 0 THEN
+      RETURN;
+    END IF;
+  END IF;
+  RETURN QUERY
+  WITH picked AS (
+    SELECT p.id FROM keel_jobs p
+    WHERE p.state IN ('available', 'scheduled', 'retryable') AND p.queue = fetch_queue AND p.run_at <= fetch_now
+    ORDER BY p.priority, p.run_at, p.id
+    LIMIT n
+    FOR UPDATE SKIP LOCKED)
+  UPDATE keel_jobs j SET state = 'running', attempt = j.attempt + 1, attempted_at = fetch_now,
+                         lease_expires_at = lease_until, worker_id = fetch_worker
+  FROM picked WHERE j.id = picked.id
+  RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.priority, j.run_at, greatest(j.run_at, j.created_at);
+END $$;
+)sql"},
+    {4, "jobs periodic slots", R"sql(
+-- The last slot the leader enqueued for each periodic job, so the next leader knows which
+-- slots passed while no worker led.
+CREATE TABLE keel_job_periodic (
+  name       text        PRIMARY KEY,
+  last_slot  timestamptz NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+)sql"},
 };
 
 // One statement for a whole batch: arrays in, one row per inserted job out, and one NOTIFY per
 // queue that got runnable jobs (Postgres sends it at commit, and folds repeats in a transaction).
-// Rows go in by unique key: concurrent batches that share keys then wait for each other in the
-// same order instead of deadlocking; jobs without a key keep their input order.
-constexpr std::string_view insert_sql_template = R"sql(
-WITH input AS (
-  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::int8[], $6::int4[], $7::text[],
-                       $8::text[], $9::int2[], $10::text[]) WITH ORDINALITY
-           AS t(queue, kind, args, priority, run_at_us, max_attempts, tags, unique_key, unique_states, deps, ord)
+// A column whose value is the same for every job of the batch (the queue, kind, priority... of
+// most batches) travels as one scalar parameter instead of an array: Postgres then does not
+// decode, unnest and materialise it row by row (each array of a multi-array unnest is
+// materialised on its own), which was about a third of a typical batch's cost. The SQL text is assembled from
+// the fixed pieces below only; every value is a parameter.
+struct insert_column {
+  std::string_view name;         // in the input row
+  std::string_view array_type;   // the parameter's type as an array
+  std::string_view scalar_type;  // ... and as one value
+};
+constexpr std::array<insert_column, 10> insert_columns = {{
+    {"queue", "text[]", "text"},
+    {"kind", "text[]", "text"},
+    {"args", "text[]", "text"},
+    {"priority", "int2[]", "int2"},
+    {"run_at_us", "int8[]", "int8"},
+    {"max_attempts", "int4[]", "int4"},
+    {"tags", "text[]", "text"},
+    {"unique_key", "text[]", "text"},
+    {"unique_states", "int2[]", "int2"},
+    {"deps", "text[]", "text"},
+}};
+
+// `varying[k]`: column k differs within the batch (an array parameter); the args always go as
+// an array (see enqueue_many). Parameters follow the column order.
+std::string make_insert_sql(const std::array<bool, insert_columns.size()>& varying, bool unique) {
+  std::string arrays, names, scalars;
+  for (std::size_t k = 0; k < insert_columns.size(); ++k) {
+    const auto& col = insert_columns[k];
+    const auto param = "$" + std::to_string(k + 1);
+    if (varying[k]) {
+      if (!arrays.empty()) arrays += ", ";
+      arrays += param + "::" + std::string(col.array_type);
+      names += std::string(col.name) + ", ";
+    } else {
+      scalars += ", " + param + "::" + std::string(col.scalar_type) + " AS " + std::string(col.name);
+    }
+  }
+  std::string sql = "WITH input AS (\n  SELECT t.*" + scalars + "\n  FROM unnest(" + arrays +
+                    ") WITH ORDINALITY AS t(" + names + "ord)";
+  sql += R"sql(
 ), rows AS (
   SELECT queue, kind, args::jsonb AS args, priority,
          coalesce('epoch'::timestamptz + nullif(run_at_us, -9223372036854775808) * interval '1 microsecond', now()) AS run_at,
@@ -104,36 +243,36 @@ WITH input AS (
                          depends_on)
   SELECT CASE WHEN cardinality(depends_on) > 0 THEN 'pending' WHEN run_at > now() THEN 'scheduled' ELSE 'available' END,
          queue, kind, args, priority, run_at, max_attempts, tags, unique_key, unique_states, depends_on
-  FROM rows ORDER BY unique_key NULLS LAST, ord
-  {on_conflict}
+  FROM rows)sql";
+  // Keyed rows go in by unique key: concurrent batches that share keys then wait for each other
+  // in the same order instead of deadlocking (jobs without a key keep their input order). ON
+  // CONFLICT makes every row a speculative insertion, so batches without keys skip both.
+  if (unique) {
+    sql += R"sql( ORDER BY unique_key NULLS LAST, ord
+  ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND (unique_states & keel_jobs_state_bit(state)) <> 0
+  DO NOTHING)sql";
+  }
+  sql += R"sql(
   RETURNING id, coalesce(unique_key, '') AS unique_key, queue, state
 ), woke AS (
   SELECT count(*) AS queues FROM (SELECT pg_notify('keel_jobs', q.queue)
                                   FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') q) n
 )
 SELECT ins.id, ins.unique_key, ins.state FROM ins CROSS JOIN woke)sql";
-
-// ON CONFLICT makes every row a speculative insertion; batches without unique keys skip it.
-std::string make_insert_sql(bool unique) {
-  std::string sql(insert_sql_template);
-  const std::string_view clause = unique ? "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND "
-                                           "(unique_states & keel_jobs_state_bit(state)) "
-                                           "<> 0 DO NOTHING"
-                                         : "";
-  sql.replace(sql.find("{on_conflict}"), std::string_view("{on_conflict}").size(), clause);
   return sql;
 }
-const std::string insert_sql = make_insert_sql(false);
-const std::string insert_unique_sql = make_insert_sql(true);
 
-// Dependents whose dependencies already completed (or were pruned) are released at once.
+// Dependents whose dependencies already completed (or were pruned) are released at once;
+// those waiting for a job that was already discarded or cancelled are cancelled at once.
 constexpr std::string_view release_sql = R"sql(
-WITH released AS (
+WITH settled AS (
+  SELECT keel_jobs_settle_blocked($1::int8[]) AS n
+), released AS (
   UPDATE keel_jobs p SET state = CASE WHEN p.run_at > now() THEN 'scheduled' ELSE 'available' END
   WHERE p.id = ANY($1::int8[]) AND p.state = 'pending'
     AND NOT EXISTS (SELECT 1 FROM keel_jobs d WHERE d.id = ANY(p.depends_on) AND d.state <> 'completed')
   RETURNING p.queue)
-SELECT count(pg_notify('keel_jobs', q.queue)) FROM (SELECT DISTINCT queue FROM released) q)sql";
+SELECT (SELECT n FROM settled), count(pg_notify('keel_jobs', q.queue)) FROM (SELECT DISTINCT queue FROM released) q)sql";
 
 constexpr std::int64_t no_time = std::numeric_limits<std::int64_t>::min();
 
@@ -163,6 +302,47 @@ std::string tags_json(const std::vector<std::string>& tags) {
   boost::json::array a;
   for (const auto& t : tags) a.emplace_back(t);
   return boost::json::serialize(a);
+}
+
+// Tells `o` how many jobs each (queue, kind) got; batches are usually of one kind.
+void report_enqueued(observer& o, std::span<const new_job> jobs, const std::vector<enqueued>& out) {
+  struct group {
+    std::string_view queue, kind;
+    std::size_t count;
+  };
+  std::vector<group> groups;
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    if (out[i].duplicate) continue;
+    auto same = [&](const group& g) { return g.queue == jobs[i].queue && g.kind == jobs[i].kind; };
+    if (!groups.empty() && same(groups.back())) {
+      ++groups.back().count;
+    } else if (auto found = std::find_if(groups.begin(), groups.end(), same); found != groups.end()) {
+      ++found->count;
+    } else {
+      groups.push_back({jobs[i].queue, jobs[i].kind, 1});
+    }
+  }
+  for (const auto& g : groups) o.enqueued(g.queue, g.kind, g.count);
+}
+
+// True when some job of `jobs` depends on an id that no job has.
+result<bool> find_unknown_dependencies(pg::connection& c, std::span<const new_job> jobs) {
+  std::vector<std::int64_t> ids;
+  for (const auto& j : jobs) {
+    for (const auto id : j.depends_on) {
+      if (id <= 0) return result<bool>(true);
+      ids.push_back(id);
+    }
+  }
+  if (ids.empty()) return result<bool>(false);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  auto found = c.query("SELECT count(*) FROM keel_jobs WHERE id = ANY($1::int8[])", ids);
+  // result<bool> cannot be built from an error_code implicitly (it would convert to bool).
+  if (!found) return result<bool>(boost::system::in_place_error, found.error());
+  auto n = found->value<std::int64_t>();
+  if (!n) return result<bool>(boost::system::in_place_error, n.error());
+  return *n != static_cast<std::int64_t>(ids.size());
 }
 
 constexpr std::string_view job_columns =
@@ -258,13 +438,14 @@ result<void> migrate(pg::connection& c) {
   return {};
 }
 
-result<enqueued> enqueue(pg::connection& c, const new_job& job) {
-  auto many = enqueue_many(c, std::span<const new_job>(&job, 1));
+result<enqueued> enqueue(pg::connection& c, const new_job& job, const enqueue_options& options) {
+  auto many = enqueue_many(c, std::span<const new_job>(&job, 1), options);
   if (!many) return many.error();
   return many->front();
 }
 
-result<std::vector<enqueued>> enqueue_many(pg::connection& c, std::span<const new_job> jobs) {
+result<std::vector<enqueued>> enqueue_many(pg::connection& c, std::span<const new_job> jobs,
+                                           const enqueue_options& options) {
   std::vector<enqueued> out;
   if (jobs.empty()) return out;
   std::vector<std::string> queues, kinds, args, tags, keys, deps;
@@ -296,11 +477,41 @@ result<std::vector<enqueued>> enqueue_many(pg::connection& c, std::span<const ne
     unique_bits.push_back(unique ? static_cast<std::int64_t>(j.unique_in) : 0);
     deps.push_back(join_ids(j.depends_on));
   }
+  // Every dependency must exist; a typo'd or pruned id would otherwise leave the job waiting
+  // (or, worse, treat the dependency as done). Nothing of the batch is inserted if one is missing.
+  if (auto missing = find_unknown_dependencies(c, jobs); !missing) {
+    return missing.error();
+  } else if (*missing) {
+    return errc::unknown_dependency;
+  }
+  // Each column goes as an array when it differs within the batch, else as its one value.
   // int2[]/int4[] columns take int8[] parameters (keel::pg's array codec); the server casts them.
+  std::array<bool, insert_columns.size()> varying{};
   pg::params p;
-  p.add(queues).add(kinds).add(args).add(priorities).add(run_at).add(max_attempts).add(tags).add(keys);
-  p.add(unique_bits).add(deps);
-  auto inserted = c.query_params(any_unique ? insert_unique_sql : insert_sql, p);
+  p.reserve(insert_columns.size());
+  auto add_column = [&](std::size_t k, const auto& values) {
+    varying[k] = std::adjacent_find(values.begin(), values.end(), std::not_equal_to<>()) != values.end();
+    if (varying[k]) {
+      p.add(values);
+    } else {
+      p.add(values.front());
+    }
+  };
+  add_column(0, queues);
+  add_column(1, kinds);
+  // The args always travel as an array, even when equal: the row count then comes from an
+  // array, which Postgres's generic plan estimates as small, so the cached statement keeps its
+  // generic plan instead of being planned again on every call.
+  varying[2] = true;
+  p.add(args);
+  add_column(3, priorities);
+  add_column(4, run_at);
+  add_column(5, max_attempts);
+  add_column(6, tags);
+  add_column(7, keys);
+  add_column(8, unique_bits);
+  add_column(9, deps);
+  auto inserted = c.query_params(make_insert_sql(varying, any_unique), p);
   if (!inserted) return inserted.error();
 
   // RETURNING lists inserted rows in insertion order: jobs without a key in input order, keyed
@@ -359,6 +570,7 @@ result<std::vector<enqueued>> enqueue_many(pg::connection& c, std::span<const ne
   if (!with_dependencies.empty()) {
     if (auto released = c.query(release_sql, with_dependencies); !released) return released.error();
   }
+  if (options.observer != nullptr) report_enqueued(*options.observer, jobs, out);
   return out;
 }
 
@@ -390,14 +602,36 @@ result<std::vector<job_info>> list_jobs(pg::connection& c, const job_filter& fil
 }
 
 result<void> retry_job(pg::connection& c, std::int64_t id) {
+  // A job with dependencies goes back to pending until they complete; one whose dependency
+  // failed cannot run (retry that dependency: its dependents come back with it). Reviving a job
+  // revives the dependents it had cancelled (the keel_jobs_dependents trigger).
   constexpr std::string_view sql = R"sql(
-WITH revived AS (
-  UPDATE keel_jobs SET state = 'available', run_at = now(), finished_at = NULL, cancel_requested = false,
-                       lease_expires_at = NULL, worker_id = NULL, max_attempts = greatest(max_attempts, attempt + 1)
-  WHERE id = $1 AND state IN ('discarded', 'cancelled', 'completed', 'retryable', 'scheduled')
-  RETURNING id, queue)
-SELECT id, pg_notify('keel_jobs', queue)::text FROM revived)sql";
-  return change_state(c, sql, id);
+WITH target AS (
+  SELECT j.id,
+         EXISTS (SELECT 1 FROM keel_jobs d WHERE d.id = ANY(j.depends_on) AND d.state IN ('discarded', 'cancelled'))
+           AS blocked,
+         EXISTS (SELECT 1 FROM keel_jobs d WHERE d.id = ANY(j.depends_on) AND d.state <> 'completed') AS waiting
+  FROM keel_jobs j WHERE j.id = $1
+), revived AS (
+  UPDATE keel_jobs j SET state = CASE WHEN t.waiting THEN 'pending' ELSE 'available' END, run_at = now(),
+                         finished_at = NULL, cancel_requested = false, lease_expires_at = NULL, worker_id = NULL,
+                         blocked_by = NULL, max_attempts = greatest(j.max_attempts, j.attempt + 1)
+  FROM target t
+  WHERE j.id = t.id AND NOT t.blocked AND j.state IN ('discarded', 'cancelled', 'completed', 'retryable', 'scheduled')
+  RETURNING j.id, j.queue, j.state)
+SELECT id, CASE WHEN state = 'available' THEN pg_notify('keel_jobs', queue)::text END FROM revived)sql";
+  auto changed = c.query(sql, id);
+  if (!changed) return changed.error();
+  if (changed->size() > 0) return {};
+  auto why = c.query(R"sql(
+SELECT EXISTS (SELECT 1 FROM keel_jobs d WHERE d.id = ANY(j.depends_on) AND d.state IN ('discarded', 'cancelled'))
+FROM keel_jobs j WHERE j.id = $1 AND j.state IN ('discarded', 'cancelled', 'completed', 'retryable', 'scheduled'))sql",
+                     id);
+  if (!why) return why.error();
+  if (!why->empty()) return errc::dependency_failed;
+  auto exists = c.query("SELECT 1 FROM keel_jobs WHERE id = $1", id);
+  if (!exists) return exists.error();
+  return exists->empty() ? errc::job_not_found : errc::invalid_state;
 }
 
 result<void> cancel_job(pg::connection& c, std::int64_t id) {
@@ -448,11 +682,23 @@ result<void> resume_queue(pg::connection& c, std::string_view queue) {
   return {};
 }
 
+result<void> set_queue_limit(pg::connection& c, std::string_view queue,
+                             std::optional<std::int32_t> max_running) {
+  if (queue.empty() || (max_running && *max_running < 0)) return errc::invalid_job;
+  auto r = c.query(
+      "WITH changed AS (INSERT INTO keel_job_queues (name, max_running) VALUES ($1, $2) "
+      "ON CONFLICT (name) DO UPDATE SET max_running = $2, updated_at = now() RETURNING name) "
+      "SELECT pg_notify('keel_jobs', name)::text FROM changed",
+      queue, max_running);
+  if (!r) return r.error();
+  return {};
+}
+
 result<std::vector<queue_summary>> queue_summaries(pg::connection& c) {
   auto found = c.query(R"sql(
 WITH counts AS (SELECT queue, state, count(*) AS n FROM keel_jobs GROUP BY queue, state),
      names AS (SELECT queue FROM counts UNION SELECT name FROM keel_job_queues)
-SELECT n.queue, coalesce(q.paused, false),
+SELECT n.queue, coalesce(q.paused, false), q.max_running,
        coalesce((SELECT jsonb_object_agg(state, c.n) FROM counts c WHERE c.queue = n.queue), '{}'::jsonb),
        (SELECT count(*) FROM keel_jobs j WHERE j.queue = n.queue AND j.state = 'completed'
           AND j.finished_at > now() - interval '1 minute'),
@@ -466,7 +712,8 @@ ORDER BY n.queue)sql");
     queue_summary s;
     s.queue = or_default(row.get<std::string>(0), "");
     s.paused = or_default(row.get<bool>(1), false);
-    if (auto counts = row.get<pg::jsonb>(2)) {
+    s.max_running = or_default(row.get<std::optional<std::int32_t>>(2), std::nullopt);
+    if (auto counts = row.get<pg::jsonb>(3)) {
       boost::system::error_code ec;
       const auto parsed = boost::json::parse(counts->text, ec);
       if (!ec && parsed.is_object()) {
@@ -476,8 +723,8 @@ ORDER BY n.queue)sql");
         }
       }
     }
-    s.completed_last_minute = or_default(row.get<std::int64_t>(3), 0);
-    s.failed_last_minute = or_default(row.get<std::int64_t>(4), 0);
+    s.completed_last_minute = or_default(row.get<std::int64_t>(4), 0);
+    s.failed_last_minute = or_default(row.get<std::int64_t>(5), 0);
     out.push_back(std::move(s));
   }
   return out;

@@ -20,6 +20,12 @@ const char* describe(errc e) noexcept {
     case errc::invalid_schedule:
       return "invalid cron expression: use five fields, minute hour day-of-month month day-of-week (UTC), "
              "each *, a number, a range a-b, a step */n or a-b/n, or a comma-separated list";
+    case errc::unknown_dependency:
+      return "a job depends on an id that no job has (it never existed, or finished and was pruned); enqueue "
+             "the dependencies first and pass the ids enqueue returned; nothing of the batch was enqueued";
+    case errc::dependency_failed:
+      return "a dependency of this job was discarded or cancelled, so it cannot run; retry that dependency "
+             "instead (the jobs it cancelled come back with it)";
   }
   return "unknown keel.jobs error";
 }

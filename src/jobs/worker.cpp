@@ -1,13 +1,16 @@
-// The worker: a fetcher thread, N handler threads, a control thread (acks, heartbeats,
-// cancellation, timeouts), a LISTEN/NOTIFY listener on Asio, and the leader's maintenance thread.
-// Each thread that talks to Postgres has its own connection, so a slow statement on one never
-// holds up the others, and each reconnects by itself after a server restart.
+// The worker: a fetcher thread, N handlers on an Asio thread pool, a control thread (acks,
+// heartbeats, cancellation, timeouts), a LISTEN/NOTIFY listener on Asio, and the leader's
+// maintenance thread. Each thread that talks to Postgres has its own connection, so a slow
+// statement on one never holds up the others, and each reconnects by itself after a server
+// restart.
 #include <keel/core/log.hpp>
 #include <keel/jobs/worker.hpp>
 #include <keel/pg/async.hpp>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/json.hpp>
 
 #include <algorithm>
@@ -54,19 +57,9 @@ bool is_connection_error(const error_code& ec) {
 }
 
 // Fetch a batch: lock the first runnable rows (skipping rows other workers hold), and take
-// them under a lease in the same statement.
-constexpr std::string_view fetch_sql = R"sql(
-WITH picked AS (
-  SELECT id FROM keel_jobs
-  WHERE state IN ('available', 'scheduled', 'retryable') AND queue = $1 AND run_at <= $2
-    AND NOT EXISTS (SELECT 1 FROM keel_job_queues q WHERE q.name = $1 AND q.paused)
-  ORDER BY priority, run_at, id
-  LIMIT $3
-  FOR UPDATE SKIP LOCKED)
-UPDATE keel_jobs j SET state = 'running', attempt = j.attempt + 1, attempted_at = $2, lease_expires_at = $4,
-                       worker_id = $5
-FROM picked WHERE j.id = picked.id
-RETURNING j.id, j.kind, j.args, j.attempt, j.max_attempts, j.priority, j.run_at, greatest(j.run_at, j.created_at))sql";
+// them under a lease in the same statement; paused queues give nothing, and a queue's
+// max_running (set_queue_limit) bounds its running jobs over all workers (keel_jobs_fetch).
+constexpr std::string_view fetch_sql = "SELECT * FROM keel_jobs_fetch($1, $2, $3, $4, $5)";
 
 // Acknowledge a batch of finished runs. A row changes only if it is still running the same
 // attempt: a job rescued (lease expired) or cancelled meanwhile is left alone, and a rescue
@@ -102,7 +95,10 @@ WITH u AS (
 ), woke AS (
   SELECT count(*) AS n FROM (SELECT pg_notify('keel_jobs', q.queue)
                              FROM (SELECT DISTINCT queue FROM released
-                                   UNION SELECT DISTINCT queue FROM done WHERE state = 'available') q) x
+                                   UNION SELECT DISTINCT queue FROM done WHERE state = 'available'
+                                   UNION SELECT DISTINCT queue FROM done
+                                         WHERE queue IN (SELECT name FROM keel_job_queues
+                                                         WHERE max_running IS NOT NULL)) q) x
 )
 SELECT done.id FROM done CROSS JOIN woke)sql";
 
@@ -144,6 +140,13 @@ WITH released AS (
   RETURNING p.queue
 )
 SELECT count(pg_notify('keel_jobs', q.queue)) FROM (SELECT DISTINCT queue FROM released) q)sql";
+
+// Fallback for dependents enqueued while their dependency was being discarded or cancelled
+// (the trigger that settles dependents cannot see rows of a transaction not yet committed).
+constexpr std::string_view settle_pending_sql =
+    "SELECT keel_jobs_settle_blocked(ARRAY(SELECT id FROM keel_jobs WHERE state = 'pending' ORDER BY id "
+    "LIMIT "
+    "1000))";
 
 constexpr std::string_view prune_sql = R"sql(
 WITH gone AS (
@@ -208,11 +211,17 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
   const keel::clock* clock;
   std::unordered_map<std::string, registered_kind> kinds;
   std::vector<std::optional<cron_schedule>> schedules;  // one per options.periodic
+  // The leader's view of each periodic job (reset when it becomes leader).
+  struct periodic_state {
+    bool loaded = false;                   // `recorded` was read from keel_job_periodic
+    std::optional<std::int64_t> recorded;  // the last slot enqueued, ms since the epoch
+    std::optional<std::int64_t> examined;  // the last slot handled by this leader
+  };
+  std::vector<periodic_state> periodic_states;
   std::chrono::milliseconds heartbeat_every;
 
   std::mutex mutex;
   std::condition_variable fetch_cv;    // fetcher: wake, slots freed, stopping
-  std::condition_variable work_cv;     // handlers: ready jobs, stopping
   std::condition_variable control_cv;  // control: acks, cancel check, stopping
   std::condition_variable idle_cv;     // stop(): running jobs finished
   bool started = false;
@@ -226,10 +235,11 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
   std::map<std::string, std::size_t, std::less<>> held_per_queue;
   std::vector<ack> acks;
   std::size_t running_handlers = 0;
+  std::size_t draining = 0;  // tasks on the pool that run ready jobs (at most concurrency)
   worker_stats counters;
 
   std::thread fetcher, control, maintainer;
-  std::vector<std::thread> handlers;
+  std::optional<boost::asio::thread_pool> pool;  // runs the handlers, `concurrency` threads
   boost::asio::io_context io;
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> io_guard;
   std::thread io_thread;
@@ -343,19 +353,20 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
           got.push_back(std::move(j));
         }
         if (got.size() == n) full = true;
-        std::unique_lock lock(mutex);
-        counters.fetched += got.size();
-        for (auto& j : got) {
-          held.emplace(j->id, j);
-          ++held_per_queue[j->queue];
-          ready.push_back(std::move(j));
+        std::size_t tasks = 0;
+        {
+          std::unique_lock lock(mutex);
+          counters.fetched += got.size();
+          // Enough draining tasks for the new jobs, up to one per handler.
+          tasks = std::min(got.size(), options.concurrency - std::min(options.concurrency, draining));
+          draining += tasks;
+          for (auto& j : got) {
+            held.emplace(j->id, j);
+            ++held_per_queue[j->queue];
+            ready.push_back(std::move(j));
+          }
         }
-        // Wake as many handlers as there are new jobs, not all of them.
-        if (got.size() >= options.concurrency) {
-          work_cv.notify_all();
-        } else {
-          for (std::size_t k = 0; k < got.size(); ++k) work_cv.notify_one();
-        }
+        for (std::size_t k = 0; k < tasks; ++k) boost::asio::post(*pool, [this] { drain(); });
       }
       if (full) {
         std::unique_lock lock(mutex);
@@ -384,14 +395,20 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
     }
   }
 
-  void handler_loop() {
+  // A task on the handler pool: runs ready jobs, first come first served, until none is left.
+  // At most `concurrency` such tasks exist (`draining`), so a batch of jobs costs one task per
+  // handler rather than one per job, and no task waits while jobs wait. stop() hands back the
+  // ready jobs, and the tasks then find nothing and end.
+  void drain() {
     while (true) {
       std::shared_ptr<held_job> j;
       const registered_kind* k = nullptr;
       {
         std::unique_lock lock(mutex);
-        work_cv.wait(lock, [&] { return stopping_handlers || !ready.empty(); });
-        if (ready.empty()) break;
+        if (ready.empty()) {
+          --draining;
+          return;
+        }
         j = std::move(ready.front());
         ready.pop_front();
         if (auto found = kinds.find(j->kind); found != kinds.end()) k = &found->second;
@@ -590,6 +607,7 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
       leading = or_default(locked->value<bool>(), false);
       if (!leading) return;
       log::info("keel.jobs: this worker leads maintenance", {{"worker", options.worker_id}});
+      periodic_states.assign(options.periodic.size(), {});
     }
     const auto now = clock->now();
     if (auto rescued = c.query(rescue_sql, now); rescued) {
@@ -607,29 +625,13 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
       leading = false;
       return;
     }
-    for (std::size_t i = 0; i < options.periodic.size(); ++i) {
-      const auto& p = options.periodic[i];
-      const auto now_ms =
-          std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
-      std::int64_t slot = 0;
-      if (schedules[i]) {
-        if (!schedules[i]->matches(now)) continue;
-        slot = now_ms - now_ms % 60'000;  // the matching minute
-      } else {
-        const auto every_ms = std::max<std::int64_t>(1, p.every.count());
-        slot = now_ms - now_ms % every_ms;
-      }
-      new_job j = p.job;
-      j.unique_key = "periodic:" + p.name + ":" + std::to_string(slot);
-      j.unique_in = unique_states::all;
-      if (auto put = enqueue(c, j); !put) {
-        log::warn("keel.jobs: could not enqueue a periodic job",
-                  {{"name", p.name}, {"error", put.error().message()}});
-        if (is_connection_error(put.error())) {
-          leading = false;
-          return;
-        }
-      }
+    if (auto settled = c.query(settle_pending_sql); !settled) {
+      leading = false;
+      return;
+    }
+    if (!enqueue_periodic(c, now)) {
+      leading = false;
+      return;
     }
     for (int round = 0; round < 20; ++round) {
       auto pruned = c.query(prune_sql, now - options.keep_completed, now - options.keep_discarded);
@@ -639,6 +641,88 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
       }
       if (or_default(pruned->value<std::int64_t>(), 0) < 5000) break;
     }
+  }
+
+  // Enqueues each periodic job's due slots; false when the connection failed. Each slot is
+  // enqueued with the unique key periodic:<name>:<slot> in scope `all`, so two leaders in a
+  // hand-over cannot enqueue a slot twice; the last slot enqueued is kept in keel_job_periodic,
+  // so a new leader knows which slots passed while no worker led (missed_slots policy).
+  bool enqueue_periodic(pg::connection& c, timestamp now) {
+    using std::chrono::milliseconds;
+    constexpr std::int64_t minute_ms = 60'000;
+    constexpr std::int64_t cron_lookback_minutes = 366LL * 24 * 60;
+    const auto now_ms = std::chrono::duration_cast<milliseconds>(now.time_since_epoch()).count();
+    for (std::size_t i = 0; i < options.periodic.size(); ++i) {
+      const auto& p = options.periodic[i];
+      auto& state = periodic_states[i];
+      // `upper`: the slot now falls in; `current`: the slot to run now, if now is one.
+      std::int64_t step_ms = minute_ms, upper = 0;
+      std::optional<std::int64_t> current;
+      if (schedules[i]) {
+        upper = now_ms - now_ms % minute_ms;
+        if (schedules[i]->matches(now)) current = upper;
+      } else {
+        step_ms = std::max<std::int64_t>(1, p.every.count());
+        upper = now_ms - now_ms % step_ms;
+        current = upper;
+      }
+      if (state.examined && *state.examined == upper) continue;  // this slot was handled
+      if (!state.loaded) {
+        auto recorded = c.query("SELECT last_slot FROM keel_job_periodic WHERE name = $1", p.name);
+        if (!recorded) return !is_connection_error(recorded.error());
+        if (!recorded->empty()) {
+          if (auto t = (*recorded)[0].get<timestamp>(0)) {
+            state.recorded = std::chrono::duration_cast<milliseconds>(t->time_since_epoch()).count();
+          }
+        }
+        state.loaded = true;
+      }
+      std::vector<std::int64_t> slots;
+      if (p.missed != missed_slots::skip && state.recorded) {
+        // Slots after the last one enqueued (or examined) and before `upper` were missed; walk
+        // back from the newest, keeping as many as the policy wants.
+        const std::size_t wanted = p.missed == missed_slots::run_once ? 1 : p.catch_up_limit;
+        const auto after = std::max(*state.recorded, state.examined.value_or(*state.recorded));
+        if (schedules[i]) {
+          std::int64_t looked = 0;
+          for (auto m = upper - minute_ms;
+               m > after && slots.size() < wanted && looked < cron_lookback_minutes;
+               m -= minute_ms, ++looked) {
+            if (schedules[i]->matches(timestamp(milliseconds(m)))) slots.push_back(m);
+          }
+        } else {
+          for (auto slot = upper - step_ms; slot > after && slots.size() < wanted; slot -= step_ms) {
+            slots.push_back(slot);
+          }
+        }
+        std::reverse(slots.begin(), slots.end());
+      }
+      if (current && (!state.recorded || *current > *state.recorded)) slots.push_back(*current);
+      if (!slots.empty()) {
+        std::vector<new_job> batch;
+        for (const auto slot : slots) {
+          new_job j = p.job;
+          j.unique_key = "periodic:" + p.name + ":" + std::to_string(slot);
+          j.unique_in = unique_states::all;
+          batch.push_back(std::move(j));
+        }
+        if (auto put = enqueue_many(c, batch, {.observer = options.observer.get()}); !put) {
+          log::warn("keel.jobs: could not enqueue a periodic job",
+                    {{"name", p.name}, {"error", put.error().message()}});
+          if (is_connection_error(put.error())) return false;
+          continue;  // tried again at the next round
+        }
+        const auto last = slots.back();
+        auto saved = c.query(
+            "INSERT INTO keel_job_periodic (name, last_slot) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE "
+            "SET last_slot = greatest(keel_job_periodic.last_slot, excluded.last_slot), updated_at = now()",
+            p.name, timestamp(milliseconds(last)));
+        if (!saved) return !is_connection_error(saved.error());
+        state.recorded = std::max(state.recorded.value_or(last), last);
+      }
+      state.examined = upper;
+    }
+    return true;
   }
 
   void leader_loop() {
@@ -730,7 +814,7 @@ result<void> worker::start() {
       });
   s.listener->start();
   s.io_thread = std::thread([&s] { s.io.run(); });
-  for (std::size_t i = 0; i < s.options.concurrency; ++i) s.handlers.emplace_back([&s] { s.handler_loop(); });
+  s.pool.emplace(s.options.concurrency);
   s.control = std::thread([&s] { s.control_loop(); });
   s.fetcher = std::thread([&s] { s.fetch_loop(); });
   if (s.options.maintenance) s.maintainer = std::thread([&s] { s.leader_loop(); });
@@ -757,7 +841,6 @@ void worker::stop() {
     }
     s.ready.clear();
     s.stopping_handlers = true;
-    s.work_cv.notify_all();
     s.control_cv.notify_all();
     // Running jobs get the shutdown timeout to finish.
     s.idle_cv.wait_for(lock, s.options.shutdown_timeout, [&] { return s.running_handlers == 0; });
@@ -773,8 +856,7 @@ void worker::stop() {
     }
     s.control_cv.notify_all();
   }
-  for (auto& t : s.handlers) t.join();  // a handler that ignores cancelled() keeps us here
-  s.handlers.clear();
+  if (s.pool) s.pool->join();  // a handler that ignores cancelled() keeps us here
   {
     std::unique_lock lock(s.mutex);
     s.stopping_control = true;

@@ -11,6 +11,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -60,6 +62,22 @@ jobs::worker_options fast_options(const std::string& conninfo) {
           .shutdown_timeout = 2000ms,
           .maintenance_interval = 100ms};
 }
+
+// Counts what enqueue reports, per (queue, kind).
+struct counting_observer final : jobs::observer {
+  std::mutex m;
+  std::map<std::pair<std::string, std::string>, std::size_t> jobs_enqueued;
+  std::size_t calls = 0;
+  void enqueued(std::string_view queue, std::string_view kind, std::size_t n) override {
+    std::lock_guard lock(m);
+    jobs_enqueued[{std::string(queue), std::string(kind)}] += n;
+    ++calls;
+  }
+  std::size_t of(const std::string& queue, const std::string& kind) {
+    std::lock_guard lock(m);
+    return jobs_enqueued[{queue, kind}];
+  }
+};
 
 // A child process running tests/jobs/test_worker.cpp.
 struct child {
@@ -205,6 +223,60 @@ TEST_SUITE("pg") {
     listen.stop();
   }
 
+  TEST_CASE("a batch stores every field whether a column is the same for all jobs or differs") {
+    schema_with_jobs db;
+    const auto later = keel::timestamp(std::chrono::floor<std::chrono::microseconds>(
+        std::chrono::system_clock::now() + std::chrono::hours(1)));
+    auto dep = jobs::enqueue(db.c, {.kind = "dep"}).value().id;
+    // Identical jobs: no column varies.
+    const jobs::new_job same{.kind = "same",
+                             .args = R"({"x": 1})",
+                             .queue = "q1",
+                             .priority = 3,
+                             .run_at = later,
+                             .max_attempts = 4,
+                             .tags = {"t"}};
+    std::vector<jobs::new_job> identical(3, same);
+    auto put = jobs::enqueue_many(db.c, identical).value();
+    REQUIRE(put.size() == 3);
+    for (const auto& e : put) {
+      auto j = jobs::get_job(db.c, e.id).value();
+      CHECK(j.kind == "same");
+      CHECK(j.queue == "q1");
+      CHECK(j.priority == 3);
+      CHECK(j.run_at == later);
+      CHECK(j.max_attempts == 4);
+      CHECK(j.tags == std::vector<std::string>{"t"});
+      CHECK(j.state == jobs::job_state::scheduled);
+      CHECK(boost::json::parse(j.args) == boost::json::parse(R"({"x": 1})"));
+    }
+    // Every column differs between the two jobs.
+    std::vector<jobs::new_job> mixed = {
+        {.kind = "a", .args = R"({"i": 1})", .queue = "q1", .priority = 1, .max_attempts = 2, .tags = {}},
+        {.kind = "b",
+         .args = R"({"i": 2})",
+         .queue = "q2",
+         .priority = 2,
+         .run_at = later,
+         .max_attempts = 3,
+         .tags = {"x", "y"},
+         .unique_key = "k",
+         .unique_in = jobs::unique_states::all,
+         .depends_on = {dep}}};
+    put = jobs::enqueue_many(db.c, mixed).value();
+    auto a = jobs::get_job(db.c, put[0].id).value();
+    auto b = jobs::get_job(db.c, put[1].id).value();
+    CHECK((a.kind == "a" && a.queue == "q1" && a.priority == 1 && a.max_attempts == 2 && a.tags.empty()));
+    CHECK(a.state == jobs::job_state::available);
+    CHECK(!a.unique_key.has_value());
+    CHECK((b.kind == "b" && b.queue == "q2" && b.priority == 2 && b.max_attempts == 3 && b.run_at == later));
+    CHECK(b.tags == std::vector<std::string>{"x", "y"});
+    CHECK(b.unique_key == "k");
+    CHECK(b.depends_on == std::vector<std::int64_t>{dep});
+    CHECK(b.state == jobs::job_state::pending);
+    CHECK(boost::json::parse(b.args) == boost::json::parse(R"({"i": 2})"));
+  }
+
   TEST_CASE("unique keys hold in the chosen states, also under concurrent enqueue") {
     schema_with_jobs db;
     auto first = jobs::enqueue(db.c, {.kind = "sync", .unique_key = "user:1"}).value();
@@ -274,6 +346,32 @@ TEST_SUITE("pg") {
     CHECK(eventually([&] { return state_of(db.c, late.id) == "completed"; }));
     w.stop();
     CHECK(w.stats().completed == 301);
+  }
+
+  TEST_CASE("a worker runs exactly `concurrency` handlers at once on its pool") {
+    schema_with_jobs db;
+    std::vector<jobs::new_job> batch(12, jobs::new_job{.kind = "wide"});
+    REQUIRE(jobs::enqueue_many(db.c, batch));
+    auto options = fast_options(db.conninfo);  // concurrency 4
+    std::atomic<int> now_running{0}, most{0};
+    jobs::worker w(options);
+    w.handle("wide", [&](const jobs::job_context&) {
+      const int n = ++now_running;
+      int seen = most.load();
+      while (n > seen && !most.compare_exchange_weak(seen, n)) {
+      }
+      // Hold the slot until four run together (or a while passed), so the peak is observable.
+      const auto until = std::chrono::steady_clock::now() + 2s;
+      while (most.load() < 4 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+      std::this_thread::sleep_for(5ms);
+      --now_running;
+      return jobs::job_result::done();
+    });
+    REQUIRE(w.start());
+    CHECK(eventually(
+        [&] { return count(db.c, "SELECT count(*) FROM keel_jobs WHERE state = 'completed'") == 12; }));
+    CHECK(most == 4);
+    w.stop();
   }
 
   TEST_CASE("retries follow the kind's backoff on a manual clock, then discard with every error kept") {
@@ -464,6 +562,62 @@ TEST_SUITE("pg") {
     w.stop();
   }
 
+  TEST_CASE("a queue's limit in Postgres bounds its running jobs over all workers") {
+    schema_with_jobs db;
+    CHECK(jobs::set_queue_limit(db.c, "narrow", -1).error() == jobs::errc::invalid_job);
+    REQUIRE(jobs::set_queue_limit(db.c, "narrow", 3));
+    std::vector<jobs::new_job> batch(60, jobs::new_job{.kind = "q", .queue = "narrow"});
+    REQUIRE(jobs::enqueue_many(db.c, batch));
+    auto summaries = jobs::queue_summaries(db.c).value();
+    REQUIRE(summaries.size() == 1);
+    CHECK(summaries[0].max_running == 3);
+    // Two workers, each with its own connections and room for 4 at once (and a prefetch of 4).
+    std::atomic<int> now_running{0}, most{0};
+    std::mutex m;
+    std::set<std::string> workers_that_ran;
+    auto options = fast_options(db.conninfo);
+    options.queues = {{.name = "narrow"}};
+    options.prefetch = 4;
+    auto handler_of = [&](std::string name) {
+      return [&, name](const jobs::job_context&) {
+        const int n = ++now_running;
+        int seen = most.load();
+        while (n > seen && !most.compare_exchange_weak(seen, n)) {
+        }
+        std::this_thread::sleep_for(15ms);
+        --now_running;
+        std::lock_guard lock(m);
+        workers_that_ran.insert(name);
+        return jobs::job_result::done();
+      };
+    };
+    jobs::worker first(options);
+    jobs::worker second(options);
+    first.handle("q", handler_of("first"));
+    second.handle("q", handler_of("second"));
+    REQUIRE(first.start());
+    REQUIRE(second.start());
+    CHECK(eventually(
+        [&] { return count(db.c, "SELECT count(*) FROM keel_jobs WHERE state = 'completed'") == 60; }));
+    CHECK(most <= 3);
+    CHECK(most >= 2);  // the limit is not a lock on the whole queue
+    {
+      std::lock_guard lock(m);
+      CHECK(workers_that_ran == std::set<std::string>{"first", "second"});
+    }
+    // A limit of 0 holds the queue; removing the limit lets it run again.
+    REQUIRE(jobs::set_queue_limit(db.c, "narrow", 0));
+    auto held = jobs::enqueue(db.c, {.kind = "q", .queue = "narrow"}).value().id;
+    first.wake();
+    second.wake();
+    std::this_thread::sleep_for(300ms);
+    CHECK(state_of(db.c, held) == "available");
+    REQUIRE(jobs::set_queue_limit(db.c, "narrow", std::nullopt));
+    CHECK(eventually([&] { return state_of(db.c, held) == "completed"; }));
+    first.stop();
+    second.stop();
+  }
+
   TEST_CASE("a job with dependencies starts only after all of them completed") {
     schema_with_jobs db;
     auto a = jobs::enqueue(db.c, {.kind = "step", .args = R"({"name": "a"})"}).value().id;
@@ -492,6 +646,87 @@ TEST_SUITE("pg") {
     auto d = jobs::enqueue(db.c, {.kind = "step", .args = R"({"name": "d"})", .depends_on = {a}}).value().id;
     CHECK(state_of(db.c, d) != "pending");
     w.stop();
+  }
+
+  TEST_CASE("dependents of a discarded or cancelled job are cancelled with the reason, recursively") {
+    schema_with_jobs db;
+    auto last_error = [&](std::int64_t id) {
+      auto j = jobs::get_job(db.c, id).value();
+      return j.errors.empty() ? std::string() : j.errors.back().error;
+    };
+    // a <- b <- c: discarding a settles b, and b's cancellation settles c.
+    auto a = jobs::enqueue(db.c, {.kind = "step"}).value().id;
+    auto b = jobs::enqueue(db.c, {.kind = "step", .depends_on = {a}}).value().id;
+    auto c = jobs::enqueue(db.c, {.kind = "step", .depends_on = {b}}).value().id;
+    auto other = jobs::enqueue(db.c, {.kind = "step"}).value().id;
+    auto both = jobs::enqueue(db.c, {.kind = "step", .depends_on = {other, a}}).value().id;
+    REQUIRE(jobs::discard_job(db.c, a, "bad input"));
+    CHECK(state_of(db.c, b) == "cancelled");
+    CHECK(state_of(db.c, c) == "cancelled");
+    CHECK(state_of(db.c, both) == "cancelled");
+    CHECK(state_of(db.c, other) == "available");
+    CHECK(last_error(b) == "dependency " + std::to_string(a) + " was discarded, so this job cannot start; " +
+                               "retrying job " + std::to_string(a) + " brings it back");
+    CHECK(last_error(c).starts_with("dependency " + std::to_string(b) + " was cancelled"));
+    // A dependent cannot be retried while its dependency failed: retry the dependency.
+    CHECK(jobs::retry_job(db.c, b).error() == jobs::errc::dependency_failed);
+    // A job enqueued on a dependency that already failed is cancelled at once.
+    auto late = jobs::enqueue(db.c, {.kind = "step", .depends_on = {a}}).value().id;
+    CHECK(state_of(db.c, late) == "cancelled");
+    CHECK(last_error(late).starts_with("dependency " + std::to_string(a) + " was discarded"));
+
+    // Retrying the dependency brings its dependents back to pending, recursively; a job
+    // cancelled by hand stays cancelled.
+    auto by_hand = jobs::enqueue(db.c, {.kind = "step", .depends_on = {other}}).value().id;
+    REQUIRE(jobs::cancel_job(db.c, by_hand));
+    REQUIRE(jobs::retry_job(db.c, a));
+    CHECK(state_of(db.c, a) == "available");
+    CHECK(state_of(db.c, b) == "pending");
+    CHECK(state_of(db.c, c) == "pending");
+    CHECK(state_of(db.c, both) == "pending");
+    CHECK(state_of(db.c, late) == "pending");
+    CHECK(state_of(db.c, by_hand) == "cancelled");
+
+    // The same when a worker discards the dependency after its last attempt, and then all of it
+    // runs once the dependency is retried and succeeds.
+    std::atomic<bool> healthy{false};
+    jobs::worker w(fast_options(db.conninfo));
+    w.handle("step", [](const jobs::job_context&) { return jobs::job_result::done(); });
+    w.handle("flaky", [&](const jobs::job_context&) {
+      return healthy ? jobs::job_result::done() : jobs::job_result::fail("not yet");
+    });
+    auto f = jobs::enqueue(db.c, {.kind = "flaky", .max_attempts = 1}).value().id;
+    auto g = jobs::enqueue(db.c, {.kind = "step", .depends_on = {f}}).value().id;
+    auto h = jobs::enqueue(db.c, {.kind = "step", .depends_on = {g}}).value().id;
+    REQUIRE(w.start());
+    REQUIRE(eventually([&] { return state_of(db.c, h) == "cancelled"; }));
+    CHECK(state_of(db.c, f) == "discarded");
+    CHECK(state_of(db.c, g) == "cancelled");
+    CHECK(
+        eventually([&] { return state_of(db.c, c) == "completed" && state_of(db.c, both) == "completed"; }));
+    CHECK(state_of(db.c, late) == "completed");
+    healthy = true;
+    REQUIRE(jobs::retry_job(db.c, f));
+    CHECK(eventually([&] { return state_of(db.c, h) == "completed"; }));
+    CHECK(state_of(db.c, g) == "completed");
+    w.stop();
+    CHECK(count(db.c, "SELECT count(*) FROM keel_jobs WHERE state = 'pending'") == 0);
+  }
+
+  TEST_CASE("a dependency id that no job has is refused, and nothing of the batch is enqueued") {
+    schema_with_jobs db;
+    auto a = jobs::enqueue(db.c, {.kind = "step"}).value().id;
+    std::vector<jobs::new_job> batch = {
+        {.kind = "step"}, {.kind = "step", .depends_on = {a}}, {.kind = "step", .depends_on = {a, a + 1000}}};
+    CHECK(jobs::enqueue_many(db.c, batch).error() == jobs::errc::unknown_dependency);
+    CHECK(jobs::enqueue(db.c, {.kind = "step", .depends_on = {-1}}).error() ==
+          jobs::errc::unknown_dependency);
+    CHECK(count(db.c, "SELECT count(*) FROM keel_jobs") == 1);
+    CHECK(jobs::make_error_code(jobs::errc::unknown_dependency).message().find("nothing of the batch") !=
+          std::string::npos);
+    batch.pop_back();
+    CHECK(jobs::enqueue_many(db.c, batch));
+    CHECK(count(db.c, "SELECT count(*) FROM keel_jobs") == 3);
   }
 
   TEST_CASE("graceful shutdown lets short jobs finish and hands long ones back") {
@@ -577,6 +812,99 @@ TEST_SUITE("pg") {
     clock.advance(60s);  // the next even minute
     CHECK(eventually([&] { return reports() == 2; }));
     w.stop();
+  }
+
+  TEST_CASE(
+      "slots missed while no worker led are skipped, caught up or run once, per schedule (manual clock)") {
+    schema_with_jobs db;
+    using namespace std::chrono;
+    // Minute 10 of an hour, 5 s in.
+    const auto base_minute = floor<hours>(system_clock::now()) - hours(2) + minutes(10);
+    keel::manual_clock clock(time_point_cast<nanoseconds>(base_minute + seconds(5)));
+    auto options = fast_options(db.conninfo);
+    options.clock = &clock;
+    options.queues = {{.name = "work"}};  // the periodic jobs wait in "ticks", where nothing runs them
+    auto seen = std::make_shared<counting_observer>();
+    options.observer = seen;
+    const jobs::new_job tick{.kind = "tick", .queue = "ticks"};
+    options.periodic = {
+        {.name = "skip", .every = 1min, .job = tick},
+        {.name = "catch",
+         .every = 1min,
+         .job = tick,
+         .missed = jobs::missed_slots::catch_up,
+         .catch_up_limit = 3},
+        {.name = "once", .every = 1min, .job = tick, .missed = jobs::missed_slots::run_once},
+        {.name = "cron",
+         .cron = "*/2 * * * *",
+         .job = tick,
+         .missed = jobs::missed_slots::catch_up,
+         .catch_up_limit = 3},
+    };
+    // The slots enqueued for `name`, in minutes after the base minute.
+    auto slots_of = [&](const std::string& name) {
+      std::vector<std::int64_t> out;
+      const auto base_ms = duration_cast<milliseconds>(base_minute.time_since_epoch()).count();
+      auto keys = db.c.query("SELECT unique_key FROM keel_jobs WHERE unique_key LIKE $1 ORDER BY id",
+                             "periodic:" + name + ":%")
+                      .value();
+      for (const auto row : keys) {
+        const auto key = row.get<std::string>(0).value();
+        out.push_back((std::stoll(key.substr(key.rfind(':') + 1)) - base_ms) / 60'000);
+      }
+      return out;
+    };
+    using slots = std::vector<std::int64_t>;
+    auto run_worker_until = [&](const std::map<std::string, slots>& expected) {
+      jobs::worker w(options);
+      w.handle("noop", [](const jobs::job_context&) { return jobs::job_result::done(); });
+      REQUIRE(w.start());
+      auto all_there = [&] {
+        for (const auto& [name, want] : expected) {
+          if (slots_of(name) != want) return false;
+        }
+        return true;
+      };
+      CHECK(eventually(all_there));
+      std::this_thread::sleep_for(500ms);  // several more maintenance rounds add nothing
+      for (const auto& [name, want] : expected) CHECK_MESSAGE(slots_of(name) == want, name);
+      w.stop();
+    };
+    run_worker_until({{"skip", {0}}, {"catch", {0}}, {"once", {0}}, {"cron", {0}}});
+    // Every process is down for 9 minutes; the next leader starts in minute 19 (odd: no cron slot).
+    clock.advance(9min);
+    run_worker_until(
+        {{"skip", {0, 9}}, {"catch", {0, 6, 7, 8, 9}}, {"once", {0, 8, 9}}, {"cron", {0, 4, 6, 8}}});
+    clock.advance(1min);
+    run_worker_until({{"skip", {0, 9, 10}},
+                      {"catch", {0, 6, 7, 8, 9, 10}},
+                      {"once", {0, 8, 9, 10}},
+                      {"cron", {0, 4, 6, 8, 10}}});
+    // The leader reported each periodic job it enqueued.
+    CHECK(seen->of("ticks", "tick") ==
+          static_cast<std::size_t>(count(db.c, "SELECT count(*) FROM keel_jobs WHERE kind = 'tick'")));
+  }
+
+  TEST_CASE("enqueue reports what it inserted to the caller's observer") {
+    schema_with_jobs db;
+    counting_observer seen;
+    const jobs::enqueue_options report{.observer = &seen};
+    REQUIRE(jobs::enqueue(db.c, {.kind = "email"}, report));
+    std::vector<jobs::new_job> batch = {{.kind = "email"},
+                                        {.kind = "sms", .queue = "urgent"},
+                                        {.kind = "email"},
+                                        {.kind = "sms", .queue = "urgent", .unique_key = "u1"},
+                                        {.kind = "sms", .queue = "urgent", .unique_key = "u1"}};
+    REQUIRE(jobs::enqueue_many(db.c, batch, report));
+    CHECK(seen.of("default", "email") == 3);
+    CHECK(seen.of("urgent", "sms") == 2);  // the duplicate of key u1 was not inserted
+    CHECK(seen.calls == 3);                // one report per (queue, kind) per call
+    // A refused batch reports nothing, and neither does a call without the option.
+    std::vector<jobs::new_job> bad = {{.kind = "email"}, {.kind = "email", .args = "{"}};
+    CHECK_FALSE(jobs::enqueue_many(db.c, bad, report));
+    REQUIRE(jobs::enqueue(db.c, {.kind = "email"}));
+    CHECK(seen.of("default", "email") == 3);
+    CHECK(count(db.c, "SELECT count(*) FROM keel_jobs") == 6);
   }
 
   TEST_CASE("periodic jobs run exactly once per slot with three worker processes") {

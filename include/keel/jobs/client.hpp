@@ -77,18 +77,48 @@ struct enqueued {
   bool duplicate = false;  ///< true when a job with the unique key already existed
 };
 
+/// Events for metrics, from enqueue calls (enqueue_options) and from workers
+/// (worker_options::observer). Called from the calling or worker threads, so keep them cheap
+/// (atomic adds). Override what you need; the others do nothing.
+class observer {
+ public:
+  virtual ~observer() = default;
+  /// `count` jobs of `kind` were inserted into `queue` by one enqueue call (duplicates of a
+  /// unique key are not counted). Reported when the statement succeeded: if the caller's
+  /// transaction then rolls back, the jobs never existed but were counted.
+  virtual void enqueued(std::string_view queue, std::string_view kind, std::size_t count) {
+    (void)queue, (void)kind, (void)count;
+  }
+  /// A job started, after waiting `queue_wait` since it became runnable.
+  virtual void started(std::string_view queue, std::string_view kind, std::chrono::nanoseconds queue_wait) {
+    (void)queue, (void)kind, (void)queue_wait;
+  }
+  /// A run ended after `run_time`, with `outcome`: "completed", "failed", "discarded" or "cancelled".
+  virtual void finished(std::string_view queue, std::string_view kind, std::string_view outcome,
+                        std::chrono::nanoseconds run_time) {
+    (void)queue, (void)kind, (void)outcome, (void)run_time;
+  }
+};
+
+/// How enqueue reports what it did.
+struct enqueue_options {
+  jobs::observer* observer = nullptr;  ///< told what was enqueued, per queue and kind; not owned
+};
+
 /// Creates or upgrades the job tables (migrations of component "jobs"). Safe to call from
 /// several processes at once.
 [[nodiscard]] result<void> migrate(pg::connection& c);
 
 /// Inserts one job (one round trip) and wakes workers of its queue when the surrounding
 /// transaction commits. @returns errc::invalid_job, errc::invalid_args, or the pg error.
-[[nodiscard]] result<enqueued> enqueue(pg::connection& c, const new_job& job);
+[[nodiscard]] result<enqueued> enqueue(pg::connection& c, const new_job& job,
+                                       const enqueue_options& options = {});
 
 /// Inserts many jobs in one statement (array parameters, thousands per round trip), and sends
 /// one notification per queue for the whole batch. Results are in the order of `jobs`.
 /// All or nothing: a bad job fails the call before anything is inserted.
-[[nodiscard]] result<std::vector<enqueued>> enqueue_many(pg::connection& c, std::span<const new_job> jobs);
+[[nodiscard]] result<std::vector<enqueued>> enqueue_many(pg::connection& c, std::span<const new_job> jobs,
+                                                         const enqueue_options& options = {});
 
 /// One failed attempt.
 struct attempt_error {
@@ -149,11 +179,18 @@ struct job_filter {
 [[nodiscard]] result<void> pause_queue(pg::connection& c, std::string_view queue);
 [[nodiscard]] result<void> resume_queue(pg::connection& c, std::string_view queue);
 
+/// Limits how many of `queue`'s jobs run at once over all workers in all processes (enforced
+/// when workers fetch; running jobs are not stopped); nullopt removes the limit.
+/// @returns errc::invalid_job for an empty queue name or a negative limit.
+[[nodiscard]] result<void> set_queue_limit(pg::connection& c, std::string_view queue,
+                                           std::optional<std::int32_t> max_running);
+
 /// A queue's jobs by state, for dashboards and the queue-depth metric.
 struct queue_summary {
   std::string queue;
   bool paused = false;
-  std::int64_t counts[8] = {};  ///< indexed by job_state
+  std::optional<std::int32_t> max_running;  ///< set_queue_limit, over all workers
+  std::int64_t counts[8] = {};              ///< indexed by job_state
   std::int64_t completed_last_minute = 0;
   std::int64_t failed_last_minute = 0;  ///< attempts that failed in the last minute
   [[nodiscard]] std::int64_t count(job_state s) const noexcept { return counts[static_cast<int>(s)]; }

@@ -1,6 +1,6 @@
 #pragma once
 /// @file keel/jobs/worker.hpp
-/// @brief A worker: N handler threads fed in batches from Postgres, woken by LISTEN/NOTIFY,
+/// @brief A worker: N handlers on a thread pool, fed in batches from Postgres, woken by LISTEN/NOTIFY,
 /// completing in batches, holding leases with heartbeats; and, on whichever worker holds the
 /// leader lock, the maintenance (rescue expired leases, periodic jobs, pruning).
 #include <keel/core/clock.hpp>
@@ -79,27 +79,27 @@ struct retry_policy {
 [[nodiscard]] std::chrono::milliseconds backoff(const retry_policy& policy, std::int32_t failed_attempt,
                                                 double unit_random) noexcept;
 
+/// What the leader does with slots of a periodic job that passed while no worker led (every
+/// process was down, or none could reach Postgres).
+enum class missed_slots {
+  skip,      ///< forget them: only slots from now on run (the default)
+  catch_up,  ///< enqueue each missed slot, oldest first, at most `catch_up_limit` (the newest ones)
+  run_once,  ///< enqueue one job for the newest missed slot
+};
+
 /// A job enqueued once per slot across all workers, by the leader, with a unique key per slot
 /// (so a leader change cannot enqueue a slot twice). Slots are multiples of `every` since the
-/// Unix epoch, or, when `cron` is set, the minutes it matches (UTC). A slot that passes while
-/// no worker leads is skipped, not caught up.
+/// Unix epoch, or, when `cron` is set, the minutes it matches (UTC). The last slot enqueued is
+/// kept in Postgres, so slots that passed while no worker led are handled per `missed`.
 struct periodic_job {
   std::string name;  ///< part of the unique key; keep it stable
   std::chrono::milliseconds every{std::chrono::minutes(1)};
   std::string cron{};  ///< e.g. "*/15 9-17 * * 1-5"; overrides `every` when set
   new_job job;
-};
-
-/// Events for metrics; called from worker threads, so keep them cheap (atomic adds).
-class observer {
- public:
-  virtual ~observer() = default;
-  /// A job started, after waiting `queue_wait` since it became runnable.
-  virtual void started(std::string_view queue, std::string_view kind,
-                       std::chrono::nanoseconds queue_wait) = 0;
-  /// A run ended after `run_time`, with `outcome`: "completed", "failed", "discarded" or "cancelled".
-  virtual void finished(std::string_view queue, std::string_view kind, std::string_view outcome,
-                        std::chrono::nanoseconds run_time) = 0;
+  missed_slots missed = missed_slots::skip;
+  /// At most this many missed slots are enqueued with missed_slots::catch_up (a cron schedule
+  /// looks back at most a year).
+  std::size_t catch_up_limit = 10;
 };
 
 /// A queue a worker takes jobs from.
@@ -112,7 +112,7 @@ struct queue_options {
 struct worker_options {
   std::string conninfo;                   ///< Postgres, as a URL or key=value pairs
   std::vector<queue_options> queues{{}};  ///< the default queue unless set
-  std::size_t concurrency = 10;           ///< handler threads
+  std::size_t concurrency = 10;           ///< handlers running at once (threads of its pool)
   std::size_t fetch_batch = 500;          ///< at most this many jobs per fetch
   /// Jobs held waiting for a free handler, so handlers never wait for a round trip; they are
   /// leased like running ones (and handed back on stop()). 0: 4 × concurrency.
