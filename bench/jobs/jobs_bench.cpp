@@ -6,6 +6,7 @@
 #include <keel/jobs.hpp>
 #include <keel/pg/local_cluster.hpp>
 
+#include "support/peers.hpp"
 #include "support/postgres.hpp"
 
 #include <benchmark/benchmark.h>
@@ -45,9 +46,11 @@ std::vector<jobs::new_job> batch_of(std::size_t n) {
   return batch;
 }
 
+// threads:2 is two producers, each on its own connection (so its own Postgres backend): what
+// the table takes when the machine's two cores both enqueue; the counter is their sum.
 void enqueue_batch(benchmark::State& state) {
   auto c = connect();
-  reset_tables(c);
+  if (state.thread_index() == 0) reset_tables(c);
   const auto n = static_cast<std::size_t>(state.range(0));
   const auto batch = batch_of(n);
   for (auto _ : state) {
@@ -56,9 +59,14 @@ void enqueue_batch(benchmark::State& state) {
   }
   state.counters["enqueued_per_second"] = benchmark::Counter(
       static_cast<double>(state.iterations() * static_cast<std::int64_t>(n)), benchmark::Counter::kIsRate);
-  reset_tables(c);
 }
-BENCHMARK(enqueue_batch)->Arg(1000)->Arg(10'000)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(enqueue_batch)
+    ->Arg(1000)
+    ->Arg(10'000)
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 void enqueue_single(benchmark::State& state) {
   auto c = connect();
@@ -102,6 +110,29 @@ void process(benchmark::State& state) {
       benchmark::Counter(static_cast<double>(processed), benchmark::Counter::kIsRate);
 }
 BENCHMARK(process)->Arg(10)->Arg(50)->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// The peer the issue names, graphile-worker, on the same Postgres in the same run: no-op tasks
+// at concurrency 10, timed until every handler returned, with its default settings (arg 0) and
+// with its documented throughput tuning (arg 1: local queue of 500, batched completions).
+void peer_graphile_worker(benchmark::State& state) {
+  const bool batched = state.range(0) != 0;
+  keel::bench::peer_figure figure;
+  for (auto _ : state)
+    figure = keel::bench::run_peer("graphile_worker.mjs",
+                                   {keel::bench::node_postgres_url(conninfo), batched ? "50000" : "10000",
+                                    "10", batched ? "batched" : "default"},
+                                   "jobs_per_second");
+  if (!figure.value) return state.SkipWithError(figure.problem.c_str());
+  state.counters["jobs_per_second"] = *figure.value;
+  state.SetLabel(batched ? "graphile-worker, tuned" : "graphile-worker, defaults");
+}
+BENCHMARK(peer_graphile_worker)
+    ->ArgName("batched")
+    ->Arg(0)
+    ->Arg(1)
+    ->Iterations(1)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 // One job at a time into an idle worker: enqueue (autocommit) → NOTIFY → fetch → handler.
 void latency_idle(benchmark::State& state) {
