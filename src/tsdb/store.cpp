@@ -75,6 +75,12 @@ CREATE TABLE tsdb_retention (
 constexpr std::string_view migration_2 = R"sql(
 ALTER TABLE tsdb_series ADD COLUMN newest_time bigint;
 UPDATE tsdb_series s SET newest_time = (SELECT max(last_time) FROM tsdb_blocks b WHERE b.series_id = s.id);
+-- Version 1 added every sealed point to its rollup buckets, so a last_write_wins (policy 1)
+-- series that overwrote a point counted it twice there. Its buckets up to what was stored are
+-- not trusted: queries reaching back to them read the blocks.
+ALTER TABLE tsdb_series ADD COLUMN rollups_exact_after bigint;
+UPDATE tsdb_series s SET rollups_exact_after = s.newest_time
+ WHERE s.policy = 1 AND EXISTS (SELECT 1 FROM tsdb_rollups r WHERE r.series_id = s.id);
 CREATE TABLE tsdb_rollup_segments (
   id bigserial PRIMARY KEY,
   series_id bigint NOT NULL REFERENCES tsdb_series (id) ON DELETE CASCADE,
@@ -841,11 +847,13 @@ result<std::vector<bucket>> store::aggregate(std::int64_t series, std::int64_t f
   query_plan local;
   query_plan& used = plan != nullptr ? *plan : local;
   used = {};
-  auto p = state_->conn.query("SELECT policy, newest_time FROM tsdb_series WHERE id = $1", series);
+  auto p = state_->conn.query(
+      "SELECT policy, newest_time, rollups_exact_after FROM tsdb_series WHERE id = $1", series);
   if (!p) return p.error();
   if (p->empty()) return errc::unknown_series;
   const auto policy = static_cast<ordering>((*p)[0].get<std::int16_t>(0).value());
   const auto stored_newest = (*p)[0].get<std::optional<std::int64_t>>(1).value();
+  const auto rollups_exact_after = (*p)[0].get<std::optional<std::int64_t>>(2).value();
   std::vector<bucket> out = tsdb::aggregate({}, {}, from, to, width, percentiles);
   const std::int64_t first = out.empty() ? from : out.front().start;
   auto slot = [&](std::int64_t t) -> bucket& { return out[static_cast<std::size_t>((t - first) / width)]; };
@@ -878,6 +886,7 @@ result<std::vector<bucket>> store::aggregate(std::int64_t series, std::int64_t f
   if (resolution != 0 && policy == ordering::last_write_wins && h != nullptr && stored_newest &&
       std::any_of(h->times.begin(), h->times.end(), [&](std::int64_t t) { return t <= *stored_newest; }))
     resolution = 0;
+  if (resolution != 0 && rollups_exact_after && from <= *rollups_exact_after) resolution = 0;
   if (resolution != 0 && (to - from) / resolution > 10'000'000) resolution = 0;
   if (resolution != 0 && state_->options.points_per_rollup_row != 0) {
     // Exact is not enough: a rollup bucket costs more to fetch than a point costs to decode, so
@@ -1036,7 +1045,7 @@ result<std::uint64_t> store::apply_retention(std::int64_t now) {
         kept.empty()
             ? tx->query("DELETE FROM tsdb_rollup_segments WHERE id = $1", row.get<std::int64_t>(0).value())
             : tx->query("UPDATE tsdb_rollup_segments SET data = $2, first_bucket = $3 WHERE id = $1",
-                        row.get<std::int64_t>(0).value(), bytes_view(kept), first_bucket);
+                        row.get<std::int64_t>(0).value(), bytes_view(pack_segment(kept)), first_bucket);
     if (!r) return r.error();
   }
   if (auto c = tx->commit(); !c) return c.error();

@@ -293,6 +293,28 @@ TEST_SUITE("pg") {
                      .value();
     CHECK(stale.value<std::int64_t>().value() == 0);
     CHECK(read_all(s, kept, 0, now + 1).times == p.times);
+    // The rewritten segments still answer queries, before and after compaction folds them.
+    {
+      auto reader =
+          tsdb::store::open(schema.conninfo, {.rollups = {60'000}, .points_per_rollup_row = 0}).value();
+      const std::int64_t from = (now - 200'000) / 60'000 * 60'000 + 60'000;
+      const std::int64_t to = (now / 60'000 + 1) * 60'000;
+      std::vector<std::int64_t> in_t;
+      std::vector<double> in_v;
+      for (std::size_t i = 0; i < rest.times.size(); ++i)
+        if (rest.times[i] >= from && rest.times[i] < to) {
+          in_t.push_back(rest.times[i]);
+          in_v.push_back(rest.values[i]);
+        }
+      for (int round = 0; round < 2; ++round) {
+        tsdb::query_plan plan;
+        const auto got = reader.aggregate(old_metric, from, to, 60'000, false, &plan);
+        REQUIRE_MESSAGE(got, got.error().message());
+        CHECK(plan.rollup == 60'000);
+        check_buckets_equal(*got, tsdb::aggregate(in_t, in_v, from, to, 60'000));
+        REQUIRE(reader.compact(old_metric, 1'000'000, 8192));
+      }
+    }
 
     // Compaction: many tiny blocks become few.
     auto small = open_store(schema, {.seal_count = 10});
@@ -504,6 +526,42 @@ TEST_SUITE("pg") {
     check_buckets_equal(got, tsdb::aggregate(times, values, 0, 120'000, 60'000));
     CHECK(s.append(id, std::vector<std::int64_t>{70'000}, std::vector<double>{1}).error() ==
           tsdb::errc::duplicate_timestamp);
+  }
+
+  TEST_CASE("version 1 rollups of a last_write_wins series are not trusted after the migration") {
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    REQUIRE(keel::pg::migrate(c, "tsdb", tsdb::store::migrations().first(1)));
+    // Policy 1 (last_write_wins): version 1 counted the overwritten point at 10,000 twice.
+    REQUIRE(c.query(
+        "INSERT INTO tsdb_series (key, metric, label_names, label_values, policy) VALUES ('lww{}', 'lww', "
+        "'{}', '{}', 1)"));
+    const auto id = c.query("SELECT id FROM tsdb_series").value().value<std::int64_t>().value();
+    std::vector<std::int64_t> times{0, 10'000, 70'000};
+    std::vector<double> values{1, 2, 4};
+    const auto block = tsdb::encode_block(times, values).value();
+    REQUIRE(c.query(
+        "INSERT INTO tsdb_blocks (series_id, first_time, last_time, count, value_count, min, max, sum, "
+        "sum_squares, first, last, data) VALUES ($1, 0, 70000, 3, 3, 1, 4, 7, 21, 1, 4, $2)",
+        id, keel::bytes_view(block)));
+    REQUIRE(
+        c.query("INSERT INTO tsdb_rollups VALUES ($1, 60000, 0, 3, 8, 29, 1, 5, 1, 2, 0, 10000), "
+                "($1, 60000, 60000, 1, 4, 16, 4, 4, 4, 4, 70000, 70000)",
+                id));
+    REQUIRE(tsdb::store::migrate(c));
+    auto s = tsdb::store::open(schema.conninfo, {.rollups = {60'000}, .points_per_rollup_row = 0}).value();
+    tsdb::query_plan plan;
+    const auto got = s.aggregate(id, 0, 120'000, 60'000, false, &plan).value();
+    CHECK(plan.rollup == 0);  // read from the blocks
+    check_buckets_equal(got, tsdb::aggregate(times, values, 0, 120'000, 60'000));
+    // Buckets sealed after the migration are exact again and come from the rollups.
+    std::vector<std::int64_t> later{180'000, 190'000};
+    std::vector<double> later_values{7, 8};
+    REQUIRE(s.append(id, later, later_values));
+    REQUIRE(s.flush());
+    const auto fresh = s.aggregate(id, 120'000, 240'000, 60'000, false, &plan).value();
+    CHECK(plan.rollup == 60'000);
+    check_buckets_equal(fresh, tsdb::aggregate(later, later_values, 120'000, 240'000, 60'000));
   }
 
   TEST_CASE("a damaged block in the database is an error, not a crash") {
