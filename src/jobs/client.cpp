@@ -88,24 +88,47 @@ ALTER TABLE keel_jobs ADD COLUMN blocked_by bigint;
 CREATE INDEX keel_jobs_blocked ON keel_jobs (blocked_by) WHERE blocked_by IS NOT NULL;
 
 -- A job that is discarded or cancelled can never complete, so the jobs waiting for it could
--- never start: they are cancelled with the reason, and their own dependents in turn (the
--- trigger fires again for each). Reviving such a job by hand (retry_job) puts the dependents
--- it had cancelled back to pending, unless another of their dependencies failed meanwhile.
+-- never start: they are cancelled with the reason, and their own dependents in turn. Reviving
+-- such a job by hand (retry_job) puts the dependents it had cancelled back to pending, and theirs
+-- in turn, unless another of their dependencies failed meanwhile. Each runs level by level in
+-- loops of set-based statements (each sees the previous one's changes); the updates it makes fire
+-- this trigger again, which returns at once, so a long chain never nests trigger calls.
 CREATE FUNCTION keel_jobs_settle_dependents() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  frontier bigint[] := ARRAY[NEW.id];
 BEGIN
+  IF pg_trigger_depth() > 1 THEN
+    RETURN NULL;
+  END IF;
   IF NEW.state IN ('discarded', 'cancelled') THEN
-    UPDATE keel_jobs SET state = 'cancelled', finished_at = now(), blocked_by = NEW.id,
-      errors = errors || jsonb_build_array(jsonb_build_object('attempt', attempt, 'at', now(), 'error',
-        'dependency ' || NEW.id || ' was ' || NEW.state || ', so this job cannot start; retrying job ' ||
-        NEW.id || ' brings it back'))
-    WHERE state = 'pending' AND depends_on @> ARRAY[NEW.id];
+    WHILE frontier IS NOT NULL LOOP
+      WITH doomed AS (
+        UPDATE keel_jobs p SET state = 'cancelled', finished_at = now(), blocked_by = f.dep,
+          errors = p.errors || jsonb_build_array(jsonb_build_object('attempt', p.attempt, 'at', now(), 'error',
+            'dependency ' || f.dep || ' was ' || f.dep_state || ', so this job cannot start; retrying job ' ||
+            f.dep || ' brings it back'))
+        FROM (SELECT c.id, d.id AS dep, d.state AS dep_state
+              FROM keel_jobs c CROSS JOIN LATERAL (
+                SELECT x.id, x.state FROM keel_jobs x
+                WHERE x.id = ANY(c.depends_on) AND x.id = ANY(frontier) ORDER BY x.id LIMIT 1) d
+              WHERE c.state = 'pending' AND c.depends_on && frontier) f
+        WHERE p.id = f.id AND p.state = 'pending'
+        RETURNING p.id)
+      SELECT array_agg(id) INTO frontier FROM doomed;
+    END LOOP;
   ELSE
-    UPDATE keel_jobs p SET state = 'pending', finished_at = NULL, blocked_by = NULL
-    WHERE p.blocked_by = NEW.id AND p.state = 'cancelled'
-      AND NOT EXISTS (SELECT 1 FROM keel_jobs d WHERE d.id = ANY(p.depends_on) AND d.state IN ('discarded', 'cancelled'));
-    UPDATE keel_jobs p SET blocked_by = (SELECT min(d.id) FROM keel_jobs d
-                                         WHERE d.id = ANY(p.depends_on) AND d.state IN ('discarded', 'cancelled'))
-    WHERE p.blocked_by = NEW.id AND p.state = 'cancelled';
+    WHILE frontier IS NOT NULL LOOP
+      -- Still blocked by another failed dependency: name that one instead.
+      UPDATE keel_jobs p SET blocked_by = (SELECT min(d.id) FROM keel_jobs d
+                                           WHERE d.id = ANY(p.depends_on) AND d.state IN ('discarded', 'cancelled'))
+      WHERE p.blocked_by = ANY(frontier) AND p.state = 'cancelled'
+        AND EXISTS (SELECT 1 FROM keel_jobs d WHERE d.id = ANY(p.depends_on) AND d.state IN ('discarded', 'cancelled'));
+      WITH revived AS (
+        UPDATE keel_jobs p SET state = 'pending', finished_at = NULL, blocked_by = NULL
+        WHERE p.blocked_by = ANY(frontier) AND p.state = 'cancelled'
+        RETURNING p.id)
+      SELECT array_agg(id) INTO frontier FROM revived;
+    END LOOP;
   END IF;
   RETURN NULL;
 END $$;
@@ -131,6 +154,8 @@ CREATE FUNCTION keel_jobs_settle_blocked(candidates bigint[]) RETURNS bigint LAN
     RETURNING 1)
   SELECT count(*) FROM settled
 $$;
+-- Jobs a version 1 database left pending behind a dependency that had already failed.
+SELECT keel_jobs_settle_blocked(NULL);
 )sql"},
     {3, "jobs queue limits across processes", R"sql(
 -- At most this many of the queue's jobs are running at once, over all workers (NULL: no limit).
@@ -251,6 +276,9 @@ std::string make_insert_sql(const std::array<bool, insert_columns.size()>& varyi
     sql += R"sql( ORDER BY unique_key NULLS LAST, ord
   ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND (unique_states & keel_jobs_state_bit(state)) <> 0
   DO NOTHING)sql";
+  } else {
+    // Ids are drawn in insertion order, so input order and id order agree (read back by id).
+    sql += " ORDER BY ord";
   }
   sql += R"sql(
   RETURNING id, coalesce(unique_key, '') AS unique_key, queue, state
@@ -258,7 +286,7 @@ std::string make_insert_sql(const std::array<bool, insert_columns.size()>& varyi
   SELECT count(*) AS queues FROM (SELECT pg_notify('keel_jobs', q.queue)
                                   FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') q) n
 )
-SELECT ins.id, ins.unique_key, ins.state FROM ins CROSS JOIN woke)sql";
+SELECT ins.id, ins.unique_key, ins.state FROM ins CROSS JOIN woke ORDER BY ins.id)sql";
   return sql;
 }
 

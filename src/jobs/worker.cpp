@@ -17,6 +17,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <deque>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -143,10 +144,13 @@ SELECT count(pg_notify('keel_jobs', q.queue)) FROM (SELECT DISTINCT queue FROM r
 
 // Fallback for dependents enqueued while their dependency was being discarded or cancelled
 // (the trigger that settles dependents cannot see rows of a transaction not yet committed).
-constexpr std::string_view settle_pending_sql =
-    "SELECT keel_jobs_settle_blocked(ARRAY(SELECT id FROM keel_jobs WHERE state = 'pending' ORDER BY id "
-    "LIMIT "
-    "1000))";
+// Candidates are chosen by the condition itself, so old pending jobs cannot crowd them out.
+constexpr std::string_view settle_pending_sql = R"sql(
+SELECT keel_jobs_settle_blocked(ARRAY(
+  SELECT p.id FROM keel_jobs p
+  WHERE p.state = 'pending' AND EXISTS (SELECT 1 FROM keel_jobs d WHERE d.id = ANY(p.depends_on)
+                                        AND d.state IN ('discarded', 'cancelled'))
+  LIMIT 1000)))sql";
 
 constexpr std::string_view prune_sql = R"sql(
 WITH gone AS (
@@ -502,10 +506,26 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
     }
     auto done = c->query(ack_sql, ids, attempts, states, errors, run_at, clock->now());
     if (!done) {
-      if (!is_connection_error(done.error())) {
-        log::warn("keel.jobs: acknowledging finished jobs failed", {{"error", c->last_error().to_string()}});
+      if (is_connection_error(done.error())) return false;
+      log::warn("keel.jobs: acknowledging finished jobs failed",
+                {{"error", c->last_error().to_string()}, {"jobs", std::to_string(batch.size())}});
+      if (batch.size() == 1) {
+        // This ack cannot be applied; its job's lease expires and the rescuer takes it over.
+        std::unique_lock lock(mutex);
+        counters.acks_lost += 1;
+        batch.clear();
+        return true;
       }
-      return false;
+      // One row the database refuses must not hold up the others: acknowledge one at a time.
+      std::vector<ack> all;
+      all.swap(batch);
+      for (auto& a : all) {
+        std::vector<ack> one;
+        one.push_back(std::move(a));
+        if (!flush_acks(c, one))
+          batch.insert(batch.end(), std::make_move_iterator(one.begin()), std::make_move_iterator(one.end()));
+      }
+      return batch.empty();
     }
     std::unique_lock lock(mutex);
     counters.acks_lost += batch.size() - std::min(batch.size(), static_cast<std::size_t>(done->size()));

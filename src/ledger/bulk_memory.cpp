@@ -22,9 +22,10 @@ void prefault_bulk(void* memory, std::size_t bytes) noexcept {
 #ifdef MADV_POPULATE_WRITE
   if (::madvise(memory, bytes, MADV_POPULATE_WRITE) == 0) return;
 #endif
-  // Older kernels: touch one byte per page (the memory is not initialised yet; writing is fine).
+  // Older kernels, or memory not page-aligned: write each page's first byte back to itself, so
+  // whatever the memory holds stays as it was.
   auto* bytes_ptr = static_cast<volatile unsigned char*>(memory);
-  for (std::size_t at = 0; at < bytes; at += 4096) bytes_ptr[at] = 0;
+  for (std::size_t at = 0; at < bytes; at += 4096) bytes_ptr[at] = bytes_ptr[at];
 }
 
 void free_bulk(void* memory, std::size_t bytes) noexcept {

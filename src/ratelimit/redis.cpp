@@ -820,13 +820,17 @@ struct redis_backend::impl {
   }
 
   // Sends `encoded` (`count` EVALSHAs of `script_body`); when Redis has lost the script (it was
-  // restarted) loads it and sends them once more.
-  void call(std::string encoded, std::size_t count, std::string_view script_body, mux::callback done) {
+  // restarted) loads it and sends them once more. `may_replay`: whether a request on a lost
+  // connection may go out again on another — only where running it twice errs on the strict
+  // side (spending twice), never for a refund.
+  void call(std::string encoded, std::size_t count, std::string_view script_body, mux::callback done,
+            bool may_replay = true) {
     auto connection = pick();
+    const int tries = may_replay ? retries() : 0;
     connection->submit(
         encoded, count,
-        [this, encoded, count, script_body, done = std::move(done)](error_code ec,
-                                                                    std::vector<resp_value> r) mutable {
+        [this, encoded, count, script_body, tries, done = std::move(done)](
+            error_code ec, std::vector<resp_value> r) mutable {
           if (ec || r.empty() || !is_noscript(r.front())) return done(ec, std::move(r));
           std::string again;
           const std::string_view load[] = {"SCRIPT", "LOAD", script_body};
@@ -843,9 +847,9 @@ struct redis_backend::impl {
                 replies.erase(replies.begin());
                 done({}, std::move(replies));
               },
-              retries());
+              tries);
         },
-        retries());
+        tries);
   }
 
   // A request on a lost connection goes out again on another; with every connection of the
@@ -911,7 +915,7 @@ result<void> redis_backend::adjust(const keyed_limit& limit, std::int64_t points
   std::string encoded;
   append_command(encoded, args);
   waiter w;
-  impl_->call(std::move(encoded), 1, adjust_script, w.callback());
+  impl_->call(std::move(encoded), 1, adjust_script, w.callback(), /*may_replay=*/points > 0);
   auto reply = w.wait();
   if (!reply) return reply.error();
   if (reply->empty() || reply->front().is_error()) {

@@ -713,6 +713,28 @@ TEST_SUITE("pg") {
     CHECK(count(db.c, "SELECT count(*) FROM keel_jobs WHERE state = 'pending'") == 0);
   }
 
+  TEST_CASE("a long chain of dependents is settled and revived without nesting triggers") {
+    schema_with_jobs db;
+    // 500 levels: one trigger call per level would pass Postgres's max_stack_depth.
+    std::vector<std::int64_t> chain{jobs::enqueue(db.c, {.kind = "step"}).value().id};
+    for (int i = 0; i < 500; ++i)
+      chain.push_back(jobs::enqueue(db.c, {.kind = "step", .depends_on = {chain.back()}}).value().id);
+    const std::string ids = [&] {
+      std::string list;
+      for (const auto id : chain) list += (list.empty() ? "" : ",") + std::to_string(id);
+      return list;
+    }();
+    const auto in_state = [&](const char* state) {
+      return count(db.c,
+                   "SELECT count(*) FROM keel_jobs WHERE id IN (" + ids + ") AND state = '" + state + "'");
+    };
+    REQUIRE(jobs::discard_job(db.c, chain.front(), "bad input"));
+    CHECK(in_state("cancelled") == 500);
+    REQUIRE(jobs::retry_job(db.c, chain.front()));
+    CHECK(in_state("pending") == 500);
+    CHECK(in_state("available") == 1);
+  }
+
   TEST_CASE("a dependency id that no job has is refused, and nothing of the batch is enqueued") {
     schema_with_jobs db;
     auto a = jobs::enqueue(db.c, {.kind = "step"}).value().id;
