@@ -182,7 +182,14 @@ BEGIN
     RETURN;
   END IF;
   IF queue_limit IS NOT NULL THEN
-    PERFORM pg_advisory_xact_lock(1802137200, hashtext(fetch_queue));
+    -- The count below must see what the lock's previous holder committed: under REPEATABLE READ
+    -- or SERIALIZABLE the snapshot predates the wait, and two fetchers could both take a share.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+      RAISE EXCEPTION 'keel.jobs: fetching from a queue with a running limit needs READ COMMITTED, not %',
+        current_setting('transaction_isolation')
+        USING HINT = 'unset default_transaction_isolation for the workers'' role or database';
+    END IF;
+    PERFORM pg_advisory_xact_lock(1802137200, hashtext(current_schema() || '.' || fetch_queue));
     n := least(n, queue_limit - (SELECT count(*) FROM keel_jobs j WHERE j.state = 'running' AND j.queue = fetch_queue));
     IF n <= 0 THEN
       RETURN;
