@@ -48,12 +48,12 @@ rl::memory_backend& shared_store() {
   return store;
 }
 
-void memory_decide(benchmark::State& state) {
+// One decide() per iteration on `store`: the keys of state.range(0), taken in turn.
+void decide_each(benchmark::State& state, rl::memory_backend& store) {
   static const auto all_keys = make_keys(100'000);
   const std::span<const std::string> keys(all_keys.data(), static_cast<std::size_t>(state.range(0)));
   // Generous enough that most decisions allow and spend, as in production.
   static const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 1'000'000'000, .period = 1s};
-  auto& store = shared_store();
   std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919;
   rl::decision d;
   for (auto _ : state) {
@@ -64,6 +64,10 @@ void memory_decide(benchmark::State& state) {
   }
   state.counters["decisions_per_second"] =
       benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+void memory_decide(benchmark::State& state) {
+  decide_each(state, shared_store());
 }
 BENCHMARK(memory_decide)->ArgName("keys")->Arg(1)->Arg(100'000)->Threads(1)->Threads(2)->UseRealTime();
 
@@ -96,20 +100,7 @@ rl::memory_backend& coarse_store() {
 }
 
 void memory_decide_coarse(benchmark::State& state) {
-  static const auto all_keys = make_keys(100'000);
-  const std::span<const std::string> keys(all_keys.data(), static_cast<std::size_t>(state.range(0)));
-  static const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 1'000'000'000, .period = 1s};
-  auto& store = coarse_store();
-  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919;
-  rl::decision d;
-  for (auto _ : state) {
-    const rl::keyed_limit k{keys[i % keys.size()], &l};
-    if (!store.decide({&k, 1}, 1, {&d, 1})) state.SkipWithError("decide failed");
-    benchmark::DoNotOptimize(d);
-    i += 1;
-  }
-  state.counters["decisions_per_second"] =
-      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  decide_each(state, coarse_store());
 }
 BENCHMARK(memory_decide_coarse)->ArgName("keys")->Arg(1)->Arg(100'000)->Threads(1)->Threads(2)->UseRealTime();
 

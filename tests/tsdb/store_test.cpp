@@ -74,6 +74,32 @@ void check_buckets_equal(const std::vector<tsdb::bucket>& got, const std::vector
   }
 }
 
+// The points of the version 1 database the migration tests start from (times in ms).
+const std::vector<std::int64_t> v1_times{0, 10'000, 70'000};
+const std::vector<double> v1_values{1, 2, 4};
+
+// A version 1 database as it was (only the first migration, rows written by hand): one series
+// with `policy`, one block of v1_times/v1_values, and two 1-minute rollup rows: the one at 0
+// with `first_bucket` (count, sum, sum of squares, min, max, first, last and their times) and
+// the exact one at 60,000.
+std::int64_t version_1_series(keel::pg::connection& c, int policy, std::string_view first_bucket) {
+  REQUIRE(keel::pg::migrate(c, "tsdb", tsdb::store::migrations().first(1)));
+  REQUIRE(
+      c.query("INSERT INTO tsdb_series (key, metric, label_names, label_values, policy) VALUES ('old{}', "
+              "'old', '{}', '{}', $1::int2)",
+              static_cast<std::int16_t>(policy)));
+  const auto id = c.query("SELECT id FROM tsdb_series").value().value<std::int64_t>().value();
+  const auto block = tsdb::encode_block(v1_times, v1_values).value();
+  REQUIRE(
+      c.query("INSERT INTO tsdb_blocks (series_id, first_time, last_time, count, value_count, min, max, sum, "
+              "sum_squares, first, last, data) VALUES ($1, 0, 70000, 3, 3, 1, 4, 7, 21, 1, 4, $2)",
+              id, keel::bytes_view(block)));
+  REQUIRE(c.query("INSERT INTO tsdb_rollups VALUES ($1, 60000, 0, " + std::string(first_bucket) +
+                      "), ($1, 60000, 60000, 1, 4, 16, 4, 4, 4, 4, 70000, 70000)",
+                  id));
+  return id;
+}
+
 }  // namespace
 
 TEST_SUITE("pg") {
@@ -501,29 +527,13 @@ TEST_SUITE("pg") {
   TEST_CASE("a database migrated from version 1 keeps its rollups and newest times") {
     keel::test::scratch_schema schema;
     auto c = schema.connect();
-    // Version 1 as it was: apply only the first migration, then write rows by hand.
-    REQUIRE(keel::pg::migrate(c, "tsdb", tsdb::store::migrations().first(1)));
-    REQUIRE(
-        c.query("INSERT INTO tsdb_series (key, metric, label_names, label_values) VALUES ('old{}', 'old', "
-                "'{}', '{}')"));
-    const auto id = c.query("SELECT id FROM tsdb_series").value().value<std::int64_t>().value();
-    std::vector<std::int64_t> times{0, 10'000, 70'000};
-    std::vector<double> values{1, 2, 4};
-    const auto block = tsdb::encode_block(times, values).value();
-    REQUIRE(c.query(
-        "INSERT INTO tsdb_blocks (series_id, first_time, last_time, count, value_count, min, max, sum, "
-        "sum_squares, first, last, data) VALUES ($1, 0, 70000, 3, 3, 1, 4, 7, 21, 1, 4, $2)",
-        id, keel::bytes_view(block)));
-    REQUIRE(
-        c.query("INSERT INTO tsdb_rollups VALUES ($1, 60000, 0, 2, 3, 5, 1, 2, 1, 2, 0, 10000), "
-                "($1, 60000, 60000, 1, 4, 16, 4, 4, 4, 4, 70000, 70000)",
-                id));
+    const auto id = version_1_series(c, 0, "2, 3, 5, 1, 2, 1, 2, 0, 10000");
     REQUIRE(tsdb::store::migrate(c));
     auto s = tsdb::store::open(schema.conninfo, {.rollups = {60'000}, .points_per_rollup_row = 0}).value();
     tsdb::query_plan plan;
     const auto got = s.aggregate(id, 0, 120'000, 60'000, false, &plan).value();
     CHECK(plan.rollup == 60'000);
-    check_buckets_equal(got, tsdb::aggregate(times, values, 0, 120'000, 60'000));
+    check_buckets_equal(got, tsdb::aggregate(v1_times, v1_values, 0, 120'000, 60'000));
     CHECK(s.append(id, std::vector<std::int64_t>{70'000}, std::vector<double>{1}).error() ==
           tsdb::errc::duplicate_timestamp);
   }
@@ -531,29 +541,14 @@ TEST_SUITE("pg") {
   TEST_CASE("version 1 rollups of a last_write_wins series are not trusted after the migration") {
     keel::test::scratch_schema schema;
     auto c = schema.connect();
-    REQUIRE(keel::pg::migrate(c, "tsdb", tsdb::store::migrations().first(1)));
     // Policy 1 (last_write_wins): version 1 counted the overwritten point at 10,000 twice.
-    REQUIRE(c.query(
-        "INSERT INTO tsdb_series (key, metric, label_names, label_values, policy) VALUES ('lww{}', 'lww', "
-        "'{}', '{}', 1)"));
-    const auto id = c.query("SELECT id FROM tsdb_series").value().value<std::int64_t>().value();
-    std::vector<std::int64_t> times{0, 10'000, 70'000};
-    std::vector<double> values{1, 2, 4};
-    const auto block = tsdb::encode_block(times, values).value();
-    REQUIRE(c.query(
-        "INSERT INTO tsdb_blocks (series_id, first_time, last_time, count, value_count, min, max, sum, "
-        "sum_squares, first, last, data) VALUES ($1, 0, 70000, 3, 3, 1, 4, 7, 21, 1, 4, $2)",
-        id, keel::bytes_view(block)));
-    REQUIRE(
-        c.query("INSERT INTO tsdb_rollups VALUES ($1, 60000, 0, 3, 8, 29, 1, 5, 1, 2, 0, 10000), "
-                "($1, 60000, 60000, 1, 4, 16, 4, 4, 4, 4, 70000, 70000)",
-                id));
+    const auto id = version_1_series(c, 1, "3, 8, 29, 1, 5, 1, 2, 0, 10000");
     REQUIRE(tsdb::store::migrate(c));
     auto s = tsdb::store::open(schema.conninfo, {.rollups = {60'000}, .points_per_rollup_row = 0}).value();
     tsdb::query_plan plan;
     const auto got = s.aggregate(id, 0, 120'000, 60'000, false, &plan).value();
     CHECK(plan.rollup == 0);  // read from the blocks
-    check_buckets_equal(got, tsdb::aggregate(times, values, 0, 120'000, 60'000));
+    check_buckets_equal(got, tsdb::aggregate(v1_times, v1_values, 0, 120'000, 60'000));
     // Buckets sealed after the migration are exact again and come from the rollups.
     std::vector<std::int64_t> later{180'000, 190'000};
     std::vector<double> later_values{7, 8};
