@@ -123,9 +123,14 @@ BEGIN
                                            WHERE d.id = ANY(p.depends_on) AND d.state IN ('discarded', 'cancelled'))
       WHERE p.blocked_by = ANY(frontier) AND p.state = 'cancelled'
         AND EXISTS (SELECT 1 FROM keel_jobs d WHERE d.id = ANY(p.depends_on) AND d.state IN ('discarded', 'cancelled'));
+      -- A dependent whose unique key another live job took meanwhile stays cancelled: the key
+      -- is that job's now.
       WITH revived AS (
         UPDATE keel_jobs p SET state = 'pending', finished_at = NULL, blocked_by = NULL
         WHERE p.blocked_by = ANY(frontier) AND p.state = 'cancelled'
+          AND NOT (p.unique_key IS NOT NULL AND (p.unique_states & keel_jobs_state_bit('pending')) <> 0 AND
+                   EXISTS (SELECT 1 FROM keel_jobs o WHERE o.unique_key = p.unique_key AND o.id <> p.id
+                           AND (o.unique_states & keel_jobs_state_bit(o.state)) <> 0))
         RETURNING p.id)
       SELECT array_agg(id) INTO frontier FROM revived;
     END LOOP;

@@ -735,6 +735,23 @@ TEST_SUITE("pg") {
     CHECK(in_state("available") == 1);
   }
 
+  TEST_CASE("a cancelled dependent whose unique key was taken meanwhile is not revived") {
+    schema_with_jobs db;
+    auto a = jobs::enqueue(db.c, {.kind = "step"}).value().id;
+    auto keyed =
+        jobs::enqueue(db.c, {.kind = "step", .unique_key = "report-42", .depends_on = {a}}).value().id;
+    auto plain = jobs::enqueue(db.c, {.kind = "step", .depends_on = {a}}).value().id;
+    REQUIRE(jobs::discard_job(db.c, a, "bad input"));
+    REQUIRE(state_of(db.c, keyed) == "cancelled");
+    // With the first one cancelled, a new job may take the key.
+    auto replacement = jobs::enqueue(db.c, {.kind = "step", .unique_key = "report-42"}).value();
+    REQUIRE_FALSE(replacement.duplicate);
+    REQUIRE(jobs::retry_job(db.c, a));
+    CHECK(state_of(db.c, plain) == "pending");
+    CHECK(state_of(db.c, keyed) == "cancelled");
+    CHECK(state_of(db.c, replacement.id) == "available");
+  }
+
   TEST_CASE("a dependency id that no job has is refused, and nothing of the batch is enqueued") {
     schema_with_jobs db;
     auto a = jobs::enqueue(db.c, {.kind = "step"}).value().id;
