@@ -77,34 +77,13 @@ result<void> validate(const limit& l) noexcept {
 // ---- GCRA ------------------------------------------------------------------------------------
 
 decision peek(const limit& l, const gcra_state& s, std::int64_t now, std::uint64_t cost) noexcept {
-  const std::int64_t interval = l.emission_interval_ns();
-  const std::int64_t tolerance = interval * static_cast<std::int64_t>(l.capacity());
-  const std::int64_t base = std::max(s.tat, now);
-  const std::int64_t new_tat = base + interval * static_cast<std::int64_t>(cost);
-  const std::int64_t allow_at = new_tat - tolerance;
-  decision d{.limit = l.capacity()};
-  if (now < allow_at) {
-    d.allowed = false;
-    d.retry_after = ns(allow_at - now);
-    d.remaining = to_units(now + tolerance - base, interval);
-    d.reset = ns(base - now);
-  } else {
-    d.remaining = to_units(now + tolerance - new_tat, interval);
-    d.reset = ns(new_tat - now);
-  }
+  decision d;
+  peek_into(gcra_params(l), s, now, cost, d);
   return d;
 }
 
 void commit(const limit& l, gcra_state& s, std::int64_t now, std::uint64_t cost) noexcept {
   s.tat = std::max(s.tat, now) + l.emission_interval_ns() * static_cast<std::int64_t>(cost);
-}
-
-decision spend(const limit& l, gcra_state& s, std::int64_t now, std::uint64_t cost) noexcept {
-  const decision d = peek(l, s, now, cost);
-  // What commit() would write, without dividing for the interval again: reset is exactly
-  // new_tat − now when allowed.
-  if (d.allowed) s.tat = now + d.reset.count();
-  return d;
 }
 
 bool idle(const limit&, const gcra_state& s, std::int64_t now) noexcept {
@@ -180,7 +159,13 @@ struct rolled {
 
 rolled roll(const limit& l, const sliding_window_state& s, std::int64_t now) noexcept {
   const std::int64_t period = l.period.count();
-  const std::int64_t w = floor_div(now, period);
+  std::int64_t w = floor_div(now, period);
+  if (w < s.window && (s.current != 0 || s.previous != 0)) {
+    // A time before the window the state counts in (a thread's slightly stale timestamp) is
+    // taken as that window's start: counts are never forgotten by time going backwards.
+    w = s.window;
+    now = w * period;
+  }
   rolled r{w, 0, 0, now - w * period};
   if (s.window == w) {
     r.previous = s.previous;
@@ -262,6 +247,12 @@ void adjust(const limit& l, sliding_window_state& s, std::int64_t now, std::int6
 // An entry made at t counts during [t, t + period).
 
 namespace {
+// A time before the newest entry (a thread's slightly stale timestamp) is taken as that
+// entry's: the log stays in time order and nothing counted is forgotten.
+std::int64_t not_before_newest(const sliding_log_state& s, std::int64_t now) noexcept {
+  return s.entries.empty() ? now : std::max(now, s.entries.back().at);
+}
+
 void prune(const limit& l, sliding_log_state& s, std::int64_t now) noexcept {
   const std::int64_t period = l.period.count();
   while (!s.entries.empty() && s.entries.front().at + period <= now) {
@@ -272,6 +263,7 @@ void prune(const limit& l, sliding_log_state& s, std::int64_t now) noexcept {
 }  // namespace
 
 decision peek(const limit& l, sliding_log_state& s, std::int64_t now, std::uint64_t cost) noexcept {
+  now = not_before_newest(s, now);
   prune(l, s, now);
   const std::int64_t period = l.period.count();
   decision d{.limit = l.count};
@@ -300,6 +292,7 @@ decision peek(const limit& l, sliding_log_state& s, std::int64_t now, std::uint6
 }
 
 void commit(const limit& l, sliding_log_state& s, std::int64_t now, std::uint64_t cost) {
+  now = not_before_newest(s, now);
   prune(l, s, now);
   if (cost == 0) return;
   s.entries.push_back({now, cost});
@@ -311,6 +304,7 @@ bool idle(const limit& l, const sliding_log_state& s, std::int64_t now) noexcept
 }
 
 void adjust(const limit& l, sliding_log_state& s, std::int64_t now, std::int64_t points) {
+  now = not_before_newest(s, now);
   prune(l, s, now);
   if (points >= 0) {
     commit(l, s, now, static_cast<std::uint64_t>(points));

@@ -4,6 +4,7 @@
 #include <array>
 #include <atomic>
 #include <bit>
+#include <cstddef>
 #include <cstring>
 #include <limits>
 #include <mutex>
@@ -87,10 +88,11 @@ inline void prefetch_for_write(const void* p) noexcept {
 }
 
 // One key's entry: 64 bytes, one cache line holding everything a decision on a short key reads
-// and writes (the key itself, its state, its expiry and block). The table moves slots with
-// memcpy; what a slot owns on the heap (a long key, a sliding log) is freed by release().
+// and writes (its lock, the key itself, its state, its expiry and block), so a decision on a
+// key already present writes no other line. The table moves slots with copy_slot(); what a
+// slot owns on the heap (a long key, a sliding log) is freed by release().
 struct alignas(64) slot {
-  static constexpr std::size_t inline_key = 22;
+  static constexpr std::size_t inline_key = 21;
   static constexpr std::uint8_t long_key = 0xff;
 
   std::int64_t expires_at;  // from then on the state is indistinguishable from a fresh one
@@ -98,8 +100,9 @@ struct alignas(64) slot {
   alignas(8) unsigned char state[24];  // gcra_state, token_bucket_state, sliding_window_state or
                                        // sliding_log_state*
   algorithm kind;
-  std::uint8_t key_size;  // the key's length when it is stored inline, long_key otherwise
-  char key[inline_key];   // the key, or a char* and a std::uint32_t size for longer keys
+  std::uint8_t key_size;   // the key's length when it is stored inline, long_key otherwise
+  std::uint8_t lock_byte;  // only through slot_lock(): 1 while a thread holds the slot
+  char key[inline_key];    // the key, or a char* and a std::uint32_t size for longer keys
 
   template <class T>
   [[nodiscard]] T& as() noexcept {
@@ -159,7 +162,47 @@ struct alignas(64) slot {
     if (key_size == long_key) delete[] key_view().data();
   }
 };
-static_assert(sizeof(slot) == 64 && std::is_trivially_copyable_v<slot>);
+static_assert(sizeof(slot) == 64 && std::is_trivially_copyable_v<slot> && std::is_standard_layout_v<slot>);
+
+[[nodiscard]] inline std::atomic_ref<std::uint8_t> slot_lock(slot& s) noexcept {
+  return std::atomic_ref<std::uint8_t>(s.lock_byte);
+}
+
+// Everything but the lock, which belongs to the slot's place, not to its contents.
+inline void copy_slot(slot& to, const slot& from) noexcept {
+  constexpr std::size_t at = offsetof(slot, lock_byte);
+  std::memcpy(reinterpret_cast<char*>(&to), reinterpret_cast<const char*>(&from), at);
+  std::memcpy(reinterpret_cast<char*>(&to) + at + 1, reinterpret_cast<const char*>(&from) + at + 1,
+              sizeof(slot) - at - 1);
+}
+
+// Takes `s`'s lock, or gives up (false) once `valid()` says the table holding it was replaced:
+// a replaced table's slots stay locked for good. Holders keep a slot for a few nanoseconds, or
+// for a run of one key's requests in a batch; the backoff keeps a waiter from pulling the line
+// away from the holder on every write.
+template <class Valid>
+bool lock_slot(slot& s, Valid&& valid) noexcept {
+  auto lock = slot_lock(s);
+  if (lock.exchange(1, std::memory_order_acquire) == 0) [[likely]]
+    return true;
+  unsigned pauses = 1;
+  unsigned rounds = 0;
+  for (;;) {
+    for (unsigned k = 0; k < pauses; ++k) __builtin_ia32_pause();
+    if (lock.load(std::memory_order_relaxed) == 0 && lock.exchange(1, std::memory_order_acquire) == 0)
+      return true;
+    if (!valid()) return false;
+    if (pauses < 16) {
+      pauses *= 2;
+    } else if (++rounds % 64 == 0) {
+      std::this_thread::yield();  // the holder may have been preempted
+    }
+  }
+}
+
+inline void unlock_slot(slot& s) noexcept {
+  slot_lock(s).store(0, std::memory_order_release);
+}
 
 template <class Fn>
 decltype(auto) with_state(slot& s, Fn&& fn) {
@@ -213,11 +256,14 @@ class table_arena {
     return std::bit_ceil(std::max<std::size_t>(bytes, 64));
   }
 
-  void* take(kind k, std::size_t bytes) {
+  // `reused` says whether the block held a table before (and may still be read through a
+  // stale pointer) or is new memory nobody has seen.
+  void* take(kind k, std::size_t bytes, bool& reused) {
     bytes = block_size(bytes);
     std::lock_guard guard(mutex_);
     auto& spare = spare_[index(k, bytes)];
-    if (!spare.empty()) {
+    reused = !spare.empty();
+    if (reused) {
       void* p = spare.back();
       spare.pop_back();
       return p;
@@ -253,48 +299,62 @@ class table_arena {
 };
 
 // A shard's array of key hashes (0 marks an empty slot; a key's hash always has bit 0 set),
-// with the mask and the slot array's address in front. A batch probes it without the shard's
-// lock to find which slot to prefetch, so the entries are relaxed atomics (plain loads and
-// stores on x86), and its memory stays a hash array of the same capacity while the backend
-// lives (table_arena). A reader holding a stale array only computes a useless prefetch.
+// with the mask and the slot array's address in front. Decisions probe it without the shard's
+// lock, so the entries are relaxed atomics (plain loads and stores on x86), and its memory stays
+// a hash array of the same capacity while the backend lives (table_arena): a reader holding a
+// stale array reads in bounds and finds out it is stale before it uses what it found.
 class hash_array {
  public:
   static constexpr std::size_t header = 2;  // [0] mask, [1] slots address
+  using cell = std::atomic<std::uint64_t>;
 
   [[nodiscard]] static std::size_t bytes(std::size_t capacity) noexcept {
-    return (header + capacity) * sizeof(std::atomic<std::uint64_t>);
+    return (header + capacity) * sizeof(cell);
   }
 
   hash_array() = default;
-  // Takes the memory at `cells` (bytes(capacity) of it) and makes it an empty array.
-  hash_array(void* cells, std::size_t capacity, const void* slots) noexcept
-      : cells_(static_cast<std::atomic<std::uint64_t>*>(cells)) {
-    static_assert(std::is_trivially_destructible_v<std::atomic<std::uint64_t>>);
-    ::new (&cells_[0]) std::atomic<std::uint64_t>(capacity - 1);
-    ::new (&cells_[1]) std::atomic<std::uint64_t>(reinterpret_cast<std::uintptr_t>(slots));
-    for (std::size_t i = 0; i < capacity; ++i) ::new (&cells_[header + i]) std::atomic<std::uint64_t>(0);
+  // Makes the memory at `cells` (bytes(capacity) of it) an empty array. Memory that held an
+  // array before may have readers still: it is written through the atomics already there.
+  hash_array(void* cells, std::size_t capacity, const void* slots, bool reused) noexcept
+      : cells_(static_cast<cell*>(cells)) {
+    static_assert(std::is_trivially_destructible_v<cell>);
+    const auto init = [&](std::size_t i, std::uint64_t v) {
+      if (reused) {
+        cells_[i].store(v, std::memory_order_relaxed);
+      } else {
+        ::new (&cells_[i]) cell(v);
+      }
+    };
+    init(0, capacity - 1);
+    init(1, reinterpret_cast<std::uintptr_t>(slots));
+    for (std::size_t i = 0; i < capacity; ++i) init(header + i, 0);
   }
 
-  [[nodiscard]] std::atomic<std::uint64_t>* data() const noexcept { return cells_; }
+  [[nodiscard]] cell* data() const noexcept { return cells_; }
   [[nodiscard]] std::uint64_t operator[](std::size_t i) const noexcept {
     return cells_[header + i].load(std::memory_order_relaxed);
   }
+  // Release: a reader that sees the hash (acquire) and then takes the slot sees the key.
   void set(std::size_t i, std::uint64_t hash) noexcept {
-    cells_[header + i].store(hash, std::memory_order_relaxed);
+    cells_[header + i].store(hash, std::memory_order_release);
   }
 
  private:
-  std::atomic<std::uint64_t>* cells_ = nullptr;
+  cell* cells_ = nullptr;
 };
 
-// A shard owns a cache line for its lock and counters, so threads on different shards never
-// share one.
+// One shard: a table of slots and its hash array. A decision on a key the table already holds
+// takes that key's slot lock only; the shard's lock is for inserting keys and for rebuilding the
+// table (growing, evicting), which first locks every slot ("freezes" the table), so nobody is
+// deciding on a slot while it moves. A replaced table's slots stay locked; a decision that
+// looked one up through the old table notices and looks again.
 struct alignas(64) shard {
-  spinlock lock;
-  // The latest time a decision here used: a reading older than it (a coarse clock, a caller's
-  // stale timestamp) is taken as it, so the state never sees time go backwards.
-  std::int64_t latest = never;
-  std::size_t capacity = 0;  // a power of two
+  // Read by every decision, written only when a rebuilt table is published: on a line of its
+  // own that every core keeps a shared copy of.
+  std::atomic<hash_array::cell*> table{nullptr};
+
+  alignas(64) spinlock lock;  // the rest is only touched under it
+  std::size_t capacity = 0;   // a power of two
   hash_array hashes;
   slot* slots = nullptr;
   table_arena* arena = nullptr;
@@ -302,8 +362,6 @@ struct alignas(64) shard {
   std::size_t max_size = 0;
   std::uint64_t evicted_expired = 0;
   std::uint64_t evicted_live = 0;
-  // The current hash array, readable without the lock (see hash_array).
-  std::atomic<std::atomic<std::uint64_t>*> hashes_hint{nullptr};
 
   shard() = default;
   shard(const shard&) = delete;
@@ -314,12 +372,32 @@ struct alignas(64) shard {
     }
   }
 
-  // Makes empty tables of `slots_count` slots (the caller gives the old ones back).
+  // Makes new tables of `slots_count` slots, all locked, not yet published (the caller fills
+  // them, then publish()es and gives the old ones back). A reused block's slots are still
+  // locked from when its table was replaced; a new block's are locked here before anyone can
+  // know of it.
   void allocate(std::size_t slots_count) {
     capacity = slots_count;
-    slots = static_cast<slot*>(arena->take(table_arena::kind::slots, capacity * sizeof(slot)));
-    hashes = hash_array(arena->take(table_arena::kind::hashes, hash_array::bytes(capacity)), capacity, slots);
-    hashes_hint.store(hashes.data(), std::memory_order_release);
+    bool reused = false;
+    slots = static_cast<slot*>(arena->take(table_arena::kind::slots, capacity * sizeof(slot), reused));
+    if (!reused) {
+      for (std::size_t i = 0; i < capacity; ++i) ::new (&slots[i].lock_byte) std::uint8_t{1};
+    }
+    void* cells = arena->take(table_arena::kind::hashes, hash_array::bytes(capacity), reused);
+    hashes = hash_array(cells, capacity, slots, reused);
+  }
+
+  void publish() noexcept {
+    table.store(hashes.data(), std::memory_order_release);
+    for (std::size_t i = 0; i < capacity; ++i) unlock_slot(slots[i]);
+  }
+
+  // Waits for every decision in progress on this table and keeps new ones out.
+  void freeze() noexcept {
+    for (std::size_t i = 0; i < capacity; ++i) lock_slot(slots[i], [] { return true; });
+  }
+  void thaw() noexcept {
+    for (std::size_t i = 0; i < capacity; ++i) unlock_slot(slots[i]);
   }
 
   [[nodiscard]] std::size_t mask() const noexcept { return capacity - 1; }
@@ -327,57 +405,105 @@ struct alignas(64) shard {
   // Without the lock: brings the hash entries where `hash`'s probe starts, and the slot there,
   // into the cache. A decision's two misses then overlap whatever runs meanwhile.
   void prefetch(std::uint64_t hash) const noexcept {
-    const std::atomic<std::uint64_t>* cells = hashes_hint.load(std::memory_order_acquire);
+    const hash_array::cell* cells = table.load(std::memory_order_acquire);
     const std::size_t i = hash & cells[0].load(std::memory_order_relaxed);
     __builtin_prefetch(cells + hash_array::header + i);
-    __builtin_prefetch(reinterpret_cast<const slot*>(cells[1].load(std::memory_order_relaxed)) + i, 1);
+    prefetch_for_write(reinterpret_cast<const slot*>(cells[1].load(std::memory_order_relaxed)) + i);
   }
+
+  // Where prefetch_slot() found a hash: the array it probed, its slots and the index.
+  struct located {
+    const hash_array::cell* cells = nullptr;
+    std::uintptr_t slots = 0;
+    std::size_t index = 0;
+  };
 
   // Without the lock, once prefetch(hash) has had time to land: probes the hash entries for
   // the slot the key is really in (linear probing moves many keys past their home slot) and
-  // prefetches that one. Bounded, and harmless on a stale or changing array.
-  void prefetch_slot(std::uint64_t hash) const noexcept {
-    const std::atomic<std::uint64_t>* cells = hashes_hint.load(std::memory_order_acquire);
+  // prefetches that one for writing. Bounded, and harmless on a stale or changing array.
+  located prefetch_slot(std::uint64_t hash) const noexcept {
+    const hash_array::cell* cells = table.load(std::memory_order_acquire);
     const std::size_t m = cells[0].load(std::memory_order_relaxed);
+    const std::uintptr_t base = cells[1].load(std::memory_order_relaxed);
     std::size_t i = hash & m;
-    for (int probes = 0; probes < 16; ++probes) {
+    for (int probes = 0;; ++probes) {
       const std::uint64_t h = cells[hash_array::header + i].load(std::memory_order_relaxed);
-      if (h == hash || h == 0) break;
+      if (h == hash) break;
+      if (h == 0 || probes == 16) return {};
       i = (i + 1) & m;
     }
-    prefetch_for_write(reinterpret_cast<const slot*>(cells[1].load(std::memory_order_relaxed)) + i);
-    prefetch_for_write(&lock);  // shared by every key of the shard: last written by any thread
+    prefetch_for_write(reinterpret_cast<const slot*>(base) + i);
+    return {cells, base, i};
   }
 
-  // Under the lock: `now`, unless an earlier decision here used a later time.
-  std::int64_t clamp(std::int64_t now) noexcept {
-    if (now < latest) return latest;
-    latest = now;
-    return now;
+  // Without the shard's lock: the slot prefetch_slot() found, locked, if it still holds `key`
+  // in this shard's current table; null otherwise (the caller then looks the key up). Saves the
+  // decision a second probe, whose branches mispredict while the line is still on its way.
+  slot* lock_located(const located& at, std::uint64_t hash, std::string_view key) noexcept {
+    if (at.cells == nullptr) return nullptr;
+    slot& s = reinterpret_cast<slot*>(at.slots)[at.index];
+    const auto current = [&]() noexcept {
+      return table.load(std::memory_order_acquire) == at.cells &&
+             at.cells[1].load(std::memory_order_relaxed) == at.slots;
+    };
+    if (!lock_slot(s, current)) return nullptr;
+    if (current() && at.cells[hash_array::header + at.index].load(std::memory_order_relaxed) == hash &&
+        s.holds(key))
+      return &s;
+    unlock_slot(s);
+    return nullptr;
   }
 
-  // Inline so that the common case (room to spare) is two compares. Tables fill to 7/8: the
-  // probe runs over the dense hash array, and a fuller table keeps more of it in cache.
-  void make_room(std::size_t incoming, std::int64_t now) {
-    if (size + incoming <= max_size && (size + incoming) * 8 <= capacity * 7) [[likely]]
-      return;
-    make_room_slow(incoming, now);
+  // Without the shard's lock: the slot holding `key`, locked, or null when the table does not
+  // hold it (or was being rebuilt: the caller then inserts under the shard's lock, which finds
+  // it if it is there after all).
+  slot* lock_present(std::uint64_t hash, std::string_view key) noexcept {
+    for (;;) {
+      hash_array::cell* const cells = table.load(std::memory_order_acquire);
+      const std::size_t m = cells[0].load(std::memory_order_relaxed);
+      const std::uintptr_t base = cells[1].load(std::memory_order_relaxed);
+      // Still this shard's table, paired with these slots: nothing can replace it while one of
+      // its slots is held, so checked with the slot held, it proves the slot is the key's.
+      const auto current = [&]() noexcept {
+        return table.load(std::memory_order_acquire) == cells &&
+               cells[1].load(std::memory_order_relaxed) == base;
+      };
+      std::size_t i = hash & m;
+      bool replaced = false;
+      for (std::size_t probes = 0; probes <= m && !replaced; ++probes, i = (i + 1) & m) {
+        const std::uint64_t h = cells[hash_array::header + i].load(std::memory_order_acquire);
+        if (h == 0) return nullptr;
+        if (h != hash) continue;
+        slot& s = reinterpret_cast<slot*>(base)[i];
+        if (!lock_slot(s, current)) {
+          replaced = true;
+        } else if (!current() || cells[hash_array::header + i].load(std::memory_order_relaxed) != hash) {
+          unlock_slot(s);
+          replaced = true;
+        } else if (s.holds(key)) {
+          return &s;
+        } else {
+          unlock_slot(s);  // another key with the same hash
+        }
+      }
+      if (!replaced) return nullptr;
+    }
   }
 
-  slot* find_or_insert(std::uint64_t hash, std::string_view key, algorithm a, std::int64_t now) {
+  // Under the lock: the slot holding `key`, or a new one for it at `now` with a fresh state,
+  // locked either way. The table must have room for it (make_room). A new key is written
+  // before its hash is published, so a reader that finds the hash finds the key.
+  slot* lock_or_insert(std::uint64_t hash, std::string_view key, algorithm a, std::int64_t now) noexcept {
     std::size_t i = hash & mask();
     while (hashes[i] != 0) {
       if (hashes[i] == hash && slots[i].holds(key)) {
-        slot& s = slots[i];
-        if (s.kind != a) {  // the policy changed
-          s.release_state();
-          s.reset_state(a);
-        }
-        return &s;
+        lock_slot(slots[i], [] { return true; });
+        return &slots[i];
       }
       i = (i + 1) & mask();
     }
     slot& s = slots[i];
+    lock_slot(s, [] { return true; });  // may be held for a moment by a reader of a stale table
     s.set_key(key);
     s.blocked_until = never;
     s.expires_at = now;
@@ -387,7 +513,8 @@ struct alignas(64) shard {
     return &s;
   }
 
-  // Moves the entries `keep` accepts into tables of `new_capacity` slots; frees the others.
+  // On a frozen table: moves the entries `keep` accepts into new tables of `new_capacity`
+  // slots, frees the others, and publishes the new tables.
   template <class Keep>
   void rebuild(std::size_t new_capacity, Keep&& keep) {
     const hash_array old_hashes = hashes;
@@ -403,52 +530,69 @@ struct alignas(64) shard {
       }
       std::size_t i = old_hashes[j] & mask();
       while (hashes[i] != 0) i = (i + 1) & mask();
+      copy_slot(slots[i], old_slots[j]);
       hashes.set(i, old_hashes[j]);
-      std::memcpy(static_cast<void*>(&slots[i]), &old_slots[j], sizeof(slot));
       ++size;
     }
+    publish();
     arena->give(table_arena::kind::hashes, old_hashes.data(), hash_array::bytes(old_capacity));
     arena->give(table_arena::kind::slots, old_slots, old_capacity * sizeof(slot));
   }
 
   std::size_t drop_expired(std::int64_t now) {
+    freeze();
     const std::size_t before = size;
     rebuild(capacity, [now](const slot& s) { return s.expires_at > now; });
     evicted_expired += before - size;
     return before - size;
   }
 
-  // Makes sure `incoming` more keys fit without rehashing or evicting while slots are in use.
+  // Inline so that the common case (room to spare) is two compares. Tables fill to 7/8: the
+  // probe runs over the dense hash array, and a fuller table keeps more of it in cache.
+  void make_room(std::size_t incoming, std::int64_t now) {
+    if (size + incoming <= max_size && (size + incoming) * 8 <= capacity * 7) [[likely]]
+      return;
+    make_room_slow(incoming, now);
+  }
+
+  // Makes sure `incoming` more keys fit without rehashing or evicting while slots are held, in
+  // one rebuild: keys whose state expired are dropped (indistinguishable from fresh ones, they
+  // would only make the table grow); if the shard would still pass max_size, the live keys
+  // closest to expiring go too (down to 7/8 of max_size, so that this is not repeated on every
+  // insert); and the table doubles while it would be over 7/8 full.
   void make_room_slow(std::size_t incoming, std::int64_t now) {
-    if (size + incoming > max_size) {
-      drop_expired(now);
-      if (size + incoming > max_size) {
-        // Full of live keys: forget the ones closest to expiring, down to 7/8 so that this
-        // full scan is not repeated on every insert.
-        const std::size_t target = std::min(max_size - std::min(incoming, max_size), max_size - max_size / 8);
-        std::vector<std::int64_t> expiries;
-        expiries.reserve(size);
-        for (std::size_t j = 0; j < capacity; ++j) {
-          if (hashes[j] != 0) expiries.push_back(slots[j].expires_at);
-        }
-        const std::size_t drop = size - std::min(size, target);
-        if (drop > 0) {
-          std::nth_element(expiries.begin(), expiries.begin() + static_cast<std::ptrdiff_t>(drop - 1),
-                           expiries.end());
-          const std::int64_t cutoff = expiries[drop - 1];
-          std::size_t dropped = 0;
-          const std::size_t before = size;
-          rebuild(capacity, [&](const slot& s) {
-            if (s.expires_at <= cutoff && dropped < drop) return ++dropped, false;
-            return true;
-          });
-          evicted_live += before - size;
-        }
+    freeze();
+    std::vector<std::int64_t> live;
+    live.reserve(size);
+    for (std::size_t j = 0; j < capacity; ++j) {
+      if (hashes[j] != 0 && slots[j].expires_at > now) live.push_back(slots[j].expires_at);
+    }
+    const std::size_t expired = size - live.size();
+    std::size_t drop_live = 0;
+    std::int64_t cutoff = never;
+    if (live.size() + incoming > max_size) {
+      const std::size_t target = std::min(max_size - std::min(incoming, max_size), max_size - max_size / 8);
+      drop_live = live.size() - std::min(live.size(), target);
+      if (drop_live > 0) {
+        std::nth_element(live.begin(), live.begin() + static_cast<std::ptrdiff_t>(drop_live - 1), live.end());
+        cutoff = live[drop_live - 1];
       }
     }
+    const std::size_t kept = size - expired - drop_live;
     std::size_t grown = capacity;
-    while ((size + incoming) * 8 > grown * 7) grown *= 2;
-    if (grown != capacity) rebuild(grown, [](const slot&) { return true; });
+    while ((kept + incoming) * 8 > grown * 7) grown *= 2;
+    if (expired == 0 && drop_live == 0 && grown == capacity) {
+      thaw();
+      return;
+    }
+    std::size_t dropped_live = 0;
+    rebuild(grown, [&](const slot& s) {
+      if (s.expires_at <= now) return false;
+      if (s.expires_at <= cutoff && dropped_live < drop_live) return ++dropped_live, false;
+      return true;
+    });
+    evicted_expired += expired;
+    evicted_live += dropped_live;
   }
 };
 
@@ -470,6 +614,7 @@ struct memory_backend::impl {
       shards[i].max_size = per_shard;
       shards[i].arena = &arena;
       shards[i].allocate(16);
+      shards[i].publish();
     }
   }
 
@@ -505,19 +650,49 @@ struct memory_backend::impl {
     return clock->monotonic().time_since_epoch().count();
   }
 
-  // One limit, the common case: one shard, no ordering, no second pass. `sh` is locked.
-  static void decide_locked(shard& sh, std::uint64_t hash, std::int64_t now, const keyed_limit& request,
-                            std::uint64_t cost, decision& out) {
-    const limit& rule = *request.rule;
-    now = sh.clamp(now);
+  // The key's slot in `sh`, locked: found without the shard's lock when present, inserted
+  // under it otherwise. The caller holds no other slot (a rebuild waits for every slot).
+  static slot& lock_key(shard& sh, std::uint64_t hash, std::string_view key, algorithm a, std::int64_t now) {
+    if (slot* s = sh.lock_present(hash, key)) [[likely]]
+      return *s;
+    std::lock_guard guard(sh.lock);
     sh.make_room(1, now);
-    slot& s = *sh.find_or_insert(hash, request.key, rule.algorithm, now);
+    return *sh.lock_or_insert(hash, key, a, now);
+  }
+
+  // GCRA's constants of the rule used last: the requests of a batch mostly share a few rules,
+  // and computing them costs a division.
+  struct rule_cache {
+    const limit* rule = nullptr;
+    gcra_params gcra;
+
+    const gcra_params& of(const limit& l) noexcept {
+      if (&l != rule) {
+        rule = &l;
+        gcra = gcra_params(l);
+      }
+      return gcra;
+    }
+  };
+
+  // One limit, the common case. `s` is the key's slot, locked.
+  static void decide_on(slot& s, std::int64_t now, const keyed_limit& request, std::uint64_t cost,
+                        decision& out, rule_cache& rules) {
+    const limit& rule = *request.rule;
+    if (s.kind != rule.algorithm) [[unlikely]] {  // the policy changed
+      s.release_state();
+      s.reset_state(rule.algorithm);
+    }
     if (s.blocked_until > now) {
       const std::chrono::nanoseconds left(s.blocked_until - now);
       out = {.allowed = false, .limit = rule.capacity(), .remaining = 0, .reset = left, .retry_after = left};
       return;
     }
-    out = with_state(s, [&](auto& st) { return spend(rule, st, now, cost); });
+    if (s.kind == algorithm::gcra) [[likely]] {
+      spend_into(rules.of(rule), s.as<gcra_state>(), now, cost, out);
+    } else {
+      out = with_state(s, [&](auto& st) { return spend(rule, st, now, cost); });
+    }
     if (out.allowed) {
       s.expires_at = std::max(s.expires_at, now + out.reset.count());
     } else if (rule.block.count() > 0) {
@@ -532,9 +707,11 @@ struct memory_backend::impl {
   void decide_one(std::int64_t now, const keyed_limit& request, std::uint64_t cost, decision& out) {
     const std::uint64_t hash = hash_of(request.key);
     shard& sh = shard_of(hash);
-    sh.prefetch(hash);  // the slot's cache misses overlap taking the lock
-    std::lock_guard guard(sh.lock);
-    decide_locked(sh, hash, now, request, cost, out);
+    sh.prefetch(hash);
+    slot& s = lock_key(sh, hash, request.key, request.rule->algorithm, now);
+    rule_cache rules;
+    decide_on(s, now, request, cost, out, rules);
+    unlock_slot(s);
   }
 
   void decide_many(std::int64_t now, std::span<const keyed_limit> limits, std::uint64_t cost,
@@ -543,8 +720,9 @@ struct memory_backend::impl {
   void decide_batch(std::int64_t now, std::span<const batch_request> batch);
 };
 
-// Several limits: their shards are locked in index order (so decisions never deadlock), all
-// limits are peeked, then committed only if all allow.
+// Several limits: their shards are locked in index order (so decisions never deadlock), room is
+// made in each, then their slots are locked; all limits are peeked, then committed only if all
+// allow.
 void memory_backend::impl::decide_many(std::int64_t now, std::span<const keyed_limit> limits,
                                        std::uint64_t cost, std::span<decision> out) {
   const std::size_t n = limits.size();
@@ -563,13 +741,9 @@ void memory_backend::impl::decide_many(std::int64_t now, std::span<const keyed_l
     locked[at] = owner[i];
     ++locked_count;
   }
-  for (std::size_t k = 0; k < locked_count; ++k) {
-    locked[k]->lock.lock();
-    now = std::max(now, locked[k]->latest);
-  }
+  for (std::size_t k = 0; k < locked_count; ++k) locked[k]->lock.lock();
   for (std::size_t k = 0; k < locked_count; ++k) {
     shard& sh = *locked[k];
-    sh.latest = now;
     std::size_t incoming = 0;
     for (std::size_t i = 0; i < n; ++i) incoming += owner[i] == &sh ? 1 : 0;
     sh.make_room(incoming, now);
@@ -579,8 +753,17 @@ void memory_backend::impl::decide_many(std::int64_t now, std::span<const keyed_l
   bool all_allowed = true;
   for (std::size_t i = 0; i < n; ++i) {
     const limit& rule = *limits[i].rule;
-    slots[i] = owner[i]->find_or_insert(hashes[i], limits[i].key, rule.algorithm, now);
+    slots[i] = nullptr;
+    for (std::size_t j = 0; j < i; ++j) {  // one key under two limits: its slot is held already
+      if (hashes[j] == hashes[i] && limits[j].key == limits[i].key) slots[i] = slots[j];
+    }
+    if (slots[i] == nullptr)
+      slots[i] = owner[i]->lock_or_insert(hashes[i], limits[i].key, rule.algorithm, now);
     slot& s = *slots[i];
+    if (s.kind != rule.algorithm) {  // the policy changed
+      s.release_state();
+      s.reset_state(rule.algorithm);
+    }
     if (s.blocked_until > now) {
       const std::chrono::nanoseconds left(s.blocked_until - now);
       out[i] = {
@@ -609,18 +792,24 @@ void memory_backend::impl::decide_many(std::int64_t now, std::span<const keyed_l
       out[i].remaining = 0;
     }
   }
+  for (std::size_t i = 0; i < n; ++i) {
+    bool first = true;
+    for (std::size_t j = 0; j < i; ++j) first = first && slots[j] != slots[i];
+    if (first) unlock_slot(*slots[i]);
+  }
   for (std::size_t k = locked_count; k > 0; --k) locked[k - 1]->lock.unlock();
 }
 
 // A pipeline over the batch: the key `2 × ahead` places further on is hashed and the start of
 // its probe prefetched; the one `ahead` places on has its hash entries in cache by then, so the
 // slot it really occupies is found and prefetched; this one is decided with both in cache.
-// Many cache misses are in flight at once instead of one. A shard's lock is kept across
-// consecutive requests on the same shard (one hot key: locked once per run, not per request).
+// Many cache misses are in flight at once instead of one. A slot is kept across consecutive
+// requests on the same key (one hot key: locked and found once per run, not per request).
 void memory_backend::impl::decide_batch(std::int64_t now, std::span<const batch_request> batch) {
-  constexpr std::size_t ahead = 4;
-  constexpr std::size_t ring = 32;  // > 2 × ahead, a power of two
+  constexpr std::size_t ahead = 16;
+  constexpr std::size_t ring = 64;  // > 2 × ahead, a power of two
   std::uint64_t hashes[ring];
+  shard::located where[ring];
   const auto single = [&](std::size_t j) { return j < batch.size() && batch[j].limits.size() == 1; };
   const auto start = [&](std::size_t j) {
     if (!single(j)) return;
@@ -628,31 +817,35 @@ void memory_backend::impl::decide_batch(std::int64_t now, std::span<const batch_
     shard_of(hashes[j % ring]).prefetch(hashes[j % ring]);
   };
   const auto locate = [&](std::size_t j) {
-    if (single(j)) shard_of(hashes[j % ring]).prefetch_slot(hashes[j % ring]);
+    if (single(j)) where[j % ring] = shard_of(hashes[j % ring]).prefetch_slot(hashes[j % ring]);
   };
   for (std::size_t j = 0; j < 2 * ahead; ++j) start(j);
   for (std::size_t j = 0; j < ahead; ++j) locate(j);
-  shard* held = nullptr;
+  slot* held = nullptr;
+  std::uint64_t held_hash = 0;
+  rule_cache rules;
   for (std::size_t j = 0; j < batch.size(); ++j) {
     start(j + 2 * ahead);
     locate(j + ahead);
     const batch_request& r = batch[j];
     if (r.limits.size() != 1) {
-      if (held != nullptr) held->lock.unlock();
+      if (held != nullptr) unlock_slot(*held);
       held = nullptr;
       if (!r.limits.empty()) decide_many(now, r.limits, r.cost, r.out);
       continue;
     }
+    const keyed_limit& request = r.limits[0];
     const std::uint64_t hash = hashes[j % ring];
-    shard& sh = shard_of(hash);
-    if (&sh != held) {
-      if (held != nullptr) held->lock.unlock();
-      sh.lock.lock();
-      held = &sh;
+    if (held == nullptr || hash != held_hash || !held->holds(request.key)) {
+      if (held != nullptr) unlock_slot(*held);
+      shard& sh = shard_of(hash);
+      held = sh.lock_located(where[j % ring], hash, request.key);
+      if (held == nullptr) held = &lock_key(sh, hash, request.key, request.rule->algorithm, now);
+      held_hash = hash;
     }
-    decide_locked(sh, hash, now, r.limits[0], r.cost, r.out[0]);
+    decide_on(*held, now, request, r.cost, r.out[0], rules);
   }
-  if (held != nullptr) held->lock.unlock();
+  if (held != nullptr) unlock_slot(*held);
 }
 
 memory_backend::memory_backend(memory_options options) : impl_(std::make_unique<impl>(options)) {}
@@ -693,24 +886,28 @@ result<void> memory_backend::decide_batch_at(std::int64_t now, std::span<const b
 result<void> memory_backend::adjust(const keyed_limit& limit, std::int64_t points) {
   const std::uint64_t hash = impl::hash_of(limit.key);
   shard& sh = impl_->shard_of(hash);
-  std::lock_guard guard(sh.lock);
-  const std::int64_t now = sh.clamp(impl_->now());
-  sh.make_room(1, now);
-  slot& s = *sh.find_or_insert(hash, limit.key, limit.rule->algorithm, now);
+  const std::int64_t now = impl_->now();
+  slot& s = impl::lock_key(sh, hash, limit.key, limit.rule->algorithm, now);
+  if (s.kind != limit.rule->algorithm) {
+    s.release_state();
+    s.reset_state(limit.rule->algorithm);
+  }
   const decision after = with_state(s, [&](auto& st) {
     ratelimit::adjust(*limit.rule, st, now, points);
     return peek(*limit.rule, st, now, 0);
   });
   s.expires_at = std::max(now + after.reset.count(), s.blocked_until);
+  unlock_slot(s);
   return {};
 }
 
 std::size_t memory_backend::evict_expired() {
   std::size_t dropped = 0;
+  const std::int64_t now = impl_->now();
   for (std::size_t i = 0; i <= impl_->shard_mask; ++i) {
     shard& sh = impl_->shards[i];
     std::lock_guard guard(sh.lock);
-    dropped += sh.drop_expired(sh.clamp(impl_->now()));
+    dropped += sh.drop_expired(now);
   }
   return dropped;
 }

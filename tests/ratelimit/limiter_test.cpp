@@ -8,6 +8,8 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -271,6 +273,97 @@ TEST_SUITE("unit") {
     CHECK(allowed == 500);
     CHECK(store.stats().keys <= 2000);
     CHECK(store.stats().evicted_live > 0);
+  }
+
+  TEST_CASE("memory backend: per-key locks stay exact while other threads rebuild the tables") {
+    // Decisions on keys already present take only their slot's lock; inserting, growing and
+    // evicting take the shard's and freeze every slot. Here single decisions, batches and
+    // two-key decisions on 64 hot keys race a thread that floods the same shards with keys
+    // that expire at once (tables grow, rebuild, evict live keys) and calls evict_expired().
+    // Every hot key must allow exactly its limit.
+    keel::manual_clock clock;
+    rl::memory_backend store({.clock = &clock, .shards = 4, .max_keys = 400});
+    const rl::limit hot_limit{.algorithm = rl::algorithm::gcra, .count = 150, .period = 1h};
+    const rl::limit churn{.algorithm = rl::algorithm::gcra, .count = 1'000'000, .period = 1s};
+    constexpr std::size_t hot_keys = 64;
+    std::vector<std::string> hot;
+    for (std::size_t k = 0; k < hot_keys; ++k)
+      hot.push_back(k % 4 == 0 ? "a-hot-key-too-long-to-be-stored-inline-" + std::to_string(k)
+                               : "hot" + std::to_string(k));
+    std::array<std::atomic<std::uint64_t>, hot_keys> allowed{};
+    std::atomic<bool> deciding{true};
+    std::thread flood([&] {
+      for (std::uint64_t i = 0; deciding; ++i) {
+        const std::string key = "churn" + std::to_string(i);
+        const rl::keyed_limit k{key, &churn};
+        rl::decision d;
+        REQUIRE(store.decide({&k, 1}, 1, {&d, 1}));
+        if (i % 5000 == 0) {
+          clock.advance(1ms);  // the flood expires; the hot keys (one unit per 24 s) do not refill
+          store.evict_expired();
+        }
+      }
+    });
+    // Each thread draws from its own generator, seeded from the printed test seed.
+    const auto seed = keel::test::uniform<std::uint64_t>(0, std::numeric_limits<std::uint64_t>::max());
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 3; ++t) {
+      threads.emplace_back([&, t] {
+        std::mt19937_64 gen(seed + static_cast<std::uint64_t>(t));
+        const auto pick = [&](std::size_t low, std::size_t high) {
+          return std::uniform_int_distribution<std::size_t>(low, high)(gen);
+        };
+        for (int round = 0; round < 1500; ++round) {
+          const auto a = pick(0, hot_keys - 1);
+          const auto b = (a + pick(1, hot_keys - 1)) % hot_keys;
+          if (t == 0) {  // one key per decide()
+            const rl::keyed_limit k{hot[a], &hot_limit};
+            rl::decision d;
+            REQUIRE(store.decide({&k, 1}, 1, {&d, 1}));
+            allowed[a] += d.allowed ? 1 : 0;
+          } else if (t == 1) {  // two keys at once, all or nothing
+            const rl::keyed_limit ks[] = {{hot[a], &hot_limit}, {hot[b], &hot_limit}};
+            rl::decision d[2];
+            REQUIRE(store.decide(ks, 1, d));
+            // Allowed only if both allow (a limit that would have allowed reports so, unspent).
+            const bool both = d[0].allowed && d[1].allowed;
+            allowed[a] += both ? 1 : 0;
+            allowed[b] += both ? 1 : 0;
+          } else {  // batches with runs of one key and single requests mixed
+            std::array<rl::keyed_limit, 24> ks{};
+            std::array<rl::decision, 24> out{};
+            std::array<rl::batch_request, 24> batch{};
+            std::array<std::size_t, 24> which{};
+            for (std::size_t j = 0; j < ks.size(); ++j) {
+              which[j] = j < 8 ? a : pick(0, hot_keys - 1);
+              ks[j] = {hot[which[j]], &hot_limit};
+              batch[j] = {{&ks[j], 1}, 1, {&out[j], 1}};
+            }
+            REQUIRE(store.decide_batch(batch));
+            for (std::size_t j = 0; j < ks.size(); ++j) allowed[which[j]] += out[j].allowed ? 1 : 0;
+          }
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    // Spend what is left, so that every key ends exactly at its limit.
+    for (std::size_t k = 0; k < hot_keys; ++k) {
+      const rl::keyed_limit key{hot[k], &hot_limit};
+      rl::decision d;
+      for (int i = 0; i < 200; ++i) {
+        REQUIRE(store.decide({&key, 1}, 1, {&d, 1}));
+        allowed[k] += d.allowed ? 1 : 0;
+      }
+    }
+    deciding = false;
+    flood.join();
+    for (std::size_t k = 0; k < hot_keys; ++k) {
+      CAPTURE(hot[k]);
+      CHECK(allowed[k] == 150);
+    }
+    const auto stats = store.stats();
+    CHECK(stats.keys <= 400);
+    CHECK(stats.evicted_expired + stats.evicted_live > 1000);
   }
 
   TEST_CASE("memory backend: a bad request in a batch is an error and nothing is decided") {

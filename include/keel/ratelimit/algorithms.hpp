@@ -5,8 +5,11 @@
 /// Each algorithm has `peek` (what would happen if `cost` were spent now; it never changes what
 /// a later call would decide) and `commit` (spend it). A backend peeks every limit of a request,
 /// then commits all of them only if all allowed: a denied request consumes nothing. `check` is
-/// peek + commit for the single-limit case. Times are nanoseconds on any one clock that does not
-/// go backwards (the in-process backend uses `keel::clock::monotonic()`).
+/// peek + commit for the single-limit case. Times are nanoseconds on any one clock (the
+/// in-process backend uses `keel::clock::monotonic()`). Threads reading the clock race, so a
+/// state may be handed a time earlier than one it has already seen: it then decides as at the
+/// latest time it knows of (GCRA and the token bucket by construction; the sliding window at
+/// the start of its current window, the log at its newest entry) and never forgets a count.
 #include <keel/core/result.hpp>
 #include <keel/ratelimit/error.hpp>
 
@@ -99,7 +102,7 @@ struct sliding_log_state {
 // adjust: penalty (points > 0, spends units as if requests came) or reward (points < 0, gives
 // units back, never beyond a fresh state).
 [[nodiscard]] decision peek(const limit& l, const gcra_state& s, std::int64_t now,
-                            std::uint64_t cost) noexcept;
+                            std::uint64_t cost) noexcept;  // = peek(gcra_params(l), …)
 void commit(const limit& l, gcra_state& s, std::int64_t now, std::uint64_t cost) noexcept;
 [[nodiscard]] bool idle(const limit& l, const gcra_state& s, std::int64_t now) noexcept;
 void adjust(const limit& l, gcra_state& s, std::int64_t now, std::int64_t points) noexcept;
@@ -123,9 +126,60 @@ void commit(const limit& l, sliding_log_state& s, std::int64_t now, std::uint64_
 [[nodiscard]] bool idle(const limit& l, const sliding_log_state& s, std::int64_t now) noexcept;
 void adjust(const limit& l, sliding_log_state& s, std::int64_t now, std::int64_t points);
 
-/// peek, then commit when allowed (cost <= capacity, checked by the caller). GCRA's runs in one
-/// pass: a backend's hot path, with one division fewer.
-[[nodiscard]] decision spend(const limit& l, gcra_state& s, std::int64_t now, std::uint64_t cost) noexcept;
+/// GCRA's constants of one limit, computed once for many decisions (each costs a division).
+struct gcra_params {
+  std::int64_t interval = 0;   ///< emission interval: ns per unit
+  std::int64_t tolerance = 0;  ///< interval × capacity
+  std::uint64_t capacity = 0;
+
+  gcra_params() = default;
+  explicit gcra_params(const limit& l) noexcept
+      : interval(l.emission_interval_ns()),
+        tolerance(interval * static_cast<std::int64_t>(l.capacity())),
+        capacity(l.capacity()) {}
+};
+
+/// GCRA's peek and spend on precomputed constants, writing `d` field by field: inline, for a
+/// backend's hot path (a decision built aside and then copied costs a store-forwarding stall).
+inline void peek_into(const gcra_params& p, const gcra_state& s, std::int64_t now, std::uint64_t cost,
+                      decision& d) noexcept {
+  const auto units = [&](std::int64_t credit_ns) noexcept {
+    return credit_ns <= 0 ? std::uint64_t{0} : static_cast<std::uint64_t>(credit_ns / p.interval);
+  };
+  const auto ns = [](std::int64_t v) noexcept { return std::chrono::nanoseconds(v < 0 ? 0 : v); };
+  const std::int64_t base = s.tat > now ? s.tat : now;
+  const std::int64_t new_tat = base + p.interval * static_cast<std::int64_t>(cost);
+  const std::int64_t allow_at = new_tat - p.tolerance;
+  d.limit = p.capacity;
+  if (now < allow_at) {
+    d.allowed = false;
+    d.retry_after = ns(allow_at - now);
+    d.remaining = units(now + p.tolerance - base);
+    d.reset = ns(base - now);
+  } else {
+    d.allowed = true;
+    d.retry_after = std::chrono::nanoseconds(0);
+    d.remaining = units(now + p.tolerance - new_tat);
+    d.reset = ns(new_tat - now);
+  }
+}
+
+/// peek_into, then commit when allowed (cost <= capacity, checked by the caller), in one pass.
+inline void spend_into(const gcra_params& p, gcra_state& s, std::int64_t now, std::uint64_t cost,
+                       decision& d) noexcept {
+  peek_into(p, s, now, cost, d);
+  // What commit() would write, without dividing for the interval again: reset is exactly
+  // new_tat − now when allowed.
+  if (d.allowed) s.tat = now + d.reset.count();
+}
+
+/// peek, then commit when allowed (cost <= capacity, checked by the caller).
+[[nodiscard]] inline decision spend(const limit& l, gcra_state& s, std::int64_t now,
+                                    std::uint64_t cost) noexcept {
+  decision d;
+  spend_into(gcra_params(l), s, now, cost, d);
+  return d;
+}
 template <class State>
 [[nodiscard]] decision spend(const limit& l, State& s, std::int64_t now, std::uint64_t cost) {
   const decision d = peek(l, s, now, cost);

@@ -1,7 +1,7 @@
 #pragma once
 /// @file keel/ratelimit/memory.hpp
-/// @brief The in-process backend: sharded open-addressing tables, one small lock per shard,
-/// bounded memory with expired keys evicted first.
+/// @brief The in-process backend: sharded open-addressing tables, a lock per key, bounded
+/// memory with expired keys evicted first.
 #include <keel/core/clock.hpp>
 #include <keel/ratelimit/backend.hpp>
 
@@ -15,7 +15,8 @@ namespace keel::ratelimit {
 struct memory_options {
   /// Time source (monotonic readings are used); tests pass a manual_clock.
   const keel::clock* clock = &keel::system_clock::instance();
-  /// Independent tables, each behind its own lock; rounded up to a power of two.
+  /// Independent tables, each with its own lock for inserting keys and growing; rounded up to
+  /// a power of two.
   std::size_t shards = 64;
   /// Keys kept at most (over all shards). When a shard is full, keys whose state has expired
   /// are dropped first; if none has, some live key is forgotten (which can only allow more).
@@ -38,8 +39,10 @@ struct memory_stats {
 };
 
 /// Limit state in this process. No allocation on the decision path once a key exists (except
-/// the sliding log, which keeps one entry per request), no global lock: a key's shard is
-/// locked for the decision only, and a multi-key decision locks its shards in address order.
+/// the sliding log, which keeps one entry per request), no global lock: a decision on a key
+/// already present finds it without any lock and locks only that key's slot (a byte in the
+/// slot's own cache line); inserting a key, growing or evicting locks the key's shard. A
+/// multi-key decision locks its shards in address order, then its keys.
 class memory_backend final : public backend {
  public:
   explicit memory_backend(memory_options options = {});
@@ -50,14 +53,15 @@ class memory_backend final : public backend {
   [[nodiscard]] result<void> decide(std::span<const keyed_limit> limits, std::uint64_t cost,
                                     std::span<decision> out) override;
   /// As decide(), at an explicit time in nanoseconds of the clock's monotonic scale. A time
-  /// earlier than one a decision on the same shard already used is taken as that one: state
-  /// never sees time go backwards (threads passing slightly stale timestamps stay exact).
+  /// earlier than one a key's state has already seen is taken as that one (see algorithms.hpp):
+  /// threads passing slightly stale timestamps stay exact.
   [[nodiscard]] result<void> decide_at(std::int64_t now_ns, std::span<const keyed_limit> limits,
                                        std::uint64_t cost, std::span<decision> out);
   /// Many independent decisions (each atomic on its own, as decide() would be), faster than
-  /// calling decide() in a loop: the keys are hashed and their slots prefetched a few requests
-  /// ahead, so the cache misses of a large table overlap, and consecutive requests on one shard
-  /// take its lock once. All requests are checked first; on an error nothing is decided.
+  /// calling decide() in a loop: the keys are hashed and their slots found and prefetched a
+  /// few requests ahead, so the cache misses of a large table overlap, and consecutive
+  /// requests on one key lock it once. All requests are checked first; on an error nothing is
+  /// decided.
   [[nodiscard]] result<void> decide_batch(std::span<const batch_request> batch);
   /// As decide_batch(), at an explicit time (see decide_at()).
   [[nodiscard]] result<void> decide_batch_at(std::int64_t now_ns, std::span<const batch_request> batch);
