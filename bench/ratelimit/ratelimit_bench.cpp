@@ -62,30 +62,26 @@ struct packed_keys {
   }
 };
 
-// The keys in turn, every `stride`-th, without a division per key (the benchmark would count
-// it as the library's).
+// The keys in turn, from the place `state`'s thread starts at, without a division per key (the
+// benchmark would count it as the library's). Threads start evenly spaced round the keys, so
+// none follows another through keys it has just touched (and holds in its own cache), as
+// independent clients would not.
 class key_cycle {
  public:
-  key_cycle(std::span<const std::string_view> keys, std::size_t stride)
-      : keys_(keys), stride_(stride % keys.size()) {}
+  key_cycle(std::span<const std::string_view> keys, const benchmark::State& state)
+      : keys_(keys),
+        at_(keys.size() * static_cast<std::size_t>(state.thread_index()) /
+            static_cast<std::size_t>(state.threads())) {}
   std::string_view next() noexcept {
     const std::string_view k = keys_[at_];
-    at_ += stride_;
-    if (at_ >= keys_.size()) at_ -= keys_.size();
+    if (++at_ == keys_.size()) at_ = 0;
     return k;
   }
 
  private:
   std::span<const std::string_view> keys_;
-  std::size_t at_ = 0;
-  std::size_t stride_;
+  std::size_t at_;
 };
-
-// Threads walk the keys with different strides (7919 is prime): no thread trails another
-// through the same keys, as independent clients would not.
-std::size_t stride_of(const benchmark::State& state) {
-  return state.thread_index() == 0 ? 1 : 7919 * static_cast<std::size_t>(state.thread_index());
-}
 
 rl::memory_backend& shared_store() {
   static rl::memory_backend store({.shards = 256, .max_keys = 1'000'000});
@@ -99,7 +95,7 @@ void decide_each(benchmark::State& state, rl::memory_backend& store) {
                                                static_cast<std::size_t>(state.range(0)));
   // Generous enough that most decisions allow and spend, as in production.
   static const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 1'000'000'000, .period = 1s};
-  key_cycle cycle(keys, stride_of(state));
+  key_cycle cycle(keys, state);
   rl::decision d;
   for (auto _ : state) {
     const rl::keyed_limit k{cycle.next(), &l};
@@ -123,7 +119,7 @@ void memory_decide_at(benchmark::State& state) {
                                                static_cast<std::size_t>(state.range(0)));
   static const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 1'000'000'000, .period = 1s};
   auto& store = shared_store();
-  key_cycle cycle(keys, stride_of(state));
+  key_cycle cycle(keys, state);
   std::size_t i = 0;
   rl::decision d;
   std::int64_t now = 0;
@@ -163,7 +159,7 @@ void memory_decide_batch(benchmark::State& state) {
   std::array<rl::keyed_limit, batch_size> limits{};
   std::array<rl::decision, batch_size> out{};
   std::array<rl::batch_request, batch_size> batch{};
-  key_cycle cycle(keys, stride_of(state));
+  key_cycle cycle(keys, state);
   for (auto _ : state) {
     for (std::size_t j = 0; j < batch_size; ++j) {
       limits[j] = {cycle.next(), &l};

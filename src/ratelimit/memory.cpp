@@ -556,26 +556,32 @@ struct alignas(64) shard {
   }
 
   // Makes sure `incoming` more keys fit without rehashing or evicting while slots are held, in
-  // one rebuild: keys whose state expired are dropped (indistinguishable from fresh ones, they
-  // would only make the table grow); if the shard would still pass max_size, the live keys
-  // closest to expiring go too (down to 7/8 of max_size, so that this is not repeated on every
-  // insert); and the table doubles while it would be over 7/8 full.
+  // one rebuild: when the shard would pass max_size, keys whose state expired are dropped, then,
+  // if still too many, the live keys closest to expiring (down to 7/8 of max_size, so that this
+  // is not repeated on every insert); the table doubles while it would be over 7/8 full. Below
+  // max_size expired keys stay: with short-lived states (a generous limit) dropping them on
+  // every growth would make the table drop and re-insert its keys forever instead of growing.
   void make_room_slow(std::size_t incoming, std::int64_t now) {
     freeze();
-    std::vector<std::int64_t> live;
-    live.reserve(size);
-    for (std::size_t j = 0; j < capacity; ++j) {
-      if (hashes[j] != 0 && slots[j].expires_at > now) live.push_back(slots[j].expires_at);
-    }
-    const std::size_t expired = size - live.size();
+    const bool evict = size + incoming > max_size;
+    std::size_t expired = 0;
     std::size_t drop_live = 0;
     std::int64_t cutoff = never;
-    if (live.size() + incoming > max_size) {
-      const std::size_t target = std::min(max_size - std::min(incoming, max_size), max_size - max_size / 8);
-      drop_live = live.size() - std::min(live.size(), target);
-      if (drop_live > 0) {
-        std::nth_element(live.begin(), live.begin() + static_cast<std::ptrdiff_t>(drop_live - 1), live.end());
-        cutoff = live[drop_live - 1];
+    if (evict) {
+      std::vector<std::int64_t> live;
+      live.reserve(size);
+      for (std::size_t j = 0; j < capacity; ++j) {
+        if (hashes[j] != 0 && slots[j].expires_at > now) live.push_back(slots[j].expires_at);
+      }
+      expired = size - live.size();
+      if (live.size() + incoming > max_size) {
+        const std::size_t target = std::min(max_size - std::min(incoming, max_size), max_size - max_size / 8);
+        drop_live = live.size() - std::min(live.size(), target);
+        if (drop_live > 0) {
+          std::nth_element(live.begin(), live.begin() + static_cast<std::ptrdiff_t>(drop_live - 1),
+                           live.end());
+          cutoff = live[drop_live - 1];
+        }
       }
     }
     const std::size_t kept = size - expired - drop_live;
@@ -587,6 +593,7 @@ struct alignas(64) shard {
     }
     std::size_t dropped_live = 0;
     rebuild(grown, [&](const slot& s) {
+      if (!evict) return true;
       if (s.expires_at <= now) return false;
       if (s.expires_at <= cutoff && dropped_live < drop_live) return ++dropped_live, false;
       return true;
@@ -811,13 +818,20 @@ void memory_backend::impl::decide_batch(std::int64_t now, std::span<const batch_
   std::uint64_t hashes[ring];
   shard::located where[ring];
   const auto single = [&](std::size_t j) { return j < batch.size() && batch[j].limits.size() == 1; };
+  // A run of requests on one key prefetches its slot once: prefetching it again while another
+  // thread holds it would pull the line away from that thread on each request.
+  const auto repeats = [&](std::size_t j) {
+    return j > 0 && single(j - 1) && hashes[j % ring] == hashes[(j - 1) % ring];
+  };
   const auto start = [&](std::size_t j) {
     if (!single(j)) return;
     hashes[j % ring] = hash_of(batch[j].limits[0].key);
-    shard_of(hashes[j % ring]).prefetch(hashes[j % ring]);
+    if (!repeats(j)) shard_of(hashes[j % ring]).prefetch(hashes[j % ring]);
   };
   const auto locate = [&](std::size_t j) {
-    if (single(j)) where[j % ring] = shard_of(hashes[j % ring]).prefetch_slot(hashes[j % ring]);
+    if (!single(j)) return;
+    where[j % ring] =
+        repeats(j) ? where[(j - 1) % ring] : shard_of(hashes[j % ring]).prefetch_slot(hashes[j % ring]);
   };
   for (std::size_t j = 0; j < 2 * ahead; ++j) start(j);
   for (std::size_t j = 0; j < ahead; ++j) locate(j);
