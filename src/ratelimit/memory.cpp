@@ -12,6 +12,7 @@
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 // Inlined: a call into the shared library costs as much as hashing a 20-byte key.
@@ -204,6 +205,28 @@ inline void unlock_slot(slot& s) noexcept {
   slot_lock(s).store(0, std::memory_order_release);
 }
 
+// A held slot, unlocked when the holder goes out of scope: a throw (bad_alloc growing a sliding
+// log) must not leave a key locked for good.
+class held_slot {
+ public:
+  held_slot() = default;
+  explicit held_slot(slot& s) noexcept : slot_(&s) {}
+  held_slot(const held_slot&) = delete;
+  held_slot& operator=(const held_slot&) = delete;
+  ~held_slot() { reset(); }
+
+  [[nodiscard]] slot* get() const noexcept { return slot_; }
+  void reset(slot* s = nullptr) noexcept {
+    if (slot_ != nullptr) unlock_slot(*slot_);
+    slot_ = s;
+  }
+  // Keeps the slot locked and hands it over.
+  slot* release() noexcept { return std::exchange(slot_, nullptr); }
+
+ private:
+  slot* slot_ = nullptr;
+};
+
 template <class Fn>
 decltype(auto) with_state(slot& s, Fn&& fn) {
   switch (s.kind) {
@@ -273,14 +296,20 @@ class table_arena {
       used_ += bytes;
       return p;
     }
+    heap_.reserve(heap_.size() + 1);  // so that the block is never lost to a throw
     void* p = ::operator new (bytes, std::align_val_t{64});
     heap_.push_back(p);
     return p;
   }
-  void give(kind k, void* p, std::size_t bytes) {
+  // Never throws (it runs after a new table is published): without memory to note the block,
+  // it simply stays unused until the backend is destroyed.
+  void give(kind k, void* p, std::size_t bytes) noexcept {
     if (p == nullptr) return;
     std::lock_guard guard(mutex_);
-    spare_[index(k, block_size(bytes))].push_back(p);
+    try {
+      spare_[index(k, block_size(bytes))].push_back(p);
+    } catch (...) {
+    }
   }
 
  private:
@@ -376,15 +405,25 @@ struct alignas(64) shard {
   // them, then publish()es and gives the old ones back). A reused block's slots are still
   // locked from when its table was replaced; a new block's are locked here before anyone can
   // know of it.
+  // Both blocks are taken before the shard changes: on bad_alloc it is as it was.
   void allocate(std::size_t slots_count) {
-    capacity = slots_count;
-    bool reused = false;
-    slots = static_cast<slot*>(arena->take(table_arena::kind::slots, capacity * sizeof(slot), reused));
-    if (!reused) {
-      for (std::size_t i = 0; i < capacity; ++i) ::new (&slots[i].lock_byte) std::uint8_t{1};
+    bool slots_reused = false;
+    bool cells_reused = false;
+    auto* const new_slots =
+        static_cast<slot*>(arena->take(table_arena::kind::slots, slots_count * sizeof(slot), slots_reused));
+    if (!slots_reused) {
+      for (std::size_t i = 0; i < slots_count; ++i) ::new (&new_slots[i].lock_byte) std::uint8_t{1};
     }
-    void* cells = arena->take(table_arena::kind::hashes, hash_array::bytes(capacity), reused);
-    hashes = hash_array(cells, capacity, slots, reused);
+    void* cells = nullptr;
+    try {
+      cells = arena->take(table_arena::kind::hashes, hash_array::bytes(slots_count), cells_reused);
+    } catch (...) {
+      arena->give(table_arena::kind::slots, new_slots, slots_count * sizeof(slot));
+      throw;
+    }
+    capacity = slots_count;
+    slots = new_slots;
+    hashes = hash_array(cells, capacity, slots, cells_reused);
   }
 
   void publish() noexcept {
@@ -493,7 +532,7 @@ struct alignas(64) shard {
   // Under the lock: the slot holding `key`, or a new one for it at `now` with a fresh state,
   // locked either way. The table must have room for it (make_room). A new key is written
   // before its hash is published, so a reader that finds the hash finds the key.
-  slot* lock_or_insert(std::uint64_t hash, std::string_view key, algorithm a, std::int64_t now) noexcept {
+  slot* lock_or_insert(std::uint64_t hash, std::string_view key, algorithm a, std::int64_t now) {
     std::size_t i = hash & mask();
     while (hashes[i] != 0) {
       if (hashes[i] == hash && slots[i].holds(key)) {
@@ -504,23 +543,36 @@ struct alignas(64) shard {
     }
     slot& s = slots[i];
     lock_slot(s, [] { return true; });  // may be held for a moment by a reader of a stale table
-    s.set_key(key);
+    held_slot undo(s);                  // a throw leaves the slot empty and unlocked
+    s.reset_state(a);                   // allocates for a sliding log
+    try {
+      s.set_key(key);  // allocates for a long key
+    } catch (...) {
+      s.release_state();
+      throw;
+    }
     s.blocked_until = never;
     s.expires_at = now;
-    s.reset_state(a);
     hashes.set(i, hash);
+    undo.release();
     ++size;
     return &s;
   }
 
   // On a frozen table: moves the entries `keep` accepts into new tables of `new_capacity`
-  // slots, frees the others, and publishes the new tables.
+  // slots, frees the others, and publishes the new tables. Without memory for the new tables
+  // it thaws the old ones, unchanged, and throws.
   template <class Keep>
   void rebuild(std::size_t new_capacity, Keep&& keep) {
     const hash_array old_hashes = hashes;
     slot* const old_slots = slots;
     const std::size_t old_capacity = capacity;
-    allocate(new_capacity);
+    try {
+      allocate(new_capacity);
+    } catch (...) {
+      thaw();
+      throw;
+    }
     size = 0;
     for (std::size_t j = 0; j < old_capacity; ++j) {
       if (old_hashes[j] == 0) continue;
@@ -569,7 +621,12 @@ struct alignas(64) shard {
     std::int64_t cutoff = never;
     if (evict) {
       std::vector<std::int64_t> live;
-      live.reserve(size);
+      try {
+        live.reserve(size);
+      } catch (...) {
+        thaw();
+        throw;
+      }
       for (std::size_t j = 0; j < capacity; ++j) {
         if (hashes[j] != 0 && slots[j].expires_at > now) live.push_back(slots[j].expires_at);
       }
@@ -715,10 +772,9 @@ struct memory_backend::impl {
     const std::uint64_t hash = hash_of(request.key);
     shard& sh = shard_of(hash);
     sh.prefetch(hash);
-    slot& s = lock_key(sh, hash, request.key, request.rule->algorithm, now);
+    const held_slot s(lock_key(sh, hash, request.key, request.rule->algorithm, now));
     rule_cache rules;
-    decide_on(s, now, request, cost, out, rules);
-    unlock_slot(s);
+    decide_on(*s.get(), now, request, cost, out, rules);
   }
 
   void decide_many(std::int64_t now, std::span<const keyed_limit> limits, std::uint64_t cost,
@@ -748,7 +804,10 @@ void memory_backend::impl::decide_many(std::int64_t now, std::span<const keyed_l
     locked[at] = owner[i];
     ++locked_count;
   }
-  for (std::size_t k = 0; k < locked_count; ++k) locked[k]->lock.lock();
+  // Released in any case, also when a sliding log's allocation throws.
+  std::unique_lock<spinlock> shard_locks[max_limits_per_decision];
+  held_slot held[max_limits_per_decision];
+  for (std::size_t k = 0; k < locked_count; ++k) shard_locks[k] = std::unique_lock(locked[k]->lock);
   for (std::size_t k = 0; k < locked_count; ++k) {
     shard& sh = *locked[k];
     std::size_t incoming = 0;
@@ -764,8 +823,10 @@ void memory_backend::impl::decide_many(std::int64_t now, std::span<const keyed_l
     for (std::size_t j = 0; j < i; ++j) {  // one key under two limits: its slot is held already
       if (hashes[j] == hashes[i] && limits[j].key == limits[i].key) slots[i] = slots[j];
     }
-    if (slots[i] == nullptr)
+    if (slots[i] == nullptr) {
       slots[i] = owner[i]->lock_or_insert(hashes[i], limits[i].key, rule.algorithm, now);
+      held[i].reset(slots[i]);
+    }
     slot& s = *slots[i];
     if (s.kind != rule.algorithm) {  // the policy changed
       s.release_state();
@@ -799,12 +860,6 @@ void memory_backend::impl::decide_many(std::int64_t now, std::span<const keyed_l
       out[i].remaining = 0;
     }
   }
-  for (std::size_t i = 0; i < n; ++i) {
-    bool first = true;
-    for (std::size_t j = 0; j < i; ++j) first = first && slots[j] != slots[i];
-    if (first) unlock_slot(*slots[i]);
-  }
-  for (std::size_t k = locked_count; k > 0; --k) locked[k - 1]->lock.unlock();
 }
 
 // A pipeline over the batch: the key `2 × ahead` places further on is hashed and the start of
@@ -835,7 +890,7 @@ void memory_backend::impl::decide_batch(std::int64_t now, std::span<const batch_
   };
   for (std::size_t j = 0; j < 2 * ahead; ++j) start(j);
   for (std::size_t j = 0; j < ahead; ++j) locate(j);
-  slot* held = nullptr;
+  held_slot held;
   std::uint64_t held_hash = 0;
   rule_cache rules;
   for (std::size_t j = 0; j < batch.size(); ++j) {
@@ -843,23 +898,21 @@ void memory_backend::impl::decide_batch(std::int64_t now, std::span<const batch_
     locate(j + ahead);
     const batch_request& r = batch[j];
     if (r.limits.size() != 1) {
-      if (held != nullptr) unlock_slot(*held);
-      held = nullptr;
+      held.reset();
       if (!r.limits.empty()) decide_many(now, r.limits, r.cost, r.out);
       continue;
     }
     const keyed_limit& request = r.limits[0];
     const std::uint64_t hash = hashes[j % ring];
-    if (held == nullptr || hash != held_hash || !held->holds(request.key)) {
-      if (held != nullptr) unlock_slot(*held);
+    if (held.get() == nullptr || hash != held_hash || !held.get()->holds(request.key)) {
+      held.reset();  // before lock_key: a rebuild waits for every slot
       shard& sh = shard_of(hash);
-      held = sh.lock_located(where[j % ring], hash, request.key);
-      if (held == nullptr) held = &lock_key(sh, hash, request.key, request.rule->algorithm, now);
+      slot* found = sh.lock_located(where[j % ring], hash, request.key);
+      held.reset(found != nullptr ? found : &lock_key(sh, hash, request.key, request.rule->algorithm, now));
       held_hash = hash;
     }
-    decide_on(*held, now, request, r.cost, r.out[0], rules);
+    decide_on(*held.get(), now, request, r.cost, r.out[0], rules);
   }
-  if (held != nullptr) unlock_slot(*held);
 }
 
 memory_backend::memory_backend(memory_options options) : impl_(std::make_unique<impl>(options)) {}
@@ -901,7 +954,8 @@ result<void> memory_backend::adjust(const keyed_limit& limit, std::int64_t point
   const std::uint64_t hash = impl::hash_of(limit.key);
   shard& sh = impl_->shard_of(hash);
   const std::int64_t now = impl_->now();
-  slot& s = impl::lock_key(sh, hash, limit.key, limit.rule->algorithm, now);
+  const held_slot held(impl::lock_key(sh, hash, limit.key, limit.rule->algorithm, now));
+  slot& s = *held.get();
   if (s.kind != limit.rule->algorithm) {
     s.release_state();
     s.reset_state(limit.rule->algorithm);
@@ -911,7 +965,6 @@ result<void> memory_backend::adjust(const keyed_limit& limit, std::int64_t point
     return peek(*limit.rule, st, now, 0);
   });
   s.expires_at = std::max(now + after.reset.count(), s.blocked_until);
-  unlock_slot(s);
   return {};
 }
 
