@@ -12,6 +12,7 @@
 #include <map>
 #include <numeric>
 #include <optional>
+#include <set>
 #include <tuple>
 #include <utility>
 
@@ -462,13 +463,28 @@ struct segment {
   bytes data;
 };
 
-/// One segment per run of rows with the same series and resolution (rows sorted by key).
+/// Segments hold buckets of one aligned window of this many buckets at most: a query reads only
+/// the segments its range overlaps, so a long compacted history is not decompressed whole by
+/// every query.
+constexpr std::int64_t buckets_per_segment = 1024;
+
+/// The start of the aligned window holding the bucket that starts at `start`.
+std::int64_t segment_window(std::int64_t start, std::int64_t resolution) noexcept {
+  constexpr std::int64_t widest = std::numeric_limits<std::int64_t>::max() / buckets_per_segment;
+  return bucket_start(start, resolution > widest ? std::numeric_limits<std::int64_t>::max()
+                                                 : resolution * buckets_per_segment);
+}
+
+/// One segment per run of rows with the same series, resolution and window (rows sorted by key).
 void to_segments(const std::vector<rollup_row>& rows, bool replaces, std::vector<segment>& out) {
   for (std::size_t i = 0; i < rows.size();) {
     std::size_t j = i;
     segment seg{rows[i].series, rows[i].resolution, replaces, rows[i].b.start, rows[i].b.start, {}};
+    const std::int64_t window = segment_window(rows[i].b.start, seg.resolution);
     seg.data.reserve(segment_record_size * 16);
-    for (; j < rows.size() && rows[j].series == seg.series && rows[j].resolution == seg.resolution; ++j) {
+    for (; j < rows.size() && rows[j].series == seg.series && rows[j].resolution == seg.resolution &&
+           segment_window(rows[j].b.start, seg.resolution) == window;
+         ++j) {
       put_record(seg.data, rows[j].b);
       seg.last_bucket = rows[j].b.start;
     }
@@ -513,21 +529,46 @@ void buckets_of(std::int64_t series, std::int64_t resolution, const std::vector<
   }
 }
 
-/// Folds a series' rollup segments into one per resolution (inside the caller's transaction, with
-/// the series row locked): replacing segments apply in write order, so the fold is exact.
+/// Folds a series' rollup segments so that each window of each resolution holds one (inside the
+/// caller's transaction, with the series row locked). Only windows holding several segments are
+/// rewritten (and every window of a resolution that still has a segment spanning windows, as
+/// older versions wrote them); replacing segments apply in write order, so the fold is exact.
 result<void> fold_segments(pg::connection& c, std::int64_t series) {
+  auto listed = c.query(
+      "SELECT id, resolution, first_bucket, last_bucket FROM tsdb_rollup_segments WHERE series_id = $1",
+      series);
+  if (!listed) return listed.error();
+  struct listed_segment {
+    std::int64_t id;
+    std::int64_t resolution;
+    std::int64_t window;
+  };
+  std::vector<listed_segment> all;
+  std::map<std::pair<std::int64_t, std::int64_t>, std::size_t> per_window;  // (resolution, window)
+  std::set<std::int64_t> spanning;  // resolutions with a segment over several windows
+  for (const auto row : *listed) {
+    const auto resolution = row.get<std::int64_t>(1).value();
+    const auto window = segment_window(row.get<std::int64_t>(2).value(), resolution);
+    if (segment_window(row.get<std::int64_t>(3).value(), resolution) != window) spanning.insert(resolution);
+    all.push_back({row.get<std::int64_t>(0).value(), resolution, window});
+    ++per_window[{resolution, window}];
+  }
+  std::vector<std::int64_t> folding;
+  for (const auto& seg : all) {
+    if (spanning.contains(seg.resolution) || per_window[{seg.resolution, seg.window}] > 1)
+      folding.push_back(seg.id);
+  }
+  if (folding.empty()) return {};
   auto rows = c.query(
-      "SELECT resolution, replaces, data FROM tsdb_rollup_segments WHERE series_id = $1 ORDER BY id", series);
+      "SELECT resolution, replaces, data FROM tsdb_rollup_segments WHERE id = ANY($1) ORDER BY id", folding);
   if (!rows) return rows.error();
   std::map<std::int64_t, std::map<std::int64_t, bucket>> by_resolution;
-  std::map<std::int64_t, std::size_t> segment_count;
   for (const auto row : *rows) {
     const auto resolution = row.get<std::int64_t>(0).value();
     const bool replaces = row.get<bool>(1).value();
     const auto records = segment_records(row.get<bytes>(2).value());
     if (!records) return records.error();
     const bytes& data = *records;
-    ++segment_count[resolution];
     auto& buckets = by_resolution[resolution];
     for (std::size_t at = 0; at < data.size(); at += segment_record_size) {
       const bucket b = get_record(data.data() + at);
@@ -540,15 +581,11 @@ result<void> fold_segments(pg::connection& c, std::int64_t series) {
       }
     }
   }
+  if (auto d = c.query("DELETE FROM tsdb_rollup_segments WHERE id = ANY($1)", folding); !d) return d.error();
   std::vector<rollup_row> folded;
   for (const auto& [resolution, buckets] : by_resolution) {
-    if (segment_count[resolution] < 2) continue;
     for (const auto& [start, b] : buckets)
       if (b.count > 0) folded.push_back({series, resolution, b});
-    if (auto d = c.query("DELETE FROM tsdb_rollup_segments WHERE series_id = $1 AND resolution = $2", series,
-                         resolution);
-        !d)
-      return d.error();
   }
   std::vector<segment> segments;
   to_segments(folded, false, segments);

@@ -388,6 +388,77 @@ TEST_SUITE("pg") {
     CHECK(s.select("own").value().size() == writers);
   }
 
+  TEST_CASE(
+      "compaction folds rollups into aligned windows; a later fold rewrites only windows that changed") {
+    keel::test::scratch_schema schema;
+    auto s = open_store(schema, {.seal_count = 500, .rollups = {60'000}, .points_per_rollup_row = 0});
+    const auto id = s.series("windows", {}, tsdb::ordering::keep_both).value();
+    constexpr std::int64_t minute = 60'000;
+    constexpr std::int64_t span = 3000 * minute;  // 3 windows of 1,024 one-minute buckets
+    std::vector<std::int64_t> times;
+    std::vector<double> values;
+    for (std::int64_t t = 0; t < span; t += 10'000) {
+      times.push_back(t);
+      values.push_back(static_cast<double>(t % 7'000'000) / 1000.0);
+    }
+    for (std::size_t at = 0; at < times.size(); at += 2000) {
+      const std::size_t n = std::min<std::size_t>(2000, times.size() - at);
+      REQUIRE(s.append(id, std::span(times).subspan(at, n), std::span(values).subspan(at, n)));
+      REQUIRE(s.flush());
+    }
+    auto check = [&] {
+      for (const auto& [from, to, width] :
+           {std::tuple{std::int64_t{0}, span, minute}, std::tuple{std::int64_t{0}, span, 60 * minute},
+            std::tuple{1000 * minute, 1100 * minute, minute}}) {
+        CAPTURE(from);
+        CAPTURE(width);
+        tsdb::query_plan plan;
+        const auto got = s.aggregate(id, from, to, width, false, &plan).value();
+        CHECK(plan.rollup == minute);
+        check_buckets_equal(got, tsdb::aggregate(times, values, from, to, width));
+      }
+    };
+    check();
+    const auto segments = [&] {
+      std::vector<std::tuple<std::int64_t, std::int64_t, std::int64_t>> out;  // id, first, last
+      auto rows = s.connection()
+                      .query(
+                          "SELECT id, first_bucket, last_bucket FROM tsdb_rollup_segments "
+                          "WHERE series_id = $1 ORDER BY first_bucket",
+                          id)
+                      .value();
+      for (const auto row : rows)
+        out.emplace_back(row.get<std::int64_t>(0).value(), row.get<std::int64_t>(1).value(),
+                         row.get<std::int64_t>(2).value());
+      return out;
+    };
+    CHECK(segments().size() > 3);  // one per seal (and window)
+    (void)s.compact(id, 100'000).value();
+    auto folded = segments();
+    REQUIRE(folded.size() == 3);
+    for (std::size_t w = 0; w < folded.size(); ++w) {
+      const auto window = static_cast<std::int64_t>(w) * 1024 * minute;
+      CHECK(std::get<1>(folded[w]) == window);
+      CHECK(std::get<2>(folded[w]) == std::min(window + 1023 * minute, span - minute));
+    }
+    check();
+    // More points in the middle window only: the next fold rewrites that window alone.
+    const std::vector<std::int64_t> more_t{1500 * minute + 1, 1500 * minute + 2};
+    const std::vector<double> more_v{100, 200};
+    REQUIRE(s.append(id, more_t, more_v));
+    REQUIRE(s.flush());
+    const auto at = std::upper_bound(times.begin(), times.end(), more_t[0]) - times.begin();
+    times.insert(times.begin() + at, more_t.begin(), more_t.end());
+    values.insert(values.begin() + at, more_v.begin(), more_v.end());
+    (void)s.compact(id, 100'000).value();
+    const auto refolded = segments();
+    REQUIRE(refolded.size() == 3);
+    CHECK(std::get<0>(refolded[0]) == std::get<0>(folded[0]));
+    CHECK(std::get<0>(refolded[1]) != std::get<0>(folded[1]));
+    CHECK(std::get<0>(refolded[2]) == std::get<0>(folded[2]));
+    check();
+  }
+
   TEST_CASE("rollups stay exact under last_write_wins with random overwrites, and compaction folds them") {
     keel::test::scratch_schema schema;
     auto s =

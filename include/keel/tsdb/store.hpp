@@ -181,7 +181,8 @@ class store {
   /// @returns the number of blocks dropped.
   [[nodiscard]] result<std::uint64_t> apply_retention(std::int64_t now);
   /// Merges a series' blocks smaller than `below` points into blocks of up to `target` points
-  /// (within the seal span), and its rollup segments into one per resolution. @returns the number
+  /// (within the seal span), and its rollup segments into one per resolution and window of 1,024
+  /// buckets (only windows holding several are rewritten). @returns the number
   /// of blocks removed.
   [[nodiscard]] result<std::uint64_t> compact(std::int64_t series, std::size_t below = 1024,
                                               std::size_t target = 8192);
