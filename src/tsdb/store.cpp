@@ -1045,6 +1045,13 @@ result<void> store::set_retention(std::string_view metric, std::int64_t max_age)
 result<std::uint64_t> store::apply_retention(std::int64_t now) {
   auto tx = pg::transaction::begin(state_->conn);
   if (!tx) return tx.error();
+  // The series rows first, in id order, as seals and compaction take them: a compaction of one
+  // of these series that read old blocks and segments finishes (and commits what it rewrote
+  // from them) before the deletes below take their snapshot, so nothing old comes back.
+  auto series = tx->query(
+      "SELECT s.id FROM tsdb_series s JOIN tsdb_retention r ON s.metric = r.metric ORDER BY s.id "
+      "FOR UPDATE OF s");
+  if (!series) return series.error();
   auto blocks = tx->query(
       "DELETE FROM tsdb_blocks b USING tsdb_series s, tsdb_retention r "
       "WHERE b.series_id = s.id AND s.metric = r.metric AND b.last_time < $1 - r.max_age",

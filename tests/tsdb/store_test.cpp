@@ -4,9 +4,11 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <string>
 #include <thread>
 
 #include <support/pg.hpp>
@@ -15,6 +17,7 @@
 
 namespace tsdb = keel::tsdb;
 using keel::test::uniform;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -353,6 +356,67 @@ TEST_SUITE("pg") {
     const auto back = read_all(small, id, 0, std::numeric_limits<std::int64_t>::max());
     CHECK(back.times == q.times);
     CHECK(same_bits(back.values, q.values));
+  }
+
+  TEST_CASE("retention waits for a compaction in progress, so what it rewrote from old data goes too") {
+    keel::test::scratch_schema schema;
+    auto s = open_store(schema, {.seal_count = 100, .rollups = {60'000}});
+    const auto id = s.series("short_lived").value();
+    const auto p = random_points(1000, 0, 1000);
+    REQUIRE(s.append(id, p.times, p.values));
+    REQUIRE(s.flush());
+    REQUIRE(s.set_retention("short_lived", 200'000));
+    const std::int64_t now = p.times.back();
+    const std::int64_t cutoff = now - 200'000;
+    // Another process compacting the series: it holds the series row, as compaction does,
+    // and will write back a copy of the oldest block and segment (made from data retention drops).
+    auto compactor = schema.connect();
+    const std::string tables[] = {"tsdb_blocks", "tsdb_rollup_segments"};
+    for (const auto& table : tables) {
+      const std::string order = table == "tsdb_blocks" ? "first_time" : "first_bucket";
+      REQUIRE(compactor.query("CREATE TEMP TABLE saved_" + table + " AS SELECT * FROM " + table +
+                                  " WHERE series_id = $1 ORDER BY " + order + " LIMIT 1",
+                              id));
+    }
+    REQUIRE(compactor.execute("BEGIN"));
+    REQUIRE(compactor.query("SELECT id FROM tsdb_series WHERE id = $1 FOR UPDATE", id));
+    std::atomic<bool> retained{false};
+    std::thread retention([&] {
+      auto other = tsdb::store::open(schema.conninfo, {.rollups = {60'000}}).value();
+      REQUIRE(other.apply_retention(now));
+      retained = true;
+    });
+    std::this_thread::sleep_for(300ms);
+    CHECK_FALSE(retained);  // waiting for the series row
+    // New rows, as compaction inserts them: every column but the id.
+    for (const auto& table : tables) {
+      auto columns =
+          compactor
+              .query(
+                  "SELECT string_agg(column_name, ', ') FROM information_schema.columns "
+                  "WHERE table_schema = current_schema() AND table_name = $1 AND column_name <> 'id'",
+                  table)
+              .value()
+              .value<std::string>()
+              .value();
+      REQUIRE(compactor.execute("INSERT INTO " + table + " (" + columns + ") SELECT " + columns +
+                                " FROM saved_" + table));
+    }
+    REQUIRE(compactor.execute("COMMIT"));
+    retention.join();
+    CHECK(retained);
+    auto old_blocks =
+        s.connection()
+            .query("SELECT count(*) FROM tsdb_blocks WHERE series_id = $1 AND last_time < $2", id, cutoff)
+            .value();
+    CHECK(old_blocks.value<std::int64_t>().value() == 0);
+    auto old_segments = s.connection()
+                            .query(
+                                "SELECT count(*) FROM tsdb_rollup_segments WHERE series_id = $1 AND "
+                                "first_bucket + resolution <= $2",
+                                id, cutoff)
+                            .value();
+    CHECK(old_segments.value<std::int64_t>().value() == 0);
   }
 
   TEST_CASE("several writers into one database lose nothing") {
