@@ -402,10 +402,9 @@ struct alignas(64) shard {
   }
 
   // Makes new tables of `slots_count` slots, all locked, not yet published (the caller fills
-  // them, then publish()es and gives the old ones back). A reused block's slots are still
-  // locked from when its table was replaced; a new block's are locked here before anyone can
-  // know of it.
-  // Both blocks are taken before the shard changes: on bad_alloc it is as it was.
+  // them, then publish()es and gives the old ones back). Both blocks are taken before the shard
+  // changes, so on bad_alloc it is as it was. A reused block's slots are still locked from when
+  // its table was replaced; a new block's are locked here, before anyone can know of it.
   void allocate(std::size_t slots_count) {
     bool slots_reused = false;
     bool cells_reused = false;
