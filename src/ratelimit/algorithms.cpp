@@ -160,7 +160,7 @@ struct rolled {
 rolled roll(const limit& l, const sliding_window_state& s, std::int64_t now) noexcept {
   const std::int64_t period = l.period.count();
   std::int64_t w = floor_div(now, period);
-  if (w < s.window && (s.current != 0 || s.previous != 0)) {
+  if (w < s.window && (s.window != 0 || s.current != 0 || s.previous != 0)) {
     // A time before the window the state counts in (a thread's slightly stale timestamp) is
     // taken as that window's start: counts are never forgotten by time going backwards.
     w = s.window;

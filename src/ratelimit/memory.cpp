@@ -138,7 +138,14 @@ struct alignas(64) slot {
     std::memcpy(key + sizeof data, &size, sizeof size);
   }
 
+  // Allocates (a sliding log) before changing anything: on bad_alloc the slot is as it was.
   void reset_state(algorithm a) {
+    if (a == algorithm::sliding_log) {
+      auto* log_state = new sliding_log_state;
+      kind = a;
+      ::new (state) sliding_log_state*(log_state);
+      return;
+    }
     kind = a;
     switch (a) {
       case algorithm::gcra:
@@ -151,12 +158,24 @@ struct alignas(64) slot {
         ::new (state) sliding_window_state{};
         return;
       case algorithm::sliding_log:
-        ::new (state) sliding_log_state*(new sliding_log_state);
-        return;
+        return;  // above
     }
   }
   void release_state() noexcept {
     if (kind == algorithm::sliding_log) delete as<sliding_log_state*>();
+  }
+  // A fresh state of another algorithm (the policy changed). The new state is allocated before
+  // the old one is freed: on bad_alloc the slot keeps its old state.
+  void change_state(algorithm a) {
+    if (a == algorithm::sliding_log) {
+      auto* log_state = new sliding_log_state;
+      release_state();
+      kind = a;
+      ::new (state) sliding_log_state*(log_state);
+      return;
+    }
+    release_state();
+    reset_state(a);
   }
   void release() noexcept {
     release_state();
@@ -296,7 +315,7 @@ class table_arena {
       used_ += bytes;
       return p;
     }
-    heap_.reserve(heap_.size() + 1);  // so that the block is never lost to a throw
+    if (heap_.size() == heap_.capacity()) heap_.reserve(heap_.size() * 2 + 8);  // never lost to a throw
     void* p = ::operator new (bytes, std::align_val_t{64});
     heap_.push_back(p);
     return p;
@@ -381,6 +400,7 @@ struct alignas(64) shard {
   // Read by every decision, written only when a rebuilt table is published: on a line of its
   // own that every core keeps a shared copy of.
   std::atomic<hash_array::cell*> table{nullptr};
+  std::atomic<bool> freezing{false};  // a rebuild is locking every slot (see decide_batch)
 
   alignas(64) spinlock lock;  // the rest is only touched under it
   std::size_t capacity = 0;   // a power of two
@@ -432,7 +452,9 @@ struct alignas(64) shard {
 
   // Waits for every decision in progress on this table and keeps new ones out.
   void freeze() noexcept {
+    freezing.store(true, std::memory_order_relaxed);
     for (std::size_t i = 0; i < capacity; ++i) lock_slot(slots[i], [] { return true; });
+    freezing.store(false, std::memory_order_relaxed);
   }
   void thaw() noexcept {
     for (std::size_t i = 0; i < capacity; ++i) unlock_slot(slots[i]);
@@ -510,7 +532,11 @@ struct alignas(64) shard {
       bool replaced = false;
       for (std::size_t probes = 0; probes <= m && !replaced; ++probes, i = (i + 1) & m) {
         const std::uint64_t h = cells[hash_array::header + i].load(std::memory_order_acquire);
-        if (h == 0) return nullptr;
+        if (h == 0) {
+          if (current()) return nullptr;
+          replaced = true;  // a stale array (being reused) says nothing: look again
+          break;
+        }
         if (h != hash) continue;
         slot& s = reinterpret_cast<slot*>(base)[i];
         if (!lock_slot(s, current)) {
@@ -592,6 +618,12 @@ struct alignas(64) shard {
 
   std::size_t drop_expired(std::int64_t now) {
     freeze();
+    bool any = false;
+    for (std::size_t j = 0; j < capacity && !any; ++j) any = hashes[j] != 0 && slots[j].expires_at <= now;
+    if (!any) {
+      thaw();
+      return 0;
+    }
     const std::size_t before = size;
     rebuild(capacity, [now](const slot& s) { return s.expires_at > now; });
     evicted_expired += before - size;
@@ -743,8 +775,7 @@ struct memory_backend::impl {
                         decision& out, rule_cache& rules) {
     const limit& rule = *request.rule;
     if (s.kind != rule.algorithm) [[unlikely]] {  // the policy changed
-      s.release_state();
-      s.reset_state(rule.algorithm);
+      s.change_state(rule.algorithm);
     }
     if (s.blocked_until > now) {
       const std::chrono::nanoseconds left(s.blocked_until - now);
@@ -778,6 +809,49 @@ struct memory_backend::impl {
 
   void decide_many(std::int64_t now, std::span<const keyed_limit> limits, std::uint64_t cost,
                    std::span<decision> out);
+
+  // Spends `cost` on every limit of an allowed multi-limit request (its slots held). A sliding
+  // log's commit allocates; if one throws, the commits before it are undone, so the request
+  // spends nothing, as the caller (who gets the exception) would expect.
+  static void commit_all(std::int64_t now, std::span<const keyed_limit> limits, std::uint64_t cost,
+                         std::span<const decision> out, std::span<slot* const> slots) {
+    struct saved {
+      std::int64_t expires_at;
+      alignas(8) unsigned char state[sizeof(slot::state)];
+      std::size_t log_entries;
+      std::uint64_t log_used;
+    };
+    saved before[max_limits_per_decision];
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      slot& s = *slots[i];
+      before[i].expires_at = s.expires_at;
+      std::memcpy(before[i].state, s.state, sizeof s.state);
+      before[i].log_entries = s.kind == algorithm::sliding_log ? s.log().entries.size() : 0;
+      before[i].log_used = s.kind == algorithm::sliding_log ? s.log().used : 0;
+    }
+    std::size_t done = 0;
+    try {
+      for (; done < slots.size(); ++done) {
+        slot& s = *slots[done];
+        const limit& rule = *limits[done].rule;
+        with_state(s, [&](auto& st) { commit(rule, st, now, cost); });
+        s.expires_at = std::max(s.expires_at, now + out[done].reset.count());
+      }
+    } catch (...) {
+      for (std::size_t i = done + 1; i-- > 0;) {  // the one that threw too (it may have pruned)
+        slot& s = *slots[i];
+        s.expires_at = before[i].expires_at;
+        if (s.kind == algorithm::sliding_log) {
+          auto& log = s.log();
+          while (log.entries.size() > before[i].log_entries) log.entries.pop_back();
+          log.used = before[i].log_used;
+        } else {
+          std::memcpy(s.state, before[i].state, sizeof s.state);
+        }
+      }
+      throw;
+    }
+  }
 
   void decide_batch(std::int64_t now, std::span<const batch_request> batch);
 };
@@ -828,8 +902,7 @@ void memory_backend::impl::decide_many(std::int64_t now, std::span<const keyed_l
     }
     slot& s = *slots[i];
     if (s.kind != rule.algorithm) {  // the policy changed
-      s.release_state();
-      s.reset_state(rule.algorithm);
+      s.change_state(rule.algorithm);
     }
     if (s.blocked_until > now) {
       const std::chrono::nanoseconds left(s.blocked_until - now);
@@ -842,13 +915,14 @@ void memory_backend::impl::decide_many(std::int64_t now, std::span<const keyed_l
     all_allowed = all_allowed && out[i].allowed;
   }
 
+  if (all_allowed) {
+    commit_all(now, limits, cost, out, {slots, n});
+    return;
+  }
   for (std::size_t i = 0; i < n; ++i) {
     const limit& rule = *limits[i].rule;
     slot& s = *slots[i];
-    if (all_allowed) {
-      with_state(s, [&](auto& st) { commit(rule, st, now, cost); });
-      s.expires_at = std::max(s.expires_at, now + out[i].reset.count());
-    } else if (out[i].allowed) {
+    if (out[i].allowed) {
       // Nothing was spent here after all: report the state as it is.
       out[i] = with_state(s, [&](auto& st) { return peek(rule, st, now, 0); });
     } else if (rule.block.count() > 0 && s.blocked_until <= now) {
@@ -903,7 +977,10 @@ void memory_backend::impl::decide_batch(std::int64_t now, std::span<const batch_
     }
     const keyed_limit& request = r.limits[0];
     const std::uint64_t hash = hashes[j % ring];
-    if (held.get() == nullptr || hash != held_hash || !held.get()->holds(request.key)) {
+    // A run on one key gives its slot up when a rebuild of the shard starts freezing the table:
+    // the rebuild (and every decision in the shard behind it) would wait for the whole run.
+    if (held.get() == nullptr || hash != held_hash ||
+        shard_of(hash).freezing.load(std::memory_order_relaxed) || !held.get()->holds(request.key)) {
       held.reset();  // before lock_key: a rebuild waits for every slot
       shard& sh = shard_of(hash);
       slot* found = sh.lock_located(where[j % ring], hash, request.key);
@@ -956,8 +1033,7 @@ result<void> memory_backend::adjust(const keyed_limit& limit, std::int64_t point
   const held_slot held(impl::lock_key(sh, hash, limit.key, limit.rule->algorithm, now));
   slot& s = *held.get();
   if (s.kind != limit.rule->algorithm) {
-    s.release_state();
-    s.reset_state(limit.rule->algorithm);
+    s.change_state(limit.rule->algorithm);
   }
   const decision after = with_state(s, [&](auto& st) {
     ratelimit::adjust(*limit.rule, st, now, points);

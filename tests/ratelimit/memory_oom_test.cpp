@@ -28,19 +28,37 @@ class failing_allocations {
 
 }  // namespace
 
-void* operator new(std::size_t size) {
+namespace {
+void fail_when_armed() {
   if (allocations_before_failure == 0) {
     allocations_before_failure = -1;
     throw std::bad_alloc();
   }
   if (allocations_before_failure > 0) --allocations_before_failure;
+}
+}  // namespace
+
+void* operator new(std::size_t size) {
+  fail_when_armed();
   if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  throw std::bad_alloc();
+}
+void* operator new(std::size_t size, std::align_val_t alignment) {
+  fail_when_armed();
+  const auto align = static_cast<std::size_t>(alignment);
+  if (void* p = std::aligned_alloc(align, (size + align - 1) / align * align)) return p;
   throw std::bad_alloc();
 }
 void operator delete(void* p) noexcept {
   std::free(p);
 }
 void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
   std::free(p);
 }
 
@@ -101,5 +119,50 @@ TEST_SUITE("unit") {
     }
     CHECK(failures > 0);
     CHECK(store.stats().keys <= 64);
+  }
+
+  TEST_CASE(
+      "memory backend: a key whose algorithm changes keeps its old state when the new one cannot be made") {
+    keel::manual_clock clock;
+    rl::memory_backend store({.clock = &clock});
+    const rl::limit rate{.algorithm = rl::algorithm::gcra, .count = 10, .period = 1h};
+    const rl::limit log{.algorithm = rl::algorithm::sliding_log, .count = 10, .period = 1h};
+    const rl::keyed_limit as_rate{"k", &rate};
+    const rl::keyed_limit as_log{"k", &log};
+    rl::decision d;
+    for (int i = 0; i < 3; ++i) REQUIRE(store.decide({&as_rate, 1}, 1, {&d, 1}));
+    {
+      const failing_allocations failing(0);
+      CHECK_THROWS_AS((void)store.decide({&as_log, 1}, 1, {&d, 1}), std::bad_alloc);
+    }
+    REQUIRE(store.decide({&as_rate, 1}, 0, {&d, 1}));  // still its GCRA state: 3 spent
+    CHECK(d.remaining == 7);
+    REQUIRE(store.decide({&as_log, 1}, 1, {&d, 1}));  // now the change goes through
+    CHECK(d.remaining == 9);
+  }
+
+  TEST_CASE("memory backend: a multi-limit decision that cannot commit all its limits commits none") {
+    keel::manual_clock clock;
+    rl::memory_backend store({.clock = &clock});
+    const rl::limit log{.algorithm = rl::algorithm::sliding_log, .count = 1000, .period = 1h};
+    const rl::keyed_limit a{"a", &log};
+    const rl::keyed_limit b{"b", &log};
+    rl::decision d[2];
+    // A deque stores 32 of the log's entries per block: "b" fills its block at the next entry
+    // (which allocates one), "a" does not.
+    for (int i = 0; i < 30; ++i) REQUIRE(store.decide({&a, 1}, 1, {d, 1}));
+    for (int i = 0; i < 31; ++i) REQUIRE(store.decide({&b, 1}, 1, {d, 1}));
+    const rl::keyed_limit both[] = {a, b};
+    {
+      const failing_allocations failing(0);
+      CHECK_THROWS_AS((void)store.decide(both, 1, d), std::bad_alloc);
+    }
+    REQUIRE(store.decide({&a, 1}, 0, {d, 1}));
+    CHECK(d[0].remaining == 970);  // "a"'s entry was taken back
+    REQUIRE(store.decide({&b, 1}, 0, {d, 1}));
+    CHECK(d[0].remaining == 969);
+    REQUIRE(store.decide(both, 1, d));
+    CHECK(d[0].remaining == 969);
+    CHECK(d[1].remaining == 968);
   }
 }
