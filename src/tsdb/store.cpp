@@ -1043,57 +1043,66 @@ result<void> store::set_retention(std::string_view metric, std::int64_t max_age)
 }
 
 result<std::uint64_t> store::apply_retention(std::int64_t now) {
-  auto tx = pg::transaction::begin(state_->conn);
-  if (!tx) return tx.error();
-  // The series rows first, in id order, as seals and compaction take them: a compaction of one
-  // of these series that read old blocks and segments finishes (and commits what it rewrote
-  // from them) before the deletes below take their snapshot, so nothing old comes back.
-  auto series = tx->query(
-      "SELECT s.id FROM tsdb_series s JOIN tsdb_retention r ON s.metric = r.metric ORDER BY s.id "
-      "FOR UPDATE OF s");
-  if (!series) return series.error();
-  auto blocks = tx->query(
-      "DELETE FROM tsdb_blocks b USING tsdb_series s, tsdb_retention r "
-      "WHERE b.series_id = s.id AND s.metric = r.metric AND b.last_time < $1 - r.max_age",
+  // The series with something past their metric's max age; each is then cleaned in a
+  // transaction of its own, so seals and compactions of other series never wait for it.
+  auto due = state_->conn.query(
+      "SELECT s.id, $1 - r.max_age FROM tsdb_series s JOIN tsdb_retention r ON s.metric = r.metric "
+      "WHERE EXISTS (SELECT 1 FROM tsdb_blocks b WHERE b.series_id = s.id AND b.last_time < $1 - r.max_age) "
+      "OR EXISTS (SELECT 1 FROM tsdb_rollup_segments u WHERE u.series_id = s.id AND "
+      "u.first_bucket + u.resolution <= $1 - r.max_age) ORDER BY s.id",
       now);
-  if (!blocks) return blocks.error();
-  // Whole rollup segments past the cutoff go; a segment straddling it is rewritten without the
-  // buckets that end before it.
-  auto rollups = tx->query(
-      "DELETE FROM tsdb_rollup_segments u USING tsdb_series s, tsdb_retention r "
-      "WHERE u.series_id = s.id AND s.metric = r.metric AND u.last_bucket + u.resolution <= $1 - r.max_age",
-      now);
-  if (!rollups) return rollups.error();
-  auto straddling = tx->query(
-      "SELECT u.id, u.resolution, $1 - r.max_age, u.data FROM tsdb_rollup_segments u, tsdb_series s, "
-      "tsdb_retention r WHERE u.series_id = s.id AND s.metric = r.metric AND "
-      "u.first_bucket + u.resolution <= $1 - r.max_age FOR UPDATE OF u",
-      now);
-  if (!straddling) return straddling.error();
-  for (const auto row : *straddling) {
-    const auto resolution = row.get<std::int64_t>(1).value();
-    const auto cutoff = row.get<std::int64_t>(2).value();
-    const auto records = segment_records(row.get<bytes>(3).value());
-    if (!records) return records.error();
-    const bytes& data = *records;
-    bytes kept;
-    std::int64_t first_bucket = std::numeric_limits<std::int64_t>::max();
-    for (std::size_t at = 0; at < data.size(); at += segment_record_size) {
-      const bucket b = get_record(data.data() + at);
-      if (b.start + resolution <= cutoff) continue;
-      first_bucket = std::min(first_bucket, b.start);
-      kept.insert(kept.end(), data.begin() + static_cast<std::ptrdiff_t>(at),
-                  data.begin() + static_cast<std::ptrdiff_t>(at + segment_record_size));
+  if (!due) return due.error();
+  std::vector<std::pair<std::int64_t, std::int64_t>> series;  // id, cutoff
+  for (const auto row : *due)
+    series.emplace_back(row.get<std::int64_t>(0).value(), row.get<std::int64_t>(1).value());
+  std::uint64_t dropped = 0;
+  for (const auto& [id, cutoff] : series) {
+    auto tx = pg::transaction::begin(state_->conn);
+    if (!tx) return tx.error();
+    // The series row first, as seals and compaction take it: a compaction in progress that read
+    // old blocks and segments commits (what it rewrote from them) before the deletes below
+    // take their snapshot, so nothing old comes back.
+    if (auto locked = tx->query("SELECT id FROM tsdb_series WHERE id = $1 FOR UPDATE", id); !locked)
+      return locked.error();
+    auto blocks = tx->query("DELETE FROM tsdb_blocks WHERE series_id = $1 AND last_time < $2", id, cutoff);
+    if (!blocks) return blocks.error();
+    // Whole rollup segments past the cutoff go; a segment straddling it is rewritten without the
+    // buckets that end before it.
+    if (auto r = tx->query(
+            "DELETE FROM tsdb_rollup_segments WHERE series_id = $1 AND last_bucket + resolution <= $2", id,
+            cutoff);
+        !r)
+      return r.error();
+    auto straddling = tx->query(
+        "SELECT id, resolution, data FROM tsdb_rollup_segments WHERE series_id = $1 AND "
+        "first_bucket + resolution <= $2 FOR UPDATE",
+        id, cutoff);
+    if (!straddling) return straddling.error();
+    for (const auto row : *straddling) {
+      const auto resolution = row.get<std::int64_t>(1).value();
+      const auto records = segment_records(row.get<bytes>(2).value());
+      if (!records) return records.error();
+      const bytes& data = *records;
+      bytes kept;
+      std::int64_t first_bucket = std::numeric_limits<std::int64_t>::max();
+      for (std::size_t at = 0; at < data.size(); at += segment_record_size) {
+        const bucket b = get_record(data.data() + at);
+        if (b.start + resolution <= cutoff) continue;
+        first_bucket = std::min(first_bucket, b.start);
+        kept.insert(kept.end(), data.begin() + static_cast<std::ptrdiff_t>(at),
+                    data.begin() + static_cast<std::ptrdiff_t>(at + segment_record_size));
+      }
+      auto r =
+          kept.empty()
+              ? tx->query("DELETE FROM tsdb_rollup_segments WHERE id = $1", row.get<std::int64_t>(0).value())
+              : tx->query("UPDATE tsdb_rollup_segments SET data = $2, first_bucket = $3 WHERE id = $1",
+                          row.get<std::int64_t>(0).value(), bytes_view(pack_segment(kept)), first_bucket);
+      if (!r) return r.error();
     }
-    auto r =
-        kept.empty()
-            ? tx->query("DELETE FROM tsdb_rollup_segments WHERE id = $1", row.get<std::int64_t>(0).value())
-            : tx->query("UPDATE tsdb_rollup_segments SET data = $2, first_bucket = $3 WHERE id = $1",
-                        row.get<std::int64_t>(0).value(), bytes_view(pack_segment(kept)), first_bucket);
-    if (!r) return r.error();
+    if (auto c = tx->commit(); !c) return c.error();
+    dropped += blocks->affected();
   }
-  if (auto c = tx->commit(); !c) return c.error();
-  return blocks->affected();
+  return dropped;
 }
 
 result<std::uint64_t> store::compact(std::int64_t series, std::size_t below, std::size_t target) {

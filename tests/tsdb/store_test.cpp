@@ -386,8 +386,18 @@ TEST_SUITE("pg") {
       REQUIRE(other.apply_retention(now));
       retained = true;
     });
-    std::this_thread::sleep_for(300ms);
-    CHECK_FALSE(retained);  // waiting for the series row
+    // Until retention's connection waits for the series row (a sleep could pass by chance).
+    // Asked outside the open transaction: inside one, pg_stat_activity stays a snapshot.
+    bool waiting = false;
+    for (int polls = 0; polls < 1000 && !waiting && !retained; ++polls) {
+      auto waiters = s.connection().query(
+          "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+          "datname = current_database() AND query LIKE '%FROM tsdb_series WHERE id = $1 FOR UPDATE%'");
+      waiting = waiters.value().value<std::int64_t>().value() > 0;
+      if (!waiting) std::this_thread::sleep_for(10ms);
+    }
+    CHECK(waiting);
+    CHECK_FALSE(retained);
     // New rows, as compaction inserts them: every column but the id.
     for (const auto& table : tables) {
       auto columns =
