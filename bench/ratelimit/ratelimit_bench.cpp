@@ -174,15 +174,15 @@ void memory_decide_batch(benchmark::State& state) {
 BENCHMARK(memory_decide_batch)->ArgName("keys")->Arg(1)->Arg(100'000)->Threads(1)->Threads(2)->UseRealTime();
 
 void memory_decide_algorithm(benchmark::State& state) {
-  static const auto keys = make_keys(100'000);
+  static const packed_keys all_keys(100'000);
   const auto a = static_cast<rl::algorithm>(state.range(0));
   const rl::limit l{
       .algorithm = a, .count = a == rl::algorithm::sliding_log ? 100U : 1'000'000U, .period = 1s};
   rl::memory_backend store({.max_keys = 1'000'000});
-  std::size_t i = 0;
+  key_cycle cycle(all_keys.views, state);
   rl::decision d;
   for (auto _ : state) {
-    const rl::keyed_limit k{keys[i++ % keys.size()], &l};
+    const rl::keyed_limit k{cycle.next(), &l};
     if (!store.decide({&k, 1}, 1, {&d, 1})) state.SkipWithError("decide failed");
     benchmark::DoNotOptimize(d);
   }
@@ -208,8 +208,9 @@ void limiter_check(benchmark::State& state) {
                   std::to_string(i % 256));
   std::size_t i = 0;
   for (auto _ : state) {
-    const auto v = limiter.check({.path = "/api/items", .ip = ips[i++ % ips.size()]});
+    const auto v = limiter.check({.path = "/api/items", .ip = ips[i]});
     benchmark::DoNotOptimize(v.outcome);
+    if (++i == ips.size()) i = 0;
   }
   state.counters["decisions_per_second"] =
       benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
