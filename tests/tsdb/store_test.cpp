@@ -531,6 +531,18 @@ TEST_SUITE("pg") {
     CHECK(std::get<0>(refolded[1]) != std::get<0>(folded[1]));
     CHECK(std::get<0>(refolded[2]) == std::get<0>(folded[2]));
     check();
+    // A segment over several windows, as versions before windows wrote them: the next fold
+    // rewrites every window of its resolution, one segment each.
+    REQUIRE(s.connection().query("UPDATE tsdb_rollup_segments SET last_bucket = $2 WHERE id = $1",
+                                 std::get<0>(refolded[0]), span - minute));
+    (void)s.compact(id, 100'000).value();
+    const auto legacy_folded = segments();
+    REQUIRE(legacy_folded.size() == 3);
+    for (std::size_t w = 0; w < legacy_folded.size(); ++w) {
+      CHECK(std::get<0>(legacy_folded[w]) != std::get<0>(refolded[w]));
+      CHECK(std::get<1>(legacy_folded[w]) == static_cast<std::int64_t>(w) * 1024 * minute);
+    }
+    check();
   }
 
   TEST_CASE("rollups stay exact under last_write_wins with random overwrites, and compaction folds them") {
