@@ -20,13 +20,8 @@ std::int64_t floor_div(std::int64_t a, std::int64_t b) noexcept {
   return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
 }
 
-std::uint64_t to_units(std::int64_t credit_ns, std::int64_t interval) noexcept {
-  return credit_ns <= 0 ? 0 : static_cast<std::uint64_t>(credit_ns / interval);
-}
-
-std::chrono::nanoseconds ns(std::int64_t v) noexcept {
-  return std::chrono::nanoseconds(std::max<std::int64_t>(v, 0));
-}
+using detail::non_negative_ns;
+using detail::whole_units;
 
 }  // namespace
 
@@ -117,12 +112,12 @@ decision peek(const limit& l, const token_bucket_state& s, std::int64_t now, std
   decision d{.limit = l.capacity()};
   if (credit < need) {
     d.allowed = false;
-    d.retry_after = ns(need - credit);
-    d.remaining = to_units(credit, interval);
-    d.reset = ns(full - credit);
+    d.retry_after = non_negative_ns(need - credit);
+    d.remaining = whole_units(credit, interval);
+    d.reset = non_negative_ns(full - credit);
   } else {
-    d.remaining = to_units(credit - need, interval);
-    d.reset = ns(full - (credit - need));
+    d.remaining = whole_units(credit - need, interval);
+    d.reset = non_negative_ns(full - (credit - need));
   }
   return d;
 }
@@ -199,9 +194,9 @@ decision peek(const limit& l, const sliding_window_state& s, std::int64_t now, s
   const std::uint64_t counted = allowed ? r.current + cost : r.current;
   const std::int64_t to_window_end = period - r.elapsed;
   if (counted > 0) {
-    d.reset = ns(to_window_end + period);
+    d.reset = non_negative_ns(to_window_end + period);
   } else if (r.previous > 0) {
-    d.reset = ns(to_window_end);
+    d.reset = non_negative_ns(to_window_end);
   }
   if (allowed) {
     d.remaining = available - cost;
@@ -211,10 +206,11 @@ decision peek(const limit& l, const sliding_window_state& s, std::int64_t now, s
   d.remaining = available;
   if (r.current + cost <= l.count) {
     // Only the previous window's weight is in the way; it shrinks as this window ages.
-    d.retry_after = ns(earliest_elapsed(r.previous, l.count - r.current - cost, period) - r.elapsed);
+    d.retry_after =
+        non_negative_ns(earliest_elapsed(r.previous, l.count - r.current - cost, period) - r.elapsed);
   } else {
     // This window is spent; in the next one it becomes the weighted previous window.
-    d.retry_after = ns(to_window_end + earliest_elapsed(r.current, l.count - cost, period));
+    d.retry_after = non_negative_ns(to_window_end + earliest_elapsed(r.current, l.count - cost, period));
   }
   return d;
 }
@@ -270,21 +266,21 @@ decision peek(const limit& l, sliding_log_state& s, std::int64_t now, std::uint6
   if (s.used + cost <= l.count) {
     d.remaining = l.count - s.used - cost;
     if (cost > 0) {
-      d.reset = ns(period);
+      d.reset = non_negative_ns(period);
     } else if (!s.entries.empty()) {
-      d.reset = ns(s.entries.back().at + period - now);
+      d.reset = non_negative_ns(s.entries.back().at + period - now);
     }
     return d;
   }
   d.allowed = false;
   d.remaining = s.used < l.count ? l.count - s.used : 0;
-  d.reset = ns(s.entries.back().at + period - now);
+  d.reset = non_negative_ns(s.entries.back().at + period - now);
   const std::uint64_t must_free = s.used + cost - l.count;
   std::uint64_t freed = 0;
   for (const auto& e : s.entries) {
     freed += e.cost;
     if (freed >= must_free) {
-      d.retry_after = ns(e.at + period - now);
+      d.retry_after = non_negative_ns(e.at + period - now);
       break;
     }
   }

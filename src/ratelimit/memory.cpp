@@ -138,14 +138,18 @@ struct alignas(64) slot {
     std::memcpy(key + sizeof data, &size, sizeof size);
   }
 
-  // Allocates (a sliding log) before changing anything: on bad_alloc the slot is as it was.
-  void reset_state(algorithm a) {
-    if (a == algorithm::sliding_log) {
-      auto* log_state = new sliding_log_state;
-      kind = a;
-      ::new (state) sliding_log_state*(log_state);
-      return;
-    }
+  // A fresh state for a new key (the slot holds none).
+  void reset_state(algorithm a) { set_state(a, false); }
+  void release_state() noexcept {
+    if (kind == algorithm::sliding_log) delete as<sliding_log_state*>();
+  }
+  // A fresh state of another algorithm (the policy changed).
+  void change_state(algorithm a) { set_state(a, true); }
+  // The new state is allocated (a sliding log) before anything changes: on bad_alloc the slot
+  // keeps what it had.
+  void set_state(algorithm a, bool release_old) {
+    sliding_log_state* const log_state = a == algorithm::sliding_log ? new sliding_log_state : nullptr;
+    if (release_old) release_state();
     kind = a;
     switch (a) {
       case algorithm::gcra:
@@ -158,24 +162,9 @@ struct alignas(64) slot {
         ::new (state) sliding_window_state{};
         return;
       case algorithm::sliding_log:
-        return;  // above
+        ::new (state) sliding_log_state*(log_state);
+        return;
     }
-  }
-  void release_state() noexcept {
-    if (kind == algorithm::sliding_log) delete as<sliding_log_state*>();
-  }
-  // A fresh state of another algorithm (the policy changed). The new state is allocated before
-  // the old one is freed: on bad_alloc the slot keeps its old state.
-  void change_state(algorithm a) {
-    if (a == algorithm::sliding_log) {
-      auto* log_state = new sliding_log_state;
-      release_state();
-      kind = a;
-      ::new (state) sliding_log_state*(log_state);
-      return;
-    }
-    release_state();
-    reset_state(a);
   }
   void release() noexcept {
     release_state();

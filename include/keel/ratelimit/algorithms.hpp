@@ -126,6 +126,16 @@ void commit(const limit& l, sliding_log_state& s, std::int64_t now, std::uint64_
 [[nodiscard]] bool idle(const limit& l, const sliding_log_state& s, std::int64_t now) noexcept;
 void adjust(const limit& l, sliding_log_state& s, std::int64_t now, std::int64_t points);
 
+namespace detail {
+/// Whole units of `interval` in `credit_ns` (none for no credit).
+[[nodiscard]] inline std::uint64_t whole_units(std::int64_t credit_ns, std::int64_t interval) noexcept {
+  return credit_ns <= 0 ? 0 : static_cast<std::uint64_t>(credit_ns / interval);
+}
+[[nodiscard]] inline std::chrono::nanoseconds non_negative_ns(std::int64_t v) noexcept {
+  return std::chrono::nanoseconds(v < 0 ? 0 : v);
+}
+}  // namespace detail
+
 /// GCRA's constants of one limit, computed once for many decisions (each costs a division).
 struct gcra_params {
   std::int64_t interval = 0;   ///< emission interval: ns per unit
@@ -143,24 +153,24 @@ struct gcra_params {
 /// backend's hot path (a decision built aside and then copied costs a store-forwarding stall).
 inline void peek_into(const gcra_params& p, const gcra_state& s, std::int64_t now, std::uint64_t cost,
                       decision& d) noexcept {
+  using detail::non_negative_ns;
   const auto units = [&](std::int64_t credit_ns) noexcept {
-    return credit_ns <= 0 ? std::uint64_t{0} : static_cast<std::uint64_t>(credit_ns / p.interval);
+    return detail::whole_units(credit_ns, p.interval);
   };
-  const auto ns = [](std::int64_t v) noexcept { return std::chrono::nanoseconds(v < 0 ? 0 : v); };
   const std::int64_t base = s.tat > now ? s.tat : now;
   const std::int64_t new_tat = base + p.interval * static_cast<std::int64_t>(cost);
   const std::int64_t allow_at = new_tat - p.tolerance;
   d.limit = p.capacity;
   if (now < allow_at) {
     d.allowed = false;
-    d.retry_after = ns(allow_at - now);
+    d.retry_after = non_negative_ns(allow_at - now);
     d.remaining = units(now + p.tolerance - base);
-    d.reset = ns(base - now);
+    d.reset = non_negative_ns(base - now);
   } else {
     d.allowed = true;
     d.retry_after = std::chrono::nanoseconds(0);
     d.remaining = units(now + p.tolerance - new_tat);
-    d.reset = ns(new_tat - now);
+    d.reset = non_negative_ns(new_tat - now);
   }
 }
 
