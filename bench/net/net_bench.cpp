@@ -47,8 +47,8 @@ void http_keepalive(benchmark::State& state) {
 }
 BENCHMARK(http_keepalive)->UseRealTime()->MinTime(2.0);
 
-keel::net::metrics::registry& shared_registry() {
-  static keel::net::metrics::registry registry;
+keel::metrics::registry& shared_registry() {
+  static keel::metrics::registry registry;
   return registry;
 }
 

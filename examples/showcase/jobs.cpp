@@ -21,14 +21,14 @@ namespace {
 using namespace std::chrono_literals;
 namespace jobs = keel::jobs;
 namespace net = keel::net;
-using keel::net::metrics::counter_family;
-using keel::net::metrics::gauge_family;
-using keel::net::metrics::histogram_family;
+using keel::metrics::counter_family;
+using keel::metrics::gauge_family;
+using keel::metrics::histogram_family;
 
 // Job events into the server's metrics registry.
 class metrics_observer final : public jobs::observer {
  public:
-  explicit metrics_observer(net::metrics::registry& r)
+  explicit metrics_observer(keel::metrics::registry& r)
       : enqueued_(
             r.add_counter("keel_jobs_enqueued_total", "Jobs enqueued by this process", {"queue", "kind"})),
         started_(r.add_counter("keel_jobs_started_total", "Job runs started", {"queue", "kind"})),

@@ -22,7 +22,7 @@ struct ratelimit_part {
   keel::ratelimit::memory_backend store;
   keel::ratelimit::limiter limiter;
 
-  explicit ratelimit_part(keel::net::metrics::registry& metrics)
+  explicit ratelimit_part(keel::metrics::registry& metrics)
       : store(), limiter(store, {.metrics = &metrics, .cache_blocked_keys = false}) {}
 };
 

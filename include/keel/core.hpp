@@ -8,6 +8,7 @@
 #include <keel/core/error.hpp>
 #include <keel/core/hash.hpp>
 #include <keel/core/log.hpp>
+#include <keel/core/metrics.hpp>
 #include <keel/core/result.hpp>
 #include <keel/core/varint.hpp>
 #include <keel/core/version.hpp>

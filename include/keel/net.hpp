@@ -4,7 +4,7 @@
 #include <keel/net/error.hpp>
 #include <keel/net/http.hpp>
 #include <keel/net/json.hpp>
-#include <keel/net/metrics.hpp>
+#include <keel/core/metrics.hpp>
 #include <keel/net/router.hpp>
 #include <keel/net/server.hpp>
 #include <keel/net/websocket.hpp>

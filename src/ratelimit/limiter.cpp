@@ -1,5 +1,5 @@
 #include <keel/core/log.hpp>
-#include <keel/net/metrics.hpp>
+#include <keel/core/metrics.hpp>
 #include <keel/ratelimit/limiter.hpp>
 #include <keel/ratelimit/memory.hpp>
 
@@ -76,13 +76,13 @@ struct list_entry {
 struct compiled_policy {
   const policy* source = nullptr;
   std::vector<limit> insurance_limits;
-  net::metrics::counter* allowed = nullptr;
-  net::metrics::counter* denied = nullptr;
-  net::metrics::counter* warned = nullptr;
-  net::metrics::counter* insurance = nullptr;
-  net::metrics::counter* failed_open = nullptr;
-  net::metrics::counter* failed_closed = nullptr;
-  net::metrics::counter* cached = nullptr;
+  keel::metrics::counter* allowed = nullptr;
+  keel::metrics::counter* denied = nullptr;
+  keel::metrics::counter* warned = nullptr;
+  keel::metrics::counter* insurance = nullptr;
+  keel::metrics::counter* failed_open = nullptr;
+  keel::metrics::counter* failed_closed = nullptr;
+  keel::metrics::counter* cached = nullptr;
   std::atomic<std::int64_t> last_log{std::numeric_limits<std::int64_t>::min()};
 };
 
@@ -193,11 +193,11 @@ struct limiter::impl {
   // already read for this request instead of reading the clock again.
   memory_backend* local_store;
   limiter_options options;
-  std::unique_ptr<net::metrics::registry> own_registry;
-  net::metrics::registry* registry;
-  net::metrics::counter_family& decisions;
-  net::metrics::counter& store_errors;
-  net::metrics::gauge& store_up;
+  std::unique_ptr<keel::metrics::registry> own_registry;
+  keel::metrics::registry* registry;
+  keel::metrics::counter_family& decisions;
+  keel::metrics::counter& store_errors;
+  keel::metrics::gauge& store_up;
   memory_backend insurance;
   blocked_cache blocked;
   std::atomic<std::shared_ptr<const compiled_set>> current;
@@ -208,7 +208,7 @@ struct limiter::impl {
       : store(s),
         local_store(nullptr),
         options(std::move(o)),
-        own_registry(options.metrics != nullptr ? nullptr : std::make_unique<net::metrics::registry>()),
+        own_registry(options.metrics != nullptr ? nullptr : std::make_unique<keel::metrics::registry>()),
         registry(options.metrics != nullptr ? options.metrics : own_registry.get()),
         decisions(
             registry->add_counter("ratelimit_decisions_total",
@@ -346,7 +346,7 @@ bool limiter::store_down() const noexcept {
   return impl_->down.load(std::memory_order_relaxed);
 }
 
-net::metrics::registry& limiter::metrics() noexcept {
+keel::metrics::registry& limiter::metrics() noexcept {
   return *impl_->registry;
 }
 

@@ -640,7 +640,7 @@ TEST_SUITE("unit") {
     // A background worker kept alive by a route reports to a metrics family until it is stopped
     // in its destructor; under ASan a wrong destruction order is a use-after-free here.
     struct reporter {
-      keel::net::metrics::counter_family& finished;
+      keel::metrics::counter_family& finished;
       ~reporter() { finished.labels({"stopped"}).inc(); }
     };
     bool destroyed = false;

@@ -1,5 +1,5 @@
 // The in-process backend, policies (code and JSON) and the limiter's behaviour around them.
-#include <keel/net/metrics.hpp>
+#include <keel/core/metrics.hpp>
 #include <keel/ratelimit.hpp>
 
 #include <doctest/doctest.h>

@@ -1,7 +1,7 @@
 // The RESP client against bad servers (unit) and the Redis backend against a real redis-server
 // started by the test (redis): algorithms, atomicity, threads, two processes, and killing Redis
 // mid-run.
-#include <keel/net/metrics.hpp>
+#include <keel/core/metrics.hpp>
 #include <keel/ratelimit.hpp>
 #include <keel/ratelimit/redis.hpp>
 

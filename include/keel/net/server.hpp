@@ -4,7 +4,7 @@
 /// metrics endpoints, limits, timeouts and graceful shutdown.
 #include <keel/core/result.hpp>
 #include <keel/net/http.hpp>
-#include <keel/net/metrics.hpp>
+#include <keel/core/metrics.hpp>
 #include <keel/net/router.hpp>
 #include <keel/net/websocket.hpp>
 

@@ -15,7 +15,7 @@
 #include <string>
 #include <string_view>
 
-namespace keel::net::metrics {
+namespace keel::metrics {
 class registry;
 }
 
@@ -85,7 +85,7 @@ struct limiter_options {
   /// Metrics are registered here (ratelimit_decisions_total{policy,outcome},
   /// ratelimit_store_errors_total{backend}, ratelimit_store_up{backend}), e.g. a server's
   /// `server.metrics()`; it must outlive the limiter. The limiter keeps a private one when null.
-  keel::net::metrics::registry* metrics = nullptr;
+  keel::metrics::registry* metrics = nullptr;
   /// Used for the insurance limiter, the blocked-key cache and the retry timer.
   const keel::clock* clock = &keel::system_clock::instance();
   /// After a store failure, requests skip the store for this long before it is tried again.
@@ -126,7 +126,7 @@ class limiter {
   /// True while the store is considered down (between a failure and the next retry).
   [[nodiscard]] bool store_down() const noexcept;
   /// The registry the metrics are in.
-  [[nodiscard]] keel::net::metrics::registry& metrics() noexcept;
+  [[nodiscard]] keel::metrics::registry& metrics() noexcept;
 
   struct impl;
 

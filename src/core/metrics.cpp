@@ -1,4 +1,4 @@
-#include <keel/net/metrics.hpp>
+#include <keel/core/metrics.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -8,7 +8,7 @@
 #include <stdexcept>
 #include <typeinfo>
 
-namespace keel::net::metrics {
+namespace keel::metrics {
 namespace {
 
 bool valid_name(std::string_view name, bool metric) noexcept {
@@ -163,7 +163,7 @@ Metric& family<Metric>::labels(std::initializer_list<std::string_view> values) {
 template <class Metric>
 Metric& family<Metric>::labels(std::span<const std::string_view> values) {
   if (values.size() != label_names_.size()) {
-    throw std::invalid_argument("keel::net::metrics: " + name_ + " has " +
+    throw std::invalid_argument("keel::metrics: " + name_ + " has " +
                                 std::to_string(label_names_.size()) + " labels but " +
                                 std::to_string(values.size()) + " values were given");
   }
@@ -255,18 +255,18 @@ template <class Metric>
 family<Metric>& registry::add(std::string_view type, std::string_view name, std::string_view help,
                               std::vector<std::string> label_names, std::vector<double> bounds) {
   if (!valid_name(name, true)) {
-    throw std::invalid_argument("keel::net::metrics: '" + std::string(name) +
+    throw std::invalid_argument("keel::metrics: '" + std::string(name) +
                                 "' is not a valid metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)");
   }
   for (const auto& label : label_names) {
     if (!valid_name(label, false) || (type == "histogram" && label == "le")) {
-      throw std::invalid_argument("keel::net::metrics: '" + label + "' is not a valid label name for " +
+      throw std::invalid_argument("keel::metrics: '" + label + "' is not a valid label name for " +
                                   std::string(name));
     }
   }
   for (std::size_t i = 0; i < bounds.size(); ++i) {
     if (!std::isfinite(bounds[i]) || (i > 0 && !(bounds[i] > bounds[i - 1]))) {
-      throw std::invalid_argument("keel::net::metrics: the buckets of " + std::string(name) +
+      throw std::invalid_argument("keel::metrics: the buckets of " + std::string(name) +
                                   " must be finite and strictly increasing");
     }
   }
@@ -274,7 +274,7 @@ family<Metric>& registry::add(std::string_view type, std::string_view name, std:
   for (const auto& e : entries_) {
     if (e->name != name) continue;
     if (e->type != type || e->label_names != label_names || e->bounds != bounds) {
-      throw std::invalid_argument("keel::net::metrics: " + std::string(name) +
+      throw std::invalid_argument("keel::metrics: " + std::string(name) +
                                   " is already registered with another type, labels or buckets");
     }
     return static_cast<family<Metric>&>(*e->family);
@@ -311,4 +311,4 @@ std::string registry::expose() const {
   return out;
 }
 
-}  // namespace keel::net::metrics
+}  // namespace keel::metrics

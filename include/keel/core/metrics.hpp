@@ -1,5 +1,5 @@
 #pragma once
-/// @file keel/net/metrics.hpp
+/// @file keel/core/metrics.hpp
 /// @brief Counters, gauges and histograms with labels, exposed in the Prometheus text format.
 ///
 /// The hot path is lock-free: resolve a labelled child once and keep the reference, then each
@@ -19,7 +19,7 @@
 #include <string_view>
 #include <vector>
 
-namespace keel::net::metrics {
+namespace keel::metrics {
 
 /// A monotonically increasing count.
 class counter {
@@ -160,4 +160,4 @@ class registry {
 /// The Content-Type of `registry::expose()` output.
 inline constexpr std::string_view content_type = "text/plain; version=0.0.4; charset=utf-8";
 
-}  // namespace keel::net::metrics
+}  // namespace keel::metrics

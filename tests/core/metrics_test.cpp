@@ -1,4 +1,4 @@
-#include <keel/net/metrics.hpp>
+#include <keel/core/metrics.hpp>
 
 #include <doctest/doctest.h>
 
@@ -9,7 +9,7 @@
 
 TEST_SUITE("unit") {
   TEST_CASE("metrics expose in the Prometheus text format with escaped labels") {
-    keel::net::metrics::registry r;
+    keel::metrics::registry r;
     auto& jobs = r.add_counter("jobs_done_total", "Jobs done.\nBy queue.", {"queue"});
     jobs.labels({"email"}).inc(3);
     jobs.labels({R"(we"ird\name)"
@@ -40,7 +40,7 @@ TEST_SUITE("unit") {
   }
 
   TEST_CASE("registering a metric twice returns the same family; conflicts and bad names throw") {
-    keel::net::metrics::registry r;
+    keel::metrics::registry r;
     auto& a = r.add_counter("a_total", "A.", {"x"});
     CHECK(&r.add_counter("a_total", "A.", {"x"}) == &a);
     CHECK(&a.labels({"1"}) == &a.labels({"1"}));
@@ -54,7 +54,7 @@ TEST_SUITE("unit") {
   }
 
   TEST_CASE("the metrics hot path counts exactly under several threads") {
-    keel::net::metrics::registry r;
+    keel::metrics::registry r;
     auto& family = r.add_counter("hits_total", "Hits.", {"route"});
     auto& hist = r.add_histogram("sizes", "Sizes.", {"route"}, {1, 10, 100});
     constexpr int threads = 4;
