@@ -31,15 +31,42 @@ const bool level_from_environment = [] {
     if (const auto lvl = parse_level(name)) {
       detail::current_level.store(*lvl, std::memory_order_relaxed);
     } else {
-      const std::string line = fmt::format(
-          "{{\"level\":\"warn\",\"msg\":\"KEEL_LOG has an unknown level; using info\",\"value\":\"{}\","
-          "\"expected\":\"trace, debug, info, warn, error or off\"}}\n",
-          std::string_view(name).substr(0, 32));
-      [[maybe_unused]] const auto written = ::write(2, line.data(), line.size());
+      // Through emit(), so the value is escaped like any other field.
+      detail::emit(level::warn, "KEEL_LOG has an unknown level; using info",
+                   {{"value", std::string_view(name).substr(0, 64)},
+                    {"expected", "trace, debug, info, warn, error or off"}});
     }
   }
   return true;
 }();
+
+// The length of the well-formed UTF-8 sequence (RFC 3629 table 3.7: no overlong forms, no
+// surrogates, nothing past U+10FFFF) starting `text`, whose first byte is >= 0x80; 0 if none.
+std::size_t utf8_sequence_length(std::string_view text) noexcept {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
+  const auto lead = byte(0);
+  std::size_t length = 0;
+  unsigned char second_low = 0x80;
+  unsigned char second_high = 0xBF;
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    length = 2;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    length = 3;
+    if (lead == 0xE0) second_low = 0xA0;   // overlong below U+0800
+    if (lead == 0xED) second_high = 0x9F;  // U+D800..DFFF are surrogates
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    length = 4;
+    if (lead == 0xF0) second_low = 0x90;   // overlong below U+10000
+    if (lead == 0xF4) second_high = 0x8F;  // past U+10FFFF
+  } else {
+    return 0;
+  }
+  if (text.size() < length || byte(1) < second_low || byte(1) > second_high) return 0;
+  for (std::size_t k = 2; k < length; ++k) {
+    if ((byte(k) & 0xC0) != 0x80) return 0;
+  }
+  return length;
+}
 
 void append_escaped(std::string& out, std::string_view text) {
   static constexpr char hex[] = "0123456789abcdef";
@@ -61,14 +88,9 @@ void append_escaped(std::string& out, std::string_view text) {
     } else if (c < 0x80) {
       out.push_back(static_cast<char>(c));
     } else {
-      // Pass valid UTF-8 through; replace anything else so the line stays valid JSON.
-      std::size_t length = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
-      if (c >= 0xF5) length = 0;
-      bool valid = length != 0 && i + length <= text.size();
-      for (std::size_t k = 1; valid && k < length; ++k) {
-        valid = (static_cast<unsigned char>(text[i + k]) & 0xC0) == 0x80;
-      }
-      if (valid) {
+      // Pass well-formed UTF-8 through; replace anything else so the line stays valid JSON.
+      const std::size_t length = utf8_sequence_length(text.substr(i));
+      if (length != 0) {
         out.append(text.substr(i, length));
         i += length - 1;
       } else {

@@ -1,12 +1,24 @@
 #include <keel/core/log.hpp>
 
+#include "support/random.hpp"
+
 #include <boost/json.hpp>
 #include <doctest/doctest.h>
 
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
 
 namespace {
 // Captures log lines for the life of a test and restores stderr and the level afterwards.
@@ -91,10 +103,130 @@ TEST_SUITE("unit") {
   }
 }
 
+namespace {
+// Random text for the property test: mostly arbitrary bytes (invalid UTF-8, overlong forms,
+// surrogates, code points past U+10FFFF), sometimes well-formed UTF-8 that must come back intact.
+std::string random_bytes(std::mt19937_64& rng) {
+  std::string out(rng() % 24, '\0');
+  for (char& c : out) c = static_cast<char>(rng() & 0xFF);
+  return out;
+}
+
+void append_code_point(std::string& out, std::uint32_t cp) {
+  if (cp < 0x80) {
+    out.push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+std::string random_utf8(std::mt19937_64& rng) {
+  std::string out;
+  const std::size_t n = rng() % 12;
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint32_t cp = static_cast<std::uint32_t>(rng() % 0x110000);
+    if (cp >= 0xD800 && cp <= 0xDFFF) cp -= 0x800;  // surrogates are not scalar values
+    append_code_point(out, cp);
+  }
+  return out;
+}
+
+// Runs one test case of this binary again with KEEL_LOG=value; returns what it wrote to stderr.
+std::string stderr_of_child_with_keel_log(const std::string& value, const std::string& test_case) {
+  std::array<int, 2> pipe_fds{};
+  REQUIRE(::pipe(pipe_fds.data()) == 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], 2);
+  posix_spawn_file_actions_addclose(&actions, pipe_fds[0]);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::string_view(*e).starts_with("KEEL_LOG=")) continue;
+    env_strings.emplace_back(*e);
+  }
+  env_strings.push_back("KEEL_LOG=" + value);
+  std::vector<char*> env;
+  for (auto& e : env_strings) env.push_back(e.data());
+  env.push_back(nullptr);
+  std::string self = "/proc/self/exe";
+  std::string filter = "--test-case=" + test_case;
+  std::array<char*, 3> argv{self.data(), filter.data(), nullptr};
+  pid_t pid = 0;
+  const int spawned = posix_spawn(&pid, self.c_str(), &actions, nullptr, argv.data(), env.data());
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(pipe_fds[1]);
+  REQUIRE(spawned == 0);
+  std::string out;
+  std::array<char, 4096> buffer{};
+  for (ssize_t n; (n = ::read(pipe_fds[0], buffer.data(), buffer.size())) > 0;) {
+    out.append(buffer.data(), static_cast<std::size_t>(n));
+  }
+  ::close(pipe_fds[0]);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  return out;
+}
+}  // namespace
+
 TEST_SUITE("unit") {
+  TEST_CASE("every line is valid JSON whatever the bytes") {
+    std::mt19937_64& rng = keel::test::rng();
+    captured_log log;
+    keel::log::set_level(keel::log::level::trace);
+    for (int round = 0; round < 20000; ++round) {
+      const bool well_formed = rng() % 4 == 0;
+      const std::string message = well_formed ? random_utf8(rng) : random_bytes(rng);
+      const std::string key = well_formed ? random_utf8(rng) : random_bytes(rng);
+      const std::string value = well_formed ? random_utf8(rng) : random_bytes(rng);
+      log.lines.clear();
+      keel::log::info(message, {{std::string_view(key), std::string_view(value)}});
+      REQUIRE(log.lines.size() == 1);
+      INFO("line: ", log.lines[0]);
+      boost::system::error_code ec;
+      const auto parsed = boost::json::parse(log.lines[0], ec);
+      REQUIRE_MESSAGE(!ec, ec.message());
+      REQUIRE(parsed.is_object());
+      if (well_formed) {
+        CHECK(parsed.at("msg").as_string() == message);
+        // A key equal to "ts", "level" or "msg" is a duplicate name; the last one wins.
+        if (key != "ts" && key != "level" && key != "msg") CHECK(parsed.at(key).as_string() == value);
+      }
+    }
+  }
+
+  TEST_CASE("an unknown KEEL_LOG is reported as one valid JSON line") {
+    const std::string hostile = std::string("\"},\"level\":\"error\",\"x\":\"\x01\xff\xed\xa0\x80") + "\\";
+    const std::string err = stderr_of_child_with_keel_log(hostile, "level names parse as KEEL_LOG spells them");
+    INFO("stderr: ", err);
+    const auto end = err.find('\n');
+    REQUIRE(end != std::string::npos);
+    boost::system::error_code ec;
+    const auto line = boost::json::parse(std::string_view(err).substr(0, end), ec);
+    REQUIRE_MESSAGE(!ec, ec.message());
+    CHECK(line.at("level").as_string() == "warn");
+    CHECK(std::string_view(line.at("value").as_string()).starts_with("\"},\"level\":\"error\""));
+  }
+
   TEST_CASE("KEEL_LOG sets the initial level") {
-    const char* configured = std::getenv("KEEL_LOG");
-    if (configured == nullptr) return;  // ctest runs this case again with KEEL_LOG=debug
-    CHECK(keel::log::current() == keel::log::parse_level(configured));
+    if (const char* configured = std::getenv("KEEL_LOG"); configured != nullptr) {
+      CHECK(keel::log::current() == keel::log::parse_level(configured));
+      return;
+    }
+    // Run again with KEEL_LOG=debug: the child checks its own level (the branch above).
+    const std::string err = stderr_of_child_with_keel_log("debug", "KEEL_LOG sets the initial level");
+    CHECK(err.empty());
   }
 }
