@@ -33,6 +33,17 @@ const char* describe(errc e) noexcept {
       return "the server is shutting down; send new requests to another instance";
     case errc::handler_failed:
       return "the handler threw an exception; see the server log";
+    case errc::bad_transfer_encoding:
+      return "Transfer-Encoding must end in chunked, name chunked once, and not come with Content-Length or in "
+             "HTTP/1.0 (RFC 9112 section 6); send either Content-Length or Transfer-Encoding: chunked";
+    case errc::unsupported_transfer_coding:
+      return "the server decodes only the chunked transfer coding; send the body uncompressed or use "
+             "Content-Encoding";
+    case errc::bad_host:
+      return "an HTTP/1.1 request must carry exactly one Host header (RFC 9112 section 3.2)";
+    case errc::too_many_client_connections:
+      return "this address has reached its connection limit (server_options::max_connections_per_client); "
+             "reuse open connections or retry later";
   }
   return "unknown keel.net error";
 }

@@ -28,6 +28,7 @@
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
+#include <variant>
 
 namespace keel::net {
 
@@ -120,6 +121,77 @@ bool safe_path(std::string_view decoded) noexcept {
   }
 }
 
+std::string_view trim_ows(std::string_view s) noexcept {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
+    if (lower(a[i]) != lower(b[i])) return false;
+  }
+  return true;
+}
+
+// The framing checks of RFC 9112 that keep a request from being read two ways (request
+// smuggling): a Transfer-Encoding list must be exactly "chunked" (the only coding decoded here)
+// and may not come with Content-Length or in HTTP/1.0; HTTP/1.1 needs exactly one Host.
+// Beast alone takes a list not ending in chunked as "no body" and reads the body as the next
+// request. Returns the error to answer with, if any.
+std::optional<errc> framing_error(const http::request_parser<http::string_body>::value_type& header) {
+  std::size_t hosts = 0;
+  std::size_t chunked = 0;
+  bool other_coding = false;
+  bool chunked_last = false;
+  bool any_transfer_encoding = false;
+  bool content_length = false;
+  for (const auto& field : header) {
+    if (field.name() == http::field::host) ++hosts;
+    if (field.name() == http::field::content_length) content_length = true;
+    if (field.name() != http::field::transfer_encoding) continue;
+    any_transfer_encoding = true;
+    std::string_view list(field.value().data(), field.value().size());
+    while (true) {
+      const auto comma = list.find(',');
+      auto coding = trim_ows(list.substr(0, comma));
+      coding = trim_ows(coding.substr(0, coding.find(';')));  // parameters do not change the coding
+      if (!coding.empty()) {
+        chunked_last = iequals(coding, "chunked");
+        if (chunked_last) {
+          ++chunked;
+        } else {
+          other_coding = true;
+        }
+      }
+      if (comma == std::string_view::npos) break;
+      list.remove_prefix(comma + 1);
+    }
+  }
+  if (header.version() >= 11 ? hosts != 1 : hosts > 1) return errc::bad_host;
+  if (!any_transfer_encoding) return std::nullopt;
+  if (content_length || header.version() < 11 || !chunked_last || chunked != 1) {
+    return errc::bad_transfer_encoding;
+  }
+  if (other_coding) return errc::unsupported_transfer_coding;
+  return std::nullopt;
+}
+
+status status_of(errc e) noexcept {
+  switch (e) {
+    case errc::unsupported_transfer_coding:
+      return status::not_implemented;
+    case errc::too_many_connections:
+      return status::service_unavailable;
+    case errc::too_many_client_connections:
+      return status::too_many_requests;
+    default:
+      return status::bad_request;
+  }
+}
+
 bool bodyless(unsigned code) noexcept {
   return (code >= 100 && code < 200) || code == 204 || code == 304;
 }
@@ -142,6 +214,11 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
                      ->add_counter("http_connections_rejected_total",
                                    "Connections answered 503 because max_connections was reached.")
                      .get()),
+        rejected_per_client(registry
+                                ->add_counter("http_client_connections_rejected_total",
+                                              "Connections answered 429 because their address reached "
+                                              "max_connections_per_client.")
+                                .get()),
         ws_slow_consumers(registry
                               ->add_counter("websocket_slow_consumers_closed_total",
                                             "WebSocket connections closed with 1008 because their write "
@@ -158,6 +235,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   metrics::histogram_family& durations;
   metrics::gauge& open_connections;
   metrics::counter& rejected;
+  metrics::counter& rejected_per_client;
   metrics::counter& ws_slow_consumers;
   metrics::counter& ws_messages_sent;
   // Handlers come after the registry so they are destroyed before it: whatever a handler owns
@@ -182,6 +260,10 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   std::atomic<std::uint16_t> bound_port{0};
   std::atomic<std::size_t> open{0};
   std::atomic<std::uint64_t> next_id{1};
+
+  // Open connections per remote address, for max_connections_per_client.
+  std::mutex clients_mutex;
+  std::unordered_map<std::string, std::size_t> connections_per_client;
 
   std::mutex sessions_mutex;
   std::unordered_map<std::uint64_t, std::weak_ptr<detail::session_base>> sessions;
@@ -241,27 +323,50 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   static response run_step(const void* context, std::size_t index, request& req);
 };
 
-/// Releases a slot of max_connections when the connection that holds it ends.
+/// A connection's place under max_connections and max_connections_per_client, given back when
+/// the connection that holds it ends.
 class connection_slot {
  public:
   connection_slot() = default;
-  explicit connection_slot(server::impl* s) noexcept : server_(s) {
-    server_->open.fetch_add(1);
-    server_->open_connections.inc();
+  /// Takes a place for a connection from `client`, or says which limit refuses it.
+  static std::variant<connection_slot, errc> admit(server::impl* s, std::string client) {
+    // Accepts run one at a time on the control strand, so the check and the increment of the
+    // global count cannot interleave with another accept; a concurrent release only frees more.
+    if (s->open.load() >= s->options.max_connections) return errc::too_many_connections;
+    if (s->options.max_connections_per_client != 0) {
+      std::lock_guard lock(s->clients_mutex);
+      auto& count = s->connections_per_client[client];
+      if (count >= s->options.max_connections_per_client) return errc::too_many_client_connections;
+      ++count;
+    }
+    return connection_slot(s, std::move(client));
   }
-  connection_slot(connection_slot&& other) noexcept : server_(std::exchange(other.server_, nullptr)) {}
+  connection_slot(connection_slot&& other) noexcept
+      : server_(std::exchange(other.server_, nullptr)), client_(std::move(other.client_)) {}
   connection_slot& operator=(connection_slot&&) = delete;
   connection_slot(const connection_slot&) = delete;
   connection_slot& operator=(const connection_slot&) = delete;
   ~connection_slot() {
-    if (server_ != nullptr) {
-      server_->open.fetch_sub(1);
-      server_->open_connections.dec();
+    if (server_ == nullptr) return;
+    server_->open.fetch_sub(1);
+    server_->open_connections.dec();
+    if (server_->options.max_connections_per_client != 0) {
+      std::lock_guard lock(server_->clients_mutex);
+      const auto it = server_->connections_per_client.find(client_);
+      if (it != server_->connections_per_client.end() && --it->second == 0) {
+        server_->connections_per_client.erase(it);
+      }
     }
   }
 
  private:
+  connection_slot(server::impl* s, std::string client) noexcept : server_(s), client_(std::move(client)) {
+    server_->open.fetch_add(1);
+    server_->open_connections.inc();
+  }
+
   server::impl* server_ = nullptr;
+  std::string client_;
 };
 
 response server::impl::run_step(const void* context, std::size_t index, request& req) {
@@ -663,21 +768,18 @@ namespace {
 
 class http_session : public detail::session_base, public std::enable_shared_from_this<http_session> {
  public:
-  http_session(std::shared_ptr<server::impl> srv, tcp::socket socket, connection_slot slot, bool reject)
+  http_session(std::shared_ptr<server::impl> srv, tcp::socket socket, connection_slot slot, std::string remote)
       : srv_(std::move(srv)),
         ex_(socket.get_executor()),
         stream_(std::move(socket)),
         id_(srv_->next_id.fetch_add(1)),
         slot_(std::move(slot)),
-        reject_(reject) {}
+        remote_(std::move(remote)) {}
 
   ~http_session() override { srv_->unregister_session(id_); }
 
   void start() {
     srv_->register_session(id_, weak_from_this());
-    beast::error_code ec;
-    const auto peer = stream_.socket().remote_endpoint(ec);
-    if (!ec) remote_ = peer.address().to_string();
     asio::post(ex_, [self = shared_from_this()] { self->read_request(); });
   }
 
@@ -709,6 +811,7 @@ class http_session : public detail::session_base, public std::enable_shared_from
       return;
     }
     parser_.emplace();
+    framing_checked_ = false;
     parser_->header_limit(
         static_cast<std::uint32_t>(std::min<std::size_t>(srv_->options.max_header_bytes, UINT32_MAX)));
     parser_->body_limit(srv_->options.max_body_bytes);
@@ -752,6 +855,13 @@ class http_session : public detail::session_base, public std::enable_shared_from
       return;
     }
     if (state_ == state::idle) begin_reading();
+    if (!framing_checked_ && parser_->is_header_done()) {
+      framing_checked_ = true;
+      if (const auto e = framing_error(parser_->get())) {
+        send_error(status_of(*e), *e);
+        return;
+      }
+    }
     if (!parser_->is_done()) {
       do_read();
       return;
@@ -767,11 +877,6 @@ class http_session : public detail::session_base, public std::enable_shared_from
     req.target = std::string(msg.target());
     req.remote_address = remote_;
     const bool keep_alive = msg.keep_alive();
-    if (reject_) {
-      srv_->rejected.inc();
-      send_error(status::service_unavailable, errc::too_many_connections);
-      return;
-    }
     const std::string_view target = msg.target();
     const auto question = target.find('?');
     const auto raw_path = target.substr(0, question);
@@ -886,14 +991,50 @@ class http_session : public detail::session_base, public std::enable_shared_from
   beast::tcp_stream stream_;
   std::uint64_t id_;
   connection_slot slot_;
-  bool reject_;
   bool first_ = true;
+  bool framing_checked_ = false;
   state state_ = state::idle;
   std::string remote_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> res_;
   std::array<char, 4096> discard_{};
+};
+
+// A connection refused at accept: it is answered at once, before anything is read, and holds
+// no slot, so a flood of idle sockets cannot keep admitted clients out. It lingers briefly
+// after the answer, as http_session does, so that unread input does not reset the answer away.
+class refused_connection : public std::enable_shared_from_this<refused_connection> {
+ public:
+  refused_connection(tcp::socket socket, errc why) : stream_(std::move(socket)) {
+    auto res = error_response(status_of(why), make_error_code(why));
+    res_.result(to_int(res.status));
+    res_.version(11);
+    for (const auto& [name, value] : res.headers) res_.insert(name, value);
+    res_.body() = std::move(res.body);
+    res_.content_length(res_.body().size());
+    res_.keep_alive(false);
+  }
+
+  void start() {
+    stream_.expires_after(std::chrono::seconds(1));
+    http::async_write(stream_, res_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      if (ec) return;
+      self->stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+      self->drain();
+    });
+  }
+
+ private:
+  void drain() {
+    stream_.async_read_some(asio::buffer(discard_), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      if (!ec) self->drain();
+    });
+  }
+
+  beast::tcp_stream stream_;
+  http::response<http::string_body> res_;
+  std::array<char, 1024> discard_{};
 };
 
 }  // namespace
@@ -912,10 +1053,17 @@ void server::impl::do_accept() {
           return;
         }
         if (self->stopping.load()) return;
-        // The slot is taken before the check so that concurrent accepts cannot both slip under.
-        connection_slot slot(self.get());
-        const bool reject = self->open.load() > self->options.max_connections;
-        std::make_shared<http_session>(self, std::move(socket), std::move(slot), reject)->start();
+        beast::error_code peer_ec;
+        const auto peer = socket.remote_endpoint(peer_ec);
+        std::string remote = peer_ec ? std::string() : peer.address().to_string();
+        auto admitted = connection_slot::admit(self.get(), remote);
+        if (auto* slot = std::get_if<connection_slot>(&admitted)) {
+          std::make_shared<http_session>(self, std::move(socket), std::move(*slot), std::move(remote))->start();
+        } else {
+          const errc why = std::get<errc>(admitted);
+          (why == errc::too_many_connections ? self->rejected : self->rejected_per_client).inc();
+          std::make_shared<refused_connection>(std::move(socket), why)->start();
+        }
         self->do_accept();
       });
 }

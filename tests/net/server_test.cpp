@@ -76,7 +76,14 @@ void start(keel::net::server& s) {
 /// deadline, so a broken server fails the test instead of hanging it.
 class http_client {
  public:
-  explicit http_client(std::uint16_t port) {
+  /// Connects from `local_address` (any 127.0.0.0/8 address is loopback), so a test can play
+  /// several clients.
+  explicit http_client(std::uint16_t port, const char* local_address = nullptr) {
+    if (local_address != nullptr) {
+      auto& socket = stream_.socket();
+      socket.open(tcp::v4());
+      socket.bind(tcp::endpoint(asio::ip::make_address(local_address), 0));
+    }
     stream_.expires_after(io_deadline);
     stream_.async_connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port),
                           [this](beast::error_code ec) { ec_ = ec; });
@@ -403,6 +410,116 @@ TEST_SUITE("unit") {
     CHECK(other.get("/")->body() == "hi");
   }
 
+  TEST_CASE("a client trickling one byte per 100 ms is cut off at the read deadline; others are served") {
+    auto options = test_options();
+    options.read_timeout = 600ms;
+    keel::net::server s(options);
+    std::atomic<int> calls{0};
+    s.get("/", [&](const keel::net::request&) {
+      calls.fetch_add(1);
+      return text("hi");
+    });
+    start(s);
+    const std::string request = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + std::string(40, 'p') + "\r\n\r\n";
+    const auto began = std::chrono::steady_clock::now();
+    auto trickle = std::async(std::launch::async, [&] {
+      http_client slow(s.port());
+      // Pacing is the behaviour under test here, not a wait for some state.
+      for (const char byte : request) {
+        if (slow.write_raw(std::string(1, byte))) return std::chrono::steady_clock::now() - began;
+        std::this_thread::sleep_for(100ms);
+      }
+      return std::chrono::steady_clock::duration::max();  // sent the whole request: not cut off
+    });
+    int served = 0;
+    while (trickle.wait_for(0ms) != std::future_status::ready) {
+      http_client other(s.port());
+      const auto res = other.get("/");
+      REQUIRE(res);
+      CHECK(res->body() == "hi");
+      ++served;
+    }
+    const auto cut_after = trickle.get();
+    CHECK(cut_after >= 550ms);
+    CHECK(cut_after < 3000ms);  // the whole request would take 6 s
+    CHECK(served > 0);
+    CHECK(calls.load() == served);  // the trickled request never reached the handler
+  }
+
+  TEST_CASE("Transfer-Encoding other than a final chunked is refused: 400 and close, nothing smuggled") {
+    keel::net::server s(test_options());
+    std::atomic<int> smuggled{0};
+    s.post("/echo", [](const keel::net::request& req) { return text(req.body); });
+    s.get("/smuggled", [&](const keel::net::request&) {
+      smuggled.fetch_add(1);
+      return text("smuggled");
+    });
+    start(s);
+    const std::string second = "GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    const auto chunked_body = "5\r\nhello\r\n0\r\n\r\n";
+    struct refused {
+      const char* transfer_encoding;
+      const char* extra_headers;
+      unsigned status;
+    };
+    for (const refused& r : {refused{"xchunked", "", 400}, refused{"chunked, identity", "", 400},
+                             refused{"identity", "", 400}, refused{"chunked, chunked", "", 400},
+                             refused{"gzip, chunked", "", 501},
+                             refused{"chunked", "Content-Length: 17\r\n", 400}}) {
+      INFO("Transfer-Encoding: ", r.transfer_encoding, " ", r.extra_headers);
+      http_client c(s.port());
+      REQUIRE_FALSE(c.write_raw(std::string("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: ") +
+                                r.transfer_encoding + "\r\n" + r.extra_headers + "\r\n" + chunked_body + second));
+      const auto res = c.read();
+      REQUIRE(res);
+      CHECK(res->result_int() == r.status);
+      CHECK_FALSE(res->keep_alive());
+      CHECK(c.closed_by_server());
+    }
+    // Two Transfer-Encoding lines are one list: "chunked" then "xchunked" is not final chunked.
+    {
+      http_client c(s.port());
+      REQUIRE_FALSE(c.write_raw("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+                                "Transfer-Encoding: xchunked\r\n\r\n" + second));
+      const auto res = c.read();
+      REQUIRE(res);
+      CHECK(res->result_int() == 400);
+      CHECK(c.closed_by_server());
+    }
+    CHECK(smuggled.load() == 0);
+    // A plain chunked body still works, and so does the connection after it.
+    http_client ok(s.port());
+    REQUIRE_FALSE(ok.write_raw(std::string("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: Chunked\r\n\r\n") +
+                               chunked_body));
+    const auto res = ok.read();
+    REQUIRE(res);
+    CHECK(res->result_int() == 200);
+    CHECK(res->body() == "hello");
+    CHECK(ok.get("/smuggled")->result_int() == 200);
+  }
+
+  TEST_CASE("HTTP/1.1 needs exactly one Host header; HTTP/1.0 may omit it") {
+    keel::net::server s(test_options());
+    s.get("/", [](const keel::net::request&) { return text("hi"); });
+    start(s);
+    for (const char* head : {"GET / HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                             "GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"}) {
+      INFO(head);
+      http_client c(s.port());
+      REQUIRE_FALSE(c.write_raw(head));
+      const auto res = c.read();
+      REQUIRE(res);
+      CHECK(res->result_int() == 400);
+      CHECK(json_body(*res).at("detail").as_string().find("Host") != std::string::npos);
+      CHECK(c.closed_by_server());
+    }
+    http_client old(s.port());
+    REQUIRE_FALSE(old.write_raw("GET / HTTP/1.0\r\n\r\n"));
+    const auto res = old.read();
+    REQUIRE(res);
+    CHECK(res->result_int() == 200);
+  }
+
   TEST_CASE("keep-alive serves many requests on one connection") {
     keel::net::server s(test_options());
     std::atomic<int> calls{0};
@@ -443,6 +560,63 @@ TEST_SUITE("unit") {
     REQUIRE(res);
     CHECK(res->result_int() == 200);
     CHECK(s.metrics().expose().find("http_connections_rejected_total 1\n") != std::string::npos);
+  }
+
+  TEST_CASE("a connection over max_connections is refused at accept, before it sends anything") {
+    auto options = test_options();
+    options.max_connections = 2;
+    options.read_timeout = 30s;  // idle sockets would hold their slots this long
+    keel::net::server s(options);
+    s.get("/", [](const keel::net::request&) { return text("hi"); });
+    start(s);
+    http_client a(s.port());
+    http_client b(s.port());
+    REQUIRE(eventually([&] { return s.connections() == 2; }));
+    // Hundreds of silent sockets over the cap are answered and closed at once: none of them
+    // holds a slot, so the count stays at the two admitted connections.
+    std::vector<std::unique_ptr<http_client>> flood;
+    for (int i = 0; i < 300; ++i) flood.push_back(std::make_unique<http_client>(s.port()));
+    for (auto& c : flood) {
+      const auto res = c->read();
+      REQUIRE(res);
+      CHECK(res->result_int() == 503);
+      CHECK(c->closed_by_server());
+    }
+    CHECK(s.connections() == 2);
+    CHECK(s.metrics().expose().find("http_connections_rejected_total 300\n") != std::string::npos);
+  }
+
+  TEST_CASE("max_connections_per_client keeps one address from taking every slot") {
+    auto options = test_options();
+    options.max_connections = 64;
+    options.max_connections_per_client = 8;
+    options.read_timeout = 30s;
+    keel::net::server s(options);
+    s.get("/healthz-like", [](const keel::net::request&) { return text("alive"); });
+    start(s);
+    std::vector<std::unique_ptr<http_client>> idle;
+    for (int i = 0; i < 8; ++i) idle.push_back(std::make_unique<http_client>(s.port(), "127.0.0.1"));
+    REQUIRE(eventually([&] { return s.connections() == 8; }));
+    std::vector<std::unique_ptr<http_client>> flood;
+    for (int i = 0; i < 200; ++i) flood.push_back(std::make_unique<http_client>(s.port(), "127.0.0.1"));
+    for (auto& c : flood) {
+      const auto res = c->read();
+      REQUIRE(res);
+      CHECK(res->result_int() == 429);
+      CHECK(json_body(*res).at("detail").as_string().find("max_connections_per_client") != std::string::npos);
+      CHECK(c->closed_by_server());
+    }
+    CHECK(s.connections() == 8);
+    // Another client is served at once.
+    http_client other(s.port(), "127.0.0.2");
+    const auto res = other.get("/healthz-like");
+    REQUIRE(res);
+    CHECK(res->body() == "alive");
+    // A slot given back is usable by the same address again.
+    idle.pop_back();
+    REQUIRE(eventually([&] { return s.connections() == 8; }));  // seven idle and `other`
+    http_client again(s.port(), "127.0.0.1");
+    CHECK(again.get("/healthz-like")->body() == "alive");
   }
 
   TEST_CASE("graceful shutdown finishes in-flight requests and refuses new connections") {

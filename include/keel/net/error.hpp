@@ -21,6 +21,10 @@ enum class errc {
   upgrade_required,      ///< 426: a plain request to a WebSocket route
   shutting_down,         ///< 503 from /readyz while the server stops
   handler_failed,        ///< 500: a handler threw
+  bad_transfer_encoding, ///< 400: Transfer-Encoding whose final coding is not chunked, or with Content-Length
+  unsupported_transfer_coding,  ///< 501: a transfer coding other than chunked (gzip, deflate, ...)
+  bad_host,              ///< 400: an HTTP/1.1 request without exactly one Host header
+  too_many_client_connections,  ///< 429 to a connection over server_options::max_connections_per_client
 };
 
 /// The category of `keel::net::errc` (name "keel.net").

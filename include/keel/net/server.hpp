@@ -26,8 +26,13 @@ struct server_options {
   std::uint16_t port = 8080;
   /// Threads running I/O and handlers. A handler that blocks occupies one of them.
   unsigned threads = 4;
-  /// Open connections (HTTP and WebSocket) beyond which a new one is answered 503 and closed.
+  /// Open connections (HTTP and WebSocket) beyond which a new one is answered 503 and closed
+  /// at once, before anything is read from it.
   std::size_t max_connections = 1024;
+  /// Open connections from one remote address beyond which a new one from it is answered 429
+  /// and closed at once; 0 for no per-address limit. Behind a reverse proxy every client has the
+  /// proxy's address: raise this or set it to 0 there.
+  std::size_t max_connections_per_client = 256;
   /// Request line plus headers; larger requests are answered 431.
   std::size_t max_header_bytes = 16 * 1024;
   /// Request body; larger bodies are answered 413.
