@@ -1,6 +1,7 @@
 #pragma once
 /// @file keel/core.hpp
 /// @brief keel::core: errors, bytes, hashing, signatures, varints, bit streams, clocks, logging.
+#include <keel/core/assert.hpp>
 #include <keel/core/bits.hpp>
 #include <keel/core/bytes.hpp>
 #include <keel/core/clock.hpp>

@@ -1,24 +1,16 @@
 #include <keel/core/log.hpp>
 
 #include "support/random.hpp"
+#include "support/subprocess.hpp"
 
 #include <boost/json.hpp>
 #include <doctest/doctest.h>
 
-#include <array>
-#include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-extern char** environ;
 
 namespace {
 // Captures log lines for the life of a test and restores stderr and the level afterwards.
@@ -143,41 +135,10 @@ std::string random_utf8(std::mt19937_64& rng) {
 
 // Runs one test case of this binary again with KEEL_LOG=value; returns what it wrote to stderr.
 std::string stderr_of_child_with_keel_log(const std::string& value, const std::string& test_case) {
-  std::array<int, 2> pipe_fds{};
-  REQUIRE(::pipe(pipe_fds.data()) == 0);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], 2);
-  posix_spawn_file_actions_addclose(&actions, pipe_fds[0]);
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e != nullptr; ++e) {
-    if (std::string_view(*e).starts_with("KEEL_LOG=")) continue;
-    env_strings.emplace_back(*e);
-  }
-  env_strings.push_back("KEEL_LOG=" + value);
-  std::vector<char*> env;
-  for (auto& e : env_strings) env.push_back(e.data());
-  env.push_back(nullptr);
-  std::string self = "/proc/self/exe";
-  std::string filter = "--test-case=" + test_case;
-  std::array<char*, 3> argv{self.data(), filter.data(), nullptr};
-  pid_t pid = 0;
-  const int spawned = posix_spawn(&pid, self.c_str(), &actions, nullptr, argv.data(), env.data());
-  posix_spawn_file_actions_destroy(&actions);
-  ::close(pipe_fds[1]);
-  REQUIRE(spawned == 0);
-  std::string out;
-  std::array<char, 4096> buffer{};
-  for (ssize_t n; (n = ::read(pipe_fds[0], buffer.data(), buffer.size())) > 0;) {
-    out.append(buffer.data(), static_cast<std::size_t>(n));
-  }
-  ::close(pipe_fds[0]);
-  int status = 0;
-  REQUIRE(::waitpid(pid, &status, 0) == pid);
-  CHECK(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
-  return out;
+  const auto child = keel::test::run_test_case_in_child(test_case, {{"KEEL_LOG", value}});
+  CHECK(WIFEXITED(child.wait_status));
+  CHECK(WEXITSTATUS(child.wait_status) == 0);
+  return child.stderr_text;
 }
 }  // namespace
 

@@ -1,0 +1,66 @@
+#pragma once
+// Runs one test case of the current test binary in a child process, for what a test cannot
+// observe in its own process: start-up behaviour (environment read once) and aborts.
+#include <doctest/doctest.h>
+
+#include <array>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace keel::test {
+
+struct child_outcome {
+  int wait_status = 0;    ///< as from waitpid(): use WIFEXITED / WIFSIGNALED
+  std::string stderr_text;
+};
+
+/// Runs `test_case` of this binary with `environment` added to (or replacing in) the current
+/// environment; stdout goes to /dev/null, stderr is returned.
+inline child_outcome run_test_case_in_child(const std::string& test_case,
+                                            const std::vector<std::pair<std::string, std::string>>& environment = {}) {
+  std::array<int, 2> pipe_fds{};
+  REQUIRE(::pipe(pipe_fds.data()) == 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], 2);
+  posix_spawn_file_actions_addclose(&actions, pipe_fds[0]);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view entry(*e);
+    bool replaced = false;
+    for (const auto& [name, value] : environment) replaced = replaced || entry.starts_with(name + "=");
+    if (!replaced) env_strings.emplace_back(entry);
+  }
+  for (const auto& [name, value] : environment) env_strings.push_back(name + "=" + value);
+  std::vector<char*> env;
+  for (auto& e : env_strings) env.push_back(e.data());
+  env.push_back(nullptr);
+  std::string self = "/proc/self/exe";
+  std::string filter = "--test-case=" + test_case;
+  std::array<char*, 3> argv{self.data(), filter.data(), nullptr};
+  pid_t pid = 0;
+  const int spawned = posix_spawn(&pid, self.c_str(), &actions, nullptr, argv.data(), env.data());
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(pipe_fds[1]);
+  REQUIRE(spawned == 0);
+  child_outcome out;
+  std::array<char, 4096> buffer{};
+  for (ssize_t n; (n = ::read(pipe_fds[0], buffer.data(), buffer.size())) > 0;) {
+    out.stderr_text.append(buffer.data(), static_cast<std::size_t>(n));
+  }
+  ::close(pipe_fds[0]);
+  REQUIRE(::waitpid(pid, &out.wait_status, 0) == pid);
+  return out;
+}
+
+}  // namespace keel::test
