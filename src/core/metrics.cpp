@@ -163,9 +163,8 @@ Metric& family<Metric>::labels(std::initializer_list<std::string_view> values) {
 template <class Metric>
 Metric& family<Metric>::labels(std::span<const std::string_view> values) {
   if (values.size() != label_names_.size()) {
-    throw std::invalid_argument("keel::metrics: " + name_ + " has " +
-                                std::to_string(label_names_.size()) + " labels but " +
-                                std::to_string(values.size()) + " values were given");
+    throw std::invalid_argument("keel::metrics: " + name_ + " has " + std::to_string(label_names_.size()) +
+                                " labels but " + std::to_string(values.size()) + " values were given");
   }
   {
     std::shared_lock lock(children_->mutex);

@@ -34,7 +34,8 @@ const char* describe(errc e) noexcept {
     case errc::handler_failed:
       return "the handler threw an exception; see the server log";
     case errc::bad_transfer_encoding:
-      return "Transfer-Encoding must end in chunked, name chunked once, and not come with Content-Length or in "
+      return "Transfer-Encoding must end in chunked, name chunked once, and not come with Content-Length or "
+             "in "
              "HTTP/1.0 (RFC 9112 section 6); send either Content-Length or Transfer-Encoding: chunked";
     case errc::unsupported_transfer_coding:
       return "the server decodes only the chunked transfer coding; send the body uncompressed or use "

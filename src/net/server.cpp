@@ -768,7 +768,8 @@ namespace {
 
 class http_session : public detail::session_base, public std::enable_shared_from_this<http_session> {
  public:
-  http_session(std::shared_ptr<server::impl> srv, tcp::socket socket, connection_slot slot, std::string remote)
+  http_session(std::shared_ptr<server::impl> srv, tcp::socket socket, connection_slot slot,
+               std::string remote)
       : srv_(std::move(srv)),
         ex_(socket.get_executor()),
         stream_(std::move(socket)),
@@ -1027,9 +1028,10 @@ class refused_connection : public std::enable_shared_from_this<refused_connectio
 
  private:
   void drain() {
-    stream_.async_read_some(asio::buffer(discard_), [self = shared_from_this()](beast::error_code ec, std::size_t) {
-      if (!ec) self->drain();
-    });
+    stream_.async_read_some(asio::buffer(discard_),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                              if (!ec) self->drain();
+                            });
   }
 
   beast::tcp_stream stream_;
@@ -1040,32 +1042,32 @@ class refused_connection : public std::enable_shared_from_this<refused_connectio
 }  // namespace
 
 void server::impl::do_accept() {
-  acceptor.async_accept(
-      asio::make_strand(ioc), [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
-        if (ec == asio::error::operation_aborted || !self->acceptor.is_open()) return;
-        if (ec) {
-          // Out of file descriptors, typically: back off briefly instead of spinning.
-          log::warn("keel::net accept failed", {{"error", ec.message()}});
-          self->accept_retry.expires_after(std::chrono::milliseconds(50));
-          self->accept_retry.async_wait([self](beast::error_code wait_ec) {
-            if (!wait_ec && self->acceptor.is_open()) self->do_accept();
-          });
-          return;
-        }
-        if (self->stopping.load()) return;
-        beast::error_code peer_ec;
-        const auto peer = socket.remote_endpoint(peer_ec);
-        std::string remote = peer_ec ? std::string() : peer.address().to_string();
-        auto admitted = connection_slot::admit(self.get(), remote);
-        if (auto* slot = std::get_if<connection_slot>(&admitted)) {
-          std::make_shared<http_session>(self, std::move(socket), std::move(*slot), std::move(remote))->start();
-        } else {
-          const errc why = std::get<errc>(admitted);
-          (why == errc::too_many_connections ? self->rejected : self->rejected_per_client).inc();
-          std::make_shared<refused_connection>(std::move(socket), why)->start();
-        }
-        self->do_accept();
+  acceptor.async_accept(asio::make_strand(ioc), [self = shared_from_this()](beast::error_code ec,
+                                                                            tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !self->acceptor.is_open()) return;
+    if (ec) {
+      // Out of file descriptors, typically: back off briefly instead of spinning.
+      log::warn("keel::net accept failed", {{"error", ec.message()}});
+      self->accept_retry.expires_after(std::chrono::milliseconds(50));
+      self->accept_retry.async_wait([self](beast::error_code wait_ec) {
+        if (!wait_ec && self->acceptor.is_open()) self->do_accept();
       });
+      return;
+    }
+    if (self->stopping.load()) return;
+    beast::error_code peer_ec;
+    const auto peer = socket.remote_endpoint(peer_ec);
+    std::string remote = peer_ec ? std::string() : peer.address().to_string();
+    auto admitted = connection_slot::admit(self.get(), remote);
+    if (auto* slot = std::get_if<connection_slot>(&admitted)) {
+      std::make_shared<http_session>(self, std::move(socket), std::move(*slot), std::move(remote))->start();
+    } else {
+      const errc why = std::get<errc>(admitted);
+      (why == errc::too_many_connections ? self->rejected : self->rejected_per_client).inc();
+      std::make_shared<refused_connection>(std::move(socket), why)->start();
+    }
+    self->do_accept();
+  });
 }
 
 void server::impl::begin_stop() {

@@ -36,7 +36,8 @@ TEST_SUITE("unit") {
       std::_Exit(0);  // reached only when assertions are off
     }
     const auto child = keel::test::run_test_case_in_child(
-        "a failed KEEL_ASSERT aborts with one JSON line naming the invariant", {{"KEEL_ASSERT_TEST_CHILD", "1"}});
+        "a failed KEEL_ASSERT aborts with one JSON line naming the invariant",
+        {{"KEEL_ASSERT_TEST_CHILD", "1"}});
 #if KEEL_ASSERTS_ENABLED
     INFO("stderr: ", child.stderr_text);
     REQUIRE(WIFSIGNALED(child.wait_status));

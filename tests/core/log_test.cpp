@@ -170,7 +170,8 @@ TEST_SUITE("unit") {
 
   TEST_CASE("an unknown KEEL_LOG is reported as one valid JSON line") {
     const std::string hostile = std::string("\"},\"level\":\"error\",\"x\":\"\x01\xff\xed\xa0\x80") + "\\";
-    const std::string err = stderr_of_child_with_keel_log(hostile, "level names parse as KEEL_LOG spells them");
+    const std::string err =
+        stderr_of_child_with_keel_log(hostile, "level names parse as KEEL_LOG spells them");
     INFO("stderr: ", err);
     const auto end = err.find('\n');
     REQUIRE(end != std::string::npos);

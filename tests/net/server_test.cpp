@@ -420,7 +420,8 @@ TEST_SUITE("unit") {
       return text("hi");
     });
     start(s);
-    const std::string request = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + std::string(40, 'p') + "\r\n\r\n";
+    const std::string request =
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + std::string(40, 'p') + "\r\n\r\n";
     const auto began = std::chrono::steady_clock::now();
     auto trickle = std::async(std::launch::async, [&] {
       http_client slow(s.port());
@@ -462,14 +463,15 @@ TEST_SUITE("unit") {
       const char* extra_headers;
       unsigned status;
     };
-    for (const refused& r : {refused{"xchunked", "", 400}, refused{"chunked, identity", "", 400},
-                             refused{"identity", "", 400}, refused{"chunked, chunked", "", 400},
-                             refused{"gzip, chunked", "", 501},
-                             refused{"chunked", "Content-Length: 17\r\n", 400}}) {
+    for (const refused& r :
+         {refused{"xchunked", "", 400}, refused{"chunked, identity", "", 400}, refused{"identity", "", 400},
+          refused{"chunked, chunked", "", 400}, refused{"gzip, chunked", "", 501},
+          refused{"chunked", "Content-Length: 17\r\n", 400}}) {
       INFO("Transfer-Encoding: ", r.transfer_encoding, " ", r.extra_headers);
       http_client c(s.port());
       REQUIRE_FALSE(c.write_raw(std::string("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: ") +
-                                r.transfer_encoding + "\r\n" + r.extra_headers + "\r\n" + chunked_body + second));
+                                r.transfer_encoding + "\r\n" + r.extra_headers + "\r\n" + chunked_body +
+                                second));
       const auto res = c.read();
       REQUIRE(res);
       CHECK(res->result_int() == r.status);
@@ -479,8 +481,10 @@ TEST_SUITE("unit") {
     // Two Transfer-Encoding lines are one list: "chunked" then "xchunked" is not final chunked.
     {
       http_client c(s.port());
-      REQUIRE_FALSE(c.write_raw("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
-                                "Transfer-Encoding: xchunked\r\n\r\n" + second));
+      REQUIRE_FALSE(
+          c.write_raw("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+                      "Transfer-Encoding: xchunked\r\n\r\n" +
+                      second));
       const auto res = c.read();
       REQUIRE(res);
       CHECK(res->result_int() == 400);
@@ -489,8 +493,9 @@ TEST_SUITE("unit") {
     CHECK(smuggled.load() == 0);
     // A plain chunked body still works, and so does the connection after it.
     http_client ok(s.port());
-    REQUIRE_FALSE(ok.write_raw(std::string("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: Chunked\r\n\r\n") +
-                               chunked_body));
+    REQUIRE_FALSE(ok.write_raw(
+        std::string("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: Chunked\r\n\r\n") +
+        chunked_body));
     const auto res = ok.read();
     REQUIRE(res);
     CHECK(res->result_int() == 200);

@@ -19,14 +19,14 @@ extern char** environ;
 namespace keel::test {
 
 struct child_outcome {
-  int wait_status = 0;    ///< as from waitpid(): use WIFEXITED / WIFSIGNALED
+  int wait_status = 0;  ///< as from waitpid(): use WIFEXITED / WIFSIGNALED
   std::string stderr_text;
 };
 
 /// Runs `test_case` of this binary with `environment` added to (or replacing in) the current
 /// environment; stdout goes to /dev/null, stderr is returned.
-inline child_outcome run_test_case_in_child(const std::string& test_case,
-                                            const std::vector<std::pair<std::string, std::string>>& environment = {}) {
+inline child_outcome run_test_case_in_child(
+    const std::string& test_case, const std::vector<std::pair<std::string, std::string>>& environment = {}) {
   std::array<int, 2> pipe_fds{};
   REQUIRE(::pipe(pipe_fds.data()) == 0);
   posix_spawn_file_actions_t actions;

@@ -16,8 +16,8 @@
 
 namespace keel::detail {
 /// Logs the failed assertion and aborts.
-[[noreturn]] void assertion_failed(std::string_view condition, std::string_view message, std::string_view file,
-                                   int line) noexcept;
+[[noreturn]] void assertion_failed(std::string_view condition, std::string_view message,
+                                   std::string_view file, int line) noexcept;
 }  // namespace keel::detail
 
 #if defined(KEEL_DISABLE_ASSERTS)
@@ -31,11 +31,10 @@ namespace keel::detail {
 #if KEEL_ASSERTS_ENABLED
 /// Aborts with a log line when `condition` is false; the optional second argument says what
 /// the invariant means.
-#define KEEL_ASSERT(condition, ...)                                                              \
-  (static_cast<bool>(condition)                                                                  \
-       ? static_cast<void>(0)                                                                    \
-       : ::keel::detail::assertion_failed(#condition, ::std::string_view{"" __VA_ARGS__}, __FILE__, \
-                                          __LINE__))
+#define KEEL_ASSERT(condition, ...)                                 \
+  (static_cast<bool>(condition) ? static_cast<void>(0)              \
+                                : ::keel::detail::assertion_failed( \
+                                      #condition, ::std::string_view{"" __VA_ARGS__}, __FILE__, __LINE__))
 #else
 #define KEEL_ASSERT(condition, ...) static_cast<void>(sizeof(static_cast<bool>(condition)))
 #endif

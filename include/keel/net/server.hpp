@@ -2,9 +2,9 @@
 /// @file keel/net/server.hpp
 /// @brief The HTTP/1.1 + WebSocket server: routes, middleware, static files, health and
 /// metrics endpoints, limits, timeouts and graceful shutdown.
+#include <keel/core/metrics.hpp>
 #include <keel/core/result.hpp>
 #include <keel/net/http.hpp>
-#include <keel/core/metrics.hpp>
 #include <keel/net/router.hpp>
 #include <keel/net/websocket.hpp>
 
