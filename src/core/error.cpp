@@ -35,6 +35,12 @@ const char* describe(errc e) noexcept {
       return "OpenSSL reported a failure; see the log for its error queue";
     case errc::invalid_argument:
       return "invalid argument";
+    case errc::truncated:
+      return "the input ends in the middle of a field; it is truncated or not in this format";
+    case errc::trailing_bytes:
+      return "the input has bytes after a complete value; it is corrupt or not in this format";
+    case errc::length_too_large:
+      return "a length in the input is larger than the format allows; the input is corrupt or hostile";
   }
   return "unknown keel.core error";
 }

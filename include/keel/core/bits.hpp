@@ -6,6 +6,7 @@
 /// 64 bits; reading is one unaligned big-endian load and two shifts. Bits are packed most
 /// significant first, so the stream reads in the order it was written.
 #include <keel/core/bytes.hpp>
+#include <keel/core/endian.hpp>
 
 #include <algorithm>
 #include <bit>
@@ -19,16 +20,6 @@ namespace detail {
 [[nodiscard]] constexpr std::uint64_t low_bits_mask(unsigned n) noexcept {
   // n in [0, 64]; the double shift keeps n == 64 defined.
   return n == 0 ? 0 : (~std::uint64_t{0} >> (64 - n));
-}
-[[nodiscard]] inline std::uint64_t load_be64(const std::uint8_t* p) noexcept {
-  std::uint64_t word;
-  std::memcpy(&word, p, sizeof word);
-  if constexpr (std::endian::native == std::endian::little) word = __builtin_bswap64(word);
-  return word;
-}
-inline void store_be64(std::uint8_t* p, std::uint64_t word) noexcept {
-  if constexpr (std::endian::native == std::endian::little) word = __builtin_bswap64(word);
-  std::memcpy(p, &word, sizeof word);
 }
 }  // namespace detail
 
@@ -68,7 +59,7 @@ class bit_writer {
     const unsigned tail_bytes = (used_ + 7) / 8;
     if (tail_bytes != 0) {
       reserve_word();
-      detail::store_be64(out_.data() + size_, word_ << (64 - used_));  // left-align the tail
+      store_be<std::uint64_t>(out_.data() + size_, word_ << (64 - used_));  // left-align the tail
     }
     out_.resize(size_ + tail_bytes);
     word_ = 0;
@@ -82,7 +73,7 @@ class bit_writer {
  private:
   void flush_word() {
     reserve_word();
-    detail::store_be64(out_.data() + size_, word_);
+    store_be<std::uint64_t>(out_.data() + size_, word_);
     size_ += 8;
   }
   void reserve_word() {
@@ -113,7 +104,7 @@ class bit_reader {
     const std::size_t byte = position_ >> 3;
     std::uint64_t word;
     if (byte + 8 <= size_) [[likely]] {
-      word = detail::load_be64(data_ + byte);
+      word = load_be<std::uint64_t>(data_ + byte);
     } else {
       word = load_tail(byte);
     }
@@ -152,7 +143,7 @@ class bit_reader {
   [[nodiscard]] std::uint64_t load_tail(std::size_t byte) const noexcept {
     std::uint8_t buffer[8] = {};
     if (byte < size_) std::memcpy(buffer, data_ + byte, size_ - byte);
-    return detail::load_be64(buffer);
+    return load_be<std::uint64_t>(buffer);
   }
 
   const std::uint8_t* data_;

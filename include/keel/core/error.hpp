@@ -74,6 +74,9 @@ enum class errc {
   invalid_signature_size,
   crypto_failure,
   invalid_argument,
+  truncated,         ///< byte_reader: the input ends inside a field
+  trailing_bytes,    ///< byte_reader: bytes left after a complete value
+  length_too_large,  ///< byte_reader: a length prefix claims more than the format allows
 };
 
 /// The category of `keel::errc` (name "keel.core").
