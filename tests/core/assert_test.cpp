@@ -31,6 +31,7 @@ TEST_SUITE("unit") {
 
   TEST_CASE("a failed KEEL_ASSERT aborts with one JSON line naming the invariant") {
     if (std::getenv("KEEL_ASSERT_TEST_CHILD") != nullptr) {
+      std::signal(SIGABRT, SIG_DFL);  // the abort itself is the outcome, not doctest's crash report
       const int balance = 1;
       KEEL_ASSERT(balance >= 5, "the balance covers the amount");
       std::_Exit(0);  // reached only when assertions are off

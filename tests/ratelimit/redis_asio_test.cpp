@@ -41,6 +41,9 @@ keel::error_code error_of(std::future<void>& f) {
 TEST_SUITE("redis") {
   TEST_CASE("redis backend: async_decide takes any Asio completion token") {
     keel::test::redis_server server;
+    // Declared before the backend so that it outlives the backend's I/O thread, which may still
+    // be returning from posting a completion to it when the test's last handler has run.
+    asio::io_context io;
     rl::redis_backend store({.port = server.port(), .max_connections = 2});
     const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 4, .period = 1h};
     rl::decision d;
@@ -71,7 +74,6 @@ TEST_SUITE("redis") {
     }
 
     SUBCASE("use_awaitable: a coroutine resumes on its own executor") {
-      asio::io_context io;
       const auto io_thread = std::this_thread::get_id();
       int allowed = 0;
       bool on_own_thread = true;
@@ -110,7 +112,6 @@ TEST_SUITE("redis") {
       CHECK(backend_thread != std::this_thread::get_id());
       CHECK(d.allowed);
 
-      asio::io_context io;
       std::thread::id bound_on;
       rl::async_decide(store, {&k, 1}, 1, {&d, 1}, asio::bind_executor(io, [&](keel::error_code ec) {
                          CHECK_FALSE(ec);
@@ -125,6 +126,7 @@ TEST_SUITE("redis") {
 
   TEST_CASE("redis backend: async_decide delivers the error when Redis is killed, never hangs") {
     keel::test::redis_server server;
+    asio::io_context io;  // outlives the backend's thread, as above
     rl::redis_backend store({.port = server.port(), .max_connections = 2, .command_timeout = 500ms});
     const rl::limit l{.algorithm = rl::algorithm::sliding_window, .count = 1'000'000, .period = 1h};
     const rl::keyed_limit k{"token:killed", &l};
@@ -145,7 +147,6 @@ TEST_SUITE("redis") {
     auto after = rl::async_decide(store, {&k, 1}, 1, {&d, 1}, asio::use_future);
     CHECK(error_of(after) == rl::errc::backend_unavailable);
 
-    asio::io_context io;
     keel::error_code in_coroutine;
     asio::co_spawn(
         io,
