@@ -2,6 +2,7 @@
 /// @file keel/core.hpp
 /// @brief keel::core: errors, bytes, hashing, signatures, varints, bit streams, clocks, logging.
 #include <keel/core/assert.hpp>
+#include <keel/core/backoff.hpp>
 #include <keel/core/bits.hpp>
 #include <keel/core/bytes.hpp>
 #include <keel/core/clock.hpp>

@@ -1,0 +1,55 @@
+#include <keel/core/backoff.hpp>
+
+#include "support/random.hpp"
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <limits>
+
+using namespace std::chrono_literals;
+
+TEST_SUITE("unit") {
+  TEST_CASE("backoff doubles from initial up to max, exactly without jitter") {
+    keel::backoff b({.initial = 10ms, .max = 100ms, .mode = keel::jitter_mode::none});
+    CHECK(b.next() == 10ms);
+    CHECK(b.next() == 20ms);
+    CHECK(b.next() == 40ms);
+    CHECK(b.next() == 80ms);
+    CHECK(b.next() == 100ms);
+    CHECK(b.next() == 100ms);
+    CHECK(b.retries() == 6);
+    b.reset();
+    CHECK(b.next() == 10ms);
+  }
+
+  TEST_CASE("jitter stays inside its band; full jitter spans zero to the delay") {
+    const keel::backoff_policy proportional{.initial = 1000ms, .max = 1h, .jitter = 0.25};
+    CHECK(keel::backoff_delay(proportional, 1, 0.0) == 750ms);
+    CHECK(keel::backoff_delay(proportional, 1, 0.5) == 1000ms);
+    CHECK(keel::backoff_delay(proportional, 2, 1.0) == 2500ms);
+    const keel::backoff_policy full{.initial = 1000ms, .max = 1h, .mode = keel::jitter_mode::full};
+    CHECK(keel::backoff_delay(full, 3, 0.0) == 0ms);
+    CHECK(keel::backoff_delay(full, 3, 0.5) == 2000ms);
+    keel::backoff fixed(full, [] { return 0.25; });
+    CHECK(fixed.next() == 250ms);
+    CHECK(fixed.next() == 500ms);
+  }
+
+  TEST_CASE("backoff_delay never overflows, goes negative or passes the cap (property)") {
+    auto& rng = keel::test::rng();
+    for (int i = 0; i < 20000; ++i) {
+      const keel::backoff_policy p{
+          .initial = std::chrono::milliseconds(keel::test::uniform<std::int64_t>(-5, 1'000'000'000)),
+          .max = std::chrono::milliseconds(keel::test::uniform<std::int64_t>(-5, 1'000'000'000'000)),
+          .multiplier = std::uniform_real_distribution<double>(-1.0, 1e6)(rng),
+          .mode = static_cast<keel::jitter_mode>(rng() % 3),
+          .jitter = std::uniform_real_distribution<double>(-1.0, 2.0)(rng)};
+      const auto retry = static_cast<std::uint32_t>(rng());
+      const auto d = keel::backoff_delay(p, retry, std::uniform_real_distribution<double>(-0.5, 1.5)(rng));
+      const double cap = static_cast<double>(std::max<std::int64_t>(p.max.count(), 0)) * 2.0;
+      CHECK(d.count() >= 0);
+      CHECK(static_cast<double>(d.count()) <= cap + 1.0);
+    }
+  }
+}
