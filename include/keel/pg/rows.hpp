@@ -9,6 +9,8 @@
 #include <memory>
 #include <optional>
 #include <string_view>
+#include <tuple>
+#include <utility>
 
 struct pg_result;
 
@@ -33,6 +35,11 @@ class row {
   /// The value of the column named `name`.
   template <class T>
   [[nodiscard]] result<T> get(std::string_view name) const;
+  /// Columns 0, 1, ... as T...: `auto [id, name] = r.as<std::int64_t, std::string>().value();`
+  /// @returns the first column's error (see get()) when one fails, or errc::out_of_range
+  /// when the row has fewer columns than types.
+  template <class... T>
+  [[nodiscard]] result<std::tuple<T...>> as() const;
   /// True if the value is NULL.
   [[nodiscard]] bool is_null(std::size_t column) const noexcept;
   /// The row's index in its result.
@@ -152,6 +159,21 @@ result<T> row::get(std::size_t column) const {
     if (data->data() == nullptr) return result<T>(boost::system::in_place_error, errc::unexpected_null);
     return detail::decode_field<T>(type, text_format, *data);
   }
+}
+
+template <class... T>
+result<std::tuple<T...>> row::as() const {
+  return [this]<std::size_t... I>(std::index_sequence<I...>)->result<std::tuple<T...>> {
+    std::tuple<result<T>...> fields{get<T>(I)...};
+    error_code first_error;
+    // In column order, so the error reported is that of the leftmost failing column.
+    ((first_error =
+          first_error ? first_error : (std::get<I>(fields) ? error_code{} : std::get<I>(fields).error())),
+     ...);
+    if (first_error) return result<std::tuple<T...>>(boost::system::in_place_error, first_error);
+    return std::tuple<T...>{std::move(*std::get<I>(fields))...};
+  }
+  (std::index_sequence_for<T...>{});
 }
 
 template <class T>
