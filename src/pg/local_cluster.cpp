@@ -340,4 +340,18 @@ void local_cluster::stop() noexcept {
   if (state_) state_->stop();
 }
 
+result<server_from_env> local_cluster::from_env(cluster_options options) {
+  server_from_env out;
+  // getenv is read once here, at start-up of whoever asks; nothing sets it concurrently.
+  if (const char* url = std::getenv("KEEL_DATABASE_URL"); url != nullptr && *url != '\0') {
+    out.conninfo = url;
+    return out;
+  }
+  auto started = start(std::move(options));
+  if (!started) return started.error();
+  out.conninfo = started->conninfo();
+  out.cluster.emplace(std::move(*started));
+  return out;
+}
+
 }  // namespace keel::pg

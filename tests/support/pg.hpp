@@ -16,24 +16,26 @@
 
 namespace keel::test {
 
-/// The process-wide cluster, started on first use; nullptr when KEEL_DATABASE_URL is set.
-inline pg::local_cluster* cluster() {
-  static std::unique_ptr<pg::local_cluster> instance = []() -> std::unique_ptr<pg::local_cluster> {
-    const char* url = std::getenv("KEEL_DATABASE_URL");
-    if (url != nullptr && *url != '\0') return nullptr;
-    auto started = pg::local_cluster::start();
-    if (!started) {
-      FAIL("could not start a local Postgres cluster: " << started.error().message());
-    }
-    return std::make_unique<pg::local_cluster>(std::move(*started));
+/// The server under test, started on first use: a private cluster per test process, or the
+/// server named by KEEL_DATABASE_URL.
+inline pg::server_from_env& server() {
+  static pg::server_from_env instance = [] {
+    auto found = pg::local_cluster::from_env();
+    if (!found) FAIL("could not start a local Postgres cluster: " << found.error().message());
+    return std::move(*found);
   }();
-  return instance.get();
+  return instance;
+}
+
+/// The process-wide private cluster; nullptr when KEEL_DATABASE_URL is set.
+inline pg::local_cluster* cluster() {
+  auto& s = server();
+  return s.cluster ? &*s.cluster : nullptr;
 }
 
 /// Connection string of the server under test.
 inline std::string server_conninfo() {
-  if (auto* c = cluster()) return c->conninfo();
-  return std::getenv("KEEL_DATABASE_URL");
+  return server().conninfo;
 }
 
 /// Adds a libpq option (e.g. a search_path) to a URL or key=value connection string.

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace keel::pg {
@@ -31,6 +32,11 @@ struct cluster_options {
   int max_connections = 200;
 };
 
+class local_cluster;
+
+/// The Postgres a test, benchmark or tool runs against: see local_cluster::from_env().
+struct server_from_env;
+
 /// A running cluster. Stopping it (stop() or the destructor) shuts the server down and
 /// removes a temporary data directory. If the owning process dies without stopping it, a
 /// watchdog process notices and shuts the server down anyway.
@@ -39,6 +45,11 @@ class local_cluster {
   /// Creates (initdb) if needed and starts the cluster; waits until it accepts connections.
   /// @returns errc::cluster_failed with the server's log in the error log line.
   [[nodiscard]] static result<local_cluster> start(cluster_options options = {});
+
+  /// The server named by the environment variable KEEL_DATABASE_URL when it is set, or else a
+  /// private cluster started now with `options` (stopped when the returned value is destroyed).
+  /// Tests and benchmarks use it, so one variable points them all at an existing server.
+  [[nodiscard]] static result<server_from_env> from_env(cluster_options options = {});
 
   local_cluster(local_cluster&&) noexcept;
   local_cluster& operator=(local_cluster&&) noexcept;
@@ -68,6 +79,13 @@ class local_cluster {
  private:
   explicit local_cluster(std::unique_ptr<state> s) noexcept;
   std::unique_ptr<state> state_;
+};
+
+struct server_from_env {
+  /// The private cluster; empty when KEEL_DATABASE_URL named the server.
+  std::optional<local_cluster> cluster;
+  /// How to connect to the server.
+  std::string conninfo;
 };
 
 }  // namespace keel::pg
