@@ -45,7 +45,7 @@ const char* describe(errc e) noexcept {
   return "unknown keel.core error";
 }
 
-constexpr enum_error_category<errc> category{0x6b65656c2e636f72ULL, "keel.core", &describe};
+constexpr enum_error_category<errc> category{"keel.core", &describe};
 
 }  // namespace
 

@@ -49,7 +49,7 @@ const char* describe(errc e) noexcept {
   return "unknown keel.net error";
 }
 
-constexpr enum_error_category<errc> category{0x6b65656c2e6e6574ULL, "keel.net", &describe};
+constexpr enum_error_category<errc> category{"keel.net", &describe};
 
 }  // namespace
 

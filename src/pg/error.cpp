@@ -68,7 +68,7 @@ const char* describe(errc e) noexcept {
   return "unknown keel.pg error";
 }
 
-constexpr enum_error_category<errc> category{0x6b65656c2e706700ULL, "keel.pg", &describe};
+constexpr enum_error_category<errc> category{"keel.pg", &describe};
 
 }  // namespace
 

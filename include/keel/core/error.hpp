@@ -2,16 +2,14 @@
 /// @file keel/core/error.hpp
 /// @brief `keel::result<T>`, `keel::error_code`, and the pattern for a component's `errc`.
 ///
-/// Every fallible keel call returns `result<T>`. A component declares its own `errc` enum,
-/// a category made with `enum_error_category`, and a `make_error_code` overload found by ADL:
+/// Every fallible keel call returns `result<T>`. A component declares its own `errc` enum and
+/// its category; KEEL_ERROR_ENUM adds `make_error_code` and Boost's trait:
 /// @code
 /// namespace keel::jobs {
 /// enum class errc { queue_paused = 1, unknown_kind };
-/// const keel::error_category& jobs_category() noexcept;   // defined once in src/jobs/
-/// inline keel::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), jobs_category()};
-/// }
-/// }
-/// template <> struct boost::system::is_error_code_enum<keel::jobs::errc> : std::true_type {};
+/// const keel::error_category& jobs_category() noexcept;   // defined once in src/jobs/:
+/// }                                                        //   enum_error_category<errc>{"keel.jobs",
+/// &describe} KEEL_ERROR_ENUM(keel::jobs, jobs_category)
 /// @endcode
 #include <boost/system/error_code.hpp>
 #include <boost/system/result.hpp>
@@ -34,6 +32,17 @@ using result = boost::system::result<T, error_code>;
 /// An error category for a component's `errc` enum. `describe` maps each value to a message
 /// that says what went wrong and what to do; `id` is a fixed random 64-bit number, so two
 /// copies of the category (e.g. in two shared objects) still compare equal.
+/// A category's id from its name (64-bit FNV-1a): two copies of a category (in two shared
+/// objects, say) compare equal, and no id is picked by hand.
+[[nodiscard]] constexpr std::uint64_t category_id(const char* name) noexcept {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (; *name != '\0'; ++name) {
+    h ^= static_cast<unsigned char>(*name);
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
 // Boost's error_category has a non-virtual destructor by design: categories are never deleted
 // through a base pointer.
 #pragma GCC diagnostic push
@@ -46,6 +55,9 @@ class enum_error_category final : public error_category {
 
   constexpr enum_error_category(std::uint64_t id, const char* name, describe_fn describe) noexcept
       : error_category(id), name_(name), describe_(describe) {}
+  /// The id is category_id(name).
+  constexpr enum_error_category(const char* name, describe_fn describe) noexcept
+      : enum_error_category(category_id(name), name, describe) {}
 
   [[nodiscard]] const char* name() const noexcept override { return name_; }
   [[nodiscard]] std::string message(int value) const override { return describe_(static_cast<Errc>(value)); }
@@ -82,11 +94,17 @@ enum class errc {
 /// The category of `keel::errc` (name "keel.core").
 [[nodiscard]] const error_category& core_category() noexcept;
 
-[[nodiscard]] inline error_code make_error_code(errc e) noexcept {
-  return {static_cast<int>(e), core_category()};
-}
-
 }  // namespace keel
 
-template <>
-struct boost::system::is_error_code_enum<keel::errc> : std::true_type {};
+/// Makes `ns::errc` a keel error code: `make_error_code(ns::errc)` (found by ADL) on the
+/// category `ns::category_fn()`, and Boost's is_error_code_enum. Use at global scope.
+#define KEEL_ERROR_ENUM(ns, category_fn)                                     \
+  namespace ns {                                                             \
+  [[nodiscard]] inline ::keel::error_code make_error_code(errc e) noexcept { \
+    return {static_cast<int>(e), category_fn()};                             \
+  }                                                                          \
+  }                                                                          \
+  template <>                                                                \
+  struct boost::system::is_error_code_enum<ns::errc> : std::true_type {}
+
+KEEL_ERROR_ENUM(keel, core_category);

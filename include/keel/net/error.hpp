@@ -31,12 +31,6 @@ enum class errc {
 /// The category of `keel::net::errc` (name "keel.net").
 [[nodiscard]] const error_category& net_category() noexcept;
 
-/// Makes `errc` usable as a `keel::error_code` (found by ADL).
-[[nodiscard]] inline error_code make_error_code(errc e) noexcept {
-  return {static_cast<int>(e), net_category()};
-}
-
 }  // namespace keel::net
 
-template <>
-struct boost::system::is_error_code_enum<keel::net::errc> : std::true_type {};
+KEEL_ERROR_ENUM(keel::net, net_category);

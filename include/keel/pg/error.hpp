@@ -42,10 +42,6 @@ enum class errc {
 /// The category of keel::pg::errc ("keel.pg").
 [[nodiscard]] const error_category& pg_category() noexcept;
 
-[[nodiscard]] inline error_code make_error_code(errc e) noexcept {
-  return {static_cast<int>(e), pg_category()};
-}
-
 /// Maps a five-character SQLSTATE to the errc callers match on (server_error if none fits).
 [[nodiscard]] errc errc_from_sqlstate(std::string_view sqlstate) noexcept;
 
@@ -72,5 +68,4 @@ struct diagnostics {
 
 }  // namespace keel::pg
 
-template <>
-struct boost::system::is_error_code_enum<keel::pg::errc> : std::true_type {};
+KEEL_ERROR_ENUM(keel::pg, pg_category);
