@@ -946,6 +946,100 @@ TEST_SUITE("pg") {
     CHECK(count(db.c, "SELECT count(*) FROM keel_jobs") == 6);
   }
 
+  TEST_CASE("a cancelled job is never started again: neither from a prefetch nor once handed back at stop") {
+    // Worker processes with one handler and four prefetched jobs behind it; the handlers ignore
+    // cancellation and wait for their job's gate (tests/jobs/test_worker.cpp, mode "cancel").
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    REQUIRE(jobs::migrate(c));
+    REQUIRE(c.execute("CREATE TABLE test_runs (job_id int8 NOT NULL, attempt int4 NOT NULL, pid int4 NOT NULL)"));
+    REQUIRE(c.execute("CREATE TABLE test_gates (job_id int8 NOT NULL)"));
+    REQUIRE(c.execute("CREATE TABLE test_saw_cancel (job_id int8 NOT NULL)"));
+    auto enqueue_five = [&] {
+      std::vector<jobs::new_job> batch(5, jobs::new_job{.kind = "gated", .queue = "cancel"});
+      std::vector<std::int64_t> ids;
+      for (const auto& e : jobs::enqueue_many(c, batch).value()) ids.push_back(e.id);
+      return ids;
+    };
+    auto number = [&](std::string_view sql, const std::vector<std::int64_t>& ids) {
+      return c.query(sql, ids).value().value<std::int64_t>().value();
+    };
+    auto runs = [&](const std::vector<std::int64_t>& ids) {
+      return number("SELECT count(*) FROM test_runs WHERE job_id = ANY($1)", ids);
+    };
+    auto in_state = [&](const std::vector<std::int64_t>& ids, const char* state) {
+      return c.query("SELECT count(*) FROM keel_jobs WHERE id = ANY($1) AND state = $2", ids, state)
+          .value()
+          .value<std::int64_t>()
+          .value();
+    };
+    auto started_one = [&](const std::vector<std::int64_t>& ids) {
+      return number("SELECT job_id FROM test_runs WHERE job_id = ANY($1) LIMIT 1", ids);
+    };
+    auto a = std::make_unique<child>("cancel", schema.conninfo);
+    const std::string a_worker = "test-worker-" + std::to_string(a->pid);
+    auto held_by_a = [&](const std::vector<std::int64_t>& ids) {
+      return c.query("SELECT count(*) FROM keel_jobs WHERE id = ANY($1) AND state = 'running' AND worker_id = $2",
+                     ids, a_worker)
+          .value()
+          .value<std::int64_t>()
+          .value();
+    };
+
+    // 1. Cancelled while prefetched: A learns of it and never starts them, even when its handler
+    //    frees up.
+    const auto first = enqueue_five();
+    REQUIRE(eventually([&] { return runs(first) == 1 && held_by_a(first) == 5; }));
+    const auto running_first = started_one(first);
+    for (const auto id : first) REQUIRE(jobs::cancel_job(c, id));
+    // The running handler saw cancelled() turn true: A has heard of every cancellation.
+    REQUIRE(eventually([&] { return number("SELECT count(*) FROM test_saw_cancel WHERE job_id = ANY($1)", first) == 1; }));
+    REQUIRE(c.query("INSERT INTO test_gates SELECT unnest($1::int8[])", first));
+    REQUIRE(eventually([&] { return in_state(first, "running") == 0; }));
+    CHECK(runs(first) == 1);
+    CHECK(state_of(c, running_first) == "completed");  // it ignored the cancellation and completed
+    CHECK(in_state(first, "cancelled") == 4);
+
+    // 2. Cancelled while A stops: the cancellations commit after stop() handed the prefetched
+    //    jobs back (its acknowledgement waits for the cancelling transaction's row locks), and
+    //    process B, started afterwards, must not run them.
+    const auto second = enqueue_five();
+    REQUIRE(eventually([&] { return runs(second) == 1 && held_by_a(second) == 5; }));
+    const auto running_second = started_one(second);
+    {
+      auto watcher = schema.connect();
+      auto tx = keel::pg::transaction::begin(c).value();
+      for (const auto id : second) REQUIRE(jobs::cancel_job(c, id));
+      a->kill(SIGTERM);
+      // Past its shutdown timeout stop() cancels the running handler, after handing back the
+      // prefetched jobs.
+      REQUIRE(eventually([&] {
+        return watcher.query("SELECT count(*) FROM test_saw_cancel WHERE job_id = $1", running_second)
+                   .value()
+                   .value<std::int64_t>()
+                   .value() == 1;
+      }));
+      REQUIRE(tx.commit());
+    }
+    REQUIRE(c.query("INSERT INTO test_gates SELECT unnest($1::int8[])", second));
+    CHECK(WIFEXITED(a->wait()));
+    auto b = std::make_unique<child>("cancel", schema.conninfo);
+    // A job behind the handed-back ones in B's fetch order: once it ran, B has fetched them too if
+    // they were runnable.
+    auto sentinel = jobs::enqueue(c, {.kind = "record", .queue = "cancel", .priority = 1}).value().id;
+    REQUIRE(eventually([&] { return state_of(c, sentinel) == "completed"; }));
+    CHECK(runs(second) == 1);
+    CHECK(in_state(second, "cancelled") == 5);
+    CHECK(state_of(c, running_second) == "cancelled");
+    CHECK(c.query("SELECT count(*) FROM test_runs WHERE pid = $1 AND job_id <> $2", static_cast<std::int32_t>(b->pid),
+                  sentinel)
+              .value()
+              .value<std::int64_t>()
+              .value() == 0);
+    b->kill(SIGTERM);
+    CHECK(WIFEXITED(b->wait()));
+  }
+
   TEST_CASE("periodic jobs run exactly once per slot with three worker processes") {
     keel::test::scratch_schema schema;
     auto c = schema.connect();
