@@ -9,6 +9,8 @@
 #include <boost/json.hpp>
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -102,6 +104,87 @@ struct child {
     }
   }
 };
+
+// 3,000 queues with known contents: queue i ("q0000"...) has i % 4 + 1 available jobs, one more
+// scheduled when i % 3 == 0; of its first job, one completed in the last minute when i % 5 == 0,
+// else one that failed in the last minute (retryable) when i % 7 == 0. "q0001" is paused,
+// "q0002" limited to 3, and "idle" has a pause record and no jobs.
+struct many_queues {
+  struct expected {
+    std::array<std::int64_t, 8> counts{};
+    [[nodiscard]] std::int64_t unfinished() const {
+      return counts[0] + counts[1] + counts[2] + counts[3] + counts[4];
+    }
+    [[nodiscard]] std::int64_t total() const {
+      std::int64_t n = 0;
+      for (const auto c : counts) n += c;
+      return n;
+    }
+  };
+  std::map<std::string, expected> queues;
+
+  static std::string name(int i) {
+    std::string n = std::to_string(i);
+    return "q" + std::string(4 - n.size(), '0') + n;
+  }
+
+  static many_queues enqueue(keel::pg::connection& c) {
+    many_queues out;
+    std::vector<jobs::new_job> batch;
+    std::vector<std::string> completing, failing;
+    const auto later = keel::timestamp(std::chrono::system_clock::now() + std::chrono::hours(1));
+    for (int i = 0; i < 3000; ++i) {
+      auto& want = out.queues[name(i)].counts;
+      const int available = i % 4 + 1;
+      for (int k = 0; k < available; ++k) batch.push_back({.kind = "k", .queue = name(i)});
+      want[static_cast<int>(jobs::job_state::available)] = available;
+      if (i % 3 == 0) {
+        batch.push_back({.kind = "k", .queue = name(i), .run_at = later});
+        want[static_cast<int>(jobs::job_state::scheduled)] = 1;
+      }
+      if (i % 5 == 0) {
+        completing.push_back(name(i));
+        --want[static_cast<int>(jobs::job_state::available)];
+        want[static_cast<int>(jobs::job_state::completed)] = 1;
+      } else if (i % 7 == 0) {
+        failing.push_back(name(i));
+        --want[static_cast<int>(jobs::job_state::available)];
+        want[static_cast<int>(jobs::job_state::retryable)] = 1;
+      }
+    }
+    REQUIRE(jobs::enqueue_many(c, batch));
+    // The first job of those queues finished or failed just now (as a worker would leave them).
+    REQUIRE(c.query("UPDATE keel_jobs SET state = 'completed', attempt = 1, attempted_at = now(), finished_at = now() "
+                    "WHERE id IN (SELECT min(id) FROM keel_jobs WHERE queue = ANY($1) GROUP BY queue)",
+                    completing));
+    REQUIRE(c.query("UPDATE keel_jobs SET state = 'retryable', attempt = 1, attempted_at = now() "
+                    "WHERE id IN (SELECT min(id) FROM keel_jobs WHERE queue = ANY($1) GROUP BY queue)",
+                    failing));
+    REQUIRE(jobs::pause_queue(c, "q0001"));
+    REQUIRE(jobs::set_queue_limit(c, "q0002", 3));
+    REQUIRE(jobs::pause_queue(c, "idle"));
+    REQUIRE(c.execute("ANALYZE keel_jobs"));
+    return out;
+  }
+};
+
+// The value of `series` (name and labels, as exposed) in a Prometheus exposition, or -1.
+double sample(const std::string& exposition, const std::string& series) {
+  const auto at = exposition.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(exposition.substr(at + series.size() + 2));
+}
+
+// The queue label values of keel_jobs_depth in an exposition.
+std::set<std::string> depth_queues(const std::string& exposition) {
+  std::set<std::string> out;
+  const std::string prefix = "\nkeel_jobs_depth{queue=\"";
+  for (auto at = exposition.find(prefix); at != std::string::npos; at = exposition.find(prefix, at + 1)) {
+    const auto begin = at + prefix.size();
+    out.insert(exposition.substr(begin, exposition.find('"', begin) - begin));
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -535,6 +618,135 @@ TEST_SUITE("pg") {
     REQUIRE(jobs::resume_queue(db.c, "default"));
     CHECK(eventually([&] { return state_of(db.c, id) == "completed"; }));
     w.stop();
+  }
+
+  TEST_CASE("queue summaries of 3,000 queues are right and take one pass") {
+    schema_with_jobs db;
+    const auto many = many_queues::enqueue(db.c);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto summaries = jobs::queue_summaries(db.c).value();
+    const auto took = std::chrono::steady_clock::now() - t0;
+    MESSAGE("queue_summaries of " << many.queues.size() << " queues: "
+                                  << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+    // A correlated subquery per queue took seconds here; one aggregate pass takes milliseconds.
+    CHECK(took < 1s);
+    REQUIRE(summaries.size() == many.queues.size() + 1);  // and "idle", which only has a pause record
+    for (const auto& s : summaries) {
+      if (s.queue == "idle") {
+        CHECK(s.paused);
+        CHECK(std::all_of(std::begin(s.counts), std::end(s.counts), [](std::int64_t n) { return n == 0; }));
+        continue;
+      }
+      const auto& want = many.queues.at(s.queue);
+      CHECK_MESSAGE(std::equal(std::begin(s.counts), std::end(s.counts), want.counts.begin()), s.queue);
+      CHECK_MESSAGE(s.paused == (s.queue == "q0001"), s.queue);
+      CHECK_MESSAGE(s.max_running == (s.queue == "q0002" ? std::optional<std::int32_t>(3) : std::nullopt), s.queue);
+      CHECK_MESSAGE(s.completed_last_minute == want.counts[static_cast<int>(jobs::job_state::completed)], s.queue);
+      CHECK_MESSAGE(s.failed_last_minute == want.counts[static_cast<int>(jobs::job_state::retryable)], s.queue);
+    }
+  }
+
+  TEST_CASE("the depth gauge names the N deepest of 3,000 queues and sums the rest under other") {
+    schema_with_jobs db;
+    auto many = many_queues::enqueue(db.c);
+    keel::metrics::registry registry;
+    jobs::metrics_observer metrics(registry, {.max_depth_queues = 10});
+    auto check_depth = [&] {
+      std::vector<std::pair<std::string, many_queues::expected>> ranked(many.queues.begin(), many.queues.end());
+      std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
+        if (a.second.unfinished() != b.second.unfinished()) return a.second.unfinished() > b.second.unfinished();
+        if (a.second.total() != b.second.total()) return a.second.total() > b.second.total();
+        return a.first < b.first;
+      });
+      const auto text = registry.expose();
+      std::set<std::string> want_labels{"other"};
+      std::array<std::int64_t, 8> other{};
+      for (std::size_t i = 0; i < ranked.size(); ++i) {
+        const auto& [queue, want] = ranked[i];
+        if (i >= 10) {
+          for (std::size_t k = 0; k < 8; ++k) other[k] += want.counts[k];
+          continue;
+        }
+        want_labels.insert(queue);
+        for (int k = 0; k < 8; ++k) {
+          const auto state = std::string(jobs::to_string(static_cast<jobs::job_state>(k)));
+          CHECK_MESSAGE(sample(text, "keel_jobs_depth{queue=\"" + queue + "\",state=\"" + state + "\"}") ==
+                            static_cast<double>(want.counts[static_cast<std::size_t>(k)]),
+                        queue << " " << state);
+        }
+      }
+      CHECK(depth_queues(text) == want_labels);  // at most N + 1 queue labels
+      for (int k = 0; k < 8; ++k) {
+        const auto state = std::string(jobs::to_string(static_cast<jobs::job_state>(k)));
+        CHECK_MESSAGE(sample(text, "keel_jobs_depth{queue=\"other\",state=\"" + state + "\"}") ==
+                          static_cast<double>(other[static_cast<std::size_t>(k)]),
+                      state);
+      }
+    };
+    REQUIRE(metrics.refresh_depth(db.c));
+    check_depth();
+    // A queue that becomes the deepest is named; the one it pushes out is no longer exposed.
+    std::vector<jobs::new_job> burst(20, jobs::new_job{.kind = "k", .queue = "q2998"});
+    REQUIRE(jobs::enqueue_many(db.c, burst));
+    many.queues["q2998"].counts[static_cast<int>(jobs::job_state::available)] += 20;
+    REQUIRE(metrics.refresh_depth(db.c));
+    check_depth();
+    CHECK(depth_queues(registry.expose()).contains("q2998"));
+  }
+
+  TEST_CASE("the metrics observer counts a known workload, and the depth gauge reads the table") {
+    schema_with_jobs db;
+    keel::metrics::registry registry;
+    auto metrics = std::make_shared<jobs::metrics_observer>(registry);
+    const jobs::enqueue_options report{.observer = metrics.get()};
+    std::vector<jobs::new_job> work(3, jobs::new_job{.kind = "ok", .queue = "alpha"});
+    work.push_back({.kind = "flaky", .queue = "alpha", .max_attempts = 2});  // fails, then is discarded
+    work.push_back({.kind = "bad", .queue = "alpha"});                       // discarded at once
+    REQUIRE(jobs::enqueue_many(db.c, work, report));
+    // Jobs no worker takes: four available and one scheduled in "beta".
+    std::vector<jobs::new_job> waiting(4, jobs::new_job{.kind = "ok", .queue = "beta"});
+    waiting.push_back(
+        {.kind = "ok", .queue = "beta", .run_at = keel::timestamp(std::chrono::system_clock::now() + 1h)});
+    REQUIRE(jobs::enqueue_many(db.c, waiting, report));
+    auto options = fast_options(db.conninfo);
+    options.queues = {{.name = "alpha"}};
+    options.observer = metrics;
+    jobs::worker w(options);
+    w.handle("ok", [](const jobs::job_context&) { return jobs::job_result::done(); });
+    w.handle("flaky", [](const jobs::job_context&) { return jobs::job_result::fail("not today"); },
+             {.initial_backoff = 0ms, .jitter = 0.0});
+    w.handle("bad", [](const jobs::job_context&) { return jobs::job_result::discard("bad input"); });
+    REQUIRE(w.start());
+    REQUIRE(eventually([&] {
+      return count(db.c, "SELECT count(*) FROM keel_jobs WHERE queue = 'alpha' AND state = 'completed'") == 3 &&
+             count(db.c, "SELECT count(*) FROM keel_jobs WHERE queue = 'alpha' AND state = 'discarded'") == 2;
+    }));
+    w.stop();  // every finished run has been reported
+    REQUIRE(metrics->refresh_depth(db.c));
+    const auto text = registry.expose();
+    CHECK(sample(text, R"(keel_jobs_enqueued_total{queue="alpha",kind="ok"})") == 3);
+    CHECK(sample(text, R"(keel_jobs_enqueued_total{queue="alpha",kind="flaky"})") == 1);
+    CHECK(sample(text, R"(keel_jobs_enqueued_total{queue="alpha",kind="bad"})") == 1);
+    CHECK(sample(text, R"(keel_jobs_enqueued_total{queue="beta",kind="ok"})") == 5);
+    CHECK(sample(text, R"(keel_jobs_started_total{queue="alpha",kind="ok"})") == 3);
+    CHECK(sample(text, R"(keel_jobs_started_total{queue="alpha",kind="flaky"})") == 2);
+    CHECK(sample(text, R"(keel_jobs_started_total{queue="alpha",kind="bad"})") == 1);
+    CHECK(sample(text, R"(keel_jobs_finished_total{queue="alpha",kind="ok",outcome="completed"})") == 3);
+    CHECK(sample(text, R"(keel_jobs_finished_total{queue="alpha",kind="flaky",outcome="failed"})") == 1);
+    CHECK(sample(text, R"(keel_jobs_finished_total{queue="alpha",kind="flaky",outcome="discarded"})") == 1);
+    CHECK(sample(text, R"(keel_jobs_finished_total{queue="alpha",kind="bad",outcome="discarded"})") == 1);
+    CHECK(sample(text, R"(keel_jobs_run_seconds_count{queue="alpha",kind="ok"})") == 3);
+    CHECK(sample(text, R"(keel_jobs_run_seconds_count{queue="alpha",kind="flaky"})") == 2);
+    CHECK(sample(text, R"(keel_jobs_queue_wait_seconds_count{queue="alpha",kind="ok"})") == 3);
+    CHECK(sample(text, R"(keel_jobs_queue_wait_seconds_count{queue="alpha",kind="bad"})") == 1);
+    CHECK(sample(text, R"(keel_jobs_queue_wait_seconds_sum{queue="alpha",kind="ok"})") >= 0);
+    CHECK(sample(text, R"(keel_jobs_depth{queue="alpha",state="completed"})") == 3);
+    CHECK(sample(text, R"(keel_jobs_depth{queue="alpha",state="discarded"})") == 2);
+    CHECK(sample(text, R"(keel_jobs_depth{queue="alpha",state="available"})") == 0);
+    CHECK(sample(text, R"(keel_jobs_depth{queue="beta",state="available"})") == 4);
+    CHECK(sample(text, R"(keel_jobs_depth{queue="beta",state="scheduled"})") == 1);
+    CHECK(sample(text, R"(keel_jobs_depth{queue="beta",state="running"})") == 0);
+    CHECK(depth_queues(text) == std::set<std::string>{"alpha", "beta"});  // fewer than N: no "other"
   }
 
   TEST_CASE("per-queue limits bound how many of a queue's jobs run at once") {
