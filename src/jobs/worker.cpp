@@ -267,6 +267,12 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
   // Jobs held at most: one per handler thread plus the prefetched ones.
   [[nodiscard]] std::size_t capacity() const { return options.concurrency + options.prefetch; }
 
+  // "keel-jobs-leader <worker id>": pg_stat_activity then tells which worker a session belongs
+  // to, e.g. the holder of the leader lock. Postgres keeps the first 63 bytes.
+  [[nodiscard]] std::string application_name(std::string_view role) const {
+    return "keel-jobs-" + std::string(role) + " " + options.worker_id;
+  }
+
   // Opens or re-opens a connection, waiting between attempts; false when asked to stop.
   bool ensure_connected(std::optional<pg::connection>& c, const bool& stop_flag, std::string_view role) {
     auto delay = 50ms;
@@ -279,7 +285,7 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
       if (c) {
         if (c->reset()) return true;
       } else if (auto opened = pg::connection::connect(
-                     options.conninfo, {.application_name = "keel-jobs-" + std::string(role)})) {
+                     options.conninfo, {.application_name = application_name(role)})) {
         c.emplace(std::move(*opened));
         return true;
       }
@@ -291,7 +297,7 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
 
   bool try_connect(std::optional<pg::connection>& c) {
     if (c) return c->is_open() || static_cast<bool>(c->reset());
-    auto opened = pg::connection::connect(options.conninfo, {.application_name = "keel-jobs-control"});
+    auto opened = pg::connection::connect(options.conninfo, {.application_name = application_name("control")});
     if (!opened) return false;
     c.emplace(std::move(*opened));
     return true;
@@ -366,6 +372,7 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
         {
           std::unique_lock lock(mutex);
           counters.fetched += got.size();
+          ++counters.fetch_rounds;
           // Enough draining tasks for the new jobs, up to one per handler.
           tasks = std::min(got.size(), options.concurrency - std::min(options.concurrency, draining));
           draining += tasks;
@@ -781,6 +788,7 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
       {
         std::unique_lock lock(mutex);
         counters.leader = leading;
+        if (leading) ++counters.maintenance_rounds;
         control_cv.wait_for(lock, options.maintenance_interval, [&] { return stopping_control; });
         if (stopping_control) break;
       }

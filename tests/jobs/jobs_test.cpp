@@ -56,6 +56,21 @@ struct schema_with_jobs : keel::test::scratch_schema {
   schema_with_jobs() { REQUIRE(jobs::migrate(c)); }
 };
 
+// Returns once `w` answered two more fetch statements than when called, so at least one of
+// them started after the call: anything it could take, it has taken. Negative checks ("nothing
+// was started") then follow a fetch that happened, not a guess of how long one takes.
+void await_fetch_rounds(jobs::worker& w) {
+  const auto from = w.stats().fetch_rounds;
+  w.wake();
+  REQUIRE(eventually([&] { return w.stats().fetch_rounds >= from + 2; }));
+}
+
+// The same for the leader's maintenance rounds (rescue, periodic jobs, pruning).
+void await_maintenance_rounds(const jobs::worker& w) {
+  const auto from = w.stats().maintenance_rounds;
+  REQUIRE(eventually([&] { return w.stats().maintenance_rounds >= from + 2; }));
+}
+
 jobs::worker_options fast_options(const std::string& conninfo) {
   return {.conninfo = conninfo,
           .concurrency = 4,
@@ -478,7 +493,7 @@ TEST_SUITE("pg") {
     auto job = jobs::get_job(db.c, id).value();
     // First retry 10 s after the failure, on the manual clock (microsecond precision).
     CHECK(std::chrono::abs(job.run_at - (clock.now() + 10s)) < 1ms);
-    std::this_thread::sleep_for(300ms);
+    await_fetch_rounds(w);
     CHECK(runs == 1);  // not before its time
     clock.advance(10s);
     w.wake();
@@ -592,14 +607,54 @@ TEST_SUITE("pg") {
     CHECK(w.stats().rescued == 1);
     CHECK(w.stats().leader);
     w.stop();
+  }
 
-    // The same guard from the other side: the dead worker's completion of attempt 1 arrives
-    // after the rescue: it must not touch the job (state and attempt are checked).
-    auto stale = db.c.query(
-        "UPDATE keel_jobs SET state = 'completed' WHERE id = $1 AND state = 'running' AND attempt = 1 "
-        "RETURNING id",
-        id);
-    CHECK(stale->empty());
+  TEST_CASE("a worker whose lease expired mid-run has its late completion refused") {
+    schema_with_jobs db;
+    auto id = jobs::enqueue(db.c, {.kind = "work"}).value().id;
+    // The stalled worker never renews its lease (a heartbeat once an hour, a lease of 300 ms) and
+    // holds one job at most. Its attempt 1 completes only once the leader rescued the job and
+    // runs attempt 2; attempt 2 completes only once attempt 1's completion was refused.
+    auto stalled_options = fast_options(db.conninfo);
+    stalled_options.queues = {{.name = "default", .max_running = 1}};
+    stalled_options.lease = 300ms;
+    stalled_options.heartbeat_interval = 1h;
+    stalled_options.maintenance = false;
+    stalled_options.worker_id = "stalled";
+    jobs::worker stalled(stalled_options);
+    std::atomic<bool> first_saw_second{false}, second_saw_refusal{false};
+    stalled.handle("work", [&](const jobs::job_context& ctx) {
+      auto c = db.connect();
+      first_saw_second = eventually([&] {
+        return c.query("SELECT state = 'running' AND attempt = 2 FROM keel_jobs WHERE id = $1", ctx.id)
+            .value()
+            .value<bool>()
+            .value();
+      });
+      return jobs::job_result::done();  // too late: attempt 1 no longer holds the job
+    });
+    jobs::worker leader(fast_options(db.conninfo));
+    leader.handle("work", [&](const jobs::job_context&) {
+      second_saw_refusal = eventually([&] { return stalled.stats().acks_lost == 1; });
+      return jobs::job_result::done();
+    });
+    REQUIRE(stalled.start());
+    REQUIRE(eventually([&] { return count(db.c, "SELECT count(*) FROM keel_jobs WHERE worker_id = 'stalled'") == 1; }));
+    REQUIRE(leader.start());
+    REQUIRE(eventually([&] { return state_of(db.c, id) == "completed"; }, 30s));
+    CHECK(first_saw_second);
+    CHECK(second_saw_refusal);
+    CHECK(stalled.stats().acks_lost == 1);
+    CHECK(stalled.stats().completed == 1);  // its handler did complete; the table did not take it
+    CHECK(leader.stats().rescued == 1);
+    auto job = jobs::get_job(db.c, id).value();
+    CHECK(job.attempt == 2);
+    CHECK(job.worker_id == leader.id());
+    REQUIRE(job.errors.size() == 1);
+    CHECK(job.errors[0].attempt == 1);
+    CHECK(job.errors[0].error.find("lease expired: worker stalled") != std::string::npos);
+    stalled.stop();
+    leader.stop();
   }
 
   TEST_CASE("paused queues are not fetched until resumed") {
@@ -609,8 +664,9 @@ TEST_SUITE("pg") {
     jobs::worker w(fast_options(db.conninfo));
     w.handle("p", [](const jobs::job_context&) { return jobs::job_result::done(); });
     REQUIRE(w.start());
-    std::this_thread::sleep_for(400ms);
+    await_fetch_rounds(w);
     CHECK(state_of(db.c, id) == "available");
+    CHECK(w.stats().fetched == 0);
     auto summary = jobs::queue_summaries(db.c).value();
     REQUIRE(summary.size() == 1);
     CHECK(summary[0].paused);
@@ -820,9 +876,8 @@ TEST_SUITE("pg") {
     // A limit of 0 holds the queue; removing the limit lets it run again.
     REQUIRE(jobs::set_queue_limit(db.c, "narrow", 0));
     auto held = jobs::enqueue(db.c, {.kind = "q", .queue = "narrow"}).value().id;
-    first.wake();
-    second.wake();
-    std::this_thread::sleep_for(300ms);
+    await_fetch_rounds(first);
+    await_fetch_rounds(second);
     CHECK(state_of(db.c, held) == "available");
     REQUIRE(jobs::set_queue_limit(db.c, "narrow", std::nullopt));
     CHECK(eventually([&] { return state_of(db.c, held) == "completed"; }));
@@ -1036,8 +1091,9 @@ TEST_SUITE("pg") {
   TEST_CASE("cron periodic jobs are enqueued once in each matching minute (manual clock)") {
     schema_with_jobs db;
     using namespace std::chrono;
-    // An even minute, 5 s in; the expression fires every second minute.
-    const auto base = floor<hours>(system_clock::now()) + minutes(2) + seconds(5);
+    // An even minute, 5 s in; the expression fires every second minute. Ahead of the real time,
+    // which enqueue gives the jobs as run_at, so the worker's clock finds them due.
+    const auto base = floor<hours>(system_clock::now()) + hours(1) + minutes(2) + seconds(5);
     keel::manual_clock clock(time_point_cast<nanoseconds>(base));
     auto options = fast_options(db.conninfo);
     options.clock = &clock;
@@ -1050,18 +1106,24 @@ TEST_SUITE("pg") {
       CHECK(w.start().error() == jobs::errc::invalid_schedule);
     }
     jobs::worker w(options);
-    w.handle("report", [](const jobs::job_context&) { return jobs::job_result::done(); });
+    std::atomic<int> ran{0};
+    w.handle("report", [&](const jobs::job_context&) {
+      ++ran;
+      return jobs::job_result::done();
+    });
     REQUIRE(w.start());
     auto reports = [&] { return count(db.c, "SELECT count(*) FROM keel_jobs WHERE kind = 'report'"); };
     REQUIRE(eventually([&] { return reports() == 1; }));
+    CHECK(eventually([&] { return ran == 1; }));  // the slot's job fired
     clock.advance(30s);  // same minute
-    std::this_thread::sleep_for(400ms);
+    await_maintenance_rounds(w);
     CHECK(reports() == 1);
     clock.advance(60s);  // an odd minute: no slot
-    std::this_thread::sleep_for(400ms);
+    await_maintenance_rounds(w);
     CHECK(reports() == 1);
     clock.advance(60s);  // the next even minute
     CHECK(eventually([&] { return reports() == 2; }));
+    CHECK(eventually([&] { return ran == 2; }));
     w.stop();
   }
 
@@ -1117,7 +1179,7 @@ TEST_SUITE("pg") {
         return true;
       };
       CHECK(eventually(all_there));
-      std::this_thread::sleep_for(500ms);  // several more maintenance rounds add nothing
+      await_maintenance_rounds(w);  // more rounds add nothing
       for (const auto& [name, want] : expected) CHECK_MESSAGE(slots_of(name) == want, name);
       w.stop();
     };
@@ -1252,37 +1314,65 @@ TEST_SUITE("pg") {
     CHECK(WIFEXITED(b->wait()));
   }
 
-  TEST_CASE("periodic jobs run exactly once per slot with three worker processes") {
+  TEST_CASE("the leader process is SIGKILLed: another takes over within the lease; each slot once") {
     keel::test::scratch_schema schema;
     auto c = schema.connect();
     REQUIRE(jobs::migrate(c));
     REQUIRE(c.execute("CREATE TABLE test_ticks (job_id int8, slot text, pid int4)"));
+    // Three processes with a periodic job every 500 ms, a lease of 3 s (tests/jobs/test_worker.cpp).
+    constexpr auto lease = 3000ms;
     std::vector<std::unique_ptr<child>> workers;
     for (int i = 0; i < 3; ++i) workers.push_back(std::make_unique<child>("periodic", schema.conninfo));
-    std::this_thread::sleep_for(3500ms);
-    // Kill whoever leads; another takes over.
-    const auto killed_pid = workers[0]->pid;
-    workers[0]->kill(SIGKILL);
-    workers[0]->wait();
-    std::this_thread::sleep_for(3500ms);
+    // Who leads: the session holding this schema's leader lock (pg_locks), its application name
+    // (pg_stat_activity: "keel-jobs-leader <worker id>"), and the pid in the worker id.
+    auto leader_pid = [&]() -> pid_t {
+      auto found = c.query(R"sql(
+SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 1802137199
+  AND l.objid = hashtext(current_schema())::oid AND l.objsubid = 2
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))sql");
+      if (!found || found->empty()) return -1;
+      const auto name = (*found)[0].get<std::string>(0).value();
+      constexpr std::string_view prefix = "keel-jobs-leader test-worker-";
+      if (!name.starts_with(prefix)) return -1;
+      return static_cast<pid_t>(std::stol(name.substr(prefix.size())));
+    };
+    auto slots = [&] { return count(c, "SELECT count(DISTINCT unique_key) FROM keel_jobs WHERE kind = 'tick'"); };
+    REQUIRE(eventually([&] { return leader_pid() > 0 && slots() >= 3; }));
+    const auto killed_pid = leader_pid();
+    auto leader = std::find_if(workers.begin(), workers.end(), [&](const auto& w) { return w->pid == killed_pid; });
+    REQUIRE(leader != workers.end());
+    const auto slots_before = slots();
+    (*leader)->kill(SIGKILL);
+    const auto killed_at = std::chrono::steady_clock::now();
+    (*leader)->wait();
+    pid_t next_pid = -1;
+    REQUIRE(eventually([&] {
+      next_pid = leader_pid();
+      return next_pid > 0 && next_pid != killed_pid;
+    }));
+    const auto took_over = std::chrono::steady_clock::now() - killed_at;
+    MESSAGE("leader " << killed_pid << " killed; " << next_pid << " took over after "
+                      << std::chrono::duration_cast<std::chrono::milliseconds>(took_over).count() << " ms");
+    CHECK(took_over < lease);
+    CHECK(std::any_of(workers.begin(), workers.end(), [&](const auto& w) { return w->pid == next_pid; }));
+    // The new leader goes on enqueueing slots.
+    CHECK(eventually([&] { return slots() >= slots_before + 3; }));
     for (auto& w : workers) {
       if (w->pid > 0) w->kill(SIGTERM);
     }
     for (auto& w : workers) {
-      if (w->pid > 0) w->wait();
+      if (w->pid > 0) CHECK(WIFEXITED(w->wait()));
     }
-    const auto slots = count(c, "SELECT count(DISTINCT unique_key) FROM keel_jobs WHERE kind = 'tick'");
-    const auto ticks = count(c, "SELECT count(*) FROM keel_jobs WHERE kind = 'tick'");
-    MESSAGE("periodic slots seen: " << slots);
-    CHECK(slots >= 8);  // 7 s at one slot per 500 ms, minus start-up and the leader change
-    CHECK(ticks == slots);
+    const auto all_slots = slots();
+    CHECK(count(c, "SELECT count(*) FROM keel_jobs WHERE kind = 'tick'") == all_slots);  // none twice
     // Each slot's job ran once (a graceful stop may leave the last one or two unrun), except one
     // the killed worker was running: it runs again once its lease expires (at least once).
     CHECK(count(c,
                 "SELECT count(*) FROM (SELECT job_id FROM test_ticks GROUP BY job_id HAVING count(*) > 1 "
                 "AND NOT bool_or(pid = " +
                     std::to_string(killed_pid) + ")) d") == 0);
-    CHECK(count(c, "SELECT count(DISTINCT job_id) FROM test_ticks") >= slots - 2);
+    CHECK(count(c, "SELECT count(DISTINCT job_id) FROM test_ticks") >= all_slots - 2);
   }
 
   TEST_CASE("reliability: 100,000 jobs, two worker processes, one SIGKILLed, Postgres restarted") {
