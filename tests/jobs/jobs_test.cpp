@@ -1273,6 +1273,12 @@ TEST_SUITE("pg") {
     CHECK(runs(first) == 1);
     CHECK(state_of(c, running_first) == "completed");  // it ignored the cancellation and completed
     CHECK(in_state(first, "cancelled") == 4);
+    auto cancelled_unstarted = [&](const std::vector<std::int64_t>& ids) {
+      return number("SELECT count(*) FROM keel_jobs WHERE id = ANY($1) AND attempt = 0 "
+                    "AND errors->-1->>'error' = 'cancelled before it started'",
+                    ids);
+    };
+    CHECK(cancelled_unstarted(first) == 4);
 
     // 2. Cancelled while A stops: the cancellations commit after stop() handed the prefetched
     //    jobs back (its acknowledgement waits for the cancelling transaction's row locks), and
@@ -1305,6 +1311,7 @@ TEST_SUITE("pg") {
     CHECK(runs(second) == 1);
     CHECK(in_state(second, "cancelled") == 5);
     CHECK(state_of(c, running_second) == "cancelled");
+    CHECK(cancelled_unstarted(second) == 4);
     CHECK(c.query("SELECT count(*) FROM test_runs WHERE pid = $1 AND job_id <> $2", static_cast<std::int32_t>(b->pid),
                   sentinel)
               .value()
