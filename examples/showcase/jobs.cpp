@@ -21,44 +21,6 @@ namespace {
 using namespace std::chrono_literals;
 namespace jobs = keel::jobs;
 namespace net = keel::net;
-using keel::metrics::counter_family;
-using keel::metrics::gauge_family;
-using keel::metrics::histogram_family;
-
-// Job events into the server's metrics registry.
-class metrics_observer final : public jobs::observer {
- public:
-  explicit metrics_observer(keel::metrics::registry& r)
-      : enqueued_(
-            r.add_counter("keel_jobs_enqueued_total", "Jobs enqueued by this process", {"queue", "kind"})),
-        started_(r.add_counter("keel_jobs_started_total", "Job runs started", {"queue", "kind"})),
-        finished_(r.add_counter("keel_jobs_finished_total",
-                                "Job runs finished, by outcome (completed, failed, discarded, cancelled)",
-                                {"queue", "kind", "outcome"})),
-        run_time_(r.add_histogram("keel_jobs_run_seconds", "Time a handler ran", {"queue", "kind"})),
-        queue_wait_(r.add_histogram("keel_jobs_queue_wait_seconds", "Time from runnable to started",
-                                    {"queue", "kind"})) {}
-
-  void enqueued(std::string_view queue, std::string_view kind, std::size_t count) override {
-    enqueued_.labels({queue, kind}).inc(count);
-  }
-  void started(std::string_view queue, std::string_view kind, std::chrono::nanoseconds wait) override {
-    started_.labels({queue, kind}).inc();
-    queue_wait_.labels({queue, kind}).observe(std::chrono::duration<double>(wait).count());
-  }
-  void finished(std::string_view queue, std::string_view kind, std::string_view outcome,
-                std::chrono::nanoseconds run_time) override {
-    finished_.labels({queue, kind, outcome}).inc();
-    run_time_.labels({queue, kind}).observe(std::chrono::duration<double>(run_time).count());
-  }
-
- private:
-  counter_family& enqueued_;
-  counter_family& started_;
-  counter_family& finished_;
-  histogram_family& run_time_;
-  histogram_family& queue_wait_;
-};
 
 // The demo worker and the feeder that keeps giving it work; stopped when the server's routes
 // are destroyed (before main's Postgres cluster goes away).
@@ -139,9 +101,7 @@ keel::result<void> mount_jobs(context& ctx) {
     if (auto migrated = jobs::migrate(**c); !migrated) return migrated.error();
   }
   auto& registry = ctx.server.metrics();
-  auto observer = std::make_shared<metrics_observer>(registry);
-  auto& depth =
-      registry.add_gauge("keel_jobs_depth", "Jobs in the table, by queue and state", {"queue", "state"});
+  auto observer = std::make_shared<jobs::metrics_observer>(registry);
 
   // The demo: a worker with kinds that behave like real ones, and a trickle of new jobs.
   auto d = std::make_shared<demo>();
@@ -197,18 +157,9 @@ keel::result<void> mount_jobs(context& ctx) {
   });
 
   // Queue depth is read from the table when /metrics is scraped.
-  ctx.server.use([&pool = ctx.pool, &depth](net::request& req, const net::next_handler& next) {
+  ctx.server.use([&pool = ctx.pool, observer](net::request& req, const net::next_handler& next) {
     if (req.path == "/metrics") {
-      if (auto c = pool.acquire(); c) {
-        if (auto summaries = jobs::queue_summaries(**c); summaries) {
-          for (const auto& s : *summaries) {
-            for (int i = 0; i < 8; ++i) {
-              depth.labels({s.queue, jobs::to_string(static_cast<jobs::job_state>(i))})
-                  .set(static_cast<double>(s.counts[i]));
-            }
-          }
-        }
-      }
+      if (auto c = pool.acquire(); c) (void)observer->refresh_depth(**c);  // else the last values stay
     }
     return next(req);
   });

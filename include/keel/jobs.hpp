@@ -4,4 +4,5 @@
 #include <keel/jobs/client.hpp>
 #include <keel/jobs/cron.hpp>
 #include <keel/jobs/error.hpp>
+#include <keel/jobs/metrics.hpp>
 #include <keel/jobs/worker.hpp>

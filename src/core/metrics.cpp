@@ -139,8 +139,12 @@ std::vector<double> default_buckets() {
 
 template <class Metric>
 struct family<Metric>::children {
+  struct child {
+    std::unique_ptr<Metric> metric;
+    bool hidden = false;  // hide(): kept (references stay valid) but not exposed
+  };
   mutable std::shared_mutex mutex;
-  std::map<std::vector<std::string>, std::unique_ptr<Metric>, label_less> by_labels;
+  std::map<std::vector<std::string>, child, label_less> by_labels;
 };
 
 template <class Metric>
@@ -169,15 +173,31 @@ Metric& family<Metric>::labels(std::span<const std::string_view> values) {
   {
     std::shared_lock lock(children_->mutex);
     const auto it = children_->by_labels.find(values);
-    if (it != children_->by_labels.end()) return *it->second;
+    if (it != children_->by_labels.end() && !it->second.hidden) return *it->second.metric;
   }
   std::unique_lock lock(children_->mutex);
   const auto it = children_->by_labels.find(values);
-  if (it != children_->by_labels.end()) return *it->second;
+  if (it != children_->by_labels.end()) {
+    it->second.hidden = false;
+    return *it->second.metric;
+  }
   std::vector<std::string> key(values.begin(), values.end());
   auto& slot = children_->by_labels[std::move(key)];
-  slot = make_metric<Metric>(bounds_);
-  return *slot;
+  slot.metric = make_metric<Metric>(bounds_);
+  return *slot.metric;
+}
+
+template <class Metric>
+void family<Metric>::hide(std::span<const std::string_view> values) {
+  std::unique_lock lock(children_->mutex);
+  if (const auto it = children_->by_labels.find(values); it != children_->by_labels.end()) it->second.hidden = true;
+}
+
+template <class Metric>
+std::size_t family<Metric>::exposed_children() const {
+  std::shared_lock lock(children_->mutex);
+  return static_cast<std::size_t>(std::count_if(children_->by_labels.begin(), children_->by_labels.end(),
+                                                [](const auto& entry) { return !entry.second.hidden; }));
 }
 
 template <class Metric>
@@ -192,7 +212,9 @@ void family<Metric>::expose(std::string& out) const {
   out += type_name<Metric>();
   out.push_back('\n');
   std::shared_lock lock(children_->mutex);
-  for (const auto& [values, metric] : children_->by_labels) {
+  for (const auto& [values, child] : children_->by_labels) {
+    if (child.hidden) continue;
+    const auto& metric = child.metric;
     if constexpr (std::is_same_v<Metric, histogram>) {
       const auto counts = metric->bucket_counts();
       std::uint64_t cumulative = 0;

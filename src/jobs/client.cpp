@@ -735,36 +735,46 @@ result<void> set_queue_limit(pg::connection& c, std::string_view queue,
 }
 
 result<std::vector<queue_summary>> queue_summaries(pg::connection& c) {
+  // One pass over the table, grouped by queue, joined to the queue records: a subquery per queue
+  // scanned the table once per queue (seconds with thousands of queues).
   auto found = c.query(R"sql(
-WITH counts AS (SELECT queue, state, count(*) AS n FROM keel_jobs GROUP BY queue, state),
-     names AS (SELECT queue FROM counts UNION SELECT name FROM keel_job_queues)
-SELECT n.queue, coalesce(q.paused, false), q.max_running,
-       coalesce((SELECT jsonb_object_agg(state, c.n) FROM counts c WHERE c.queue = n.queue), '{}'::jsonb),
-       (SELECT count(*) FROM keel_jobs j WHERE j.queue = n.queue AND j.state = 'completed'
-          AND j.finished_at > now() - interval '1 minute'),
-       (SELECT count(*) FROM keel_jobs j WHERE j.queue = n.queue AND j.state IN ('retryable', 'discarded')
-          AND j.attempted_at > now() - interval '1 minute')
-FROM names n LEFT JOIN keel_job_queues q ON q.name = n.queue
-ORDER BY n.queue)sql");
+WITH counts AS (
+  SELECT queue,
+         count(*) FILTER (WHERE state = 'pending') AS pending,
+         count(*) FILTER (WHERE state = 'available') AS available,
+         count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
+         count(*) FILTER (WHERE state = 'running') AS running,
+         count(*) FILTER (WHERE state = 'retryable') AS retryable,
+         count(*) FILTER (WHERE state = 'completed') AS completed,
+         count(*) FILTER (WHERE state = 'discarded') AS discarded,
+         count(*) FILTER (WHERE state = 'cancelled') AS cancelled,
+         count(*) FILTER (WHERE state = 'completed' AND finished_at > now() - interval '1 minute') AS completed_recently,
+         count(*) FILTER (WHERE state IN ('retryable', 'discarded') AND attempted_at > now() - interval '1 minute')
+           AS failed_recently
+  FROM keel_jobs GROUP BY queue)
+SELECT coalesce(c.queue, q.name), coalesce(q.paused, false), q.max_running,
+       coalesce(c.pending, 0), coalesce(c.available, 0), coalesce(c.scheduled, 0), coalesce(c.running, 0),
+       coalesce(c.retryable, 0), coalesce(c.completed, 0), coalesce(c.discarded, 0), coalesce(c.cancelled, 0),
+       coalesce(c.completed_recently, 0), coalesce(c.failed_recently, 0)
+FROM counts c FULL JOIN keel_job_queues q ON q.name = c.queue
+ORDER BY 1)sql");
   if (!found) return found.error();
   std::vector<queue_summary> out;
+  out.reserve(found->size());
   for (const auto row : *found) {
     queue_summary s;
-    s.queue = or_default(row.get<std::string>(0), "");
+    auto queue = row.get<std::string>(0);
+    if (!queue) return queue.error();
+    s.queue = std::move(*queue);
     s.paused = or_default(row.get<bool>(1), false);
     s.max_running = or_default(row.get<std::optional<std::int32_t>>(2), std::nullopt);
-    if (auto counts = row.get<pg::jsonb>(3)) {
-      boost::system::error_code ec;
-      const auto parsed = boost::json::parse(counts->text, ec);
-      if (!ec && parsed.is_object()) {
-        for (const auto& [name, n] : parsed.as_object()) {
-          const auto state = parse_job_state(std::string_view(name.data(), name.size()));
-          if (state && n.is_int64()) s.counts[static_cast<int>(*state)] = n.as_int64();
-        }
-      }
+    for (std::size_t k = 0; k < state_names.size(); ++k) {
+      auto n = row.get<std::int64_t>(3 + k);
+      if (!n) return n.error();
+      s.counts[k] = *n;
     }
-    s.completed_last_minute = or_default(row.get<std::int64_t>(4), 0);
-    s.failed_last_minute = or_default(row.get<std::int64_t>(5), 0);
+    s.completed_last_minute = or_default(row.get<std::int64_t>(11), 0);
+    s.failed_last_minute = or_default(row.get<std::int64_t>(12), 0);
     out.push_back(std::move(s));
   }
   return out;

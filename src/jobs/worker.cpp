@@ -65,20 +65,25 @@ constexpr std::string_view fetch_sql = "SELECT * FROM keel_jobs_fetch($1, $2, $3
 // Acknowledge a batch of finished runs. A row changes only if it is still running the same
 // attempt: a job rescued (lease expired) or cancelled meanwhile is left alone, and a rescue
 // can never overwrite a completion either (it checks state = 'running' too). Dependents of
-// completed jobs are released in the same statement.
+// completed jobs are released in the same statement. A job handed back unstarted ('release')
+// whose cancellation was requested meanwhile is cancelled, not made available: once cancel_job
+// returned, no worker may fetch it again.
 constexpr std::string_view ack_sql = R"sql(
 WITH u AS (
   SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[]) AS u(id, attempt, state, error, run_at_us)
 ), done AS (
   UPDATE keel_jobs j SET
-    state = CASE WHEN u.state = 'release' THEN 'available'
-                 WHEN u.state <> 'completed' AND j.cancel_requested THEN 'cancelled'
+    state = CASE WHEN u.state <> 'completed' AND j.cancel_requested THEN 'cancelled'
+                 WHEN u.state = 'release' THEN 'available'
                  ELSE u.state END,
     attempt = CASE WHEN u.state = 'release' THEN j.attempt - 1 ELSE j.attempt END,
     finished_at = CASE WHEN u.state IN ('release', 'retryable') AND NOT j.cancel_requested THEN NULL ELSE $6 END,
     run_at = CASE WHEN u.state = 'retryable' THEN 'epoch'::timestamptz + u.run_at_us * interval '1 microsecond'
                   ELSE j.run_at END,
-    errors = CASE WHEN u.error = '' THEN j.errors
+    errors = CASE WHEN u.state = 'release' AND j.cancel_requested
+                    THEN j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt - 1, 'at', $6, 'error',
+                                                                          'cancelled before it started'))
+                  WHEN u.error = '' THEN j.errors
                   ELSE j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, 'at', $6, 'error', u.error))
              END,
     lease_expires_at = NULL
@@ -262,6 +267,12 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
   // Jobs held at most: one per handler thread plus the prefetched ones.
   [[nodiscard]] std::size_t capacity() const { return options.concurrency + options.prefetch; }
 
+  // "keel-jobs-leader <worker id>": pg_stat_activity then tells which worker a session belongs
+  // to, e.g. the holder of the leader lock. Postgres keeps the first 63 bytes.
+  [[nodiscard]] std::string application_name(std::string_view role) const {
+    return "keel-jobs-" + std::string(role) + " " + options.worker_id;
+  }
+
   // Opens or re-opens a connection, waiting between attempts; false when asked to stop.
   bool ensure_connected(std::optional<pg::connection>& c, const bool& stop_flag, std::string_view role) {
     auto delay = 50ms;
@@ -274,7 +285,7 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
       if (c) {
         if (c->reset()) return true;
       } else if (auto opened = pg::connection::connect(
-                     options.conninfo, {.application_name = "keel-jobs-" + std::string(role)})) {
+                     options.conninfo, {.application_name = application_name(role)})) {
         c.emplace(std::move(*opened));
         return true;
       }
@@ -286,7 +297,7 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
 
   bool try_connect(std::optional<pg::connection>& c) {
     if (c) return c->is_open() || static_cast<bool>(c->reset());
-    auto opened = pg::connection::connect(options.conninfo, {.application_name = "keel-jobs-control"});
+    auto opened = pg::connection::connect(options.conninfo, {.application_name = application_name("control")});
     if (!opened) return false;
     c.emplace(std::move(*opened));
     return true;
@@ -361,6 +372,7 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
         {
           std::unique_lock lock(mutex);
           counters.fetched += got.size();
+          ++counters.fetch_rounds;
           // Enough draining tasks for the new jobs, up to one per handler.
           tasks = std::min(got.size(), options.concurrency - std::min(options.concurrency, draining));
           draining += tasks;
@@ -550,6 +562,7 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
     for (const auto row : *alive)
       answer[or_default(row.get<std::int64_t>(0), 0)] = or_default(row.get<bool>(1), false);
     std::unique_lock lock(mutex);
+    bool dropped = false;
     for (const auto id : ids) {
       auto found = held.find(id);
       if (found == held.end()) continue;  // finished meanwhile
@@ -562,6 +575,23 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
         j.cancel_requested = true;
         j.stop.store(true, std::memory_order_release);
       }
+      // A prefetched job must not start once it is cancelled or no longer ours: take it out of
+      // `ready` now. A cancelled one is handed back, and the ack cancels it in the table.
+      if (!j.started && (j.lease_lost || j.cancel_requested)) {
+        if (j.cancel_requested) {
+          acks.push_back({.id = j.id, .attempt = j.attempt, .state = "release", .error = {}, .run_at_us = 0});
+          ++counters.cancelled;
+        }
+        std::erase_if(ready, [&](const std::shared_ptr<held_job>& r) { return r->id == id; });
+        if (auto q = held_per_queue.find(j.queue); q != held_per_queue.end() && q->second > 0) --q->second;
+        held.erase(found);
+        dropped = true;
+      }
+    }
+    if (dropped) {
+      fetch_wanted = true;  // slots were freed
+      fetch_cv.notify_one();
+      control_cv.notify_one();
     }
   }
 
@@ -758,6 +788,7 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
       {
         std::unique_lock lock(mutex);
         counters.leader = leading;
+        if (leading) ++counters.maintenance_rounds;
         control_cv.wait_for(lock, options.maintenance_interval, [&] { return stopping_control; });
         if (stopping_control) break;
       }

@@ -53,6 +53,22 @@ TEST_SUITE("unit") {
     CHECK_THROWS_AS((void)a.labels({}), std::invalid_argument);
   }
 
+  TEST_CASE("a hidden child is not exposed, keeps its value, and comes back when used again") {
+    keel::metrics::registry r;
+    auto& depth = r.add_gauge("depth", "Jobs.", {"queue"});
+    auto& a = depth.labels({"a"});
+    a.set(4);
+    depth.labels({"b"}).set(1);
+    depth.hide({"a"});
+    depth.hide({"never-used"});
+    CHECK(depth.exposed_children() == 1);
+    CHECK(r.expose() == "# HELP depth Jobs.\n# TYPE depth gauge\ndepth{queue=\"b\"} 1\n");
+    a.set(5);  // the reference stays valid
+    CHECK(&depth.labels({"a"}) == &a);
+    CHECK(depth.exposed_children() == 2);
+    CHECK(r.expose() == "# HELP depth Jobs.\n# TYPE depth gauge\ndepth{queue=\"a\"} 5\ndepth{queue=\"b\"} 1\n");
+  }
+
   TEST_CASE("the metrics hot path counts exactly under several threads") {
     keel::metrics::registry r;
     auto& family = r.add_counter("hits_total", "Hits.", {"route"});

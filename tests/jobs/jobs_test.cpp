@@ -9,6 +9,8 @@
 #include <boost/json.hpp>
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -53,6 +55,21 @@ struct schema_with_jobs : keel::test::scratch_schema {
   keel::pg::connection c = connect();
   schema_with_jobs() { REQUIRE(jobs::migrate(c)); }
 };
+
+// Returns once `w` answered two more fetch statements than when called, so at least one of
+// them started after the call: anything it could take, it has taken. Negative checks ("nothing
+// was started") then follow a fetch that happened, not a guess of how long one takes.
+void await_fetch_rounds(jobs::worker& w) {
+  const auto from = w.stats().fetch_rounds;
+  w.wake();
+  REQUIRE(eventually([&] { return w.stats().fetch_rounds >= from + 2; }));
+}
+
+// The same for the leader's maintenance rounds (rescue, periodic jobs, pruning).
+void await_maintenance_rounds(const jobs::worker& w) {
+  const auto from = w.stats().maintenance_rounds;
+  REQUIRE(eventually([&] { return w.stats().maintenance_rounds >= from + 2; }));
+}
 
 jobs::worker_options fast_options(const std::string& conninfo) {
   return {.conninfo = conninfo,
@@ -102,6 +119,87 @@ struct child {
     }
   }
 };
+
+// 3,000 queues with known contents: queue i ("q0000"...) has i % 4 + 1 available jobs, one more
+// scheduled when i % 3 == 0; of its first job, one completed in the last minute when i % 5 == 0,
+// else one that failed in the last minute (retryable) when i % 7 == 0. "q0001" is paused,
+// "q0002" limited to 3, and "idle" has a pause record and no jobs.
+struct many_queues {
+  struct expected {
+    std::array<std::int64_t, 8> counts{};
+    [[nodiscard]] std::int64_t unfinished() const {
+      return counts[0] + counts[1] + counts[2] + counts[3] + counts[4];
+    }
+    [[nodiscard]] std::int64_t total() const {
+      std::int64_t n = 0;
+      for (const auto c : counts) n += c;
+      return n;
+    }
+  };
+  std::map<std::string, expected> queues;
+
+  static std::string name(int i) {
+    std::string n = std::to_string(i);
+    return "q" + std::string(4 - n.size(), '0') + n;
+  }
+
+  static many_queues enqueue(keel::pg::connection& c) {
+    many_queues out;
+    std::vector<jobs::new_job> batch;
+    std::vector<std::string> completing, failing;
+    const auto later = keel::timestamp(std::chrono::system_clock::now() + std::chrono::hours(1));
+    for (int i = 0; i < 3000; ++i) {
+      auto& want = out.queues[name(i)].counts;
+      const int available = i % 4 + 1;
+      for (int k = 0; k < available; ++k) batch.push_back({.kind = "k", .queue = name(i)});
+      want[static_cast<int>(jobs::job_state::available)] = available;
+      if (i % 3 == 0) {
+        batch.push_back({.kind = "k", .queue = name(i), .run_at = later});
+        want[static_cast<int>(jobs::job_state::scheduled)] = 1;
+      }
+      if (i % 5 == 0) {
+        completing.push_back(name(i));
+        --want[static_cast<int>(jobs::job_state::available)];
+        want[static_cast<int>(jobs::job_state::completed)] = 1;
+      } else if (i % 7 == 0) {
+        failing.push_back(name(i));
+        --want[static_cast<int>(jobs::job_state::available)];
+        want[static_cast<int>(jobs::job_state::retryable)] = 1;
+      }
+    }
+    REQUIRE(jobs::enqueue_many(c, batch));
+    // The first job of those queues finished or failed just now (as a worker would leave them).
+    REQUIRE(c.query("UPDATE keel_jobs SET state = 'completed', attempt = 1, attempted_at = now(), finished_at = now() "
+                    "WHERE id IN (SELECT min(id) FROM keel_jobs WHERE queue = ANY($1) GROUP BY queue)",
+                    completing));
+    REQUIRE(c.query("UPDATE keel_jobs SET state = 'retryable', attempt = 1, attempted_at = now() "
+                    "WHERE id IN (SELECT min(id) FROM keel_jobs WHERE queue = ANY($1) GROUP BY queue)",
+                    failing));
+    REQUIRE(jobs::pause_queue(c, "q0001"));
+    REQUIRE(jobs::set_queue_limit(c, "q0002", 3));
+    REQUIRE(jobs::pause_queue(c, "idle"));
+    REQUIRE(c.execute("ANALYZE keel_jobs"));
+    return out;
+  }
+};
+
+// The value of `series` (name and labels, as exposed) in a Prometheus exposition, or -1.
+double sample(const std::string& exposition, const std::string& series) {
+  const auto at = exposition.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(exposition.substr(at + series.size() + 2));
+}
+
+// The queue label values of keel_jobs_depth in an exposition.
+std::set<std::string> depth_queues(const std::string& exposition) {
+  std::set<std::string> out;
+  const std::string prefix = "\nkeel_jobs_depth{queue=\"";
+  for (auto at = exposition.find(prefix); at != std::string::npos; at = exposition.find(prefix, at + 1)) {
+    const auto begin = at + prefix.size();
+    out.insert(exposition.substr(begin, exposition.find('"', begin) - begin));
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -395,7 +493,7 @@ TEST_SUITE("pg") {
     auto job = jobs::get_job(db.c, id).value();
     // First retry 10 s after the failure, on the manual clock (microsecond precision).
     CHECK(std::chrono::abs(job.run_at - (clock.now() + 10s)) < 1ms);
-    std::this_thread::sleep_for(300ms);
+    await_fetch_rounds(w);
     CHECK(runs == 1);  // not before its time
     clock.advance(10s);
     w.wake();
@@ -509,14 +607,54 @@ TEST_SUITE("pg") {
     CHECK(w.stats().rescued == 1);
     CHECK(w.stats().leader);
     w.stop();
+  }
 
-    // The same guard from the other side: the dead worker's completion of attempt 1 arrives
-    // after the rescue: it must not touch the job (state and attempt are checked).
-    auto stale = db.c.query(
-        "UPDATE keel_jobs SET state = 'completed' WHERE id = $1 AND state = 'running' AND attempt = 1 "
-        "RETURNING id",
-        id);
-    CHECK(stale->empty());
+  TEST_CASE("a worker whose lease expired mid-run has its late completion refused") {
+    schema_with_jobs db;
+    auto id = jobs::enqueue(db.c, {.kind = "work"}).value().id;
+    // The stalled worker never renews its lease (a heartbeat once an hour, a lease of 300 ms) and
+    // holds one job at most. Its attempt 1 completes only once the leader rescued the job and
+    // runs attempt 2; attempt 2 completes only once attempt 1's completion was refused.
+    auto stalled_options = fast_options(db.conninfo);
+    stalled_options.queues = {{.name = "default", .max_running = 1}};
+    stalled_options.lease = 300ms;
+    stalled_options.heartbeat_interval = 1h;
+    stalled_options.maintenance = false;
+    stalled_options.worker_id = "stalled";
+    jobs::worker stalled(stalled_options);
+    std::atomic<bool> first_saw_second{false}, second_saw_refusal{false};
+    stalled.handle("work", [&](const jobs::job_context& ctx) {
+      auto c = db.connect();
+      first_saw_second = eventually([&] {
+        return c.query("SELECT state = 'running' AND attempt = 2 FROM keel_jobs WHERE id = $1", ctx.id)
+            .value()
+            .value<bool>()
+            .value();
+      });
+      return jobs::job_result::done();  // too late: attempt 1 no longer holds the job
+    });
+    jobs::worker leader(fast_options(db.conninfo));
+    leader.handle("work", [&](const jobs::job_context&) {
+      second_saw_refusal = eventually([&] { return stalled.stats().acks_lost == 1; });
+      return jobs::job_result::done();
+    });
+    REQUIRE(stalled.start());
+    REQUIRE(eventually([&] { return count(db.c, "SELECT count(*) FROM keel_jobs WHERE worker_id = 'stalled'") == 1; }));
+    REQUIRE(leader.start());
+    REQUIRE(eventually([&] { return state_of(db.c, id) == "completed"; }, 30s));
+    CHECK(first_saw_second);
+    CHECK(second_saw_refusal);
+    CHECK(stalled.stats().acks_lost == 1);
+    CHECK(stalled.stats().completed == 1);  // its handler did complete; the table did not take it
+    CHECK(leader.stats().rescued == 1);
+    auto job = jobs::get_job(db.c, id).value();
+    CHECK(job.attempt == 2);
+    CHECK(job.worker_id == leader.id());
+    REQUIRE(job.errors.size() == 1);
+    CHECK(job.errors[0].attempt == 1);
+    CHECK(job.errors[0].error.find("lease expired: worker stalled") != std::string::npos);
+    stalled.stop();
+    leader.stop();
   }
 
   TEST_CASE("paused queues are not fetched until resumed") {
@@ -526,8 +664,9 @@ TEST_SUITE("pg") {
     jobs::worker w(fast_options(db.conninfo));
     w.handle("p", [](const jobs::job_context&) { return jobs::job_result::done(); });
     REQUIRE(w.start());
-    std::this_thread::sleep_for(400ms);
+    await_fetch_rounds(w);
     CHECK(state_of(db.c, id) == "available");
+    CHECK(w.stats().fetched == 0);
     auto summary = jobs::queue_summaries(db.c).value();
     REQUIRE(summary.size() == 1);
     CHECK(summary[0].paused);
@@ -535,6 +674,135 @@ TEST_SUITE("pg") {
     REQUIRE(jobs::resume_queue(db.c, "default"));
     CHECK(eventually([&] { return state_of(db.c, id) == "completed"; }));
     w.stop();
+  }
+
+  TEST_CASE("queue summaries of 3,000 queues are right and take one pass") {
+    schema_with_jobs db;
+    const auto many = many_queues::enqueue(db.c);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto summaries = jobs::queue_summaries(db.c).value();
+    const auto took = std::chrono::steady_clock::now() - t0;
+    MESSAGE("queue_summaries of " << many.queues.size() << " queues: "
+                                  << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+    // A correlated subquery per queue took seconds here; one aggregate pass takes milliseconds.
+    CHECK(took < 1s);
+    REQUIRE(summaries.size() == many.queues.size() + 1);  // and "idle", which only has a pause record
+    for (const auto& s : summaries) {
+      if (s.queue == "idle") {
+        CHECK(s.paused);
+        CHECK(std::all_of(std::begin(s.counts), std::end(s.counts), [](std::int64_t n) { return n == 0; }));
+        continue;
+      }
+      const auto& want = many.queues.at(s.queue);
+      CHECK_MESSAGE(std::equal(std::begin(s.counts), std::end(s.counts), want.counts.begin()), s.queue);
+      CHECK_MESSAGE(s.paused == (s.queue == "q0001"), s.queue);
+      CHECK_MESSAGE(s.max_running == (s.queue == "q0002" ? std::optional<std::int32_t>(3) : std::nullopt), s.queue);
+      CHECK_MESSAGE(s.completed_last_minute == want.counts[static_cast<int>(jobs::job_state::completed)], s.queue);
+      CHECK_MESSAGE(s.failed_last_minute == want.counts[static_cast<int>(jobs::job_state::retryable)], s.queue);
+    }
+  }
+
+  TEST_CASE("the depth gauge names the N deepest of 3,000 queues and sums the rest under other") {
+    schema_with_jobs db;
+    auto many = many_queues::enqueue(db.c);
+    keel::metrics::registry registry;
+    jobs::metrics_observer metrics(registry, {.max_depth_queues = 10});
+    auto check_depth = [&] {
+      std::vector<std::pair<std::string, many_queues::expected>> ranked(many.queues.begin(), many.queues.end());
+      std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
+        if (a.second.unfinished() != b.second.unfinished()) return a.second.unfinished() > b.second.unfinished();
+        if (a.second.total() != b.second.total()) return a.second.total() > b.second.total();
+        return a.first < b.first;
+      });
+      const auto text = registry.expose();
+      std::set<std::string> want_labels{"other"};
+      std::array<std::int64_t, 8> other{};
+      for (std::size_t i = 0; i < ranked.size(); ++i) {
+        const auto& [queue, want] = ranked[i];
+        if (i >= 10) {
+          for (std::size_t k = 0; k < 8; ++k) other[k] += want.counts[k];
+          continue;
+        }
+        want_labels.insert(queue);
+        for (int k = 0; k < 8; ++k) {
+          const auto state = std::string(jobs::to_string(static_cast<jobs::job_state>(k)));
+          CHECK_MESSAGE(sample(text, "keel_jobs_depth{queue=\"" + queue + "\",state=\"" + state + "\"}") ==
+                            static_cast<double>(want.counts[static_cast<std::size_t>(k)]),
+                        queue << " " << state);
+        }
+      }
+      CHECK(depth_queues(text) == want_labels);  // at most N + 1 queue labels
+      for (int k = 0; k < 8; ++k) {
+        const auto state = std::string(jobs::to_string(static_cast<jobs::job_state>(k)));
+        CHECK_MESSAGE(sample(text, "keel_jobs_depth{queue=\"other\",state=\"" + state + "\"}") ==
+                          static_cast<double>(other[static_cast<std::size_t>(k)]),
+                      state);
+      }
+    };
+    REQUIRE(metrics.refresh_depth(db.c));
+    check_depth();
+    // A queue that becomes the deepest is named; the one it pushes out is no longer exposed.
+    std::vector<jobs::new_job> burst(20, jobs::new_job{.kind = "k", .queue = "q2998"});
+    REQUIRE(jobs::enqueue_many(db.c, burst));
+    many.queues["q2998"].counts[static_cast<int>(jobs::job_state::available)] += 20;
+    REQUIRE(metrics.refresh_depth(db.c));
+    check_depth();
+    CHECK(depth_queues(registry.expose()).contains("q2998"));
+  }
+
+  TEST_CASE("the metrics observer counts a known workload, and the depth gauge reads the table") {
+    schema_with_jobs db;
+    keel::metrics::registry registry;
+    auto metrics = std::make_shared<jobs::metrics_observer>(registry);
+    const jobs::enqueue_options report{.observer = metrics.get()};
+    std::vector<jobs::new_job> work(3, jobs::new_job{.kind = "ok", .queue = "alpha"});
+    work.push_back({.kind = "flaky", .queue = "alpha", .max_attempts = 2});  // fails, then is discarded
+    work.push_back({.kind = "bad", .queue = "alpha"});                       // discarded at once
+    REQUIRE(jobs::enqueue_many(db.c, work, report));
+    // Jobs no worker takes: four available and one scheduled in "beta".
+    std::vector<jobs::new_job> waiting(4, jobs::new_job{.kind = "ok", .queue = "beta"});
+    waiting.push_back(
+        {.kind = "ok", .queue = "beta", .run_at = keel::timestamp(std::chrono::system_clock::now() + 1h)});
+    REQUIRE(jobs::enqueue_many(db.c, waiting, report));
+    auto options = fast_options(db.conninfo);
+    options.queues = {{.name = "alpha"}};
+    options.observer = metrics;
+    jobs::worker w(options);
+    w.handle("ok", [](const jobs::job_context&) { return jobs::job_result::done(); });
+    w.handle("flaky", [](const jobs::job_context&) { return jobs::job_result::fail("not today"); },
+             {.initial_backoff = 0ms, .jitter = 0.0});
+    w.handle("bad", [](const jobs::job_context&) { return jobs::job_result::discard("bad input"); });
+    REQUIRE(w.start());
+    REQUIRE(eventually([&] {
+      return count(db.c, "SELECT count(*) FROM keel_jobs WHERE queue = 'alpha' AND state = 'completed'") == 3 &&
+             count(db.c, "SELECT count(*) FROM keel_jobs WHERE queue = 'alpha' AND state = 'discarded'") == 2;
+    }));
+    w.stop();  // every finished run has been reported
+    REQUIRE(metrics->refresh_depth(db.c));
+    const auto text = registry.expose();
+    CHECK(sample(text, R"(keel_jobs_enqueued_total{queue="alpha",kind="ok"})") == 3);
+    CHECK(sample(text, R"(keel_jobs_enqueued_total{queue="alpha",kind="flaky"})") == 1);
+    CHECK(sample(text, R"(keel_jobs_enqueued_total{queue="alpha",kind="bad"})") == 1);
+    CHECK(sample(text, R"(keel_jobs_enqueued_total{queue="beta",kind="ok"})") == 5);
+    CHECK(sample(text, R"(keel_jobs_started_total{queue="alpha",kind="ok"})") == 3);
+    CHECK(sample(text, R"(keel_jobs_started_total{queue="alpha",kind="flaky"})") == 2);
+    CHECK(sample(text, R"(keel_jobs_started_total{queue="alpha",kind="bad"})") == 1);
+    CHECK(sample(text, R"(keel_jobs_finished_total{queue="alpha",kind="ok",outcome="completed"})") == 3);
+    CHECK(sample(text, R"(keel_jobs_finished_total{queue="alpha",kind="flaky",outcome="failed"})") == 1);
+    CHECK(sample(text, R"(keel_jobs_finished_total{queue="alpha",kind="flaky",outcome="discarded"})") == 1);
+    CHECK(sample(text, R"(keel_jobs_finished_total{queue="alpha",kind="bad",outcome="discarded"})") == 1);
+    CHECK(sample(text, R"(keel_jobs_run_seconds_count{queue="alpha",kind="ok"})") == 3);
+    CHECK(sample(text, R"(keel_jobs_run_seconds_count{queue="alpha",kind="flaky"})") == 2);
+    CHECK(sample(text, R"(keel_jobs_queue_wait_seconds_count{queue="alpha",kind="ok"})") == 3);
+    CHECK(sample(text, R"(keel_jobs_queue_wait_seconds_count{queue="alpha",kind="bad"})") == 1);
+    CHECK(sample(text, R"(keel_jobs_queue_wait_seconds_sum{queue="alpha",kind="ok"})") >= 0);
+    CHECK(sample(text, R"(keel_jobs_depth{queue="alpha",state="completed"})") == 3);
+    CHECK(sample(text, R"(keel_jobs_depth{queue="alpha",state="discarded"})") == 2);
+    CHECK(sample(text, R"(keel_jobs_depth{queue="alpha",state="available"})") == 0);
+    CHECK(sample(text, R"(keel_jobs_depth{queue="beta",state="available"})") == 4);
+    CHECK(sample(text, R"(keel_jobs_depth{queue="beta",state="scheduled"})") == 1);
+    CHECK(sample(text, R"(keel_jobs_depth{queue="beta",state="running"})") == 0);
+    CHECK(depth_queues(text) == std::set<std::string>{"alpha", "beta"});  // fewer than N: no "other"
   }
 
   TEST_CASE("per-queue limits bound how many of a queue's jobs run at once") {
@@ -608,9 +876,8 @@ TEST_SUITE("pg") {
     // A limit of 0 holds the queue; removing the limit lets it run again.
     REQUIRE(jobs::set_queue_limit(db.c, "narrow", 0));
     auto held = jobs::enqueue(db.c, {.kind = "q", .queue = "narrow"}).value().id;
-    first.wake();
-    second.wake();
-    std::this_thread::sleep_for(300ms);
+    await_fetch_rounds(first);
+    await_fetch_rounds(second);
     CHECK(state_of(db.c, held) == "available");
     REQUIRE(jobs::set_queue_limit(db.c, "narrow", std::nullopt));
     CHECK(eventually([&] { return state_of(db.c, held) == "completed"; }));
@@ -824,8 +1091,9 @@ TEST_SUITE("pg") {
   TEST_CASE("cron periodic jobs are enqueued once in each matching minute (manual clock)") {
     schema_with_jobs db;
     using namespace std::chrono;
-    // An even minute, 5 s in; the expression fires every second minute.
-    const auto base = floor<hours>(system_clock::now()) + minutes(2) + seconds(5);
+    // An even minute, 5 s in; the expression fires every second minute. Ahead of the real time,
+    // which enqueue gives the jobs as run_at, so the worker's clock finds them due.
+    const auto base = floor<hours>(system_clock::now()) + hours(1) + minutes(2) + seconds(5);
     keel::manual_clock clock(time_point_cast<nanoseconds>(base));
     auto options = fast_options(db.conninfo);
     options.clock = &clock;
@@ -838,18 +1106,24 @@ TEST_SUITE("pg") {
       CHECK(w.start().error() == jobs::errc::invalid_schedule);
     }
     jobs::worker w(options);
-    w.handle("report", [](const jobs::job_context&) { return jobs::job_result::done(); });
+    std::atomic<int> ran{0};
+    w.handle("report", [&](const jobs::job_context&) {
+      ++ran;
+      return jobs::job_result::done();
+    });
     REQUIRE(w.start());
     auto reports = [&] { return count(db.c, "SELECT count(*) FROM keel_jobs WHERE kind = 'report'"); };
     REQUIRE(eventually([&] { return reports() == 1; }));
+    CHECK(eventually([&] { return ran == 1; }));  // the slot's job fired
     clock.advance(30s);  // same minute
-    std::this_thread::sleep_for(400ms);
+    await_maintenance_rounds(w);
     CHECK(reports() == 1);
     clock.advance(60s);  // an odd minute: no slot
-    std::this_thread::sleep_for(400ms);
+    await_maintenance_rounds(w);
     CHECK(reports() == 1);
     clock.advance(60s);  // the next even minute
     CHECK(eventually([&] { return reports() == 2; }));
+    CHECK(eventually([&] { return ran == 2; }));
     w.stop();
   }
 
@@ -905,7 +1179,7 @@ TEST_SUITE("pg") {
         return true;
       };
       CHECK(eventually(all_there));
-      std::this_thread::sleep_for(500ms);  // several more maintenance rounds add nothing
+      await_maintenance_rounds(w);  // more rounds add nothing
       for (const auto& [name, want] : expected) CHECK_MESSAGE(slots_of(name) == want, name);
       w.stop();
     };
@@ -946,37 +1220,166 @@ TEST_SUITE("pg") {
     CHECK(count(db.c, "SELECT count(*) FROM keel_jobs") == 6);
   }
 
-  TEST_CASE("periodic jobs run exactly once per slot with three worker processes") {
+  TEST_CASE("a cancelled job is never started again: neither from a prefetch nor once handed back at stop") {
+    // Worker processes with one handler and four prefetched jobs behind it; the handlers ignore
+    // cancellation and wait for their job's gate (tests/jobs/test_worker.cpp, mode "cancel").
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    REQUIRE(jobs::migrate(c));
+    REQUIRE(c.execute("CREATE TABLE test_runs (job_id int8 NOT NULL, attempt int4 NOT NULL, pid int4 NOT NULL)"));
+    REQUIRE(c.execute("CREATE TABLE test_gates (job_id int8 NOT NULL)"));
+    REQUIRE(c.execute("CREATE TABLE test_saw_cancel (job_id int8 NOT NULL)"));
+    auto enqueue_five = [&] {
+      std::vector<jobs::new_job> batch(5, jobs::new_job{.kind = "gated", .queue = "cancel"});
+      std::vector<std::int64_t> ids;
+      for (const auto& e : jobs::enqueue_many(c, batch).value()) ids.push_back(e.id);
+      return ids;
+    };
+    auto number = [&](std::string_view sql, const std::vector<std::int64_t>& ids) {
+      return c.query(sql, ids).value().value<std::int64_t>().value();
+    };
+    auto runs = [&](const std::vector<std::int64_t>& ids) {
+      return number("SELECT count(*) FROM test_runs WHERE job_id = ANY($1)", ids);
+    };
+    auto in_state = [&](const std::vector<std::int64_t>& ids, const char* state) {
+      return c.query("SELECT count(*) FROM keel_jobs WHERE id = ANY($1) AND state = $2", ids, state)
+          .value()
+          .value<std::int64_t>()
+          .value();
+    };
+    auto started_one = [&](const std::vector<std::int64_t>& ids) {
+      return number("SELECT job_id FROM test_runs WHERE job_id = ANY($1) LIMIT 1", ids);
+    };
+    auto a = std::make_unique<child>("cancel", schema.conninfo);
+    const std::string a_worker = "test-worker-" + std::to_string(a->pid);
+    auto held_by_a = [&](const std::vector<std::int64_t>& ids) {
+      return c.query("SELECT count(*) FROM keel_jobs WHERE id = ANY($1) AND state = 'running' AND worker_id = $2",
+                     ids, a_worker)
+          .value()
+          .value<std::int64_t>()
+          .value();
+    };
+
+    // 1. Cancelled while prefetched: A learns of it and never starts them, even when its handler
+    //    frees up.
+    const auto first = enqueue_five();
+    REQUIRE(eventually([&] { return runs(first) == 1 && held_by_a(first) == 5; }));
+    const auto running_first = started_one(first);
+    for (const auto id : first) REQUIRE(jobs::cancel_job(c, id));
+    // The running handler saw cancelled() turn true: A has heard of every cancellation.
+    REQUIRE(eventually([&] { return number("SELECT count(*) FROM test_saw_cancel WHERE job_id = ANY($1)", first) == 1; }));
+    REQUIRE(c.query("INSERT INTO test_gates SELECT unnest($1::int8[])", first));
+    REQUIRE(eventually([&] { return in_state(first, "running") == 0; }));
+    CHECK(runs(first) == 1);
+    CHECK(state_of(c, running_first) == "completed");  // it ignored the cancellation and completed
+    CHECK(in_state(first, "cancelled") == 4);
+    auto cancelled_unstarted = [&](const std::vector<std::int64_t>& ids) {
+      return number("SELECT count(*) FROM keel_jobs WHERE id = ANY($1) AND attempt = 0 "
+                    "AND errors->-1->>'error' = 'cancelled before it started'",
+                    ids);
+    };
+    CHECK(cancelled_unstarted(first) == 4);
+
+    // 2. Cancelled while A stops: the cancellations commit after stop() handed the prefetched
+    //    jobs back (its acknowledgement waits for the cancelling transaction's row locks), and
+    //    process B, started afterwards, must not run them.
+    const auto second = enqueue_five();
+    REQUIRE(eventually([&] { return runs(second) == 1 && held_by_a(second) == 5; }));
+    const auto running_second = started_one(second);
+    {
+      auto watcher = schema.connect();
+      auto tx = keel::pg::transaction::begin(c).value();
+      for (const auto id : second) REQUIRE(jobs::cancel_job(c, id));
+      a->kill(SIGTERM);
+      // Past its shutdown timeout stop() cancels the running handler, after handing back the
+      // prefetched jobs.
+      REQUIRE(eventually([&] {
+        return watcher.query("SELECT count(*) FROM test_saw_cancel WHERE job_id = $1", running_second)
+                   .value()
+                   .value<std::int64_t>()
+                   .value() == 1;
+      }));
+      REQUIRE(tx.commit());
+    }
+    REQUIRE(c.query("INSERT INTO test_gates SELECT unnest($1::int8[])", second));
+    CHECK(WIFEXITED(a->wait()));
+    auto b = std::make_unique<child>("cancel", schema.conninfo);
+    // A job behind the handed-back ones in B's fetch order: once it ran, B has fetched them too if
+    // they were runnable.
+    auto sentinel = jobs::enqueue(c, {.kind = "record", .queue = "cancel", .priority = 1}).value().id;
+    REQUIRE(eventually([&] { return state_of(c, sentinel) == "completed"; }));
+    CHECK(runs(second) == 1);
+    CHECK(in_state(second, "cancelled") == 5);
+    CHECK(state_of(c, running_second) == "cancelled");
+    CHECK(cancelled_unstarted(second) == 4);
+    CHECK(c.query("SELECT count(*) FROM test_runs WHERE pid = $1 AND job_id <> $2", static_cast<std::int32_t>(b->pid),
+                  sentinel)
+              .value()
+              .value<std::int64_t>()
+              .value() == 0);
+    b->kill(SIGTERM);
+    CHECK(WIFEXITED(b->wait()));
+  }
+
+  TEST_CASE("the leader process is SIGKILLed: another takes over within the lease; each slot once") {
     keel::test::scratch_schema schema;
     auto c = schema.connect();
     REQUIRE(jobs::migrate(c));
     REQUIRE(c.execute("CREATE TABLE test_ticks (job_id int8, slot text, pid int4)"));
+    // Three processes with a periodic job every 500 ms, a lease of 3 s (tests/jobs/test_worker.cpp).
+    constexpr auto lease = 3000ms;
     std::vector<std::unique_ptr<child>> workers;
     for (int i = 0; i < 3; ++i) workers.push_back(std::make_unique<child>("periodic", schema.conninfo));
-    std::this_thread::sleep_for(3500ms);
-    // Kill whoever leads; another takes over.
-    const auto killed_pid = workers[0]->pid;
-    workers[0]->kill(SIGKILL);
-    workers[0]->wait();
-    std::this_thread::sleep_for(3500ms);
+    // Who leads: the session holding this schema's leader lock (pg_locks), its application name
+    // (pg_stat_activity: "keel-jobs-leader <worker id>"), and the pid in the worker id.
+    auto leader_pid = [&]() -> pid_t {
+      auto found = c.query(R"sql(
+SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 1802137199
+  AND l.objid = hashtext(current_schema())::oid AND l.objsubid = 2
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))sql");
+      if (!found || found->empty()) return -1;
+      const auto name = (*found)[0].get<std::string>(0).value();
+      constexpr std::string_view prefix = "keel-jobs-leader test-worker-";
+      if (!name.starts_with(prefix)) return -1;
+      return static_cast<pid_t>(std::stol(name.substr(prefix.size())));
+    };
+    auto slots = [&] { return count(c, "SELECT count(DISTINCT unique_key) FROM keel_jobs WHERE kind = 'tick'"); };
+    REQUIRE(eventually([&] { return leader_pid() > 0 && slots() >= 3; }));
+    const auto killed_pid = leader_pid();
+    auto leader = std::find_if(workers.begin(), workers.end(), [&](const auto& w) { return w->pid == killed_pid; });
+    REQUIRE(leader != workers.end());
+    const auto slots_before = slots();
+    (*leader)->kill(SIGKILL);
+    const auto killed_at = std::chrono::steady_clock::now();
+    (*leader)->wait();
+    pid_t next_pid = -1;
+    REQUIRE(eventually([&] {
+      next_pid = leader_pid();
+      return next_pid > 0 && next_pid != killed_pid;
+    }));
+    const auto took_over = std::chrono::steady_clock::now() - killed_at;
+    MESSAGE("leader " << killed_pid << " killed; " << next_pid << " took over after "
+                      << std::chrono::duration_cast<std::chrono::milliseconds>(took_over).count() << " ms");
+    CHECK(took_over < lease);
+    CHECK(std::any_of(workers.begin(), workers.end(), [&](const auto& w) { return w->pid == next_pid; }));
+    // The new leader goes on enqueueing slots.
+    CHECK(eventually([&] { return slots() >= slots_before + 3; }));
     for (auto& w : workers) {
       if (w->pid > 0) w->kill(SIGTERM);
     }
     for (auto& w : workers) {
-      if (w->pid > 0) w->wait();
+      if (w->pid > 0) CHECK(WIFEXITED(w->wait()));
     }
-    const auto slots = count(c, "SELECT count(DISTINCT unique_key) FROM keel_jobs WHERE kind = 'tick'");
-    const auto ticks = count(c, "SELECT count(*) FROM keel_jobs WHERE kind = 'tick'");
-    MESSAGE("periodic slots seen: " << slots);
-    CHECK(slots >= 8);  // 7 s at one slot per 500 ms, minus start-up and the leader change
-    CHECK(ticks == slots);
+    const auto all_slots = slots();
+    CHECK(count(c, "SELECT count(*) FROM keel_jobs WHERE kind = 'tick'") == all_slots);  // none twice
     // Each slot's job ran once (a graceful stop may leave the last one or two unrun), except one
     // the killed worker was running: it runs again once its lease expires (at least once).
     CHECK(count(c,
                 "SELECT count(*) FROM (SELECT job_id FROM test_ticks GROUP BY job_id HAVING count(*) > 1 "
                 "AND NOT bool_or(pid = " +
                     std::to_string(killed_pid) + ")) d") == 0);
-    CHECK(count(c, "SELECT count(DISTINCT job_id) FROM test_ticks") >= slots - 2);
+    CHECK(count(c, "SELECT count(DISTINCT job_id) FROM test_ticks") >= all_slots - 2);
   }
 
   TEST_CASE("reliability: 100,000 jobs, two worker processes, one SIGKILLed, Postgres restarted") {

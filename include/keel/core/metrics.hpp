@@ -101,6 +101,16 @@ class family final : public detail::family_base {
   [[nodiscard]] Metric& labels(std::span<const std::string_view> values);
   /// The only child of a family without labels.
   [[nodiscard]] Metric& get() { return labels(std::span<const std::string_view>{}); }
+  /// Stops exposing the child for these label values, for a series that ended (a queue that
+  /// emptied, a peer that left), so label sets that come and go do not pile up in the output.
+  /// The child keeps its value and references to it stay valid; labels() with the same values
+  /// exposes it again. Values no child has are ignored.
+  void hide(std::span<const std::string_view> values);
+  void hide(std::initializer_list<std::string_view> values) {
+    hide(std::span<const std::string_view>(values.begin(), values.size()));
+  }
+  /// The number of children exposed (not hidden).
+  [[nodiscard]] std::size_t exposed_children() const;
 
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] const std::vector<std::string>& label_names() const noexcept { return label_names_; }

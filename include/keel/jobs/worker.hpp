@@ -140,6 +140,10 @@ struct worker_stats {
   std::uint64_t cancelled = 0;
   std::uint64_t rescued = 0;    ///< expired leases rescued while this worker led
   std::uint64_t acks_lost = 0;  ///< completions refused because the job moved on (rescued, cancelled)
+  /// Fetch statements answered (one per queue per round), whatever they took: a test that waits
+  /// for this to grow knows a fetch ran after some change, e.g. that a paused queue gave nothing.
+  std::uint64_t fetch_rounds = 0;
+  std::uint64_t maintenance_rounds = 0;  ///< maintenance rounds completed while leading
   std::size_t running = 0;
   bool leader = false;
 };
