@@ -55,13 +55,18 @@ class fake_server {
         if (chunk < reply.size()) std::this_thread::sleep_for(2ms);
       }
       if (!close_after) {
-        while (!done_) std::this_thread::sleep_for(5ms);
+        std::unique_lock lock(mutex_);
+        stopping_.wait(lock, [this] { return done_; });
       }
       ::close(fd);
     });
   }
   ~fake_server() {
-    done_ = true;
+    {
+      std::lock_guard guard(mutex_);
+      done_ = true;
+    }
+    stopping_.notify_one();
     ::shutdown(listener_, SHUT_RDWR);
     ::close(listener_);
     thread_.join();
@@ -71,7 +76,9 @@ class fake_server {
  private:
   int listener_ = -1;
   std::uint16_t port_ = 0;
-  std::atomic<bool> done_{false};
+  std::mutex mutex_;
+  std::condition_variable stopping_;
+  bool done_ = false;
   std::thread thread_;
 };
 
@@ -365,14 +372,27 @@ TEST_SUITE("redis") {
     CHECK(out[1].remaining == 95);  // the denied 3 spent nothing on the hourly limit
 
     const rl::limit blocking{.algorithm = rl::algorithm::gcra, .count = 1, .period = 1s, .block = 1h};
+    const rl::limit same_unblocked{.algorithm = rl::algorithm::gcra, .count = 1, .period = 1s};
     const rl::keyed_limit b{"blocked", &blocking};
+    const rl::keyed_limit twin{"unblocked", &same_unblocked};
     rl::decision d;
     REQUIRE(store.decide({&b, 1}, 1, {&d, 1}));
+    CHECK(d.allowed);
+    REQUIRE(store.decide({&twin, 1}, 1, {&d, 1}));
     CHECK(d.allowed);
     REQUIRE(store.decide({&b, 1}, 1, {&d, 1}));
     CHECK_FALSE(d.allowed);
     CHECK(d.retry_after >= 59min);
-    std::this_thread::sleep_for(1100ms);  // the limit itself has recovered; the block has not
+    // The same limit without a block, spent after this one, allows again once Redis's clock says
+    // a period has passed (each try waits out the retry-after the previous one was told).
+    const auto give_up = std::chrono::steady_clock::now() + 10s;
+    for (;;) {
+      REQUIRE(store.decide({&twin, 1}, 1, {&d, 1}));
+      if (d.allowed) break;
+      REQUIRE(std::chrono::steady_clock::now() < give_up);
+      std::this_thread::sleep_for(d.retry_after);
+    }
+    // The limit itself has recovered; the block has not.
     REQUIRE(store.decide({&b, 1}, 1, {&d, 1}));
     CHECK_FALSE(d.allowed);
 
@@ -621,8 +641,14 @@ TEST_SUITE("redis") {
     // Back on the same port, empty (no scripts, no state): the next try after retry_store_after
     // reconnects, gets NOSCRIPT, loads the script again and decides.
     server.start();
-    std::this_thread::sleep_for(350ms);
-    const auto back = limiter.check(insured);
+    // Until retry_store_after has passed the limiter keeps to its insurance without asking
+    // Redis; the first check after that asks again, and is answered by the store.
+    const auto give_up = std::chrono::steady_clock::now() + 10s;
+    rl::verdict back = limiter.check(insured);
+    while (back.source == rl::source::insurance && std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::yield();
+      back = limiter.check(insured);
+    }
     CHECK(back.source == rl::source::store);
     CHECK(back.allowed());
     CHECK_FALSE(limiter.store_down());
