@@ -340,10 +340,11 @@ void redis_benchmark_ceiling(benchmark::State& state) {
   if (!sha || sha->type != rl::resp_value::kind::bulk_string)
     return state.SkipWithError("SCRIPT LOAD failed");
   const auto clients = state.range(0);
-  const std::string command = "redis-benchmark -q -p " + std::to_string(redis().port) + " -c " +
-                              std::to_string(clients) + " -P 16 -n 300000 -r 10000 EVALSHA " + sha->text +
-                              " 2 rl:bench:__rand_int__ rl:bench:once:__rand_int__ 1 2 1000000000 1000000 1000000000 0 1"
-                              " 2>/dev/null";
+  const std::string command =
+      "redis-benchmark -q -p " + std::to_string(redis().port) + " -c " + std::to_string(clients) +
+      " -P 16 -n 300000 -r 10000 EVALSHA " + sha->text +
+      " 2 rl:bench:__rand_int__ rl:bench:once:__rand_int__ 1 2 1000000000 1000000 1000000000 0 1"
+      " 2>/dev/null";
   double rate = 0;
   for (auto _ : state) {
     FILE* p = ::popen(command.c_str(), "r");
