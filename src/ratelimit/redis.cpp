@@ -18,7 +18,6 @@
 #include <deque>
 #include <functional>
 #include <mutex>
-#include <random>
 #include <thread>
 
 namespace keel::ratelimit {
@@ -301,27 +300,16 @@ bool redis_connection::healthy() const noexcept {
 
 namespace {
 
-// KEYS: one per limit, then the decision's record. ARGV: cost, then per limit: algorithm,
-// count, period (µs), capacity, block (µs), then how long to keep the record (ms). Returns 4
-// integers per limit: allowed, remaining, reset (µs), retry-after (µs). Times come from Redis's
-// own clock. token_bucket is kept as its GCRA equivalent (one timestamp): the two decide
-// identically. Nothing is written unless every limit allows, except the block marker of a limit
-// that denied. A decision that spent quota leaves its answer in the record, keyed by an id
-// unique to the decision: the same decision sent again (its first reply was lost with its
-// connection) gets that answer back instead of spending twice. A denied one leaves none: running
-// it again spends nothing it would not spend the first time.
+// KEYS: one per limit. ARGV: cost, then per limit: algorithm, count, period (µs), capacity,
+// block (µs). Returns 4 integers per limit: allowed, remaining, reset (µs), retry-after (µs).
+// Times come from Redis's own clock. token_bucket is kept as its GCRA equivalent (one
+// timestamp): the two decide identically. Nothing is written unless every limit allows, except
+// the block marker of a limit that denied.
 constexpr std::string_view script = R"lua(
-local n = #KEYS - 1
-local record = KEYS[n + 1]
-local seen = redis.call('GET', record)
-if seen then
-  local first = {}
-  for v in string.gmatch(seen, '[^,]+') do first[#first + 1] = tonumber(v) end
-  return first
-end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cost = tonumber(ARGV[1])
+local n = #KEYS
 local out = {}
 local commit_a, commit_b, commit_c = {}, {}, {}
 local all = true
@@ -421,11 +409,6 @@ for i = 1, n do
     out[(i - 1) * 4 + 2] = out[(i - 1) * 4 + 2] + cost
   end
 end
-if all and cost > 0 then
-  local text = {}
-  for i = 1, #out do text[i] = string.format('%.0f', out[i]) end
-  redis.call('SET', record, table.concat(text, ','), 'PX', tonumber(ARGV[2 + 5 * n]))
-end
 return out
 )lua";
 
@@ -513,36 +496,11 @@ void append_bulk(std::string& out, std::string_view text) {
   out += "\r\n";
 }
 
-// What makes a decision's record key unique: a random value per backend and a counter.
-struct decision_ids {
-  std::uint64_t backend = (static_cast<std::uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
-  std::atomic<std::uint64_t> next{0};
-
-  // `<first key>:once:<backend>.<n>`: beside the decision's own keys, under their prefix.
-  void append_record_key(std::string& out, std::string_view first_key) {
-    char digits[48];
-    auto* end = std::to_chars(digits, digits + 20, backend, 16).ptr;
-    *end++ = '.';
-    end = std::to_chars(end, digits + sizeof digits, next.fetch_add(1, std::memory_order_relaxed), 16).ptr;
-    const std::string_view suffix = ":once:";
-    char length[24];
-    const auto size = first_key.size() + suffix.size() + static_cast<std::size_t>(end - digits);
-    const auto [length_end, ec] = std::to_chars(length, length + sizeof length, size);
-    out += '$';
-    out.append(length, static_cast<std::size_t>(length_end - length));
-    out += "\r\n";
-    out += first_key;
-    out += suffix;
-    out.append(digits, static_cast<std::size_t>(end - digits));
-    out += "\r\n";
-  }
-};
-
-// EVALSHA sha numkeys key... record cost (algorithm count period capacity block)... keep_ms,
-// encoded straight into the output buffer: no temporary strings per argument.
+// EVALSHA sha numkeys key... cost (algorithm count period capacity block)..., encoded straight
+// into the output buffer: no temporary strings per argument.
 void append_decide(std::string& out, std::string_view sha, std::span<const keyed_limit> limits,
-                   std::uint64_t cost, decision_ids& ids, std::int64_t keep_record_ms) {
-  const std::size_t arguments = 6 + limits.size() * 6;
+                   std::uint64_t cost) {
+  const std::size_t arguments = 4 + limits.size() * 6;
   char count[24];
   const auto [end, ec] = std::to_chars(count, count + sizeof count, arguments);
   out += '*';
@@ -550,9 +508,8 @@ void append_decide(std::string& out, std::string_view sha, std::span<const keyed
   out += "\r\n";
   append_bulk(out, "EVALSHA");
   append_bulk(out, sha);
-  append_number(out, static_cast<std::int64_t>(limits.size() + 1));
+  append_number(out, static_cast<std::int64_t>(limits.size()));
   for (const auto& l : limits) append_bulk(out, l.key);
-  ids.append_record_key(out, limits.empty() ? std::string_view() : limits.front().key);
   append_number(out, static_cast<std::int64_t>(cost));
   for (const auto& l : limits) {
     const limit& r = *l.rule;
@@ -562,7 +519,6 @@ void append_decide(std::string& out, std::string_view sha, std::span<const keyed
     append_number(out, static_cast<std::int64_t>(r.capacity()));
     append_number(out, micros(r.block));
   }
-  append_number(out, keep_record_ms);
 }
 
 result<void> read_decisions(const resp_value& reply, std::span<const keyed_limit> limits,
@@ -597,8 +553,11 @@ bool is_noscript(const resp_value& v) noexcept {
 // answers in order). Runs on the backend's I/O thread; callers only post to it. Any failure
 // (refused, reset, malformed reply, a request past its deadline) fails every request waiting
 // on it and the connection is replaced on next use — except that when an established
-// connection is lost (closed or reset: a killed client, an idle timeout, a proxy restart) its
-// requests are handed to `resubmit` once, to go out again on another connection.
+// connection is lost (closed or reset: a killed client, an idle timeout, a proxy restart) the
+// requests not written to it yet are handed to `resubmit`, to go out on another connection.
+// One whose write had begun is never sent again: Redis may have run it and only the reply been
+// lost, and a decision run twice spends twice. It fails, and the caller's failure policy
+// (fail open, closed, insurance) decides, as for any other unanswered request.
 class mux : public std::enable_shared_from_this<mux> {
  public:
   using callback = std::function<void(error_code, std::vector<resp_value>)>;
@@ -629,6 +588,7 @@ class mux : public std::enable_shared_from_this<mux> {
     std::vector<resp_value> got{};
     std::string retry_with{};  // the encoded commands when the request may be resubmitted
     int retries = 0;
+    bool written = false;  // its bytes went into a write: Redis may have run it
   };
   enum class phase : std::uint8_t { fresh, connecting, connected, failed };
 
@@ -691,6 +651,8 @@ class mux : public std::enable_shared_from_this<mux> {
   void write() {
     if (writing_ || outgoing_.empty()) return;
     writing_ = true;
+    // outgoing_ holds exactly the requests not written yet: the newest ones.
+    for (auto r = waiting_.rbegin(); r != waiting_.rend() && !r->written; ++r) r->written = true;
     in_flight_.swap(outgoing_);
     asio::async_write(socket_, asio::buffer(in_flight_),
                       [self = shared_from_this()](error_code e, std::size_t) {
@@ -760,8 +722,7 @@ class mux : public std::enable_shared_from_this<mux> {
     waiting_.clear();
     outgoing_.clear();
     for (auto& r : waiting) {
-      // A request already partly answered is not repeated (its first commands ran).
-      if (lost && resubmit_ && !r.retry_with.empty() && r.got.empty()) {
+      if (lost && resubmit_ && !r.retry_with.empty() && !r.written) {
         resubmit_(std::move(r.retry_with), r.replies, std::move(r.done), r.retries - 1);
       } else {
         r.done(why, {});
@@ -836,7 +797,6 @@ struct redis_backend::impl {
   std::size_t next = 0;
   const std::string decide_sha = sha1_hex(script);
   const std::string adjust_sha = sha1_hex(adjust_script);
-  decision_ids ids;
 
   explicit impl(redis_options o) : options(std::move(o)) {
     connections.resize(std::max<std::size_t>(options.max_connections, 1));
@@ -855,7 +815,7 @@ struct redis_backend::impl {
     std::lock_guard guard(mutex);
     auto& slot = connections[next++ % connections.size()];
     if (!slot || slot->dead()) {
-      // A request on a lost connection goes out once more on the next one, and only once.
+      // A request not yet written to a lost connection goes out on the next one.
       slot = std::make_shared<mux>(
           io, options, [this](std::string encoded, std::size_t replies, mux::callback done, int retries) {
             pick()->submit(std::move(encoded), replies, std::move(done), retries);
@@ -865,13 +825,10 @@ struct redis_backend::impl {
   }
 
   // Sends `encoded` (`count` EVALSHAs of `script_body`); when Redis has lost the script (it was
-  // restarted) loads it and sends them once more. `may_replay`: whether a request on a lost
-  // connection may go out again on another — only where running it twice errs on the strict
-  // side (spending twice), never for a refund.
-  void call(std::string encoded, std::size_t count, std::string_view script_body, mux::callback done,
-            bool may_replay = true) {
+  // restarted) loads it and sends them once more (NOSCRIPT: nothing ran).
+  void call(std::string encoded, std::size_t count, std::string_view script_body, mux::callback done) {
     auto connection = pick();
-    const int tries = may_replay ? retries() : 0;
+    const int tries = retries();
     connection->submit(
         encoded, count,
         [this, encoded, count, script_body, tries, done = std::move(done)](
@@ -900,16 +857,6 @@ struct redis_backend::impl {
   // A request on a lost connection goes out again on another; with every connection of the
   // pool lost at once (Redis closed them all) it may take one try per connection.
   [[nodiscard]] int retries() const noexcept { return static_cast<int>(connections.size()); }
-
-  // A decision's record must outlive every copy of it that may still reach Redis: each try
-  // ends by its deadline (connecting, then the command), and there are at most retries() + 1.
-  [[nodiscard]] std::int64_t keep_record_ms() const noexcept {
-    const auto one_try = options.connect_timeout + options.command_timeout;
-    return std::max<std::int64_t>(1000, (retries() + 1) * one_try.count());
-  }
-  void append_decide_to(std::string& out, std::span<const keyed_limit> limits, std::uint64_t cost) {
-    append_decide(out, decide_sha, limits, cost, ids, keep_record_ms());
-  }
 };
 
 redis_backend::redis_backend(redis_options options) : impl_(std::make_unique<impl>(std::move(options))) {}
@@ -931,7 +878,7 @@ result<void> redis_backend::decide_batch(std::span<const batch_request> batch) {
   }
   if (batch.empty()) return {};
   std::string encoded;
-  for (const auto& r : batch) impl_->append_decide_to(encoded, r.limits, r.cost);
+  for (const auto& r : batch) append_decide(encoded, impl_->decide_sha, r.limits, r.cost);
   waiter w;
   impl_->call(std::move(encoded), batch.size(), script, w.callback());
   auto replies = w.wait();
@@ -950,7 +897,7 @@ void redis_backend::async_decide(std::span<const keyed_limit> limits, std::uint6
     return;
   }
   std::string encoded;
-  impl_->append_decide_to(encoded, limits, cost);
+  append_decide(encoded, impl_->decide_sha, limits, cost);
   impl_->call(std::move(encoded), 1, script,
               [limits, out, done = std::move(done)](error_code ec, std::vector<resp_value> replies) {
                 if (ec) return done(ec);
@@ -970,7 +917,7 @@ result<void> redis_backend::adjust(const keyed_limit& limit, std::int64_t points
   std::string encoded;
   append_command(encoded, args);
   waiter w;
-  impl_->call(std::move(encoded), 1, adjust_script, w.callback(), /*may_replay=*/points > 0);
+  impl_->call(std::move(encoded), 1, adjust_script, w.callback());
   auto reply = w.wait();
   if (!reply) return reply.error();
   if (reply->empty() || reply->front().is_error()) {

@@ -112,8 +112,6 @@ class redis_backend final : public backend {
   [[nodiscard]] std::string_view name() const noexcept override { return "redis"; }
 
   /// The Lua script every decision runs (for `redis-benchmark`-style comparisons and review).
-  /// KEYS: the limits' keys, then a key unique to the decision where an allowed decision's
-  /// answer is kept; ARGV: cost, five numbers per limit, then how long to keep that answer (ms).
   [[nodiscard]] static std::string_view decide_script() noexcept;
 
   struct impl;
