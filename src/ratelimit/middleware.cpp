@@ -60,12 +60,6 @@ std::optional<ip_address> parse_node(std::string_view node) noexcept {
   return ip_address::parse(node);
 }
 
-// One hop written in the header: its address, or (unknown, obfuscated, not an address) its text.
-struct hop {
-  std::optional<ip_address> address;
-  std::string_view text;
-};
-
 // The `for=` value of one Forwarded element, unquoted; "unknown" when the element has none.
 std::string_view forwarded_for(std::string_view element, std::string& unquoted) {
   while (!element.empty()) {
@@ -161,7 +155,7 @@ std::string client_address(const proxy_trust& trust, std::string_view peer, std:
   // gives them no place in one), so splitting on every comma is exact for what proxies write,
   // and whatever a client put further left cannot shift the entries to its right.
   std::string unquoted;
-  std::optional<hop> leftmost;
+  std::optional<ip_address> leftmost;
   std::size_t distance = 1;
   for (std::size_t end = forwarded.size();; ++distance) {
     const auto comma = end == 0 ? std::string_view::npos : forwarded.rfind(',', end - 1);
@@ -170,17 +164,17 @@ std::string client_address(const proxy_trust& trust, std::string_view peer, std:
     if (element.empty()) {
       --distance;  // "a,,b" or nothing at all: no hop
     } else {
-      hop h;
-      h.text = trust.header == forwarding_header::forwarded ? forwarded_for(element, unquoted) : element;
-      h.address = parse_node(h.text);
-      if (!h.address) return std::string(h.text);
-      if (!trusted(*h.address, distance)) return h.address->to_string();
-      leftmost = h;
+      const auto node =
+          trust.header == forwarding_header::forwarded ? forwarded_for(element, unquoted) : element;
+      const auto address = parse_node(node);
+      if (!address) return std::string(node);  // unknown, obfuscated or garbage: a stop point
+      if (!trusted(*address, distance)) return address->to_string();
+      leftmost = address;
     }
     if (comma == std::string_view::npos) break;
     end = comma;
   }
-  return leftmost ? leftmost->address->to_string() : peer_address->to_string();
+  return leftmost ? leftmost->to_string() : peer_address->to_string();
 }
 
 std::string ratelimit_policy_header(const verdict& v) {
