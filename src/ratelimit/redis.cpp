@@ -553,8 +553,11 @@ bool is_noscript(const resp_value& v) noexcept {
 // answers in order). Runs on the backend's I/O thread; callers only post to it. Any failure
 // (refused, reset, malformed reply, a request past its deadline) fails every request waiting
 // on it and the connection is replaced on next use — except that when an established
-// connection is lost (closed or reset: a killed client, an idle timeout, a proxy restart) its
-// requests are handed to `resubmit` once, to go out again on another connection.
+// connection is lost (closed or reset: a killed client, an idle timeout, a proxy restart) the
+// requests not written to it yet are handed to `resubmit`, to go out on another connection.
+// One whose write had begun is never sent again: Redis may have run it and only the reply been
+// lost, and a decision run twice spends twice. It fails, and the caller's failure policy
+// (fail open, closed, insurance) decides, as for any other unanswered request.
 class mux : public std::enable_shared_from_this<mux> {
  public:
   using callback = std::function<void(error_code, std::vector<resp_value>)>;
@@ -585,6 +588,7 @@ class mux : public std::enable_shared_from_this<mux> {
     std::vector<resp_value> got{};
     std::string retry_with{};  // the encoded commands when the request may be resubmitted
     int retries = 0;
+    bool written = false;  // its bytes went into a write: Redis may have run it
   };
   enum class phase : std::uint8_t { fresh, connecting, connected, failed };
 
@@ -647,6 +651,8 @@ class mux : public std::enable_shared_from_this<mux> {
   void write() {
     if (writing_ || outgoing_.empty()) return;
     writing_ = true;
+    // outgoing_ holds exactly the requests not written yet: the newest ones.
+    for (auto r = waiting_.rbegin(); r != waiting_.rend() && !r->written; ++r) r->written = true;
     in_flight_.swap(outgoing_);
     asio::async_write(socket_, asio::buffer(in_flight_),
                       [self = shared_from_this()](error_code e, std::size_t) {
@@ -716,8 +722,7 @@ class mux : public std::enable_shared_from_this<mux> {
     waiting_.clear();
     outgoing_.clear();
     for (auto& r : waiting) {
-      // A request already partly answered is not repeated (its first commands ran).
-      if (lost && resubmit_ && !r.retry_with.empty() && r.got.empty()) {
+      if (lost && resubmit_ && !r.retry_with.empty() && !r.written) {
         resubmit_(std::move(r.retry_with), r.replies, std::move(r.done), r.retries - 1);
       } else {
         r.done(why, {});
@@ -810,7 +815,7 @@ struct redis_backend::impl {
     std::lock_guard guard(mutex);
     auto& slot = connections[next++ % connections.size()];
     if (!slot || slot->dead()) {
-      // A request on a lost connection goes out once more on the next one, and only once.
+      // A request not yet written to a lost connection goes out on the next one.
       slot = std::make_shared<mux>(
           io, options, [this](std::string encoded, std::size_t replies, mux::callback done, int retries) {
             pick()->submit(std::move(encoded), replies, std::move(done), retries);
@@ -820,13 +825,10 @@ struct redis_backend::impl {
   }
 
   // Sends `encoded` (`count` EVALSHAs of `script_body`); when Redis has lost the script (it was
-  // restarted) loads it and sends them once more. `may_replay`: whether a request on a lost
-  // connection may go out again on another — only where running it twice errs on the strict
-  // side (spending twice), never for a refund.
-  void call(std::string encoded, std::size_t count, std::string_view script_body, mux::callback done,
-            bool may_replay = true) {
+  // restarted) loads it and sends them once more (NOSCRIPT: nothing ran).
+  void call(std::string encoded, std::size_t count, std::string_view script_body, mux::callback done) {
     auto connection = pick();
-    const int tries = may_replay ? retries() : 0;
+    const int tries = retries();
     connection->submit(
         encoded, count,
         [this, encoded, count, script_body, tries, done = std::move(done)](
@@ -915,7 +917,7 @@ result<void> redis_backend::adjust(const keyed_limit& limit, std::int64_t points
   std::string encoded;
   append_command(encoded, args);
   waiter w;
-  impl_->call(std::move(encoded), 1, adjust_script, w.callback(), /*may_replay=*/points > 0);
+  impl_->call(std::move(encoded), 1, adjust_script, w.callback());
   auto reply = w.wait();
   if (!reply) return reply.error();
   if (reply->empty() || reply->front().is_error()) {
