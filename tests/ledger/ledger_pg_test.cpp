@@ -131,6 +131,66 @@ std::map<u128, std::pair<u128, u128>> run_writers(const std::string& conninfo, s
   return sums;
 }
 
+// Accounts 1..worker_accounts; 1 and 2 may not spend more than they received.
+void create_worker_accounts(keel::pg::connection& c) {
+  REQUIRE(migrate(c));
+  pg_engine e(c);
+  std::vector<account> accounts;
+  for (u128 id = 1; id <= worker_accounts; ++id)
+    accounts.push_back(
+        plain_account(id, id <= 2 ? account_flags::debits_must_not_exceed_credits : std::uint16_t{0}));
+  REQUIRE(e.create_accounts(accounts).value() == std::vector<account_result>(worker_accounts, account_result::ok));
+}
+
+struct spawned_worker {
+  pid_t pid = 0;
+  std::string out_path;
+};
+
+// Starts this test binary again as a worker process (the "ledger pg worker" case in its child role).
+spawned_worker spawn_worker(const std::string& conninfo, std::uint64_t tag, std::uint64_t seed) {
+  spawned_worker w{0, temp_path("keel_ledger_worker")};
+  std::vector<std::string> env_storage;
+  for (char** e = environ; *e != nullptr; ++e) env_storage.emplace_back(*e);
+  env_storage.push_back("KEEL_LEDGER_WORKER_CONNINFO=" + conninfo);
+  env_storage.push_back("KEEL_LEDGER_WORKER_TAG=" + std::to_string(tag));
+  env_storage.push_back("KEEL_LEDGER_WORKER_SEED=" + std::to_string(seed));
+  env_storage.push_back("KEEL_LEDGER_WORKER_OUT=" + w.out_path);
+  std::vector<char*> envp;
+  for (auto& e : env_storage) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args{"/proc/self/exe", "--test-case=ledger pg worker*", "--no-intro"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  REQUIRE(posix_spawn(&w.pid, "/proc/self/exe", nullptr, nullptr, argv.data(), envp.data()) == 0);
+  return w;
+}
+
+// Waits for the workers, requires each to have succeeded, and adds up the sums they wrote.
+std::map<u128, std::pair<u128, u128>> collect_workers(const std::vector<spawned_worker>& workers) {
+  std::map<u128, std::pair<u128, u128>> sums;
+  for (const auto& w : workers) {
+    int status = 0;
+    REQUIRE(waitpid(w.pid, &status, 0) == w.pid);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    std::ifstream in(w.out_path);
+    std::string id, debits, credits;
+    std::size_t lines = 0;
+    while (in >> id >> debits >> credits) {
+      auto& s = sums[parse_u128(id).value()];
+      s.first += parse_u128(debits).value();
+      s.second += parse_u128(credits).value();
+      ++lines;
+    }
+    std::remove(w.out_path.c_str());
+    // A child that ran no test (a renamed case) exits 0 too: it must have written its sums.
+    CHECK_MESSAGE(lines > 0, "worker " << w.pid << " wrote no sums");
+  }
+  return sums;
+}
+
 keel::ed25519_private_key test_key() {
   return keel::ed25519_private_key::from_seed(keel::bytes(32, 7)).value();
 }
@@ -157,17 +217,32 @@ verify_report verify(keel::pg::connection& c, const checkpoint& cp) {
 }  // namespace
 
 TEST_SUITE("pg") {
-  TEST_CASE("ledger pg worker") {
-    // Runs only as a child process of the concurrency test below.
-    const char* conninfo = std::getenv("KEEL_LEDGER_WORKER_CONNINFO");
-    if (conninfo == nullptr) return;
-    const auto tag = std::strtoull(std::getenv("KEEL_LEDGER_WORKER_TAG"), nullptr, 10);
-    const auto seed = std::strtoull(std::getenv("KEEL_LEDGER_WORKER_SEED"), nullptr, 10);
-    const auto sums = run_writers(conninfo, tag, seed);
-    REQUIRE_FALSE(sums.empty());
-    std::ofstream out(std::getenv("KEEL_LEDGER_WORKER_OUT"));
-    for (const auto& [id, s] : sums)
-      out << to_string(id) << ' ' << to_string(s.first) << ' ' << to_string(s.second) << '\n';
+  TEST_CASE("ledger pg worker: a spawned worker process accounts for every transfer it wrote") {
+    // As a child (spawned by spawn_worker) this is the worker; run by itself it spawns one
+    // worker and checks what it did, so the child's path is exercised here too.
+    if (const char* conninfo = std::getenv("KEEL_LEDGER_WORKER_CONNINFO"); conninfo != nullptr) {
+      const auto tag = std::strtoull(std::getenv("KEEL_LEDGER_WORKER_TAG"), nullptr, 10);
+      const auto seed = std::strtoull(std::getenv("KEEL_LEDGER_WORKER_SEED"), nullptr, 10);
+      const auto sums = run_writers(conninfo, tag, seed);
+      REQUIRE_FALSE(sums.empty());
+      std::ofstream out(std::getenv("KEEL_LEDGER_WORKER_OUT"));
+      for (const auto& [id, s] : sums)
+        out << to_string(id) << ' ' << to_string(s.first) << ' ' << to_string(s.second) << '\n';
+      return;
+    }
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    create_worker_accounts(c);
+    const auto worker = spawn_worker(schema.conninfo, 1, keel::test::rng()());
+    const auto expected = collect_workers({worker});
+    REQUIRE_FALSE(expected.empty());
+    pg_engine e(c);
+    for (u128 id = 1; id <= worker_accounts; ++id) {
+      const auto a = e.lookup_account(id).value().value();
+      INFO("account " << to_string(id));
+      CHECK(a.balances.debits_posted == expected.at(id).first);
+      CHECK(a.balances.credits_posted == expected.at(id).second);
+    }
   }
 
   TEST_CASE("pg engine: random batches match the reference model; invariants at every sequence") {
@@ -262,55 +337,11 @@ TEST_SUITE("pg") {
     keel::test::scratch_schema schema;
     auto c = schema.connect();
     REQUIRE(migrate(c));
-    {
-      pg_engine e(c);
-      std::vector<account> accounts;
-      for (u128 id = 1; id <= worker_accounts; ++id)
-        accounts.push_back(
-            plain_account(id, id <= 2 ? account_flags::debits_must_not_exceed_credits : std::uint16_t{0}));
-      REQUIRE(e.create_accounts(accounts).value() ==
-              std::vector<account_result>(worker_accounts, account_result::ok));
-    }
+    create_worker_accounts(c);
     const auto seed = keel::test::rng()();
-    std::vector<std::string> outs;
-    std::vector<pid_t> pids;
-    for (int p = 0; p < 2; ++p) {
-      outs.push_back(temp_path("keel_ledger_worker"));
-      std::vector<std::string> env{
-          "KEEL_LEDGER_WORKER_CONNINFO=" + schema.conninfo, "KEEL_LEDGER_WORKER_TAG=" + std::to_string(p + 1),
-          "KEEL_LEDGER_WORKER_SEED=" + std::to_string(seed + static_cast<std::uint64_t>(p) * 100),
-          "KEEL_LEDGER_WORKER_OUT=" + outs.back()};
-      std::vector<std::string> args{"/proc/self/exe", "--test-case=ledger pg worker", "--no-intro"};
-      std::vector<std::string> env_storage;
-      for (char** e = environ; *e != nullptr; ++e) env_storage.emplace_back(*e);
-      for (const auto& e : env) env_storage.push_back(e);
-      std::vector<char*> envp;
-      for (auto& e : env_storage) envp.push_back(e.data());
-      envp.push_back(nullptr);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      pid_t pid = 0;
-      REQUIRE(posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), envp.data()) == 0);
-      pids.push_back(pid);
-    }
-    for (const auto pid : pids) {
-      int status = 0;
-      REQUIRE(waitpid(pid, &status, 0) == pid);
-      REQUIRE(WIFEXITED(status));
-      CHECK(WEXITSTATUS(status) == 0);
-    }
-    std::map<u128, std::pair<u128, u128>> expected;
-    for (const auto& path : outs) {
-      std::ifstream in(path);
-      std::string id, debits, credits;
-      while (in >> id >> debits >> credits) {
-        auto& s = expected[parse_u128(id).value()];
-        s.first += parse_u128(debits).value();
-        s.second += parse_u128(credits).value();
-      }
-      std::remove(path.c_str());
-    }
+    std::vector<spawned_worker> workers;
+    for (std::uint64_t p = 0; p < 2; ++p) workers.push_back(spawn_worker(schema.conninfo, p + 1, seed + p * 100));
+    auto expected = collect_workers(workers);
     REQUIRE_FALSE(expected.empty());
     pg_engine e(c);
     u128 total = 0;
