@@ -139,7 +139,8 @@ void create_worker_accounts(keel::pg::connection& c) {
   for (u128 id = 1; id <= worker_accounts; ++id)
     accounts.push_back(
         plain_account(id, id <= 2 ? account_flags::debits_must_not_exceed_credits : std::uint16_t{0}));
-  REQUIRE(e.create_accounts(accounts).value() == std::vector<account_result>(worker_accounts, account_result::ok));
+  REQUIRE(e.create_accounts(accounts).value() ==
+          std::vector<account_result>(worker_accounts, account_result::ok));
 }
 
 struct spawned_worker {
@@ -266,9 +267,19 @@ TEST_SUITE("pg") {
         INFO("batch " << batch << " event " << i);
         CHECK(to_string((*got)[i]) == to_string(want[i]));
       }
-      for (const auto& [id, expected] : model.balances())
+      if (keel::test::uniform<int>(0, 3) == 0) {  // now and then the expirer's pass
+        clock.advance(std::chrono::milliseconds(keel::test::uniform<int>(0, 1500)));
+        CHECK(e.expire_pending().value() == model.expire_pending(gen.now(clock)));
+      }
+      // Reads a while later, before anything records the expiries that fell due meanwhile.
+      clock.advance(std::chrono::milliseconds(keel::test::uniform<int>(0, 1500)));
+      const auto read_at = gen.now(clock);
+      for (const auto& [id, expected] : model.balances(read_at)) {
         CHECK(e.lookup_account(id).value()->balances == expected);
-      for (const auto& [id, expected] : model.flags()) CHECK(e.lookup_account(id).value()->flags == expected);
+        CHECK(e.balance_as_of(id, as_of::now()).value() == expected);
+      }
+      for (const auto& [id, expected] : model.flags(read_at))
+        CHECK(e.lookup_account(id).value()->flags == expected);
       CHECK(e.journal_size().value() == model.journal_size());
     }
     for (const auto& [sequence, snapshot] : model.history())
@@ -291,6 +302,46 @@ TEST_SUITE("pg") {
     CHECK(page.lines.size() <= 3);
     CHECK(e.statement(999, {}).error() == errc::unknown_account);
     CHECK(verify(c, e.make_checkpoint(test_key()).value()).result == verify_report::verdict::ok);
+  }
+
+  TEST_CASE("pg engine: a hold past its timeout is released on reads at once; the expirer records it") {
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    REQUIRE(migrate(c));
+    keel::manual_clock clock;
+    pg_engine e(c, {.clock = &clock});
+    // Each record runs an elected expirer until it has made a pass as the leader.
+    test::check_idle_expiry(e, clock, [&] {
+      pg_expirer expirer(
+          {.conninfo = schema.conninfo, .clock = &clock, .every = std::chrono::milliseconds(5)});
+      REQUIRE(test::eventually([&] { return expirer.current().leading; }));
+    });
+    // The recorded expiry is an entry like any other: the tree and the stored balances verify.
+    CHECK(verify(c, e.make_checkpoint(test_key()).value()).result == verify_report::verdict::ok);
+  }
+
+  TEST_CASE("pg expirer: one of several is elected per schema; another takes over when it stops") {
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    REQUIRE(migrate(c));
+    const pg_expirer_options options{
+        .conninfo = schema.conninfo, .clock = nullptr, .every = std::chrono::milliseconds(5)};
+    auto first = std::make_unique<pg_expirer>(options);
+    REQUIRE(test::eventually([&] { return first->current().leading; }));
+    pg_expirer second(options);
+    REQUIRE(test::eventually([&] { return second.current().passes >= 3; }));
+    CHECK_FALSE(second.current().leading);
+    CHECK(first->current().leading);
+    first.reset();  // gives up the lock
+    CHECK(test::eventually([&] { return second.current().leading; }));
+    // A ledger in another schema elects its own.
+    keel::test::scratch_schema other;
+    auto oc = other.connect();
+    REQUIRE(migrate(oc));
+    pg_expirer elsewhere(
+        {.conninfo = other.conninfo, .clock = nullptr, .every = std::chrono::milliseconds(5)});
+    CHECK(test::eventually([&] { return elsewhere.current().leading; }));
+    CHECK(second.current().leading);
   }
 
   TEST_CASE("pg engine: the journal, nodes and balance history are append-only") {
@@ -340,7 +391,8 @@ TEST_SUITE("pg") {
     create_worker_accounts(c);
     const auto seed = keel::test::rng()();
     std::vector<spawned_worker> workers;
-    for (std::uint64_t p = 0; p < 2; ++p) workers.push_back(spawn_worker(schema.conninfo, p + 1, seed + p * 100));
+    for (std::uint64_t p = 0; p < 2; ++p)
+      workers.push_back(spawn_worker(schema.conninfo, p + 1, seed + p * 100));
     auto expected = collect_workers(workers);
     REQUIRE_FALSE(expected.empty());
     pg_engine e(c);
