@@ -3,7 +3,10 @@
 #include "state_machine.hpp"
 
 #include <algorithm>
+#include <condition_variable>
 #include <map>
+#include <mutex>
+#include <thread>
 
 namespace keel::ledger {
 
@@ -51,6 +54,11 @@ struct memory_engine::state {
   };
 
   const keel::clock* clock;
+  // Held by every call, and by the expirer thread while it records.
+  mutable std::mutex mutex;
+  std::condition_variable wake_expirer;
+  bool stopping = false;
+  std::thread expirer;
   detail::working_set ws;
   merkle_tree tree;
   // Per sequence; segmented so that growing never copies what is already stored.
@@ -61,6 +69,39 @@ struct memory_engine::state {
   detail::u128_map<std::uint64_t> created_at;                  // account -> sequence
   std::map<std::uint32_t, std::vector<u128>> ledger_accounts;  // in creation order
   std::vector<detail::applied_entry> scratch;
+
+  ~state() {
+    if (!expirer.joinable()) return;
+    {
+      std::lock_guard lock(mutex);
+      stopping = true;
+    }
+    wake_expirer.notify_all();
+    expirer.join();
+  }
+
+  [[nodiscard]] std::uint64_t now() const noexcept { return to_ns(clock->now()); }
+
+  // The expiries due by `time` that no entry records yet (empty when none is due).
+  [[nodiscard]] detail::expiry_projection due(std::uint64_t time) const {
+    if (ws.expiries.empty() || ws.expiries.begin()->first > time) return {};
+    return detail::project_expiries(ws, time);
+  }
+
+  // The time a point reads the present at, when it reads past the last entry (where expiries
+  // due but not recorded count); nullopt for points inside the journal, read as recorded.
+  [[nodiscard]] std::optional<std::uint64_t> present_at(as_of point, std::uint64_t count) const {
+    if (point.sequence || count != entries.size()) return std::nullopt;
+    return point.timestamp ? std::min(*point.timestamp, now()) : now();
+  }
+
+  std::uint64_t record_expiries() {
+    scratch.clear();
+    detail::state_machine machine(ws);
+    machine.expire(now(), scratch);
+    commit(scratch);
+    return scratch.size();
+  }
 
   void commit(const std::vector<detail::applied_entry>& applied) {
     for (const auto& a : applied) {
@@ -133,6 +174,12 @@ memory_engine::memory_engine(memory_options options) : state_(std::make_unique<s
     s.tree.reserve(options.capacity);
     s.ws.transfers.reserve(options.capacity);
   }
+  if (options.expire_every.count() > 0) {
+    state_->expirer = std::thread([&s = *state_, every = options.expire_every] {
+      std::unique_lock lock(s.mutex);
+      while (!s.wake_expirer.wait_for(lock, every, [&s] { return s.stopping; })) (void)s.record_expiries();
+    });
+  }
 }
 memory_engine::~memory_engine() = default;
 memory_engine::memory_engine(memory_engine&&) noexcept = default;
@@ -141,11 +188,12 @@ memory_engine& memory_engine::operator=(memory_engine&&) noexcept = default;
 result<std::vector<account_result>> memory_engine::create_accounts(std::span<const account> batch) {
   if (batch.size() > max_batch) return errc::batch_too_large;
   auto& s = *state_;
+  std::lock_guard lock(s.mutex);
   s.scratch.clear();
   std::vector<account_result> results;
   results.reserve(batch.size());
   detail::state_machine machine(s.ws);
-  machine.create_accounts(batch, to_ns(s.clock->now()), results, s.scratch);
+  machine.create_accounts(batch, s.now(), results, s.scratch);
   s.commit(s.scratch);
   return results;
 }
@@ -153,38 +201,59 @@ result<std::vector<account_result>> memory_engine::create_accounts(std::span<con
 result<std::vector<transfer_result>> memory_engine::create_transfers(std::span<const transfer> batch) {
   if (batch.size() > max_batch) return errc::batch_too_large;
   auto& s = *state_;
+  std::lock_guard lock(s.mutex);
   s.scratch.clear();
   std::vector<transfer_result> results;
   results.reserve(batch.size());
   detail::state_machine machine(s.ws);
-  const auto now = to_ns(s.clock->now());
+  const auto now = s.now();
   machine.expire(now, s.scratch);
   machine.create_transfers(batch, now, results, s.scratch);
   s.commit(s.scratch);
   return results;
 }
 
+result<std::uint64_t> memory_engine::expire_pending() {
+  std::lock_guard lock(state_->mutex);
+  return state_->record_expiries();
+}
+
 result<std::optional<account>> memory_engine::lookup_account(u128 id) {
-  const auto* found = state_->ws.accounts.find(id);
+  auto& s = *state_;
+  std::lock_guard lock(s.mutex);
+  const auto* found = s.ws.accounts.find(id);
   if (found == nullptr) return std::optional<account>{};
-  return std::optional<account>{*found};
+  const auto due = s.due(s.now());
+  const auto* after = due.accounts.find(id);
+  return std::optional<account>{after != nullptr ? *after : *found};
 }
 
 result<std::optional<transfer>> memory_engine::lookup_transfer(u128 id) {
+  std::lock_guard lock(state_->mutex);
   const auto* found = state_->ws.transfers.find(id);
   if (found == nullptr) return std::optional<transfer>{};
   return std::optional<transfer>{found->value};
 }
 
 result<balance> memory_engine::balance_as_of(u128 account_id, as_of point) {
-  auto count = state_->resolve(point);
+  auto& s = *state_;
+  std::lock_guard lock(s.mutex);
+  auto count = s.resolve(point);
   if (!count) return count.error();
-  return state_->balance_at(account_id, *count);
+  auto recorded = s.balance_at(account_id, *count);
+  if (!recorded) return recorded;
+  if (const auto present = s.present_at(point, *count)) {
+    const auto due = s.due(*present);
+    if (const auto* after = due.accounts.find(account_id); after != nullptr) return after->balances;
+  }
+  return recorded;
 }
 
 result<statement_page> memory_engine::statement(u128 account_id, const statement_query& query) {
   if (query.limit == 0) return errc::invalid_argument;
-  const auto* found = state_->history.find(account_id);
+  auto& s = *state_;
+  std::lock_guard lock(s.mutex);
+  const auto* found = s.history.find(account_id);
   if (found == nullptr) return errc::unknown_account;
   const auto& sequences = *found;
   auto it = std::lower_bound(sequences.begin(), sequences.end(), query.from_sequence);
@@ -192,22 +261,39 @@ result<statement_page> memory_engine::statement(u128 account_id, const statement
   for (; it != sequences.end() && *it <= query.to_sequence; ++it) {
     if (page.lines.size() == query.limit) {
       page.next_sequence = *it;
+      return page;
+    }
+    page.lines.push_back(s.line(account_id, *it));
+  }
+  // Expiries due but not recorded come next, at the sequences they will be recorded at.
+  const auto due = s.due(s.now());
+  for (std::size_t i = 0; i < due.entries.size(); ++i) {
+    const auto& a = due.entries[i];
+    const auto sequence = s.entries.size() + i;
+    if (a.debit_id != account_id && a.credit_id != account_id) continue;
+    if (sequence < query.from_sequence) continue;
+    if (sequence > query.to_sequence) break;
+    if (page.lines.size() == query.limit) {
+      page.next_sequence = sequence;
       break;
     }
-    page.lines.push_back(state_->line(account_id, *it));
+    page.lines.push_back({sequence, a.entry.transfer.timestamp, a.entry.transfer.id,
+                          a.debit_id == account_id ? a.debit_after : a.credit_after});
   }
   return page;
 }
 
 result<trial_balance> memory_engine::trial_balance_as_of(std::uint32_t ledger_id, as_of point) {
-  auto count = state_->resolve(point);
+  auto& s = *state_;
+  std::lock_guard lock(s.mutex);
+  auto count = s.resolve(point);
   if (!count) return count.error();
   trial_balance out;
   out.ledger = ledger_id;
-  const auto found = state_->ledger_accounts.find(ledger_id);
-  if (found == state_->ledger_accounts.end()) return out;
+  const auto found = s.ledger_accounts.find(ledger_id);
+  if (found == s.ledger_accounts.end()) return out;
   for (const auto id : found->second) {
-    auto b = state_->balance_at(id, *count);
+    auto b = s.balance_at(id, *count);
     if (!b) continue;  // created after the point
     ++out.accounts;
     out.totals.debits_pending += b->debits_pending;
@@ -215,29 +301,41 @@ result<trial_balance> memory_engine::trial_balance_as_of(std::uint32_t ledger_id
     out.totals.credits_pending += b->credits_pending;
     out.totals.credits_posted += b->credits_posted;
   }
+  if (const auto present = s.present_at(point, *count)) {
+    for (const auto& a : s.due(*present).entries) {
+      if (a.entry.transfer.ledger != ledger_id) continue;
+      out.totals.debits_pending -= a.entry.transfer.amount;
+      out.totals.credits_pending -= a.entry.transfer.amount;
+    }
+  }
   return out;
 }
 
 result<std::uint64_t> memory_engine::journal_size() {
+  std::lock_guard lock(state_->mutex);
   return state_->entries.size();
 }
 
 result<encoded_entry> memory_engine::entry(std::uint64_t sequence) {
+  std::lock_guard lock(state_->mutex);
   if (sequence >= state_->entries.size()) return errc::sequence_out_of_range;
   return state_->entries[sequence];
 }
 
 result<tree_hash> memory_engine::root(std::uint64_t tree_size) {
+  std::lock_guard lock(state_->mutex);
   return state_->tree.root(tree_size);
 }
 
 result<std::vector<tree_hash>> memory_engine::inclusion_proof(std::uint64_t sequence,
                                                               std::uint64_t tree_size) {
+  std::lock_guard lock(state_->mutex);
   return state_->tree.inclusion_proof(sequence, tree_size);
 }
 
 result<std::vector<tree_hash>> memory_engine::consistency_proof(std::uint64_t old_size,
                                                                 std::uint64_t new_size) {
+  std::lock_guard lock(state_->mutex);
   return state_->tree.consistency_proof(old_size, new_size);
 }
 

@@ -1,3 +1,4 @@
+#include <keel/core/log.hpp>
 #include <keel/ledger/pg_engine.hpp>
 #include <keel/pg/copy.hpp>
 #include <keel/pg/transaction.hpp>
@@ -6,8 +7,11 @@
 #include "state_machine.hpp"
 
 #include <algorithm>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <set>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -200,14 +204,15 @@ constexpr std::string_view account_columns =
     "id, ledger, code, flags, user_data, timestamp, debits_pending::text, debits_posted::text, "
     "credits_pending::text, credits_posted::text, sequence";
 
-result<account> account_from(const pg::row& r) {
-  auto id = r.get<pg::uuid>(0);
-  auto ledger_id = r.get<std::int64_t>(1);
-  auto code = r.get<std::int32_t>(2);
-  auto flags = r.get<std::int32_t>(3);
-  auto user_data = r.get<pg::uuid>(4);
-  auto ts = r.get<std::int64_t>(5);
-  auto b = balance_at(r, 6);
+// `first`: the column account_columns start at.
+result<account> account_from(const pg::row& r, std::size_t first = 0) {
+  auto id = r.get<pg::uuid>(first);
+  auto ledger_id = r.get<std::int64_t>(first + 1);
+  auto code = r.get<std::int32_t>(first + 2);
+  auto flags = r.get<std::int32_t>(first + 3);
+  auto user_data = r.get<pg::uuid>(first + 4);
+  auto ts = r.get<std::int64_t>(first + 5);
+  auto b = balance_at(r, first + 6);
   if (!id || !ledger_id || !code || !flags || !user_data || !ts || !b) return errc::storage_failure;
   account a;
   a.id = from_uuid(*id);
@@ -224,6 +229,22 @@ constexpr std::string_view transfer_columns =
     "id, debit_account_id, credit_account_id, amount::text, pending_id, user_data, timeout, ledger, code, "
     "flags, "
     "timestamp, state, expires_at";
+constexpr std::size_t transfer_column_count = 13;
+constexpr std::size_t account_column_count = 11;
+
+// "a, b::text" with each column qualified by `table`: "t.a, t.b::text".
+std::string qualified(std::string_view columns, std::string_view table) {
+  std::string out;
+  std::size_t at = 0;
+  while (at < columns.size()) {
+    auto end = columns.find(", ", at);
+    if (end == std::string_view::npos) end = columns.size();
+    if (!out.empty()) out += ", ";
+    out.append(table).append(".").append(columns.substr(at, end - at));
+    at = end + 2;
+  }
+  return out;
+}
 
 result<detail::transfer_record> transfer_from(const pg::row& r) {
   auto id = r.get<pg::uuid>(0);
@@ -315,6 +336,50 @@ result<void> load_accounts(pg::connection& c, detail::working_set& ws, const std
   return {};
 }
 
+// The expiries due by `now` that no entry records yet (filtered by `where` on the pending
+// transfer t, with `filter` as $2), and the journal size they follow. One statement reads the
+// holds, both their accounts and the head, so they come from one snapshot.
+struct projected {
+  detail::expiry_projection due;
+  std::uint64_t size = 0;
+};
+
+template <class... Filter>
+result<projected> project(pg::connection& c, std::uint64_t now, std::string_view where,
+                          const Filter&... filter) {
+  const auto sql = "SELECT " + qualified(transfer_columns, "t") + ", " + qualified(account_columns, "d") +
+                   ", " + qualified(account_columns, "k") +
+                   ", h.size, h.last_timestamp FROM keel_ledger_transfers t "
+                   "JOIN keel_ledger_accounts d ON d.id = t.debit_account_id "
+                   "JOIN keel_ledger_accounts k ON k.id = t.credit_account_id CROSS JOIN keel_ledger_head h "
+                   "WHERE t.state = 1 AND t.expires_at > 0 AND t.expires_at <= $1 " +
+                   std::string(where);
+  auto rows = c.query(sql, i64(std::min<std::uint64_t>(now, INT64_MAX)), filter...);
+  if (!rows) return errc::storage_failure;
+  projected out;
+  if (rows->empty()) return out;
+  detail::working_set ws;
+  for (const pg::row r : *rows) {
+    auto t = transfer_from(r);
+    auto debit = account_from(r, transfer_column_count);
+    auto credit = account_from(r, transfer_column_count + account_column_count);
+    auto size = r.get<std::int64_t>(transfer_column_count + 2 * account_column_count);
+    auto last = r.get<std::int64_t>(transfer_column_count + 2 * account_column_count + 1);
+    if (!t) return t.error();
+    if (!debit) return debit.error();
+    if (!credit) return credit.error();
+    if (!size || !last) return errc::storage_failure;
+    out.size = u64(*size);
+    ws.last_timestamp = u64(*last);
+    ws.accounts.emplace(debit->id, *debit);
+    ws.accounts.emplace(credit->id, *credit);
+    ws.expiries.emplace(t->expires_at, t->value.id);
+    ws.transfers.emplace(t->value.id, *t);
+  }
+  out.due = detail::project_expiries(ws, now);
+  return out;
+}
+
 // Appends the committed entries: journal rows and Merkle nodes by binary COPY, the head row.
 result<void> write_journal(pg::connection& c, head_row& head,
                            const std::vector<detail::applied_entry>& applied, std::uint64_t last_timestamp) {
@@ -365,7 +430,7 @@ pg_engine::pg_engine(pg::connection& c, pg_options options) noexcept
     : c_(&c), clock_(options.clock != nullptr ? options.clock : &system_clock::instance()) {}
 
 template <class Result, class Event>
-result<std::vector<Result>> pg_engine::write_batch(std::span<const Event> batch) {
+result<std::vector<Result>> pg_engine::write_batch(std::span<const Event> batch, std::uint64_t* appended) {
   if (batch.size() > max_batch) return errc::batch_too_large;
   auto tx = pg::transaction::begin(*c_);
   if (!tx) return errc::storage_failure;
@@ -530,6 +595,7 @@ result<std::vector<Result>> pg_engine::write_batch(std::span<const Event> batch)
   }
   if (auto r = write_journal(*c_, *head, applied, ws.last_timestamp); !r) return r.error();
   if (!tx->commit()) return errc::storage_failure;
+  if (appended != nullptr) *appended = applied.size();
   return results;
 }
 
@@ -541,7 +607,28 @@ result<std::vector<transfer_result>> pg_engine::create_transfers(std::span<const
   return write_batch<transfer_result>(batch);
 }
 
+result<std::uint64_t> pg_engine::expire_pending() {
+  // Most passes find nothing due: ask first, without queueing for the journal head lock.
+  auto due = c_->query(
+      "SELECT EXISTS (SELECT 1 FROM keel_ledger_transfers WHERE state = 1 AND expires_at > 0 AND expires_at "
+      "<= $1)",
+      i64(to_ns(clock_->now())));
+  if (!due) return errc::storage_failure;
+  auto any = due->value<bool>();
+  if (!any) return errc::storage_failure;
+  if (!*any) return std::uint64_t{0};
+  std::uint64_t appended = 0;
+  // An empty batch is exactly the expiry the next batch would run first.
+  auto r = write_batch<transfer_result>(std::span<const transfer>{}, &appended);
+  if (!r) return r.error();
+  return appended;
+}
+
 result<std::optional<account>> pg_engine::lookup_account(u128 id) {
+  auto due = project(*c_, to_ns(clock_->now()), "AND (t.debit_account_id = $2 OR t.credit_account_id = $2)",
+                     to_uuid(id));
+  if (!due) return due.error();
+  if (const auto* after = due->due.accounts.find(id); after != nullptr) return std::optional<account>{*after};
   auto rows = c_->query(
       std::string("SELECT ") + std::string(account_columns) + " FROM keel_ledger_accounts WHERE id = $1",
       to_uuid(id));
@@ -563,35 +650,44 @@ result<std::optional<transfer>> pg_engine::lookup_transfer(u128 id) {
   return std::optional<transfer>{t->value};
 }
 
-result<std::uint64_t> pg_engine::resolve(as_of point) {
+result<pg_engine::resolved> pg_engine::resolve(as_of point) {
   auto size = journal_size();
   if (!size) return size.error();
+  const auto now = to_ns(clock_->now());
   if (point.sequence) {
     if (*point.sequence >= *size) return errc::sequence_out_of_range;
-    return *point.sequence + 1;
+    return resolved{*point.sequence + 1, std::nullopt};
   }
   if (point.timestamp) {
-    if (*point.timestamp > static_cast<std::uint64_t>(INT64_MAX)) return *size;
+    const auto present = std::optional<std::uint64_t>{std::min(*point.timestamp, now)};
+    if (*point.timestamp > static_cast<std::uint64_t>(INT64_MAX)) return resolved{*size, present};
     auto rows =
         c_->query("SELECT coalesce(max(sequence) + 1, 0) FROM keel_ledger_journal WHERE timestamp <= $1",
                   i64(*point.timestamp));
     if (!rows) return errc::storage_failure;
     auto count = rows->value<std::int64_t>();
     if (!count) return errc::storage_failure;
-    return u64(*count);
+    const auto n = u64(*count);
+    return resolved{n, n == *size ? present : std::nullopt};
   }
-  return *size;
+  return resolved{*size, now};
 }
 
 result<balance> pg_engine::balance_as_of(u128 account_id, as_of point) {
-  auto count = resolve(point);
-  if (!count) return count.error();
+  auto point_at = resolve(point);
+  if (!point_at) return point_at.error();
+  if (point_at->present) {
+    auto due = project(*c_, *point_at->present, "AND (t.debit_account_id = $2 OR t.credit_account_id = $2)",
+                       to_uuid(account_id));
+    if (!due) return due.error();
+    if (const auto* after = due->due.accounts.find(account_id); after != nullptr) return after->balances;
+  }
   auto rows = c_->query(
       "SELECT h.debits_pending::text, h.debits_posted::text, h.credits_pending::text, h.credits_posted::text "
       "FROM keel_ledger_accounts a LEFT JOIN LATERAL (SELECT * FROM keel_ledger_balances b WHERE "
       "b.account_id = a.id "
       "AND b.sequence < $2 ORDER BY b.sequence DESC LIMIT 1) h ON true WHERE a.id = $1 AND a.sequence < $2",
-      to_uuid(account_id), i64(*count));
+      to_uuid(account_id), i64(point_at->count));
   if (!rows) return errc::storage_failure;
   if (rows->empty()) return errc::unknown_account;
   if ((*rows)[0].is_null(0)) return balance{};
@@ -625,12 +721,30 @@ result<statement_page> pg_engine::statement(u128 account_id, const statement_que
     }
     page.lines.push_back({u64(*sequence), u64(*ts), from_uuid(*tid), *b});
   }
+  if (page.next_sequence) return page;
+  // Expiries due but not recorded come next, at the sequences they will be recorded at.
+  auto due = project(*c_, to_ns(clock_->now()), "");
+  if (!due) return due.error();
+  for (std::size_t i = 0; i < due->due.entries.size(); ++i) {
+    const auto& a = due->due.entries[i];
+    const auto sequence = due->size + i;
+    if (a.debit_id != account_id && a.credit_id != account_id) continue;
+    if (sequence < query.from_sequence) continue;
+    if (sequence > query.to_sequence) break;
+    if (page.lines.size() == query.limit) {
+      page.next_sequence = sequence;
+      break;
+    }
+    page.lines.push_back({sequence, a.entry.transfer.timestamp, a.entry.transfer.id,
+                          a.debit_id == account_id ? a.debit_after : a.credit_after});
+  }
   return page;
 }
 
 result<trial_balance> pg_engine::trial_balance_as_of(std::uint32_t ledger_id, as_of point) {
-  auto count = resolve(point);
-  if (!count) return count.error();
+  auto point_at = resolve(point);
+  if (!point_at) return point_at.error();
+  const auto count = std::optional<std::uint64_t>{point_at->count};
   auto rows = c_->query(
       "SELECT count(*), coalesce(sum(h.debits_pending), 0)::text, coalesce(sum(h.debits_posted), 0)::text, "
       "coalesce(sum(h.credits_pending), 0)::text, coalesce(sum(h.credits_posted), 0)::text "
@@ -643,7 +757,16 @@ result<trial_balance> pg_engine::trial_balance_as_of(std::uint32_t ledger_id, as
   auto accounts = (*rows)[0].get<std::int64_t>(0);
   auto totals = balance_at((*rows)[0], 1);
   if (!accounts || !totals) return errc::storage_failure;
-  return trial_balance{ledger_id, u64(*accounts), *totals};
+  trial_balance out{ledger_id, u64(*accounts), *totals};
+  if (point_at->present) {
+    auto due = project(*c_, *point_at->present, "AND t.ledger = $2", static_cast<std::int64_t>(ledger_id));
+    if (!due) return due.error();
+    for (const auto& a : due->due.entries) {
+      out.totals.debits_pending -= a.entry.transfer.amount;
+      out.totals.credits_pending -= a.entry.transfer.amount;
+    }
+  }
+  return out;
 }
 
 result<std::uint64_t> pg_engine::journal_size() {
@@ -700,6 +823,91 @@ result<std::vector<tree_hash>> pg_engine::consistency_proof(std::uint64_t old_si
   if (!size) return size.error();
   if (old_size == 0 || old_size > new_size || new_size > *size) return errc::sequence_out_of_range;
   return ledger::consistency_proof(nodes(), old_size, new_size);
+}
+
+// ---------------------------------------------------------------- the expirer
+
+namespace {
+// One elected expirer per schema: ledgers in different schemas of a database each get one.
+constexpr std::string_view try_lead_sql =
+    "SELECT pg_try_advisory_lock(1802266727, hashtext(current_schema()))";
+constexpr std::string_view unlock_sql = "SELECT pg_advisory_unlock(1802266727, hashtext(current_schema()))";
+}  // namespace
+
+struct pg_expirer::impl {
+  pg_expirer_options options;
+  mutable std::mutex mutex;
+  std::condition_variable wake;
+  bool stopping = false;
+  status now;
+  std::thread thread;
+
+  // One look: connect if needed, try to lead, and record what is due if leading.
+  void pass(std::optional<pg::connection>& c, bool& leading) {
+    if (!c || !c->is_open()) {
+      leading = false;
+      c.reset();
+      auto connected = pg::connection::connect(options.conninfo);
+      if (!connected) {
+        log::warn("keel.ledger: the expirer cannot connect; retrying",
+                  {{"error", connected.error().message()}});
+        return;
+      }
+      c.emplace(std::move(*connected));
+    }
+    if (!leading) {
+      auto won = c->query(try_lead_sql);
+      if (!won) return;
+      auto held = won->value<bool>();
+      leading = held && *held;
+      if (!leading) return;
+    }
+    pg_engine engine(*c, {.clock = options.clock});
+    auto recorded = engine.expire_pending();
+    if (!recorded) {
+      log::warn("keel.ledger: recording expiries failed; retrying", {{"error", c->last_error().to_string()}});
+      if (!c->is_open()) leading = false;
+      return;
+    }
+    std::lock_guard lock(mutex);
+    now.recorded += *recorded;
+  }
+
+  void run() {
+    std::optional<pg::connection> c;
+    bool leading = false;
+    std::unique_lock lock(mutex);
+    while (!stopping) {
+      lock.unlock();
+      pass(c, leading);
+      lock.lock();
+      now.leading = leading;
+      ++now.passes;
+      wake.wait_for(lock, options.every, [this] { return stopping; });
+    }
+    lock.unlock();
+    if (c && c->is_open() && leading) (void)c->query(unlock_sql);
+  }
+};
+
+pg_expirer::pg_expirer(pg_expirer_options options) : impl_(std::make_unique<impl>()) {
+  impl_->options = std::move(options);
+  if (impl_->options.clock == nullptr) impl_->options.clock = &system_clock::instance();
+  impl_->thread = std::thread([this] { impl_->run(); });
+}
+
+pg_expirer::~pg_expirer() {
+  {
+    std::lock_guard lock(impl_->mutex);
+    impl_->stopping = true;
+  }
+  impl_->wake.notify_all();
+  impl_->thread.join();
+}
+
+pg_expirer::status pg_expirer::current() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->now;
 }
 
 }  // namespace keel::ledger

@@ -57,14 +57,7 @@ void state_machine::rollback(std::uint64_t saved_timestamp) {
         break;
       case undo_entry::transfer_insert: {
         auto found = ws_.transfers.find(it->id);
-        if (found != nullptr && found->expires_at != 0) {
-          auto [b, e] = ws_.expiries.equal_range(found->expires_at);
-          for (auto x = b; x != e; ++x)
-            if (x->second == it->id) {
-              ws_.expiries.erase(x);
-              break;
-            }
-        }
+        if (found != nullptr && found->expires_at != 0) ws_.expiries.erase({found->expires_at, it->id});
         ws_.transfers.erase(it->id);
         break;
       }
@@ -168,36 +161,54 @@ account_result state_machine::create_account(const account& in, std::uint64_t no
 
 // ---------------------------------------------------------------- transfers
 
-void state_machine::expire(std::uint64_t now, std::vector<applied_entry>& out) {
-  while (!ws_.expiries.empty() && ws_.expiries.begin()->first <= now) {
-    const auto id = ws_.expiries.begin()->second;
-    ws_.expiries.erase(ws_.expiries.begin());
-    auto found = ws_.transfers.find(id);
+expiry_projection project_expiries(const working_set& ws, std::uint64_t now) {
+  expiry_projection p;
+  p.last_timestamp = ws.last_timestamp;
+  const auto account_after = [&](u128 id) -> account& {
+    if (auto* seen = p.accounts.find(id); seen != nullptr) return *seen;
+    return *p.accounts.emplace(id, ws.accounts.at(id)).first;
+  };
+  for (const auto& [expires_at, id] : ws.expiries) {
+    if (expires_at > now) break;
+    const auto* found = ws.transfers.find(id);
     if (found == nullptr || found->state != pending_state::pending) continue;
-    auto& p = *found;
-    auto& dr = ws_.accounts.at(p.value.debit_account_id);
-    auto& cr = ws_.accounts.at(p.value.credit_account_id);
-    dr.balances.debits_pending -= p.value.amount;
-    cr.balances.credits_pending -= p.value.amount;
-    reopen_closed_by(p.value, dr, cr);
-    p.state = pending_state::expired;
-    auto& entry = out.emplace_back();
+    const auto& pending = found->value;
+    auto& dr = account_after(pending.debit_account_id);
+    auto& cr = account_after(pending.credit_account_id);
+    dr.balances.debits_pending -= pending.amount;
+    cr.balances.credits_pending -= pending.amount;
+    reopen_closed_by(pending, dr, cr);
+    p.last_timestamp = std::max(expires_at, p.last_timestamp + 1);
+    auto& entry = p.entries.emplace_back();
     entry.entry.kind = entry_kind::pending_expired;
     auto& t = entry.entry.transfer;
-    t.id = p.value.id;
-    t.pending_id = p.value.id;
-    t.debit_account_id = p.value.debit_account_id;
-    t.credit_account_id = p.value.credit_account_id;
-    t.amount = p.value.amount;
-    t.ledger = p.value.ledger;
-    t.code = p.value.code;
+    t.id = pending.id;
+    t.pending_id = pending.id;
+    t.debit_account_id = pending.debit_account_id;
+    t.credit_account_id = pending.credit_account_id;
+    t.amount = pending.amount;
+    t.ledger = pending.ledger;
+    t.code = pending.code;
     t.flags = transfer_flags::void_pending;
-    t.timestamp = next_timestamp(now);
+    t.timestamp = p.last_timestamp;
     entry.debit_id = dr.id;
     entry.credit_id = cr.id;
     entry.debit_after = dr.balances;
     entry.credit_after = cr.balances;
   }
+  return p;
+}
+
+void state_machine::expire(std::uint64_t now, std::vector<applied_entry>& out) {
+  if (ws_.expiries.empty() || ws_.expiries.begin()->first > now) return;
+  auto projection = project_expiries(ws_, now);
+  projection.accounts.for_each([&](u128 id, const account& after) { ws_.accounts.at(id) = after; });
+  for (const auto& e : projection.entries)
+    ws_.transfers.at(e.entry.transfer.id).state = pending_state::expired;
+  // Everything due is gone from the queue, including entries of transfers no longer pending.
+  ws_.expiries.erase(ws_.expiries.begin(), ws_.expiries.upper_bound({now, u128_max}));
+  ws_.last_timestamp = projection.last_timestamp;
+  out.insert(out.end(), projection.entries.begin(), projection.entries.end());
 }
 
 void state_machine::create_transfers(std::span<const transfer> batch, std::uint64_t now,
@@ -408,14 +419,7 @@ transfer_result state_machine::post_or_void(const transfer& in, std::uint64_t no
   cb.credits_posted += posted;
   if (!post) reopen_closed_by(p.value, dr, cr);
   if (logging_) undo_.push_back({undo_entry::transfer_state, p.value.id, {}, 0, p.state, p.expires_at});
-  if (p.expires_at != 0) {
-    auto [b, e] = ws_.expiries.equal_range(p.expires_at);
-    for (auto x = b; x != e; ++x)
-      if (x->second == p.value.id) {
-        ws_.expiries.erase(x);
-        break;
-      }
-  }
+  if (p.expires_at != 0) ws_.expiries.erase({p.expires_at, p.value.id});
   p.state = post ? pending_state::posted : pending_state::voided;
 
   transfer stored;

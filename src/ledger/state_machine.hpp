@@ -10,8 +10,9 @@
 #include "u128_map.hpp"
 
 #include <cstdint>
-#include <map>
+#include <set>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace keel::ledger::detail {
@@ -82,9 +83,24 @@ class transfer_store {
 struct working_set {
   u128_map<account> accounts;
   transfer_store transfers;
-  std::multimap<std::uint64_t, u128> expiries;  ///< pending transfers with a timeout, by expiry
+  /// Pending transfers with a timeout, by (expiry, id): the order they expire in.
+  std::set<std::pair<std::uint64_t, u128>> expiries;
   std::uint64_t last_timestamp = 0;
 };
+
+/// What expiring the holds due by a time would do, computed without changing anything: the
+/// entries it would append, in order, and the accounts they touch as they would be after.
+struct expiry_projection {
+  std::vector<applied_entry> entries;
+  u128_map<account> accounts;
+  std::uint64_t last_timestamp = 0;
+};
+
+/// The expiries of every pending transfer in `ws` whose expiry is <= `now`. Each is stamped
+/// with its expiry time (kept strictly after the entry before it), so the journal reads the
+/// same whether a batch, the expirer or a read finds it, and a read can show an expiry exactly
+/// as it will be recorded.
+[[nodiscard]] expiry_projection project_expiries(const working_set& ws, std::uint64_t now);
 
 class state_machine {
  public:

@@ -131,6 +131,67 @@ std::map<u128, std::pair<u128, u128>> run_writers(const std::string& conninfo, s
   return sums;
 }
 
+// Accounts 1..worker_accounts; 1 and 2 may not spend more than they received.
+void create_worker_accounts(keel::pg::connection& c) {
+  REQUIRE(migrate(c));
+  pg_engine e(c);
+  std::vector<account> accounts;
+  for (u128 id = 1; id <= worker_accounts; ++id)
+    accounts.push_back(
+        plain_account(id, id <= 2 ? account_flags::debits_must_not_exceed_credits : std::uint16_t{0}));
+  REQUIRE(e.create_accounts(accounts).value() ==
+          std::vector<account_result>(worker_accounts, account_result::ok));
+}
+
+struct spawned_worker {
+  pid_t pid = 0;
+  std::string out_path;
+};
+
+// Starts this test binary again as a worker process (the "ledger pg worker" case in its child role).
+spawned_worker spawn_worker(const std::string& conninfo, std::uint64_t tag, std::uint64_t seed) {
+  spawned_worker w{0, temp_path("keel_ledger_worker")};
+  std::vector<std::string> env_storage;
+  for (char** e = environ; *e != nullptr; ++e) env_storage.emplace_back(*e);
+  env_storage.push_back("KEEL_LEDGER_WORKER_CONNINFO=" + conninfo);
+  env_storage.push_back("KEEL_LEDGER_WORKER_TAG=" + std::to_string(tag));
+  env_storage.push_back("KEEL_LEDGER_WORKER_SEED=" + std::to_string(seed));
+  env_storage.push_back("KEEL_LEDGER_WORKER_OUT=" + w.out_path);
+  std::vector<char*> envp;
+  for (auto& e : env_storage) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args{"/proc/self/exe", "--test-case=ledger pg worker*", "--no-intro"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  REQUIRE(posix_spawn(&w.pid, "/proc/self/exe", nullptr, nullptr, argv.data(), envp.data()) == 0);
+  return w;
+}
+
+// Waits for the workers, requires each to have succeeded, and adds up the sums they wrote.
+std::map<u128, std::pair<u128, u128>> collect_workers(const std::vector<spawned_worker>& workers) {
+  std::map<u128, std::pair<u128, u128>> sums;
+  for (const auto& w : workers) {
+    int status = 0;
+    REQUIRE(waitpid(w.pid, &status, 0) == w.pid);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    std::ifstream in(w.out_path);
+    std::string id, debits, credits;
+    std::size_t lines = 0;
+    while (in >> id >> debits >> credits) {
+      auto& s = sums[parse_u128(id).value()];
+      s.first += parse_u128(debits).value();
+      s.second += parse_u128(credits).value();
+      ++lines;
+    }
+    std::remove(w.out_path.c_str());
+    // A child that ran no test (a renamed case) exits 0 too: it must have written its sums.
+    CHECK_MESSAGE(lines > 0, "worker " << w.pid << " wrote no sums");
+  }
+  return sums;
+}
+
 keel::ed25519_private_key test_key() {
   return keel::ed25519_private_key::from_seed(keel::bytes(32, 7)).value();
 }
@@ -157,17 +218,32 @@ verify_report verify(keel::pg::connection& c, const checkpoint& cp) {
 }  // namespace
 
 TEST_SUITE("pg") {
-  TEST_CASE("ledger pg worker") {
-    // Runs only as a child process of the concurrency test below.
-    const char* conninfo = std::getenv("KEEL_LEDGER_WORKER_CONNINFO");
-    if (conninfo == nullptr) return;
-    const auto tag = std::strtoull(std::getenv("KEEL_LEDGER_WORKER_TAG"), nullptr, 10);
-    const auto seed = std::strtoull(std::getenv("KEEL_LEDGER_WORKER_SEED"), nullptr, 10);
-    const auto sums = run_writers(conninfo, tag, seed);
-    REQUIRE_FALSE(sums.empty());
-    std::ofstream out(std::getenv("KEEL_LEDGER_WORKER_OUT"));
-    for (const auto& [id, s] : sums)
-      out << to_string(id) << ' ' << to_string(s.first) << ' ' << to_string(s.second) << '\n';
+  TEST_CASE("ledger pg worker: a spawned worker process accounts for every transfer it wrote") {
+    // As a child (spawned by spawn_worker) this is the worker; run by itself it spawns one
+    // worker and checks what it did, so the child's path is exercised here too.
+    if (const char* conninfo = std::getenv("KEEL_LEDGER_WORKER_CONNINFO"); conninfo != nullptr) {
+      const auto tag = std::strtoull(std::getenv("KEEL_LEDGER_WORKER_TAG"), nullptr, 10);
+      const auto seed = std::strtoull(std::getenv("KEEL_LEDGER_WORKER_SEED"), nullptr, 10);
+      const auto sums = run_writers(conninfo, tag, seed);
+      REQUIRE_FALSE(sums.empty());
+      std::ofstream out(std::getenv("KEEL_LEDGER_WORKER_OUT"));
+      for (const auto& [id, s] : sums)
+        out << to_string(id) << ' ' << to_string(s.first) << ' ' << to_string(s.second) << '\n';
+      return;
+    }
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    create_worker_accounts(c);
+    const auto worker = spawn_worker(schema.conninfo, 1, keel::test::rng()());
+    const auto expected = collect_workers({worker});
+    REQUIRE_FALSE(expected.empty());
+    pg_engine e(c);
+    for (u128 id = 1; id <= worker_accounts; ++id) {
+      const auto a = e.lookup_account(id).value().value();
+      INFO("account " << to_string(id));
+      CHECK(a.balances.debits_posted == expected.at(id).first);
+      CHECK(a.balances.credits_posted == expected.at(id).second);
+    }
   }
 
   TEST_CASE("pg engine: random batches match the reference model; invariants at every sequence") {
@@ -191,9 +267,19 @@ TEST_SUITE("pg") {
         INFO("batch " << batch << " event " << i);
         CHECK(to_string((*got)[i]) == to_string(want[i]));
       }
-      for (const auto& [id, expected] : model.balances())
+      if (keel::test::uniform<int>(0, 3) == 0) {  // now and then the expirer's pass
+        clock.advance(std::chrono::milliseconds(keel::test::uniform<int>(0, 1500)));
+        CHECK(e.expire_pending().value() == model.expire_pending(gen.now(clock)));
+      }
+      // Reads a while later, before anything records the expiries that fell due meanwhile.
+      clock.advance(std::chrono::milliseconds(keel::test::uniform<int>(0, 1500)));
+      const auto read_at = gen.now(clock);
+      for (const auto& [id, expected] : model.balances(read_at)) {
         CHECK(e.lookup_account(id).value()->balances == expected);
-      for (const auto& [id, expected] : model.flags()) CHECK(e.lookup_account(id).value()->flags == expected);
+        CHECK(e.balance_as_of(id, as_of::now()).value() == expected);
+      }
+      for (const auto& [id, expected] : model.flags(read_at))
+        CHECK(e.lookup_account(id).value()->flags == expected);
       CHECK(e.journal_size().value() == model.journal_size());
     }
     for (const auto& [sequence, snapshot] : model.history())
@@ -216,6 +302,46 @@ TEST_SUITE("pg") {
     CHECK(page.lines.size() <= 3);
     CHECK(e.statement(999, {}).error() == errc::unknown_account);
     CHECK(verify(c, e.make_checkpoint(test_key()).value()).result == verify_report::verdict::ok);
+  }
+
+  TEST_CASE("pg engine: a hold past its timeout is released on reads at once; the expirer records it") {
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    REQUIRE(migrate(c));
+    keel::manual_clock clock;
+    pg_engine e(c, {.clock = &clock});
+    // Each record runs an elected expirer until it has made a pass as the leader.
+    test::check_idle_expiry(e, clock, [&] {
+      pg_expirer expirer(
+          {.conninfo = schema.conninfo, .clock = &clock, .every = std::chrono::milliseconds(5)});
+      REQUIRE(test::eventually([&] { return expirer.current().leading; }));
+    });
+    // The recorded expiry is an entry like any other: the tree and the stored balances verify.
+    CHECK(verify(c, e.make_checkpoint(test_key()).value()).result == verify_report::verdict::ok);
+  }
+
+  TEST_CASE("pg expirer: one of several is elected per schema; another takes over when it stops") {
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    REQUIRE(migrate(c));
+    const pg_expirer_options options{
+        .conninfo = schema.conninfo, .clock = nullptr, .every = std::chrono::milliseconds(5)};
+    auto first = std::make_unique<pg_expirer>(options);
+    REQUIRE(test::eventually([&] { return first->current().leading; }));
+    pg_expirer second(options);
+    REQUIRE(test::eventually([&] { return second.current().passes >= 3; }));
+    CHECK_FALSE(second.current().leading);
+    CHECK(first->current().leading);
+    first.reset();  // gives up the lock
+    CHECK(test::eventually([&] { return second.current().leading; }));
+    // A ledger in another schema elects its own.
+    keel::test::scratch_schema other;
+    auto oc = other.connect();
+    REQUIRE(migrate(oc));
+    pg_expirer elsewhere(
+        {.conninfo = other.conninfo, .clock = nullptr, .every = std::chrono::milliseconds(5)});
+    CHECK(test::eventually([&] { return elsewhere.current().leading; }));
+    CHECK(second.current().leading);
   }
 
   TEST_CASE("pg engine: the journal, nodes and balance history are append-only") {
@@ -262,55 +388,12 @@ TEST_SUITE("pg") {
     keel::test::scratch_schema schema;
     auto c = schema.connect();
     REQUIRE(migrate(c));
-    {
-      pg_engine e(c);
-      std::vector<account> accounts;
-      for (u128 id = 1; id <= worker_accounts; ++id)
-        accounts.push_back(
-            plain_account(id, id <= 2 ? account_flags::debits_must_not_exceed_credits : std::uint16_t{0}));
-      REQUIRE(e.create_accounts(accounts).value() ==
-              std::vector<account_result>(worker_accounts, account_result::ok));
-    }
+    create_worker_accounts(c);
     const auto seed = keel::test::rng()();
-    std::vector<std::string> outs;
-    std::vector<pid_t> pids;
-    for (int p = 0; p < 2; ++p) {
-      outs.push_back(temp_path("keel_ledger_worker"));
-      std::vector<std::string> env{
-          "KEEL_LEDGER_WORKER_CONNINFO=" + schema.conninfo, "KEEL_LEDGER_WORKER_TAG=" + std::to_string(p + 1),
-          "KEEL_LEDGER_WORKER_SEED=" + std::to_string(seed + static_cast<std::uint64_t>(p) * 100),
-          "KEEL_LEDGER_WORKER_OUT=" + outs.back()};
-      std::vector<std::string> args{"/proc/self/exe", "--test-case=ledger pg worker", "--no-intro"};
-      std::vector<std::string> env_storage;
-      for (char** e = environ; *e != nullptr; ++e) env_storage.emplace_back(*e);
-      for (const auto& e : env) env_storage.push_back(e);
-      std::vector<char*> envp;
-      for (auto& e : env_storage) envp.push_back(e.data());
-      envp.push_back(nullptr);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      pid_t pid = 0;
-      REQUIRE(posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), envp.data()) == 0);
-      pids.push_back(pid);
-    }
-    for (const auto pid : pids) {
-      int status = 0;
-      REQUIRE(waitpid(pid, &status, 0) == pid);
-      REQUIRE(WIFEXITED(status));
-      CHECK(WEXITSTATUS(status) == 0);
-    }
-    std::map<u128, std::pair<u128, u128>> expected;
-    for (const auto& path : outs) {
-      std::ifstream in(path);
-      std::string id, debits, credits;
-      while (in >> id >> debits >> credits) {
-        auto& s = expected[parse_u128(id).value()];
-        s.first += parse_u128(debits).value();
-        s.second += parse_u128(credits).value();
-      }
-      std::remove(path.c_str());
-    }
+    std::vector<spawned_worker> workers;
+    for (std::uint64_t p = 0; p < 2; ++p)
+      workers.push_back(spawn_worker(schema.conninfo, p + 1, seed + p * 100));
+    auto expected = collect_workers(workers);
     REQUIRE_FALSE(expected.empty());
     pg_engine e(c);
     u128 total = 0;

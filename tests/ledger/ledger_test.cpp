@@ -267,6 +267,27 @@ TEST_SUITE("unit") {
     CHECK(name(one(e, huge)) == "overflows_timeout");
   }
 
+  TEST_CASE("memory engine: a hold past its timeout is released on reads at once; the expirer records it") {
+    keel::manual_clock clock;
+    memory_engine e({.clock = &clock});
+    keel::ledger::test::check_idle_expiry(e, clock, [&] { (void)e.expire_pending().value(); });
+  }
+
+  TEST_CASE("memory engine: expire_every records a due expiry on the engine's own thread") {
+    keel::manual_clock clock;
+    memory_engine e({.clock = &clock, .capacity = 0, .expire_every = std::chrono::milliseconds(1)});
+    std::vector<account> accounts{make_account(1), make_account(2)};
+    REQUIRE(e.create_accounts(accounts).value()[1] == account_result::ok);
+    auto hold = make_transfer(1, 1, 2, 30, transfer_flags::pending);
+    hold.timeout = 1;
+    REQUIRE(name(one(e, hold)) == "ok");
+    REQUIRE(e.journal_size().value() == 3);
+    clock.advance(std::chrono::seconds(2));
+    REQUIRE(keel::ledger::test::eventually([&] { return e.journal_size().value() == 4; }));
+    CHECK(decode(e.entry(3).value()).value().kind == entry_kind::pending_expired);
+    CHECK(e.lookup_account(1).value()->balances == balance{});
+  }
+
   TEST_CASE("closing accounts: a pending closing transfer closes, its void or expiry reopens") {
     keel::manual_clock clock;
     memory_engine e({.clock = &clock});
@@ -448,15 +469,29 @@ TEST_SUITE("unit") {
           CHECK(name(got[i]) == name(want[i]));
           ++seen[name(got[i])];
         }
-        for (const auto& [id, expected] : model.balances())
+        if (keel::test::uniform<int>(0, 3) == 0) {  // now and then the expirer's pass
+          clock.advance(std::chrono::milliseconds(keel::test::uniform<int>(0, 1500)));
+          CHECK(e.expire_pending().value() == model.expire_pending(gen.now(clock)));
+        }
+        // Reads a while later, before anything records the expiries that fell due meanwhile.
+        clock.advance(std::chrono::milliseconds(keel::test::uniform<int>(0, 1500)));
+        const auto read_at = gen.now(clock);
+        for (const auto& [id, expected] : model.balances(read_at)) {
           CHECK(e.lookup_account(id).value()->balances == expected);
-        for (const auto& [id, expected] : model.flags())
+          CHECK(e.balance_as_of(id, as_of::now()).value() == expected);
+        }
+        for (const auto& [id, expected] : model.flags(read_at))
           CHECK(e.lookup_account(id).value()->flags == expected);
         CHECK(e.journal_size().value() == model.journal_size());
       }
-      // Invariants at every sequence: Σ debits = Σ credits per ledger, and every limit held.
+      // Invariants at every sequence: Σ debits = Σ credits per ledger, every limit held, and
+      // timestamps strictly increasing (expiries stamped at their expiry time included).
       const auto size = e.journal_size().value();
+      std::uint64_t previous_timestamp = 0;
       for (std::uint64_t s = 0; s < size; ++s) {
+        const auto stamped = decode(e.entry(s).value()).value().timestamp();
+        CHECK(stamped > previous_timestamp);
+        previous_timestamp = stamped;
         for (const std::uint32_t ledger_id : {1U, 2U})
           CHECK(e.trial_balance_as_of(ledger_id, as_of::at_sequence(s))->balanced());
         for (const auto& a : accounts) {

@@ -2,10 +2,16 @@
 // A deliberately simple reference model of the ledger's rules (maps, whole-state copies for
 // linked chains, a scan for expiries) and a seeded scenario generator, for property tests.
 #include <keel/core/clock.hpp>
+#include <keel/ledger/engine.hpp>
 #include <keel/ledger/types.hpp>
 
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
 #include <map>
 #include <random>
+#include <thread>
 #include <vector>
 
 namespace keel::ledger::test {
@@ -28,21 +34,7 @@ class reference_model {
   }
 
   std::vector<transfer_result> create_transfers(const std::vector<transfer>& batch, std::uint64_t now) {
-    // Expire first: every pending transfer whose expiry has passed, in expiry order.
-    std::vector<std::pair<std::uint64_t, u128>> due;
-    for (const auto& [id, x] : s_.transfers)
-      if (x.state == pending_state::pending && x.expires_at != 0 && x.expires_at <= now)
-        due.emplace_back(x.expires_at, id);
-    std::sort(due.begin(), due.end());
-    for (const auto& [at, id] : due) {
-      auto& x = s_.transfers[id];
-      x.state = pending_state::expired;
-      s_.accounts[x.t.debit_account_id].b.debits_pending -= x.t.amount;
-      s_.accounts[x.t.credit_account_id].b.credits_pending -= x.t.amount;
-      reopen(x.t);
-      tick(now);
-      ++s_.size;
-    }
+    expire(s_, now);  // first: every pending transfer whose expiry has passed
     std::vector<transfer_result> out(batch.size(), transfer_result::ok);
     for (std::size_t i = 0; i < batch.size();) {
       std::size_t end = i;
@@ -64,21 +56,31 @@ class reference_model {
       }
       i = end + 1;
     }
-    if (s_.size > 0) {
-      auto& snapshot = history_[s_.size - 1];
-      for (const auto& [id, a] : s_.accounts) snapshot[id] = a.b;
-    }
+    snapshot();
     return out;
   }
 
-  [[nodiscard]] std::map<u128, balance> balances() const {
+  /// The expirer's pass: records what is due by `now`. @returns how many it recorded.
+  std::uint64_t expire_pending(std::uint64_t now) {
+    const auto before = s_.size;
+    expire(s_, now);
+    snapshot();
+    return s_.size - before;
+  }
+
+  /// Balances read at `now`: holds past their timeout are released whether recorded or not.
+  [[nodiscard]] std::map<u128, balance> balances(std::uint64_t now) const {
+    auto read = s_;
+    expire(read, now);
     std::map<u128, balance> out;
-    for (const auto& [id, a] : s_.accounts) out[id] = a.b;
+    for (const auto& [id, a] : read.accounts) out[id] = a.b;
     return out;
   }
-  [[nodiscard]] std::map<u128, std::uint16_t> flags() const {
+  [[nodiscard]] std::map<u128, std::uint16_t> flags(std::uint64_t now) const {
+    auto read = s_;
+    expire(read, now);
     std::map<u128, std::uint16_t> out;
-    for (const auto& [id, a] : s_.accounts) out[id] = a.a.flags;
+    for (const auto& [id, a] : read.accounts) out[id] = a.a.flags;
     return out;
   }
   [[nodiscard]] std::uint64_t journal_size() const { return s_.size; }
@@ -102,6 +104,36 @@ class reference_model {
   };
 
   std::uint64_t tick(std::uint64_t now) { return s_.last = std::max(now, s_.last + 1); }
+
+  // Every pending transfer whose expiry is <= now, in (expiry, id) order, each an entry stamped
+  // with its expiry time (kept after the entry before it).
+  static void expire(state& s, std::uint64_t now) {
+    std::vector<std::pair<std::uint64_t, u128>> due;
+    for (const auto& [id, x] : s.transfers)
+      if (x.state == pending_state::pending && x.expires_at != 0 && x.expires_at <= now)
+        due.emplace_back(x.expires_at, id);
+    std::sort(due.begin(), due.end());
+    for (const auto& [at, id] : due) {
+      auto& x = s.transfers[id];
+      x.state = pending_state::expired;
+      s.accounts[x.t.debit_account_id].b.debits_pending -= x.t.amount;
+      s.accounts[x.t.credit_account_id].b.credits_pending -= x.t.amount;
+      auto reopen_side = [&s](u128 account_id) {
+        auto& flags = s.accounts[account_id].a.flags;
+        flags = static_cast<std::uint16_t>(flags & ~account_flags::closed);
+      };
+      if ((x.t.flags & transfer_flags::closing_debit) != 0) reopen_side(x.t.debit_account_id);
+      if ((x.t.flags & transfer_flags::closing_credit) != 0) reopen_side(x.t.credit_account_id);
+      s.last = std::max(at, s.last + 1);
+      ++s.size;
+    }
+  }
+
+  void snapshot() {
+    if (s_.size == 0) return;
+    auto& at = history_[s_.size - 1];
+    for (const auto& [id, a] : s_.accounts) at[id] = a.b;
+  }
   bool closed(u128 id) { return (s_.accounts[id].a.flags & account_flags::closed) != 0; }
   void set_closed(u128 id, bool on) {
     auto& flags = s_.accounts[id].a.flags;
@@ -315,5 +347,94 @@ class scenario {
   std::vector<transfer> sent_;
   std::vector<u128> pendings_;
 };
+
+/// Polls `done` until it holds or 20 s have passed. @returns whether it held.
+template <class Condition>
+bool eventually(Condition done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // between looks at the state
+  }
+  return true;
+}
+
+/// An idle ledger (no writes after a hold): reads right after its timeout show it released as of
+/// its expiry, before anything is recorded; then `record_expiries()` (which makes the engine's
+/// expirer run and waits for it) appends the expiry as the next batch would, and the journal and
+/// reads before the expiry still show the hold pending. The same checks for every engine.
+template <class RecordExpiries>
+void check_idle_expiry(engine& e, keel::manual_clock& clock, RecordExpiries record_expiries) {
+  const auto make_account = [](u128 id) {
+    return account{
+        .id = id, .user_data = 0, .ledger = 1, .code = 1, .flags = 0, .timestamp = 0, .balances = {}};
+  };
+  const std::vector<account> accounts{make_account(1), make_account(2), make_account(3)};
+  REQUIRE(e.create_accounts(accounts).value() == std::vector<account_result>(3, account_result::ok));
+  transfer hold;
+  hold.id = 10;
+  hold.debit_account_id = 1;
+  hold.credit_account_id = 2;
+  hold.amount = 30;
+  hold.ledger = 1;
+  hold.code = 1;
+  hold.flags = transfer_flags::pending | transfer_flags::closing_debit;
+  hold.timeout = 5;
+  transfer untimed = hold;  // never expires: stays pending throughout
+  untimed.id = 11;
+  untimed.debit_account_id = 3;
+  untimed.flags = transfer_flags::pending;
+  untimed.timeout = 0;
+  const std::vector<transfer> batch{hold, untimed};
+  REQUIRE(e.create_transfers(batch).value() == std::vector<transfer_result>(2, transfer_result::ok));
+  const auto hold_at = e.lookup_transfer(hold.id).value().value().timestamp;
+  const auto expires_at = hold_at + 5'000'000'000ULL;
+  const auto recorded = e.journal_size().value();
+  REQUIRE(recorded == 5);
+  CHECK((e.lookup_account(1).value()->flags & account_flags::closed) != 0);
+
+  const balance held{.debits_pending = 30, .debits_posted = 0, .credits_pending = 0, .credits_posted = 0};
+  const balance released{};
+  const balance credit_side{
+      .debits_pending = 0, .debits_posted = 0, .credits_pending = 30, .credits_posted = 0};
+  clock.advance(std::chrono::seconds(4));
+  CHECK(e.lookup_account(1).value()->balances == held);  // not due yet
+  clock.advance(std::chrono::seconds(2));
+
+  // Right after the timeout, with no write since the hold: released on every read.
+  CHECK(e.lookup_account(1).value()->balances == released);
+  CHECK(e.lookup_account(2).value()->balances == credit_side);               // the untimed hold only
+  CHECK((e.lookup_account(1).value()->flags & account_flags::closed) == 0);  // reopened
+  CHECK(e.balance_as_of(1, as_of::now()).value() == released);
+  CHECK(e.balance_as_of(1, as_of::at_time(expires_at)).value() == released);
+  CHECK(e.balance_as_of(1, as_of::at_time(expires_at - 1)).value() == held);
+  const auto totals = e.trial_balance_as_of(1, as_of::now()).value().totals;
+  CHECK(totals.debits_pending == 30);  // the untimed hold
+  CHECK(totals.credits_pending == 30);
+  const auto before = e.statement(1, {}).value();
+  REQUIRE(before.lines.size() == 2);
+  const statement_line expiry_line{recorded, expires_at, hold.id, released};
+  CHECK(before.lines[1] == expiry_line);
+  CHECK(e.journal_size().value() == recorded);  // reads record nothing
+
+  record_expiries();
+  REQUIRE(e.journal_size().value() == recorded + 1);
+  const auto entry = decode(e.entry(recorded).value()).value();
+  CHECK(entry.kind == entry_kind::pending_expired);
+  CHECK(entry.transfer.pending_id == hold.id);
+  CHECK(entry.transfer.amount == 30);
+  CHECK(entry.timestamp() == expires_at);  // as of the expiry, not of when it was recorded
+  // What was read before the record is what the journal now says.
+  CHECK(e.statement(1, {}).value().lines == before.lines);
+  CHECK(e.balance_as_of(1, as_of::at_sequence(recorded)).value() == released);
+  CHECK(e.balance_as_of(1, as_of::at_sequence(recorded - 1)).value() == held);
+  CHECK(e.balance_as_of(1, as_of::at_time(expires_at - 1)).value() == held);
+  CHECK(e.balance_as_of(1, as_of::at_time(expires_at)).value() == released);
+  CHECK(e.lookup_account(1).value()->balances == released);
+  CHECK(e.lookup_account(3).value()->balances == held);
+  // Recording again finds nothing new.
+  record_expiries();
+  CHECK(e.journal_size().value() == recorded + 1);
+}
 
 }  // namespace keel::ledger::test

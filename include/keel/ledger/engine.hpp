@@ -7,6 +7,7 @@
 #include <keel/ledger/merkle.hpp>
 #include <keel/ledger/types.hpp>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <span>
@@ -16,8 +17,13 @@ namespace keel::ledger {
 
 /// A ledger: batches of accounts and transfers in, one result per event out, a Merkle journal
 /// of everything committed, and point-in-time queries. Implementations: memory_engine (here)
-/// and pg_engine (keel/ledger/pg_engine.hpp). Calls on one engine object are not concurrent
-/// (give each thread its own pg_engine; share a memory_engine behind a mutex).
+/// and pg_engine (keel/ledger/pg_engine.hpp). A memory_engine may be shared between threads; a
+/// pg_engine may not (give each thread its own).
+///
+/// A pending transfer past its timeout is voided as of its expiry time: reads of the present
+/// (lookups, `as_of::now()`, times after the last entry, statements) show it released at once,
+/// and its pending_expired entry is recorded by the next batch or by expire_pending(), with the
+/// expiry time as its timestamp, whichever runs first.
 class engine {
  public:
   virtual ~engine() = default;
@@ -30,14 +36,18 @@ class engine {
   /// passed are expired first.
   [[nodiscard]] virtual result<std::vector<transfer_result>> create_transfers(
       std::span<const transfer> batch) = 0;
+  /// Records the expiry of every pending transfer whose timeout has passed, exactly as the next
+  /// batch would, so an idle ledger's journal shows it. @returns how many it recorded.
+  [[nodiscard]] virtual result<std::uint64_t> expire_pending() = 0;
 
-  /// The account with its current balances, or nullopt.
+  /// The account with its current balances (expired holds released), or nullopt.
   [[nodiscard]] virtual result<std::optional<account>> lookup_account(u128 id) = 0;
   /// The transfer as stored (amount is what was actually moved), or nullopt.
   [[nodiscard]] virtual result<std::optional<transfer>> lookup_transfer(u128 id) = 0;
   /// Balances of `account_id` at `point`. @returns errc::unknown_account if it did not exist then.
   [[nodiscard]] virtual result<balance> balance_as_of(u128 account_id, as_of point) = 0;
-  /// The entries that moved `account_id`, with the running balance, a page at a time.
+  /// The entries that moved `account_id`, with the running balance, a page at a time; expiries
+  /// that are due but not yet recorded follow, at the sequences they will be recorded at.
   [[nodiscard]] virtual result<statement_page> statement(u128 account_id, const statement_query& query) = 0;
   /// Σ of the balances of every account of `ledger_id` that existed at `point`.
   [[nodiscard]] virtual result<trial_balance> trial_balance_as_of(std::uint32_t ledger_id, as_of point) = 0;
@@ -69,9 +79,13 @@ struct memory_options {
   /// constructor (as TigerBeetle allocates everything at startup), so the first batches do not
   /// stop while the kernel hands out and zeroes fresh pages. Growing past it still works.
   std::uint64_t capacity = 0;
+  /// Runs expire_pending() on a thread of the engine's own this often (wall time, whatever the
+  /// clock). Zero: no thread; the next batch or a call to expire_pending() records expiries.
+  std::chrono::milliseconds expire_every{0};
 };
 
-/// Everything in process memory: for embedding, tests and benchmarks. Not durable.
+/// Everything in process memory: for embedding, tests and benchmarks. Not durable. Safe to
+/// share between threads (each call holds the engine's mutex).
 class memory_engine final : public engine {
  public:
   explicit memory_engine(memory_options options = {});
@@ -82,6 +96,7 @@ class memory_engine final : public engine {
   [[nodiscard]] result<std::vector<account_result>> create_accounts(std::span<const account> batch) override;
   [[nodiscard]] result<std::vector<transfer_result>> create_transfers(
       std::span<const transfer> batch) override;
+  [[nodiscard]] result<std::uint64_t> expire_pending() override;
   [[nodiscard]] result<std::optional<account>> lookup_account(u128 id) override;
   [[nodiscard]] result<std::optional<transfer>> lookup_transfer(u128 id) override;
   [[nodiscard]] result<balance> balance_as_of(u128 account_id, as_of point) override;

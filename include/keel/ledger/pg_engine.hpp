@@ -7,6 +7,9 @@
 #include <keel/pg/connection.hpp>
 #include <keel/pg/migrations.hpp>
 
+#include <chrono>
+#include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 
@@ -34,6 +37,7 @@ class pg_engine final : public engine {
   [[nodiscard]] result<std::vector<account_result>> create_accounts(std::span<const account> batch) override;
   [[nodiscard]] result<std::vector<transfer_result>> create_transfers(
       std::span<const transfer> batch) override;
+  [[nodiscard]] result<std::uint64_t> expire_pending() override;
   [[nodiscard]] result<std::optional<account>> lookup_account(u128 id) override;
   [[nodiscard]] result<std::optional<transfer>> lookup_transfer(u128 id) override;
   [[nodiscard]] result<balance> balance_as_of(u128 account_id, as_of point) override;
@@ -48,13 +52,55 @@ class pg_engine final : public engine {
                                                                  std::uint64_t new_size) override;
 
  private:
+  // Where a point reads: the entries [0, count), and the time it reads the present at when it
+  // is past the last entry (expiries due by then count though not recorded).
+  struct resolved {
+    std::uint64_t count = 0;
+    std::optional<std::uint64_t> present;
+  };
   template <class Result, class Event>
-  result<std::vector<Result>> write_batch(std::span<const Event> batch);
-  result<std::uint64_t> resolve(as_of point);
+  result<std::vector<Result>> write_batch(std::span<const Event> batch, std::uint64_t* appended = nullptr);
+  result<resolved> resolve(as_of point);
   [[nodiscard]] node_reader nodes();
 
   pg::connection* c_;
   const keel::clock* clock_;
+};
+
+/// Options of pg_expirer.
+struct pg_expirer_options {
+  std::string conninfo;                   ///< the ledger's database (its search_path names the schema)
+  const keel::clock* clock = nullptr;     ///< default: keel::system_clock::instance()
+  std::chrono::milliseconds every{1000};  ///< how often the elected expirer looks for due holds
+};
+
+/// Records the expiries of a Postgres ledger's pending transfers on a thread of its own, so the
+/// journal shows them while no batch runs. Start one in each process that serves the ledger:
+/// they elect one through a session-level Postgres advisory lock per schema, held on a
+/// connection of the expirer's own, and only the elected one records; when its session ends,
+/// the next one to try takes over. Reads do not wait for it: they already show expired holds
+/// released.
+class pg_expirer {
+ public:
+  /// Where the expirer stands.
+  struct status {
+    bool leading = false;        ///< this one holds the lock and records
+    std::uint64_t passes = 0;    ///< completed looks (elected or not)
+    std::uint64_t recorded = 0;  ///< expiries this one appended
+  };
+
+  /// Starts the thread; it connects (and reconnects) by itself.
+  explicit pg_expirer(pg_expirer_options options);
+  /// Stops the thread and gives up the lock.
+  ~pg_expirer();
+  pg_expirer(const pg_expirer&) = delete;
+  pg_expirer& operator=(const pg_expirer&) = delete;
+
+  [[nodiscard]] status current() const;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
 };
 
 /// What `verify_journal` found. `first_bad` names the first entry that is not what the trusted
