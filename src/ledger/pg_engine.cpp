@@ -1,5 +1,7 @@
+#include <keel/core/backoff.hpp>
 #include <keel/core/log.hpp>
 #include <keel/ledger/pg_engine.hpp>
+#include <keel/pg/advisory_lock.hpp>
 #include <keel/pg/copy.hpp>
 #include <keel/pg/transaction.hpp>
 #include <keel/pg/types.hpp>
@@ -829,9 +831,7 @@ result<std::vector<tree_hash>> pg_engine::consistency_proof(std::uint64_t old_si
 
 namespace {
 // One elected expirer per schema: ledgers in different schemas of a database each get one.
-constexpr std::string_view try_lead_sql =
-    "SELECT pg_try_advisory_lock(1802266727, hashtext(current_schema()))";
-constexpr std::string_view unlock_sql = "SELECT pg_advisory_unlock(1802266727, hashtext(current_schema()))";
+constexpr auto expirer_lock = pg::advisory_key::named("keel.ledger.expirer");
 }  // namespace
 
 struct pg_expirer::impl {
@@ -841,52 +841,66 @@ struct pg_expirer::impl {
   bool stopping = false;
   status now;
   std::thread thread;
+  // The lock refers to the connection, so it is always reset before the connection is.
+  std::optional<pg::connection> conn;
+  std::optional<pg::advisory_lock> lead;
 
-  // One look: connect if needed, try to lead, and record what is due if leading.
-  void pass(std::optional<pg::connection>& c, bool& leading) {
-    if (!c || !c->is_open()) {
-      leading = false;
-      c.reset();
+  void drop_connection() {
+    lead.reset();
+    conn.reset();
+  }
+
+  // One look: connect if needed, try to lead, and record what is due if leading. False when
+  // Postgres could not be reached, so the next look backs off.
+  bool pass() {
+    if (!conn || !conn->is_open()) {
+      drop_connection();
       auto connected = pg::connection::connect(options.conninfo);
       if (!connected) {
-        log::warn("keel.ledger: the expirer cannot connect; retrying",
+        log::warn("keel.ledger: the expirer cannot connect; retrying with backoff",
                   {{"error", connected.error().message()}});
-        return;
+        return false;
       }
-      c.emplace(std::move(*connected));
+      conn.emplace(std::move(*connected));
     }
-    if (!leading) {
-      auto won = c->query(try_lead_sql);
-      if (!won) return;
-      auto held = won->value<bool>();
-      leading = held && *held;
-      if (!leading) return;
+    if (!lead) {
+      auto won = pg::advisory_lock::try_acquire(*conn, expirer_lock);
+      if (!won) return conn->is_open();
+      if (!*won) return true;  // another process leads
+      lead.emplace(std::move(**won));
     }
-    pg_engine engine(*c, {.clock = options.clock});
+    pg_engine engine(*conn, {.clock = options.clock});
     auto recorded = engine.expire_pending();
     if (!recorded) {
-      log::warn("keel.ledger: recording expiries failed; retrying", {{"error", c->last_error().to_string()}});
-      if (!c->is_open()) leading = false;
-      return;
+      log::warn("keel.ledger: recording expiries failed; retrying",
+                {{"error", conn->last_error().to_string()}});
+      if (!conn->is_open()) {
+        drop_connection();
+        return false;
+      }
+      return true;
     }
     std::lock_guard lock(mutex);
     now.recorded += *recorded;
+    return true;
   }
 
   void run() {
-    std::optional<pg::connection> c;
-    bool leading = false;
+    backoff reconnect({.initial = options.every,
+                       .max = std::max<std::chrono::milliseconds>(options.every, std::chrono::seconds(30))});
     std::unique_lock lock(mutex);
     while (!stopping) {
       lock.unlock();
-      pass(c, leading);
+      const bool reached = pass();
+      const auto wait = reached ? options.every : reconnect.next();
+      if (reached) reconnect.reset();
       lock.lock();
-      now.leading = leading;
+      now.leading = lead.has_value();
       ++now.passes;
-      wake.wait_for(lock, options.every, [this] { return stopping; });
+      wake.wait_for(lock, wait, [this] { return stopping; });
     }
     lock.unlock();
-    if (c && c->is_open() && leading) (void)c->query(unlock_sql);
+    drop_connection();  // releases the lead, so another process takes over at once
   }
 };
 
