@@ -5,6 +5,7 @@
 // restart.
 #include <keel/core/log.hpp>
 #include <keel/jobs/worker.hpp>
+#include <keel/pg/advisory_lock.hpp>
 #include <keel/pg/async.hpp>
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -168,10 +169,9 @@ SELECT count(*) FROM gone)sql";
 
 // The leader holds a session-level advisory lock, one per schema, so job tables in different
 // schemas of one database each get their own leader. If its session dies, Postgres releases
-// the lock and the next worker to try takes over.
-constexpr std::string_view try_lead_sql =
-    "SELECT pg_try_advisory_lock(1802137199, hashtext(current_schema()))";
-constexpr std::string_view unlock_sql = "SELECT pg_advisory_unlock(1802137199, hashtext(current_schema()))";
+// the lock and the next worker to try takes over. The key is the one earlier versions took by
+// hand, so workers of both versions elect one leader during a rolling upgrade.
+constexpr pg::advisory_key leader_lock{.name_hash = 1802137199, .per_schema = true};
 
 struct registered_kind {
   handler run;
@@ -284,8 +284,8 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
       }
       if (c) {
         if (c->reset()) return true;
-      } else if (auto opened = pg::connection::connect(
-                     options.conninfo, {.application_name = application_name(role)})) {
+      } else if (auto opened = pg::connection::connect(options.conninfo,
+                                                       {.application_name = application_name(role)})) {
         c.emplace(std::move(*opened));
         return true;
       }
@@ -297,7 +297,8 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
 
   bool try_connect(std::optional<pg::connection>& c) {
     if (c) return c->is_open() || static_cast<bool>(c->reset());
-    auto opened = pg::connection::connect(options.conninfo, {.application_name = application_name("control")});
+    auto opened =
+        pg::connection::connect(options.conninfo, {.application_name = application_name("control")});
     if (!opened) return false;
     c.emplace(std::move(*opened));
     return true;
@@ -650,15 +651,21 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
     }
   }
 
-  void maintain(pg::connection& c, bool& leading) {
-    if (!leading) {
-      auto locked = c.query(try_lead_sql);
-      if (!locked) return;
-      leading = or_default(locked->value<bool>(), false);
-      if (!leading) return;
+  // Takes the lead if it is free, then runs a round; `lead` holds the leader lock while this
+  // worker leads and is given up (released) when a round fails, so another worker can take over.
+  void maintain(pg::connection& c, std::optional<pg::advisory_lock>& lead) {
+    if (!lead) {
+      auto locked = pg::advisory_lock::try_acquire(c, leader_lock);
+      if (!locked || !*locked) return;
+      lead.emplace(std::move(**locked));
       log::info("keel.jobs: this worker leads maintenance", {{"worker", options.worker_id}});
       periodic_states.assign(options.periodic.size(), {});
     }
+    if (!maintenance_round(c)) lead.reset();
+  }
+
+  // Rescue, release, settle, periodic jobs, prune; false when a statement failed.
+  bool maintenance_round(pg::connection& c) {
     const auto now = clock->now();
     if (auto rescued = c.query(rescue_sql, now); rescued) {
       const auto n = or_default(rescued->value<std::int64_t>(), 0);
@@ -668,29 +675,25 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
         counters.rescued += static_cast<std::uint64_t>(n);
       }
     } else {
-      leading = false;
-      return;
+      return false;
     }
     if (auto released = c.query(release_pending_sql); !released) {
-      leading = false;
-      return;
+      return false;
     }
     if (auto settled = c.query(settle_pending_sql); !settled) {
-      leading = false;
-      return;
+      return false;
     }
     if (!enqueue_periodic(c, now)) {
-      leading = false;
-      return;
+      return false;
     }
     for (int round = 0; round < 20; ++round) {
       auto pruned = c.query(prune_sql, now - options.keep_completed, now - options.keep_discarded);
       if (!pruned) {
-        leading = false;
-        return;
+        return false;
       }
       if (or_default(pruned->value<std::int64_t>(), 0) < 5000) break;
     }
+    return true;
   }
 
   // Enqueues each periodic job's due slots; false when the connection failed. Each slot is
@@ -777,23 +780,25 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
 
   void leader_loop() {
     std::optional<pg::connection> c;
-    bool leading = false;
+    // Refers to *c: reset before the connection is replaced or closed.
+    std::optional<pg::advisory_lock> lead;
     while (true) {
+      if (lead && !c->is_open()) lead.reset();
       if (!ensure_connected(c, stopping_control, "leader")) break;
-      const bool was_leader = leading;
-      maintain(*c, leading);
-      if (was_leader && !leading) {
+      const bool was_leader = lead.has_value();
+      maintain(*c, lead);
+      if (was_leader && !lead) {
         log::warn("keel.jobs: lost maintenance leadership", {{"error", c->last_error().to_string()}});
       }
       {
         std::unique_lock lock(mutex);
-        counters.leader = leading;
-        if (leading) ++counters.maintenance_rounds;
+        counters.leader = lead.has_value();
+        if (lead) ++counters.maintenance_rounds;
         control_cv.wait_for(lock, options.maintenance_interval, [&] { return stopping_control; });
         if (stopping_control) break;
       }
     }
-    if (c && c->is_open() && leading) (void)c->query(unlock_sql);
+    lead.reset();  // released at once, so another worker takes over without waiting
   }
 
   void on_listener_event(const pg::listener_event& e) {
