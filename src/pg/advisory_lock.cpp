@@ -8,40 +8,55 @@ namespace keel::pg {
 namespace {
 
 // The second key is 0 for database-wide locks, or the schema's hash: the two-int form keeps
-// keel's locks apart from applications' one-bigint locks.
-constexpr std::string_view schema_part = "CASE WHEN $2 THEN hashtext(current_schema()) ELSE 0 END";
+// keel's locks apart from applications' one-bigint locks. A search_path naming no existing
+// schema makes current_schema() NULL, and a NULL key would make Postgres lock nothing.
+constexpr std::string_view scope_sql = "CASE WHEN $2 THEN coalesce(hashtext(current_schema()), 0) ELSE 0 END";
 
-template <class T>
-result<T> single_value(result<rows> r) {
-  if (!r) return result<T>(boost::system::in_place_error, r.error());
-  return r->value<T>();
+const std::string& lock_sql(bool wait, bool transaction) {
+  static const std::string sql[2][2] = {
+      {"SELECT pg_try_advisory_lock($1, s), s FROM (SELECT " + std::string(scope_sql) + " AS s) k",
+       "SELECT pg_try_advisory_xact_lock($1, s), s FROM (SELECT " + std::string(scope_sql) + " AS s) k"},
+      {"SELECT pg_advisory_lock($1, s) IS NULL, s FROM (SELECT " + std::string(scope_sql) + " AS s) k",
+       "SELECT pg_advisory_xact_lock($1, s) IS NULL, s FROM (SELECT " + std::string(scope_sql) + " AS s) k"}};
+  return sql[wait ? 1 : 0][transaction ? 1 : 0];
+}
+
+// Takes the lock; the answer is (taken, scope). The waiting forms return void, so their first
+// column means nothing: they return only once the lock is taken.
+result<std::pair<bool, std::int32_t>> take(connection& conn, advisory_key key, bool wait, bool transaction) {
+  auto r = conn.query(lock_sql(wait, transaction), key.name_hash, key.per_schema);
+  if (!r) return result<std::pair<bool, std::int32_t>>(boost::system::in_place_error, r.error());
+  if (r->empty())
+    return result<std::pair<bool, std::int32_t>>(boost::system::in_place_error, errc::out_of_range);
+  auto fields = (*r)[0].as<bool, std::int32_t>();
+  if (!fields) return result<std::pair<bool, std::int32_t>>(boost::system::in_place_error, fields.error());
+  return std::pair<bool, std::int32_t>{std::get<0>(*fields), std::get<1>(*fields)};
 }
 
 }  // namespace
 
 result<advisory_lock> advisory_lock::acquire(connection& conn, advisory_key key) {
-  static const std::string sql = "SELECT pg_advisory_lock($1, " + std::string(schema_part) + ")";
-  auto r = conn.query(sql, key.name_hash, key.per_schema);
-  if (!r) return r.error();
-  return advisory_lock(conn, key);
+  auto taken = take(conn, key, true, false);
+  if (!taken) return taken.error();
+  return advisory_lock(conn, key, taken->second);
 }
 
 result<std::optional<advisory_lock>> advisory_lock::try_acquire(connection& conn, advisory_key key) {
-  static const std::string sql = "SELECT pg_try_advisory_lock($1, " + std::string(schema_part) + ")";
-  auto taken = single_value<bool>(conn.query(sql, key.name_hash, key.per_schema));
+  auto taken = take(conn, key, false, false);
   if (!taken) return result<std::optional<advisory_lock>>(boost::system::in_place_error, taken.error());
-  if (!*taken) return std::optional<advisory_lock>{};
-  return std::optional<advisory_lock>(advisory_lock(conn, key));
+  if (!taken->first) return std::optional<advisory_lock>{};
+  return std::optional<advisory_lock>(advisory_lock(conn, key, taken->second));
 }
 
 advisory_lock::advisory_lock(advisory_lock&& other) noexcept
-    : conn_(std::exchange(other.conn_, nullptr)), key_(other.key_) {}
+    : conn_(std::exchange(other.conn_, nullptr)), key_(other.key_), scope_(other.scope_) {}
 
 advisory_lock& advisory_lock::operator=(advisory_lock&& other) noexcept {
   if (this != &other) {
     if (held()) (void)release();
     conn_ = std::exchange(other.conn_, nullptr);
     key_ = other.key_;
+    scope_ = other.scope_;
   }
   return *this;
 }
@@ -49,31 +64,40 @@ advisory_lock& advisory_lock::operator=(advisory_lock&& other) noexcept {
 advisory_lock::~advisory_lock() {
   if (!held()) return;
   if (auto r = release(); !r) {
-    // The connection is gone or broken; Postgres drops a session's locks with it.
-    log::debug("advisory lock release failed; the session ending releases it",
-               {{"error", r.error().message()}});
+    if (conn_ != nullptr && conn_->is_open()) {
+      // In an aborted transaction, say: the session keeps the lock until it ends.
+      log::warn("keel.pg: an advisory lock could not be released and stays held until the session ends",
+                {{"error", r.error().message()}, {"lock", key_.name_hash}});
+    }
   }
 }
 
 result<void> advisory_lock::release() {
   if (!held()) return {};
-  static const std::string sql = "SELECT pg_advisory_unlock($1, " + std::string(schema_part) + ")";
-  connection& conn = *std::exchange(conn_, nullptr);
-  auto released = single_value<bool>(conn.query(sql, key_.name_hash, key_.per_schema));
-  if (!released) return released.error();
+  auto released = conn_->query("SELECT pg_advisory_unlock($1, $2)", key_.name_hash, scope_);
+  if (!released) {
+    // A closed connection has released its locks with its session; anything else (an aborted
+    // transaction) leaves the lock held, so keep it to be released again.
+    if (!conn_->is_open()) conn_ = nullptr;
+    return released.error();
+  }
+  conn_ = nullptr;
+  auto was_held = released->value<bool>();
+  if (!was_held) return was_held.error();
+  if (!*was_held) return errc::lock_not_held;
   return {};
 }
 
 result<void> advisory_xact_lock(connection& conn, advisory_key key) {
-  static const std::string sql = "SELECT pg_advisory_xact_lock($1, " + std::string(schema_part) + ")";
-  auto r = conn.query(sql, key.name_hash, key.per_schema);
-  if (!r) return r.error();
+  auto taken = take(conn, key, true, true);
+  if (!taken) return taken.error();
   return {};
 }
 
 result<bool> try_advisory_xact_lock(connection& conn, advisory_key key) {
-  static const std::string sql = "SELECT pg_try_advisory_xact_lock($1, " + std::string(schema_part) + ")";
-  return single_value<bool>(conn.query(sql, key.name_hash, key.per_schema));
+  auto taken = take(conn, key, false, true);
+  if (!taken) return result<bool>(boost::system::in_place_error, taken.error());
+  return taken->first;
 }
 
 }  // namespace keel::pg

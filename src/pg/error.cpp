@@ -64,6 +64,9 @@ const char* describe(errc e) noexcept {
              "line";
     case errc::invalid_argument:
       return "invalid argument (e.g. a text parameter containing a NUL byte: send such data as bytea)";
+    case errc::lock_not_held:
+      return "the session did not hold that advisory lock (released already, or by another session); "
+             "Postgres logs a warning for it";
   }
   return "unknown keel.pg error";
 }

@@ -78,6 +78,35 @@ TEST_SUITE("pg") {
     CHECK_FALSE(pg::advisory_lock::try_acquire(b, database_wide).value().has_value());
   }
 
+  TEST_CASE("a lock is really taken under any search_path, and released whatever happens after") {
+    test::scratch_schema schema;
+    auto a = schema.connect();
+    auto b = schema.connect();
+    // No existing schema on the search_path: current_schema() is NULL.
+    REQUIRE(a.execute("SET search_path = nonesuch"));
+    auto waited = pg::advisory_lock::acquire(a, leader).value();
+    CHECK(advisory_locks_held(a) == 1);
+    // The search_path changing after the lock was taken does not strand it.
+    REQUIRE(a.execute("SET search_path = public"));
+    REQUIRE(waited.release());
+    CHECK(advisory_locks_held(a) == 0);
+
+    // In an aborted transaction the release fails and the lock stays, to be released later.
+    auto held = pg::advisory_lock::try_acquire(a, leader).value();
+    REQUIRE(held.has_value());
+    REQUIRE(a.execute("BEGIN"));
+    CHECK_FALSE(a.execute("SELECT * FROM no_such_table"));
+    const auto refused = held->release();
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error() == pg::errc::transaction_aborted);
+    CHECK(held->held());
+    REQUIRE(a.execute("ROLLBACK"));
+    CHECK(advisory_locks_held(a) == 1);
+    REQUIRE(held->release());
+    CHECK(advisory_locks_held(a) == 0);
+    CHECK(pg::advisory_lock::try_acquire(b, leader).value().has_value());
+  }
+
   TEST_CASE("transaction-level advisory locks end with the transaction") {
     test::scratch_schema schema;
     auto a = schema.connect();

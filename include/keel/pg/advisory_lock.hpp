@@ -9,7 +9,9 @@
 /// if (lock && *lock) run_maintenance();    // this process is the leader while *lock lives
 /// @endcode
 /// A key is a component's name hashed at compile time plus, by default, the current schema,
-/// so job tables (or series) in two schemas of one database elect two leaders. Session locks
+/// so job tables (or series) in two schemas of one database elect two leaders (a session
+/// whose search_path names no existing schema locks as if database-wide). The schema is
+/// resolved when the lock is taken, so a later change of search_path cannot strand it. Session locks
 /// are held until released, the object is destroyed, or the connection ends — a process that
 /// dies loses its locks with its connection, which is what makes them safe for elections.
 #include <keel/core/error.hpp>
@@ -56,16 +58,19 @@ class advisory_lock {
   /// Releases the lock if still held; a lost connection has released it already.
   ~advisory_lock();
 
-  /// Releases the lock now. @returns the Postgres error if the release could not be sent.
+  /// Releases the lock now. On error (e.g. errc::transaction_aborted: roll back first) the lock
+  /// stays held and release() may be called again; errc::lock_not_held if the session had lost it.
   [[nodiscard]] result<void> release();
   /// True until released (or moved from).
   [[nodiscard]] bool held() const noexcept { return conn_ != nullptr; }
   [[nodiscard]] advisory_key key() const noexcept { return key_; }
 
  private:
-  advisory_lock(connection& conn, advisory_key key) noexcept : conn_(&conn), key_(key) {}
+  advisory_lock(connection& conn, advisory_key key, std::int32_t scope) noexcept
+      : conn_(&conn), key_(key), scope_(scope) {}
   connection* conn_ = nullptr;
   advisory_key key_{};
+  std::int32_t scope_ = 0;  ///< the second key as taken: the schema's hash, or 0
 };
 
 /// Takes a transaction-level advisory lock, waiting for it; Postgres releases it at commit or

@@ -37,6 +37,7 @@ enum class errc {
   migration_failed,             ///< a migration's SQL failed; nothing of it was applied
   cluster_failed,               ///< a local Postgres cluster could not be created or started
   invalid_argument,             ///< a caller error the message explains
+  lock_not_held,                ///< an advisory lock to release was not held by the session
 };
 
 /// The category of keel::pg::errc ("keel.pg").
