@@ -36,6 +36,23 @@ TEST_SUITE("unit") {
     CHECK(fixed.next() == 500ms);
   }
 
+  TEST_CASE("extreme policies neither overflow nor spin: the largest cap, NaNs") {
+    const keel::backoff_policy huge{
+        .initial = 100ms, .max = std::chrono::milliseconds::max(), .mode = keel::jitter_mode::none};
+    for (std::uint32_t retry : {1U, 57U, 64U, 1000U, UINT32_MAX}) {
+      const auto d = keel::backoff_delay(huge, retry, 0.5);
+      CHECK(d.count() > 0);
+      CHECK(d.count() <= 18'400'000'000'000'000LL);
+    }
+    const keel::backoff_policy jittered{
+        .initial = 100ms, .max = std::chrono::milliseconds::max(), .jitter = 1.0};
+    CHECK(keel::backoff_delay(jittered, 200, 1.0).count() > 0);
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const keel::backoff_policy nan_policy{.initial = 10ms, .max = 1s, .multiplier = nan, .jitter = nan};
+    CHECK(keel::backoff_delay(nan_policy, 3, 0.5) == 40ms);
+    CHECK(keel::backoff_delay({.initial = 10ms, .max = 1s, .mode = keel::jitter_mode::full}, 1, nan) == 5ms);
+  }
+
   TEST_CASE("backoff_delay never overflows, goes negative or passes the cap (property)") {
     auto& rng = keel::test::rng();
     for (int i = 0; i < 20000; ++i) {

@@ -36,23 +36,28 @@ struct backoff_policy {
 };
 
 /// The delay before retry `retry` (1-based; 0 counts as 1); `unit_random` in [0, 1) picks the
-/// jitter. Never negative, never above `max * (1 + jitter)`, never overflows.
+/// jitter. Never negative, never above `max * (1 + jitter)` nor about 584 years, whatever the
+/// inputs (NaN multiplier or jitter count as the defaults, a NaN `unit_random` as 0.5).
 [[nodiscard]] inline std::chrono::milliseconds backoff_delay(const backoff_policy& policy,
                                                              std::uint32_t retry,
                                                              double unit_random) noexcept {
-  const double initial = static_cast<double>(std::max<std::int64_t>(policy.initial.count(), 0));
-  const double cap = static_cast<double>(std::max<std::int64_t>(policy.max.count(), 0));
-  const double growth = std::max(policy.multiplier, 1.0);
+  // No delay beyond about 292 years, so callers can add one to a nanosecond clock safely.
+  constexpr double longest_ms = 9.2e15;
+  const auto finite_or = [](double v, double fallback) { return std::isfinite(v) ? v : fallback; };
+  const double initial =
+      std::min(static_cast<double>(std::max<std::int64_t>(policy.initial.count(), 0)), longest_ms);
+  const double cap = std::min(static_cast<double>(std::max<std::int64_t>(policy.max.count(), 0)), longest_ms);
+  const double growth = std::max(finite_or(policy.multiplier, 2.0), 1.0);
   const double exponent = static_cast<double>(std::max<std::uint32_t>(retry, 1) - 1);
   // pow saturates to infinity for huge exponents; min() then takes the cap.
   const double base = std::min(initial * std::pow(growth, exponent), cap);
-  const double u = std::clamp(unit_random, 0.0, 1.0);
+  const double u = std::clamp(finite_or(unit_random, 0.5), 0.0, 1.0);
   double delay = base;
   switch (policy.mode) {
     case jitter_mode::none:
       break;
     case jitter_mode::proportional: {
-      const double spread = std::clamp(policy.jitter, 0.0, 1.0);
+      const double spread = std::clamp(finite_or(policy.jitter, 0.0), 0.0, 1.0);
       delay = base * (1.0 + spread * (2.0 * u - 1.0));
       break;
     }
@@ -60,7 +65,8 @@ struct backoff_policy {
       delay = base * u;
       break;
   }
-  return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(std::max(0.0, delay))));
+  return std::chrono::milliseconds(
+      static_cast<std::int64_t>(std::llround(std::clamp(delay, 0.0, 2 * longest_ms))));
 }
 
 /// A running backoff: next() gives successive delays, reset() starts over after a success.
