@@ -172,7 +172,20 @@ void set_sink(std::function<void(std::string_view line)> new_sink) {
 
 void detail::emit(level lvl, std::string_view message, std::initializer_list<field> fields) noexcept {
   try {
-    thread_local std::string line;
+    // One buffer per thread; a sink that logs itself gets a buffer of its own, so the line it
+    // was handed stays intact.
+    thread_local std::string buffer;
+    thread_local bool in_use = false;
+    std::string nested;
+    std::string& line = in_use ? nested : buffer;
+    const bool outermost = !in_use;
+    in_use = true;
+    struct release_buffer {
+      bool outermost;
+      ~release_buffer() {
+        if (outermost) in_use = false;
+      }
+    } release{outermost};
     line.clear();
     line.append("{\"ts\":\"");
     append_timestamp(line);

@@ -41,7 +41,8 @@ const char* describe(errc e) noexcept {
       return "the server decodes only the chunked transfer coding; send the body uncompressed or use "
              "Content-Encoding";
     case errc::bad_host:
-      return "an HTTP/1.1 request must carry exactly one Host header (RFC 9112 section 3.2)";
+      return "an HTTP/1.1 request must carry exactly one Host header, holding a host name or address and an "
+             "optional port (RFC 9112 section 3.2)";
     case errc::too_many_client_connections:
       return "this address has reached its connection limit (server_options::max_connections_per_client); "
              "reuse open connections or retry later";

@@ -7,6 +7,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 
@@ -91,35 +92,88 @@ bool iequals(std::string_view a, std::string_view b) noexcept {
   return true;
 }
 
+bool is_tchar(char c) noexcept {
+  const auto u = static_cast<unsigned char>(c);
+  return (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || (u >= '0' && u <= '9') ||
+         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+bool is_token(std::string_view s) noexcept {
+  return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar);
+}
+
+bool is_hex(char c) noexcept {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+// RFC 9112 §3.2: Host = uri-host [ ":" port ]; uri-host is an IP literal in brackets, or a
+// reg-name / IPv4 address of unreserved, sub-delims and percent-encoded characters.
+bool valid_host_value(std::string_view host) noexcept {
+  const auto digits = [](std::string_view port) {
+    return std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  if (!host.empty() && host.front() == '[') {
+    const auto close = host.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    const auto literal = host.substr(1, close - 1);
+    if (!std::all_of(literal.begin(), literal.end(),
+                     [](char c) { return is_hex(c) || c == ':' || c == '.'; })) {
+      return false;
+    }
+    const auto rest = host.substr(close + 1);
+    return rest.empty() || (rest.front() == ':' && digits(rest.substr(1)));
+  }
+  const auto colon = host.rfind(':');
+  if (colon != std::string_view::npos && !digits(host.substr(colon + 1))) return false;
+  const auto name = host.substr(0, colon);
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    if (c == '%') {
+      if (i + 2 >= name.size() || !is_hex(name[i + 1]) || !is_hex(name[i + 2])) return false;
+      i += 2;
+    } else if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 std::string_view("-._~!$&'()*+,;=").find(c) != std::string_view::npos)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // The framing checks of RFC 9112 that keep a request from being read two ways (request
-// smuggling): a Transfer-Encoding list must be exactly "chunked" (the only coding decoded here)
-// and may not come with Content-Length or in HTTP/1.0; HTTP/1.1 needs exactly one Host.
-// Beast alone takes a list not ending in chunked as "no body" and reads the body as the next
-// request. Returns the error to answer with, if any.
+// smuggling). The only Transfer-Encoding accepted is the single coding `chunked` (what Beast
+// decodes), with no parameters (chunked has none), no empty list members, no Content-Length
+// beside it and not in HTTP/1.0: anything looser is a list Beast and a proxy in front could
+// read differently — Beast alone takes a list not ending in chunked, or one it stops parsing
+// early (`;, chunked`), as "no body" and reads the body as the next request. HTTP/1.1 needs
+// exactly one Host, and a Host must be a host. Returns the error to answer with, if any.
 std::optional<errc> framing_error(const http::request_parser<http::string_body>::value_type& header) {
   std::size_t hosts = 0;
+  std::size_t codings = 0;
   std::size_t chunked = 0;
-  bool other_coding = false;
+  bool malformed_list = false;
   bool chunked_last = false;
   bool any_transfer_encoding = false;
   bool content_length = false;
   for (const auto& field : header) {
-    if (field.name() == http::field::host) ++hosts;
+    if (field.name() == http::field::host) {
+      ++hosts;
+      if (!valid_host_value(trim_ows(std::string_view(field.value().data(), field.value().size())))) {
+        return errc::bad_host;
+      }
+    }
     if (field.name() == http::field::content_length) content_length = true;
     if (field.name() != http::field::transfer_encoding) continue;
     any_transfer_encoding = true;
     std::string_view list(field.value().data(), field.value().size());
     while (true) {
       const auto comma = list.find(',');
-      auto coding = trim_ows(list.substr(0, comma));
-      coding = trim_ows(coding.substr(0, coding.find(';')));  // parameters do not change the coding
-      if (!coding.empty()) {
+      const auto coding = trim_ows(list.substr(0, comma));
+      if (!is_token(coding)) {
+        malformed_list = true;  // empty, parameters, or not a coding name at all
+      } else {
+        ++codings;
         chunked_last = iequals(coding, "chunked");
-        if (chunked_last) {
-          ++chunked;
-        } else {
-          other_coding = true;
-        }
+        if (chunked_last) ++chunked;
       }
       if (comma == std::string_view::npos) break;
       list.remove_prefix(comma + 1);
@@ -127,10 +181,10 @@ std::optional<errc> framing_error(const http::request_parser<http::string_body>:
   }
   if (header.version() >= 11 ? hosts != 1 : hosts > 1) return errc::bad_host;
   if (!any_transfer_encoding) return std::nullopt;
-  if (content_length || header.version() < 11 || !chunked_last || chunked != 1) {
+  if (malformed_list || content_length || header.version() < 11 || !chunked_last || chunked != 1) {
     return errc::bad_transfer_encoding;
   }
-  if (other_coding) return errc::unsupported_transfer_coding;
+  if (codings != 1) return errc::unsupported_transfer_coding;
   return std::nullopt;
 }
 
@@ -391,7 +445,9 @@ class http_session : public detail::session_base, public std::enable_shared_from
 // after the answer, as http_session does, so that unread input does not reset the answer away.
 class refused_connection : public std::enable_shared_from_this<refused_connection> {
  public:
-  refused_connection(tcp::socket socket, errc why) : stream_(std::move(socket)) {
+  refused_connection(std::shared_ptr<server::impl> srv, tcp::socket socket, errc why, bool linger)
+      : srv_(std::move(srv)), stream_(std::move(socket)), linger_(linger) {
+    srv_->refusing.fetch_add(1);
     auto res = error_response(status_of(why), make_error_code(why));
     res_.result(to_int(res.status));
     res_.version(11);
@@ -401,12 +457,16 @@ class refused_connection : public std::enable_shared_from_this<refused_connectio
     res_.keep_alive(false);
   }
 
+  ~refused_connection() { srv_->refusing.fetch_sub(1); }
+  refused_connection(const refused_connection&) = delete;
+  refused_connection& operator=(const refused_connection&) = delete;
+
   void start() {
     stream_.expires_after(std::chrono::seconds(1));
     http::async_write(stream_, res_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
       if (ec) return;
       self->stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-      self->drain();
+      if (self->linger_) self->drain();
     });
   }
 
@@ -418,7 +478,9 @@ class refused_connection : public std::enable_shared_from_this<refused_connectio
                             });
   }
 
+  std::shared_ptr<server::impl> srv_;
   beast::tcp_stream stream_;
+  bool linger_;
   http::response<http::string_body> res_;
   std::array<char, 1024> discard_{};
 };
@@ -433,8 +495,13 @@ void start_http_session(std::shared_ptr<server::impl> srv, tcp::socket socket, c
       ->start();
 }
 
-void refuse_connection(tcp::socket socket, errc why) {
-  std::make_shared<refused_connection>(std::move(socket), why)->start();
+void refuse_connection(std::shared_ptr<server::impl> srv, tcp::socket socket, errc why) {
+  // A lingering refusal holds a descriptor for up to a second; past this many at once, the
+  // answer is written and the socket closed at once, so a flood cannot use up the descriptors
+  // admitted clients need.
+  const std::size_t most_lingering = std::max<std::size_t>(64, srv->options.max_connections / 4);
+  const bool linger = srv->refusing.load() < most_lingering;
+  std::make_shared<refused_connection>(std::move(srv), std::move(socket), why, linger)->start();
 }
 
 }  // namespace detail

@@ -15,6 +15,18 @@ namespace keel::net {
 
 namespace {
 
+// Whom max_connections_per_client counts a connection against: its IPv4 address, or the /64
+// of its IPv6 address, since one IPv6 host usually holds a whole /64 to pick sources from.
+std::string client_key(const asio::ip::address& a) {
+  if (a.is_v6() && !a.to_v6().is_v4_mapped()) {
+    auto bytes = a.to_v6().to_bytes();
+    std::fill(bytes.begin() + 8, bytes.end(), 0);
+    return asio::ip::address_v6(bytes).to_string() + "/64";
+  }
+  if (a.is_v6()) return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
+  return a.to_string();
+}
+
 std::string_view method_label(method m) noexcept {
   return m == method::other ? std::string_view("OTHER") : to_string(m);
 }
@@ -102,13 +114,13 @@ void server::impl::do_accept() {
         beast::error_code peer_ec;
         const auto peer = socket.remote_endpoint(peer_ec);
         std::string remote = peer_ec ? std::string() : peer.address().to_string();
-        auto admitted = connection_slot::admit(self.get(), remote);
+        auto admitted = connection_slot::admit(self.get(), client_key(peer.address()));
         if (auto* slot = std::get_if<connection_slot>(&admitted)) {
           detail::start_http_session(self, std::move(socket), std::move(*slot), std::move(remote));
         } else {
           const errc why = std::get<errc>(admitted);
           (why == errc::too_many_connections ? self->rejected : self->rejected_per_client).inc();
-          detail::refuse_connection(std::move(socket), why);
+          detail::refuse_connection(self, std::move(socket), why);
         }
         self->do_accept();
       });

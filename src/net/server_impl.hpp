@@ -112,6 +112,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   std::atomic<bool> stopping{false};
   std::atomic<std::uint16_t> bound_port{0};
   std::atomic<std::size_t> open{0};
+  std::atomic<std::size_t> refusing{0};  // refused connections still being answered
   std::atomic<std::uint64_t> next_id{1};
 
   // Open connections per remote address, for max_connections_per_client.
@@ -230,7 +231,7 @@ void start_http_session(std::shared_ptr<server::impl> srv, tcp::socket socket, c
 
 /// Answers a connection refused at accept with the error's status and closes it; it holds no
 /// slot (http_session.cpp).
-void refuse_connection(tcp::socket socket, errc why);
+void refuse_connection(std::shared_ptr<server::impl> srv, tcp::socket socket, errc why);
 
 /// Takes over a connection whose upgrade request was granted (websocket_session.cpp).
 void start_websocket_session(std::shared_ptr<server::impl> srv, beast::tcp_stream stream,

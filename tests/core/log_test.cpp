@@ -87,6 +87,27 @@ TEST_SUITE("unit") {
     CHECK(line.at("nan").is_string());
   }
 
+  TEST_CASE("a sink that logs does not corrupt the line it was given") {
+    std::vector<std::string> lines;
+    const auto saved = keel::log::current();
+    keel::log::set_level(keel::log::level::info);
+    keel::log::set_sink([&](std::string_view line) {
+      if (lines.empty()) {
+        lines.emplace_back();  // reserve the outer line's place, then log from inside the sink
+        keel::log::info("from inside the sink, long enough to make a buffer grow: " + std::string(300, 'x'));
+        lines.front() = std::string(line);
+      } else {
+        lines.emplace_back(line);
+      }
+    });
+    keel::log::info("outer");
+    keel::log::set_sink({});
+    keel::log::set_level(saved);
+    REQUIRE(lines.size() == 2);
+    CHECK(boost::json::parse(lines[0]).at("msg").as_string() == "outer");
+    CHECK(boost::json::parse(lines[1]).at("msg").as_string().starts_with("from inside the sink"));
+  }
+
   TEST_CASE("level names parse as KEEL_LOG spells them") {
     CHECK(keel::log::parse_level("debug") == keel::log::level::debug);
     CHECK(keel::log::parse_level("warning") == keel::log::level::warn);

@@ -466,7 +466,9 @@ TEST_SUITE("unit") {
     for (const refused& r :
          {refused{"xchunked", "", 400}, refused{"chunked, identity", "", 400}, refused{"identity", "", 400},
           refused{"chunked, chunked", "", 400}, refused{"gzip, chunked", "", 501},
-          refused{"chunked", "Content-Length: 17\r\n", 400}}) {
+          refused{"chunked", "Content-Length: 17\r\n", 400}, refused{";, chunked", "", 400},
+          refused{";x=1 , chunked", "", 400}, refused{"chunked;x=1", "", 400}, refused{", chunked", "", 400},
+          refused{"chunked,", "", 400}}) {
       INFO("Transfer-Encoding: ", r.transfer_encoding, " ", r.extra_headers);
       http_client c(s.port());
       REQUIRE_FALSE(c.write_raw(std::string("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: ") +
@@ -507,8 +509,11 @@ TEST_SUITE("unit") {
     keel::net::server s(test_options());
     s.get("/", [](const keel::net::request&) { return text("hi"); });
     start(s);
-    for (const char* head : {"GET / HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-                             "GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"}) {
+    for (const char* head :
+         {"GET / HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+          "GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+          "GET / HTTP/1.1\r\nHost: x/y@z\r\n\r\n", "GET / HTTP/1.1\r\nHost: example.com:80x\r\n\r\n",
+          "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", "GET / HTTP/1.1\r\nHost: ex%zzample\r\n\r\n"}) {
       INFO(head);
       http_client c(s.port());
       REQUIRE_FALSE(c.write_raw(head));
@@ -517,6 +522,15 @@ TEST_SUITE("unit") {
       CHECK(res->result_int() == 400);
       CHECK(json_body(*res).at("detail").as_string().find("Host") != std::string::npos);
       CHECK(c.closed_by_server());
+    }
+    for (const char* host :
+         {"127.0.0.1:8080", "[::1]:443", "example.com", "xn--bcher-kva.example", "a%41b", ""}) {
+      INFO("Host: ", host);
+      http_client c(s.port());
+      REQUIRE_FALSE(c.write_raw(std::string("GET / HTTP/1.1\r\nHost: ") + host + "\r\n\r\n"));
+      const auto res = c.read();
+      REQUIRE(res);
+      CHECK(res->result_int() == 200);
     }
     http_client old(s.port());
     REQUIRE_FALSE(old.write_raw("GET / HTTP/1.0\r\n\r\n"));
