@@ -2,6 +2,7 @@
 // calls, each checking the authorization hook first.
 #include <keel/jobs_http/dashboard.hpp>
 #include <keel/net/json.hpp>
+#include <keel/pg/error.hpp>
 
 #include "page.hpp"
 
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <optional>
 #include <utility>
+#include <variant>
 
 namespace keel::jobs_http {
 
@@ -55,11 +57,154 @@ std::optional<std::int64_t> id_of(const net::request& req) {
   return id;
 }
 
-net::response job_error(const keel::error_code& ec) {
+// Only an unreachable or overloaded database is 503: a client retrying the same bad request
+// later must not be told it might work then.
+net::response job_error(const keel::error_code& ec, const pg::connection* c = nullptr) {
   if (ec == jobs::errc::job_not_found) return net::error_response(net::status::not_found, ec);
   if (ec == jobs::errc::invalid_state) return net::error_response(net::status::conflict, ec);
   if (ec.category() == jobs::jobs_category()) return net::error_response(net::status::bad_request, ec);
-  return net::error_response(net::status::service_unavailable, ec);
+  if (ec == pg::errc::connection_failed || ec == pg::errc::connection_lost || ec == pg::errc::pool_timeout ||
+      ec == pg::errc::pool_closed || ec == pg::errc::query_canceled) {
+    return net::error_response(net::status::service_unavailable, ec);
+  }
+  // The connection's diagnostics describe this failure only when the server reported it.
+  const bool from_server = c != nullptr && ec.category() == pg::pg_category() &&
+                           static_cast<pg::errc>(ec.value()) <= pg::errc::server_error;
+  const std::string sqlstate = from_server ? c->last_error().sqlstate : std::string();
+  const std::string said = from_server ? c->last_error().message : ec.message();
+  // Class 22 (data exception) and 54 (program limit exceeded): the value sent cannot be stored.
+  if (sqlstate.starts_with("22") || sqlstate.starts_with("54")) {
+    return net::error_response(net::status::bad_request, "invalid value",
+                               "the database refused a value of this request (SQLSTATE " + sqlstate + ": " +
+                                   said + "); change the value and send it again");
+  }
+  return net::error_response(net::status::internal_server_error, "database error",
+                             (sqlstate.empty() ? std::string() : "SQLSTATE " + sqlstate + ": ") + said);
+}
+
+bool valid_utf8(std::string_view text) {
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto lead = static_cast<unsigned char>(text[i]);
+    std::size_t length = 0;
+    std::uint32_t point = 0;
+    if (lead < 0x80) {
+      ++i;
+      continue;
+    }
+    if (lead >= 0xC2 && lead <= 0xDF) {
+      length = 2, point = lead & 0x1FU;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+      length = 3, point = lead & 0x0FU;
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+      length = 4, point = lead & 0x07U;
+    } else {
+      return false;
+    }
+    if (i + length > text.size()) return false;
+    for (std::size_t k = 1; k < length; ++k) {
+      const auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next & 0xC0U) != 0x80U) return false;
+      point = (point << 6U) | (next & 0x3FU);
+    }
+    // Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not UTF-8.
+    constexpr std::uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (point < smallest[length] || (point >= 0xD800 && point <= 0xDFFF) || point > 0x10FFFF) return false;
+    i += length;
+  }
+  return true;
+}
+
+// Why `value` cannot be a queue or kind name, or nullopt when it can. Postgres text holds
+// neither NUL nor invalid UTF-8; refusing them here answers 400 instead of a database error.
+std::optional<std::string> name_problem(std::string_view field, std::string_view value) {
+  const auto rule = std::string(field) + " must be 1 to " + std::to_string(max_queue_name_bytes) +
+                    " bytes of UTF-8 without NUL";
+  if (value.empty()) return rule + ", got an empty name";
+  if (value.size() > max_queue_name_bytes) {
+    return std::string(field) + " must be at most " + std::to_string(max_queue_name_bytes) + " bytes, got " +
+           std::to_string(value.size());
+  }
+  if (value.find('\0') != std::string_view::npos) return rule + ", got a NUL character";
+  if (!valid_utf8(value)) return rule + ", got bytes that are not UTF-8";
+  return std::nullopt;
+}
+
+net::response invalid_job(std::string detail) {
+  return net::error_response(net::status::bad_request, "invalid job", detail);
+}
+
+std::string_view type_name(const boost::json::value& v) {
+  switch (v.kind()) {
+    case boost::json::kind::null:
+      return "null";
+    case boost::json::kind::bool_:
+      return "a boolean";
+    case boost::json::kind::int64:
+    case boost::json::kind::uint64:
+      return "an integer";
+    case boost::json::kind::double_:
+      return "a number with a fraction or exponent";
+    case boost::json::kind::string:
+      return "a string";
+    case boost::json::kind::array:
+      return "an array";
+    case boost::json::kind::object:
+      return "an object";
+  }
+  return "a value";
+}
+
+// The integer `field` within [low, high], or why not. JSON numbers are read exactly, so a value
+// out of range is refused instead of being cut to fit.
+std::optional<std::string> read_integer(const boost::json::value& v, std::string_view field, std::int64_t low,
+                                        std::int64_t high, std::int64_t& out) {
+  const auto rule = std::string(field) + " must be an integer from " + std::to_string(low) + " to " +
+                    std::to_string(high) + ", got ";
+  if (v.is_uint64()) return rule + std::to_string(v.as_uint64());
+  if (!v.is_int64()) return rule + std::string(type_name(v));
+  const auto n = v.as_int64();
+  if (n < low || n > high) return rule + std::to_string(n);
+  out = n;
+  return std::nullopt;
+}
+
+// A new job from POST /api/jobs's body, or the 400 answer saying which field is wrong and why.
+std::variant<jobs::new_job, net::response> read_new_job(const boost::json::value& body) {
+  static constexpr std::string_view example = R"(send {"kind": "email", "args": {...}, "queue": "demo"})";
+  const auto* o = body.if_object();
+  if (o == nullptr)
+    return invalid_job("the body must be an object, got " + std::string(type_name(body)) + ": " +
+                       std::string(example));
+  for (const auto& field : *o) {
+    const auto key = field.key();
+    if (key != "kind" && key != "args" && key != "queue" && key != "priority" && key != "max_attempts") {
+      return invalid_job("unknown field \"" + std::string(key) +
+                         "\": the fields are kind, args, queue, priority and max_attempts");
+    }
+  }
+  jobs::new_job job;
+  const auto* kind = o->if_contains("kind");
+  if (kind == nullptr) return invalid_job("kind is missing: " + std::string(example));
+  if (!kind->is_string()) return invalid_job("kind must be a string, got " + std::string(type_name(*kind)));
+  job.kind = std::string(kind->as_string());
+  if (auto problem = name_problem("kind", job.kind)) return invalid_job(*problem);
+  if (const auto* args = o->if_contains("args")) job.args = boost::json::serialize(*args);
+  if (const auto* q = o->if_contains("queue")) {
+    if (!q->is_string()) return invalid_job("queue must be a string, got " + std::string(type_name(*q)));
+    job.queue = std::string(q->as_string());
+    if (auto problem = name_problem("queue", job.queue)) return invalid_job(*problem);
+  }
+  std::int64_t n = 0;
+  if (const auto* p = o->if_contains("priority")) {
+    if (auto problem = read_integer(*p, "priority", INT16_MIN, INT16_MAX, n)) return invalid_job(*problem);
+    job.priority = static_cast<std::int16_t>(n);
+  }
+  if (const auto* m = o->if_contains("max_attempts")) {
+    if (auto problem = read_integer(*m, "max_attempts", 1, INT32_MAX, n)) return invalid_job(*problem);
+    job.max_attempts = static_cast<std::int32_t>(n);
+  }
+  return job;
 }
 
 bool is_loopback(std::string_view address) {
@@ -132,7 +277,7 @@ void mount(net::server& server, pg::pool& pool, options opts) {
                auto c = pool.acquire();
                if (!c) return net::error_response(net::status::service_unavailable, c.error());
                auto summaries = jobs::queue_summaries(**c);
-               if (!summaries) return job_error(summaries.error());
+               if (!summaries) return job_error(summaries.error(), &**c);
                boost::json::array out;
                for (const auto& s : *summaries) {
                  boost::json::object counts;
@@ -154,7 +299,7 @@ void mount(net::server& server, pg::pool& pool, options opts) {
                for (const auto state : {jobs::job_state::discarded, jobs::job_state::retryable}) {
                  auto found = jobs::list_jobs(
                      **c, {.state = state, .queue = std::nullopt, .kind = std::nullopt, .limit = 25});
-                 if (!found) return job_error(found.error());
+                 if (!found) return job_error(found.error(), &**c);
                  for (const auto& j : *found) out.push_back(to_json(j));
                }
                return net::json_response(boost::json::object{{"jobs", out}});
@@ -170,10 +315,18 @@ void mount(net::server& server, pg::pool& pool, options opts) {
                    return net::error_response(net::status::bad_request, "unknown state",
                                               "use available, running, ...");
                }
-               if (auto q = req.query_param("queue")) filter.queue = std::string(*q);
-               if (auto k = req.query_param("kind")) filter.kind = std::string(*k);
+               if (auto q = req.query_param("queue")) {
+                 if (auto problem = name_problem("queue", *q))
+                   return net::error_response(net::status::bad_request, "invalid queue", *problem);
+                 filter.queue = std::string(*q);
+               }
+               if (auto k = req.query_param("kind")) {
+                 if (auto problem = name_problem("kind", *k))
+                   return net::error_response(net::status::bad_request, "invalid kind", *problem);
+                 filter.kind = std::string(*k);
+               }
                auto found = jobs::list_jobs(**c, filter);
-               if (!found) return job_error(found.error());
+               if (!found) return job_error(found.error(), &**c);
                boost::json::array out;
                for (const auto& j : *found) out.push_back(to_json(j));
                return net::json_response(boost::json::object{{"jobs", out}});
@@ -186,7 +339,7 @@ void mount(net::server& server, pg::pool& pool, options opts) {
                auto c = pool.acquire();
                if (!c) return net::error_response(net::status::service_unavailable, c.error());
                auto job = jobs::get_job(**c, *id);
-               if (!job) return job_error(job.error());
+               if (!job) return job_error(job.error(), &**c);
                return net::json_response(to_json(*job));
              }));
 
@@ -205,9 +358,9 @@ void mount(net::server& server, pg::pool& pool, options opts) {
                     return net::error_response(net::status::bad_request, "invalid job id", "use a number");
                   auto c = pool.acquire();
                   if (!c) return net::error_response(net::status::service_unavailable, c.error());
-                  if (auto done = run(**c, *id); !done) return job_error(done.error());
+                  if (auto done = run(**c, *id); !done) return job_error(done.error(), &**c);
                   auto job = jobs::get_job(**c, *id);
-                  if (!job) return job_error(job.error());
+                  if (!job) return job_error(job.error(), &**c);
                   return net::json_response(to_json(*job));
                 }));
   }
@@ -216,10 +369,14 @@ void mount(net::server& server, pg::pool& pool, options opts) {
     server.post(std::string("/api/jobs/queues/{queue}/") + (pause ? "pause" : "resume"),
                 acting([&pool, pause](const net::request& req) {
                   const auto queue = req.path_param("queue").value_or("");
+                  // Resuming notifies workers with the name as payload, which Postgres caps near
+                  // 8000 bytes: one limit for both keeps every paused queue resumable.
+                  if (auto problem = name_problem("queue", queue))
+                    return net::error_response(net::status::bad_request, "invalid queue", *problem);
                   auto c = pool.acquire();
                   if (!c) return net::error_response(net::status::service_unavailable, c.error());
                   auto done = pause ? jobs::pause_queue(**c, queue) : jobs::resume_queue(**c, queue);
-                  if (!done) return job_error(done.error());
+                  if (!done) return job_error(done.error(), &**c);
                   return net::json_response(boost::json::object{{"queue", queue}, {"paused", pause}});
                 }));
   }
@@ -227,24 +384,13 @@ void mount(net::server& server, pg::pool& pool, options opts) {
   server.post(
       "/api/jobs",
       acting(net::json_handler([&pool, observer](const net::request&, const boost::json::value& body) {
-        const auto* o = body.if_object();
-        const auto* kind = o != nullptr ? o->if_contains("kind") : nullptr;
-        if (kind == nullptr || !kind->is_string()) {
-          return net::error_response(net::status::bad_request, "invalid job",
-                                     R"(send {"kind": "email", "args": {...}, "queue": "demo"})");
-        }
-        jobs::new_job job{.kind = std::string(kind->as_string())};
-        if (const auto* args = o->if_contains("args")) job.args = boost::json::serialize(*args);
-        if (const auto* q = o->if_contains("queue"); q != nullptr && q->is_string()) {
-          job.queue = std::string(q->as_string());
-        }
-        if (const auto* m = o->if_contains("max_attempts"); m != nullptr && m->is_int64()) {
-          job.max_attempts = static_cast<std::int32_t>(m->as_int64());
-        }
+        auto read = read_new_job(body);
+        if (auto* refused = std::get_if<net::response>(&read)) return std::move(*refused);
+        const auto& job = std::get<jobs::new_job>(read);
         auto c = pool.acquire();
         if (!c) return net::error_response(net::status::service_unavailable, c.error());
         auto put = jobs::enqueue(**c, job, {.observer = observer.get()});
-        if (!put) return job_error(put.error());
+        if (!put) return job_error(put.error(), &**c);
         return net::json_response(boost::json::object{{"id", put->id}, {"duplicate", put->duplicate}},
                                   net::status::created);
       })));

@@ -100,6 +100,113 @@ bool contains(const std::string& text, std::string_view part) {
 }  // namespace
 
 TEST_SUITE("pg") {
+  TEST_CASE("POST /api/jobs rejects max_attempts out of range instead of narrowing it") {
+    mounted m;
+    for (const char* value : {"4294967297", "0", "-1", "2147483648", "18446744073709551615"}) {
+      const std::string sent = value;
+      CAPTURE(sent);
+      const auto r = m.post("/api/jobs", std::string(R"({"kind":"email","max_attempts":)") + value + "}");
+      CHECK(r.status == 400);
+      CHECK(contains(r.detail(), "max_attempts"));
+      CHECK(contains(r.detail(), "1 to 2147483647"));
+    }
+    CHECK(m.stored_jobs() == 0);
+    const auto ok = m.post("/api/jobs", R"({"kind":"email","max_attempts":2147483647})");
+    REQUIRE(ok.status == 201);
+    const auto job = keel::jobs::get_job(m.db, ok.json().at("id").as_int64()).value();
+    CHECK(job.max_attempts == 2147483647);
+  }
+
+  TEST_CASE("POST /api/jobs rejects wrong JSON types and unknown fields, naming the field") {
+    mounted m;
+    struct bad {
+      const char* body;
+      const char* field;
+      const char* expected;
+    };
+    for (const auto& b :
+         {bad{R"({"kind":"email","max_attempts":"5"})", "max_attempts", "an integer"},
+          bad{R"({"kind":"email","max_attempts":5.5})", "max_attempts", "an integer"},
+          bad{R"({"kind":"email","queue":7})", "queue", "a string"}, bad{R"({"kind":7})", "kind", "a string"},
+          bad{R"({"kind":"email","priority":"high"})", "priority", "an integer"},
+          bad{R"({"kind":"email","colour":"red"})", "colour", "unknown field"},
+          bad{R"(["email"])", "body", "an object"}}) {
+      const std::string sent = b.body;
+      CAPTURE(sent);
+      const auto r = m.post("/api/jobs", b.body);
+      CHECK(r.status == 400);
+      CHECK(contains(r.detail(), b.field));
+      CHECK(contains(r.detail(), b.expected));
+    }
+    CHECK(m.stored_jobs() == 0);
+    const auto ok = m.post("/api/jobs", R"({"kind":"email","queue":"mail","priority":-3,"args":{"to":"a"}})");
+    REQUIRE(ok.status == 201);
+    const auto job = keel::jobs::get_job(m.db, ok.json().at("id").as_int64()).value();
+    CHECK(job.queue == "mail");
+    CHECK(job.priority == -3);
+  }
+
+  TEST_CASE("malformed input is answered 400, a missing job 404; only an unreachable database 503") {
+    mounted m;
+    // Text Postgres cannot store: a NUL in a string, bytes that are not UTF-8.
+    for (const char* body : {R"({"kind":"a\u0000b"})", R"({"kind":"email","queue":"q\u0000"})"}) {
+      const std::string sent = body;
+      CAPTURE(sent);
+      const auto r = m.post("/api/jobs", body);
+      CHECK(r.status == 400);
+    }
+    // jsonb has no NUL either: the database's data error (class 22) is the client's, with its SQLSTATE.
+    const auto args = m.post("/api/jobs", R"({"kind":"email","args":{"note":"\u0000"}})");
+    CHECK(args.status == 400);
+    CHECK(contains(args.detail(), "SQLSTATE 22"));
+    CHECK(m.post("/api/jobs/queues/%FF/pause").status == 400);
+    CHECK(m.post("/api/jobs/queues/%FF/resume").status == 400);
+    CHECK(m.get("/api/jobs/list?queue=%FF").status == 400);
+    CHECK(m.get("/api/jobs/list?kind=%00").status == 400);
+    CHECK(m.stored_jobs() == 0);
+    CHECK(m.get("/api/jobs/job/999999").status == 404);
+    CHECK(m.post("/api/jobs/job/999999/cancel").status == 404);
+    CHECK(m.get("/api/jobs/job/99999999999999999999").status == 400);
+
+    // A finished job cannot be cancelled: a conflict, not an outage.
+    const auto id = keel::jobs::enqueue(m.db, {.kind = "email"}).value().id;
+    REQUIRE(keel::jobs::discard_job(m.db, id));
+    CHECK(m.post("/api/jobs/job/" + std::to_string(id) + "/cancel").status == 409);
+
+    // Nothing listens on port 1: that is the database being unavailable.
+    keel::pg::pool unreachable({.conninfo = "host=127.0.0.1 port=1 connect_timeout=1", .max_size = 1});
+    keel::net::server server({.address = "127.0.0.1", .port = 0, .threads = 1});
+    keel::jobs_http::mount(server, unreachable);
+    REQUIRE(server.start());
+    CHECK(send(server.port(), http::verb::get, "/api/jobs/queues").status == 503);
+    CHECK(send(server.port(), http::verb::post, "/api/jobs", R"({"kind":"email"})").status == 503);
+    server.stop();
+  }
+
+  TEST_CASE("pause and resume accept exactly the same queue names") {
+    mounted m;
+    const std::string longest(keel::jobs_http::max_queue_name_bytes, 'q');
+    CHECK(m.post("/api/jobs/queues/" + longest + "/pause").status == 200);
+    CHECK(keel::jobs::queue_summaries(m.db).value().at(0).paused);
+    CHECK(m.post("/api/jobs/queues/" + longest + "/resume").status == 200);
+    CHECK_FALSE(keel::jobs::queue_summaries(m.db).value().at(0).paused);
+
+    for (const std::size_t size : {keel::jobs_http::max_queue_name_bytes + 1, std::size_t{9000}}) {
+      CAPTURE(size);
+      const std::string name(size, 'q');
+      const auto paused = m.post("/api/jobs/queues/" + name + "/pause");
+      const auto resumed = m.post("/api/jobs/queues/" + name + "/resume");
+      CAPTURE(resumed.body);
+      CHECK(paused.status == resumed.status);
+      CHECK(paused.status == 400);
+      CHECK(contains(paused.detail(), "at most 255 bytes"));
+      const auto enqueued = m.post("/api/jobs", R"({"kind":"email","queue":")" + name + R"("})");
+      CHECK(enqueued.status == 400);
+    }
+    // The rejected names left nothing behind: only the longest accepted one is there.
+    CHECK(keel::jobs::queue_summaries(m.db).value().size() == 1);
+  }
+
   TEST_CASE("the authorize hook decides reads and actions; a denied action is 403 and changes nothing") {
     mounted m({.authorize = [](const keel::net::request& req, keel::jobs_http::access wanted) {
       return wanted == keel::jobs_http::access::read || req.headers.get("X-Role") == "operator";
