@@ -212,6 +212,14 @@ bool is_loopback(std::string_view address) {
   return address.starts_with("127.") || address == "::1";
 }
 
+// A page served under another name that resolves to 127.0.0.1 (DNS rebinding) is same-origin
+// with itself, so the loopback rule also asks that the browser addressed loopback by name.
+bool names_loopback(std::string_view host) {
+  if (host.starts_with("[::1]")) return host.size() == 5 || host[5] == ':';
+  host = host.substr(0, host.find(':'));
+  return host == "localhost" || host.starts_with("127.");
+}
+
 // Constant time in the token's length, so timing does not reveal how much of a guess matched.
 bool same_secret(std::string_view given, std::string_view secret) {
   if (given.size() != secret.size()) return false;
@@ -258,7 +266,7 @@ authorize_fn default_authorization(std::string action_token) {
       constexpr std::string_view bearer = "Bearer ";
       if (header.starts_with(bearer) && same_secret(header.substr(bearer.size()), token)) return true;
     }
-    return is_loopback(req.remote_address);
+    return is_loopback(req.remote_address) && names_loopback(req.headers.get("Host").value_or(""));
   };
 }
 

@@ -248,14 +248,22 @@ TEST_SUITE("unit") {
     remote.remote_address = "192.0.2.7";
     keel::net::request local;
     local.remote_address = "127.0.0.1";
+    local.headers.set("Host", "127.0.0.1:8080");
     keel::net::request mapped;
     mapped.remote_address = "::ffff:127.0.0.1";
+    mapped.headers.set("Host", "localhost");
+    keel::net::request rebound;  // a page of another name that resolves to 127.0.0.1
+    rebound.remote_address = "127.0.0.1";
+    rebound.headers.set("Host", "attacker.example:8080");
+    rebound.headers.set("Origin", "http://attacker.example:8080");
 
     const auto no_token = keel::jobs_http::default_authorization();
     CHECK(no_token(remote, access::read));
     CHECK_FALSE(no_token(remote, access::act));
     CHECK(no_token(local, access::act));
     CHECK(no_token(mapped, access::act));
+    CHECK(no_token(rebound, access::read));
+    CHECK_FALSE(no_token(rebound, access::act));
 
     const auto with_token = keel::jobs_http::default_authorization("s3cret");
     CHECK_FALSE(with_token(remote, access::act));

@@ -41,10 +41,11 @@ struct options {
 };
 
 /// The default policy: anyone who reaches the server may read; actions need a loopback peer
-/// (127.0.0.0/8, ::1) or, when `action_token` is not empty, its bearer token. Either way an
-/// action whose `Origin` header names another host than `Host` is refused, so a page on another
-/// site cannot make a local browser act for it. Behind a reverse proxy every peer is loopback:
-/// there, set a token or an `authorize` hook of your own.
+/// (127.0.0.0/8, ::1) that addressed the server as localhost, 127.x or [::1] in `Host`, or,
+/// when `action_token` is not empty, its bearer token. Either way an action whose `Origin`
+/// header names another host than `Host` is refused, so a page on another site cannot make a
+/// local browser act for it. Behind a reverse proxy every peer is loopback: there, set a token
+/// or an `authorize` hook of your own.
 [[nodiscard]] authorize_fn default_authorization(std::string action_token = {});
 
 /// Adds `GET /jobs` (the page) and the `/api/jobs` routes to `server`, served from `pool`.
