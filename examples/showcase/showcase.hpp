@@ -31,6 +31,6 @@ struct context {
 keel::result<void> mount_ledger(context& ctx);
 keel::result<void> mount_ratelimit(context& ctx);
 keel::result<void> mount_tsdb(context& ctx);
-keel::result<void> mount_jobs(context& ctx);  // examples/showcase/jobs.cpp: /jobs dashboard, /api/jobs
+keel::result<void> mount_jobs(context& ctx);  // examples/showcase/jobs.cpp: demo worker, keel::jobs_http
 
 }  // namespace showcase

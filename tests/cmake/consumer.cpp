@@ -3,6 +3,10 @@
 #ifdef KEEL_CONSUMER_PG
 #include <keel/pg/connection.hpp>
 #endif
+#ifdef KEEL_CONSUMER_JOBS_HTTP
+#include <keel/jobs_http.hpp>
+#include <keel/net/server.hpp>
+#endif
 
 #include <cstdio>
 
@@ -25,5 +29,16 @@ int main() {
           keel::pg::errc::connection_failed;
   std::printf("pg: refused connection reported %d\n", pg_ok);
 #endif
-  return sha_ok && base64_ok && error_ok && xxh_ok && sign_ok && pg_ok ? 0 : 1;
+  bool jobs_http_ok = true;
+#ifdef KEEL_CONSUMER_JOBS_HTTP
+  // Mounting pulls in keel::jobs, keel::net and keel::pg: a missing link dependency fails here.
+  keel::pg::pool pool({.conninfo = "host=127.0.0.1 port=1 connect_timeout=1", .max_size = 1});
+  keel::net::server server({.port = 0});
+  keel::jobs_http::mount(server, pool);
+  keel::net::request remote;
+  remote.remote_address = "192.0.2.1";
+  jobs_http_ok = !keel::jobs_http::default_authorization()(remote, keel::jobs_http::access::act);
+  std::printf("jobs_http: remote action refused %d\n", jobs_http_ok);
+#endif
+  return sha_ok && base64_ok && error_ok && xxh_ok && sign_ok && pg_ok && jobs_http_ok ? 0 : 1;
 }

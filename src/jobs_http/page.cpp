@@ -1,10 +1,11 @@
 // The /jobs page: one HTML document with inline CSS and JS, no external assets. It polls the
 // JSON API under /api/jobs every second. Values are put into the page with textContent, never
 // as HTML.
-namespace showcase {
+#include "page.hpp"
 
-extern const char* const jobs_dashboard_html;
-const char* const jobs_dashboard_html = R"html(<!doctype html>
+namespace keel::jobs_http::detail {
+
+const char* const dashboard_html = R"html(<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>keel jobs</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
@@ -27,7 +28,6 @@ button:hover { background: #eee; } .error { font-family: ui-monospace, monospace
 <tbody></tbody></table>
 
 <h2>Recent failures</h2>
-<p><button id="enqueue-failing" title="a 'charge' job with one attempt that fails until it is retried">enqueue a job that fails</button></p>
 <table id="failures"><thead><tr><th>id</th><th>kind</th><th>queue</th><th>state</th><th>attempt</th><th>last error</th><th></th></tr></thead>
 <tbody></tbody></table>
 
@@ -143,17 +143,10 @@ async function refresh() {
   }
 }
 
-document.getElementById("enqueue-failing").addEventListener("click", async () => {
-  const job = await api("POST", "/api/jobs", {kind: "charge", queue: "demo", max_attempts: 1,
-                                               args: {succeed_on_attempt: 2}});
-  selected = job.id;
-  await refresh();
-});
-
 refresh();
 setInterval(refresh, 1000);
 </script>
 </body></html>
 )html";
 
-}  // namespace showcase
+}  // namespace keel::jobs_http::detail
