@@ -320,8 +320,13 @@ std::int64_t to_unix_us(timestamp t) noexcept {
   return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
 }
 
+bool valid_name(std::string_view name) noexcept {
+  return !name.empty() && name.size() <= max_name_bytes && name.find('\0') == std::string_view::npos;
+}
+
 result<void> validate(const new_job& job) {
   if (job.kind.empty() || job.queue.empty() || job.max_attempts < 1) return errc::invalid_job;
+  if (!valid_name(job.kind) || !valid_name(job.queue)) return errc::invalid_name;
   boost::system::error_code ec;
   (void)boost::json::parse(job.args, ec);
   if (ec) return errc::invalid_args;
@@ -704,6 +709,7 @@ RETURNING id)sql",
 }
 
 result<void> pause_queue(pg::connection& c, std::string_view queue) {
+  if (!valid_name(queue)) return errc::invalid_name;
   auto r = c.query(
       "INSERT INTO keel_job_queues (name, paused) VALUES ($1, true) "
       "ON CONFLICT (name) DO UPDATE SET paused = true, updated_at = now()",
@@ -713,6 +719,7 @@ result<void> pause_queue(pg::connection& c, std::string_view queue) {
 }
 
 result<void> resume_queue(pg::connection& c, std::string_view queue) {
+  if (!valid_name(queue)) return errc::invalid_name;
   auto r = c.query(
       "WITH resumed AS (INSERT INTO keel_job_queues (name, paused) VALUES ($1, false) "
       "ON CONFLICT (name) DO UPDATE SET paused = false, updated_at = now() RETURNING name) "
@@ -724,7 +731,8 @@ result<void> resume_queue(pg::connection& c, std::string_view queue) {
 
 result<void> set_queue_limit(pg::connection& c, std::string_view queue,
                              std::optional<std::int32_t> max_running) {
-  if (queue.empty() || (max_running && *max_running < 0)) return errc::invalid_job;
+  if (!valid_name(queue)) return errc::invalid_name;
+  if (max_running && *max_running < 0) return errc::invalid_job;
   auto r = c.query(
       "WITH changed AS (INSERT INTO keel_job_queues (name, max_running) VALUES ($1, $2) "
       "ON CONFLICT (name) DO UPDATE SET max_running = $2, updated_at = now() RETURNING name) "

@@ -26,11 +26,14 @@ const char* describe(errc e) noexcept {
     case errc::dependency_failed:
       return "a dependency of this job was discarded or cancelled, so it cannot run; retry that dependency "
              "instead (the jobs it cancelled come back with it)";
+    case errc::invalid_name:
+      return "queue and kind names must be 1 to 255 bytes (keel::jobs::max_name_bytes) without NUL; "
+             "Postgres carries queue names in notifications, which cap their size";
   }
   return "unknown keel.jobs error";
 }
 
-constexpr enum_error_category<errc> category{0x6b65656c2e6a6f62ULL, "keel.jobs", &describe};
+constexpr enum_error_category<errc> category{"keel.jobs", &describe};
 
 }  // namespace
 

@@ -169,12 +169,14 @@ struct many_queues {
     }
     REQUIRE(jobs::enqueue_many(c, batch));
     // The first job of those queues finished or failed just now (as a worker would leave them).
-    REQUIRE(c.query("UPDATE keel_jobs SET state = 'completed', attempt = 1, attempted_at = now(), finished_at = now() "
-                    "WHERE id IN (SELECT min(id) FROM keel_jobs WHERE queue = ANY($1) GROUP BY queue)",
-                    completing));
-    REQUIRE(c.query("UPDATE keel_jobs SET state = 'retryable', attempt = 1, attempted_at = now() "
-                    "WHERE id IN (SELECT min(id) FROM keel_jobs WHERE queue = ANY($1) GROUP BY queue)",
-                    failing));
+    REQUIRE(c.query(
+        "UPDATE keel_jobs SET state = 'completed', attempt = 1, attempted_at = now(), finished_at = now() "
+        "WHERE id IN (SELECT min(id) FROM keel_jobs WHERE queue = ANY($1) GROUP BY queue)",
+        completing));
+    REQUIRE(
+        c.query("UPDATE keel_jobs SET state = 'retryable', attempt = 1, attempted_at = now() "
+                "WHERE id IN (SELECT min(id) FROM keel_jobs WHERE queue = ANY($1) GROUP BY queue)",
+                failing));
     REQUIRE(jobs::pause_queue(c, "q0001"));
     REQUIRE(jobs::set_queue_limit(c, "q0002", 3));
     REQUIRE(jobs::pause_queue(c, "idle"));
@@ -278,6 +280,25 @@ TEST_SUITE("pg") {
       CHECK(job.tags == std::vector<std::string>{"a", "b,c"});
       CHECK(boost::json::parse(job.args) == boost::json::parse(R"({"to": 2})"));
     }
+  }
+
+  TEST_CASE("queue and kind names over max_name_bytes are refused by every call alike") {
+    schema_with_jobs db;
+    const std::string longest(jobs::max_name_bytes, 'q');
+    const std::string too_long(jobs::max_name_bytes + 1, 'q');
+    CHECK(jobs::pause_queue(db.c, longest));
+    CHECK(jobs::resume_queue(db.c, longest));
+    CHECK(jobs::enqueue(db.c, {.kind = "email", .queue = longest}));
+    CHECK(jobs::pause_queue(db.c, too_long).error() == jobs::errc::invalid_name);
+    CHECK(jobs::resume_queue(db.c, too_long).error() == jobs::errc::invalid_name);
+    CHECK(jobs::set_queue_limit(db.c, too_long, 1).error() == jobs::errc::invalid_name);
+    CHECK(jobs::enqueue(db.c, {.kind = "email", .queue = too_long}).error() == jobs::errc::invalid_name);
+    CHECK(jobs::enqueue(db.c, {.kind = too_long}).error() == jobs::errc::invalid_name);
+    CHECK(jobs::pause_queue(db.c, std::string("a\0b", 3)).error() == jobs::errc::invalid_name);
+    // A 9,000-byte name (past Postgres's notification limit) could be paused but never resumed.
+    const std::string huge(9000, 'q');
+    CHECK(jobs::pause_queue(db.c, huge).error() == jobs::errc::invalid_name);
+    CHECK(count(db.c, "SELECT count(*) FROM keel_job_queues WHERE length(name) > 255") == 0);
   }
 
   TEST_CASE("bad jobs are refused before anything is inserted") {
@@ -639,7 +660,8 @@ TEST_SUITE("pg") {
       return jobs::job_result::done();
     });
     REQUIRE(stalled.start());
-    REQUIRE(eventually([&] { return count(db.c, "SELECT count(*) FROM keel_jobs WHERE worker_id = 'stalled'") == 1; }));
+    REQUIRE(eventually(
+        [&] { return count(db.c, "SELECT count(*) FROM keel_jobs WHERE worker_id = 'stalled'") == 1; }));
     REQUIRE(leader.start());
     REQUIRE(eventually([&] { return state_of(db.c, id) == "completed"; }, 30s));
     CHECK(first_saw_second);
@@ -683,7 +705,8 @@ TEST_SUITE("pg") {
     auto summaries = jobs::queue_summaries(db.c).value();
     const auto took = std::chrono::steady_clock::now() - t0;
     MESSAGE("queue_summaries of " << many.queues.size() << " queues: "
-                                  << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+                                  << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                                  << " ms");
     // A correlated subquery per queue took seconds here; one aggregate pass takes milliseconds.
     CHECK(took < 1s);
     REQUIRE(summaries.size() == many.queues.size() + 1);  // and "idle", which only has a pause record
@@ -696,9 +719,12 @@ TEST_SUITE("pg") {
       const auto& want = many.queues.at(s.queue);
       CHECK_MESSAGE(std::equal(std::begin(s.counts), std::end(s.counts), want.counts.begin()), s.queue);
       CHECK_MESSAGE(s.paused == (s.queue == "q0001"), s.queue);
-      CHECK_MESSAGE(s.max_running == (s.queue == "q0002" ? std::optional<std::int32_t>(3) : std::nullopt), s.queue);
-      CHECK_MESSAGE(s.completed_last_minute == want.counts[static_cast<int>(jobs::job_state::completed)], s.queue);
-      CHECK_MESSAGE(s.failed_last_minute == want.counts[static_cast<int>(jobs::job_state::retryable)], s.queue);
+      CHECK_MESSAGE(s.max_running == (s.queue == "q0002" ? std::optional<std::int32_t>(3) : std::nullopt),
+                    s.queue);
+      CHECK_MESSAGE(s.completed_last_minute == want.counts[static_cast<int>(jobs::job_state::completed)],
+                    s.queue);
+      CHECK_MESSAGE(s.failed_last_minute == want.counts[static_cast<int>(jobs::job_state::retryable)],
+                    s.queue);
     }
   }
 
@@ -708,9 +734,11 @@ TEST_SUITE("pg") {
     keel::metrics::registry registry;
     jobs::metrics_observer metrics(registry, {.max_depth_queues = 10});
     auto check_depth = [&] {
-      std::vector<std::pair<std::string, many_queues::expected>> ranked(many.queues.begin(), many.queues.end());
+      std::vector<std::pair<std::string, many_queues::expected>> ranked(many.queues.begin(),
+                                                                        many.queues.end());
       std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
-        if (a.second.unfinished() != b.second.unfinished()) return a.second.unfinished() > b.second.unfinished();
+        if (a.second.unfinished() != b.second.unfinished())
+          return a.second.unfinished() > b.second.unfinished();
         if (a.second.total() != b.second.total()) return a.second.total() > b.second.total();
         return a.first < b.first;
       });
@@ -774,7 +802,8 @@ TEST_SUITE("pg") {
     w.handle("bad", [](const jobs::job_context&) { return jobs::job_result::discard("bad input"); });
     REQUIRE(w.start());
     REQUIRE(eventually([&] {
-      return count(db.c, "SELECT count(*) FROM keel_jobs WHERE queue = 'alpha' AND state = 'completed'") == 3 &&
+      return count(db.c, "SELECT count(*) FROM keel_jobs WHERE queue = 'alpha' AND state = 'completed'") ==
+                 3 &&
              count(db.c, "SELECT count(*) FROM keel_jobs WHERE queue = 'alpha' AND state = 'discarded'") == 2;
     }));
     w.stop();  // every finished run has been reported
@@ -1115,7 +1144,7 @@ TEST_SUITE("pg") {
     auto reports = [&] { return count(db.c, "SELECT count(*) FROM keel_jobs WHERE kind = 'report'"); };
     REQUIRE(eventually([&] { return reports() == 1; }));
     CHECK(eventually([&] { return ran == 1; }));  // the slot's job fired
-    clock.advance(30s);  // same minute
+    clock.advance(30s);                           // same minute
     await_maintenance_rounds(w);
     CHECK(reports() == 1);
     clock.advance(60s);  // an odd minute: no slot
@@ -1226,7 +1255,8 @@ TEST_SUITE("pg") {
     keel::test::scratch_schema schema;
     auto c = schema.connect();
     REQUIRE(jobs::migrate(c));
-    REQUIRE(c.execute("CREATE TABLE test_runs (job_id int8 NOT NULL, attempt int4 NOT NULL, pid int4 NOT NULL)"));
+    REQUIRE(
+        c.execute("CREATE TABLE test_runs (job_id int8 NOT NULL, attempt int4 NOT NULL, pid int4 NOT NULL)"));
     REQUIRE(c.execute("CREATE TABLE test_gates (job_id int8 NOT NULL)"));
     REQUIRE(c.execute("CREATE TABLE test_saw_cancel (job_id int8 NOT NULL)"));
     auto enqueue_five = [&] {
@@ -1253,8 +1283,9 @@ TEST_SUITE("pg") {
     auto a = std::make_unique<child>("cancel", schema.conninfo);
     const std::string a_worker = "test-worker-" + std::to_string(a->pid);
     auto held_by_a = [&](const std::vector<std::int64_t>& ids) {
-      return c.query("SELECT count(*) FROM keel_jobs WHERE id = ANY($1) AND state = 'running' AND worker_id = $2",
-                     ids, a_worker)
+      return c
+          .query("SELECT count(*) FROM keel_jobs WHERE id = ANY($1) AND state = 'running' AND worker_id = $2",
+                 ids, a_worker)
           .value()
           .value<std::int64_t>()
           .value();
@@ -1267,16 +1298,18 @@ TEST_SUITE("pg") {
     const auto running_first = started_one(first);
     for (const auto id : first) REQUIRE(jobs::cancel_job(c, id));
     // The running handler saw cancelled() turn true: A has heard of every cancellation.
-    REQUIRE(eventually([&] { return number("SELECT count(*) FROM test_saw_cancel WHERE job_id = ANY($1)", first) == 1; }));
+    REQUIRE(eventually(
+        [&] { return number("SELECT count(*) FROM test_saw_cancel WHERE job_id = ANY($1)", first) == 1; }));
     REQUIRE(c.query("INSERT INTO test_gates SELECT unnest($1::int8[])", first));
     REQUIRE(eventually([&] { return in_state(first, "running") == 0; }));
     CHECK(runs(first) == 1);
     CHECK(state_of(c, running_first) == "completed");  // it ignored the cancellation and completed
     CHECK(in_state(first, "cancelled") == 4);
     auto cancelled_unstarted = [&](const std::vector<std::int64_t>& ids) {
-      return number("SELECT count(*) FROM keel_jobs WHERE id = ANY($1) AND attempt = 0 "
-                    "AND errors->-1->>'error' = 'cancelled before it started'",
-                    ids);
+      return number(
+          "SELECT count(*) FROM keel_jobs WHERE id = ANY($1) AND attempt = 0 "
+          "AND errors->-1->>'error' = 'cancelled before it started'",
+          ids);
     };
     CHECK(cancelled_unstarted(first) == 4);
 
@@ -1312,8 +1345,8 @@ TEST_SUITE("pg") {
     CHECK(in_state(second, "cancelled") == 5);
     CHECK(state_of(c, running_second) == "cancelled");
     CHECK(cancelled_unstarted(second) == 4);
-    CHECK(c.query("SELECT count(*) FROM test_runs WHERE pid = $1 AND job_id <> $2", static_cast<std::int32_t>(b->pid),
-                  sentinel)
+    CHECK(c.query("SELECT count(*) FROM test_runs WHERE pid = $1 AND job_id <> $2",
+                  static_cast<std::int32_t>(b->pid), sentinel)
               .value()
               .value<std::int64_t>()
               .value() == 0);
@@ -1344,10 +1377,13 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 1802137199
       if (!name.starts_with(prefix)) return -1;
       return static_cast<pid_t>(std::stol(name.substr(prefix.size())));
     };
-    auto slots = [&] { return count(c, "SELECT count(DISTINCT unique_key) FROM keel_jobs WHERE kind = 'tick'"); };
+    auto slots = [&] {
+      return count(c, "SELECT count(DISTINCT unique_key) FROM keel_jobs WHERE kind = 'tick'");
+    };
     REQUIRE(eventually([&] { return leader_pid() > 0 && slots() >= 3; }));
     const auto killed_pid = leader_pid();
-    auto leader = std::find_if(workers.begin(), workers.end(), [&](const auto& w) { return w->pid == killed_pid; });
+    auto leader =
+        std::find_if(workers.begin(), workers.end(), [&](const auto& w) { return w->pid == killed_pid; });
     REQUIRE(leader != workers.end());
     const auto slots_before = slots();
     (*leader)->kill(SIGKILL);

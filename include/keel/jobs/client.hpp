@@ -169,7 +169,8 @@ struct job_filter {
 /// Cancels a job. One that is not running is cancelled at once; a running one is asked to stop
 /// (its handler sees job_context::cancelled()) and is cancelled when its handler returns,
 /// unless it completed. No worker fetches it again, and a prefetched job is dropped unstarted
-/// once its worker hears of the cancellation (docs/jobs.md, Guarantees). @returns errc::invalid_state for finished jobs.
+/// once its worker hears of the cancellation (docs/jobs.md, Guarantees). @returns errc::invalid_state for
+/// finished jobs.
 [[nodiscard]] result<void> cancel_job(pg::connection& c, std::int64_t id);
 /// Moves a job that is not running or finished to discarded, with `reason` as its last error.
 [[nodiscard]] result<void> discard_job(pg::connection& c, std::int64_t id,
@@ -177,6 +178,11 @@ struct job_filter {
 
 /// Stops workers from starting jobs of `queue` (running ones finish). Takes effect at each
 /// worker's next fetch.
+/// The longest queue or kind name, in bytes: names travel in Postgres notifications (8000
+/// bytes at most), and a bound keeps every call that takes one agreeing on what is valid.
+inline constexpr std::size_t max_name_bytes = 255;
+
+/// Pauses or resumes a queue. @returns errc::invalid_name for a name enqueue would refuse.
 [[nodiscard]] result<void> pause_queue(pg::connection& c, std::string_view queue);
 [[nodiscard]] result<void> resume_queue(pg::connection& c, std::string_view queue);
 

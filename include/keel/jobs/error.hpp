@@ -17,16 +17,12 @@ enum class errc {
   invalid_schedule,    ///< a periodic job's cron expression is not five valid fields
   unknown_dependency,  ///< a new job depends on an id no job has (never existed, or pruned)
   dependency_failed,   ///< retry_job on a job whose dependency was discarded or cancelled
+  invalid_name,        ///< a queue or kind name is empty, longer than max_name_bytes, or holds NUL
 };
 
 /// The category of keel::jobs::errc ("keel.jobs").
 [[nodiscard]] const error_category& jobs_category() noexcept;
 
-[[nodiscard]] inline error_code make_error_code(errc e) noexcept {
-  return {static_cast<int>(e), jobs_category()};
-}
-
 }  // namespace keel::jobs
 
-template <>
-struct boost::system::is_error_code_enum<keel::jobs::errc> : std::true_type {};
+KEEL_ERROR_ENUM(keel::jobs, jobs_category);

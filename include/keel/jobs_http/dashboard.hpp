@@ -24,10 +24,9 @@ enum class access { read, act };
 /// Runs on a server thread for every dashboard request, so it must be cheap and thread-safe.
 using authorize_fn = std::function<bool(const net::request& req, access wanted)>;
 
-/// The longest queue name the routes accept, in bytes. Postgres caps a NOTIFY payload (which
-/// carries the queue name when a queue resumes) and a btree key well above this, so a name the
+/// The longest queue name the routes accept, in bytes: the library's own limit, so a name the
 /// routes accept can be paused, resumed and enqueued to alike.
-inline constexpr std::size_t max_queue_name_bytes = 255;
+inline constexpr std::size_t max_queue_name_bytes = jobs::max_name_bytes;
 
 /// How the dashboard is mounted.
 struct options {
