@@ -1,5 +1,7 @@
 #include "state_machine.hpp"
 
+#include <keel/core/assert.hpp>
+
 #include <algorithm>
 #include <bit>
 
@@ -34,6 +36,7 @@ void reopen_closed_by(const transfer& pending, account& debit, account& credit) 
 
 std::uint64_t state_machine::next_timestamp(std::uint64_t now) noexcept {
   // Strictly increasing even when the clock stalls or steps back: timestamps order the journal.
+  KEEL_ASSERT(ws_.last_timestamp < UINT64_MAX, "the journal's timestamps ran out");
   ws_.last_timestamp = std::max(now, ws_.last_timestamp + 1);
   return ws_.last_timestamp;
 }
@@ -96,8 +99,8 @@ void state_machine::run_batch(std::span<const Event> batch, std::vector<Result>&
     }
     const auto saved_out = out.size();
     const auto saved_timestamp = ws_.last_timestamp;
+    KEEL_ASSERT(undo_.empty(), "the undo log is empty between linked chains");
     logging_ = true;
-    undo_.clear();
     std::size_t failed = end + 1;
     for (std::size_t j = i; j <= end; ++j) {
       const auto r = apply(batch[j]);
@@ -173,8 +176,14 @@ expiry_projection project_expiries(const working_set& ws, std::uint64_t now) {
     const auto* found = ws.transfers.find(id);
     if (found == nullptr || found->state != pending_state::pending) continue;
     const auto& pending = found->value;
+    KEEL_ASSERT(found->expires_at == expires_at, "the expiry queue agrees with the transfer it names");
     auto& dr = account_after(pending.debit_account_id);
     auto& cr = account_after(pending.credit_account_id);
+    KEEL_ASSERT(dr.id == pending.debit_account_id && cr.id == pending.credit_account_id);
+    KEEL_ASSERT(dr.balances.debits_pending >= pending.amount,
+                "an expiring hold is still reserved on its debit");
+    KEEL_ASSERT(cr.balances.credits_pending >= pending.amount,
+                "an expiring hold is still reserved on its credit");
     dr.balances.debits_pending -= pending.amount;
     cr.balances.credits_pending -= pending.amount;
     reopen_closed_by(pending, dr, cr);
@@ -411,6 +420,10 @@ transfer_result state_machine::post_or_void(const transfer& in, std::uint64_t no
   if (add_overflows(db.debits_posted, posted)) return r::overflows_debits_posted;
   if (add_overflows(cb.credits_posted, posted)) return r::overflows_credits_posted;
 
+  KEEL_ASSERT(dr.id == p.value.debit_account_id && cr.id == p.value.credit_account_id);
+  KEEL_ASSERT(db.debits_pending >= p.value.amount, "a pending debit is released once");
+  KEEL_ASSERT(cb.credits_pending >= p.value.amount, "a pending credit is released once");
+  KEEL_ASSERT(posted <= p.value.amount, "a post never exceeds its hold");
   save_account(dr);
   save_account(cr);
   db.debits_pending -= p.value.amount;
