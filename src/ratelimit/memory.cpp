@@ -1,3 +1,4 @@
+#include <keel/core/assert.hpp>
 #include <keel/ratelimit/memory.hpp>
 
 #include <algorithm>
@@ -42,7 +43,14 @@ class spinlock {
       }
     }
   }
-  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+  void unlock() noexcept {
+#if KEEL_ASSERTS_ENABLED
+    const bool was_locked = locked_.exchange(false, std::memory_order_release);
+    KEEL_ASSERT(was_locked, "a shard lock is unlocked only by its holder");
+#else
+    locked_.store(false, std::memory_order_release);
+#endif
+  }
 
  private:
   std::atomic<bool> locked_{false};
@@ -210,7 +218,13 @@ bool lock_slot(slot& s, Valid&& valid) noexcept {
 }
 
 inline void unlock_slot(slot& s) noexcept {
+#if KEEL_ASSERTS_ENABLED
+  // Checked builds swap instead of store, to see that the slot was held.
+  const auto was = slot_lock(s).exchange(0, std::memory_order_release);
+  KEEL_ASSERT(was == 1, "a slot is unlocked only by the thread holding it");
+#else
   slot_lock(s).store(0, std::memory_order_release);
+#endif
 }
 
 // A held slot, unlocked when the holder goes out of scope: a throw (bad_alloc growing a sliding
