@@ -3,6 +3,7 @@
 // maintenance thread. Each thread that talks to Postgres has its own connection, so a slow
 // statement on one never holds up the others, and each reconnects by itself after a server
 // restart.
+#include <keel/core/assert.hpp>
 #include <keel/core/log.hpp>
 #include <keel/jobs/worker.hpp>
 #include <keel/pg/advisory_lock.hpp>
@@ -428,6 +429,8 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
         }
         j = std::move(ready.front());
         ready.pop_front();
+        KEEL_ASSERT(!j->started, "a held job is started once");
+        KEEL_ASSERT(held.contains(j->id), "a ready job is held: cancels and lost leases take it out of both");
         if (auto found = kinds.find(j->kind); found != kinds.end()) k = &found->second;
         j->started = true;
         j->started_at = clock->monotonic();
@@ -460,6 +463,8 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
     ack a{.id = j.id, .attempt = j.attempt, .state = "completed", .error = {}, .run_at_us = 0};
     std::string_view reported = "completed";
     std::unique_lock lock(mutex);
+    KEEL_ASSERT(j.started, "only a started job finishes");
+    KEEL_ASSERT(running_handlers > 0, "a finishing job holds a handler");
     const bool cancelled = j.cancel_requested && outcome.outcome() != job_result::kind::completed;
     if (cancelled) {
       a.state = "cancelled";
