@@ -214,8 +214,10 @@ keel::result<void> mount_tsdb(context& ctx) {
     const auto from = int_param(req, "from");
     const auto to = int_param(req, "to");
     const auto step = int_param(req, "step");
-    if (!series || !from || !to || !step || *step <= 0 || *to <= *from)
+    if (!series || !from || !to || !step)
       return bad_request("pass series, from, to (ms) and step (ms) as integers, with to > from and step > 0");
+    // The store refuses what makes no buckets (errc::invalid_range: step <= 0, to <= from, too many
+    // buckets, a start before INT64_MIN): answered 400 below.
     keel::tsdb::query_plan plan;
     std::lock_guard guard(shared->lock);
     auto buckets = shared->store.aggregate(*series, *from, *to, *step, false, &plan);

@@ -716,6 +716,71 @@ TEST_SUITE("pg") {
     check_buckets_equal(fresh, tsdb::aggregate(later, later_values, 120'000, 240'000, 60'000));
   }
 
+  TEST_CASE("extreme times and query ranges: exact buckets or errc::invalid_range, never a crash") {
+    keel::test::scratch_schema schema;
+    auto s = open_store(schema);
+    constexpr std::int64_t lowest = std::numeric_limits<std::int64_t>::min();
+    constexpr std::int64_t highest = std::numeric_limits<std::int64_t>::max();
+    constexpr std::int64_t e18 = 1'000'000'000'000'000'000;
+    const std::vector<std::int64_t> times{lowest, -9 * e18, -1, 0, 9 * e18 - 1, highest};
+    const std::vector<double> values{1, 2, 3, 4, 5, 6};
+    const auto sealed = s.series("extreme_sealed").value();
+    REQUIRE(s.append(sealed, times, values));
+    REQUIRE(s.flush());
+    // Another series keeps its points in the head, so queries merge both sources.
+    const auto head = s.series("extreme_head").value();
+    REQUIRE(s.append(head, times, values));
+
+    auto reader = tsdb::store::open(schema.conninfo).value();
+    const auto stored = read_all(reader, sealed, lowest, highest);
+    CHECK(stored.times == std::vector<std::int64_t>(times.begin(), times.end() - 1));
+    CHECK(same_bits(stored.values, std::vector<double>(values.begin(), values.end() - 1)));
+
+    for (const auto id : {sealed, head}) {
+      CAPTURE(id);
+      tsdb::store& on = id == sealed ? reader : s;
+      // The showcase request that crashed: 18 buckets of 10^18 over [-9e18, 9e18).
+      const auto wide = on.aggregate(id, -9 * e18, 9 * e18, e18);
+      REQUIRE(wide);
+      check_buckets_equal(*wide, tsdb::aggregate(times, values, -9 * e18, 9 * e18, e18));
+      CHECK(wide->size() == 18);
+      // Aligned to the hourly rollup: (to - from) overflows int64 on the rollup path.
+      const std::int64_t hours = 3'600'000 * 2'000'000'000'000;
+      const auto rolled = on.aggregate(id, -hours, hours, hours);
+      REQUIRE(rolled);
+      check_buckets_equal(*rolled, tsdb::aggregate(times, values, -hours, hours, hours));
+      CHECK(rolled->size() == 2);
+      const auto whole = on.aggregate(id, lowest + 1, highest, highest);
+      REQUIRE(whole);
+      check_buckets_equal(*whole, tsdb::aggregate(times, values, lowest + 1, highest, highest));
+      CHECK(whole->size() == 2);
+
+      CHECK(on.aggregate(id, lowest, highest, 1).error() == tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, -9 * e18, 9 * e18, 1).error() == tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, lowest, 0, e18).error() == tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, 0, 0, 1).error() == tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, 10, 0, 1).error() == tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, 0, 10, 0).error() == tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, 0, 10, -5).error() == tsdb::errc::invalid_range);
+    }
+    // Refused queries changed nothing.
+    REQUIRE(s.flush());
+    CHECK(read_all(reader, sealed, lowest, highest).times.size() == 5);
+    CHECK(read_all(reader, head, lowest, highest).times.size() == 5);
+
+    // Retention whose cutoff is before INT64_MIN keeps everything; one at 0 drops the blocks
+    // before it (points this far apart seal one block each, -1 and 0 together).
+    REQUIRE(s.set_retention("extreme_sealed", highest));
+    const auto kept = s.apply_retention(lowest);
+    REQUIRE(kept);
+    CHECK(*kept == 0);
+    const auto dropped = s.apply_retention(highest);
+    REQUIRE(dropped);
+    CHECK(*dropped == 2);
+    CHECK(read_all(reader, sealed, lowest, highest).times == std::vector<std::int64_t>{-1, 0, 9 * e18 - 1});
+    CHECK(read_all(reader, head, lowest, highest).times.size() == 5);
+  }
+
   TEST_CASE("a damaged block in the database is an error, not a crash") {
     keel::test::scratch_schema schema;
     auto s = open_store(schema);
