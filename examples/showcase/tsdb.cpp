@@ -70,7 +70,7 @@ keel::result<void> seed_demo(shared_store& s) {
     times.push_back(demo_start + i * minute);
     values.push_back(std::round((12.0 + 6.0 * day + 20 * drift + 0.4 * noise) * 10) / 10);
   }
-  if (auto r = s.store.append(*id, times, values); !r) return r;
+  if (auto r = s.store.buffer(*id, times, values); !r) return r;
   return s.store.flush();
 }
 
@@ -186,7 +186,7 @@ keel::result<void> mount_tsdb(context& ctx) {
         std::lock_guard guard(shared->lock);
         auto id = shared->store.series(std::string_view(metric->as_string()), labels);
         if (!id) return keel::net::error_response(keel::net::status::bad_request, id.error());
-        if (auto r = shared->store.append(*id, times, values); !r)
+        if (auto r = shared->store.buffer(*id, times, values); !r)
           return keel::net::error_response(keel::net::status::conflict, r.error());
         if (auto r = shared->store.flush(); !r)
           return keel::net::error_response(keel::net::status::internal_server_error, r.error());

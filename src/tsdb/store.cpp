@@ -730,7 +730,7 @@ result<void> seal_heads(store::state& st, const std::vector<std::int64_t>& ids) 
   return {};
 }
 
-result<void> store::append(std::int64_t id, std::span<const std::int64_t> times,
+result<void> store::buffer(std::int64_t id, std::span<const std::int64_t> times,
                            std::span<const double> values) {
   if (times.size() != values.size()) return errc::invalid_argument;
   auto it = state_->series.find(id);
