@@ -1,5 +1,6 @@
 // The Postgres store: persistence, ordering policies, label selection, rollups against raw data,
 // summaries, retention, compaction, concurrent writers, damaged blocks.
+#include <keel/tsdb/maintenance.hpp>
 #include <keel/tsdb/store.hpp>
 
 #include <doctest/doctest.h>
@@ -178,9 +179,95 @@ std::string error_reply(tsdb::errc e) {
   return "error " + std::to_string(static_cast<int>(e));
 }
 
+/// Polls `done` until it holds or 30 s pass; false on the deadline.
+template <class F>
+bool eventually(F done) {
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+double exposed(const keel::metrics::registry& r, const std::string& name) {
+  const std::string text = r.expose();
+  const auto at = text.find("\n" + name + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + name.size() + 2));
+}
+
 }  // namespace
 
 TEST_SUITE("pg") {
+  TEST_CASE("maintenance: one elected scheduler runs retention and compaction; another takes over") {
+    keel::test::scratch_schema schema;
+    auto s = open_store(schema);
+    // 1970: older than a day by any wall clock.
+    const auto expiring = s.series("expiring").value();
+    REQUIRE(s.buffer(expiring, std::vector<std::int64_t>{1000, 2000}, std::vector<double>{1, 2}));
+    REQUIRE(s.flush());
+    REQUIRE(s.set_retention("expiring", 86'400'000));
+    // Five small blocks for compaction to merge.
+    const auto fragmented = s.series("fragmented").value();
+    for (std::int64_t i = 0; i < 5; ++i) {
+      REQUIRE(s.buffer(fragmented, std::vector<std::int64_t>{i * 10, i * 10 + 1}, std::vector<double>{1, 2}));
+      REQUIRE(s.flush());
+    }
+    auto c = schema.connect();
+    auto blocks_of = [&](std::int64_t id) {
+      return c.query("SELECT count(*)::int8 FROM tsdb_blocks WHERE series_id = $1", id)
+          .value()
+          .value<std::int64_t>()
+          .value();
+    };
+    REQUIRE(blocks_of(fragmented) == 5);
+
+    // A registry each, as two processes would have.
+    keel::metrics::registry first_metrics;
+    keel::metrics::registry second_metrics;
+    auto first = tsdb::maintenance::start(
+                     {.conninfo = schema.conninfo, .interval = 50ms, .store = {}, .metrics = &first_metrics})
+                     .value();
+    auto second =
+        tsdb::maintenance::start(
+            {.conninfo = schema.conninfo, .interval = 50ms, .store = {}, .metrics = &second_metrics})
+            .value();
+    REQUIRE(eventually([&] { return first.stats().runs + second.stats().runs >= 2; }));
+    const bool first_leads = first.stats().leader;
+    auto& leader = first_leads ? first : second;
+    auto& follower = first_leads ? second : first;
+    auto& leader_metrics = first_leads ? first_metrics : second_metrics;
+    auto& follower_metrics = first_leads ? second_metrics : first_metrics;
+    CHECK(leader.stats().leader);
+    CHECK_FALSE(follower.stats().leader);
+    CHECK(follower.stats().runs == 0);
+    CHECK(blocks_of(expiring) == 0);
+    CHECK(blocks_of(fragmented) == 1);
+    CHECK(read_all(s, fragmented, 0, 100).times.size() == 10);
+    CHECK(leader.stats().blocks_dropped == 1);
+    CHECK(leader.stats().blocks_compacted == 4);
+    CHECK(exposed(leader_metrics, "tsdb_maintenance_runs_total") >= 2);
+    CHECK(exposed(leader_metrics, "tsdb_maintenance_leader") == 1);
+    CHECK(exposed(leader_metrics, "tsdb_maintenance_last_duration_seconds") > 0);
+    CHECK(exposed(follower_metrics, "tsdb_maintenance_runs_total") == 0);
+    CHECK(exposed(follower_metrics, "tsdb_maintenance_leader") == 0);
+
+    // The leader goes away: the other is elected at its next attempt and runs.
+    leader.stop();
+    REQUIRE(eventually([&] { return follower.stats().leader && follower.stats().runs >= 1; }));
+
+    // A run that fails is counted and retried.
+    REQUIRE(c.execute("ALTER TABLE tsdb_retention RENAME TO tsdb_retention_away"));
+    follower.wake();
+    REQUIRE(eventually([&] { return follower.stats().failures >= 1; }));
+    CHECK(exposed(follower_metrics, "tsdb_maintenance_failures_total") >= 1);
+    REQUIRE(c.execute("ALTER TABLE tsdb_retention_away RENAME TO tsdb_retention"));
+    const auto runs = follower.stats().runs;
+    follower.wake();
+    REQUIRE(eventually([&] { return follower.stats().runs > runs; }));
+  }
+
   TEST_CASE("points survive a writer process killed with SIGKILL after flush() returned") {
     keel::test::scratch_schema schema;
     auto reader = open_store(schema);
