@@ -335,8 +335,8 @@ TEST_SUITE("unit") {
                                          1'000'000'000'000'000'000);
     REQUIRE(buckets.size() == 18);
     for (std::size_t i = 0; i < buckets.size(); ++i)
-      CHECK(buckets[i].start ==
-            -9'000'000'000'000'000'000 + static_cast<std::int64_t>(i) * 1'000'000'000'000'000'000);
+      CHECK(wide{buckets[i].start} ==
+            wide{-9'000'000'000'000'000'000} + static_cast<wide>(i) * 1'000'000'000'000'000'000);
     CHECK(buckets[0].count == 1);
     CHECK(buckets[8].count == 1);
     CHECK(buckets[9].count == 1);
