@@ -83,11 +83,15 @@ std::string svg_polyline(std::span<const std::int64_t> t, std::span<const double
   out += style;
   out += " points=\"";
   char buffer[64];
-  const double span_t = static_cast<double>(std::max<std::int64_t>(t1 - t0, 1));
+  // Unsigned differences: a series may hold times from both ends of int64 (t0 <= every t[i] <= t1).
+  auto since_t0 = [t0](std::int64_t at) {
+    return static_cast<double>(static_cast<std::uint64_t>(at) - static_cast<std::uint64_t>(t0));
+  };
+  const double span_t = std::max(since_t0(t1), 1.0);
   const double span_v = hi > lo ? hi - lo : 1;
   for (const auto i : picks) {
     if (!std::isfinite(v[i])) continue;
-    const double x = 40 + 900 * static_cast<double>(t[i] - t0) / span_t;
+    const double x = 40 + 900 * since_t0(t[i]) / span_t;
     const double y = 20 + 340 * (1 - (v[i] - lo) / span_v);
     const int n = std::snprintf(buffer, sizeof buffer, "%.1f,%.1f ", x, y);
     out.append(buffer, static_cast<std::size_t>(n));
