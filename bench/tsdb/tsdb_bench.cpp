@@ -181,7 +181,7 @@ void ingest(benchmark::State& state) {
     for (const auto id : ids) {
       for (std::size_t i = 0; i < batch; ++i)
         values[i] = gauge[(offset + i + static_cast<std::size_t>(id) * 7) % gauge.size()];
-      if (!store.append(id, times, values)) state.SkipWithError("append failed");
+      if (!store.buffer(id, times, values)) state.SkipWithError("buffer failed");
     }
     t0 += static_cast<std::int64_t>(batch) * 10'000;
     offset += batch;
@@ -214,7 +214,7 @@ void query_day(benchmark::State& state) {
       times.push_back(day_start - 86'400'000 + i * 10'000);
       values.push_back(gauge[static_cast<std::size_t>(i)]);
     }
-    if (!store->append(id, times, values) || !store->flush()) state.SkipWithError("load failed");
+    if (!store->buffer(id, times, values) || !store->flush()) state.SkipWithError("load failed");
   }
   const std::int64_t from = day_start + (state.range(0) == 2 ? 1234 : 0);
   const std::int64_t width = state.range(0) == 0 ? 3'600'000 : 300'000;

@@ -70,7 +70,7 @@ keel::result<void> seed_demo(shared_store& s) {
     times.push_back(demo_start + i * minute);
     values.push_back(std::round((12.0 + 6.0 * day + 20 * drift + 0.4 * noise) * 10) / 10);
   }
-  if (auto r = s.store.append(*id, times, values); !r) return r;
+  if (auto r = s.store.buffer(*id, times, values); !r) return r;
   return s.store.flush();
 }
 
@@ -83,11 +83,15 @@ std::string svg_polyline(std::span<const std::int64_t> t, std::span<const double
   out += style;
   out += " points=\"";
   char buffer[64];
-  const double span_t = static_cast<double>(std::max<std::int64_t>(t1 - t0, 1));
+  // Unsigned differences: a series may hold times from both ends of int64 (t0 <= every t[i] <= t1).
+  auto since_t0 = [t0](std::int64_t at) {
+    return static_cast<double>(static_cast<std::uint64_t>(at) - static_cast<std::uint64_t>(t0));
+  };
+  const double span_t = std::max(since_t0(t1), 1.0);
   const double span_v = hi > lo ? hi - lo : 1;
   for (const auto i : picks) {
     if (!std::isfinite(v[i])) continue;
-    const double x = 40 + 900 * static_cast<double>(t[i] - t0) / span_t;
+    const double x = 40 + 900 * since_t0(t[i]) / span_t;
     const double y = 20 + 340 * (1 - (v[i] - lo) / span_v);
     const int n = std::snprintf(buffer, sizeof buffer, "%.1f,%.1f ", x, y);
     out.append(buffer, static_cast<std::size_t>(n));
@@ -186,7 +190,7 @@ keel::result<void> mount_tsdb(context& ctx) {
         std::lock_guard guard(shared->lock);
         auto id = shared->store.series(std::string_view(metric->as_string()), labels);
         if (!id) return keel::net::error_response(keel::net::status::bad_request, id.error());
-        if (auto r = shared->store.append(*id, times, values); !r)
+        if (auto r = shared->store.buffer(*id, times, values); !r)
           return keel::net::error_response(keel::net::status::conflict, r.error());
         if (auto r = shared->store.flush(); !r)
           return keel::net::error_response(keel::net::status::internal_server_error, r.error());
@@ -214,8 +218,10 @@ keel::result<void> mount_tsdb(context& ctx) {
     const auto from = int_param(req, "from");
     const auto to = int_param(req, "to");
     const auto step = int_param(req, "step");
-    if (!series || !from || !to || !step || *step <= 0 || *to <= *from)
+    if (!series || !from || !to || !step)
       return bad_request("pass series, from, to (ms) and step (ms) as integers, with to > from and step > 0");
+    // The store refuses what makes no buckets (errc::invalid_range: step <= 0, to <= from, too many
+    // buckets, a start before INT64_MIN): answered 400 below.
     keel::tsdb::query_plan plan;
     std::lock_guard guard(shared->lock);
     auto buckets = shared->store.aggregate(*series, *from, *to, *step, false, &plan);

@@ -18,7 +18,7 @@ int main() {
     times.push_back(1'700'006'400'000 + i * 10'000LL);
     values.push_back(40 + (i % 360) / 10.0);
   }
-  (void)db.append(cpu, times, values).value();
+  (void)db.buffer(cpu, times, values).value();
   (void)db.flush().value();  // sealed into a compressed block in Postgres
 
   // Hourly max over the day, answered from the 1-hour rollup.

@@ -28,6 +28,9 @@ const char* describe(errc e) noexcept {
       return "no series has that id";
     case errc::too_many_points:
       return "a block holds at most 16,777,215 points; seal smaller blocks";
+    case errc::invalid_range:
+      return "the query range or bucket width is invalid: pass from < to, a width > 0, at most 10,000,000 "
+             "buckets, and a range whose first bucket starts at or after the smallest int64 time";
   }
   return "unknown keel.tsdb error";
 }

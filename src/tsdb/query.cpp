@@ -10,6 +10,22 @@ namespace {
 constexpr double sketch_gamma = 1.02;  // bucket i holds (gamma^(i-1), gamma^i]: 1% relative error
 const double log_gamma = std::log(sketch_gamma);
 constexpr double nan = std::numeric_limits<double>::quiet_NaN();
+constexpr std::int64_t lowest_time = std::numeric_limits<std::int64_t>::min();
+
+// Bucket arithmetic in 128 bits: t - origin and the bucket start before INT64_MIN are exact there.
+__extension__ typedef __int128 wide;
+
+wide floor_start(std::int64_t t, std::int64_t width, std::int64_t origin) noexcept {
+  const wide offset = wide{t} - origin;
+  wide q = offset / width;
+  if (offset % width < 0) --q;  // floor for times before the origin
+  return q * width + origin;
+}
+
+/// later - earlier for later >= earlier, exact even when the difference exceeds INT64_MAX.
+std::uint64_t distance(std::int64_t earlier, std::int64_t later) noexcept {
+  return static_cast<std::uint64_t>(later) - static_cast<std::uint64_t>(earlier);
+}
 
 int sketch_index(double magnitude) {
   return static_cast<int>(std::ceil(std::log(magnitude) / log_gamma));
@@ -127,28 +143,37 @@ double bucket::percentile(double q) const {
 }
 
 std::int64_t bucket_start(std::int64_t t, std::int64_t width, std::int64_t origin) noexcept {
-  std::int64_t offset = t - origin;
-  std::int64_t q = offset / width;
-  if (offset % width < 0) --q;  // floor for times before the origin
-  return q * width + origin;
+  if (width <= 0) return t;
+  const wide start = floor_start(t, width, origin);
+  return start < lowest_time ? lowest_time : static_cast<std::int64_t>(start);  // start <= t
+}
+
+result<bucket_span> buckets_for(std::int64_t from, std::int64_t to, std::int64_t width,
+                                std::int64_t origin) noexcept {
+  if (width <= 0 || to <= from) return errc::invalid_range;
+  const wide first = floor_start(from, width, origin);
+  if (first < lowest_time) return errc::invalid_range;
+  const wide count = (wide{to} - first + width - 1) / width;
+  if (count > static_cast<wide>(max_buckets)) return errc::invalid_range;
+  return bucket_span{
+      .first = static_cast<std::int64_t>(first), .width = width, .count = static_cast<std::size_t>(count)};
 }
 
 std::vector<bucket> aggregate(std::span<const std::int64_t> times, std::span<const double> values,
                               std::int64_t from, std::int64_t to, std::int64_t width, bool with_percentiles,
                               std::int64_t origin) {
   std::vector<bucket> out;
-  if (width <= 0 || to <= from) return out;
-  const std::int64_t first = bucket_start(from, width, origin);
-  const auto n = static_cast<std::size_t>((to - first + width - 1) / width);
-  out.resize(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    out[i].start = first + static_cast<std::int64_t>(i) * width;
+  const auto span = buckets_for(from, to, width, origin);
+  if (!span) return out;
+  out.resize(span->count);
+  for (std::size_t i = 0; i < span->count; ++i) {
+    out[i].start = span->start(i);
     if (with_percentiles) out[i].sketch.emplace();
   }
   const auto begin = std::lower_bound(times.begin(), times.end(), from);
   for (auto it = begin; it != times.end() && *it < to; ++it) {
     const auto i = static_cast<std::size_t>(it - times.begin());
-    out[static_cast<std::size_t>((*it - first) / width)].add(*it, values[i]);
+    out[span->index(*it)].add(*it, values[i]);
   }
   return out;
 }
@@ -156,17 +181,22 @@ std::vector<bucket> aggregate(std::span<const std::int64_t> times, std::span<con
 std::vector<double> moving_sum(std::span<const std::int64_t> times, std::span<const double> values,
                                std::int64_t window) {
   std::vector<double> out(times.size());
+  // times[tail] is in (times[i] - window, times[i]]: exact when times[i] - window overflows.
+  auto in_window = [&](std::size_t tail, std::size_t i) {
+    return window > 0 && distance(times[tail], times[i]) < static_cast<std::uint64_t>(window);
+  };
   // Kahan-free running sum would drift over long series; recompute from the window when it is
   // cheap enough, which it always is here because each point enters and leaves once.
   double sum = 0;
   std::size_t tail = 0;
   for (std::size_t i = 0; i < times.size(); ++i) {
     if (!std::isnan(values[i])) sum += values[i];
-    while (times[tail] <= times[i] - window) {
+    while (tail <= i && !in_window(tail, i)) {
       if (!std::isnan(values[tail])) sum -= values[tail];
       ++tail;
     }
-    out[i] = sum;
+    // Subtracting every point out again leaves rounding residue; an empty window sums to zero.
+    out[i] = tail > i ? 0 : sum;
   }
   return out;
 }
@@ -174,6 +204,9 @@ std::vector<double> moving_sum(std::span<const std::int64_t> times, std::span<co
 std::vector<double> moving_average(std::span<const std::int64_t> times, std::span<const double> values,
                                    std::int64_t window) {
   std::vector<double> out(times.size());
+  auto in_window = [&](std::size_t tail, std::size_t i) {
+    return window > 0 && distance(times[tail], times[i]) < static_cast<std::uint64_t>(window);
+  };
   double sum = 0;
   std::size_t count = 0;
   std::size_t tail = 0;
@@ -182,7 +215,7 @@ std::vector<double> moving_average(std::span<const std::int64_t> times, std::spa
       sum += values[i];
       ++count;
     }
-    while (times[tail] <= times[i] - window) {
+    while (tail <= i && !in_window(tail, i)) {
       if (!std::isnan(values[tail])) {
         sum -= values[tail];
         --count;
@@ -197,16 +230,16 @@ std::vector<double> moving_average(std::span<const std::int64_t> times, std::spa
 std::vector<double> increase(std::span<const std::int64_t> times, std::span<const double> values,
                              std::int64_t from, std::int64_t to, std::int64_t width) {
   std::vector<double> out;
-  if (width <= 0 || to <= from) return out;
-  const std::int64_t first = bucket_start(from, width);
-  out.assign(static_cast<std::size_t>((to - first + width - 1) / width), nan);
+  const auto span = buckets_for(from, to, width);
+  if (!span) return out;
+  out.assign(span->count, nan);
   for (std::size_t i = 1; i < times.size(); ++i) {
     if (times[i] < from || times[i] >= to) continue;
     const double a = values[i - 1];
     const double b = values[i];
     if (std::isnan(a) || std::isnan(b)) continue;
     const double delta = b >= a ? b - a : b;  // a reset restarts the counter from zero
-    double& slot = out[static_cast<std::size_t>((times[i] - first) / width)];
+    double& slot = out[span->index(times[i])];
     slot = std::isnan(slot) ? delta : slot + delta;
   }
   return out;
@@ -277,19 +310,19 @@ std::vector<std::size_t> lttb(std::span<const std::int64_t> times, std::span<con
     double avg_t = 0;
     double avg_v = 0;
     for (std::size_t k = next_start; k < next_end; ++k) {
-      avg_t += static_cast<double>(times[k] - times[0]);
+      avg_t += static_cast<double>(distance(times[0], times[k]));
       avg_v += values[k];
     }
     const double span = static_cast<double>(std::max<std::size_t>(next_end - next_start, 1));
     avg_t /= span;
     avg_v /= span;
-    const double at = static_cast<double>(times[a] - times[0]);
+    const double at = static_cast<double>(distance(times[0], times[a]));
     const double av = values[a];
     double best_area = -1;
     std::size_t best = start;
     for (std::size_t k = start; k < end; ++k) {
       const double area = std::fabs((at - avg_t) * (values[k] - av) -
-                                    (at - static_cast<double>(times[k] - times[0])) * (avg_v - av));
+                                    (at - static_cast<double>(distance(times[0], times[k]))) * (avg_v - av));
       if (area > best_area) {
         best_area = area;
         best = k;
@@ -308,18 +341,19 @@ std::vector<std::size_t> m4(std::span<const std::int64_t> times, std::span<const
   if (n == 0 || to <= from) return out;
   const auto begin =
       static_cast<std::size_t>(std::lower_bound(times.begin(), times.end(), from) - times.begin());
-  const double width = static_cast<double>(to - from) / static_cast<double>(n);
+  const double width = static_cast<double>(distance(from, to)) / static_cast<double>(n);
   std::size_t i = begin;
   while (i < times.size() && times[i] < to) {
     const auto column =
-        std::min(n - 1, static_cast<std::size_t>(static_cast<double>(times[i] - from) / width));
+        std::min(n - 1, static_cast<std::size_t>(static_cast<double>(distance(from, times[i])) / width));
     std::size_t first = i;
     std::size_t last = i;
     std::size_t lo = i;
     std::size_t hi = i;
     std::size_t k = i + 1;
     for (; k < times.size() && times[k] < to &&
-           std::min(n - 1, static_cast<std::size_t>(static_cast<double>(times[k] - from) / width)) == column;
+           std::min(n - 1, static_cast<std::size_t>(static_cast<double>(distance(from, times[k])) / width)) ==
+               column;
          ++k) {
       last = k;
       if (values[k] < values[lo]) lo = k;

@@ -129,12 +129,36 @@ struct head {
   std::vector<double> values;
 };
 
-constexpr std::int64_t no_time = std::numeric_limits<std::int64_t>::min();
+/// later - earlier for later >= earlier, exact even when the difference exceeds INT64_MAX.
+std::uint64_t distance(std::int64_t earlier, std::int64_t later) noexcept {
+  return static_cast<std::uint64_t>(later) - static_cast<std::uint64_t>(earlier);
+}
+
+/// The last time in the bucket of `resolution` holding `t` (INT64_MAX when the bucket reaches past it).
+std::int64_t bucket_last(std::int64_t t, std::int64_t resolution) noexcept {
+  const std::int64_t start = bucket_start(t, resolution);
+  const std::uint64_t room = distance(start, std::numeric_limits<std::int64_t>::max());
+  if (room < static_cast<std::uint64_t>(resolution - 1)) return std::numeric_limits<std::int64_t>::max();
+  return static_cast<std::int64_t>(static_cast<std::uint64_t>(start) +
+                                   static_cast<std::uint64_t>(resolution - 1));
+}
+
+/// Whether the bucket starting at `start` ends at or before `cutoff` (start + resolution <= cutoff).
+bool bucket_ends_by(std::int64_t start, std::int64_t resolution, std::int64_t cutoff) noexcept {
+  return start < cutoff && distance(start, cutoff) >= static_cast<std::uint64_t>(resolution);
+}
+
+// Empty until the series has a point: every int64, INT64_MIN included, is a time.
+using optional_time = std::optional<std::int64_t>;
+
+void raise_to(optional_time& newest, std::int64_t t) noexcept {
+  if (!newest || *newest < t) newest = t;
+}
 
 struct series_state {
   ordering policy = ordering::reject;
-  std::int64_t newest = no_time;         ///< newest time stored (as last seen) or in the head
-  std::int64_t sealed_newest = no_time;  ///< newest stored time as last seen
+  optional_time newest;         ///< newest time stored (as last seen) or in the head
+  optional_time sealed_newest;  ///< newest stored time as last seen
   head points;
 };
 
@@ -244,8 +268,8 @@ result<std::int64_t> store::series(std::string_view metric, std::vector<label> l
   auto newest = state_->conn.query("SELECT newest_time FROM tsdb_series WHERE id = $1", *id);
   if (!newest) return newest.error();
   if (auto v = (*newest)[0].get<std::optional<std::int64_t>>(0); v && *v) {
-    s.newest = std::max(s.newest, **v);
-    s.sealed_newest = std::max(s.sealed_newest, **v);
+    raise_to(s.newest, **v);
+    raise_to(s.sealed_newest, **v);
   }
   return *id;
 }
@@ -312,7 +336,8 @@ void seal_points(std::int64_t series, const std::vector<std::int64_t>& times,
   std::size_t at = 0;
   while (at < times.size()) {
     std::size_t end = at + 1;
-    while (end < times.size() && end - at < options.seal_count && times[end] - times[at] < options.seal_span)
+    while (end < times.size() && end - at < options.seal_count &&
+           distance(times[at], times[end]) < static_cast<std::uint64_t>(options.seal_span))
       ++end;
     const std::span<const std::int64_t> t(times.data() + at, end - at);
     const std::span<const double> v(values.data() + at, end - at);
@@ -512,11 +537,12 @@ result<void> copy_segments(pg::connection& c, const std::vector<segment>& segmen
 
 /// Every bucket of `resolution` that holds one of the sorted points, NaN-only ones included
 /// (count 0), so a replacing segment also empties a bucket whose values were all overwritten by NaN.
+/// Points in [from, last].
 void buckets_of(std::int64_t series, std::int64_t resolution, const std::vector<std::int64_t>& times,
-                const std::vector<double>& values, std::int64_t from, std::int64_t to,
+                const std::vector<double>& values, std::int64_t from, std::int64_t last,
                 std::vector<rollup_row>& out) {
   const auto begin = std::lower_bound(times.begin(), times.end(), from) - times.begin();
-  const auto end = std::lower_bound(times.begin(), times.end(), to) - times.begin();
+  const auto end = std::upper_bound(times.begin(), times.end(), last) - times.begin();
   for (auto i = begin; i < end; ++i) {
     const auto at = static_cast<std::size_t>(i);
     const std::int64_t start = bucket_start(times[at], resolution);
@@ -615,10 +641,10 @@ result<void> seal_heads(store::state& st, const std::vector<std::int64_t>& ids) 
   auto locked = st.conn.query(
       "SELECT id, newest_time FROM tsdb_series WHERE id = ANY($1) ORDER BY id FOR UPDATE", sealing);
   if (!locked) return locked.error();
-  std::map<std::int64_t, std::int64_t> stored_newest;
+  std::map<std::int64_t, optional_time> stored_newest;
   for (const auto row : *locked) {
     const auto newest = row.get<std::optional<std::int64_t>>(1).value();
-    stored_newest[row.get<std::int64_t>(0).value()] = newest ? *newest : no_time;
+    stored_newest[row.get<std::int64_t>(0).value()] = newest;
   }
   std::vector<sealed_block> blocks;
   std::vector<rollup_row> deltas;
@@ -629,24 +655,26 @@ result<void> seal_heads(store::state& st, const std::vector<std::int64_t>& ids) 
   for (const auto id : sealing) {
     auto& s = st.series[id];
     const auto& h = s.points;
-    const std::int64_t newest = stored_newest.count(id) != 0 ? stored_newest[id] : no_time;
-    if (s.policy == ordering::reject && h.times.front() <= newest) {
-      refused.emplace_back(id, h.times.front() == newest ? errc::duplicate_timestamp : errc::out_of_order);
+    const optional_time newest = stored_newest.count(id) != 0 ? stored_newest[id] : std::nullopt;
+    if (s.policy == ordering::reject && newest && h.times.front() <= *newest) {
+      refused.emplace_back(id, h.times.front() == *newest ? errc::duplicate_timestamp : errc::out_of_order);
       continue;
     }
-    if (s.policy == ordering::last_write_wins && !st.options.rollups.empty() && h.times.front() <= newest) {
+    if (s.policy == ordering::last_write_wins && !st.options.rollups.empty() && newest &&
+        h.times.front() <= *newest) {
       // Overwrites are possible: recompute the touched buckets of every resolution from the stored
       // points and the head, merged by the policy (the head is the latest write).
+      // [from, last], inclusive: a bucket may end with int64.
       std::int64_t from = h.times.front();
-      std::int64_t to = h.times.back() + 1;
+      std::int64_t last = h.times.back();
       for (const auto r : st.options.rollups) {
         from = std::min(from, bucket_start(h.times.front(), r));
-        to = std::max(to, bucket_start(h.times.back(), r) + r);
+        last = std::max(last, bucket_last(h.times.back(), r));
       }
       auto rows = st.conn.query(
-          "SELECT data FROM tsdb_blocks WHERE series_id = $1 AND last_time >= $2 AND first_time < $3 ORDER "
+          "SELECT data FROM tsdb_blocks WHERE series_id = $1 AND last_time >= $2 AND first_time <= $3 ORDER "
           "BY id",
-          id, from, to);
+          id, from, last);
       if (!rows) return rows.error();
       std::vector<std::int64_t> all_t;
       std::vector<double> all_v;
@@ -661,7 +689,7 @@ result<void> seal_heads(store::state& st, const std::vector<std::int64_t>& ids) 
       all_v.insert(all_v.end(), h.values.begin(), h.values.end());
       normalize(all_t, all_v, ordering::last_write_wins);
       for (const auto r : st.options.rollups)
-        buckets_of(id, r, all_t, all_v, bucket_start(h.times.front(), r), bucket_start(h.times.back(), r) + r,
+        buckets_of(id, r, all_t, all_v, bucket_start(h.times.front(), r), bucket_last(h.times.back(), r),
                    replacements);
       seal_points(id, h.times, h.values, st.options, {}, blocks, deltas);
     } else {
@@ -687,22 +715,22 @@ result<void> seal_heads(store::state& st, const std::vector<std::int64_t>& ids) 
   // Committed: only now do the heads change, so a failed transaction loses nothing.
   for (std::size_t i = 0; i < written.size(); ++i) {
     auto& s = st.series[written[i]];
-    s.sealed_newest = std::max(s.sealed_newest, written_newest[i]);
+    raise_to(s.sealed_newest, written_newest[i]);
     s.points = {};
   }
   for (const auto& [id, reason] : refused) {
     auto& s = st.series[id];
-    const std::int64_t newest = stored_newest[id];
+    const optional_time newest = stored_newest[id];
     st.rejected.push_back({id, reason, std::move(s.points.times), std::move(s.points.values)});
     s.points = {};
-    s.sealed_newest = std::max(s.sealed_newest, newest);
+    if (newest) raise_to(s.sealed_newest, *newest);
     s.newest = s.sealed_newest;
   }
   if (!refused.empty()) return refused.front().second;
   return {};
 }
 
-result<void> store::append(std::int64_t id, std::span<const std::int64_t> times,
+result<void> store::buffer(std::int64_t id, std::span<const std::int64_t> times,
                            std::span<const double> values) {
   if (times.size() != values.size()) return errc::invalid_argument;
   auto it = state_->series.find(id);
@@ -724,19 +752,20 @@ result<void> store::append(std::int64_t id, std::span<const std::int64_t> times,
   auto& s = it->second;
   if (s.policy == ordering::reject) {
     // Check the whole batch first, so a refused batch changes nothing.
-    std::int64_t newest = s.newest;
+    optional_time newest = s.newest;
     for (const auto t : times) {
-      if (t < newest) return errc::out_of_order;
-      if (t == newest) return errc::duplicate_timestamp;
+      if (newest && t < *newest) return errc::out_of_order;
+      if (newest && t == *newest) return errc::duplicate_timestamp;
       newest = t;
     }
   }
   s.points.times.insert(s.points.times.end(), times.begin(), times.end());
   s.points.values.insert(s.points.values.end(), values.begin(), values.end());
-  for (const auto t : times) s.newest = std::max(s.newest, t);
+  for (const auto t : times) raise_to(s.newest, t);
   const auto& h = s.points;
   if (h.times.size() >= state_->options.seal_count ||
-      (!h.times.empty() && h.times.back() - h.times.front() >= state_->options.seal_span)) {
+      (!h.times.empty() && h.times.back() > h.times.front() &&
+       distance(h.times.front(), h.times.back()) >= static_cast<std::uint64_t>(state_->options.seal_span))) {
     return seal_heads(*state_, {id});
   }
   return {};
@@ -878,9 +907,8 @@ result<range_scan> store::scan(std::int64_t series, std::int64_t from, std::int6
 
 result<std::vector<bucket>> store::aggregate(std::int64_t series, std::int64_t from, std::int64_t to,
                                              std::int64_t width, bool percentiles, query_plan* plan) {
-  if (width <= 0 || to <= from) return errc::invalid_argument;
-  if ((to - from) / width > 10'000'000)
-    return errc::invalid_argument;  // more buckets than any screen or table
+  const auto buckets = buckets_for(from, to, width);
+  if (!buckets) return buckets.error();
   query_plan local;
   query_plan& used = plan != nullptr ? *plan : local;
   used = {};
@@ -892,8 +920,8 @@ result<std::vector<bucket>> store::aggregate(std::int64_t series, std::int64_t f
   const auto stored_newest = (*p)[0].get<std::optional<std::int64_t>>(1).value();
   const auto rollups_exact_after = (*p)[0].get<std::optional<std::int64_t>>(2).value();
   std::vector<bucket> out = tsdb::aggregate({}, {}, from, to, width, percentiles);
-  const std::int64_t first = out.empty() ? from : out.front().start;
-  auto slot = [&](std::int64_t t) -> bucket& { return out[static_cast<std::size_t>((t - first) / width)]; };
+  const std::int64_t first = buckets->first;
+  auto slot = [&](std::int64_t t) -> bucket& { return out[buckets->index(t)]; };
 
   const head* h = nullptr;
   if (auto it = state_->series.find(series); it != state_->series.end()) h = &it->second.points;
@@ -924,7 +952,10 @@ result<std::vector<bucket>> store::aggregate(std::int64_t series, std::int64_t f
       std::any_of(h->times.begin(), h->times.end(), [&](std::int64_t t) { return t <= *stored_newest; }))
     resolution = 0;
   if (resolution != 0 && rollups_exact_after && from <= *rollups_exact_after) resolution = 0;
-  if (resolution != 0 && (to - from) / resolution > 10'000'000) resolution = 0;
+  // from and to are aligned to the resolution, so its buckets start at from.
+  result<bucket_span> rollup_buckets = errc::invalid_range;
+  if (resolution != 0) rollup_buckets = buckets_for(from, to, resolution);
+  if (!rollup_buckets) resolution = 0;
   if (resolution != 0 && state_->options.points_per_rollup_row != 0) {
     // Exact is not enough: a rollup bucket costs more to fetch than a point costs to decode, so
     // a rollup only a few times coarser than the data is slower than the blocks.
@@ -935,7 +966,7 @@ result<std::vector<bucket>> store::aggregate(std::int64_t series, std::int64_t f
     if (!stored) return stored.error();
     auto counted = stored->value<std::int64_t>();
     const auto points = static_cast<double>(counted ? *counted : 0);
-    const double rows = static_cast<double>((to - from) / resolution);
+    const double rows = static_cast<double>(rollup_buckets->count);
     if (rows * static_cast<double>(state_->options.points_per_rollup_row) > points) resolution = 0;
   }
   if (resolution != 0) {
@@ -945,9 +976,8 @@ result<std::vector<bucket>> store::aggregate(std::int64_t series, std::int64_t f
         series, resolution, from, to);
     if (!rows) return rows.error();
     // Segments in write order: deltas merge, replacing segments reset their buckets.
-    std::vector<bucket> merged(static_cast<std::size_t>((to - from) / resolution));
-    for (std::size_t i = 0; i < merged.size(); ++i)
-      merged[i].start = from + static_cast<std::int64_t>(i) * resolution;
+    std::vector<bucket> merged(rollup_buckets->count);
+    for (std::size_t i = 0; i < merged.size(); ++i) merged[i].start = rollup_buckets->start(i);
     for (const auto row : *rows) {
       const bool replaces = row.get<bool>(0).value();
       const auto records = segment_records(row.get<bytes>(1).value());
@@ -956,7 +986,7 @@ result<std::vector<bucket>> store::aggregate(std::int64_t series, std::int64_t f
       for (std::size_t at = 0; at < data.size(); at += segment_record_size) {
         bucket b = get_record(data.data() + at);
         if (b.start < from || b.start >= to || bucket_start(b.start, resolution) != b.start) continue;
-        auto& into = merged[static_cast<std::size_t>((b.start - from) / resolution)];
+        auto& into = merged[rollup_buckets->index(b.start)];
         if (replaces) {
           into = b;
         } else {
@@ -988,7 +1018,7 @@ result<std::vector<bucket>> store::aggregate(std::int64_t series, std::int64_t f
       "SELECT first_time, last_time, value_count, sum, sum_squares, min, max, first, last, "
       "CASE WHEN first_time >= $2 AND last_time < $3 AND NOT $4 AND "
       "     'NaN'::float8 NOT IN (min, first, last) AND "
-      "     floor((first_time - $5)::float8 / $6) = floor((last_time - $5)::float8 / $6) "
+      "     div(first_time::numeric - $5, $6) = div(last_time::numeric - $5, $6) "
       "THEN NULL ELSE data END "
       "FROM tsdb_blocks WHERE series_id = $1 AND last_time >= $2 AND first_time < $3",
       series, from, to, percentiles, first, width);
@@ -1001,7 +1031,7 @@ result<std::vector<bucket>> store::aggregate(std::int64_t series, std::int64_t f
       bucket b;
       b.first_time = row.get<std::int64_t>(0).value();
       b.last_time = row.get<std::int64_t>(1).value();
-      if (bucket_start(b.first_time - first, width) != bucket_start(b.last_time - first, width)) {
+      if (b.first_time < first || buckets->index(b.first_time) != buckets->index(b.last_time)) {
         return errc::block_corrupt;  // the server's floor disagreed with ours: never merge wrongly
       }
       b.count = static_cast<std::uint64_t>(row.get<std::int32_t>(2).value());
@@ -1045,11 +1075,14 @@ result<void> store::set_retention(std::string_view metric, std::int64_t max_age)
 result<std::uint64_t> store::apply_retention(std::int64_t now) {
   // The series with something past their metric's max age; each is then cleaned in a
   // transaction of its own, so seals and compactions of other series never wait for it.
+  // In numeric, as every sum of times below: int8 arithmetic overflows near the ends of int64. A
+  // cutoff before INT64_MIN keeps everything, as INT64_MIN does.
   auto due = state_->conn.query(
-      "SELECT s.id, $1 - r.max_age FROM tsdb_series s JOIN tsdb_retention r ON s.metric = r.metric "
-      "WHERE EXISTS (SELECT 1 FROM tsdb_blocks b WHERE b.series_id = s.id AND b.last_time < $1 - r.max_age) "
+      "SELECT s.id, c.cutoff FROM tsdb_series s JOIN tsdb_retention r ON s.metric = r.metric, "
+      "LATERAL (SELECT greatest($1::numeric - r.max_age, -9223372036854775808)::int8 AS cutoff) c "
+      "WHERE EXISTS (SELECT 1 FROM tsdb_blocks b WHERE b.series_id = s.id AND b.last_time < c.cutoff) "
       "OR EXISTS (SELECT 1 FROM tsdb_rollup_segments u WHERE u.series_id = s.id AND "
-      "u.first_bucket + u.resolution <= $1 - r.max_age) ORDER BY s.id",
+      "u.first_bucket::numeric + u.resolution <= c.cutoff) ORDER BY s.id",
       now);
   if (!due) return due.error();
   std::vector<std::pair<std::int64_t, std::int64_t>> series;  // id, cutoff
@@ -1068,14 +1101,14 @@ result<std::uint64_t> store::apply_retention(std::int64_t now) {
     if (!blocks) return blocks.error();
     // Whole rollup segments past the cutoff go; a segment straddling it is rewritten without the
     // buckets that end before it.
-    if (auto r = tx->query(
-            "DELETE FROM tsdb_rollup_segments WHERE series_id = $1 AND last_bucket + resolution <= $2", id,
-            cutoff);
+    if (auto r = tx->query("DELETE FROM tsdb_rollup_segments WHERE series_id = $1 AND last_bucket::numeric + "
+                           "resolution <= $2",
+                           id, cutoff);
         !r)
       return r.error();
     auto straddling = tx->query(
         "SELECT id, resolution, data FROM tsdb_rollup_segments WHERE series_id = $1 AND "
-        "first_bucket + resolution <= $2 FOR UPDATE",
+        "first_bucket::numeric + resolution <= $2 FOR UPDATE",
         id, cutoff);
     if (!straddling) return straddling.error();
     for (const auto row : *straddling) {
@@ -1087,7 +1120,7 @@ result<std::uint64_t> store::apply_retention(std::int64_t now) {
       std::int64_t first_bucket = std::numeric_limits<std::int64_t>::max();
       for (std::size_t at = 0; at < data.size(); at += segment_record_size) {
         const bucket b = get_record(data.data() + at);
-        if (b.start + resolution <= cutoff) continue;
+        if (bucket_ends_by(b.start, resolution, cutoff)) continue;
         first_bucket = std::min(first_bucket, b.start);
         kept.insert(kept.end(), data.begin() + static_cast<std::ptrdiff_t>(at),
                     data.begin() + static_cast<std::ptrdiff_t>(at + segment_record_size));

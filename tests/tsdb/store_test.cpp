@@ -1,19 +1,25 @@
 // The Postgres store: persistence, ordering policies, label selection, rollups against raw data,
 // summaries, retention, compaction, concurrent writers, damaged blocks.
+#include <keel/tsdb/maintenance.hpp>
 #include <keel/tsdb/store.hpp>
 
 #include <doctest/doctest.h>
 
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <string>
 #include <thread>
 
+#include <signal.h>
+#include <spawn.h>
 #include <support/pg.hpp>
 #include <support/random.hpp>
 #include <support/result.hpp>
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace tsdb = keel::tsdb;
 using keel::test::uniform;
@@ -103,16 +109,199 @@ std::int64_t version_1_series(keel::pg::connection& c, int policy, std::string_v
   return id;
 }
 
+// A writer in a process of its own (tests/tsdb/test_writer.cpp), driven a line at a time.
+struct writer_process {
+  pid_t pid = -1;
+  FILE* to = nullptr;
+  FILE* from = nullptr;
+
+  explicit writer_process(const std::string& conninfo) {
+    int in[2];
+    int out[2];
+    REQUIRE(::pipe(in) == 0);
+    REQUIRE(::pipe(out) == 0);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+    for (const int fd : {in[0], in[1], out[0], out[1]}) posix_spawn_file_actions_addclose(&actions, fd);
+    std::string exe = KEEL_TSDB_TEST_WRITER;
+    std::string info = conninfo;
+    char* argv[] = {exe.data(), info.data(), nullptr};
+    REQUIRE(::posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv, environ) == 0);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(in[0]);
+    ::close(out[1]);
+    to = ::fdopen(in[1], "w");
+    from = ::fdopen(out[0], "r");
+  }
+  writer_process(const writer_process&) = delete;
+  writer_process& operator=(const writer_process&) = delete;
+
+  /// Sends one command and returns the reply line ("" when the process has gone).
+  std::string ask(const std::string& command) {
+    std::fprintf(to, "%s\n", command.c_str());
+    std::fflush(to);
+    char line[4096];
+    if (std::fgets(line, sizeof line, from) == nullptr) return "";
+    std::string reply(line);
+    if (!reply.empty() && reply.back() == '\n') reply.pop_back();
+    return reply;
+  }
+
+  /// SIGKILL: no destructor, no flush, no goodbye to Postgres.
+  void kill() {
+    REQUIRE(::kill(pid, SIGKILL) == 0);
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    CHECK(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == SIGKILL);
+    pid = -1;
+  }
+
+  ~writer_process() {
+    if (to != nullptr) std::fclose(to);
+    if (from != nullptr) std::fclose(from);
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
+std::string joined(const std::vector<std::int64_t>& items) {
+  std::string out;
+  for (const auto t : items) out += (out.empty() ? "" : ",") + std::to_string(t);
+  return out;
+}
+
+std::string error_reply(tsdb::errc e) {
+  return "error " + std::to_string(static_cast<int>(e));
+}
+
+/// Polls `done` until it holds or 30 s pass; false on the deadline.
+template <class F>
+bool eventually(F done) {
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+double exposed(const keel::metrics::registry& r, const std::string& name) {
+  const std::string text = r.expose();
+  const auto at = text.find("\n" + name + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + name.size() + 2));
+}
+
 }  // namespace
 
 TEST_SUITE("pg") {
+  TEST_CASE("maintenance: one elected scheduler runs retention and compaction; another takes over") {
+    keel::test::scratch_schema schema;
+    auto s = open_store(schema);
+    // 1970: older than a day by any wall clock.
+    const auto expiring = s.series("expiring").value();
+    REQUIRE(s.buffer(expiring, std::vector<std::int64_t>{1000, 2000}, std::vector<double>{1, 2}));
+    REQUIRE(s.flush());
+    REQUIRE(s.set_retention("expiring", 86'400'000));
+    // Five small blocks for compaction to merge.
+    const auto fragmented = s.series("fragmented").value();
+    for (std::int64_t i = 0; i < 5; ++i) {
+      REQUIRE(s.buffer(fragmented, std::vector<std::int64_t>{i * 10, i * 10 + 1}, std::vector<double>{1, 2}));
+      REQUIRE(s.flush());
+    }
+    auto c = schema.connect();
+    auto blocks_of = [&](std::int64_t id) {
+      return c.query("SELECT count(*)::int8 FROM tsdb_blocks WHERE series_id = $1", id)
+          .value()
+          .value<std::int64_t>()
+          .value();
+    };
+    REQUIRE(blocks_of(fragmented) == 5);
+
+    // A registry each, as two processes would have.
+    keel::metrics::registry first_metrics;
+    keel::metrics::registry second_metrics;
+    auto first = tsdb::maintenance::start(
+                     {.conninfo = schema.conninfo, .interval = 50ms, .store = {}, .metrics = &first_metrics})
+                     .value();
+    auto second =
+        tsdb::maintenance::start(
+            {.conninfo = schema.conninfo, .interval = 50ms, .store = {}, .metrics = &second_metrics})
+            .value();
+    REQUIRE(eventually([&] { return first.stats().runs + second.stats().runs >= 2; }));
+    const bool first_leads = first.stats().leader;
+    auto& leader = first_leads ? first : second;
+    auto& follower = first_leads ? second : first;
+    auto& leader_metrics = first_leads ? first_metrics : second_metrics;
+    auto& follower_metrics = first_leads ? second_metrics : first_metrics;
+    CHECK(leader.stats().leader);
+    CHECK_FALSE(follower.stats().leader);
+    CHECK(follower.stats().runs == 0);
+    CHECK(blocks_of(expiring) == 0);
+    CHECK(blocks_of(fragmented) == 1);
+    CHECK(read_all(s, fragmented, 0, 100).times.size() == 10);
+    CHECK(leader.stats().blocks_dropped == 1);
+    CHECK(leader.stats().blocks_compacted == 4);
+    CHECK(exposed(leader_metrics, "tsdb_maintenance_runs_total") >= 2);
+    CHECK(exposed(leader_metrics, "tsdb_maintenance_leader") == 1);
+    CHECK(exposed(leader_metrics, "tsdb_maintenance_last_duration_seconds") > 0);
+    CHECK(exposed(follower_metrics, "tsdb_maintenance_runs_total") == 0);
+    CHECK(exposed(follower_metrics, "tsdb_maintenance_leader") == 0);
+
+    // The leader goes away: the other is elected at its next attempt and runs.
+    leader.stop();
+    REQUIRE(eventually([&] { return follower.stats().leader && follower.stats().runs >= 1; }));
+
+    // A run that fails is counted and retried.
+    REQUIRE(c.execute("ALTER TABLE tsdb_retention RENAME TO tsdb_retention_away"));
+    follower.wake();
+    REQUIRE(eventually([&] { return follower.stats().failures >= 1; }));
+    CHECK(exposed(follower_metrics, "tsdb_maintenance_failures_total") >= 1);
+    REQUIRE(c.execute("ALTER TABLE tsdb_retention_away RENAME TO tsdb_retention"));
+    const auto runs = follower.stats().runs;
+    follower.wake();
+    REQUIRE(eventually([&] { return follower.stats().runs > runs; }));
+  }
+
+  TEST_CASE("points survive a writer process killed with SIGKILL after flush() returned") {
+    keel::test::scratch_schema schema;
+    auto reader = open_store(schema);
+    writer_process writer(schema.conninfo);
+    const auto id = writer.ask("series durable reject");
+    REQUIRE(id == std::to_string(reader.series("durable").value()));
+    std::vector<std::int64_t> times;
+    for (std::int64_t t = 1; t <= 500; ++t) times.push_back(t * 1000);
+    const std::string values = joined(std::vector<std::int64_t>(times.size(), 7));
+    REQUIRE(writer.ask("buffer " + id + " " + joined(times) + " " + values) == "ok");
+    REQUIRE(writer.ask("flush") == "ok");
+    REQUIRE(writer.ask("buffer " + id + " 600000,601000 1,2") == "ok");
+    writer.kill();
+    // Every flushed point, from another process; the two buffered after it were in the killed
+    // process's memory only, as buffer() says.
+    const auto stored = read_all(reader, std::stoll(id), 0, 1'000'000);
+    CHECK(stored.times == times);
+    CHECK(stored.values == std::vector<double>(times.size(), 7));
+    // The series goes on: a new writer continues after what was flushed.
+    writer_process next(schema.conninfo);
+    REQUIRE(next.ask("series durable reject") == id);
+    CHECK(next.ask("buffer " + id + " 500000 1") == error_reply(tsdb::errc::duplicate_timestamp));
+    REQUIRE(next.ask("buffer " + id + " 600000 1") == "ok");
+    REQUIRE(next.ask("flush") == "ok");
+    CHECK(read_all(reader, std::stoll(id), 0, 1'000'000).times.back() == 600000);
+  }
+
   TEST_CASE("points survive a new store: sealed by count and span, read back bit for bit") {
     keel::test::scratch_schema schema;
     const auto p = random_points(5000, 1'700'000'000'000, 10'000);
     {
       auto s = open_store(schema, {.seal_count = 1000});
       const auto id = s.series("cpu", {{"host", "a"}, {"dc", "x"}}).value();
-      REQUIRE(s.append(id, p.times, p.values));
+      REQUIRE(s.buffer(id, p.times, p.values));
       REQUIRE(s.flush());
     }
     auto s = open_store(schema);
@@ -133,21 +322,21 @@ TEST_SUITE("pg") {
     keel::test::scratch_schema schema;
     auto s = open_store(schema, {.seal_count = 4});
     const auto strict = s.series("m", {{"p", "reject"}}, tsdb::ordering::reject).value();
-    REQUIRE(s.append(strict, std::vector<std::int64_t>{10, 20, 30}, std::vector<double>{1, 2, 3}));
-    CHECK(s.append(strict, std::vector<std::int64_t>{40, 25}, std::vector<double>{4, 5}).error() ==
+    REQUIRE(s.buffer(strict, std::vector<std::int64_t>{10, 20, 30}, std::vector<double>{1, 2, 3}));
+    CHECK(s.buffer(strict, std::vector<std::int64_t>{40, 25}, std::vector<double>{4, 5}).error() ==
           tsdb::errc::out_of_order);
-    CHECK(s.append(strict, std::vector<std::int64_t>{30}, std::vector<double>{9}).error() ==
+    CHECK(s.buffer(strict, std::vector<std::int64_t>{30}, std::vector<double>{9}).error() ==
           tsdb::errc::duplicate_timestamp);
     REQUIRE(s.flush());
     CHECK(read_all(s, strict, 0, 100).values == std::vector<double>{1, 2, 3});  // 40 was not kept either
-    CHECK(s.append(strict, std::vector<std::int64_t>{15}, std::vector<double>{9}).error() ==
+    CHECK(s.buffer(strict, std::vector<std::int64_t>{15}, std::vector<double>{9}).error() ==
           tsdb::errc::out_of_order);
 
     const auto lww = s.series("m", {{"p", "lww"}}, tsdb::ordering::last_write_wins).value();
-    REQUIRE(s.append(lww, std::vector<std::int64_t>{10, 20, 30, 40, 50}, std::vector<double>{1, 2, 3, 4, 5}));
+    REQUIRE(s.buffer(lww, std::vector<std::int64_t>{10, 20, 30, 40, 50}, std::vector<double>{1, 2, 3, 4, 5}));
     REQUIRE(s.flush());
     REQUIRE(
-        s.append(lww, std::vector<std::int64_t>{20, 60, 20}, std::vector<double>{7, 6, 8}));  // rewrite twice
+        s.buffer(lww, std::vector<std::int64_t>{20, 60, 20}, std::vector<double>{7, 6, 8}));  // rewrite twice
     auto got = read_all(s, lww, 0, 100);  // the rewrite still in the head
     CHECK(got.times == std::vector<std::int64_t>{10, 20, 30, 40, 50, 60});
     CHECK(got.values == std::vector<double>{1, 8, 3, 4, 5, 6});
@@ -162,13 +351,13 @@ TEST_SUITE("pg") {
 
     // Rewrites inside a head that overlaps no block.
     const auto fresh = s.series("m", {{"p", "lww-head"}}, tsdb::ordering::last_write_wins).value();
-    REQUIRE(s.append(fresh, std::vector<std::int64_t>{30, 10, 30}, std::vector<double>{1, 2, 3}));
+    REQUIRE(s.buffer(fresh, std::vector<std::int64_t>{30, 10, 30}, std::vector<double>{1, 2, 3}));
     got = read_all(s, fresh, 0, 100);
     CHECK(got.times == std::vector<std::int64_t>{10, 30});
     CHECK(got.values == std::vector<double>{2, 3});
 
     const auto both = s.series("m", {{"p", "both"}}, tsdb::ordering::keep_both).value();
-    REQUIRE(s.append(both, std::vector<std::int64_t>{10, 20, 20, 5}, std::vector<double>{1, 2, 3, 4}));
+    REQUIRE(s.buffer(both, std::vector<std::int64_t>{10, 20, 20, 5}, std::vector<double>{1, 2, 3, 4}));
     REQUIRE(s.flush());
     got = read_all(s, both, 0, 100);
     CHECK(got.times == std::vector<std::int64_t>{5, 10, 20, 20});
@@ -216,12 +405,12 @@ TEST_SUITE("pg") {
     const auto p = random_points(20000, 1'700'000'000'000, 10'000);
     for (std::size_t at = 0; at < p.times.size(); at += 3000) {  // several batches, several seals
       const std::size_t n = std::min<std::size_t>(3000, p.times.size() - at);
-      REQUIRE(s.append(id, std::span(p.times).subspan(at, n), std::span(p.values).subspan(at, n)));
+      REQUIRE(s.buffer(id, std::span(p.times).subspan(at, n), std::span(p.values).subspan(at, n)));
     }
     REQUIRE(s.flush());
     // A few more points left in the head: queries must include them.
     const std::int64_t late = p.times.back() + 10'000;
-    REQUIRE(s.append(id, std::vector<std::int64_t>{late}, std::vector<double>{12.5}));
+    REQUIRE(s.buffer(id, std::vector<std::int64_t>{late}, std::vector<double>{12.5}));
     auto all = p;
     all.times.push_back(late);
     all.values.push_back(12.5);
@@ -270,7 +459,7 @@ TEST_SUITE("pg") {
         p.values.push_back(static_cast<double>(uniform(0, 1000)) / 10.0);
       }
     }
-    REQUIRE(s.append(id, p.times, p.values));
+    REQUIRE(s.buffer(id, p.times, p.values));
     REQUIRE(s.flush());
     for (const auto how : {tsdb::fill::locf, tsdb::fill::linear}) {
       for (const std::size_t max_gap : {std::size_t{0}, std::size_t{1}, std::size_t{5}}) {
@@ -301,8 +490,8 @@ TEST_SUITE("pg") {
     const auto old_metric = s.series("short_lived").value();
     const auto kept = s.series("kept").value();
     const auto p = random_points(1000, 0, 1000);
-    REQUIRE(s.append(old_metric, p.times, p.values));
-    REQUIRE(s.append(kept, p.times, p.values));
+    REQUIRE(s.buffer(old_metric, p.times, p.values));
+    REQUIRE(s.buffer(kept, p.times, p.values));
     REQUIRE(s.flush());
     REQUIRE(s.set_retention("short_lived", 200'000));
     const std::int64_t now = p.times.back();
@@ -349,7 +538,7 @@ TEST_SUITE("pg") {
     auto small = open_store(schema, {.seal_count = 10});
     const auto id = small.series("tiny").value();
     const auto q = random_points(500, 0, 1000);
-    REQUIRE(small.append(id, q.times, q.values));
+    REQUIRE(small.buffer(id, q.times, q.values));
     REQUIRE(small.flush());
     const auto removed = small.compact(id, 50).value();
     CHECK(removed > 40);
@@ -363,7 +552,7 @@ TEST_SUITE("pg") {
     auto s = open_store(schema, {.seal_count = 100, .rollups = {60'000}});
     const auto id = s.series("short_lived").value();
     const auto p = random_points(1000, 0, 1000);
-    REQUIRE(s.append(id, p.times, p.values));
+    REQUIRE(s.buffer(id, p.times, p.values));
     REQUIRE(s.flush());
     REQUIRE(s.set_retention("short_lived", 200'000));
     const std::int64_t now = p.times.back();
@@ -447,7 +636,7 @@ TEST_SUITE("pg") {
         for (std::int64_t i = 0; i < 2000; ++i) {
           const std::vector<std::int64_t> t{i * 10 + w};
           const std::vector<double> v{static_cast<double>(w)};
-          if (!s.append(*shared, t, v) || !s.append(*own, t, v)) ++failures;
+          if (!s.buffer(*shared, t, v) || !s.buffer(*own, t, v)) ++failures;
         }
         if (!s.flush()) ++failures;
       });
@@ -477,7 +666,7 @@ TEST_SUITE("pg") {
     }
     for (std::size_t at = 0; at < times.size(); at += 2000) {
       const std::size_t n = std::min<std::size_t>(2000, times.size() - at);
-      REQUIRE(s.append(id, std::span(times).subspan(at, n), std::span(values).subspan(at, n)));
+      REQUIRE(s.buffer(id, std::span(times).subspan(at, n), std::span(values).subspan(at, n)));
       REQUIRE(s.flush());
     }
     auto check = [&] {
@@ -519,7 +708,7 @@ TEST_SUITE("pg") {
     // More points in the middle window only: the next fold rewrites that window alone.
     const std::vector<std::int64_t> more_t{1500 * minute + 1, 1500 * minute + 2};
     const std::vector<double> more_v{100, 200};
-    REQUIRE(s.append(id, more_t, more_v));
+    REQUIRE(s.buffer(id, more_t, more_v));
     REQUIRE(s.flush());
     const auto at = std::upper_bound(times.begin(), times.end(), more_t[0]) - times.begin();
     times.insert(times.begin() + at, more_t.begin(), more_t.end());
@@ -579,7 +768,7 @@ TEST_SUITE("pg") {
         values.push_back(uniform(0, 30) == 0 ? std::nan("")
                                              : static_cast<double>(uniform(-5000, 5000)) / 10.0);
       }
-      REQUIRE(s.append(id, times, values));
+      REQUIRE(s.buffer(id, times, values));
       for (std::size_t i = 0; i < times.size(); ++i) reference[times[i]] = values[i];
       if (round % 3 == 2) {
         REQUIRE(s.flush());
@@ -591,7 +780,7 @@ TEST_SUITE("pg") {
     // A head rewriting sealed points: the rollups would count both, so the query merges instead.
     const std::vector<std::int64_t> rewrite{10'000, 20'000};
     const std::vector<double> rewritten{1.5, 2.5};
-    REQUIRE(s.append(id, rewrite, rewritten));
+    REQUIRE(s.buffer(id, rewrite, rewritten));
     reference[10'000] = 1.5;
     reference[20'000] = 2.5;
     check(false);
@@ -601,7 +790,7 @@ TEST_SUITE("pg") {
     {
       auto small = open_store(schema, {.seal_count = 5000, .rollups = {}});
       const auto order = small.series("lww_compact", {}, tsdb::ordering::last_write_wins).value();
-      REQUIRE(small.append(order, std::vector<std::int64_t>{1, 2}, std::vector<double>{1, 1}));
+      REQUIRE(small.buffer(order, std::vector<std::int64_t>{1, 2}, std::vector<double>{1, 1}));
       REQUIRE(small.flush());
       std::vector<std::int64_t> big_t;
       std::vector<double> big_v;
@@ -609,9 +798,9 @@ TEST_SUITE("pg") {
         big_t.push_back(t);
         big_v.push_back(2);
       }
-      REQUIRE(small.append(order, big_t, big_v));
+      REQUIRE(small.buffer(order, big_t, big_v));
       REQUIRE(small.flush());
-      REQUIRE(small.append(order, std::vector<std::int64_t>{5000}, std::vector<double>{3}));
+      REQUIRE(small.buffer(order, std::vector<std::int64_t>{5000}, std::vector<double>{3}));
       REQUIRE(small.flush());
       CHECK(small.compact(order, 100).value() == 0);  // {1, 2} overlaps the big block: left alone
       CHECK(read_all(small, order, 0, 3).values == std::vector<double>{1, 2});
@@ -624,9 +813,9 @@ TEST_SUITE("pg") {
     check(true);
     // A head after every sealed point that rewrites itself: the rollups answer, each time once.
     const auto fresh = s.series("lww_fresh", {}, tsdb::ordering::last_write_wins).value();
-    REQUIRE(s.append(fresh, std::vector<std::int64_t>{0, 10'000}, std::vector<double>{1, 2}));
+    REQUIRE(s.buffer(fresh, std::vector<std::int64_t>{0, 10'000}, std::vector<double>{1, 2}));
     REQUIRE(s.flush());
-    REQUIRE(s.append(fresh, std::vector<std::int64_t>{70'000, 70'000, 80'000}, std::vector<double>{5, 6, 7}));
+    REQUIRE(s.buffer(fresh, std::vector<std::int64_t>{70'000, 70'000, 80'000}, std::vector<double>{5, 6, 7}));
     tsdb::query_plan plan;
     const auto got = s.aggregate(fresh, 0, 120'000, 60'000, false, &plan).value();
     CHECK(plan.rollup == 60'000);
@@ -637,48 +826,42 @@ TEST_SUITE("pg") {
   TEST_CASE("reject holds across processes: a seal behind another writer's is refused, nothing lost") {
     keel::test::scratch_schema schema;
     auto a = open_store(schema);
-    auto b = tsdb::store::open(schema.conninfo).value();
+    writer_process b(schema.conninfo);  // the other writer runs in a process of its own
     const auto id = a.series("strict", {}, tsdb::ordering::reject).value();
-    REQUIRE(b.series("strict", {}, tsdb::ordering::reject).value() == id);
-    // Both opened the series empty; each appends what looks in order to it.
+    const auto b_id = std::to_string(id);
+    REQUIRE(b.ask("series strict reject") == b_id);
+    // Both opened the series empty; each buffers what looks in order to it.
     const std::vector<std::int64_t> a_times{100, 200, 300};
     const std::vector<double> a_values{1, 2, 3};
-    const std::vector<std::int64_t> b_times{150, 250};
-    const std::vector<double> b_values{7, 8};
-    REQUIRE(a.append(id, a_times, a_values));
-    REQUIRE(b.append(id, b_times, b_values));
+    REQUIRE(a.buffer(id, a_times, a_values));
+    REQUIRE(b.ask("buffer " + b_id + " 150,250 7,8") == "ok");
     REQUIRE(a.flush());
-    CHECK(b.flush().error() == tsdb::errc::out_of_order);
-    auto refused = b.take_rejected();
-    REQUIRE(refused.size() == 1);
-    CHECK(refused[0].series == id);
-    CHECK(refused[0].reason == tsdb::errc::out_of_order);
-    CHECK(refused[0].times == b_times);
-    CHECK(refused[0].values == b_values);
-    CHECK(b.take_rejected().empty());
-    CHECK(read_all(b, id, 0, 1000).times == a_times);  // only a's points were stored
+    CHECK(b.ask("flush") == error_reply(tsdb::errc::out_of_order));
+    CHECK(b.ask("rejected") == b_id + " 150,250");
+    CHECK(b.ask("rejected") == "none");
+    CHECK(read_all(a, id, 0, 1000).times == a_times);  // only a's points were stored
     // b now knows the newest sealed time: its next batch is checked against it up front.
-    CHECK(b.append(id, std::vector<std::int64_t>{300}, std::vector<double>{9}).error() ==
-          tsdb::errc::duplicate_timestamp);
-    CHECK(b.take_rejected().empty());
-    REQUIRE(b.append(id, std::vector<std::int64_t>{400}, std::vector<double>{4}));
-    REQUIRE(b.flush());
+    CHECK(b.ask("buffer " + b_id + " 300 9") == error_reply(tsdb::errc::duplicate_timestamp));
+    CHECK(b.ask("rejected") == "none");
+    REQUIRE(b.ask("buffer " + b_id + " 400 4") == "ok");
+    REQUIRE(b.ask("flush") == "ok");
     // A head that starts exactly at the stored newest time is a duplicate.
-    REQUIRE(a.append(id, std::vector<std::int64_t>{400, 500}, std::vector<double>{5, 6}));
+    REQUIRE(a.buffer(id, std::vector<std::int64_t>{400, 500}, std::vector<double>{5, 6}));
     CHECK(a.flush().error() == tsdb::errc::duplicate_timestamp);
     CHECK(a.take_rejected().at(0).times == std::vector<std::int64_t>{400, 500});
     CHECK(read_all(a, id, 0, 1000).times == std::vector<std::int64_t>{100, 200, 300, 400});
     // Other series in the same flush are written.
     const auto other = a.series("other").value();
-    REQUIRE(a.append(id, std::vector<std::int64_t>{350}, std::vector<double>{1}).error() ==
+    REQUIRE(a.buffer(id, std::vector<std::int64_t>{350}, std::vector<double>{1}).error() ==
             tsdb::errc::out_of_order);  // a knows 400 now
-    REQUIRE(b.append(id, std::vector<std::int64_t>{600}, std::vector<double>{1}));
-    REQUIRE(a.append(id, std::vector<std::int64_t>{550}, std::vector<double>{1}));
-    REQUIRE(a.append(other, std::vector<std::int64_t>{1}, std::vector<double>{1}));
-    REQUIRE(b.flush());
+    REQUIRE(b.ask("buffer " + b_id + " 600 1") == "ok");
+    REQUIRE(a.buffer(id, std::vector<std::int64_t>{550}, std::vector<double>{1}));
+    REQUIRE(a.buffer(other, std::vector<std::int64_t>{1}, std::vector<double>{1}));
+    REQUIRE(b.ask("flush") == "ok");
     CHECK(a.flush().error() == tsdb::errc::out_of_order);
     CHECK(read_all(a, other, 0, 10).times.size() == 1);
     CHECK(a.take_rejected().at(0).times == std::vector<std::int64_t>{550});
+    CHECK(read_all(a, id, 0, 1000).times == std::vector<std::int64_t>{100, 200, 300, 400, 600});
   }
 
   TEST_CASE("a database migrated from version 1 keeps its rollups and newest times") {
@@ -691,7 +874,7 @@ TEST_SUITE("pg") {
     const auto got = s.aggregate(id, 0, 120'000, 60'000, false, &plan).value();
     CHECK(plan.rollup == 60'000);
     check_buckets_equal(got, tsdb::aggregate(v1_times, v1_values, 0, 120'000, 60'000));
-    CHECK(s.append(id, std::vector<std::int64_t>{70'000}, std::vector<double>{1}).error() ==
+    CHECK(s.buffer(id, std::vector<std::int64_t>{70'000}, std::vector<double>{1}).error() ==
           tsdb::errc::duplicate_timestamp);
   }
 
@@ -709,11 +892,76 @@ TEST_SUITE("pg") {
     // Buckets sealed after the migration are exact again and come from the rollups.
     std::vector<std::int64_t> later{180'000, 190'000};
     std::vector<double> later_values{7, 8};
-    REQUIRE(s.append(id, later, later_values));
+    REQUIRE(s.buffer(id, later, later_values));
     REQUIRE(s.flush());
     const auto fresh = s.aggregate(id, 120'000, 240'000, 60'000, false, &plan).value();
     CHECK(plan.rollup == 60'000);
     check_buckets_equal(fresh, tsdb::aggregate(later, later_values, 120'000, 240'000, 60'000));
+  }
+
+  TEST_CASE("extreme times and query ranges: exact buckets or errc::invalid_range, never a crash") {
+    keel::test::scratch_schema schema;
+    auto s = open_store(schema);
+    constexpr std::int64_t lowest = std::numeric_limits<std::int64_t>::min();
+    constexpr std::int64_t highest = std::numeric_limits<std::int64_t>::max();
+    constexpr std::int64_t e18 = 1'000'000'000'000'000'000;
+    const std::vector<std::int64_t> times{lowest, -9 * e18, -1, 0, 9 * e18 - 1, highest};
+    const std::vector<double> values{1, 2, 3, 4, 5, 6};
+    const auto sealed = s.series("extreme_sealed").value();
+    REQUIRE(s.buffer(sealed, times, values));
+    REQUIRE(s.flush());
+    // Another series keeps its points in the head, so queries merge both sources.
+    const auto head = s.series("extreme_head").value();
+    REQUIRE(s.buffer(head, times, values));
+
+    auto reader = tsdb::store::open(schema.conninfo).value();
+    const auto stored = read_all(reader, sealed, lowest, highest);
+    CHECK(stored.times == std::vector<std::int64_t>(times.begin(), times.end() - 1));
+    CHECK(same_bits(stored.values, std::vector<double>(values.begin(), values.end() - 1)));
+
+    for (const auto id : {sealed, head}) {
+      CAPTURE(id);
+      tsdb::store& on = id == sealed ? reader : s;
+      // The showcase request that crashed: 18 buckets of 10^18 over [-9e18, 9e18).
+      const auto wide = on.aggregate(id, -9 * e18, 9 * e18, e18);
+      REQUIRE(wide);
+      check_buckets_equal(*wide, tsdb::aggregate(times, values, -9 * e18, 9 * e18, e18));
+      CHECK(wide->size() == 18);
+      // Aligned to the hourly rollup: (to - from) overflows int64 on the rollup path.
+      const std::int64_t hours = 3'600'000 * 2'000'000'000'000;
+      const auto rolled = on.aggregate(id, -hours, hours, hours);
+      REQUIRE(rolled);
+      check_buckets_equal(*rolled, tsdb::aggregate(times, values, -hours, hours, hours));
+      CHECK(rolled->size() == 2);
+      const auto whole = on.aggregate(id, lowest + 1, highest, highest);
+      REQUIRE(whole);
+      check_buckets_equal(*whole, tsdb::aggregate(times, values, lowest + 1, highest, highest));
+      CHECK(whole->size() == 2);
+
+      CHECK(on.aggregate(id, lowest, highest, 1).error() == tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, -9 * e18, 9 * e18, 1).error() == tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, lowest, 0, e18).error() == tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, 0, 0, 1).error() == tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, 10, 0, 1).error() == tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, 0, 10, 0).error() == tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, 0, 10, -5).error() == tsdb::errc::invalid_range);
+    }
+    // Refused queries changed nothing.
+    REQUIRE(s.flush());
+    CHECK(read_all(reader, sealed, lowest, highest).times.size() == 5);
+    CHECK(read_all(reader, head, lowest, highest).times.size() == 5);
+
+    // Retention whose cutoff is before INT64_MIN keeps everything; one at 0 drops the blocks
+    // before it (points this far apart seal one block each, -1 and 0 together).
+    REQUIRE(s.set_retention("extreme_sealed", highest));
+    const auto kept = s.apply_retention(lowest);
+    REQUIRE(kept);
+    CHECK(*kept == 0);
+    const auto dropped = s.apply_retention(highest);
+    REQUIRE(dropped);
+    CHECK(*dropped == 2);
+    CHECK(read_all(reader, sealed, lowest, highest).times == std::vector<std::int64_t>{-1, 0, 9 * e18 - 1});
+    CHECK(read_all(reader, head, lowest, highest).times.size() == 5);
   }
 
   TEST_CASE("a damaged block in the database is an error, not a crash") {
@@ -721,7 +969,7 @@ TEST_SUITE("pg") {
     auto s = open_store(schema);
     const auto id = s.series("x").value();
     const auto p = random_points(100, 0, 1000);
-    REQUIRE(s.append(id, p.times, p.values));
+    REQUIRE(s.buffer(id, p.times, p.values));
     REQUIRE(s.flush());
     REQUIRE(s.connection().query("UPDATE tsdb_blocks SET data = substring(data from 1 for 30)"));
     auto scan = s.scan(id, 0, std::numeric_limits<std::int64_t>::max());
@@ -731,6 +979,6 @@ TEST_SUITE("pg") {
     CHECK_FALSE(scan->next(t, v));
     CHECK(scan->error() == tsdb::errc::block_truncated);
     CHECK(s.aggregate(id, 0, 1'000'000'000, 1'000'000, true).error() == tsdb::errc::block_truncated);
-    CHECK(s.append(999999, p.times, p.values).error() == tsdb::errc::unknown_series);
+    CHECK(s.buffer(999999, p.times, p.values).error() == tsdb::errc::unknown_series);
   }
 }

@@ -16,6 +16,7 @@ enum class errc {
   invalid_label_matcher,  ///< a label matcher with an empty name or an invalid regex
   unknown_series,         ///< no series with that id
   too_many_points,        ///< a block larger than the format allows (2^24 points)
+  invalid_range,          ///< a query range or bucket width that yields no valid buckets
 };
 
 /// The category of keel::tsdb::errc ("keel.tsdb").

@@ -3,6 +3,10 @@
 /// @brief Query operators over decoded points (times ascending): time_bucket aggregation with
 /// approximate percentiles, moving windows, counter rate/increase, gap filling, LTTB and M4.
 /// The store feeds them from blocks, block summaries or rollups; they also work on plain arrays.
+/// Any int64 is a time: range arithmetic is exact up to both ends of int64.
+#include <keel/core/result.hpp>
+#include <keel/tsdb/error.hpp>
+
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -49,17 +53,47 @@ struct bucket {
   [[nodiscard]] double percentile(double q) const;  ///< NaN without a sketch or points
 };
 
-/// The bucket start for `t`: floor((t - origin) / width) * width + origin.
+/// The bucket start for `t`: floor((t - origin) / width) * width + origin, computed exactly; INT64_MIN
+/// when that is below INT64_MIN (the bucket then starts with int64). `width` must be positive.
 [[nodiscard]] std::int64_t bucket_start(std::int64_t t, std::int64_t width, std::int64_t origin = 0) noexcept;
 
+/// The most buckets one query makes: more than any screen or table shows.
+inline constexpr std::size_t max_buckets = 10'000'000;
+
+/// The buckets covering a query's [from, to): `count` buckets of `width` from `first`.
+struct bucket_span {
+  std::int64_t first = 0;
+  std::int64_t width = 1;
+  std::size_t count = 0;
+
+  /// The start of bucket `i` (i < count).
+  [[nodiscard]] std::int64_t start(std::size_t i) const noexcept {
+    // Unsigned so the intermediate product wraps instead of overflowing; the result fits.
+    return static_cast<std::int64_t>(static_cast<std::uint64_t>(first) +
+                                     static_cast<std::uint64_t>(i) * static_cast<std::uint64_t>(width));
+  }
+  /// The bucket holding `t` (first <= t).
+  [[nodiscard]] std::size_t index(std::int64_t t) const noexcept {
+    return static_cast<std::size_t>((static_cast<std::uint64_t>(t) - static_cast<std::uint64_t>(first)) /
+                                    static_cast<std::uint64_t>(width));
+  }
+};
+
+/// The buckets of width `width` covering [from, to). @returns errc::invalid_range when width <= 0,
+/// to <= from, the first bucket would start before INT64_MIN, or there would be more than max_buckets.
+[[nodiscard]] result<bucket_span> buckets_for(std::int64_t from, std::int64_t to, std::int64_t width,
+                                              std::int64_t origin = 0) noexcept;
+
 /// time_bucket: one bucket per width-wide interval in [from, to) — empty ones included (count 0)
-/// so gap filling can see them. `with_percentiles` keeps a sketch per bucket.
+/// so gap filling can see them. `with_percentiles` keeps a sketch per bucket. Empty when
+/// buckets_for() refuses the range (it says why).
 [[nodiscard]] std::vector<bucket> aggregate(std::span<const std::int64_t> times,
                                             std::span<const double> values, std::int64_t from,
                                             std::int64_t to, std::int64_t width,
                                             bool with_percentiles = false, std::int64_t origin = 0);
 
-/// Moving sum and average over a time window: out[i] covers points with t in (t_i - window, t_i].
+/// Moving sum and average over a time window: out[i] covers points with t in (t_i - window, t_i]
+/// (none when window <= 0).
 [[nodiscard]] std::vector<double> moving_sum(std::span<const std::int64_t> times,
                                              std::span<const double> values, std::int64_t window);
 [[nodiscard]] std::vector<double> moving_average(std::span<const std::int64_t> times,
@@ -67,7 +101,7 @@ struct bucket {
 
 /// Counter increase per bucket in [from, to): the sum over consecutive samples (a, b) with b in
 /// the bucket of b - a, or of b alone when the counter went down (a reset). Buckets without a
-/// sample pair are NaN.
+/// sample pair are NaN. Empty when buckets_for() refuses the range.
 [[nodiscard]] std::vector<double> increase(std::span<const std::int64_t> times,
                                            std::span<const double> values, std::int64_t from, std::int64_t to,
                                            std::int64_t width);

@@ -121,8 +121,8 @@ class range_scan {
 /// A time series store on one Postgres connection. Not thread-safe (use one per thread or guard
 /// it); several processes may ingest into the same database at once.
 ///
-/// Durability: points are in memory until their head is sealed (by count or span) or flush()
-/// returns; sealed blocks, their rollup segments and the series' newest times commit in one
+/// Durability: buffered points are in memory until their head is sealed (by count or span) or
+/// flush() returns; sealed blocks, their rollup segments and the series' newest times commit in one
 /// transaction.
 class store {
  public:
@@ -147,17 +147,20 @@ class store {
   [[nodiscard]] result<std::vector<series_info>> select(std::string_view metric,
                                                         std::span<const matcher> matchers = {});
 
-  /// Adds points to a series' head; full heads are sealed and written. Under ordering::reject a
+  /// Buffers points in a series' head in this process's memory: success means accepted, not
+  /// durable (a crash loses them; flush() makes them durable). Full heads (seal_count, seal_span)
+  /// are sealed and written before it returns. Under ordering::reject a
   /// batch with an out-of-order or duplicate point (against what this store has seen) is refused
   /// whole and changes nothing. A seal checks again against what every writer has sealed (under
   /// the series row's lock): a head that lost that race is refused whole, the other heads are
   /// written, and errc::out_of_order / duplicate_timestamp is returned with the refused points
   /// kept for take_rejected(). So after such an error, take_rejected() is empty when this batch
   /// was refused, and holds the head (this batch included) when the seal was.
-  [[nodiscard]] result<void> append(std::int64_t series, std::span<const std::int64_t> times,
+  [[nodiscard]] result<void> buffer(std::int64_t series, std::span<const std::int64_t> times,
                                     std::span<const double> values);
   /// Seals every head and writes the blocks (one COPY, one transaction); refused heads as for
-  /// append().
+  /// buffer(). On success every point buffered before the call is committed: it survives this
+  /// process being killed and is read by every other store.
   [[nodiscard]] result<void> flush();
   /// The points seals refused since the last call (nothing is dropped silently): store them
   /// elsewhere, drop them, or append them again to a series with another policy.
