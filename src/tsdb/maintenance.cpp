@@ -1,3 +1,4 @@
+#include <keel/pg/advisory_lock.hpp>
 #include <keel/tsdb/maintenance.hpp>
 
 #include <condition_variable>
@@ -9,15 +10,16 @@
 namespace keel::tsdb {
 namespace {
 
-// The advisory lock's first key (the second is the schema's hash): "tsdb" in ASCII, so it does not
-// collide with the keys other components take.
-constexpr std::int32_t election_class = 0x74736462;
+// One elected scheduler per schema: series tables in two schemas of a database get one each.
+constexpr auto election = pg::advisory_key::named("keel.tsdb.maintenance");
 
 }  // namespace
 
 struct maintenance::state {
   maintenance_options options;
   std::optional<store> db;
+  // Refers to db's connection: reset before db is replaced or closed.
+  std::optional<pg::advisory_lock> lead;
   std::mutex mutex;
   std::condition_variable changed;
   bool stopping = false;
@@ -29,12 +31,12 @@ struct maintenance::state {
   metrics::gauge* leader = nullptr;
   std::thread thread;
 
-  /// Takes the lock if free (a session lock: held until this connection closes).
-  result<bool> elect() {
-    auto r =
-        db->connection().query("SELECT pg_try_advisory_lock($1, hashtext(current_schema()))", election_class);
-    if (!r) return result<bool>(boost::system::in_place_error, r.error());  // bool would take it too
-    return r->value<bool>();
+  /// Takes the lock if free; true while this scheduler holds it.
+  bool elect() {
+    if (lead) return true;
+    auto won = pg::advisory_lock::try_acquire(db->connection(), election);
+    if (won && *won) lead.emplace(std::move(**won));
+    return lead.has_value();
   }
 
   result<void> run_once(std::uint64_t& dropped, std::uint64_t& compacted) {
@@ -60,19 +62,14 @@ struct maintenance::state {
   void loop() {
     std::unique_lock lock(mutex);
     while (!stopping) {
-      // Once elected, not again: session advisory locks stack, and this one is held until the
-      // connection closes.
-      bool is_leader = stats.leader;
       lock.unlock();
       if (!db->connection().is_open()) {
         // A lost connection lost the lock with it: reconnect and stand for election again.
-        is_leader = false;
+        lead.reset();
         if (auto reopened = store::open(options.conninfo, options.store); reopened)
           db.emplace(std::move(*reopened));
       }
-      if (!is_leader) {
-        if (auto elected = elect(); elected) is_leader = *elected;
-      }
+      const bool is_leader = db->connection().is_open() && elect();
       if (is_leader) {
         const auto started = std::chrono::steady_clock::now();
         std::uint64_t dropped = 0;
@@ -91,7 +88,10 @@ struct maintenance::state {
         } else {
           ++stats.failures;
           if (failures != nullptr) failures->inc();
-          if (!db->connection().is_open()) stats.leader = false;  // reconnected on the next turn
+          if (!db->connection().is_open()) {
+            stats.leader = false;  // reconnected on the next turn
+            lead.reset();
+          }
         }
         if (last_duration != nullptr) last_duration->set(seconds);
       } else {
@@ -157,7 +157,8 @@ void maintenance::stop() {
     state_->changed.notify_all();
   }
   if (state_->thread.joinable()) state_->thread.join();
-  state_->db.reset();  // closing the connection releases the lock
+  state_->lead.reset();  // released at once, so another scheduler takes over without waiting
+  state_->db.reset();
   std::lock_guard lock(state_->mutex);
   state_->stats.leader = false;
   if (state_->leader != nullptr) state_->leader->set(0);
