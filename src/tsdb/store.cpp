@@ -1,3 +1,4 @@
+#include <keel/core/assert.hpp>
 #include <keel/pg/copy.hpp>
 #include <keel/pg/transaction.hpp>
 #include <keel/tsdb/store.hpp>
@@ -333,12 +334,15 @@ void seal_points(std::int64_t series, const std::vector<std::int64_t>& times,
                  const std::vector<double>& values, const store_options& options,
                  std::span<const std::int64_t> resolutions, std::vector<sealed_block>& blocks,
                  std::vector<rollup_row>& rollups) {
+  KEEL_ASSERT(times.size() == values.size(), "a head holds one value per time");
+  KEEL_ASSERT(std::is_sorted(times.begin(), times.end()), "a head is sorted before it is sealed");
   std::size_t at = 0;
   while (at < times.size()) {
     std::size_t end = at + 1;
     while (end < times.size() && end - at < options.seal_count &&
            distance(times[at], times[end]) < static_cast<std::uint64_t>(options.seal_span))
       ++end;
+    KEEL_ASSERT(end - at <= options.seal_count, "a block never holds more than seal_count points");
     const std::span<const std::int64_t> t(times.data() + at, end - at);
     const std::span<const double> v(values.data() + at, end - at);
     sealed_block b{series, summarize(t, v), 0, 0, encode_block(t, v, options.encoding).value()};
