@@ -69,9 +69,10 @@ constexpr int memory_iterations = 40;
 // storage is allocated and faulted in before the clock starts; arg 0 grows it while measuring.
 void memory_transfers(benchmark::State& state) {
   const bool preallocated = state.range(0) != 0;
-  ledger::memory_engine e(
-      {.clock = nullptr,
-       .capacity = preallocated ? std::uint64_t{account_count} + std::uint64_t{memory_iterations} * batch_size + 64 : 0});
+  ledger::memory_engine e({.clock = nullptr,
+                           .capacity = preallocated ? std::uint64_t{account_count} +
+                                                          std::uint64_t{memory_iterations} * batch_size + 64
+                                                    : 0});
   create_accounts(e);
   std::vector<ledger::transfer> batch;
   ledger::u128 next_id = 1;

@@ -190,7 +190,8 @@ Metric& family<Metric>::labels(std::span<const std::string_view> values) {
 template <class Metric>
 void family<Metric>::hide(std::span<const std::string_view> values) {
   std::unique_lock lock(children_->mutex);
-  if (const auto it = children_->by_labels.find(values); it != children_->by_labels.end()) it->second.hidden = true;
+  if (const auto it = children_->by_labels.find(values); it != children_->by_labels.end())
+    it->second.hidden = true;
 }
 
 template <class Metric>

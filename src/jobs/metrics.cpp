@@ -34,13 +34,15 @@ metrics_observer::metrics_observer(keel::metrics::registry& registry, metrics_op
       enqueued_(registry.add_counter("keel_jobs_enqueued_total", "Jobs enqueued by this process",
                                      {"queue", "kind"})),
       started_(registry.add_counter("keel_jobs_started_total", "Job runs started", {"queue", "kind"})),
-      finished_(registry.add_counter("keel_jobs_finished_total",
-                                     "Job runs finished, by outcome (completed, failed, discarded, cancelled)",
-                                     {"queue", "kind", "outcome"})),
+      finished_(
+          registry.add_counter("keel_jobs_finished_total",
+                               "Job runs finished, by outcome (completed, failed, discarded, cancelled)",
+                               {"queue", "kind", "outcome"})),
       run_time_(registry.add_histogram("keel_jobs_run_seconds", "Time a handler ran", {"queue", "kind"})),
       queue_wait_(registry.add_histogram("keel_jobs_queue_wait_seconds", "Time from runnable to started",
                                          {"queue", "kind"})),
-      depth_(registry.add_gauge("keel_jobs_depth", "Jobs in the table, by queue and state", {"queue", "state"})) {}
+      depth_(registry.add_gauge("keel_jobs_depth", "Jobs in the table, by queue and state",
+                                {"queue", "state"})) {}
 
 void metrics_observer::enqueued(std::string_view queue, std::string_view kind, std::size_t count) {
   enqueued_.labels({queue, kind}).inc(count);

@@ -1,19 +1,19 @@
-#include <keel/pg/async.hpp>
-
 #include <keel/core/log.hpp>
+#include <keel/pg/async.hpp>
 
 #include "connection_state.hpp"
 
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/dispatch.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 
 #include <atomic>
 #include <optional>
+
 #include <unistd.h>
 
 namespace keel::pg {
@@ -49,8 +49,8 @@ struct query_operation : std::enable_shared_from_this<query_operation> {
     }
     socket.assign(fd);
     PQsetnonblocking(conn(), 1);
-    if (PQsendQueryParams(conn(), sql.c_str(), static_cast<int>(values.size()), values.types(), values.values(),
-                          values.lengths(), values.formats(), 1) != 1) {
+    if (PQsendQueryParams(conn(), sql.c_str(), static_cast<int>(values.size()), values.types(),
+                          values.values(), values.lengths(), values.formats(), 1) != 1) {
       return finish(c.internals().fail_from_result(nullptr, sql));
     }
     flush();
@@ -60,11 +60,10 @@ struct query_operation : std::enable_shared_from_this<query_operation> {
     const int pending = PQflush(conn());
     if (pending < 0) return finish(c.internals().fail_from_result(nullptr, sql));
     if (pending == 0) return wait_for_results();
-    socket.async_wait(asio::posix::stream_descriptor::wait_write,
-                      [self = shared_from_this()](error_code ec) {
-                        if (ec) return self->finish(ec);
-                        self->flush();
-                      });
+    socket.async_wait(asio::posix::stream_descriptor::wait_write, [self = shared_from_this()](error_code ec) {
+      if (ec) return self->finish(ec);
+      self->flush();
+    });
   }
 
   void wait_for_results() {
@@ -95,10 +94,9 @@ struct query_operation : std::enable_shared_from_this<query_operation> {
     const error_code error = outcome.has_value() ? error_code{} : outcome.error();
     rows value = outcome.has_value() ? std::move(*outcome) : rows{};
     // Completion always goes through the executor, never inside the initiating call.
-    asio::post(socket.get_executor(),
-               [done = std::move(handler), error, value = std::move(value)]() mutable {
-                 std::move(done)(error, std::move(value));
-               });
+    asio::post(socket.get_executor(), [done = std::move(handler), error, value = std::move(value)]() mutable {
+      std::move(done)(error, std::move(value));
+    });
   }
 };
 
@@ -106,7 +104,8 @@ struct query_operation : std::enable_shared_from_this<query_operation> {
 
 void detail::start_async_query(asio::any_io_executor executor, connection& c, std::string sql, params values,
                                asio::any_completion_handler<void(error_code, rows)> handler) {
-  auto op = std::make_shared<query_operation>(executor, c, std::move(sql), std::move(values), std::move(handler));
+  auto op =
+      std::make_shared<query_operation>(executor, c, std::move(sql), std::move(values), std::move(handler));
   asio::dispatch(executor, [op] { op->start(); });
 }
 
@@ -154,7 +153,8 @@ struct listener::impl : std::enable_shared_from_this<impl> {
     delay = options.min_reconnect_delay;
     if (ever_connected) {
       reconnect_count.fetch_add(1, std::memory_order_relaxed);
-      log::info("listener reconnected; notifications may have been missed", {{"channels", options.channels.size()}});
+      log::info("listener reconnected; notifications may have been missed",
+                {{"channels", options.channels.size()}});
       emit({listener_event::kind::reconnected, {}, {}});
     } else {
       ever_connected = true;
@@ -230,7 +230,9 @@ struct listener::impl : std::enable_shared_from_this<impl> {
 listener::listener(asio::any_io_executor executor, listener_options options, handler_type handler)
     : impl_(std::make_shared<impl>(std::move(executor), std::move(options), std::move(handler))) {}
 
-listener::~listener() { stop(); }
+listener::~listener() {
+  stop();
+}
 
 void listener::start() {
   asio::post(impl_->strand, [self = impl_] { self->connect(); });
@@ -245,6 +247,8 @@ void listener::stop() {
   }
 }
 
-std::uint64_t listener::reconnects() const noexcept { return impl_->reconnect_count.load(std::memory_order_relaxed); }
+std::uint64_t listener::reconnects() const noexcept {
+  return impl_->reconnect_count.load(std::memory_order_relaxed);
+}
 
 }  // namespace keel::pg

@@ -66,7 +66,8 @@ TEST_SUITE("unit") {
     a.set(5);  // the reference stays valid
     CHECK(&depth.labels({"a"}) == &a);
     CHECK(depth.exposed_children() == 2);
-    CHECK(r.expose() == "# HELP depth Jobs.\n# TYPE depth gauge\ndepth{queue=\"a\"} 5\ndepth{queue=\"b\"} 1\n");
+    CHECK(r.expose() ==
+          "# HELP depth Jobs.\n# TYPE depth gauge\ndepth{queue=\"a\"} 5\ndepth{queue=\"b\"} 1\n");
   }
 
   TEST_CASE("the metrics hot path counts exactly under several threads") {

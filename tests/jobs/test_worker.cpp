@@ -4,9 +4,9 @@
 #include <keel/jobs.hpp>
 
 #include <cstdio>
-#include <thread>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include <signal.h>
 #include <unistd.h>
@@ -40,7 +40,8 @@ jobs::job_result record(const std::string& conninfo, std::string_view sql, const
 // Records its start, then waits until the test opens the job's gate (a row in test_gates),
 // ignoring cancellation: it only notes in test_saw_cancel that cancelled() turned true.
 jobs::job_result gated(const std::string& conninfo, const jobs::job_context& ctx) {
-  if (auto started = record(conninfo, "INSERT INTO test_runs (job_id, attempt, pid) VALUES ($1, $2, $3)", ctx);
+  if (auto started =
+          record(conninfo, "INSERT INTO test_runs (job_id, attempt, pid) VALUES ($1, $2, $3)", ctx);
       started.outcome() != jobs::job_result::kind::completed) {
     return started;
   }
