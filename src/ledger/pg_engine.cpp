@@ -698,6 +698,15 @@ result<balance> pg_engine::balance_as_of(u128 account_id, as_of point) {
 
 result<statement_page> pg_engine::statement(u128 account_id, const statement_query& query) {
   if (query.limit == 0 || query.limit > 10'000) return errc::invalid_argument;
+  // The recorded lines and the expiries due after them are read from one snapshot, so an
+  // expiry the expirer records in between is neither missed nor listed twice. Inside the
+  // caller's transaction its own isolation decides.
+  std::optional<pg::transaction> snapshot;
+  if (!c_->in_transaction()) {
+    auto begun = pg::transaction::begin(*c_, {.level = pg::isolation::repeatable_read, .read_only = true});
+    if (!begun) return errc::storage_failure;
+    snapshot.emplace(std::move(*begun));
+  }
   auto exists = c_->query("SELECT 1 FROM keel_ledger_accounts WHERE id = $1", to_uuid(account_id));
   if (!exists) return errc::storage_failure;
   if (exists->empty()) return errc::unknown_account;
