@@ -15,6 +15,7 @@
 #include <cmath>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 namespace showcase {
@@ -30,6 +31,7 @@ struct shared_store {
   std::mutex lock;
   keel::tsdb::store store;
   std::int64_t demo_series = 0;
+  std::optional<keel::tsdb::maintenance> maintenance;  // retention and compaction, every minute
 };
 
 std::optional<std::int64_t> int_param(const keel::net::request& req, std::string_view name) {
@@ -158,6 +160,11 @@ keel::result<void> mount_tsdb(context& ctx) {
   if (!opened) return opened.error();
   auto shared = std::make_shared<shared_store>(std::move(*opened));
   if (auto seeded = seed_demo(*shared); !seeded) return seeded;
+  // Every showcase process may start one; one per database runs (tsdb_maintenance_* on /metrics).
+  auto maintenance =
+      keel::tsdb::maintenance::start({.conninfo = ctx.conninfo, .metrics = &ctx.server.metrics()});
+  if (!maintenance) return maintenance.error();
+  shared->maintenance.emplace(std::move(*maintenance));
 
   ctx.server.post(
       "/api/tsdb/ingest",
