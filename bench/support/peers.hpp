@@ -85,7 +85,8 @@ inline peer_figure run_peer(std::string_view script, const std::vector<std::stri
   std::array<char, 4096> chunk{};
   while (const auto n = std::fread(chunk.data(), 1, chunk.size(), pipe)) output.append(chunk.data(), n);
   const int status = ::pclose(pipe);
-  const auto key = "\"" + std::string(field) + "\":";
+  std::string key = "\"";
+  key.append(field).append("\":");
   const auto found = output.rfind(key);
   if (status != 0 || found == std::string::npos)
     return {std::nullopt, std::string(script) + " failed: " + output.substr(0, 400)};

@@ -659,7 +659,12 @@ result<void> seal_heads(store::state& st, const std::vector<std::int64_t>& ids) 
   for (const auto id : sealing) {
     auto& s = st.series[id];
     const auto& h = s.points;
-    const optional_time newest = stored_newest.count(id) != 0 ? stored_newest[id] : std::nullopt;
+    // A found flag and a plain value rather than a copied optional: GCC 12 at -O3 warns falsely
+    // (maybe-uninitialized) on the optional's copy.
+    const auto stored = stored_newest.find(id);
+    const bool has_newest = stored != stored_newest.end() && stored->second.has_value();
+    const std::int64_t newest_time = has_newest ? *stored->second : 0;
+    const optional_time newest = has_newest ? optional_time(newest_time) : std::nullopt;
     if (s.policy == ordering::reject && newest && h.times.front() <= *newest) {
       refused.emplace_back(id, h.times.front() == *newest ? errc::duplicate_timestamp : errc::out_of_order);
       continue;
