@@ -266,20 +266,7 @@ result<statement_page> memory_engine::statement(u128 account_id, const statement
     page.lines.push_back(s.line(account_id, *it));
   }
   // Expiries due but not recorded come next, at the sequences they will be recorded at.
-  const auto due = s.due(s.now());
-  for (std::size_t i = 0; i < due.entries.size(); ++i) {
-    const auto& a = due.entries[i];
-    const auto sequence = s.entries.size() + i;
-    if (a.debit_id != account_id && a.credit_id != account_id) continue;
-    if (sequence < query.from_sequence) continue;
-    if (sequence > query.to_sequence) break;
-    if (page.lines.size() == query.limit) {
-      page.next_sequence = sequence;
-      break;
-    }
-    page.lines.push_back({sequence, a.entry.transfer.timestamp, a.entry.transfer.id,
-                          a.debit_id == account_id ? a.debit_after : a.credit_after});
-  }
+  detail::append_due_lines(page, s.due(s.now()), s.entries.size(), account_id, query);
   return page;
 }
 

@@ -736,19 +736,7 @@ result<statement_page> pg_engine::statement(u128 account_id, const statement_que
   // Expiries due but not recorded come next, at the sequences they will be recorded at.
   auto due = project(*c_, to_ns(clock_->now()), "");
   if (!due) return due.error();
-  for (std::size_t i = 0; i < due->due.entries.size(); ++i) {
-    const auto& a = due->due.entries[i];
-    const auto sequence = due->size + i;
-    if (a.debit_id != account_id && a.credit_id != account_id) continue;
-    if (sequence < query.from_sequence) continue;
-    if (sequence > query.to_sequence) break;
-    if (page.lines.size() == query.limit) {
-      page.next_sequence = sequence;
-      break;
-    }
-    page.lines.push_back({sequence, a.entry.transfer.timestamp, a.entry.transfer.id,
-                          a.debit_id == account_id ? a.debit_after : a.credit_after});
-  }
+  detail::append_due_lines(page, due->due, due->size, account_id, query);
   return page;
 }
 

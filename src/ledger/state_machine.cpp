@@ -164,6 +164,23 @@ account_result state_machine::create_account(const account& in, std::uint64_t no
 
 // ---------------------------------------------------------------- transfers
 
+void append_due_lines(statement_page& page, const expiry_projection& due, std::uint64_t first_sequence,
+                      u128 account_id, const statement_query& query) {
+  for (std::size_t i = 0; i < due.entries.size(); ++i) {
+    const auto& a = due.entries[i];
+    const auto sequence = first_sequence + i;
+    if (a.debit_id != account_id && a.credit_id != account_id) continue;
+    if (sequence < query.from_sequence) continue;
+    if (sequence > query.to_sequence) break;
+    if (page.lines.size() == query.limit) {
+      page.next_sequence = sequence;
+      break;
+    }
+    page.lines.push_back({sequence, a.entry.transfer.timestamp, a.entry.transfer.id,
+                          a.debit_id == account_id ? a.debit_after : a.credit_after});
+  }
+}
+
 expiry_projection project_expiries(const working_set& ws, std::uint64_t now) {
   expiry_projection p;
   p.last_timestamp = ws.last_timestamp;

@@ -102,6 +102,12 @@ struct expiry_projection {
 /// as it will be recorded.
 [[nodiscard]] expiry_projection project_expiries(const working_set& ws, std::uint64_t now);
 
+/// Appends to a statement page of `account_id` the lines the projected expiries `due` will add
+/// once recorded: they take the sequences from `first_sequence` on. Both engines' statements
+/// end this way, after the lines already recorded.
+void append_due_lines(statement_page& page, const expiry_projection& due, std::uint64_t first_sequence,
+                      u128 account_id, const statement_query& query);
+
 class state_machine {
  public:
   explicit state_machine(working_set& ws) noexcept : ws_(ws) {}
