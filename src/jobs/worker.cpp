@@ -4,6 +4,7 @@
 // statement on one never holds up the others, and each reconnects by itself after a server
 // restart.
 #include <keel/core/assert.hpp>
+#include <keel/core/backoff.hpp>
 #include <keel/core/log.hpp>
 #include <keel/jobs/worker.hpp>
 #include <keel/pg/advisory_lock.hpp>
@@ -33,12 +34,12 @@ namespace keel::jobs {
 
 std::chrono::milliseconds backoff(const retry_policy& policy, std::int32_t failed_attempt,
                                   double unit_random) noexcept {
-  const auto exponent = std::clamp(failed_attempt - 1, 0, 62);
-  const double base = static_cast<double>(policy.initial_backoff.count()) * std::pow(2.0, exponent);
-  const double capped = std::min(base, static_cast<double>(policy.max_backoff.count()));
-  const double jitter = std::clamp(policy.jitter, 0.0, 1.0);
-  const double factor = 1.0 + jitter * (2.0 * std::clamp(unit_random, 0.0, 1.0) - 1.0);
-  return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(std::max(0.0, capped * factor))));
+  return backoff_delay({.initial = policy.initial_backoff,
+                        .max = policy.max_backoff,
+                        .multiplier = 2.0,
+                        .mode = jitter_mode::proportional,
+                        .jitter = policy.jitter},
+                       static_cast<std::uint32_t>(std::max(failed_attempt, 1)), unit_random);
 }
 
 namespace {

@@ -1,3 +1,4 @@
+#include <keel/core/backoff.hpp>
 #include <keel/core/log.hpp>
 #include <keel/pg/async.hpp>
 
@@ -117,7 +118,7 @@ struct listener::impl : std::enable_shared_from_this<impl> {
   asio::posix::stream_descriptor socket;
   asio::steady_timer reconnect_timer;
   asio::steady_timer health_timer;
-  std::chrono::milliseconds delay;
+  backoff reconnect_delay;  // jittered, so listeners cut off together do not reconnect together
   bool ever_connected = false;
   bool stopped = false;
   std::atomic<std::uint64_t> reconnect_count{0};
@@ -129,7 +130,7 @@ struct listener::impl : std::enable_shared_from_this<impl> {
         socket(strand),
         reconnect_timer(strand),
         health_timer(strand),
-        delay(options.min_reconnect_delay) {}
+        reconnect_delay({.initial = options.min_reconnect_delay, .max = options.max_reconnect_delay}) {}
 
   void emit(const listener_event& event) {
     if (!stopped && handler) handler(event);
@@ -150,7 +151,7 @@ struct listener::impl : std::enable_shared_from_this<impl> {
     const int fd = ::dup(PQsocket(conn->native()));
     if (fd < 0) return lost(errc::connection_lost, "could not watch the socket");
     socket.assign(fd);
-    delay = options.min_reconnect_delay;
+    reconnect_delay.reset();
     if (ever_connected) {
       reconnect_count.fetch_add(1, std::memory_order_relaxed);
       log::info("listener reconnected; notifications may have been missed",
@@ -210,8 +211,7 @@ struct listener::impl : std::enable_shared_from_this<impl> {
       log::warn("listener lost its connection; reconnecting", {{"reason", why}});
       emit({listener_event::kind::disconnected, {}, ec});
     }
-    reconnect_timer.expires_after(delay);
-    delay = std::min(delay * 2, options.max_reconnect_delay);
+    reconnect_timer.expires_after(reconnect_delay.next());
     reconnect_timer.async_wait([self = shared_from_this()](error_code timer_ec) {
       if (!timer_ec) self->connect();
     });

@@ -1,3 +1,4 @@
+#include <keel/core/backoff.hpp>
 #include <keel/pg/transaction.hpp>
 
 #include <algorithm>
@@ -91,10 +92,11 @@ result<void> savepoint::rollback() {
 
 void detail::retry_backoff(int attempt, const retry_options& options) {
   thread_local std::minstd_rand random{std::random_device{}()};
-  const auto ceiling = std::min<std::int64_t>(options.max_backoff.count(), options.initial_backoff.count()
-                                                                               << std::min(attempt - 1, 20));
-  std::uniform_int_distribution<std::int64_t> jitter(0, std::max<std::int64_t>(ceiling, 1));
-  std::this_thread::sleep_for(std::chrono::milliseconds(jitter(random)));
+  const auto delay = backoff_delay(
+      {.initial = options.initial_backoff, .max = options.max_backoff, .mode = jitter_mode::full},
+      static_cast<std::uint32_t>(std::max(attempt, 1)),
+      std::uniform_real_distribution<double>(0.0, 1.0)(random));
+  std::this_thread::sleep_for(delay);
 }
 
 }  // namespace keel::pg

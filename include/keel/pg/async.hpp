@@ -62,6 +62,8 @@ struct listener_options {
   std::string conninfo;
   /// Channels to LISTEN on.
   std::vector<std::string> channels;
+  /// Reconnects wait min_reconnect_delay, doubling up to max_reconnect_delay, each ±20 % so
+  /// that listeners cut off together spread out (keel::backoff).
   std::chrono::milliseconds min_reconnect_delay{50};
   std::chrono::milliseconds max_reconnect_delay{5000};
   /// How often an idle connection is checked with a round trip, to notice a server that
