@@ -267,20 +267,7 @@ TEST_SUITE("pg") {
         INFO("batch " << batch << " event " << i);
         CHECK(to_string((*got)[i]) == to_string(want[i]));
       }
-      if (keel::test::uniform<int>(0, 3) == 0) {  // now and then the expirer's pass
-        clock.advance(std::chrono::milliseconds(keel::test::uniform<int>(0, 1500)));
-        CHECK(e.expire_pending().value() == model.expire_pending(gen.now(clock)));
-      }
-      // Reads a while later, before anything records the expiries that fell due meanwhile.
-      clock.advance(std::chrono::milliseconds(keel::test::uniform<int>(0, 1500)));
-      const auto read_at = gen.now(clock);
-      for (const auto& [id, expected] : model.balances(read_at)) {
-        CHECK(e.lookup_account(id).value()->balances == expected);
-        CHECK(e.balance_as_of(id, as_of::now()).value() == expected);
-      }
-      for (const auto& [id, expected] : model.flags(read_at))
-        CHECK(e.lookup_account(id).value()->flags == expected);
-      CHECK(e.journal_size().value() == model.journal_size());
+      test::expire_now_and_then_and_read(e, model, gen, clock);
     }
     for (const auto& [sequence, snapshot] : model.history())
       for (const auto& [id, expected] : snapshot)

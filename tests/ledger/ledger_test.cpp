@@ -469,20 +469,7 @@ TEST_SUITE("unit") {
           CHECK(name(got[i]) == name(want[i]));
           ++seen[name(got[i])];
         }
-        if (keel::test::uniform<int>(0, 3) == 0) {  // now and then the expirer's pass
-          clock.advance(std::chrono::milliseconds(keel::test::uniform<int>(0, 1500)));
-          CHECK(e.expire_pending().value() == model.expire_pending(gen.now(clock)));
-        }
-        // Reads a while later, before anything records the expiries that fell due meanwhile.
-        clock.advance(std::chrono::milliseconds(keel::test::uniform<int>(0, 1500)));
-        const auto read_at = gen.now(clock);
-        for (const auto& [id, expected] : model.balances(read_at)) {
-          CHECK(e.lookup_account(id).value()->balances == expected);
-          CHECK(e.balance_as_of(id, as_of::now()).value() == expected);
-        }
-        for (const auto& [id, expected] : model.flags(read_at))
-          CHECK(e.lookup_account(id).value()->flags == expected);
-        CHECK(e.journal_size().value() == model.journal_size());
+        test::expire_now_and_then_and_read(e, model, gen, clock);
       }
       // Invariants at every sequence: Σ debits = Σ credits per ledger, every limit held, and
       // timestamps strictly increasing (expiries stamped at their expiry time included).

@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include <support/random.hpp>
+
 namespace keel::ledger::test {
 
 class reference_model {
@@ -347,6 +349,25 @@ class scenario {
   std::vector<transfer> sent_;
   std::vector<u128> pendings_;
 };
+
+/// After a batch of the property tests: now and then the expirer's pass, then reads a while
+/// later (before anything records the expiries that fell due meanwhile) checked against the model.
+inline void expire_now_and_then_and_read(engine& e, reference_model& model, scenario& gen,
+                                         keel::manual_clock& clock) {
+  if (keel::test::uniform<int>(0, 3) == 0) {
+    clock.advance(std::chrono::milliseconds(keel::test::uniform<int>(0, 1500)));
+    CHECK(e.expire_pending().value() == model.expire_pending(gen.now(clock)));
+  }
+  clock.advance(std::chrono::milliseconds(keel::test::uniform<int>(0, 1500)));
+  const auto read_at = gen.now(clock);
+  for (const auto& [id, expected] : model.balances(read_at)) {
+    CHECK(e.lookup_account(id).value()->balances == expected);
+    CHECK(e.balance_as_of(id, as_of::now()).value() == expected);
+  }
+  for (const auto& [id, expected] : model.flags(read_at))
+    CHECK(e.lookup_account(id).value()->flags == expected);
+  CHECK(e.journal_size().value() == model.journal_size());
+}
 
 /// Polls `done` until it holds or 20 s have passed. @returns whether it held.
 template <class Condition>
