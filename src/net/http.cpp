@@ -1,23 +1,14 @@
 #include <keel/net/http.hpp>
 
+#include "text.hpp"
+
 #include <algorithm>
 
 namespace keel::net {
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) noexcept {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
-           return lower(x) == lower(y);
-         });
-}
-
-int hex_value(char c) noexcept {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
+using detail::hex_value;
+using detail::iequals;
 
 std::optional<std::string_view> find(const std::vector<std::pair<std::string, std::string>>& v,
                                      std::string_view name) noexcept {

@@ -1,6 +1,7 @@
 // HTTP sessions: reading a request under the limits and the framing checks, dispatching it,
 // writing the answer, keep-alive and the lingering close; and connections refused at accept.
 #include "server_impl.hpp"
+#include "text.hpp"
 
 #include <boost/asio/post.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -83,14 +84,8 @@ std::string_view trim_ows(std::string_view s) noexcept {
   return s;
 }
 
-bool iequals(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
+using detail::hex_value;
+using detail::iequals;
 
 bool is_tchar(char c) noexcept {
   const auto u = static_cast<unsigned char>(c);
@@ -103,7 +98,7 @@ bool is_token(std::string_view s) noexcept {
 }
 
 bool is_hex(char c) noexcept {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+  return hex_value(c) >= 0;
 }
 
 // RFC 9112 §3.2: Host = uri-host [ ":" port ]; uri-host is an IP literal in brackets, or a
