@@ -211,7 +211,8 @@ class http_session : public detail::session_base, public std::enable_shared_from
         slot_(std::move(slot)),
         remote_(std::move(remote)) {}
 
-  ~http_session() override { srv_->unregister_session(id_); }
+  // Unregistering locks the server's session table; a failing lock is unrecoverable.
+  ~http_session() override { srv_->unregister_session(id_); }  // NOLINT(bugprone-exception-escape)
 
   void start() {
     srv_->register_session(id_, weak_from_this());

@@ -186,7 +186,7 @@ server::server(server_options options) : impl_(std::make_shared<impl>(std::move(
   }
 }
 
-server::~server() {
+server::~server() {  // NOLINT(bugprone-exception-escape): see the declaration
   stop();
   wait();
 }
@@ -204,12 +204,13 @@ server& server::use(middleware m) {
   return *this;
 }
 
-server& server::serve_static(std::string_view prefix, std::filesystem::path root, static_options options) {
+server& server::serve_static(std::string_view prefix, const std::filesystem::path& root,
+                             static_options options) {
   impl_->require_not_started("serve_static()");
   std::string pattern(prefix);
   while (!pattern.empty() && pattern.back() == '/') pattern.pop_back();
   pattern += "/{path...}";
-  impl_->routes.add(method::get, pattern, detail::make_static_handler(std::move(root), std::move(options)));
+  impl_->routes.add(method::get, pattern, detail::make_static_handler(root, std::move(options)));
   return *this;
 }
 

@@ -74,7 +74,7 @@ std::string_view content_type_for(const std::filesystem::path& file) noexcept {
   return "application/octet-stream";
 }
 
-handler make_static_handler(std::filesystem::path root, static_options options) {
+handler make_static_handler(const std::filesystem::path& root, static_options options) {
   std::error_code ec;
   auto canonical_root = std::filesystem::weakly_canonical(root, ec);
   if (ec) canonical_root = root;

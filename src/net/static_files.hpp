@@ -8,7 +8,7 @@
 namespace keel::net::detail {
 
 /// Serves files under `root` for the tail parameter "path" of the route.
-[[nodiscard]] handler make_static_handler(std::filesystem::path root, static_options options);
+[[nodiscard]] handler make_static_handler(const std::filesystem::path& root, static_options options);
 
 /// The Content-Type for a file name, by extension; application/octet-stream when unknown.
 [[nodiscard]] std::string_view content_type_for(const std::filesystem::path& file) noexcept;

@@ -14,6 +14,8 @@
 namespace keel::net {
 
 /// An HTTP request method. `other` is any method keel does not name; no route matches it.
+// `delete` is a keyword, hence `delete_`.
+// NOLINTNEXTLINE(readability-identifier-naming)
 enum class method : std::uint8_t { get, head, post, put, delete_, patch, options, other };
 
 /// The method's name as it appears on the request line ("GET", "DELETE", ...).

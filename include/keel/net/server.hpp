@@ -34,9 +34,9 @@ struct server_options {
   /// proxy's address: raise this or set it to 0 there.
   std::size_t max_connections_per_client = 256;
   /// Request line plus headers; larger requests are answered 431.
-  std::size_t max_header_bytes = 16 * 1024;
+  std::size_t max_header_bytes = std::size_t{16} * 1024;
   /// Request body; larger bodies are answered 413.
-  std::size_t max_body_bytes = 1024 * 1024;
+  std::size_t max_body_bytes = std::size_t{1024} * 1024;
   /// Time from a request's first byte to its last. A client that stalls mid-request is closed.
   std::chrono::milliseconds read_timeout = std::chrono::seconds(10);
   /// Time a keep-alive connection may wait for its next request.
@@ -87,8 +87,9 @@ struct static_options {
 class server {
  public:
   explicit server(server_options options = {});
-  /// Stops (as stop()) and waits for the threads.
-  ~server();
+  /// Stops (as stop()) and waits for the threads. A failure to lock or join there leaves
+  /// threads running on freed state: terminating is the only safe outcome.
+  ~server();  // NOLINT(bugprone-exception-escape)
   server(const server&) = delete;
   server& operator=(const server&) = delete;
 
@@ -99,14 +100,16 @@ class server {
   server& post(std::string_view pattern, handler h) { return route(method::post, pattern, std::move(h)); }
   server& put(std::string_view pattern, handler h) { return route(method::put, pattern, std::move(h)); }
   server& patch(std::string_view pattern, handler h) { return route(method::patch, pattern, std::move(h)); }
-  server& delete_(std::string_view pattern, handler h) {
+  // `delete` is a keyword, so the method takes a trailing underscore.
+  server& delete_(std::string_view pattern, handler h) {  // NOLINT(readability-identifier-naming)
     return route(method::delete_, pattern, std::move(h));
   }
   /// Appends a middleware; the first added runs outermost.
   server& use(middleware m);
   /// Serves the files under `root` at `prefix` ("/ui"), GET and HEAD, with content types from
   /// the file extension. Paths with '..' segments are refused; files are read per request.
-  server& serve_static(std::string_view prefix, std::filesystem::path root, static_options options = {});
+  server& serve_static(std::string_view prefix, const std::filesystem::path& root,
+                       static_options options = {});
   /// A WebSocket route. Middleware see the upgrade request; if they answer anything but the
   /// upgrade (401, say) that answer is sent instead. A plain request to it is answered 426.
   server& websocket(std::string_view pattern, websocket_handler h);

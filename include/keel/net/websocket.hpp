@@ -32,9 +32,9 @@ struct websocket_options {
   /// with 1008 (policy violation) instead of letting memory grow.
   std::size_t max_queued_messages = 1024;
   /// Bytes waiting to be written to one peer; same policy.
-  std::size_t max_queued_bytes = 4 * 1024 * 1024;
+  std::size_t max_queued_bytes = std::size_t{4} * 1024 * 1024;
   /// Largest incoming message; a larger one closes the connection with 1009.
-  std::size_t max_message_bytes = 1024 * 1024;
+  std::size_t max_message_bytes = std::size_t{1024} * 1024;
   /// A connection silent for this long is closed; after half of it the server sends a ping, and
   /// any pong or message resets the clock. Peers that answer pings stay connected.
   std::chrono::milliseconds idle_timeout = std::chrono::seconds(60);
@@ -50,9 +50,9 @@ class websocket_connection {
 
   /// Queues a text message. @returns false when the connection is closed or closing, or when
   /// the queue was full — in which case the connection is being closed with 1008.
-  bool send(std::string message) const;
+  [[nodiscard]] bool send(std::string message) const;
   /// Queues a binary message; as send().
-  bool send_binary(std::string message) const;
+  [[nodiscard]] bool send_binary(std::string message) const;
   /// Starts the closing handshake with `code` and `reason`.
   void close(close_code code = close_code::normal, std::string_view reason = {}) const;
   /// Adds the connection to `room` (see server::broadcast). It leaves every room when it closes.
