@@ -1113,4 +1113,35 @@ TEST_SUITE("pg") {
         tsdb::errc::block_truncated);
     CHECK(s.buffer(999999, p.times, p.values).error() == tsdb::errc::unknown_series);
   }
+
+  TEST_CASE("a damaged rollup segment in the database is an error, not a crash") {
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    REQUIRE(tsdb::migrate(c));
+    auto s = tsdb::store::open(schema.conninfo, {.rollups = {60'000}, .points_per_rollup_row = 0}).value();
+    const auto id = s.series("x").value();
+    const auto p = random_points(600, 0, 1000);
+    REQUIRE(s.buffer(id, p.times, p.values));
+    REQUIRE(s.flush());
+    const tsdb::aggregate_options aligned{.from = 0, .to = 60'000 * 100, .width = 60'000};
+    tsdb::query_plan plan;
+    REQUIRE(s.aggregate(id, aligned, &plan));
+    REQUIRE(plan.rollup == 60'000);
+    std::vector<std::pair<std::int64_t, keel::bytes>> saved;
+    for (const auto row : c.query("SELECT id, data FROM keel_tsdb_rollup_segments").value())
+      saved.emplace_back(row.get<std::int64_t>(0).value(), row.get<keel::bytes>(1).value());
+    REQUIRE_FALSE(saved.empty());
+    // A record cut in half (stored as format 0), a segment cut short, an unknown format byte.
+    for (const char* damage : {"'\\x00'::bytea || substring(data from 2 for 40)",
+                               "substring(data from 1 for length(data) - 3)", "'\\x07'::bytea || data"}) {
+      CAPTURE(damage);
+      REQUIRE(c.execute(std::string("UPDATE keel_tsdb_rollup_segments SET data = ") + damage));
+      CHECK(s.aggregate(id, aligned, &plan).error() == tsdb::errc::block_corrupt);
+      for (const auto& [segment, data] : saved)
+        REQUIRE(c.query("UPDATE keel_tsdb_rollup_segments SET data = $2 WHERE id = $1", segment,
+                        keel::bytes_view(data)));
+    }
+    // Undamaged again: the same query answers.
+    CHECK(s.aggregate(id, aligned, &plan));
+  }
 }
