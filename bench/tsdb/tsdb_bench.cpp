@@ -152,7 +152,7 @@ std::string fresh_schema() {
   (void)admin.execute("CREATE SCHEMA " + name).value();
   const std::string info = conninfo + " options='-c search_path=" + name + "'";
   auto c = keel::pg::connection::connect(info).value();
-  (void)tsdb::store::migrate(c).value();
+  (void)tsdb::migrate(c).value();
   return info;
 }
 
@@ -220,7 +220,9 @@ void query_day(benchmark::State& state) {
   const std::int64_t width = state.range(0) == 0 ? 3'600'000 : 300'000;
   tsdb::query_plan plan;
   for (auto _ : state) {
-    auto buckets = store->aggregate(id, from, from + 86'400'000, width, state.range(0) == 3, &plan);
+    auto buckets = store->aggregate(
+        id, {.from = from, .to = from + 86'400'000, .width = width, .percentiles = state.range(0) == 3},
+        &plan);
     if (!buckets || buckets->size() < 24) state.SkipWithError("query failed");
     benchmark::DoNotOptimize(buckets);
   }

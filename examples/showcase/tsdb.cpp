@@ -57,7 +57,8 @@ keel::result<void> seed_demo(shared_store& s) {
   auto id = s.store.series("demo_temperature", {{"site", "showcase"}, {"unit", "celsius"}});
   if (!id) return id.error();
   s.demo_series = *id;
-  auto existing = s.store.aggregate(*id, demo_start, demo_start + demo_points * minute, demo_points * minute);
+  auto existing = s.store.aggregate(
+      *id, {.from = demo_start, .to = demo_start + demo_points * minute, .width = demo_points * minute});
   if (!existing) return existing.error();
   if (!existing->empty() && existing->front().count > 0) return {};
   std::vector<std::int64_t> times;
@@ -154,7 +155,7 @@ keel::result<void> mount_tsdb(context& ctx) {
   {
     auto c = ctx.pool.acquire();
     if (!c) return c.error();
-    if (auto migrated = keel::tsdb::store::migrate(**c); !migrated) return migrated.error();
+    if (auto migrated = keel::tsdb::migrate(**c); !migrated) return migrated.error();
   }
   auto opened = keel::tsdb::store::open(ctx.conninfo);
   if (!opened) return opened.error();
@@ -231,7 +232,7 @@ keel::result<void> mount_tsdb(context& ctx) {
     // buckets, a start before INT64_MIN): answered 400 below.
     keel::tsdb::query_plan plan;
     std::lock_guard guard(shared->lock);
-    auto buckets = shared->store.aggregate(*series, *from, *to, *step, false, &plan);
+    auto buckets = shared->store.aggregate(*series, {.from = *from, .to = *to, .width = *step}, &plan);
     if (!buckets) return keel::net::error_response(keel::net::status::bad_request, buckets.error());
     std::vector<double> avg;
     for (const auto& b : *buckets) avg.push_back(b.avg());

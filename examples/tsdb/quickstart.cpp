@@ -7,7 +7,7 @@
 int main() {
   auto cluster = keel::pg::local_cluster::start().value();
   auto c = keel::pg::connection::connect(cluster.conninfo()).value();
-  (void)keel::tsdb::store::migrate(c).value();
+  (void)keel::tsdb::migrate(c).value();
 
   // Times in milliseconds; 1-minute and 1-hour rollups are kept up to date on ingest.
   auto db = keel::tsdb::store::open(cluster.conninfo()).value();
@@ -22,7 +22,8 @@ int main() {
   (void)db.flush().value();  // sealed into a compressed block in Postgres
 
   // Hourly max over the day, answered from the 1-hour rollup.
-  const auto hours = db.aggregate(cpu, 1'700'006'400'000, 1'700'092'800'000, 3'600'000).value();
+  const auto hours =
+      db.aggregate(cpu, {.from = 1'700'006'400'000, .to = 1'700'092'800'000, .width = 3'600'000}).value();
   std::printf("%zu hours, first hour max %.1f\n", hours.size(), hours.front().max);
   return hours.size() == 24 && hours.front().max == 75.9 ? 0 : 1;
 }

@@ -5,4 +5,5 @@
 #include <keel/tsdb/error.hpp>
 #include <keel/tsdb/maintenance.hpp>
 #include <keel/tsdb/query.hpp>
+#include <keel/tsdb/schema.hpp>
 #include <keel/tsdb/store.hpp>

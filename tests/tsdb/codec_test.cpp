@@ -8,7 +8,9 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include <support/random.hpp>
@@ -230,6 +232,69 @@ TEST_SUITE("unit") {
       const auto at = static_cast<std::size_t>(uniform<std::size_t>(0, damaged.size() - 1));
       damaged[at] ^= static_cast<std::uint8_t>(1U << uniform(0, 7));
       CHECK_FALSE(tsdb::decode_block(damaged, times, values));
+    }
+  }
+
+  TEST_CASE("each codec decoder reports a section cut short at any length as truncated") {
+    // 2,500 points: three integer frames, a spike that needs a patch, runs of repeats, raw
+    // exceptions (NaN, a non-decimal), jittered times; each section cut at every length.
+    series s;
+    std::int64_t t = 1'700'000'000'000;
+    for (int i = 0; i < 2500; ++i) {
+      t += i == 1200 ? 9'000'000'000 : 1000 + (i % 3);
+      s.times.push_back(t);
+      double v = (i / 4) * 0.25;
+      if (i % 97 == 0) v = std::nan("");
+      if (i % 331 == 0) v = 1.0 / 3.0;
+      if (i == 2000) v = 1e12;
+      s.values.push_back(v);
+    }
+    const auto count = s.times.size();
+    std::vector<std::int64_t> times(count);
+    std::vector<double> values(count);
+    keel::bytes gorilla_times;
+    tsdb::codecs::gorilla_encode_times(s.times, gorilla_times);
+    keel::bytes packed_times;
+    tsdb::codecs::packed_encode_times(s.times, packed_times);
+    keel::bytes gorilla_values;
+    tsdb::codecs::gorilla_encode_values(s.values, gorilla_values);
+    keel::bytes chimp_values;
+    tsdb::codecs::chimp_encode_values(s.values, chimp_values);
+    keel::bytes decimal_values;
+    std::size_t exceptions = 0;
+    REQUIRE(tsdb::codecs::decimal_encode_values(s.values, decimal_values,
+                                                {.force = true, .exception_count = &exceptions}));
+    CHECK(exceptions >= 30);
+    using decoder = std::function<keel::result<void>(keel::bytes_view)>;
+    const std::vector<std::pair<keel::bytes*, decoder>> sections = {
+        {&gorilla_times,
+         [&](keel::bytes_view in) { return tsdb::codecs::gorilla_decode_times(in, count, times.data()); }},
+        {&packed_times,
+         [&](keel::bytes_view in) { return tsdb::codecs::packed_decode_times(in, count, times.data()); }},
+        {&gorilla_values,
+         [&](keel::bytes_view in) { return tsdb::codecs::gorilla_decode_values(in, count, values.data()); }},
+        {&chimp_values,
+         [&](keel::bytes_view in) { return tsdb::codecs::chimp_decode_values(in, count, values.data()); }},
+        {&decimal_values,
+         [&](keel::bytes_view in) { return tsdb::codecs::decimal_decode_values(in, count, values.data()); }},
+    };
+    for (std::size_t k = 0; k < sections.size(); ++k) {
+      CAPTURE(k);
+      const keel::bytes& section = *sections[k].first;
+      const auto& decode = sections[k].second;
+      REQUIRE(decode(section));
+      for (std::size_t length = 0; length < section.size(); ++length) {
+        CAPTURE(length);
+        const auto r = decode(keel::bytes_view(section.data(), length));
+        REQUIRE_FALSE(r);
+        CHECK(r.error() == tsdb::errc::block_truncated);
+      }
+      // Bytes after the last point are garbage, not padding.
+      keel::bytes longer = section;
+      longer.resize(section.size() + 8, 0xA5);
+      const auto r = decode(longer);
+      REQUIRE_FALSE(r);
+      CHECK(r.error() == tsdb::errc::block_corrupt);
     }
   }
 

@@ -1,11 +1,13 @@
 // The Postgres store: persistence, ordering policies, label selection, rollups against raw data,
 // summaries, retention, compaction, concurrent writers, damaged blocks.
+#include <keel/core/byte_io.hpp>
 #include <keel/tsdb/maintenance.hpp>
 #include <keel/tsdb/store.hpp>
 
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -29,7 +31,7 @@ namespace {
 
 tsdb::store open_store(const keel::test::scratch_schema& schema, tsdb::store_options options = {}) {
   auto c = schema.connect();
-  REQUIRE(tsdb::store::migrate(c));
+  REQUIRE(tsdb::migrate(c));
   return tsdb::store::open(schema.conninfo, std::move(options)).value();
 }
 
@@ -92,7 +94,7 @@ const std::vector<double> v1_values{1, 2, 4};
 // with `first_bucket` (count, sum, sum of squares, min, max, first, last and their times) and
 // the exact one at 60,000.
 std::int64_t version_1_series(keel::pg::connection& c, int policy, std::string_view first_bucket) {
-  REQUIRE(keel::pg::migrate(c, "tsdb", tsdb::store::migrations().first(1)));
+  REQUIRE(keel::pg::migrate(c, "tsdb", tsdb::migrations().first(1)));
   REQUIRE(
       c.query("INSERT INTO tsdb_series (key, metric, label_names, label_values, policy) VALUES ('old{}', "
               "'old', '{}', '{}', $1::int2)",
@@ -106,6 +108,45 @@ std::int64_t version_1_series(keel::pg::connection& c, int policy, std::string_v
   REQUIRE(c.query("INSERT INTO tsdb_rollups VALUES ($1, 60000, 0, " + std::string(first_bucket) +
                       "), ($1, 60000, 60000, 1, 4, 16, 4, 4, 4, 4, 70000, 70000)",
                   id));
+  return id;
+}
+
+// A version 2 database as the releases before the keel_tsdb_* names left it (the first two
+// migrations, rows written by hand as their store wrote them): series old_cpu{host="a"} with
+// `points` in one block, their 1-minute rollup segment, its newest time and a retention rule.
+std::int64_t version_2_series(keel::pg::connection& c, const points& p) {
+  REQUIRE(keel::pg::migrate(c, "tsdb", tsdb::migrations().first(2)));
+  REQUIRE(
+      c.query("INSERT INTO tsdb_series (key, metric, label_names, label_values, policy, newest_time) VALUES "
+              "('old_cpu{host=\"a\"}', 'old_cpu', '{host}', '{a}', 0, $1)",
+              p.times.back()));
+  const auto id = c.query("SELECT id FROM tsdb_series").value().value<std::int64_t>().value();
+  const auto block = tsdb::encode_block(p.times, p.values).value();
+  const auto summary = tsdb::summarize(p.times, p.values);
+  double sum_squares = 0;
+  for (const double v : p.values) sum_squares += v * v;
+  REQUIRE(c.query(
+      "INSERT INTO tsdb_blocks (series_id, first_time, last_time, count, value_count, min, max, sum, "
+      "sum_squares, first, last, data) VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11)",
+      id, summary.first_time, summary.last_time, static_cast<std::int32_t>(summary.count), summary.min,
+      summary.max, summary.sum, sum_squares, summary.first, summary.last, keel::bytes_view(block)));
+  // Format 0: the 80-byte big-endian records as they are.
+  keel::bytes segment{0};
+  keel::byte_writer records(segment);
+  const auto buckets = tsdb::aggregate(p.times, p.values, 0, p.times.back() + 1, 60'000);
+  for (const auto& b : buckets) {
+    records.be(b.start);
+    records.be(b.count);
+    for (const double d : {b.sum, b.sum_squares, b.min, b.max, b.first, b.last})
+      records.be(std::bit_cast<std::uint64_t>(d));
+    records.be(b.first_time);
+    records.be(b.last_time);
+  }
+  REQUIRE(
+      c.query("INSERT INTO tsdb_rollup_segments (series_id, resolution, first_bucket, last_bucket, replaces, "
+              "data) VALUES ($1, 60000, $2, $3, false, $4)",
+              id, buckets.front().start, buckets.back().start, keel::bytes_view(segment)));
+  REQUIRE(c.query("INSERT INTO tsdb_retention (metric, max_age) VALUES ('old_cpu', 3600000)"));
   return id;
 }
 
@@ -216,7 +257,7 @@ TEST_SUITE("pg") {
     }
     auto c = schema.connect();
     auto blocks_of = [&](std::int64_t id) {
-      return c.query("SELECT count(*)::int8 FROM tsdb_blocks WHERE series_id = $1", id)
+      return c.query("SELECT count(*)::int8 FROM keel_tsdb_blocks WHERE series_id = $1", id)
           .value()
           .value<std::int64_t>()
           .value();
@@ -258,11 +299,11 @@ TEST_SUITE("pg") {
     REQUIRE(eventually([&] { return follower.stats().leader && follower.stats().runs >= 1; }));
 
     // A run that fails is counted and retried.
-    REQUIRE(c.execute("ALTER TABLE tsdb_retention RENAME TO tsdb_retention_away"));
+    REQUIRE(c.execute("ALTER TABLE keel_tsdb_retention RENAME TO keel_tsdb_retention_away"));
     follower.wake();
     REQUIRE(eventually([&] { return follower.stats().failures >= 1; }));
     CHECK(exposed(follower_metrics, "tsdb_maintenance_failures_total") >= 1);
-    REQUIRE(c.execute("ALTER TABLE tsdb_retention_away RENAME TO tsdb_retention"));
+    REQUIRE(c.execute("ALTER TABLE keel_tsdb_retention_away RENAME TO keel_tsdb_retention"));
     const auto runs = follower.stats().runs;
     follower.wake();
     REQUIRE(eventually([&] { return follower.stats().runs > runs; }));
@@ -310,7 +351,7 @@ TEST_SUITE("pg") {
         read_all(s, id, std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max());
     CHECK(back.times == p.times);
     CHECK(same_bits(back.values, p.values));
-    auto blocks = s.connection().query("SELECT count(*), max(count) FROM tsdb_blocks").value();
+    auto blocks = s.connection().query("SELECT count(*), max(count) FROM keel_tsdb_blocks").value();
     CHECK(blocks[0].get<std::int64_t>(0).value() >= 5);
     CHECK(blocks[0].get<std::int32_t>(1).value() <= 1000);
     // A sub-range.
@@ -343,7 +384,7 @@ TEST_SUITE("pg") {
     REQUIRE(s.flush());
     got = read_all(s, lww, 0, 100);  // now across blocks
     CHECK(got.values == std::vector<double>{1, 8, 3, 4, 5, 6});
-    const auto buckets = s.aggregate(lww, 0, 120, 60).value();
+    const auto buckets = s.aggregate(lww, {.from = 0, .to = 120, .width = 60}).value();
     CHECK(buckets[0].count == 5);
     CHECK(buckets[0].sum == 1 + 8 + 3 + 4 + 5);
     REQUIRE(s.compact(lww, 100));
@@ -426,7 +467,9 @@ TEST_SUITE("pg") {
       }
       const bool percentiles = round % 3 == 1;
       tsdb::query_plan plan;
-      const auto got = s.aggregate(id, from, to, width, percentiles, &plan).value();
+      const auto got =
+          s.aggregate(id, {.from = from, .to = to, .width = width, .percentiles = percentiles}, &plan)
+              .value();
       const auto want = tsdb::aggregate(all.times, all.values, from, to, width, percentiles);
       CAPTURE(round);
       if (aligned && !percentiles) {
@@ -440,7 +483,9 @@ TEST_SUITE("pg") {
     // Wide buckets on raw blocks: most blocks answered by their summary alone.
     tsdb::query_plan plan;
     const auto wide =
-        s.aggregate(id, all.times.front() - 7, all.times.back() + 11, 86'400'000 + 3, false, &plan).value();
+        s.aggregate(id, {.from = all.times.front() - 7, .to = all.times.back() + 11, .width = 86'400'000 + 3},
+                    &plan)
+            .value();
     CHECK(plan.blocks_summarized > plan.blocks_decoded);
     check_buckets_equal(wide, tsdb::aggregate(all.times, all.values, all.times.front() - 7,
                                               all.times.back() + 11, 86'400'000 + 3));
@@ -464,7 +509,7 @@ TEST_SUITE("pg") {
     for (const auto how : {tsdb::fill::locf, tsdb::fill::linear}) {
       for (const std::size_t max_gap : {std::size_t{0}, std::size_t{1}, std::size_t{5}}) {
         tsdb::query_plan plan;
-        const auto got = s.aggregate(id, 0, 600 * 60'000, 60'000, false, &plan).value();
+        const auto got = s.aggregate(id, {.from = 0, .to = 600 * 60'000, .width = 60'000}, &plan).value();
         CHECK(plan.rollup == 60'000);
         const auto want = tsdb::aggregate(p.times, p.values, 0, 600 * 60'000, 60'000);
         std::vector<double> got_avg;
@@ -505,7 +550,7 @@ TEST_SUITE("pg") {
     // Whole segments before the cutoff are gone, straddling ones rewritten to start after it.
     auto stale = s.connection()
                      .query(
-                         "SELECT count(*) FROM tsdb_rollup_segments WHERE series_id = $1 AND "
+                         "SELECT count(*) FROM keel_tsdb_rollup_segments WHERE series_id = $1 AND "
                          "first_bucket + resolution <= $2",
                          old_metric, now - 200'000)
                      .value();
@@ -526,7 +571,7 @@ TEST_SUITE("pg") {
         }
       for (int round = 0; round < 2; ++round) {
         tsdb::query_plan plan;
-        const auto got = reader.aggregate(old_metric, from, to, 60'000, false, &plan);
+        const auto got = reader.aggregate(old_metric, {.from = from, .to = to, .width = 60'000}, &plan);
         REQUIRE_MESSAGE(got, got.error().message());
         CHECK(plan.rollup == 60'000);
         check_buckets_equal(*got, tsdb::aggregate(in_t, in_v, from, to, 60'000));
@@ -560,15 +605,15 @@ TEST_SUITE("pg") {
     // Another process compacting the series: it holds the series row, as compaction does,
     // and will write back a copy of the oldest block and segment (made from data retention drops).
     auto compactor = schema.connect();
-    const std::string tables[] = {"tsdb_blocks", "tsdb_rollup_segments"};
+    const std::string tables[] = {"keel_tsdb_blocks", "keel_tsdb_rollup_segments"};
     for (const auto& table : tables) {
-      const std::string order = table == "tsdb_blocks" ? "first_time" : "first_bucket";
+      const std::string order = table == "keel_tsdb_blocks" ? "first_time" : "first_bucket";
       REQUIRE(compactor.query("CREATE TEMP TABLE saved_" + table + " AS SELECT * FROM " + table +
                                   " WHERE series_id = $1 ORDER BY " + order + " LIMIT 1",
                               id));
     }
     REQUIRE(compactor.execute("BEGIN"));
-    REQUIRE(compactor.query("SELECT id FROM tsdb_series WHERE id = $1 FOR UPDATE", id));
+    REQUIRE(compactor.query("SELECT id FROM keel_tsdb_series WHERE id = $1 FOR UPDATE", id));
     std::atomic<bool> retained{false};
     std::thread retention([&] {
       auto other = tsdb::store::open(schema.conninfo, {.rollups = {60'000}}).value();
@@ -581,7 +626,7 @@ TEST_SUITE("pg") {
     for (int polls = 0; polls < 1000 && !waiting && !retained; ++polls) {
       auto waiters = s.connection().query(
           "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
-          "datname = current_database() AND query LIKE '%FROM tsdb_series WHERE id = $1 FOR UPDATE%'");
+          "datname = current_database() AND query LIKE '%FROM keel_tsdb_series WHERE id = $1 FOR UPDATE%'");
       waiting = waiters.value().value<std::int64_t>().value() > 0;
       if (!waiting) std::this_thread::sleep_for(10ms);
     }
@@ -606,12 +651,13 @@ TEST_SUITE("pg") {
     CHECK(retained);
     auto old_blocks =
         s.connection()
-            .query("SELECT count(*) FROM tsdb_blocks WHERE series_id = $1 AND last_time < $2", id, cutoff)
+            .query("SELECT count(*) FROM keel_tsdb_blocks WHERE series_id = $1 AND last_time < $2", id,
+                   cutoff)
             .value();
     CHECK(old_blocks.value<std::int64_t>().value() == 0);
     auto old_segments = s.connection()
                             .query(
-                                "SELECT count(*) FROM tsdb_rollup_segments WHERE series_id = $1 AND "
+                                "SELECT count(*) FROM keel_tsdb_rollup_segments WHERE series_id = $1 AND "
                                 "first_bucket + resolution <= $2",
                                 id, cutoff)
                             .value();
@@ -646,7 +692,8 @@ TEST_SUITE("pg") {
     auto s = open_store(schema);
     const auto shared = s.series("shared", {}, tsdb::ordering::keep_both).value();
     CHECK(read_all(s, shared, 0, 1'000'000).times.size() == 2000 * writers);
-    const auto buckets = s.aggregate(shared, 0, 20'000 + 60'000 - 20'000, 60'000).value();
+    const auto buckets =
+        s.aggregate(shared, {.from = 0, .to = 20'000 + 60'000 - 20'000, .width = 60'000}).value();
     CHECK(buckets[0].count == 2000 * writers);  // from the rollup, merged by all three writers
     CHECK(s.select("own").value().size() == writers);
   }
@@ -676,7 +723,7 @@ TEST_SUITE("pg") {
         CAPTURE(from);
         CAPTURE(width);
         tsdb::query_plan plan;
-        const auto got = s.aggregate(id, from, to, width, false, &plan).value();
+        const auto got = s.aggregate(id, {.from = from, .to = to, .width = width}, &plan).value();
         CHECK(plan.rollup == minute);
         check_buckets_equal(got, tsdb::aggregate(times, values, from, to, width));
       }
@@ -686,7 +733,7 @@ TEST_SUITE("pg") {
       std::vector<std::tuple<std::int64_t, std::int64_t, std::int64_t>> out;  // id, first, last
       auto rows = s.connection()
                       .query(
-                          "SELECT id, first_bucket, last_bucket FROM tsdb_rollup_segments "
+                          "SELECT id, first_bucket, last_bucket FROM keel_tsdb_rollup_segments "
                           "WHERE series_id = $1 ORDER BY first_bucket",
                           id)
                       .value();
@@ -722,7 +769,7 @@ TEST_SUITE("pg") {
     check();
     // A segment over several windows, as versions before windows wrote them: the next fold
     // rewrites every window of its resolution, one segment each.
-    REQUIRE(s.connection().query("UPDATE tsdb_rollup_segments SET last_bucket = $2 WHERE id = $1",
+    REQUIRE(s.connection().query("UPDATE keel_tsdb_rollup_segments SET last_bucket = $2 WHERE id = $1",
                                  std::get<0>(refolded[0]), span - minute));
     (void)s.compact(id, 100'000).value();
     const auto legacy_folded = segments();
@@ -751,7 +798,7 @@ TEST_SUITE("pg") {
       for (const std::int64_t width : {60'000LL, 300'000LL, 3'600'000LL, 2 * 3'600'000LL}) {
         CAPTURE(width);
         tsdb::query_plan plan;
-        const auto got = s.aggregate(id, 0, span, width, false, &plan).value();
+        const auto got = s.aggregate(id, {.from = 0, .to = span, .width = width}, &plan).value();
         CHECK((plan.rollup != 0) == expect_rollup);
         check_buckets_equal(got, tsdb::aggregate(times, values, 0, span, width));
       }
@@ -807,8 +854,9 @@ TEST_SUITE("pg") {
     }
     // Compaction folds the segments into one per resolution; the answers do not change.
     (void)s.compact(id, 100'000).value();
-    auto segments =
-        s.connection().query("SELECT count(*) FROM tsdb_rollup_segments WHERE series_id = $1", id).value();
+    auto segments = s.connection()
+                        .query("SELECT count(*) FROM keel_tsdb_rollup_segments WHERE series_id = $1", id)
+                        .value();
     CHECK(segments.value<std::int64_t>().value() == 2);
     check(true);
     // A head after every sealed point that rewrites itself: the rollups answer, each time once.
@@ -817,7 +865,7 @@ TEST_SUITE("pg") {
     REQUIRE(s.flush());
     REQUIRE(s.buffer(fresh, std::vector<std::int64_t>{70'000, 70'000, 80'000}, std::vector<double>{5, 6, 7}));
     tsdb::query_plan plan;
-    const auto got = s.aggregate(fresh, 0, 120'000, 60'000, false, &plan).value();
+    const auto got = s.aggregate(fresh, {.from = 0, .to = 120'000, .width = 60'000}, &plan).value();
     CHECK(plan.rollup == 60'000);
     check_buckets_equal(got, tsdb::aggregate(std::vector<std::int64_t>{0, 10'000, 70'000, 80'000},
                                              std::vector<double>{1, 2, 6, 7}, 0, 120'000, 60'000));
@@ -868,10 +916,10 @@ TEST_SUITE("pg") {
     keel::test::scratch_schema schema;
     auto c = schema.connect();
     const auto id = version_1_series(c, 0, "2, 3, 5, 1, 2, 1, 2, 0, 10000");
-    REQUIRE(tsdb::store::migrate(c));
+    REQUIRE(tsdb::migrate(c));
     auto s = tsdb::store::open(schema.conninfo, {.rollups = {60'000}, .points_per_rollup_row = 0}).value();
     tsdb::query_plan plan;
-    const auto got = s.aggregate(id, 0, 120'000, 60'000, false, &plan).value();
+    const auto got = s.aggregate(id, {.from = 0, .to = 120'000, .width = 60'000}, &plan).value();
     CHECK(plan.rollup == 60'000);
     check_buckets_equal(got, tsdb::aggregate(v1_times, v1_values, 0, 120'000, 60'000));
     CHECK(s.buffer(id, std::vector<std::int64_t>{70'000}, std::vector<double>{1}).error() ==
@@ -883,10 +931,10 @@ TEST_SUITE("pg") {
     auto c = schema.connect();
     // Policy 1 (last_write_wins): version 1 counted the overwritten point at 10,000 twice.
     const auto id = version_1_series(c, 1, "3, 8, 29, 1, 5, 1, 2, 0, 10000");
-    REQUIRE(tsdb::store::migrate(c));
+    REQUIRE(tsdb::migrate(c));
     auto s = tsdb::store::open(schema.conninfo, {.rollups = {60'000}, .points_per_rollup_row = 0}).value();
     tsdb::query_plan plan;
-    const auto got = s.aggregate(id, 0, 120'000, 60'000, false, &plan).value();
+    const auto got = s.aggregate(id, {.from = 0, .to = 120'000, .width = 60'000}, &plan).value();
     CHECK(plan.rollup == 0);  // read from the blocks
     check_buckets_equal(got, tsdb::aggregate(v1_times, v1_values, 0, 120'000, 60'000));
     // Buckets sealed after the migration are exact again and come from the rollups.
@@ -894,9 +942,89 @@ TEST_SUITE("pg") {
     std::vector<double> later_values{7, 8};
     REQUIRE(s.buffer(id, later, later_values));
     REQUIRE(s.flush());
-    const auto fresh = s.aggregate(id, 120'000, 240'000, 60'000, false, &plan).value();
+    const auto fresh = s.aggregate(id, {.from = 120'000, .to = 240'000, .width = 60'000}, &plan).value();
     CHECK(plan.rollup == 60'000);
     check_buckets_equal(fresh, tsdb::aggregate(later, later_values, 120'000, 240'000, 60'000));
+  }
+
+  TEST_CASE(
+      "a database with the tsdb_* tables is renamed to keel_tsdb_* in place: points, rollups, ids kept") {
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    points old;
+    for (std::int64_t i = 0; i < 100; ++i) {
+      old.times.push_back(i * 10'000);
+      old.values.push_back(static_cast<double>(i % 17) / 4);
+    }
+    const auto id = version_2_series(c, old);
+    const auto migrated = tsdb::migrate(c);
+    REQUIRE(migrated);
+    CHECK(migrated->applied == std::vector<std::int64_t>{3});
+    CHECK(migrated->already_applied == 2);
+    // Nothing of the schema keeps an old name: tables, sequences, indexes, constraints.
+    const auto relations = c.query(
+                                "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE "
+                                "relnamespace = current_schema()::regnamespace AND relname LIKE 'tsdb%'")
+                               .value();
+    CHECK_FALSE(relations.value<std::optional<std::string>>().value().has_value());
+    const auto constraints = c.query(
+                                  "SELECT count(*)::int8 FROM pg_constraint WHERE connamespace = "
+                                  "current_schema()::regnamespace AND conname LIKE 'tsdb%'")
+                                 .value();
+    CHECK(constraints.value<std::int64_t>().value() == 0);
+    const auto renamed = c.query(
+                              "SELECT count(*)::int8 FROM pg_class WHERE relnamespace = "
+                              "current_schema()::regnamespace AND relname LIKE 'keel_tsdb%'")
+                             .value();
+    CHECK(renamed.value<std::int64_t>().value() == 15);  // 4 tables, 3 sequences, 8 indexes
+
+    auto s = tsdb::store::open(schema.conninfo, {.rollups = {60'000}, .points_per_rollup_row = 0}).value();
+    // The same series, its points bit for bit, its rollup segment and its newest time.
+    CHECK(s.series("old_cpu", {{"host", "a"}}).value() == id);
+    const auto stored = read_all(s, id, 0, 10'000'000);
+    CHECK(stored.times == old.times);
+    CHECK(same_bits(stored.values, old.values));
+    tsdb::query_plan plan;
+    const auto rolled = s.aggregate(id, {.from = 0, .to = 1'200'000, .width = 60'000}, &plan).value();
+    CHECK(plan.rollup == 60'000);
+    CHECK(plan.rollup_rows == 17);
+    check_buckets_equal(rolled, tsdb::aggregate(old.times, old.values, 0, 1'200'000, 60'000));
+    CHECK(s.buffer(id, std::vector<std::int64_t>{990'000}, std::vector<double>{1}).error() ==
+          tsdb::errc::duplicate_timestamp);
+
+    // More points: the id sequences go on after the old rows, and queries see old and new.
+    points more;
+    for (std::int64_t i = 100; i < 120; ++i) {
+      more.times.push_back(i * 10'000);
+      more.values.push_back(static_cast<double>(i));
+    }
+    REQUIRE(s.buffer(id, more.times, more.values));
+    REQUIRE(s.flush());
+    const auto other = s.series("new_cpu").value();
+    CHECK(other > id);
+    const auto block_ids =
+        c.query("SELECT min(id), max(id) FROM keel_tsdb_blocks WHERE series_id = $1", id).value();
+    CHECK(block_ids[0].get<std::int64_t>(1).value() > block_ids[0].get<std::int64_t>(0).value());
+    points all = old;
+    all.times.insert(all.times.end(), more.times.begin(), more.times.end());
+    all.values.insert(all.values.end(), more.values.begin(), more.values.end());
+    const auto reread = read_all(s, id, 0, 10'000'000);
+    CHECK(reread.times == all.times);
+    CHECK(same_bits(reread.values, all.values));
+    const auto both = s.aggregate(id, {.from = 0, .to = 1'200'000, .width = 60'000}, &plan).value();
+    CHECK(plan.rollup == 60'000);
+    check_buckets_equal(both, tsdb::aggregate(all.times, all.values, 0, 1'200'000, 60'000));
+
+    // The old retention rule still applies (one hour; the old block ends at 990,000).
+    const auto dropped = s.apply_retention(990'000 + 3'600'000 + 1);
+    REQUIRE(dropped);
+    CHECK(*dropped == 1);
+    CHECK(read_all(s, id, 0, 10'000'000).times == more.times);
+    // Migrating again applies nothing.
+    const auto again = tsdb::migrate(c);
+    REQUIRE(again);
+    CHECK(again->applied.empty());
+    CHECK(again->already_applied == 3);
   }
 
   TEST_CASE("extreme times and query ranges: exact buckets or errc::invalid_range, never a crash") {
@@ -923,28 +1051,30 @@ TEST_SUITE("pg") {
       CAPTURE(id);
       tsdb::store& on = id == sealed ? reader : s;
       // The showcase request that crashed: 18 buckets of 10^18 over [-9e18, 9e18).
-      const auto wide = on.aggregate(id, -9 * e18, 9 * e18, e18);
+      const auto wide = on.aggregate(id, {.from = -9 * e18, .to = 9 * e18, .width = e18});
       REQUIRE(wide);
       check_buckets_equal(*wide, tsdb::aggregate(times, values, -9 * e18, 9 * e18, e18));
       CHECK(wide->size() == 18);
       // Aligned to the hourly rollup: (to - from) overflows int64 on the rollup path.
       const std::int64_t hours = 3'600'000 * 2'000'000'000'000;
-      const auto rolled = on.aggregate(id, -hours, hours, hours);
+      const auto rolled = on.aggregate(id, {.from = -hours, .to = hours, .width = hours});
       REQUIRE(rolled);
       check_buckets_equal(*rolled, tsdb::aggregate(times, values, -hours, hours, hours));
       CHECK(rolled->size() == 2);
-      const auto whole = on.aggregate(id, lowest + 1, highest, highest);
+      const auto whole = on.aggregate(id, {.from = lowest + 1, .to = highest, .width = highest});
       REQUIRE(whole);
       check_buckets_equal(*whole, tsdb::aggregate(times, values, lowest + 1, highest, highest));
       CHECK(whole->size() == 2);
 
-      CHECK(on.aggregate(id, lowest, highest, 1).error() == tsdb::errc::invalid_range);
-      CHECK(on.aggregate(id, -9 * e18, 9 * e18, 1).error() == tsdb::errc::invalid_range);
-      CHECK(on.aggregate(id, lowest, 0, e18).error() == tsdb::errc::invalid_range);
-      CHECK(on.aggregate(id, 0, 0, 1).error() == tsdb::errc::invalid_range);
-      CHECK(on.aggregate(id, 10, 0, 1).error() == tsdb::errc::invalid_range);
-      CHECK(on.aggregate(id, 0, 10, 0).error() == tsdb::errc::invalid_range);
-      CHECK(on.aggregate(id, 0, 10, -5).error() == tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, {.from = lowest, .to = highest, .width = 1}).error() ==
+            tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, {.from = -9 * e18, .to = 9 * e18, .width = 1}).error() ==
+            tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, {.from = lowest, .to = 0, .width = e18}).error() == tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, {.from = 0, .to = 0, .width = 1}).error() == tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, {.from = 10, .to = 0, .width = 1}).error() == tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, {.from = 0, .to = 10, .width = 0}).error() == tsdb::errc::invalid_range);
+      CHECK(on.aggregate(id, {.from = 0, .to = 10, .width = -5}).error() == tsdb::errc::invalid_range);
     }
     // Refused queries changed nothing.
     REQUIRE(s.flush());
@@ -971,14 +1101,47 @@ TEST_SUITE("pg") {
     const auto p = random_points(100, 0, 1000);
     REQUIRE(s.buffer(id, p.times, p.values));
     REQUIRE(s.flush());
-    REQUIRE(s.connection().query("UPDATE tsdb_blocks SET data = substring(data from 1 for 30)"));
+    REQUIRE(s.connection().query("UPDATE keel_tsdb_blocks SET data = substring(data from 1 for 30)"));
     auto scan = s.scan(id, 0, std::numeric_limits<std::int64_t>::max());
     REQUIRE(scan);
     std::int64_t t;
     double v;
     CHECK_FALSE(scan->next(t, v));
     CHECK(scan->error() == tsdb::errc::block_truncated);
-    CHECK(s.aggregate(id, 0, 1'000'000'000, 1'000'000, true).error() == tsdb::errc::block_truncated);
+    CHECK(
+        s.aggregate(id, {.from = 0, .to = 1'000'000'000, .width = 1'000'000, .percentiles = true}).error() ==
+        tsdb::errc::block_truncated);
     CHECK(s.buffer(999999, p.times, p.values).error() == tsdb::errc::unknown_series);
+  }
+
+  TEST_CASE("a damaged rollup segment in the database is an error, not a crash") {
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    REQUIRE(tsdb::migrate(c));
+    auto s = tsdb::store::open(schema.conninfo, {.rollups = {60'000}, .points_per_rollup_row = 0}).value();
+    const auto id = s.series("x").value();
+    const auto p = random_points(600, 0, 1000);
+    REQUIRE(s.buffer(id, p.times, p.values));
+    REQUIRE(s.flush());
+    const tsdb::aggregate_options aligned{.from = 0, .to = 60'000 * 100, .width = 60'000};
+    tsdb::query_plan plan;
+    REQUIRE(s.aggregate(id, aligned, &plan));
+    REQUIRE(plan.rollup == 60'000);
+    std::vector<std::pair<std::int64_t, keel::bytes>> saved;
+    for (const auto row : c.query("SELECT id, data FROM keel_tsdb_rollup_segments").value())
+      saved.emplace_back(row.get<std::int64_t>(0).value(), row.get<keel::bytes>(1).value());
+    REQUIRE_FALSE(saved.empty());
+    // A record cut in half (stored as format 0), a segment cut short, an unknown format byte.
+    for (const char* damage : {"'\\x00'::bytea || substring(data from 2 for 40)",
+                               "substring(data from 1 for length(data) - 3)", "'\\x07'::bytea || data"}) {
+      CAPTURE(damage);
+      REQUIRE(c.execute(std::string("UPDATE keel_tsdb_rollup_segments SET data = ") + damage));
+      CHECK(s.aggregate(id, aligned, &plan).error() == tsdb::errc::block_corrupt);
+      for (const auto& [segment, data] : saved)
+        REQUIRE(c.query("UPDATE keel_tsdb_rollup_segments SET data = $2 WHERE id = $1", segment,
+                        keel::bytes_view(data)));
+    }
+    // Undamaged again: the same query answers.
+    CHECK(s.aggregate(id, aligned, &plan));
   }
 }

@@ -98,11 +98,17 @@ void chimp_encode_values(std::span<const double> values, bytes& out);
 /// The bits chimp_encode_values() would write for values[0, n) (to choose a codec).
 [[nodiscard]] std::size_t chimp_bits(const double* values, std::size_t n);
 [[nodiscard]] result<void> chimp_decode_values(bytes_view in, std::size_t count, double* out);
-/// Writes the decimal_runs layout. Unless `force`: @returns false, appending nothing, when the
-/// values are not decimal enough to pay off or Gorilla is estimated smaller on the first frame.
-/// Adds the number of values stored raw to `*exception_count` when given.
-bool decimal_encode_values(std::span<const double> values, bytes& out, bool force = false,
-                           std::size_t* exception_count = nullptr);
+/// Options for decimal_encode_values().
+struct decimal_encode_options {
+  /// Write the layout even when it does not pay off (what codec_choice::decimal does).
+  bool force = false;
+  /// When given, the number of values stored raw (exceptions) is added to it.
+  std::size_t* exception_count = nullptr;
+};
+/// Writes the decimal_runs layout. Unless options.force: @returns false, appending nothing, when
+/// the values are not decimal enough to pay off or Gorilla is estimated smaller on the first frame.
+bool decimal_encode_values(std::span<const double> values, bytes& out,
+                           const decimal_encode_options& options = {});
 /// Reads value codec 2 (`repeat_frames` false) or 3 (true).
 [[nodiscard]] result<void> decimal_decode_values(bytes_view in, std::size_t count, double* out,
                                                  bool repeat_frames = true);

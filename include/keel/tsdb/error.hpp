@@ -22,11 +22,6 @@ enum class errc {
 /// The category of keel::tsdb::errc ("keel.tsdb").
 [[nodiscard]] const error_category& tsdb_category() noexcept;
 
-[[nodiscard]] inline error_code make_error_code(errc e) noexcept {
-  return {static_cast<int>(e), tsdb_category()};
-}
-
 }  // namespace keel::tsdb
 
-template <>
-struct boost::system::is_error_code_enum<keel::tsdb::errc> : std::true_type {};
+KEEL_ERROR_ENUM(keel::tsdb, tsdb_category);

@@ -55,9 +55,8 @@ class maintenance {
   void stop();
   [[nodiscard]] maintenance_stats stats() const;
 
-  struct state;
-
  private:
+  struct state;
   explicit maintenance(std::unique_ptr<state> s) noexcept;
   std::unique_ptr<state> state_;
 };

@@ -7,14 +7,13 @@
 #include <keel/pg/migrations.hpp>
 #include <keel/tsdb/codec.hpp>
 #include <keel/tsdb/query.hpp>
+#include <keel/tsdb/schema.hpp>
 
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 namespace keel::tsdb {
@@ -84,39 +83,38 @@ struct query_plan {
 
 /// A decoded range scan: points of one series in [from, to), ascending by time, merged across
 /// blocks and the head according to the series' ordering policy. Blocks are decoded one at a
-/// time as the scan reaches them.
+/// time as the scan reaches them. Made by store::scan().
 class range_scan {
  public:
+  range_scan(range_scan&&) noexcept;
+  range_scan& operator=(range_scan&&) noexcept;
+  ~range_scan();
+
   /// The next point; false at the end.
   bool next(std::int64_t& time, double& value);
   /// Reads the rest into two arrays.
   void drain(std::vector<std::int64_t>& times, std::vector<double>& values);
-
-  struct stored_block {
-    std::int64_t id;
-    std::int64_t first_time;
-    std::int64_t last_time;
-    bytes data;
-  };
-  range_scan(std::vector<stored_block> blocks, std::vector<std::int64_t> head_times,
-             std::vector<double> head_values, std::int64_t from, std::int64_t to, ordering policy);
   /// Set when a block failed to decode (the scan stops there).
-  [[nodiscard]] error_code error() const noexcept { return error_; }
+  [[nodiscard]] error_code error() const noexcept;
 
  private:
-  bool load_next_block();
-  std::vector<stored_block> blocks_;
-  std::size_t next_block_ = 0;
-  std::vector<std::int64_t> times_;
-  std::vector<double> values_;
-  std::size_t at_ = 0;
-  std::vector<std::int64_t> head_times_;
-  std::vector<double> head_values_;
-  std::int64_t from_;
-  std::int64_t to_;
-  ordering policy_;
-  error_code error_;
+  friend class store;
+  struct impl;
+  explicit range_scan(std::unique_ptr<impl> i) noexcept;
+  std::unique_ptr<impl> impl_;
 };
+
+/// A bucketed query for store::aggregate(): time_bucket over [from, to) with buckets of `width`.
+struct aggregate_options {
+  std::int64_t from = 0;
+  std::int64_t to = 0;
+  std::int64_t width = 1;
+  bool percentiles = false;  ///< keep a quantile sketch per bucket (never answered from rollups)
+};
+
+namespace detail {
+struct store_state;  // src/tsdb/store_state.hpp
+}  // namespace detail
 
 /// A time series store on one Postgres connection. Not thread-safe (use one per thread or guard
 /// it); several processes may ingest into the same database at once.
@@ -126,9 +124,9 @@ class range_scan {
 /// transaction.
 class store {
  public:
-  /// Applies keel::tsdb's migrations (idempotent; safe from several processes at once).
+  /// The same as tsdb::migrate() (keel/tsdb/schema.hpp), kept for existing callers.
   [[nodiscard]] static result<pg::migration_report> migrate(pg::connection& c);
-  /// The migrations migrate() applies, in version order (e.g. to apply them with other tools).
+  /// The same as tsdb::migrations().
   [[nodiscard]] static std::span<const pg::migration> migrations() noexcept;
 
   /// Opens a store on its own connection to `conninfo` (migrations must have been applied).
@@ -169,13 +167,13 @@ class store {
   /// Points of a series in [from, to), including this process's unsealed head.
   [[nodiscard]] result<range_scan> scan(std::int64_t series, std::int64_t from, std::int64_t to);
 
-  /// time_bucket aggregation over [from, to) with buckets of `width` (at most 10 million buckets). Uses the
-  /// coarsest rollup that answers exactly (width and range aligned to it, no percentiles, and under
-  /// last_write_wins no head point at or before the newest sealed time) when it is cheaper than the blocks
-  /// (see store_options::points_per_rollup_row), else block summaries for blocks inside one bucket, else
-  /// decoded points.
-  [[nodiscard]] result<std::vector<bucket>> aggregate(std::int64_t series, std::int64_t from, std::int64_t to,
-                                                      std::int64_t width, bool percentiles = false,
+  /// time_bucket aggregation over [query.from, query.to) with buckets of query.width (at most
+  /// 10 million buckets). Uses the coarsest rollup that answers exactly (width and range aligned to
+  /// it, no percentiles, and under last_write_wins no head point at or before the newest sealed
+  /// time) when it is cheaper than the blocks (see store_options::points_per_rollup_row), else
+  /// block summaries for blocks inside one bucket, else decoded points. `plan`, when given, says
+  /// which source answered.
+  [[nodiscard]] result<std::vector<bucket>> aggregate(std::int64_t series, const aggregate_options& query,
                                                       query_plan* plan = nullptr);
 
   /// Keeps `metric`'s data for `max_age` (0 removes the rule).
@@ -194,11 +192,9 @@ class store {
   /// The store's connection, e.g. for the application's own statements.
   [[nodiscard]] pg::connection& connection() noexcept;
 
-  struct state;
-
  private:
-  explicit store(std::unique_ptr<state> s) noexcept;
-  std::unique_ptr<state> state_;
+  explicit store(std::unique_ptr<detail::store_state> s) noexcept;
+  std::unique_ptr<detail::store_state> state_;
 };
 
 }  // namespace keel::tsdb
