@@ -130,7 +130,7 @@ std::optional<std::string> name_problem(std::string_view field, std::string_view
   return std::nullopt;
 }
 
-net::response invalid_job(std::string detail) {
+net::response invalid_job(std::string_view detail) {
   return net::error_response(net::status::bad_request, "invalid job", detail);
 }
 
@@ -173,9 +173,10 @@ std::optional<std::string> read_integer(const boost::json::value& v, std::string
 std::variant<jobs::new_job, net::response> read_new_job(const boost::json::value& body) {
   static constexpr std::string_view example = R"(send {"kind": "email", "args": {...}, "queue": "demo"})";
   const auto* o = body.if_object();
-  if (o == nullptr)
+  if (o == nullptr) {
     return invalid_job("the body must be an object, got " + std::string(type_name(body)) + ": " +
                        std::string(example));
+  }
   for (const auto& field : *o) {
     const auto key = field.key();
     if (key != "kind" && key != "args" && key != "queue" && key != "priority" && key != "max_attempts") {
@@ -319,9 +320,10 @@ void mount(net::server& server, pg::pool& pool, options opts) {
                jobs::job_filter filter;
                if (auto s = req.query_param("state")) {
                  filter.state = jobs::parse_job_state(*s);
-                 if (!filter.state)
+                 if (!filter.state) {
                    return net::error_response(net::status::bad_request, "unknown state",
                                               "use available, running, ...");
+                 }
                }
                if (auto q = req.query_param("queue")) {
                  if (auto problem = name_problem("queue", *q))

@@ -25,11 +25,10 @@ const std::string& lock_sql(bool wait, bool transaction) {
 // column means nothing: they return only once the lock is taken.
 result<std::pair<bool, std::int32_t>> take(connection& conn, advisory_key key, bool wait, bool transaction) {
   auto r = conn.query(lock_sql(wait, transaction), key.name_hash, key.per_schema);
-  if (!r) return result<std::pair<bool, std::int32_t>>(boost::system::in_place_error, r.error());
-  if (r->empty())
-    return result<std::pair<bool, std::int32_t>>(boost::system::in_place_error, errc::out_of_range);
+  if (!r) return {boost::system::in_place_error, r.error()};
+  if (r->empty()) return {boost::system::in_place_error, errc::out_of_range};
   auto fields = (*r)[0].as<bool, std::int32_t>();
-  if (!fields) return result<std::pair<bool, std::int32_t>>(boost::system::in_place_error, fields.error());
+  if (!fields) return {boost::system::in_place_error, fields.error()};
   return std::pair<bool, std::int32_t>{std::get<0>(*fields), std::get<1>(*fields)};
 }
 
@@ -43,7 +42,7 @@ result<advisory_lock> advisory_lock::acquire(connection& conn, advisory_key key)
 
 result<std::optional<advisory_lock>> advisory_lock::try_acquire(connection& conn, advisory_key key) {
   auto taken = take(conn, key, false, false);
-  if (!taken) return result<std::optional<advisory_lock>>(boost::system::in_place_error, taken.error());
+  if (!taken) return {boost::system::in_place_error, taken.error()};
   if (!taken->first) return std::optional<advisory_lock>{};
   return std::optional<advisory_lock>(advisory_lock(conn, key, taken->second));
 }
@@ -96,7 +95,7 @@ result<void> advisory_xact_lock(connection& conn, advisory_key key) {
 
 result<bool> try_advisory_xact_lock(connection& conn, advisory_key key) {
   auto taken = take(conn, key, false, true);
-  if (!taken) return result<bool>(boost::system::in_place_error, taken.error());
+  if (!taken) return {boost::system::in_place_error, taken.error()};
   return taken->first;
 }
 

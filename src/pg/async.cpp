@@ -32,7 +32,7 @@ struct query_operation : std::enable_shared_from_this<query_operation> {
   result<rows> outcome{rows{}};
   bool got_result = false;
 
-  query_operation(asio::any_io_executor ex, connection& conn, std::string text, params p,
+  query_operation(const asio::any_io_executor& ex, connection& conn, std::string text, params p,
                   asio::any_completion_handler<void(error_code, rows)> h)
       : c(conn), sql(std::move(text)), values(std::move(p)), socket(ex), handler(std::move(h)) {}
 
@@ -105,9 +105,9 @@ struct query_operation : std::enable_shared_from_this<query_operation> {
 
 void detail::start_async_query(asio::any_io_executor executor, connection& c, std::string sql, params values,
                                asio::any_completion_handler<void(error_code, rows)> handler) {
-  auto op =
-      std::make_shared<query_operation>(executor, c, std::move(sql), std::move(values), std::move(handler));
-  asio::dispatch(executor, [op] { op->start(); });
+  auto op = std::make_shared<query_operation>(std::move(executor), c, std::move(sql), std::move(values),
+                                              std::move(handler));
+  asio::dispatch(op->socket.get_executor(), [op] { op->start(); });
 }
 
 struct listener::impl : std::enable_shared_from_this<impl> {
@@ -123,7 +123,7 @@ struct listener::impl : std::enable_shared_from_this<impl> {
   bool stopped = false;
   std::atomic<std::uint64_t> reconnect_count{0};
 
-  impl(asio::any_io_executor ex, listener_options o, handler_type h)
+  impl(const asio::any_io_executor& ex, listener_options o, handler_type h)
       : strand(asio::make_strand(ex)),
         options(std::move(o)),
         handler(std::move(h)),
@@ -230,7 +230,7 @@ struct listener::impl : std::enable_shared_from_this<impl> {
 listener::listener(asio::any_io_executor executor, listener_options options, handler_type handler)
     : impl_(std::make_shared<impl>(std::move(executor), std::move(options), std::move(handler))) {}
 
-listener::~listener() {
+listener::~listener() {  // NOLINT(bugprone-exception-escape): see the declaration
   stop();
 }
 

@@ -3,6 +3,7 @@
 #include <keel/pg/local_cluster.hpp>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -13,13 +14,10 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pwd.h>
-#include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-extern char** environ;
 
 namespace keel::pg {
 namespace fs = std::filesystem;
@@ -54,6 +52,7 @@ std::string read_tail(const fs::path& path, std::size_t max_bytes = 3000) {
 // Runs argv to completion with stdout and stderr appended to `log`. @returns the exit status.
 int run(const std::vector<std::string>& argv, const fs::path& log) {
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   posix_spawn_file_actions_t actions;
@@ -133,7 +132,7 @@ struct local_cluster::state {
     }
   }
 
-  error_code failure(std::string_view what) const {
+  [[nodiscard]] error_code failure(std::string_view what) const {
     log::error("local postgres cluster failed", {{"step", what},
                                                  {"data_dir", data_dir.string()},
                                                  {"commands_log", read_tail(command_log())},
@@ -245,8 +244,12 @@ result<local_cluster> local_cluster::start(cluster_options options) {
   s->options = std::move(options);
   s->as_root = ::geteuid() == 0;
   if (s->as_root) {
-    const passwd* user = ::getpwnam(s->options.os_user.c_str());
-    if (user == nullptr) {
+    // getpwnam_r: tests start clusters from several threads at once.
+    passwd entry{};
+    passwd* user = nullptr;
+    std::vector<char> buffer(16 * 1024);
+    if (::getpwnam_r(s->options.os_user.c_str(), &entry, buffer.data(), buffer.size(), &user) != 0 ||
+        user == nullptr) {
       log::error(
           "the OS user to run postgres as does not exist; install postgresql or set cluster_options::os_user",
           {{"user", s->options.os_user}});
@@ -343,7 +346,8 @@ void local_cluster::stop() noexcept {
 result<server_from_env> local_cluster::from_env(cluster_options options) {
   server_from_env out;
   // getenv is read once here, at start-up of whoever asks; nothing sets it concurrently.
-  if (const char* url = std::getenv("KEEL_DATABASE_URL"); url != nullptr && *url != '\0') {
+  const char* url = std::getenv("KEEL_DATABASE_URL");  // NOLINT(concurrency-mt-unsafe): see above
+  if (url != nullptr && *url != '\0') {
     out.conninfo = url;
     return out;
   }

@@ -74,7 +74,7 @@ class copy_writer {
 
   [[nodiscard]] result<void> flush();
 
-  static constexpr std::size_t flush_threshold = 256 * 1024;
+  static constexpr std::size_t flush_threshold = std::size_t{256} * 1024;
   connection* connection_;
   std::size_t columns_;
   bytes buffer_;

@@ -74,7 +74,7 @@ class rows {
   [[nodiscard]] std::string_view command() const noexcept;
 
   /// Row `i` (unchecked in release builds; use size()).
-  [[nodiscard]] row operator[](std::size_t i) const noexcept { return row(this, i); }
+  [[nodiscard]] row operator[](std::size_t i) const noexcept { return {this, i}; }
   /// The first column of the first row: for `SELECT count(*) ...` and friends.
   /// @returns errc::out_of_range when there is no row.
   template <class T>

@@ -37,6 +37,8 @@ using oid = unsigned int;
 /// The built-in type OIDs keel knows (from pg_type.h, stable across versions).
 namespace oids {
 inline constexpr oid unspecified = 0;
+// `bool` is a keyword, hence `bool_`.
+// NOLINTNEXTLINE(readability-identifier-naming)
 inline constexpr oid bool_ = 16, bytea = 17, name = 19, int8 = 20, int2 = 21, int4 = 23, text = 25;
 inline constexpr oid json = 114, float4 = 700, float8 = 701, unknown = 705, bpchar = 1042, varchar = 1043;
 inline constexpr oid timestamp = 1114, timestamptz = 1184, numeric = 1700, uuid = 2950, jsonb = 3802;
