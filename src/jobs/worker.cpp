@@ -112,12 +112,31 @@ WITH u AS (
 SELECT done.id FROM done CROSS JOIN woke)sql";
 
 // Extend the leases of the jobs this worker holds; learn which ones were cancelled by hand and
-// which ones it no longer holds (missing from the answer).
+// which ones it no longer holds (missing from the answer). The rows are locked in id order, as
+// the start check locks them, so the two cannot deadlock on the jobs they both hold.
 constexpr std::string_view heartbeat_sql = R"sql(
+WITH locked AS (
+  SELECT j.id FROM keel_jobs j
+  JOIN unnest($1::int8[], $2::int8[]) AS u(id, attempt) ON j.id = u.id
+  WHERE j.attempt = u.attempt AND j.state = 'running'
+  ORDER BY j.id
+  FOR NO KEY UPDATE OF j)
 UPDATE keel_jobs j SET lease_expires_at = $3
-FROM unnest($1::int8[], $2::int8[]) AS u(id, attempt)
-WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'running'
+FROM locked WHERE j.id = locked.id
 RETURNING j.id, j.cancel_requested)sql";
+
+// Confirm, just before their handlers start, that jobs are still this worker's and not cancelled:
+// the rows still running this attempt for this worker, with their cancel flag. The row lock
+// conflicts with cancel_job's UPDATE, so the two serialise: either this statement comes first
+// and the job starts (cancel_job then flags a running job), or it reads the committed flag (after
+// waiting for the cancelling transaction) and the job is handed back to become cancelled. A lock
+// rather than an UPDATE: no new row version, so no index entries and less WAL per start.
+constexpr std::string_view start_check_sql = R"sql(
+SELECT j.id, j.cancel_requested FROM keel_jobs j
+JOIN unnest($1::int8[], $2::int8[]) AS u(id, attempt) ON j.id = u.id
+WHERE j.attempt = u.attempt AND j.state = 'running' AND j.worker_id = $3
+ORDER BY j.id
+FOR NO KEY UPDATE OF j)sql";
 
 constexpr std::string_view rescue_sql = R"sql(
 WITH rescued AS (
@@ -180,6 +199,11 @@ struct registered_kind {
   retry_policy policy;
 };
 
+// Where a held job is on its way to a handler: prefetched in `ready`, waiting for the next start
+// check, in the statement that checks it, checked (then started, or refused if it was cancelled or
+// lost meanwhile).
+enum class start_phase { ready, awaiting_check, checking, checked, refused };
+
 // A job this worker holds (fetched, then running), until its ack is sent.
 struct held_job {
   std::int64_t id = 0;
@@ -191,6 +215,7 @@ struct held_job {
   std::chrono::nanoseconds queue_wait{0};
   std::atomic<bool> stop{false};
   // Guarded by impl::mutex.
+  start_phase phase = start_phase::ready;
   bool started = false;
   monotonic_time started_at{};
   std::chrono::milliseconds timeout{0};
@@ -235,6 +260,7 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
   std::condition_variable fetch_cv;    // fetcher: wake, slots freed, stopping
   std::condition_variable control_cv;  // control: acks, cancel check, stopping
   std::condition_variable idle_cv;     // stop(): running jobs finished
+  std::condition_variable start_cv;    // handlers: a start check answered
   bool started = false;
   bool stopping_fetch = false;
   bool stopping_handlers = false;
@@ -242,6 +268,10 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
   bool fetch_wanted = true;
   bool check_cancel = false;
   std::deque<std::shared_ptr<held_job>> ready;
+  // Jobs taken from `ready` by a handler, for the next start check (one statement for all).
+  std::vector<std::shared_ptr<held_job>> awaiting_check;
+  bool check_in_flight = false;
+  std::optional<pg::connection> start_connection;  // used by whichever handler runs the check
   std::unordered_map<std::int64_t, std::shared_ptr<held_job>> held;
   std::map<std::string, std::size_t, std::less<>> held_per_queue;
   std::vector<ack> acks;
@@ -417,46 +447,139 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
   // A task on the handler pool: runs ready jobs, first come first served, until none is left.
   // At most `concurrency` such tasks exist (`draining`), so a batch of jobs costs one task per
   // handler rather than one per job, and no task waits while jobs wait. stop() hands back the
-  // ready jobs, and the tasks then find nothing and end.
+  // ready jobs, and the tasks then find nothing and end. Each job is checked in Postgres right
+  // before it starts (check_starts), so one cancelled before its handler was free never starts.
   void drain() {
+    std::unique_lock lock(mutex);
     while (true) {
-      std::shared_ptr<held_job> j;
-      const registered_kind* k = nullptr;
-      {
-        std::unique_lock lock(mutex);
-        if (ready.empty()) {
-          --draining;
-          return;
-        }
-        j = std::move(ready.front());
-        ready.pop_front();
-        KEEL_ASSERT(!j->started, "a held job is started once");
-        KEEL_ASSERT(held.contains(j->id), "a ready job is held: cancels and lost leases take it out of both");
-        if (auto found = kinds.find(j->kind); found != kinds.end()) k = &found->second;
-        j->started = true;
-        j->started_at = clock->monotonic();
-        j->timeout = k != nullptr ? k->policy.timeout : 0ms;
-        ++running_handlers;
+      if (ready.empty()) {
+        --draining;
+        return;
       }
-      if (options.observer) options.observer->started(j->queue, j->kind, j->queue_wait);
-      const auto t0 = std::chrono::steady_clock::now();
-
-      boost::system::error_code parse_error;
-      const boost::json::value args = boost::json::parse(j->args, parse_error);
-      job_context ctx(&j->stop);
-      ctx.id = j->id;
-      ctx.queue = j->queue;
-      ctx.kind = j->kind;
-      ctx.attempt = j->attempt;
-      ctx.max_attempts = j->max_attempts;
-      ctx.args = &args;
-      ctx.args_text = j->args;
-      job_result outcome = parse_error
-                               ? job_result::discard("args are not valid JSON: " + parse_error.message())
-                               : run_handler(*j, ctx, k);
-      const auto run_time = std::chrono::steady_clock::now() - t0;
-      finish(*j, std::move(outcome), k, run_time);
+      auto j = std::move(ready.front());
+      ready.pop_front();
+      KEEL_ASSERT(!j->started && j->phase == start_phase::ready,
+                  "a ready job was neither started nor checked");
+      KEEL_ASSERT(held.contains(j->id), "a ready job is held: cancels and lost leases take it out of both");
+      j->phase = start_phase::awaiting_check;
+      awaiting_check.push_back(j);
+      while (!j->released && (j->phase == start_phase::awaiting_check || j->phase == start_phase::checking)) {
+        if (check_in_flight) {
+          start_cv.wait(lock);
+        } else {
+          check_starts(lock);
+        }
+      }
+      if (j->released) continue;  // handed back by stop(), which acked it
+      KEEL_ASSERT(j->phase == start_phase::checked, "a job starts only after its start check");
+      if (j->lease_lost || j->cancel_requested) {
+        drop_unstarted(*j);
+        continue;
+      }
+      const registered_kind* k = nullptr;
+      if (auto found = kinds.find(j->kind); found != kinds.end()) k = &found->second;
+      j->started = true;
+      j->started_at = clock->monotonic();
+      j->timeout = k != nullptr ? k->policy.timeout : 0ms;
+      ++running_handlers;
+      lock.unlock();
+      run(*j, k);
+      lock.lock();
     }
+  }
+
+  // Checks every job awaiting its start in one statement (start_check_sql), with `lock` released
+  // meanwhile: handlers that want a job during the statement queue theirs for the next check, so
+  // starts are group-committed, one statement per batch rather than per job. Only jobs a handler
+  // is free for are checked, so none waits for a handler after its check.
+  void check_starts(std::unique_lock<std::mutex>& lock) {
+    KEEL_ASSERT(!check_in_flight, "one start check at a time: it owns start_connection");
+    check_in_flight = true;
+    std::vector<std::shared_ptr<held_job>> batch;
+    batch.swap(awaiting_check);
+    std::vector<std::int64_t> ids, attempts;
+    for (const auto& j : batch) {
+      KEEL_ASSERT(j->phase == start_phase::awaiting_check && !j->started, "a job is checked once per start");
+      j->phase = start_phase::checking;
+      ids.push_back(j->id);
+      attempts.push_back(j->attempt);
+    }
+    lock.unlock();
+    std::optional<std::unordered_map<std::int64_t, bool>> answer;  // id -> cancel requested
+    if (ensure_connected(start_connection, stopping_handlers, "start")) {
+      if (auto checked = start_connection->query(start_check_sql, ids, attempts, options.worker_id)) {
+        answer.emplace();
+        for (const auto row : *checked) {
+          if (auto fields = row.as<std::int64_t, bool>())
+            answer->emplace(std::get<0>(*fields), std::get<1>(*fields));
+        }
+      } else if (!is_connection_error(checked.error())) {
+        log::warn("keel.jobs: checking jobs before their start failed; trying again",
+                  {{"error", start_connection->last_error().to_string()}});
+      }
+    }
+    lock.lock();
+    // A failed check is tried again after a pause (ensure_connected paces reconnects).
+    if (!answer) start_cv.wait_for(lock, 100ms, [&] { return stopping_handlers; });
+    check_in_flight = false;
+    for (auto& held_ptr : batch) {
+      auto& j = *held_ptr;
+      if (j.released) continue;
+      if (!answer) {
+        // Unanswered (Postgres unreachable): checked again by the next check. Its handler keeps
+        // waiting for it, so no other handler can take it meanwhile.
+        j.phase = start_phase::awaiting_check;
+        awaiting_check.push_back(held_ptr);
+        continue;
+      }
+      j.phase = start_phase::checked;
+      if (const auto a = answer->find(j.id); a == answer->end()) {
+        j.lease_lost = true;  // rescued or changed by hand meanwhile
+      } else if (a->second) {
+        j.cancel_requested = true;
+      }
+    }
+    start_cv.notify_all();
+  }
+
+  // Takes a job that never started out of the worker: one whose cancellation was requested is
+  // handed back, and the ack makes it cancelled ("cancelled before it started"), never available;
+  // one no longer ours (its lease was lost) is just forgotten.
+  void drop_unstarted(held_job& j) {
+    KEEL_ASSERT(!j.started && !j.released, "only a job the worker still holds, unstarted, is dropped");
+    if (!j.lease_lost && j.cancel_requested) {
+      acks.push_back({.id = j.id, .attempt = j.attempt, .state = "release", .error = {}, .run_at_us = 0});
+      ++counters.cancelled;
+    }
+    j.phase = start_phase::refused;
+    if (auto q = held_per_queue.find(j.queue); q != held_per_queue.end() && q->second > 0) --q->second;
+    const auto id = j.id;  // `j` may be owned by `held` alone
+    held.erase(id);
+    fetch_wanted = true;  // a slot was freed
+    fetch_cv.notify_one();
+    control_cv.notify_one();
+  }
+
+  // Runs a started job's handler and finishes it; called without the mutex.
+  void run(held_job& j, const registered_kind* k) {
+    if (options.observer) options.observer->started(j.queue, j.kind, j.queue_wait);
+    const auto t0 = std::chrono::steady_clock::now();
+
+    boost::system::error_code parse_error;
+    const boost::json::value args = boost::json::parse(j.args, parse_error);
+    job_context ctx(&j.stop);
+    ctx.id = j.id;
+    ctx.queue = j.queue;
+    ctx.kind = j.kind;
+    ctx.attempt = j.attempt;
+    ctx.max_attempts = j.max_attempts;
+    ctx.args = &args;
+    ctx.args_text = j.args;
+    job_result outcome = parse_error
+                             ? job_result::discard("args are not valid JSON: " + parse_error.message())
+                             : run_handler(j, ctx, k);
+    const auto run_time = std::chrono::steady_clock::now() - t0;
+    finish(j, std::move(outcome), k, run_time);
   }
 
   // Turns a handler's outcome into an ack and frees the slot.
@@ -569,7 +692,6 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
     for (const auto row : *alive)
       answer[or_default(row.get<std::int64_t>(0), 0)] = or_default(row.get<bool>(1), false);
     std::unique_lock lock(mutex);
-    bool dropped = false;
     for (const auto id : ids) {
       auto found = held.find(id);
       if (found == held.end()) continue;  // finished meanwhile
@@ -583,22 +705,11 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
         j.stop.store(true, std::memory_order_release);
       }
       // A prefetched job must not start once it is cancelled or no longer ours: take it out of
-      // `ready` now. A cancelled one is handed back, and the ack cancels it in the table.
-      if (!j.started && (j.lease_lost || j.cancel_requested)) {
-        if (j.cancel_requested) {
-          acks.push_back({.id = j.id, .attempt = j.attempt, .state = "release", .error = {}, .run_at_us = 0});
-          ++counters.cancelled;
-        }
+      // `ready` now. One a handler took already is dropped by that handler after its start check.
+      if (!j.started && j.phase == start_phase::ready && (j.lease_lost || j.cancel_requested)) {
         std::erase_if(ready, [&](const std::shared_ptr<held_job>& r) { return r->id == id; });
-        if (auto q = held_per_queue.find(j.queue); q != held_per_queue.end() && q->second > 0) --q->second;
-        held.erase(found);
-        dropped = true;
+        drop_unstarted(j);
       }
-    }
-    if (dropped) {
-      fetch_wanted = true;  // slots were freed
-      fetch_cv.notify_one();
-      control_cv.notify_one();
     }
   }
 
@@ -895,15 +1006,23 @@ void worker::stop() {
   if (s.listener) s.listener->stop();
   {
     std::unique_lock lock(s.mutex);
-    // Jobs fetched but not started go back to the queue as if never taken.
-    for (auto& j : s.ready) {
-      s.acks.push_back({.id = j->id, .attempt = j->attempt, .state = "release", .error = {}, .run_at_us = 0});
-      j->released = true;
-      s.held.erase(j->id);
+    // Jobs fetched but not started go back to the queue as if never taken: those in `ready` and
+    // those a handler took but has not started (waiting for or in its start check).
+    for (auto it = s.held.begin(); it != s.held.end();) {
+      auto& j = *it->second;
+      if (j.started) {
+        ++it;
+        continue;
+      }
+      s.acks.push_back({.id = j.id, .attempt = j.attempt, .state = "release", .error = {}, .run_at_us = 0});
+      j.released = true;
+      it = s.held.erase(it);
     }
     s.ready.clear();
+    s.awaiting_check.clear();
     s.stopping_handlers = true;
     s.control_cv.notify_all();
+    s.start_cv.notify_all();
     // Running jobs get the shutdown timeout to finish.
     s.idle_cv.wait_for(lock, s.options.shutdown_timeout, [&] { return s.running_handlers == 0; });
     // The rest are told to stop and handed back to be run again elsewhere.
