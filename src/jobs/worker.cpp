@@ -150,10 +150,12 @@ void worker::impl::fetch_loop() {
         tasks = std::min(got.size(), options.concurrency - std::min(options.concurrency, draining));
         draining += tasks;
         for (auto& j : got) {
-          held.emplace(j->id, j);
+          const bool added = held.emplace(j->id, j).second;
+          KEEL_ASSERT(added, "a fetched job is not held already: fetches take only rows no worker runs");
           ++held_per_queue[j->queue];
           ready.push_back(std::move(j));
         }
+        KEEL_ASSERT(held.size() <= capacity(), "a worker holds at most concurrency + prefetch jobs");
       }
       for (std::size_t k = 0; k < tasks; ++k) boost::asio::post(*pool, [this] { drain(); });
     }
@@ -225,6 +227,7 @@ void worker::impl::drain() {
     j->started_at = clock->monotonic();
     j->timeout = k != nullptr ? k->policy.timeout : 0ms;
     ++running_handlers;
+    KEEL_ASSERT(running_handlers <= options.concurrency, "at most `concurrency` handlers run at once");
     lock.unlock();
     run(*j, k);
     lock.lock();
@@ -256,6 +259,8 @@ void worker::impl::check_starts(std::unique_lock<std::mutex>& lock) {
         if (auto fields = row.as<std::int64_t, bool>())
           answer->emplace(std::get<0>(*fields), std::get<1>(*fields));
       }
+      KEEL_ASSERT(answer->size() <= ids.size(),
+                  "the start check answers only for the jobs it was asked about");
     } else if (!is_connection_error(checked.error())) {
       log::warn("keel.jobs: checking jobs before their start failed; trying again",
                 {{"error", start_connection->last_error().to_string()}});
@@ -295,7 +300,9 @@ void worker::impl::drop_unstarted(held_job& j) {
     ++counters.cancelled;
   }
   j.phase = start_phase::refused;
-  if (auto q = held_per_queue.find(j.queue); q != held_per_queue.end() && q->second > 0) --q->second;
+  const auto q = held_per_queue.find(j.queue);
+  KEEL_ASSERT(q != held_per_queue.end() && q->second > 0, "each held job is counted in its queue");
+  if (q != held_per_queue.end() && q->second > 0) --q->second;
   const auto id = j.id;  // `j` may be owned by `held` alone
   held.erase(id);
   fetch_wanted = true;  // a slot was freed
@@ -363,9 +370,12 @@ void worker::impl::finish(held_job& j, job_result outcome, const registered_kind
   } else {
     ++counters.completed;
   }
+  KEEL_ASSERT(held.contains(j.id), "a started job stays held until it finishes");
   if (!j.released) acks.push_back(std::move(a));
   held.erase(j.id);
-  if (auto q = held_per_queue.find(j.queue); q != held_per_queue.end() && q->second > 0) --q->second;
+  const auto q = held_per_queue.find(j.queue);
+  KEEL_ASSERT(q != held_per_queue.end() && q->second > 0, "each held job is counted in its queue");
+  if (q != held_per_queue.end() && q->second > 0) --q->second;
   --running_handlers;
   // Wake only the threads that have something to do now: the fetcher once a batch's worth of
   // slots is free (or the handlers ran dry), the control thread for the first ack of a batch.
@@ -412,6 +422,7 @@ bool worker::impl::flush_acks(std::optional<pg::connection>& c, std::vector<ack>
     }
     return batch.empty();
   }
+  KEEL_ASSERT(done->size() <= batch.size(), "an ack changes at most the rows it names");
   std::unique_lock lock(mutex);
   counters.acks_lost += batch.size() - std::min(batch.size(), static_cast<std::size_t>(done->size()));
   batch.clear();
