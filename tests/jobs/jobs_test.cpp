@@ -452,7 +452,14 @@ TEST_SUITE("pg") {
       batch.push_back({.kind = "add", .args = "{\"n\":" + std::to_string(i) + "}"});
     REQUIRE(jobs::enqueue_many(db.c, batch));
     std::atomic<std::int64_t> sum{0}, runs{0};
-    jobs::worker w(fast_options(db.conninfo));
+    auto options = fast_options(db.conninfo);
+    SUBCASE("with the start check (the default)") {
+      CHECK(options.check_before_start);
+    }
+    SUBCASE("without the start check") {
+      options.check_before_start = false;
+    }
+    jobs::worker w(options);
     w.handle("add", [&](const jobs::job_context& ctx) {
       sum += ctx.args->at("n").as_int64();
       ++runs;
