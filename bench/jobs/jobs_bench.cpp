@@ -83,7 +83,7 @@ BENCHMARK(enqueue_single)->UseRealTime();
 
 // Work off `total` waiting jobs with no-op handlers; the time runs from start() until every
 // handler returned (acks of the last batch are flushed by stop(), untimed).
-void process(benchmark::State& state) {
+void process_jobs(benchmark::State& state, bool check_before_start) {
   auto c = connect();
   const auto concurrency = static_cast<std::size_t>(state.range(0));
   constexpr std::size_t total = 50'000;
@@ -92,7 +92,11 @@ void process(benchmark::State& state) {
     state.PauseTiming();
     reset_tables(c);
     for (std::size_t i = 0; i < total; i += 10'000) (void)jobs::enqueue_many(c, batch_of(10'000)).value();
-    jobs::worker w({.conninfo = conninfo, .concurrency = concurrency, .fetch_batch = 1000, .prefetch = 1000});
+    jobs::worker w({.conninfo = conninfo,
+                    .concurrency = concurrency,
+                    .fetch_batch = 1000,
+                    .prefetch = 1000,
+                    .check_before_start = check_before_start});
     w.handle("noop", [](const jobs::job_context&) { return jobs::job_result::done(); });
     state.ResumeTiming();
     if (!w.start()) state.SkipWithError("worker did not start");
@@ -109,7 +113,16 @@ void process(benchmark::State& state) {
   state.counters["jobs_per_second"] =
       benchmark::Counter(static_cast<double>(processed), benchmark::Counter::kIsRate);
 }
+void process(benchmark::State& state) {
+  process_jobs(state, true);
+}
 BENCHMARK(process)->Arg(10)->Arg(50)->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// The same without the start check (worker_options::check_before_start = false): what it costs.
+void process_unchecked(benchmark::State& state) {
+  process_jobs(state, false);
+}
+BENCHMARK(process_unchecked)->Arg(10)->Arg(50)->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // The peer the issue names, graphile-worker, on the same Postgres in the same run: no-op tasks
 // at concurrency 10, timed until every handler returned, with its default settings (arg 0) and

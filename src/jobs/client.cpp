@@ -396,47 +396,37 @@ constexpr std::string_view job_columns =
     "lease_expires_at, worker_id, unique_key, tags, depends_on, cancel_requested, errors";
 
 result<job_info> read_job(const pg::row& r) {
-  job_info j;
-  auto fail = [](const error_code& ec) { return result<job_info>(boost::system::in_place_error, ec); };
-#define KEEL_JOBS_READ(field, type, index) \
-  if (auto v = r.get<type>(index); v) {    \
-    j.field = std::move(*v);               \
-  } else {                                 \
-    return fail(v.error());                \
-  }
-  KEEL_JOBS_READ(id, std::int64_t, 0)
-  std::string state;
-  KEEL_JOBS_READ(queue, std::string, 2)
-  KEEL_JOBS_READ(kind, std::string, 3)
-  pg::jsonb args;
-  if (auto v = r.get<pg::jsonb>(4); v)
-    args = std::move(*v);
-  else
-    return fail(v.error());
-  j.args = std::move(args.text);
-  KEEL_JOBS_READ(priority, std::int16_t, 5)
-  KEEL_JOBS_READ(attempt, std::int32_t, 6)
-  KEEL_JOBS_READ(max_attempts, std::int32_t, 7)
-  KEEL_JOBS_READ(run_at, timestamp, 8)
-  KEEL_JOBS_READ(created_at, timestamp, 9)
-  KEEL_JOBS_READ(attempted_at, std::optional<timestamp>, 10)
-  KEEL_JOBS_READ(finished_at, std::optional<timestamp>, 11)
-  KEEL_JOBS_READ(lease_expires_at, std::optional<timestamp>, 12)
-  KEEL_JOBS_READ(worker_id, std::optional<std::string>, 13)
-  KEEL_JOBS_READ(unique_key, std::optional<std::string>, 14)
-  KEEL_JOBS_READ(tags, std::vector<std::string>, 15)
-  KEEL_JOBS_READ(depends_on, std::vector<std::int64_t>, 16)
-  KEEL_JOBS_READ(cancel_requested, bool, 17)
-#undef KEEL_JOBS_READ
-  if (auto v = r.get<std::string>(1); v) {
-    j.state = parse_job_state(*v).value_or(job_state::available);
-  } else {
-    return fail(v.error());
-  }
-  auto errors = r.get<pg::jsonb>(18);
-  if (!errors) return fail(errors.error());
+  // In job_columns' order.
+  auto fields =
+      r.as<std::int64_t, std::string, std::string, std::string, pg::jsonb, std::int16_t, std::int32_t,
+           std::int32_t, timestamp, timestamp, std::optional<timestamp>, std::optional<timestamp>,
+           std::optional<timestamp>, std::optional<std::string>, std::optional<std::string>,
+           std::vector<std::string>, std::vector<std::int64_t>, bool, pg::jsonb>();
+  if (!fields) return result<job_info>(boost::system::in_place_error, fields.error());
+  auto& [id, state, queue, kind, args, priority, attempt, max_attempts, run_at, created_at, attempted_at,
+         finished_at, lease_expires_at, worker_id, unique_key, tags, depends_on, cancel_requested, errors] =
+      *fields;
+  job_info j{.id = id,
+             .state = parse_job_state(state).value_or(job_state::available),
+             .queue = std::move(queue),
+             .kind = std::move(kind),
+             .args = std::move(args.text),
+             .priority = priority,
+             .attempt = attempt,
+             .max_attempts = max_attempts,
+             .run_at = run_at,
+             .created_at = created_at,
+             .attempted_at = attempted_at,
+             .finished_at = finished_at,
+             .lease_expires_at = lease_expires_at,
+             .worker_id = std::move(worker_id),
+             .unique_key = std::move(unique_key),
+             .tags = std::move(tags),
+             .depends_on = std::move(depends_on),
+             .cancel_requested = cancel_requested,
+             .errors = {}};
   boost::system::error_code ec;
-  const auto parsed = boost::json::parse(errors->text, ec);
+  const auto parsed = boost::json::parse(errors.text, ec);
   if (!ec && parsed.is_array()) {
     for (const auto& e : parsed.as_array()) {
       if (!e.is_object()) continue;
@@ -682,6 +672,8 @@ FROM keel_jobs j WHERE j.id = $1 AND j.state IN ('discarded', 'cancelled', 'comp
 result<void> cancel_job(pg::connection& c, std::int64_t id) {
   // Not running: cancelled now. Running: flagged; the worker's heartbeat sees the flag (the
   // notification makes it look at once) and its handler's job_context::cancelled() turns true.
+  // The UPDATE's row lock serialises with the worker's start check (FOR NO KEY UPDATE), so a
+  // prefetched job not yet started is refused by that check once this commits.
   constexpr std::string_view sql = R"sql(
 WITH changed AS (
   UPDATE keel_jobs SET

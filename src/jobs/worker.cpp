@@ -1,32 +1,21 @@
 // The worker: a fetcher thread, N handlers on an Asio thread pool, a control thread (acks,
 // heartbeats, cancellation, timeouts), a LISTEN/NOTIFY listener on Asio, and the leader's
-// maintenance thread. Each thread that talks to Postgres has its own connection, so a slow
-// statement on one never holds up the others, and each reconnects by itself after a server
-// restart.
+// maintenance thread (maintenance.cpp; its statements and this file's are in worker_sql.hpp). Each thread
+// that talks to Postgres has its own connection, so a slow statement on one never holds up the others, and
+// each reconnects by itself after a server restart.
 #include <keel/core/assert.hpp>
 #include <keel/core/backoff.hpp>
 #include <keel/core/log.hpp>
 #include <keel/jobs/worker.hpp>
-#include <keel/pg/advisory_lock.hpp>
-#include <keel/pg/async.hpp>
 
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
+#include "worker_impl.hpp"
+#include "worker_sql.hpp"
+
 #include <boost/asio/post.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <boost/json.hpp>
 
 #include <algorithm>
-#include <cmath>
-#include <condition_variable>
-#include <deque>
 #include <iterator>
-#include <map>
-#include <mutex>
-#include <optional>
-#include <random>
-#include <thread>
-#include <unordered_map>
 
 #include <unistd.h>
 
@@ -42,171 +31,7 @@ std::chrono::milliseconds backoff(const retry_policy& policy, std::int32_t faile
                        static_cast<std::uint32_t>(std::max(failed_attempt, 1)), unit_random);
 }
 
-namespace {
-
-template <class T, class U>
-T or_default(result<T>&& r, U&& fallback) {
-  if (r) return std::move(*r);
-  return T(std::forward<U>(fallback));
-}
-
-using namespace std::chrono_literals;
-
-std::int64_t to_unix_us(timestamp t) noexcept {
-  return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
-}
-
-bool is_connection_error(const error_code& ec) {
-  return ec == pg::errc::connection_lost || ec == pg::errc::connection_failed || ec == pg::errc::pool_closed;
-}
-
-// Fetch a batch: lock the first runnable rows (skipping rows other workers hold), and take
-// them under a lease in the same statement; paused queues give nothing, and a queue's
-// max_running (set_queue_limit) bounds its running jobs over all workers (keel_jobs_fetch).
-constexpr std::string_view fetch_sql = "SELECT * FROM keel_jobs_fetch($1, $2, $3, $4, $5)";
-
-// Acknowledge a batch of finished runs. A row changes only if it is still running the same
-// attempt: a job rescued (lease expired) or cancelled meanwhile is left alone, and a rescue
-// can never overwrite a completion either (it checks state = 'running' too). Dependents of
-// completed jobs are released in the same statement. A job handed back unstarted ('release')
-// whose cancellation was requested meanwhile is cancelled, not made available: once cancel_job
-// returned, no worker may fetch it again.
-constexpr std::string_view ack_sql = R"sql(
-WITH u AS (
-  SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[]) AS u(id, attempt, state, error, run_at_us)
-), done AS (
-  UPDATE keel_jobs j SET
-    state = CASE WHEN u.state <> 'completed' AND j.cancel_requested THEN 'cancelled'
-                 WHEN u.state = 'release' THEN 'available'
-                 ELSE u.state END,
-    attempt = CASE WHEN u.state = 'release' THEN j.attempt - 1 ELSE j.attempt END,
-    finished_at = CASE WHEN u.state IN ('release', 'retryable') AND NOT j.cancel_requested THEN NULL ELSE $6 END,
-    run_at = CASE WHEN u.state = 'retryable' THEN 'epoch'::timestamptz + u.run_at_us * interval '1 microsecond'
-                  ELSE j.run_at END,
-    errors = CASE WHEN u.state = 'release' AND j.cancel_requested
-                    THEN j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt - 1, 'at', $6, 'error',
-                                                                          'cancelled before it started'))
-                  WHEN u.error = '' THEN j.errors
-                  ELSE j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, 'at', $6, 'error', u.error))
-             END,
-    lease_expires_at = NULL
-  FROM u WHERE j.id = u.id AND j.state = 'running' AND j.attempt = u.attempt
-  RETURNING j.id, j.state, j.queue
-), completed AS (
-  SELECT coalesce(array_agg(id), '{}'::int8[]) AS ids FROM done WHERE state = 'completed'
-), released AS (
-  UPDATE keel_jobs p SET state = 'available'
-  FROM completed c
-  WHERE p.state = 'pending' AND p.depends_on && c.ids
-    AND NOT EXISTS (SELECT 1 FROM keel_jobs d WHERE d.id = ANY(p.depends_on) AND d.state <> 'completed'
-                    AND d.id <> ALL(c.ids))
-  RETURNING p.queue
-), woke AS (
-  SELECT count(*) AS n FROM (SELECT pg_notify('keel_jobs', q.queue)
-                             FROM (SELECT DISTINCT queue FROM released
-                                   UNION SELECT DISTINCT queue FROM done WHERE state = 'available'
-                                   UNION SELECT DISTINCT queue FROM done
-                                         WHERE queue IN (SELECT name FROM keel_job_queues
-                                                         WHERE max_running IS NOT NULL)) q) x
-)
-SELECT done.id FROM done CROSS JOIN woke)sql";
-
-// Extend the leases of the jobs this worker holds; learn which ones were cancelled by hand and
-// which ones it no longer holds (missing from the answer).
-constexpr std::string_view heartbeat_sql = R"sql(
-UPDATE keel_jobs j SET lease_expires_at = $3
-FROM unnest($1::int8[], $2::int8[]) AS u(id, attempt)
-WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'running'
-RETURNING j.id, j.cancel_requested)sql";
-
-constexpr std::string_view rescue_sql = R"sql(
-WITH rescued AS (
-  UPDATE keel_jobs SET
-    state = CASE WHEN cancel_requested THEN 'cancelled' WHEN attempt >= max_attempts THEN 'discarded'
-                 ELSE 'retryable' END,
-    finished_at = CASE WHEN cancel_requested OR attempt >= max_attempts THEN $1 END,
-    run_at = $1,
-    lease_expires_at = NULL,
-    errors = errors || jsonb_build_array(jsonb_build_object('attempt', attempt, 'at', $1, 'error',
-      'lease expired: worker ' || coalesce(worker_id, '?') ||
-      ' stopped renewing it (it crashed, was killed, hung or lost Postgres); run again'))
-  WHERE id IN (SELECT id FROM keel_jobs WHERE state = 'running' AND lease_expires_at < $1
-               ORDER BY lease_expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
-  RETURNING queue, state
-), woke AS (
-  SELECT count(*) AS n FROM (SELECT pg_notify('keel_jobs', q.queue)
-                             FROM (SELECT DISTINCT queue FROM rescued WHERE state = 'retryable') q) x
-)
-SELECT count(*) FROM rescued CROSS JOIN woke)sql";
-
-// Fallback for dependents whose release raced (two dependencies completed in concurrent
-// transactions, or a dependency completed while the dependent was being enqueued).
-constexpr std::string_view release_pending_sql = R"sql(
-WITH released AS (
-  UPDATE keel_jobs p SET state = 'available'
-  WHERE p.id IN (SELECT id FROM keel_jobs WHERE state = 'pending' ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED)
-    AND NOT EXISTS (SELECT 1 FROM keel_jobs d WHERE d.id = ANY(p.depends_on) AND d.state <> 'completed')
-  RETURNING p.queue
-)
-SELECT count(pg_notify('keel_jobs', q.queue)) FROM (SELECT DISTINCT queue FROM released) q)sql";
-
-// Fallback for dependents enqueued while their dependency was being discarded or cancelled
-// (the trigger that settles dependents cannot see rows of a transaction not yet committed).
-// Candidates are chosen by the condition itself, so old pending jobs cannot crowd them out.
-constexpr std::string_view settle_pending_sql = R"sql(
-SELECT keel_jobs_settle_blocked(ARRAY(
-  SELECT p.id FROM keel_jobs p
-  WHERE p.state = 'pending' AND EXISTS (SELECT 1 FROM keel_jobs d WHERE d.id = ANY(p.depends_on)
-                                        AND d.state IN ('discarded', 'cancelled'))
-  LIMIT 1000)))sql";
-
-constexpr std::string_view prune_sql = R"sql(
-WITH gone AS (
-  DELETE FROM keel_jobs WHERE id IN (
-    SELECT id FROM keel_jobs
-    WHERE (state IN ('completed', 'cancelled') AND finished_at < $1) OR (state = 'discarded' AND finished_at < $2)
-    LIMIT 5000)
-  RETURNING 1)
-SELECT count(*) FROM gone)sql";
-
-// The leader holds a session-level advisory lock, one per schema, so job tables in different
-// schemas of one database each get their own leader. If its session dies, Postgres releases
-// the lock and the next worker to try takes over. The key is the one earlier versions took by
-// hand, so workers of both versions elect one leader during a rolling upgrade.
-constexpr pg::advisory_key leader_lock{.name_hash = 1802137199, .per_schema = true};
-
-struct registered_kind {
-  handler run;
-  retry_policy policy;
-};
-
-// A job this worker holds (fetched, then running), until its ack is sent.
-struct held_job {
-  std::int64_t id = 0;
-  std::int32_t attempt = 0;
-  std::int32_t max_attempts = 0;
-  std::string queue;
-  std::string kind;
-  std::string args;
-  std::chrono::nanoseconds queue_wait{0};
-  std::atomic<bool> stop{false};
-  // Guarded by impl::mutex.
-  bool started = false;
-  monotonic_time started_at{};
-  std::chrono::milliseconds timeout{0};
-  bool timed_out = false;
-  bool cancel_requested = false;
-  bool lease_lost = false;
-  bool released = false;  // handed back at shutdown; its own ack is dropped
-};
-
-struct ack {
-  std::int64_t id;
-  std::int32_t attempt;
-  std::string state;  // completed, retryable, discarded, cancelled, release
-  std::string error;
-  std::int64_t run_at_us = 0;
-};
+namespace detail {
 
 std::string default_worker_id() {
   char host[256] = {};
@@ -215,620 +40,509 @@ std::string default_worker_id() {
   return std::string(host) + "-" + std::to_string(::getpid()) + "-" + std::to_string(rd() % 100000);
 }
 
-}  // namespace
+}  // namespace detail
 
-struct worker::impl : std::enable_shared_from_this<worker::impl> {
-  worker_options options;
-  const keel::clock* clock;
-  std::unordered_map<std::string, registered_kind> kinds;
-  std::vector<std::optional<cron_schedule>> schedules;  // one per options.periodic
-  // The leader's view of each periodic job (reset when it becomes leader).
-  struct periodic_state {
-    bool loaded = false;                   // `recorded` was read from keel_job_periodic
-    std::optional<std::int64_t> recorded;  // the last slot enqueued, ms since the epoch
-    std::optional<std::int64_t> examined;  // the last slot handled by this leader
-  };
-  std::vector<periodic_state> periodic_states;
-  std::chrono::milliseconds heartbeat_every;
+using namespace detail;
+using namespace std::chrono_literals;
 
-  std::mutex mutex;
-  std::condition_variable fetch_cv;    // fetcher: wake, slots freed, stopping
-  std::condition_variable control_cv;  // control: acks, cancel check, stopping
-  std::condition_variable idle_cv;     // stop(): running jobs finished
-  bool started = false;
-  bool stopping_fetch = false;
-  bool stopping_handlers = false;
-  bool stopping_control = false;
-  bool fetch_wanted = true;
-  bool check_cancel = false;
-  std::deque<std::shared_ptr<held_job>> ready;
-  std::unordered_map<std::int64_t, std::shared_ptr<held_job>> held;
-  std::map<std::string, std::size_t, std::less<>> held_per_queue;
-  std::vector<ack> acks;
-  std::size_t running_handlers = 0;
-  std::size_t draining = 0;  // tasks on the pool that run ready jobs (at most concurrency)
-  worker_stats counters;
-
-  std::thread fetcher, control, maintainer;
-  std::optional<boost::asio::thread_pool> pool;  // runs the handlers, `concurrency` threads
-  boost::asio::io_context io;
-  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> io_guard;
-  std::thread io_thread;
-  std::unique_ptr<pg::listener> listener;
-  std::mt19937_64 random{std::random_device{}()};
-
-  explicit impl(worker_options o)
-      : options(std::move(o)), clock(options.clock != nullptr ? options.clock : &system_clock::instance()) {
-    if (options.worker_id.empty()) options.worker_id = default_worker_id();
-    heartbeat_every = options.heartbeat_interval.count() > 0 ? options.heartbeat_interval : options.lease / 3;
-    if (options.concurrency == 0) options.concurrency = 1;
-    if (options.fetch_batch == 0) options.fetch_batch = 1;
-    if (options.prefetch == 0) options.prefetch = 4 * options.concurrency;
-  }
-
-  // Jobs held at most: one per handler thread plus the prefetched ones.
-  [[nodiscard]] std::size_t capacity() const { return options.concurrency + options.prefetch; }
-
-  // "keel-jobs-leader <worker id>": pg_stat_activity then tells which worker a session belongs
-  // to, e.g. the holder of the leader lock. Postgres keeps the first 63 bytes.
-  [[nodiscard]] std::string application_name(std::string_view role) const {
-    return "keel-jobs-" + std::string(role) + " " + options.worker_id;
-  }
-
-  // Opens or re-opens a connection, waiting between attempts; false when asked to stop.
-  bool ensure_connected(std::optional<pg::connection>& c, const bool& stop_flag, std::string_view role) {
-    auto delay = 50ms;
-    while (true) {
-      if (c && c->is_open()) return true;
-      {
-        std::unique_lock lock(mutex);
-        if (stop_flag) return false;
-      }
-      if (c) {
-        if (c->reset()) return true;
-      } else if (auto opened = pg::connection::connect(options.conninfo,
-                                                       {.application_name = application_name(role)})) {
-        c.emplace(std::move(*opened));
-        return true;
-      }
-      std::unique_lock lock(mutex);
-      control_cv.wait_for(lock, delay, [&] { return stop_flag; });
-      delay = std::min(delay * 2, std::chrono::milliseconds(2000));
-    }
-  }
-
-  bool try_connect(std::optional<pg::connection>& c) {
-    if (c) return c->is_open() || static_cast<bool>(c->reset());
-    auto opened =
-        pg::connection::connect(options.conninfo, {.application_name = application_name("control")});
-    if (!opened) return false;
-    c.emplace(std::move(*opened));
-    return true;
-  }
-
-  void fetch_loop() {
-    std::optional<pg::connection> c;
-    std::size_t queue_turn = 0;
-    while (true) {
-      std::vector<std::pair<std::string, std::size_t>> plan;  // queue, how many to fetch
-      {
-        std::unique_lock lock(mutex);
-        fetch_cv.wait_for(lock, options.poll_interval, [&] {
-          // Fetch in batches: wait until a quarter of the slots are free, unless handlers
-          // have nothing left to start.
-          const auto free_slots = capacity() - std::min(capacity(), held.size());
-          return stopping_fetch ||
-                 (fetch_wanted && free_slots > 0 && (ready.empty() || free_slots >= capacity() / 4));
-        });
-        if (stopping_fetch) break;
-        fetch_wanted = false;
-        std::size_t free = capacity() - std::min(capacity(), held.size());
-        for (std::size_t k = 0; k < options.queues.size() && free > 0; ++k) {
-          const auto& q = options.queues[(queue_turn + k) % options.queues.size()];
-          const auto in_queue = held_per_queue[q.name];
-          const auto n =
-              std::min({free, q.max_running > in_queue ? q.max_running - in_queue : 0, options.fetch_batch});
-          if (n > 0) {
-            plan.emplace_back(q.name, n);
-            free -= n;
-          }
-        }
-        ++queue_turn;
-        if (plan.empty()) {
-          // Every queue is at its own limit: wait for one of its jobs to finish.
-          fetch_wanted = true;
-          fetch_cv.wait_for(lock, options.poll_interval);
-          continue;
-        }
-      }
-      if (!ensure_connected(c, stopping_fetch, "fetch")) break;
-      bool full = false;
-      for (const auto& [queue, n] : plan) {
-        const auto now = clock->now();
-        const auto lease_until = now + options.lease;
-        auto fetched =
-            c->query(fetch_sql, queue, now, static_cast<std::int64_t>(n), lease_until, options.worker_id);
-        if (!fetched) {
-          if (!is_connection_error(fetched.error())) {
-            log::warn("keel.jobs: fetch failed", {{"error", c->last_error().to_string()}});
-          }
-          std::unique_lock lock(mutex);
-          fetch_wanted = true;
-          fetch_cv.wait_for(lock, 100ms, [&] { return stopping_fetch; });
-          break;
-        }
-        std::vector<std::shared_ptr<held_job>> got;
-        for (const auto row : *fetched) {
-          auto j = std::make_shared<held_job>();
-          j->id = or_default(row.get<std::int64_t>(0), 0);
-          j->kind = or_default(row.get<std::string>(1), "");
-          j->args = or_default(row.get<pg::jsonb>(2), pg::jsonb{"null"}).text;
-          j->attempt = or_default(row.get<std::int32_t>(3), 0);
-          j->max_attempts = or_default(row.get<std::int32_t>(4), 1);
-          const auto runnable = or_default(row.get<timestamp>(7), now);
-          j->queue_wait = std::max(std::chrono::nanoseconds(0), now - runnable);
-          j->queue = queue;
-          got.push_back(std::move(j));
-        }
-        if (got.size() == n) full = true;
-        std::size_t tasks = 0;
-        {
-          std::unique_lock lock(mutex);
-          counters.fetched += got.size();
-          ++counters.fetch_rounds;
-          // Enough draining tasks for the new jobs, up to one per handler.
-          tasks = std::min(got.size(), options.concurrency - std::min(options.concurrency, draining));
-          draining += tasks;
-          for (auto& j : got) {
-            held.emplace(j->id, j);
-            ++held_per_queue[j->queue];
-            ready.push_back(std::move(j));
-          }
-        }
-        for (std::size_t k = 0; k < tasks; ++k) boost::asio::post(*pool, [this] { drain(); });
-      }
-      if (full) {
-        std::unique_lock lock(mutex);
-        fetch_wanted = true;  // there is probably more: fetch again as soon as slots free up
-      }
-    }
-  }
-
-  job_result run_handler(held_job& j, const job_context& ctx, const registered_kind* k) {
-    if (k == nullptr) {
-      return job_result::discard("no handler for kind '" + j.kind + "' in worker " + options.worker_id +
-                                 "; every worker of queue '" + j.queue +
-                                 "' must register it with worker::handle");
-    }
-    try {
-      return k->run(ctx);
-    } catch (const boost::system::system_error& e) {
-      if (e.code().category() == boost::json::make_error_code(boost::json::error::not_object).category()) {
-        return job_result::discard(std::string("bad args for kind '") + j.kind + "': " + e.what());
-      }
-      return job_result::fail(e.what());
-    } catch (const std::exception& e) {
-      return job_result::fail(std::string("handler threw: ") + e.what());
-    } catch (...) {
-      return job_result::fail("handler threw a non-standard exception");
-    }
-  }
-
-  // A task on the handler pool: runs ready jobs, first come first served, until none is left.
-  // At most `concurrency` such tasks exist (`draining`), so a batch of jobs costs one task per
-  // handler rather than one per job, and no task waits while jobs wait. stop() hands back the
-  // ready jobs, and the tasks then find nothing and end.
-  void drain() {
-    while (true) {
-      std::shared_ptr<held_job> j;
-      const registered_kind* k = nullptr;
-      {
-        std::unique_lock lock(mutex);
-        if (ready.empty()) {
-          --draining;
-          return;
-        }
-        j = std::move(ready.front());
-        ready.pop_front();
-        KEEL_ASSERT(!j->started, "a held job is started once");
-        KEEL_ASSERT(held.contains(j->id), "a ready job is held: cancels and lost leases take it out of both");
-        if (auto found = kinds.find(j->kind); found != kinds.end()) k = &found->second;
-        j->started = true;
-        j->started_at = clock->monotonic();
-        j->timeout = k != nullptr ? k->policy.timeout : 0ms;
-        ++running_handlers;
-      }
-      if (options.observer) options.observer->started(j->queue, j->kind, j->queue_wait);
-      const auto t0 = std::chrono::steady_clock::now();
-
-      boost::system::error_code parse_error;
-      const boost::json::value args = boost::json::parse(j->args, parse_error);
-      job_context ctx(&j->stop);
-      ctx.id = j->id;
-      ctx.queue = j->queue;
-      ctx.kind = j->kind;
-      ctx.attempt = j->attempt;
-      ctx.max_attempts = j->max_attempts;
-      ctx.args = &args;
-      ctx.args_text = j->args;
-      job_result outcome = parse_error
-                               ? job_result::discard("args are not valid JSON: " + parse_error.message())
-                               : run_handler(*j, ctx, k);
-      const auto run_time = std::chrono::steady_clock::now() - t0;
-      finish(*j, std::move(outcome), k, run_time);
-    }
-  }
-
-  // Turns a handler's outcome into an ack and frees the slot.
-  void finish(held_job& j, job_result outcome, const registered_kind* k, std::chrono::nanoseconds run_time) {
-    ack a{.id = j.id, .attempt = j.attempt, .state = "completed", .error = {}, .run_at_us = 0};
-    std::string_view reported = "completed";
-    std::unique_lock lock(mutex);
-    KEEL_ASSERT(j.started, "only a started job finishes");
-    KEEL_ASSERT(running_handlers > 0, "a finishing job holds a handler");
-    const bool cancelled = j.cancel_requested && outcome.outcome() != job_result::kind::completed;
-    if (cancelled) {
-      a.state = "cancelled";
-      a.error = outcome.error().empty() ? "cancelled" : "cancelled: " + outcome.error();
-      reported = "cancelled";
-      ++counters.cancelled;
-    } else if (outcome.outcome() == job_result::kind::discard) {
-      a.state = "discarded";
-      a.error = outcome.error();
-      reported = "discarded";
-      ++counters.discarded;
-    } else if (outcome.outcome() == job_result::kind::failed ||
-               (j.timed_out && outcome.outcome() != job_result::kind::completed)) {
-      a.error = j.timed_out ? "timed out after " + std::to_string(j.timeout.count()) + " ms" +
-                                  (outcome.error().empty() ? "" : ": " + outcome.error())
-                            : (outcome.error().empty() ? "failed" : outcome.error());
-      if (j.attempt >= j.max_attempts) {
-        a.state = "discarded";
-        reported = "discarded";
-        ++counters.discarded;
-      } else {
-        a.state = "retryable";
-        const auto policy = k != nullptr ? k->policy : retry_policy{};
-        const double u = std::uniform_real_distribution<double>(0.0, 1.0)(random);
-        a.run_at_us = to_unix_us(clock->now() + backoff(policy, j.attempt, u));
-        reported = "failed";
-        ++counters.failed;
-      }
-    } else {
-      ++counters.completed;
-    }
-    if (!j.released) acks.push_back(std::move(a));
-    held.erase(j.id);
-    if (auto q = held_per_queue.find(j.queue); q != held_per_queue.end() && q->second > 0) --q->second;
-    --running_handlers;
-    // Wake only the threads that have something to do now: the fetcher once a batch's worth of
-    // slots is free (or the handlers ran dry), the control thread for the first ack of a batch.
-    const auto free_slots = capacity() - std::min(capacity(), held.size());
-    if (fetch_wanted && (ready.empty() || free_slots >= capacity() / 4)) fetch_cv.notify_one();
-    if (acks.size() == 1) control_cv.notify_one();
-    if (stopping_handlers) idle_cv.notify_all();
-    lock.unlock();
-    if (options.observer) options.observer->finished(j.queue, j.kind, reported, run_time);
-  }
-
-  // Sends acks; keeps them for the next try when Postgres is unreachable.
-  bool flush_acks(std::optional<pg::connection>& c, std::vector<ack>& batch) {
-    if (batch.empty()) return true;
-    std::vector<std::int64_t> ids, attempts, run_at;
-    std::vector<std::string> states, errors;
-    for (const auto& a : batch) {
-      ids.push_back(a.id);
-      attempts.push_back(a.attempt);
-      states.push_back(a.state);
-      errors.push_back(a.error);
-      run_at.push_back(a.run_at_us);
-    }
-    auto done = c->query(ack_sql, ids, attempts, states, errors, run_at, clock->now());
-    if (!done) {
-      if (is_connection_error(done.error())) return false;
-      log::warn("keel.jobs: acknowledging finished jobs failed",
-                {{"error", c->last_error().to_string()}, {"jobs", std::to_string(batch.size())}});
-      if (batch.size() == 1) {
-        // This ack cannot be applied; its job's lease expires and the rescuer takes it over.
-        std::unique_lock lock(mutex);
-        counters.acks_lost += 1;
-        batch.clear();
-        return true;
-      }
-      // One row the database refuses must not hold up the others: acknowledge one at a time.
-      std::vector<ack> all;
-      all.swap(batch);
-      for (auto& a : all) {
-        std::vector<ack> one;
-        one.push_back(std::move(a));
-        if (!flush_acks(c, one))
-          batch.insert(batch.end(), std::make_move_iterator(one.begin()), std::make_move_iterator(one.end()));
-      }
-      return batch.empty();
-    }
-    std::unique_lock lock(mutex);
-    counters.acks_lost += batch.size() - std::min(batch.size(), static_cast<std::size_t>(done->size()));
-    batch.clear();
-    return true;
-  }
-
-  void heartbeat(pg::connection& c) {
-    std::vector<std::int64_t> ids, attempts;
+// Opens or re-opens a connection, waiting between attempts; false when asked to stop.
+bool worker::impl::ensure_connected(std::optional<pg::connection>& c, const bool& stop_flag,
+                                    std::string_view role) {
+  auto delay = 50ms;
+  while (true) {
+    if (c && c->is_open()) return true;
     {
       std::unique_lock lock(mutex);
-      for (const auto& [id, j] : held) {
-        if (j->released) continue;
-        ids.push_back(id);
-        attempts.push_back(j->attempt);
-      }
+      if (stop_flag) return false;
     }
-    if (ids.empty()) return;
-    auto alive = c.query(heartbeat_sql, ids, attempts, clock->now() + options.lease);
-    if (!alive) return;
-    std::unordered_map<std::int64_t, bool> answer;
-    for (const auto row : *alive)
-      answer[or_default(row.get<std::int64_t>(0), 0)] = or_default(row.get<bool>(1), false);
+    if (c) {
+      if (c->reset()) return true;
+    } else if (auto opened =
+                   pg::connection::connect(options.conninfo, {.application_name = application_name(role)})) {
+      c.emplace(std::move(*opened));
+      return true;
+    }
     std::unique_lock lock(mutex);
-    bool dropped = false;
-    for (const auto id : ids) {
-      auto found = held.find(id);
-      if (found == held.end()) continue;  // finished meanwhile
-      auto& j = *found->second;
-      const auto a = answer.find(id);
-      if (a == answer.end()) {
-        j.lease_lost = true;  // rescued or changed by hand: the run no longer counts
-        j.stop.store(true, std::memory_order_release);
-      } else if (a->second) {
-        j.cancel_requested = true;
-        j.stop.store(true, std::memory_order_release);
-      }
-      // A prefetched job must not start once it is cancelled or no longer ours: take it out of
-      // `ready` now. A cancelled one is handed back, and the ack cancels it in the table.
-      if (!j.started && (j.lease_lost || j.cancel_requested)) {
-        if (j.cancel_requested) {
-          acks.push_back({.id = j.id, .attempt = j.attempt, .state = "release", .error = {}, .run_at_us = 0});
-          ++counters.cancelled;
-        }
-        std::erase_if(ready, [&](const std::shared_ptr<held_job>& r) { return r->id == id; });
-        if (auto q = held_per_queue.find(j.queue); q != held_per_queue.end() && q->second > 0) --q->second;
-        held.erase(found);
-        dropped = true;
-      }
-    }
-    if (dropped) {
-      fetch_wanted = true;  // slots were freed
-      fetch_cv.notify_one();
-      control_cv.notify_one();
-    }
+    control_cv.wait_for(lock, delay, [&] { return stop_flag; });
+    delay = std::min(delay * 2, std::chrono::milliseconds(2000));
   }
+}
 
-  void check_timeouts() {
-    const auto now = clock->monotonic();
-    std::unique_lock lock(mutex);
-    for (auto& [id, j] : held) {
-      if (j->started && j->timeout.count() > 0 && !j->timed_out && now - j->started_at > j->timeout) {
-        j->timed_out = true;
-        j->stop.store(true, std::memory_order_release);
-      }
-    }
-  }
+bool worker::impl::try_connect(std::optional<pg::connection>& c) {
+  if (c) return c->is_open() || static_cast<bool>(c->reset());
+  auto opened = pg::connection::connect(options.conninfo, {.application_name = application_name("control")});
+  if (!opened) return false;
+  c.emplace(std::move(*opened));
+  return true;
+}
 
-  void control_loop() {
-    std::optional<pg::connection> c;
-    std::vector<ack> batch;
-    auto next_heartbeat = std::chrono::steady_clock::now() + heartbeat_every;
-    while (true) {
-      bool stop_now = false;
-      bool cancel_check = false;
-      {
-        std::unique_lock lock(mutex);
-        control_cv.wait_for(lock, 50ms, [&] { return stopping_control || !acks.empty() || check_cancel; });
-        for (auto& a : acks) batch.push_back(std::move(a));
-        acks.clear();
-        stop_now = stopping_control;
-        cancel_check = check_cancel;
-        check_cancel = false;
-      }
-      check_timeouts();
-      if (!c || !c->is_open()) {
-        if (stop_now) {
-          // Shutting down: try for a few seconds, then leave the rest to lease expiry.
-          for (int i = 0; i < 20 && !try_connect(c); ++i) std::this_thread::sleep_for(250ms);
-          if (!(c && c->is_open())) {
-            log::warn(
-                "keel.jobs: could not acknowledge finished jobs before stopping; their leases expire "
-                "and they run again",
-                {{"jobs", static_cast<std::int64_t>(batch.size())}});
-            return;
-          }
-        } else if (!ensure_connected(c, stopping_control, "control")) {
-          continue;  // stopping: the next round flushes what it can and returns
+void worker::impl::fetch_loop() {
+  std::optional<pg::connection> c;
+  std::size_t queue_turn = 0;
+  while (true) {
+    std::vector<std::pair<std::string, std::size_t>> plan;  // queue, how many to fetch
+    {
+      std::unique_lock lock(mutex);
+      fetch_cv.wait_for(lock, options.poll_interval, [&] {
+        // Fetch in batches: wait until a quarter of the slots are free, unless handlers
+        // have nothing left to start.
+        const auto free_slots = capacity() - std::min(capacity(), held.size());
+        return stopping_fetch ||
+               (fetch_wanted && free_slots > 0 && (ready.empty() || free_slots >= capacity() / 4));
+      });
+      if (stopping_fetch) break;
+      fetch_wanted = false;
+      std::size_t free = capacity() - std::min(capacity(), held.size());
+      for (std::size_t k = 0; k < options.queues.size() && free > 0; ++k) {
+        const auto& q = options.queues[(queue_turn + k) % options.queues.size()];
+        const auto in_queue = held_per_queue[q.name];
+        const auto n =
+            std::min({free, q.max_running > in_queue ? q.max_running - in_queue : 0, options.fetch_batch});
+        if (n > 0) {
+          plan.emplace_back(q.name, n);
+          free -= n;
         }
       }
-      if (!flush_acks(c, batch)) {
-        if (stop_now && c->is_open()) return;  // a non-connection error: nothing more to do
+      ++queue_turn;
+      if (plan.empty()) {
+        // Every queue is at its own limit: wait for one of its jobs to finish.
+        fetch_wanted = true;
+        fetch_cv.wait_for(lock, options.poll_interval);
         continue;
       }
-      if (stop_now) return;
-      if (cancel_check || std::chrono::steady_clock::now() >= next_heartbeat) {
-        heartbeat(*c);
-        next_heartbeat = std::chrono::steady_clock::now() + heartbeat_every;
-      }
     }
-  }
-
-  // Takes the lead if it is free, then runs a round; `lead` holds the leader lock while this
-  // worker leads and is given up (released) when a round fails, so another worker can take over.
-  void maintain(pg::connection& c, std::optional<pg::advisory_lock>& lead) {
-    if (!lead) {
-      auto locked = pg::advisory_lock::try_acquire(c, leader_lock);
-      if (!locked || !*locked) return;
-      lead.emplace(std::move(**locked));
-      log::info("keel.jobs: this worker leads maintenance", {{"worker", options.worker_id}});
-      periodic_states.assign(options.periodic.size(), {});
-    }
-    if (!maintenance_round(c)) lead.reset();
-  }
-
-  // Rescue, release, settle, periodic jobs, prune; false when a statement failed.
-  bool maintenance_round(pg::connection& c) {
-    const auto now = clock->now();
-    if (auto rescued = c.query(rescue_sql, now); rescued) {
-      const auto n = or_default(rescued->value<std::int64_t>(), 0);
-      if (n > 0) {
-        log::info("keel.jobs: rescued jobs whose lease expired", {{"jobs", static_cast<std::int64_t>(n)}});
+    if (!ensure_connected(c, stopping_fetch, "fetch")) break;
+    bool full = false;
+    for (const auto& [queue, n] : plan) {
+      const auto now = clock->now();
+      const auto lease_until = now + options.lease;
+      auto fetched =
+          c->query(fetch_sql, queue, now, static_cast<std::int64_t>(n), lease_until, options.worker_id);
+      if (!fetched) {
+        if (!is_connection_error(fetched.error())) {
+          log::warn("keel.jobs: fetch failed", {{"error", c->last_error().to_string()}});
+        }
         std::unique_lock lock(mutex);
-        counters.rescued += static_cast<std::uint64_t>(n);
+        fetch_wanted = true;
+        fetch_cv.wait_for(lock, 100ms, [&] { return stopping_fetch; });
+        break;
       }
-    } else {
-      return false;
-    }
-    if (auto released = c.query(release_pending_sql); !released) {
-      return false;
-    }
-    if (auto settled = c.query(settle_pending_sql); !settled) {
-      return false;
-    }
-    if (!enqueue_periodic(c, now)) {
-      return false;
-    }
-    for (int round = 0; round < 20; ++round) {
-      auto pruned = c.query(prune_sql, now - options.keep_completed, now - options.keep_discarded);
-      if (!pruned) {
-        return false;
+      std::vector<std::shared_ptr<held_job>> got;
+      for (const auto row : *fetched) {
+        auto j = std::make_shared<held_job>();
+        j->id = or_default(row.get<std::int64_t>(0), 0);
+        j->kind = or_default(row.get<std::string>(1), "");
+        j->args = or_default(row.get<pg::jsonb>(2), pg::jsonb{"null"}).text;
+        j->attempt = or_default(row.get<std::int32_t>(3), 0);
+        j->max_attempts = or_default(row.get<std::int32_t>(4), 1);
+        const auto runnable = or_default(row.get<timestamp>(7), now);
+        j->queue_wait = std::max(std::chrono::nanoseconds(0), now - runnable);
+        j->queue = queue;
+        got.push_back(std::move(j));
       }
-      if (or_default(pruned->value<std::int64_t>(), 0) < 5000) break;
-    }
-    return true;
-  }
-
-  // Enqueues each periodic job's due slots; false when the connection failed. Each slot is
-  // enqueued with the unique key periodic:<name>:<slot> in scope `all`, so two leaders in a
-  // hand-over cannot enqueue a slot twice; the last slot enqueued is kept in keel_job_periodic,
-  // so a new leader knows which slots passed while no worker led (missed_slots policy).
-  bool enqueue_periodic(pg::connection& c, timestamp now) {
-    using std::chrono::milliseconds;
-    constexpr std::int64_t minute_ms = 60'000;
-    constexpr std::int64_t cron_lookback_minutes = 366LL * 24 * 60;
-    const auto now_ms = std::chrono::duration_cast<milliseconds>(now.time_since_epoch()).count();
-    for (std::size_t i = 0; i < options.periodic.size(); ++i) {
-      const auto& p = options.periodic[i];
-      auto& state = periodic_states[i];
-      // `upper`: the slot now falls in; `current`: the slot to run now, if now is one.
-      std::int64_t step_ms = minute_ms, upper = 0;
-      std::optional<std::int64_t> current;
-      if (schedules[i]) {
-        upper = now_ms - now_ms % minute_ms;
-        if (schedules[i]->matches(now)) current = upper;
-      } else {
-        step_ms = std::max<std::int64_t>(1, p.every.count());
-        upper = now_ms - now_ms % step_ms;
-        current = upper;
-      }
-      if (state.examined && *state.examined == upper) continue;  // this slot was handled
-      if (!state.loaded) {
-        auto recorded = c.query("SELECT last_slot FROM keel_job_periodic WHERE name = $1", p.name);
-        if (!recorded) return !is_connection_error(recorded.error());
-        if (!recorded->empty()) {
-          if (auto t = (*recorded)[0].get<timestamp>(0)) {
-            state.recorded = std::chrono::duration_cast<milliseconds>(t->time_since_epoch()).count();
-          }
-        }
-        state.loaded = true;
-      }
-      std::vector<std::int64_t> slots;
-      if (p.missed != missed_slots::skip && state.recorded) {
-        // Slots after the last one enqueued (or examined) and before `upper` were missed; walk
-        // back from the newest, keeping as many as the policy wants.
-        const std::size_t wanted = p.missed == missed_slots::run_once ? 1 : p.catch_up_limit;
-        const auto after = std::max(*state.recorded, state.examined.value_or(*state.recorded));
-        if (schedules[i]) {
-          std::int64_t looked = 0;
-          for (auto m = upper - minute_ms;
-               m > after && slots.size() < wanted && looked < cron_lookback_minutes;
-               m -= minute_ms, ++looked) {
-            if (schedules[i]->matches(timestamp(milliseconds(m)))) slots.push_back(m);
-          }
-        } else {
-          for (auto slot = upper - step_ms; slot > after && slots.size() < wanted; slot -= step_ms) {
-            slots.push_back(slot);
-          }
-        }
-        std::reverse(slots.begin(), slots.end());
-      }
-      if (current && (!state.recorded || *current > *state.recorded)) slots.push_back(*current);
-      if (!slots.empty()) {
-        std::vector<new_job> batch;
-        for (const auto slot : slots) {
-          new_job j = p.job;
-          j.unique_key = "periodic:" + p.name + ":" + std::to_string(slot);
-          j.unique_in = unique_states::all;
-          batch.push_back(std::move(j));
-        }
-        if (auto put = enqueue_many(c, batch, {.observer = options.observer.get()}); !put) {
-          log::warn("keel.jobs: could not enqueue a periodic job",
-                    {{"name", p.name}, {"error", put.error().message()}});
-          if (is_connection_error(put.error())) return false;
-          continue;  // tried again at the next round
-        }
-        const auto last = slots.back();
-        auto saved = c.query(
-            "INSERT INTO keel_job_periodic (name, last_slot) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE "
-            "SET last_slot = greatest(keel_job_periodic.last_slot, excluded.last_slot), updated_at = now()",
-            p.name, timestamp(milliseconds(last)));
-        if (!saved) return !is_connection_error(saved.error());
-        state.recorded = std::max(state.recorded.value_or(last), last);
-      }
-      state.examined = upper;
-    }
-    return true;
-  }
-
-  void leader_loop() {
-    std::optional<pg::connection> c;
-    // Refers to *c: reset before the connection is replaced or closed.
-    std::optional<pg::advisory_lock> lead;
-    while (true) {
-      if (lead && !c->is_open()) lead.reset();
-      if (!ensure_connected(c, stopping_control, "leader")) break;
-      const bool was_leader = lead.has_value();
-      maintain(*c, lead);
-      if (was_leader && !lead) {
-        log::warn("keel.jobs: lost maintenance leadership", {{"error", c->last_error().to_string()}});
-      }
+      if (got.size() == n) full = true;
+      std::size_t tasks = 0;
       {
         std::unique_lock lock(mutex);
-        counters.leader = lead.has_value();
-        if (lead) ++counters.maintenance_rounds;
-        control_cv.wait_for(lock, options.maintenance_interval, [&] { return stopping_control; });
-        if (stopping_control) break;
+        counters.fetched += got.size();
+        ++counters.fetch_rounds;
+        // Enough draining tasks for the new jobs, up to one per handler.
+        tasks = std::min(got.size(), options.concurrency - std::min(options.concurrency, draining));
+        draining += tasks;
+        for (auto& j : got) {
+          const bool added = held.emplace(j->id, j).second;
+          KEEL_ASSERT(added, "a fetched job is not held already: fetches take only rows no worker runs");
+          ++held_per_queue[j->queue];
+          ready.push_back(std::move(j));
+        }
+        KEEL_ASSERT(held.size() <= capacity(), "a worker holds at most concurrency + prefetch jobs");
+      }
+      for (std::size_t k = 0; k < tasks; ++k) boost::asio::post(*pool, [this] { drain(); });
+    }
+    if (full) {
+      std::unique_lock lock(mutex);
+      fetch_wanted = true;  // there is probably more: fetch again as soon as slots free up
+    }
+  }
+}
+
+job_result worker::impl::run_handler(held_job& j, const job_context& ctx, const registered_kind* k) {
+  if (k == nullptr) {
+    return job_result::discard("no handler for kind '" + j.kind + "' in worker " + options.worker_id +
+                               "; every worker of queue '" + j.queue +
+                               "' must register it with worker::handle");
+  }
+  try {
+    return k->run(ctx);
+  } catch (const boost::system::system_error& e) {
+    if (e.code().category() == boost::json::make_error_code(boost::json::error::not_object).category()) {
+      return job_result::discard(std::string("bad args for kind '") + j.kind + "': " + e.what());
+    }
+    return job_result::fail(e.what());
+  } catch (const std::exception& e) {
+    return job_result::fail(std::string("handler threw: ") + e.what());
+  } catch (...) {
+    return job_result::fail("handler threw a non-standard exception");
+  }
+}
+
+// A task on the handler pool: runs ready jobs, first come first served, until none is left.
+// At most `concurrency` such tasks exist (`draining`), so a batch of jobs costs one task per
+// handler rather than one per job, and no task waits while jobs wait. stop() hands back the
+// ready jobs, and the tasks then find nothing and end. Each job is checked in Postgres right
+// before it starts (check_starts), so one cancelled before its handler was free never starts.
+void worker::impl::drain() {
+  std::unique_lock lock(mutex);
+  while (true) {
+    if (ready.empty()) {
+      --draining;
+      return;
+    }
+    auto j = std::move(ready.front());
+    ready.pop_front();
+    KEEL_ASSERT(!j->started && j->phase == start_phase::ready, "a ready job was neither started nor checked");
+    KEEL_ASSERT(held.contains(j->id), "a ready job is held: cancels and lost leases take it out of both");
+    if (options.check_before_start) {
+      j->phase = start_phase::awaiting_check;
+      awaiting_check.push_back(j);
+    } else {
+      j->phase = start_phase::checked;  // taken as it is: cancellations arrive by heartbeat only
+    }
+    while (!j->released && (j->phase == start_phase::awaiting_check || j->phase == start_phase::checking)) {
+      if (check_in_flight) {
+        start_cv.wait(lock);
+      } else {
+        check_starts(lock);
       }
     }
-    lead.reset();  // released at once, so another worker takes over without waiting
+    if (j->released) continue;  // handed back by stop(), which acked it
+    KEEL_ASSERT(j->phase == start_phase::checked, "a job starts only after its start check");
+    if (j->lease_lost || j->cancel_requested) {
+      drop_unstarted(*j);
+      continue;
+    }
+    const registered_kind* k = nullptr;
+    if (auto found = kinds.find(j->kind); found != kinds.end()) k = &found->second;
+    j->started = true;
+    j->started_at = clock->monotonic();
+    j->timeout = k != nullptr ? k->policy.timeout : 0ms;
+    ++running_handlers;
+    KEEL_ASSERT(running_handlers <= options.concurrency, "at most `concurrency` handlers run at once");
+    lock.unlock();
+    run(*j, k);
+    lock.lock();
   }
+}
 
-  void on_listener_event(const pg::listener_event& e) {
-    std::unique_lock lock(mutex);
-    if (e.what == pg::listener_event::kind::notification) {
-      if (e.message.payload == "!cancel") {
-        check_cancel = true;
-        control_cv.notify_one();
-        return;
+// Checks every job awaiting its start in one statement (start_check_sql), with `lock` released
+// meanwhile: handlers that want a job during the statement queue theirs for the next check, so
+// starts are group-committed, one statement per batch rather than per job. Only jobs a handler
+// is free for are checked, so none waits for a handler after its check.
+void worker::impl::check_starts(std::unique_lock<std::mutex>& lock) {
+  KEEL_ASSERT(!check_in_flight, "one start check at a time: it owns start_connection");
+  check_in_flight = true;
+  std::vector<std::shared_ptr<held_job>> batch;
+  batch.swap(awaiting_check);
+  std::vector<std::int64_t> ids, attempts;
+  for (const auto& j : batch) {
+    KEEL_ASSERT(j->phase == start_phase::awaiting_check && !j->started, "a job is checked once per start");
+    j->phase = start_phase::checking;
+    ids.push_back(j->id);
+    attempts.push_back(j->attempt);
+  }
+  lock.unlock();
+  std::optional<std::unordered_map<std::int64_t, bool>> answer;  // id -> cancel requested
+  if (ensure_connected(start_connection, stopping_handlers, "start")) {
+    if (auto checked = start_connection->query(start_check_sql, ids, attempts, options.worker_id)) {
+      answer.emplace();
+      for (const auto row : *checked) {
+        if (auto fields = row.as<std::int64_t, bool>())
+          answer->emplace(std::get<0>(*fields), std::get<1>(*fields));
       }
-      for (const auto& q : options.queues) {
-        if (q.name == e.message.payload) {
-          fetch_wanted = true;
-          fetch_cv.notify_one();
+      KEEL_ASSERT(answer->size() <= ids.size(),
+                  "the start check answers only for the jobs it was asked about");
+    } else if (!is_connection_error(checked.error())) {
+      log::warn("keel.jobs: checking jobs before their start failed; trying again",
+                {{"error", start_connection->last_error().to_string()}});
+    }
+  }
+  lock.lock();
+  // A failed check is tried again after a pause (ensure_connected paces reconnects).
+  if (!answer) start_cv.wait_for(lock, 100ms, [&] { return stopping_handlers; });
+  check_in_flight = false;
+  for (auto& held_ptr : batch) {
+    auto& j = *held_ptr;
+    if (j.released) continue;
+    if (!answer) {
+      // Unanswered (Postgres unreachable): checked again by the next check. Its handler keeps
+      // waiting for it, so no other handler can take it meanwhile.
+      j.phase = start_phase::awaiting_check;
+      awaiting_check.push_back(held_ptr);
+      continue;
+    }
+    j.phase = start_phase::checked;
+    if (const auto a = answer->find(j.id); a == answer->end()) {
+      j.lease_lost = true;  // rescued or changed by hand meanwhile
+    } else if (a->second) {
+      j.cancel_requested = true;
+    }
+  }
+  start_cv.notify_all();
+}
+
+// Takes a job that never started out of the worker: one whose cancellation was requested is
+// handed back, and the ack makes it cancelled ("cancelled before it started"), never available;
+// one no longer ours (its lease was lost) is just forgotten.
+void worker::impl::drop_unstarted(held_job& j) {
+  KEEL_ASSERT(!j.started && !j.released, "only a job the worker still holds, unstarted, is dropped");
+  if (!j.lease_lost && j.cancel_requested) {
+    acks.push_back({.id = j.id, .attempt = j.attempt, .state = "release", .error = {}, .run_at_us = 0});
+    ++counters.cancelled;
+  }
+  j.phase = start_phase::refused;
+  const auto q = held_per_queue.find(j.queue);
+  KEEL_ASSERT(q != held_per_queue.end() && q->second > 0, "each held job is counted in its queue");
+  if (q != held_per_queue.end() && q->second > 0) --q->second;
+  const auto id = j.id;  // `j` may be owned by `held` alone
+  held.erase(id);
+  fetch_wanted = true;  // a slot was freed
+  fetch_cv.notify_one();
+  control_cv.notify_one();
+}
+
+// Runs a started job's handler and finishes it; called without the mutex.
+void worker::impl::run(held_job& j, const registered_kind* k) {
+  if (options.observer) options.observer->started(j.queue, j.kind, j.queue_wait);
+  const auto t0 = std::chrono::steady_clock::now();
+
+  boost::system::error_code parse_error;
+  const boost::json::value args = boost::json::parse(j.args, parse_error);
+  job_context ctx(&j.stop);
+  ctx.id = j.id;
+  ctx.queue = j.queue;
+  ctx.kind = j.kind;
+  ctx.attempt = j.attempt;
+  ctx.max_attempts = j.max_attempts;
+  ctx.args = &args;
+  ctx.args_text = j.args;
+  job_result outcome = parse_error ? job_result::discard("args are not valid JSON: " + parse_error.message())
+                                   : run_handler(j, ctx, k);
+  const auto run_time = std::chrono::steady_clock::now() - t0;
+  finish(j, std::move(outcome), k, run_time);
+}
+
+// Turns a handler's outcome into an ack and frees the slot.
+void worker::impl::finish(held_job& j, job_result outcome, const registered_kind* k,
+                          std::chrono::nanoseconds run_time) {
+  ack a{.id = j.id, .attempt = j.attempt, .state = "completed", .error = {}, .run_at_us = 0};
+  std::string_view reported = "completed";
+  std::unique_lock lock(mutex);
+  KEEL_ASSERT(j.started, "only a started job finishes");
+  KEEL_ASSERT(running_handlers > 0, "a finishing job holds a handler");
+  const bool cancelled = j.cancel_requested && outcome.outcome() != job_result::kind::completed;
+  if (cancelled) {
+    a.state = "cancelled";
+    a.error = outcome.error().empty() ? "cancelled" : "cancelled: " + outcome.error();
+    reported = "cancelled";
+    ++counters.cancelled;
+  } else if (outcome.outcome() == job_result::kind::discard) {
+    a.state = "discarded";
+    a.error = outcome.error();
+    reported = "discarded";
+    ++counters.discarded;
+  } else if (outcome.outcome() == job_result::kind::failed ||
+             (j.timed_out && outcome.outcome() != job_result::kind::completed)) {
+    a.error = j.timed_out ? "timed out after " + std::to_string(j.timeout.count()) + " ms" +
+                                (outcome.error().empty() ? "" : ": " + outcome.error())
+                          : (outcome.error().empty() ? "failed" : outcome.error());
+    if (j.attempt >= j.max_attempts) {
+      a.state = "discarded";
+      reported = "discarded";
+      ++counters.discarded;
+    } else {
+      a.state = "retryable";
+      const auto policy = k != nullptr ? k->policy : retry_policy{};
+      const double u = std::uniform_real_distribution<double>(0.0, 1.0)(random);
+      a.run_at_us = to_unix_us(clock->now() + backoff(policy, j.attempt, u));
+      reported = "failed";
+      ++counters.failed;
+    }
+  } else {
+    ++counters.completed;
+  }
+  KEEL_ASSERT(held.contains(j.id), "a started job stays held until it finishes");
+  if (!j.released) acks.push_back(std::move(a));
+  held.erase(j.id);
+  const auto q = held_per_queue.find(j.queue);
+  KEEL_ASSERT(q != held_per_queue.end() && q->second > 0, "each held job is counted in its queue");
+  if (q != held_per_queue.end() && q->second > 0) --q->second;
+  --running_handlers;
+  // Wake only the threads that have something to do now: the fetcher once a batch's worth of
+  // slots is free (or the handlers ran dry), the control thread for the first ack of a batch.
+  const auto free_slots = capacity() - std::min(capacity(), held.size());
+  if (fetch_wanted && (ready.empty() || free_slots >= capacity() / 4)) fetch_cv.notify_one();
+  if (acks.size() == 1) control_cv.notify_one();
+  if (stopping_handlers) idle_cv.notify_all();
+  lock.unlock();
+  if (options.observer) options.observer->finished(j.queue, j.kind, reported, run_time);
+}
+
+// Sends acks; keeps them for the next try when Postgres is unreachable.
+bool worker::impl::flush_acks(std::optional<pg::connection>& c, std::vector<ack>& batch) {
+  if (batch.empty()) return true;
+  std::vector<std::int64_t> ids, attempts, run_at;
+  std::vector<std::string> states, errors;
+  for (const auto& a : batch) {
+    ids.push_back(a.id);
+    attempts.push_back(a.attempt);
+    states.push_back(a.state);
+    errors.push_back(a.error);
+    run_at.push_back(a.run_at_us);
+  }
+  auto done = c->query(ack_sql, ids, attempts, states, errors, run_at, clock->now());
+  if (!done) {
+    if (is_connection_error(done.error())) return false;
+    log::warn("keel.jobs: acknowledging finished jobs failed",
+              {{"error", c->last_error().to_string()}, {"jobs", std::to_string(batch.size())}});
+    if (batch.size() == 1) {
+      // This ack cannot be applied; its job's lease expires and the rescuer takes it over.
+      std::unique_lock lock(mutex);
+      counters.acks_lost += 1;
+      batch.clear();
+      return true;
+    }
+    // One row the database refuses must not hold up the others: acknowledge one at a time.
+    std::vector<ack> all;
+    all.swap(batch);
+    for (auto& a : all) {
+      std::vector<ack> one;
+      one.push_back(std::move(a));
+      if (!flush_acks(c, one))
+        batch.insert(batch.end(), std::make_move_iterator(one.begin()), std::make_move_iterator(one.end()));
+    }
+    return batch.empty();
+  }
+  KEEL_ASSERT(done->size() <= batch.size(), "an ack changes at most the rows it names");
+  std::unique_lock lock(mutex);
+  counters.acks_lost += batch.size() - std::min(batch.size(), static_cast<std::size_t>(done->size()));
+  batch.clear();
+  return true;
+}
+
+void worker::impl::heartbeat(pg::connection& c) {
+  std::vector<std::int64_t> ids, attempts;
+  {
+    std::unique_lock lock(mutex);
+    for (const auto& [id, j] : held) {
+      if (j->released) continue;
+      ids.push_back(id);
+      attempts.push_back(j->attempt);
+    }
+  }
+  if (ids.empty()) return;
+  auto alive = c.query(heartbeat_sql, ids, attempts, clock->now() + options.lease);
+  if (!alive) return;
+  std::unordered_map<std::int64_t, bool> answer;
+  for (const auto row : *alive)
+    answer[or_default(row.get<std::int64_t>(0), 0)] = or_default(row.get<bool>(1), false);
+  std::unique_lock lock(mutex);
+  for (const auto id : ids) {
+    auto found = held.find(id);
+    if (found == held.end()) continue;  // finished meanwhile
+    auto& j = *found->second;
+    const auto a = answer.find(id);
+    if (a == answer.end()) {
+      j.lease_lost = true;  // rescued or changed by hand: the run no longer counts
+      j.stop.store(true, std::memory_order_release);
+    } else if (a->second) {
+      j.cancel_requested = true;
+      j.stop.store(true, std::memory_order_release);
+    }
+    // A prefetched job must not start once it is cancelled or no longer ours: take it out of
+    // `ready` now. One a handler took already is dropped by that handler after its start check.
+    if (!j.started && j.phase == start_phase::ready && (j.lease_lost || j.cancel_requested)) {
+      std::erase_if(ready, [&](const std::shared_ptr<held_job>& r) { return r->id == id; });
+      drop_unstarted(j);
+    }
+  }
+}
+
+void worker::impl::check_timeouts() {
+  const auto now = clock->monotonic();
+  std::unique_lock lock(mutex);
+  for (auto& [id, j] : held) {
+    if (j->started && j->timeout.count() > 0 && !j->timed_out && now - j->started_at > j->timeout) {
+      j->timed_out = true;
+      j->stop.store(true, std::memory_order_release);
+    }
+  }
+}
+
+void worker::impl::control_loop() {
+  std::optional<pg::connection> c;
+  std::vector<ack> batch;
+  auto next_heartbeat = std::chrono::steady_clock::now() + heartbeat_every;
+  while (true) {
+    bool stop_now = false;
+    bool cancel_check = false;
+    {
+      std::unique_lock lock(mutex);
+      control_cv.wait_for(lock, 50ms, [&] { return stopping_control || !acks.empty() || check_cancel; });
+      for (auto& a : acks) batch.push_back(std::move(a));
+      acks.clear();
+      stop_now = stopping_control;
+      cancel_check = check_cancel;
+      check_cancel = false;
+    }
+    check_timeouts();
+    if (!c || !c->is_open()) {
+      if (stop_now) {
+        // Shutting down: try for a few seconds, then leave the rest to lease expiry.
+        for (int i = 0; i < 20 && !try_connect(c); ++i) std::this_thread::sleep_for(250ms);
+        if (!(c && c->is_open())) {
+          log::warn(
+              "keel.jobs: could not acknowledge finished jobs before stopping; their leases expire "
+              "and they run again",
+              {{"jobs", static_cast<std::int64_t>(batch.size())}});
           return;
         }
+      } else if (!ensure_connected(c, stopping_control, "control")) {
+        continue;  // stopping: the next round flushes what it can and returns
       }
-    } else if (e.what == pg::listener_event::kind::reconnected ||
-               e.what == pg::listener_event::kind::connected) {
-      fetch_wanted = true;  // notifications may have been missed: look at the table
-      fetch_cv.notify_one();
+    }
+    if (!flush_acks(c, batch)) {
+      if (stop_now && c->is_open()) return;  // a non-connection error: nothing more to do
+      continue;
+    }
+    if (stop_now) return;
+    if (cancel_check || std::chrono::steady_clock::now() >= next_heartbeat) {
+      heartbeat(*c);
+      next_heartbeat = std::chrono::steady_clock::now() + heartbeat_every;
     }
   }
-};
+}
+
+void worker::impl::on_listener_event(const pg::listener_event& e) {
+  std::unique_lock lock(mutex);
+  if (e.what == pg::listener_event::kind::notification) {
+    if (e.message.payload == "!cancel") {
+      check_cancel = true;
+      control_cv.notify_one();
+      return;
+    }
+    for (const auto& q : options.queues) {
+      if (q.name == e.message.payload) {
+        fetch_wanted = true;
+        fetch_cv.notify_one();
+        return;
+      }
+    }
+  } else if (e.what == pg::listener_event::kind::reconnected ||
+             e.what == pg::listener_event::kind::connected) {
+    fetch_wanted = true;  // notifications may have been missed: look at the table
+    fetch_cv.notify_one();
+  }
+}
 
 worker::worker(worker_options options) : impl_(std::make_shared<impl>(std::move(options))) {}
 
@@ -895,15 +609,23 @@ void worker::stop() {
   if (s.listener) s.listener->stop();
   {
     std::unique_lock lock(s.mutex);
-    // Jobs fetched but not started go back to the queue as if never taken.
-    for (auto& j : s.ready) {
-      s.acks.push_back({.id = j->id, .attempt = j->attempt, .state = "release", .error = {}, .run_at_us = 0});
-      j->released = true;
-      s.held.erase(j->id);
+    // Jobs fetched but not started go back to the queue as if never taken: those in `ready` and
+    // those a handler took but has not started (waiting for or in its start check).
+    for (auto it = s.held.begin(); it != s.held.end();) {
+      auto& j = *it->second;
+      if (j.started) {
+        ++it;
+        continue;
+      }
+      s.acks.push_back({.id = j.id, .attempt = j.attempt, .state = "release", .error = {}, .run_at_us = 0});
+      j.released = true;
+      it = s.held.erase(it);
     }
     s.ready.clear();
+    s.awaiting_check.clear();
     s.stopping_handlers = true;
     s.control_cv.notify_all();
+    s.start_cv.notify_all();
     // Running jobs get the shutdown timeout to finish.
     s.idle_cv.wait_for(lock, s.options.shutdown_timeout, [&] { return s.running_handlers == 0; });
     // The rest are told to stop and handed back to be run again elsewhere.

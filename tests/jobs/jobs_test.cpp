@@ -13,8 +13,11 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -449,7 +452,14 @@ TEST_SUITE("pg") {
       batch.push_back({.kind = "add", .args = "{\"n\":" + std::to_string(i) + "}"});
     REQUIRE(jobs::enqueue_many(db.c, batch));
     std::atomic<std::int64_t> sum{0}, runs{0};
-    jobs::worker w(fast_options(db.conninfo));
+    auto options = fast_options(db.conninfo);
+    SUBCASE("with the start check (the default)") {
+      CHECK(options.check_before_start);
+    }
+    SUBCASE("without the start check") {
+      options.check_before_start = false;
+    }
+    jobs::worker w(options);
     w.handle("add", [&](const jobs::job_context& ctx) {
       sum += ctx.args->at("n").as_int64();
       ++runs;
@@ -602,6 +612,92 @@ TEST_SUITE("pg") {
     auto slow = jobs::enqueue(db.c, {.kind = "slow"}).value().id;
     REQUIRE(eventually([&] { return state_of(db.c, slow) == "retryable"; }, 5s));
     CHECK(jobs::get_job(db.c, slow)->errors.back().error == "timed out after 200 ms: gave up");
+    w.stop();
+  }
+
+  TEST_CASE("a prefetched job cancelled before a handler is free for it never starts") {
+    // Deterministic, not a race: the control thread, which would bring the cancellation to the
+    // worker, is held in an acknowledgement blocked on a row lock this test holds, and the only
+    // handler frees up after cancel_job returned. The worker must still refuse to start the job.
+    schema_with_jobs db;
+    auto row_locks = db.connect();
+    std::optional<keel::pg::transaction> holding;
+    std::mutex gate_mutex;
+    std::condition_variable gate_cv;
+    bool gate_open = false;
+    std::atomic<bool> target_ran{false};
+    auto options = fast_options(db.conninfo);
+    options.concurrency = 1;
+    options.prefetch = 4;
+    options.lease = 60s;
+    options.heartbeat_interval = 1h;
+    options.maintenance = false;
+    options.worker_id = "cancel-window";  // its session names fit Postgres's 63 bytes
+    jobs::worker w(options);
+    w.handle("lock_own_row", [&](const jobs::job_context& ctx) {
+      // The ack of this job then waits for `holding`, and the control thread with it.
+      std::lock_guard lock(gate_mutex);
+      holding.emplace(keel::pg::transaction::begin(row_locks).value());
+      REQUIRE(row_locks.query("SELECT 1 FROM keel_jobs WHERE id = $1 FOR UPDATE", ctx.id));
+      return jobs::job_result::done();
+    });
+    w.handle("gated", [&](const jobs::job_context&) {
+      std::unique_lock lock(gate_mutex);
+      gate_cv.wait(lock, [&] { return gate_open; });
+      return jobs::job_result::done();
+    });
+    w.handle("target", [&](const jobs::job_context&) {
+      target_ran = true;
+      return jobs::job_result::done();
+    });
+    // However the test ends, the worker can stop: the gate opens and the row lock goes first.
+    struct at_exit {
+      std::function<void()> run;
+      ~at_exit() { run(); }
+    } release_all{[&] {
+      std::lock_guard lock(gate_mutex);
+      gate_open = true;
+      gate_cv.notify_all();
+      holding.reset();
+    }};
+    const auto enqueued =
+        jobs::enqueue_many(db.c, std::vector<jobs::new_job>{{.kind = "lock_own_row", .priority = 0},
+                                                            {.kind = "gated", .priority = 1},
+                                                            {.kind = "target", .priority = 2}})
+            .value();
+    const auto locker = enqueued[0].id, gated = enqueued[1].id, target = enqueued[2].id;
+    REQUIRE(w.start());
+    // The target is prefetched behind the gated job, and the control thread waits for the lock.
+    REQUIRE(eventually([&] {
+      return db.c.query(
+                     "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+                     "AND wait_event_type = 'Lock'",
+                     "keel-jobs-control " + w.id())
+                 .value()
+                 .value<std::int64_t>()
+                 .value() == 1;
+    }));
+    REQUIRE(state_of(db.c, target) == "running");
+    REQUIRE(jobs::cancel_job(db.c, target));
+    {
+      std::lock_guard lock(gate_mutex);
+      gate_open = true;
+    }
+    gate_cv.notify_all();
+    // The handler is free: it either starts the target or the worker refuses it as cancelled.
+    REQUIRE(eventually([&] { return target_ran.load() || w.stats().cancelled == 1; }));
+    CHECK_FALSE(target_ran.load());
+    {
+      std::lock_guard lock(gate_mutex);
+      REQUIRE(holding->commit());
+    }
+    REQUIRE(eventually([&] { return state_of(db.c, target) == "cancelled"; }, 5s));
+    const auto info = jobs::get_job(db.c, target).value();
+    CHECK(info.attempt == 0);
+    CHECK(info.errors.back().error == "cancelled before it started");
+    REQUIRE(eventually([&] { return state_of(db.c, gated) == "completed"; }, 5s));
+    CHECK(state_of(db.c, locker) == "completed");
+    CHECK_FALSE(target_ran.load());
     w.stop();
   }
 

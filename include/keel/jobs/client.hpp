@@ -168,9 +168,9 @@ struct job_filter {
 [[nodiscard]] result<void> retry_job(pg::connection& c, std::int64_t id);
 /// Cancels a job. One that is not running is cancelled at once; a running one is asked to stop
 /// (its handler sees job_context::cancelled()) and is cancelled when its handler returns,
-/// unless it completed. No worker fetches it again, and a prefetched job is dropped unstarted
-/// once its worker hears of the cancellation (docs/jobs.md, Guarantees). @returns errc::invalid_state for
-/// finished jobs.
+/// unless it completed. Once it returned, no worker fetches or starts the job again: a prefetched
+/// job whose handler has not started never starts (docs/jobs.md, Guarantees).
+/// @returns errc::invalid_state for finished jobs.
 [[nodiscard]] result<void> cancel_job(pg::connection& c, std::int64_t id);
 /// Moves a job that is not running or finished to discarded, with `reason` as its last error.
 [[nodiscard]] result<void> discard_job(pg::connection& c, std::int64_t id,

@@ -121,6 +121,11 @@ struct worker_options {
   std::chrono::milliseconds lease{30'000};          ///< a job is rescued this long after its last heartbeat
   std::chrono::milliseconds heartbeat_interval{0};  ///< 0: lease / 3
   std::chrono::milliseconds shutdown_timeout{10'000};  ///< in-flight jobs get this long on stop()
+  /// Confirm in Postgres right before jobs start that they were not cancelled (one statement per
+  /// batch of starts), so a job cancelled before its handler starts never starts. false saves
+  /// that round trip (no-op handlers run faster, docs/jobs.md), but then a prefetched job
+  /// cancelled in the moments before its worker hears of it may still start.
+  bool check_before_start = true;
   bool maintenance = true;  ///< take part in the leader election (rescue, periodic jobs, pruning)
   std::chrono::milliseconds maintenance_interval{1000};
   std::chrono::seconds keep_completed{std::chrono::hours(24)};  ///< completed/cancelled rows kept this long
