@@ -8,6 +8,7 @@
 #include <keel/core/clock.hpp>
 #include <keel/jobs/error.hpp>
 #include <keel/pg/connection.hpp>
+#include <keel/pg/migrations.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -105,9 +106,12 @@ struct enqueue_options {
   jobs::observer* observer = nullptr;  ///< told what was enqueued, per queue and kind; not owned
 };
 
-/// Creates or upgrades the job tables (migrations of component "jobs"). Safe to call from
+/// The job tables' migrations (component "jobs"), in version order, e.g. to apply them with
+/// other tools.
+[[nodiscard]] std::span<const pg::migration> migrations() noexcept;
+/// Creates or upgrades the job tables: applies migrations() not yet applied. Safe to call from
 /// several processes at once.
-[[nodiscard]] result<void> migrate(pg::connection& c);
+[[nodiscard]] result<pg::migration_report> migrate(pg::connection& c);
 
 /// Inserts one job (one round trip) and wakes workers of its queue when the surrounding
 /// transaction commits. @returns errc::invalid_job, errc::invalid_args, or the pg error.
