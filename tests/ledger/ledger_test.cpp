@@ -65,6 +65,18 @@ TEST_SUITE("unit") {
     CHECK(to_string(parse_u128("1234567890123456789012345").value()) == "1234567890123456789012345");
   }
 
+  TEST_CASE("errors: keel.ledger's own category, apart from core's and pg's") {
+    const keel::error_code ec = errc::unknown_account;
+    CHECK(ec.category().name() == std::string("keel.ledger"));
+    CHECK(&ec.category() == &ledger_category());
+    CHECK(ec == errc::unknown_account);
+    CHECK(ec != keel::error_code(ec.value(), keel::core_category()));  // the number alone is not the error
+    CHECK(ec.message().find("no such account") != std::string::npos);
+    const keel::result<u128> parsed = parse_u128("x");
+    REQUIRE_FALSE(parsed);
+    CHECK(parsed.error() == errc::invalid_amount);
+  }
+
   TEST_CASE("accounts: validation, idempotency and result codes") {
     keel::manual_clock clock;
     memory_engine e({.clock = &clock});
