@@ -7,6 +7,7 @@
 #include <keel/pg/types.hpp>
 
 #include "state_machine.hpp"
+#include "u128_numeric.hpp"
 
 #include <algorithm>
 #include <condition_variable>
@@ -16,56 +17,6 @@
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
-
-namespace keel::ledger::detail {
-/// A u128 sent and read as Postgres numeric in binary form (base-10000 digits), so COPY and
-/// parameters need no text formatting or parsing.
-struct u128_numeric {
-  u128 value = 0;
-};
-}  // namespace keel::ledger::detail
-
-template <>
-struct keel::pg::codec<keel::ledger::detail::u128_numeric> {
-  static constexpr oid type = oids::numeric;
-  static constexpr bool binary = true;
-  static bool encode(const keel::ledger::detail::u128_numeric& v, bytes& out) {
-    std::uint16_t digits[10];  // 2^128 < 10000^10
-    int n = 0;
-    for (auto rest = v.value; rest != 0; rest /= 10000)
-      digits[n++] = static_cast<std::uint16_t>(rest % 10000);
-    const auto put16 = [&out](unsigned x) {
-      out.push_back(static_cast<std::uint8_t>(x >> 8U));
-      out.push_back(static_cast<std::uint8_t>(x));
-    };
-    put16(static_cast<unsigned>(n));                    // ndigits
-    put16(n == 0 ? 0U : static_cast<unsigned>(n - 1));  // weight: 10000^(n-1) for the first digit
-    put16(0);                                           // sign: positive
-    put16(0);                                           // dscale
-    for (int i = n - 1; i >= 0; --i) put16(digits[i]);
-    return true;
-  }
-  static bool accepts(oid t) { return t == oids::numeric; }
-  static result<keel::ledger::detail::u128_numeric> decode(oid, bytes_view raw) {
-    const auto get16 = [&raw](std::size_t at) {
-      return static_cast<unsigned>((raw[at] << 8U) | raw[at + 1]);
-    };
-    if (raw.size() < 8) return errc::bad_value;
-    const auto n = get16(0);
-    const auto weight = static_cast<std::int16_t>(get16(2));
-    if (get16(4) != 0 || raw.size() != 8 + 2 * static_cast<std::size_t>(n)) return errc::bad_value;
-    keel::ledger::u128 value = 0;
-    const keel::ledger::u128 limit = keel::ledger::u128_max / 10000;
-    for (int i = 0; i <= weight; ++i) {
-      const unsigned digit = i < static_cast<int>(n) ? get16(8 + 2 * static_cast<std::size_t>(i)) : 0U;
-      if (value > limit || value * 10000 > keel::ledger::u128_max - digit) return errc::bad_value;
-      value = value * 10000 + digit;
-    }
-    for (int i = weight + 1; i < static_cast<int>(n); ++i)
-      if (i >= 0 && get16(8 + 2 * static_cast<std::size_t>(i)) != 0) return errc::bad_value;  // a fraction
-    return keel::ledger::detail::u128_numeric{value};
-  }
-};
 
 namespace keel::ledger {
 
