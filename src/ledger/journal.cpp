@@ -1,117 +1,126 @@
+#include <keel/core/assert.hpp>
+#include <keel/core/byte_io.hpp>
 #include <keel/ledger/journal.hpp>
 
+#include "journal_layout.hpp"
+
 #include <algorithm>
-#include <bit>
-#include <cstring>
 
 namespace keel::ledger {
 
 namespace {
 
+namespace layout = detail::entry_layout;
+
 constexpr std::uint8_t format_version = 1;
 
-struct writer {
-  std::uint8_t* out;
-  std::size_t at = 0;
-  void u8(std::uint8_t v) noexcept { out[at++] = v; }
-  // Big-endian, the low `size` bytes of v. Fixed sizes compile to byte swaps and stores: this
-  // runs for every journal entry.
-  void be(u128 v, int size) noexcept {
-    if (size == 16) {
-      store64(static_cast<std::uint64_t>(v >> 64U));
-      store64(static_cast<std::uint64_t>(v));
-      return;
-    }
-    if (size == 8) {
-      store64(static_cast<std::uint64_t>(v));
-      return;
-    }
-    for (int i = size - 1; i >= 0; --i) out[at++] = static_cast<std::uint8_t>(v >> (8 * i));
-  }
-  void store64(std::uint64_t v) noexcept {
-    if constexpr (std::endian::native == std::endian::little) v = __builtin_bswap64(v);
-    std::memcpy(out + at, &v, sizeof v);
-    at += sizeof v;
-  }
-};
+// Reads the fields of untrusted bytes in layout order through the checked reader; the first
+// short read is remembered, so the decoder checks once instead of after every field.
+class field_reader {
+ public:
+  explicit field_reader(bytes_view data) noexcept : in_(data) {}
 
-struct reader {
-  const std::uint8_t* in;
-  std::size_t at = 0;
-  std::uint8_t u8() noexcept { return in[at++]; }
-  u128 be(int size) noexcept {
-    u128 v = 0;
-    for (int i = 0; i < size; ++i) v = (v << 8U) | in[at++];
-    return v;
+  template <keel::detail::fixed_integer T>
+  T next(layout::field f) noexcept {
+    KEEL_ASSERT(failed_ || (f.size == sizeof(T) && in_.position() == f.offset),
+                "fields are read in layout order");
+    auto v = in_.be<T>();
+    if (!v) {
+      failed_ = true;
+      return 0;
+    }
+    return *v;
   }
+  u128 next_u128(layout::field f) noexcept {
+    KEEL_ASSERT(failed_ || (f.size == 16 && in_.position() == f.offset), "fields are read in layout order");
+    const auto high = in_.be<std::uint64_t>();
+    const auto low = in_.be<std::uint64_t>();
+    if (!high || !low) {
+      failed_ = true;
+      return 0;
+    }
+    return (static_cast<u128>(*high) << 64U) | *low;
+  }
+  [[nodiscard]] bool zeros(std::size_t n) noexcept {
+    auto run = in_.take(n);
+    if (!run) failed_ = true;
+    return run && std::all_of(run->begin(), run->end(), [](std::uint8_t b) { return b == 0; });
+  }
+  /// True when every field was there and nothing follows them.
+  [[nodiscard]] bool complete() const noexcept { return !failed_ && in_.expect_end(); }
+
+ private:
+  byte_reader in_;
+  bool failed_ = false;
 };
 
 }  // namespace
 
 encoded_entry encode(const journal_entry& entry) noexcept {
   encoded_entry out{};
-  writer w{out.data()};
-  w.u8(format_version);
-  w.u8(static_cast<std::uint8_t>(entry.kind));
-  w.be(entry.timestamp(), 8);
+  layout::store(out, layout::version, format_version);
+  layout::store(out, layout::kind, static_cast<std::uint8_t>(entry.kind));
+  layout::store(out, layout::timestamp, entry.timestamp());
   if (entry.kind == entry_kind::account_created) {
+    namespace f = layout::account_fields;
     const auto& a = entry.account;
-    w.be(a.id, 16);
-    w.be(a.user_data, 16);
-    w.be(a.ledger, 4);
-    w.be(a.code, 2);
-    w.be(a.flags, 2);
-    // the rest stays zero
+    layout::store(out, layout::id, a.id);
+    layout::store(out, f::user_data, a.user_data);
+    layout::store(out, f::ledger, a.ledger);
+    layout::store(out, f::code, a.code);
+    layout::store(out, f::flags, a.flags);
+    // the padding stays zero
   } else {
+    namespace f = layout::transfer_fields;
     const auto& t = entry.transfer;
-    w.be(t.id, 16);
-    w.be(t.debit_account_id, 16);
-    w.be(t.credit_account_id, 16);
-    w.be(t.amount, 16);
-    w.be(t.pending_id, 16);
-    w.be(t.user_data, 16);
-    w.be(t.timeout, 4);
-    w.be(t.ledger, 4);
-    w.be(t.code, 2);
-    w.be(t.flags, 2);
+    layout::store(out, layout::id, t.id);
+    layout::store(out, f::debit_account_id, t.debit_account_id);
+    layout::store(out, f::credit_account_id, t.credit_account_id);
+    layout::store(out, f::amount, t.amount);
+    layout::store(out, f::pending_id, t.pending_id);
+    layout::store(out, f::user_data, t.user_data);
+    layout::store(out, f::timeout, t.timeout);
+    layout::store(out, f::ledger, t.ledger);
+    layout::store(out, f::code, t.code);
+    layout::store(out, f::flags, t.flags);
   }
   return out;
 }
 
 result<journal_entry> decode(bytes_view data) {
-  if (data.size() != entry_size) return errc::corrupt_entry;
-  reader r{data.data()};
-  if (r.u8() != format_version) return errc::corrupt_entry;
-  const auto kind = r.u8();
-  if (kind < 1 || kind > 3) return errc::corrupt_entry;
+  field_reader in(data);
+  const auto version = in.next<std::uint8_t>(layout::version);
+  const auto kind = in.next<std::uint8_t>(layout::kind);
+  const auto ts = in.next<std::uint64_t>(layout::timestamp);
+  if (version != format_version || kind < 1 || kind > 3) return errc::corrupt_entry;
   journal_entry e;
   e.kind = static_cast<entry_kind>(kind);
-  const auto ts = static_cast<std::uint64_t>(r.be(8));
   if (e.kind == entry_kind::account_created) {
+    namespace f = layout::account_fields;
     auto& a = e.account;
     a.timestamp = ts;
-    a.id = r.be(16);
-    a.user_data = r.be(16);
-    a.ledger = static_cast<std::uint32_t>(r.be(4));
-    a.code = static_cast<std::uint16_t>(r.be(2));
-    a.flags = static_cast<std::uint16_t>(r.be(2));
-    if (std::any_of(data.begin() + static_cast<std::ptrdiff_t>(r.at), data.end(),
-                    [](std::uint8_t b) { return b != 0; }))
-      return errc::corrupt_entry;
+    a.id = in.next_u128(layout::id);
+    a.user_data = in.next_u128(f::user_data);
+    a.ledger = in.next<std::uint32_t>(f::ledger);
+    a.code = in.next<std::uint16_t>(f::code);
+    a.flags = in.next<std::uint16_t>(f::flags);
+    if (!in.zeros(f::padding)) return errc::corrupt_entry;
   } else {
+    namespace f = layout::transfer_fields;
     auto& t = e.transfer;
     t.timestamp = ts;
-    t.id = r.be(16);
-    t.debit_account_id = r.be(16);
-    t.credit_account_id = r.be(16);
-    t.amount = r.be(16);
-    t.pending_id = r.be(16);
-    t.user_data = r.be(16);
-    t.timeout = static_cast<std::uint32_t>(r.be(4));
-    t.ledger = static_cast<std::uint32_t>(r.be(4));
-    t.code = static_cast<std::uint16_t>(r.be(2));
-    t.flags = static_cast<std::uint16_t>(r.be(2));
+    t.id = in.next_u128(layout::id);
+    t.debit_account_id = in.next_u128(f::debit_account_id);
+    t.credit_account_id = in.next_u128(f::credit_account_id);
+    t.amount = in.next_u128(f::amount);
+    t.pending_id = in.next_u128(f::pending_id);
+    t.user_data = in.next_u128(f::user_data);
+    t.timeout = in.next<std::uint32_t>(f::timeout);
+    t.ledger = in.next<std::uint32_t>(f::ledger);
+    t.code = in.next<std::uint16_t>(f::code);
+    t.flags = in.next<std::uint16_t>(f::flags);
   }
+  if (!in.complete()) return errc::corrupt_entry;
   return e;
 }
 

@@ -1,5 +1,6 @@
 #include <keel/ledger/engine.hpp>
 
+#include "journal_layout.hpp"
 #include "state_machine.hpp"
 
 #include <algorithm>
@@ -29,18 +30,6 @@ result<checkpoint> engine::make_checkpoint(const ed25519_private_key& key) {
 namespace {
 std::uint64_t to_ns(timestamp t) noexcept {
   return static_cast<std::uint64_t>(t.time_since_epoch().count());
-}
-
-// Field offsets in the canonical encoding (docs/ledger.md): version, kind, timestamp, then for a
-// transfer its id and debit account id.
-constexpr std::size_t timestamp_offset = 2;
-constexpr std::size_t id_offset = 10;
-constexpr std::size_t debit_offset = 26;
-
-u128 read_be(const encoded_entry& bytes, std::size_t at, std::size_t size) noexcept {
-  u128 v = 0;
-  for (std::size_t i = 0; i < size; ++i) v = (v << 8U) | bytes[at + i];
-  return v;
 }
 }  // namespace
 
@@ -122,14 +111,15 @@ struct memory_engine::state {
   }
 
   [[nodiscard]] std::uint64_t timestamp_at(std::uint64_t sequence) const noexcept {
-    return static_cast<std::uint64_t>(read_be(entries[sequence], timestamp_offset, 8));
+    return detail::entry_layout::load_u64(entries[sequence], detail::entry_layout::timestamp);
   }
 
   [[nodiscard]] statement_line line(u128 account_id, std::uint64_t sequence) const {
     const auto& m = effects[sequence];
     const auto& bytes = entries[sequence];
-    const auto debit_id = read_be(bytes, debit_offset, 16);
-    return {sequence, timestamp_at(sequence), read_be(bytes, id_offset, 16),
+    namespace layout = detail::entry_layout;
+    const auto debit_id = layout::load_u128(bytes, layout::transfer_fields::debit_account_id);
+    return {sequence, timestamp_at(sequence), layout::load_u128(bytes, layout::id),
             debit_id == account_id ? m.debit_after : m.credit_after};
   }
 

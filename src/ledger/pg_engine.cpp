@@ -7,6 +7,7 @@
 #include <keel/pg/types.hpp>
 
 #include "state_machine.hpp"
+#include "u128_numeric.hpp"
 
 #include <algorithm>
 #include <condition_variable>
@@ -16,56 +17,6 @@
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
-
-namespace keel::ledger::detail {
-/// A u128 sent and read as Postgres numeric in binary form (base-10000 digits), so COPY and
-/// parameters need no text formatting or parsing.
-struct u128_numeric {
-  u128 value = 0;
-};
-}  // namespace keel::ledger::detail
-
-template <>
-struct keel::pg::codec<keel::ledger::detail::u128_numeric> {
-  static constexpr oid type = oids::numeric;
-  static constexpr bool binary = true;
-  static bool encode(const keel::ledger::detail::u128_numeric& v, bytes& out) {
-    std::uint16_t digits[10];  // 2^128 < 10000^10
-    int n = 0;
-    for (auto rest = v.value; rest != 0; rest /= 10000)
-      digits[n++] = static_cast<std::uint16_t>(rest % 10000);
-    const auto put16 = [&out](unsigned x) {
-      out.push_back(static_cast<std::uint8_t>(x >> 8U));
-      out.push_back(static_cast<std::uint8_t>(x));
-    };
-    put16(static_cast<unsigned>(n));                    // ndigits
-    put16(n == 0 ? 0U : static_cast<unsigned>(n - 1));  // weight: 10000^(n-1) for the first digit
-    put16(0);                                           // sign: positive
-    put16(0);                                           // dscale
-    for (int i = n - 1; i >= 0; --i) put16(digits[i]);
-    return true;
-  }
-  static bool accepts(oid t) { return t == oids::numeric; }
-  static result<keel::ledger::detail::u128_numeric> decode(oid, bytes_view raw) {
-    const auto get16 = [&raw](std::size_t at) {
-      return static_cast<unsigned>((raw[at] << 8U) | raw[at + 1]);
-    };
-    if (raw.size() < 8) return errc::bad_value;
-    const auto n = get16(0);
-    const auto weight = static_cast<std::int16_t>(get16(2));
-    if (get16(4) != 0 || raw.size() != 8 + 2 * static_cast<std::size_t>(n)) return errc::bad_value;
-    keel::ledger::u128 value = 0;
-    const keel::ledger::u128 limit = keel::ledger::u128_max / 10000;
-    for (int i = 0; i <= weight; ++i) {
-      const unsigned digit = i < static_cast<int>(n) ? get16(8 + 2 * static_cast<std::size_t>(i)) : 0U;
-      if (value > limit || value * 10000 > keel::ledger::u128_max - digit) return errc::bad_value;
-      value = value * 10000 + digit;
-    }
-    for (int i = weight + 1; i < static_cast<int>(n); ++i)
-      if (i >= 0 && get16(8 + 2 * static_cast<std::size_t>(i)) != 0) return errc::bad_value;  // a fraction
-    return keel::ledger::detail::u128_numeric{value};
-  }
-};
 
 namespace keel::ledger {
 
@@ -185,19 +136,25 @@ std::uint64_t u64(std::int64_t v) noexcept {
   return static_cast<std::uint64_t>(v);
 }
 
-result<u128> numeric_at(const pg::row& r, std::size_t column) {
-  auto text = r.get<std::string>(column);
-  if (!text) return errc::storage_failure;
-  return parse_u128(*text);
+// Amounts and balances are read as numeric(39, 0)::text. Text that is not a u128 was not
+// written by the ledger: that is a storage failure, not a bad request.
+result<u128> stored_u128(const std::string& text) {
+  auto value = parse_u128(text);
+  if (!value) return errc::storage_failure;
+  return *value;
 }
 
 result<balance> balance_at(const pg::row& r, std::size_t first) {
+  auto texts = r.as<std::string, std::string, std::string, std::string>(first);
+  if (!texts) return texts.error();
+  const auto& [debits_pending, debits_posted, credits_pending, credits_posted] = *texts;
   balance b;
-  u128* fields[] = {&b.debits_pending, &b.debits_posted, &b.credits_pending, &b.credits_posted};
-  for (std::size_t i = 0; i < 4; ++i) {
-    auto v = numeric_at(r, first + i);
-    if (!v) return errc::storage_failure;
-    *fields[i] = *v;
+  for (const auto& [field, text] :
+       {std::pair{&b.debits_pending, &debits_pending}, std::pair{&b.debits_posted, &debits_posted},
+        std::pair{&b.credits_pending, &credits_pending}, std::pair{&b.credits_posted, &credits_posted}}) {
+    auto value = stored_u128(*text);
+    if (!value) return value.error();
+    *field = *value;
   }
   return b;
 }
@@ -208,22 +165,19 @@ constexpr std::string_view account_columns =
 
 // `first`: the column account_columns start at.
 result<account> account_from(const pg::row& r, std::size_t first = 0) {
-  auto id = r.get<pg::uuid>(first);
-  auto ledger_id = r.get<std::int64_t>(first + 1);
-  auto code = r.get<std::int32_t>(first + 2);
-  auto flags = r.get<std::int32_t>(first + 3);
-  auto user_data = r.get<pg::uuid>(first + 4);
-  auto ts = r.get<std::int64_t>(first + 5);
-  auto b = balance_at(r, first + 6);
-  if (!id || !ledger_id || !code || !flags || !user_data || !ts || !b) return errc::storage_failure;
+  auto fields = r.as<pg::uuid, std::int64_t, std::int32_t, std::int32_t, pg::uuid, std::int64_t>(first);
+  if (!fields) return fields.error();
+  auto balances = balance_at(r, first + 6);
+  if (!balances) return balances.error();
+  const auto& [id, ledger_id, code, flags, user_data, ts] = *fields;
   account a;
-  a.id = from_uuid(*id);
-  a.ledger = static_cast<std::uint32_t>(*ledger_id);
-  a.code = static_cast<std::uint16_t>(*code);
-  a.flags = static_cast<std::uint16_t>(*flags);
-  a.user_data = from_uuid(*user_data);
-  a.timestamp = u64(*ts);
-  a.balances = *b;
+  a.id = from_uuid(id);
+  a.ledger = static_cast<std::uint32_t>(ledger_id);
+  a.code = static_cast<std::uint16_t>(code);
+  a.flags = static_cast<std::uint16_t>(flags);
+  a.user_data = from_uuid(user_data);
+  a.timestamp = u64(ts);
+  a.balances = *balances;
   return a;
 }
 
@@ -249,36 +203,27 @@ std::string qualified(std::string_view columns, std::string_view table) {
 }
 
 result<detail::transfer_record> transfer_from(const pg::row& r) {
-  auto id = r.get<pg::uuid>(0);
-  auto debit = r.get<pg::uuid>(1);
-  auto credit = r.get<pg::uuid>(2);
-  auto amount = numeric_at(r, 3);
-  auto pending = r.get<pg::uuid>(4);
-  auto user_data = r.get<pg::uuid>(5);
-  auto timeout = r.get<std::int64_t>(6);
-  auto ledger_id = r.get<std::int64_t>(7);
-  auto code = r.get<std::int32_t>(8);
-  auto flags = r.get<std::int32_t>(9);
-  auto ts = r.get<std::int64_t>(10);
-  auto state = r.get<std::int16_t>(11);
-  auto expires = r.get<std::int64_t>(12);
-  if (!id || !debit || !credit || !amount || !pending || !user_data || !timeout || !ledger_id || !code ||
-      !flags || !ts || !state || !expires)
-    return errc::storage_failure;
+  auto fields = r.as<pg::uuid, pg::uuid, pg::uuid, std::string, pg::uuid, pg::uuid, std::int64_t,
+                     std::int64_t, std::int32_t, std::int32_t, std::int64_t, std::int16_t, std::int64_t>();
+  if (!fields) return fields.error();
+  const auto& [id, debit, credit, amount_text, pending, user_data, timeout, ledger_id, code, flags, ts, state,
+               expires] = *fields;
+  auto amount = stored_u128(amount_text);
+  if (!amount) return amount.error();
   detail::transfer_record t;
-  t.value.id = from_uuid(*id);
-  t.value.debit_account_id = from_uuid(*debit);
-  t.value.credit_account_id = from_uuid(*credit);
+  t.value.id = from_uuid(id);
+  t.value.debit_account_id = from_uuid(debit);
+  t.value.credit_account_id = from_uuid(credit);
   t.value.amount = *amount;
-  t.value.pending_id = from_uuid(*pending);
-  t.value.user_data = from_uuid(*user_data);
-  t.value.timeout = static_cast<std::uint32_t>(*timeout);
-  t.value.ledger = static_cast<std::uint32_t>(*ledger_id);
-  t.value.code = static_cast<std::uint16_t>(*code);
-  t.value.flags = static_cast<std::uint16_t>(*flags);
-  t.value.timestamp = u64(*ts);
-  t.state = static_cast<pending_state>(*state);
-  t.expires_at = u64(*expires);
+  t.value.pending_id = from_uuid(pending);
+  t.value.user_data = from_uuid(user_data);
+  t.value.timeout = static_cast<std::uint32_t>(timeout);
+  t.value.ledger = static_cast<std::uint32_t>(ledger_id);
+  t.value.code = static_cast<std::uint16_t>(code);
+  t.value.flags = static_cast<std::uint16_t>(flags);
+  t.value.timestamp = u64(ts);
+  t.state = static_cast<pending_state>(state);
+  t.expires_at = u64(expires);
   return t;
 }
 
@@ -294,14 +239,14 @@ struct head_row {
 
 result<head_row> lock_head(pg::connection& c) {
   auto rows = c.query("SELECT size, last_timestamp, frontier FROM keel_ledger_head WHERE id = 1 FOR UPDATE");
-  if (!rows || rows->size() != 1) return errc::storage_failure;
-  auto size = (*rows)[0].get<std::int64_t>(0);
-  auto last = (*rows)[0].get<std::int64_t>(1);
-  auto frontier = (*rows)[0].get<bytes>(2);
-  if (!size || !last || !frontier) return errc::storage_failure;
-  auto parsed = merkle_frontier::parse(u64(*size), *frontier);
+  if (!rows) return rows.error();
+  if (rows->size() != 1) return errc::storage_failure;  // the migration inserts the one head row
+  auto fields = (*rows)[0].as<std::int64_t, std::int64_t, bytes>();
+  if (!fields) return fields.error();
+  auto& [size, last, frontier] = *fields;
+  auto parsed = merkle_frontier::parse(u64(size), frontier);
   if (!parsed) return parsed.error();
-  return head_row{u64(*size), u64(*last), std::move(*parsed)};
+  return head_row{u64(size), u64(last), std::move(*parsed)};
 }
 
 // Loads the rows a batch can touch into the working set, under the head lock.
@@ -311,7 +256,7 @@ result<void> load_transfers(pg::connection& c, detail::working_set& ws, std::str
   const auto sql = std::string("SELECT ") + std::string(transfer_columns) +
                    " FROM keel_ledger_transfers WHERE " + std::string(where);
   auto rows = c.query_params(sql, params);
-  if (!rows) return errc::storage_failure;
+  if (!rows) return rows.error();
   for (const auto r : *rows) {
     auto t = transfer_from(r);
     if (!t) return t.error();
@@ -329,7 +274,7 @@ result<void> load_accounts(pg::connection& c, detail::working_set& ws, const std
   auto rows = c.query(std::string("SELECT ") + std::string(account_columns) +
                           " FROM keel_ledger_accounts WHERE id = ANY($1::uuid[])",
                       ids);
-  if (!rows) return errc::storage_failure;
+  if (!rows) return rows.error();
   for (const auto r : *rows) {
     auto a = account_from(r);
     if (!a) return a.error();
@@ -357,7 +302,7 @@ result<projected> project(pg::connection& c, std::uint64_t now, std::string_view
                    "WHERE t.state = 1 AND t.expires_at > 0 AND t.expires_at <= $1 " +
                    std::string(where);
   auto rows = c.query(sql, i64(std::min<std::uint64_t>(now, INT64_MAX)), filter...);
-  if (!rows) return errc::storage_failure;
+  if (!rows) return rows.error();
   projected out;
   if (rows->empty()) return out;
   detail::working_set ws;
@@ -365,14 +310,14 @@ result<projected> project(pg::connection& c, std::uint64_t now, std::string_view
     auto t = transfer_from(r);
     auto debit = account_from(r, transfer_column_count);
     auto credit = account_from(r, transfer_column_count + account_column_count);
-    auto size = r.get<std::int64_t>(transfer_column_count + 2 * account_column_count);
-    auto last = r.get<std::int64_t>(transfer_column_count + 2 * account_column_count + 1);
+    auto head = r.as<std::int64_t, std::int64_t>(transfer_column_count + 2 * account_column_count);
     if (!t) return t.error();
     if (!debit) return debit.error();
     if (!credit) return credit.error();
-    if (!size || !last) return errc::storage_failure;
-    out.size = u64(*size);
-    ws.last_timestamp = u64(*last);
+    if (!head) return head.error();
+    const auto [size, last] = *head;
+    out.size = u64(size);
+    ws.last_timestamp = u64(last);
     ws.accounts.emplace(debit->id, *debit);
     ws.accounts.emplace(credit->id, *credit);
     ws.expiries.emplace(t->expires_at, t->value.id);
@@ -389,30 +334,32 @@ result<void> write_journal(pg::connection& c, head_row& head,
     std::vector<completed_node> completed;
     completed.reserve(applied.size() * 2 + 64);
     auto journal = pg::copy_writer::start(c, "keel_ledger_journal", {"sequence", "timestamp", "entry"});
-    if (!journal) return errc::storage_failure;
+    if (!journal) return journal.error();
     bytes entry_bytes(entry_size);
     for (const auto& a : applied) {
       const auto sequence = head.frontier.size();
       const auto encoded = encode(a.entry);
       head.frontier.append(leaf_hash(encoded), completed);
       std::copy(encoded.begin(), encoded.end(), entry_bytes.begin());
-      if (!journal->write_row(i64(sequence), i64(a.entry.timestamp()), entry_bytes))
-        return errc::storage_failure;
+      if (auto done = journal->write_row(i64(sequence), i64(a.entry.timestamp()), entry_bytes); !done)
+        return done.error();
     }
-    if (!journal->finish()) return errc::storage_failure;
+    if (auto done = journal->finish(); !done) return done.error();
     auto nodes = pg::copy_writer::start(c, "keel_ledger_nodes", {"level", "idx", "hash"});
-    if (!nodes) return errc::storage_failure;
+    if (!nodes) return nodes.error();
     bytes hash_bytes(sizeof(tree_hash));
     for (const auto& n : completed) {
       std::copy(n.hash.begin(), n.hash.end(), hash_bytes.begin());
-      if (!nodes->write_row(static_cast<std::int16_t>(n.level), i64(n.index), hash_bytes))
-        return errc::storage_failure;
+      if (auto done = nodes->write_row(static_cast<std::int16_t>(n.level), i64(n.index), hash_bytes); !done)
+        return done.error();
     }
-    if (!nodes->finish()) return errc::storage_failure;
+    if (auto done = nodes->finish(); !done) return done.error();
   }
-  if (!c.query("UPDATE keel_ledger_head SET size = $1, last_timestamp = $2, frontier = $3 WHERE id = 1",
-               i64(head.frontier.size()), i64(last_timestamp), head.frontier.serialize()))
-    return errc::storage_failure;
+  if (auto done =
+          c.query("UPDATE keel_ledger_head SET size = $1, last_timestamp = $2, frontier = $3 WHERE id = 1",
+                  i64(head.frontier.size()), i64(last_timestamp), head.frontier.serialize());
+      !done)
+    return done.error();
   return {};
 }
 
@@ -435,7 +382,7 @@ template <class Result, class Event>
 result<std::vector<Result>> pg_engine::write_batch(std::span<const Event> batch, std::uint64_t* appended) {
   if (batch.size() > max_batch) return errc::batch_too_large;
   auto tx = pg::transaction::begin(*c_);
-  if (!tx) return errc::storage_failure;
+  if (!tx) return tx.error();
   // One writer at a time per journal: the head row lock orders batches (gap-free sequences)
   // and is the only lock taken first, so writers queue instead of deadlocking.
   auto head = lock_head(*c_);
@@ -496,14 +443,15 @@ result<std::vector<Result>> pg_engine::write_batch(std::span<const Event> batch,
       ts.push_back(i64(a.timestamp));
       sequence.push_back(i64(first_sequence + i));
     }
-    if (!id.empty() &&
-        !c_->query(
-            "INSERT INTO keel_ledger_accounts (id, ledger, code, flags, user_data, timestamp, sequence) "
-            "SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int8[]::int4[], $4::int8[]::int4[], "
-            "$5::uuid[], "
-            "$6::int8[], $7::int8[])",
-            id, ledger_id, code, flags, user_data, ts, sequence))
-      return errc::storage_failure;
+    if (!id.empty()) {
+      auto inserted = c_->query(
+          "INSERT INTO keel_ledger_accounts (id, ledger, code, flags, user_data, timestamp, sequence) "
+          "SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int8[]::int4[], $4::int8[]::int4[], "
+          "$5::uuid[], "
+          "$6::int8[], $7::int8[])",
+          id, ledger_id, code, flags, user_data, ts, sequence);
+      if (!inserted) return inserted.error();
+    }
   } else {
     // New transfers with their state as it stands after the batch, and two balance-history
     // rows per entry: binary COPY, no per-row statements.
@@ -511,7 +459,7 @@ result<std::vector<Result>> pg_engine::write_batch(std::span<const Event> batch,
         *c_, "keel_ledger_transfers",
         {"id", "debit_account_id", "credit_account_id", "amount", "pending_id", "user_data", "timeout",
          "ledger", "code", "flags", "timestamp", "state", "expires_at"});
-    if (!transfers) return errc::storage_failure;
+    if (!transfers) return transfers.error();
     std::unordered_set<u128, detail::u128_hash> touched;
     for (const auto& a : applied) {
       touched.insert(a.debit_id);
@@ -519,21 +467,22 @@ result<std::vector<Result>> pg_engine::write_batch(std::span<const Event> batch,
       if (a.entry.kind != entry_kind::transfer) continue;
       const auto& t = a.entry.transfer;
       const auto& record = ws.transfers.at(t.id);
-      if (!transfers->write_row(to_uuid(t.id), to_uuid(t.debit_account_id), to_uuid(t.credit_account_id),
-                                u128_numeric{t.amount}, to_uuid(t.pending_id), to_uuid(t.user_data),
-                                static_cast<std::int64_t>(t.timeout), static_cast<std::int64_t>(t.ledger),
-                                static_cast<std::int32_t>(t.code), static_cast<std::int32_t>(t.flags),
-                                i64(t.timestamp), static_cast<std::int16_t>(record.state),
-                                i64(record.expires_at)))
-        return errc::storage_failure;
+      if (auto done = transfers->write_row(
+              to_uuid(t.id), to_uuid(t.debit_account_id), to_uuid(t.credit_account_id),
+              u128_numeric{t.amount}, to_uuid(t.pending_id), to_uuid(t.user_data),
+              static_cast<std::int64_t>(t.timeout), static_cast<std::int64_t>(t.ledger),
+              static_cast<std::int32_t>(t.code), static_cast<std::int32_t>(t.flags), i64(t.timestamp),
+              static_cast<std::int16_t>(record.state), i64(record.expires_at));
+          !done)
+        return done.error();
     }
-    if (!transfers->finish()) return errc::storage_failure;
+    if (auto done = transfers->finish(); !done) return done.error();
 
     auto history =
         pg::copy_writer::start(*c_, "keel_ledger_balances",
                                {"account_id", "sequence", "timestamp", "transfer_id", "debits_pending",
                                 "debits_posted", "credits_pending", "credits_posted"});
-    if (!history) return errc::storage_failure;
+    if (!history) return history.error();
     for (std::size_t i = 0; i < applied.size(); ++i) {
       const auto& a = applied[i];
       const auto sequence = i64(first_sequence + i);
@@ -541,13 +490,14 @@ result<std::vector<Result>> pg_engine::write_batch(std::span<const Event> batch,
       const auto tid = to_uuid(a.entry.transfer.id);
       for (const auto& [aid, b] :
            {std::pair{a.debit_id, a.debit_after}, std::pair{a.credit_id, a.credit_after}}) {
-        if (!history->write_row(to_uuid(aid), sequence, ts, tid, u128_numeric{b.debits_pending},
-                                u128_numeric{b.debits_posted}, u128_numeric{b.credits_pending},
-                                u128_numeric{b.credits_posted}))
-          return errc::storage_failure;
+        if (auto done = history->write_row(to_uuid(aid), sequence, ts, tid, u128_numeric{b.debits_pending},
+                                           u128_numeric{b.debits_posted}, u128_numeric{b.credits_pending},
+                                           u128_numeric{b.credits_posted});
+            !done)
+          return done.error();
       }
     }
-    if (!history->finish()) return errc::storage_failure;
+    if (auto done = history->finish(); !done) return done.error();
 
     // Pending transfers loaded from the database whose state this batch changed.
     std::vector<std::string> changed_id;
@@ -558,45 +508,51 @@ result<std::vector<Result>> pg_engine::write_batch(std::span<const Event> batch,
       changed_id.push_back(uuid_text(tid));
       changed_state.push_back(static_cast<std::int64_t>(now_state));
     }
-    if (!changed_id.empty() &&
-        !c_->query(
-            "UPDATE keel_ledger_transfers t SET state = v.state FROM unnest($1::uuid[], $2::int8[]::int2[]) "
-            "AS v(id, state) WHERE t.id = v.id",
-            changed_id, changed_state))
-      return errc::storage_failure;
+    if (!changed_id.empty()) {
+      auto updated = c_->query(
+          "UPDATE keel_ledger_transfers t SET state = v.state FROM unnest($1::uuid[], $2::int8[]::int2[]) "
+          "AS v(id, state) WHERE t.id = v.id",
+          changed_id, changed_state);
+      if (!updated) return updated.error();
+    }
 
     // Final balances: COPY into a per-session temporary table, one UPDATE from it.
     if (!touched.empty()) {
       auto exists = c_->query("SELECT to_regclass('pg_temp.keel_ledger_balance_updates') IS NOT NULL");
-      if (!exists) return errc::storage_failure;
+      if (!exists) return exists.error();
       const auto present = exists->value<bool>();
-      if (!present) return errc::storage_failure;
-      if (!*present && !c_->execute("CREATE TEMP TABLE keel_ledger_balance_updates (id uuid, flags int4, "
-                                    "debits_pending numeric, debits_posted numeric, credits_pending numeric, "
-                                    "credits_posted numeric) ON COMMIT DELETE ROWS"))
-        return errc::storage_failure;
+      if (!present) return present.error();
+      if (!*present) {
+        auto created = c_->execute(
+            "CREATE TEMP TABLE keel_ledger_balance_updates (id uuid, flags int4, "
+            "debits_pending numeric, debits_posted numeric, credits_pending numeric, "
+            "credits_posted numeric) ON COMMIT DELETE ROWS");
+        if (!created) return created.error();
+      }
       auto updates = pg::copy_writer::start(
           *c_, "keel_ledger_balance_updates",
           {"id", "flags", "debits_pending", "debits_posted", "credits_pending", "credits_posted"});
-      if (!updates) return errc::storage_failure;
+      if (!updates) return updates.error();
       for (const auto aid : touched) {
         const auto& a = ws.accounts.at(aid);
         const auto& b = a.balances;
-        if (!updates->write_row(to_uuid(aid), static_cast<std::int32_t>(a.flags),
-                                u128_numeric{b.debits_pending}, u128_numeric{b.debits_posted},
-                                u128_numeric{b.credits_pending}, u128_numeric{b.credits_posted}))
-          return errc::storage_failure;
+        if (auto done = updates->write_row(to_uuid(aid), static_cast<std::int32_t>(a.flags),
+                                           u128_numeric{b.debits_pending}, u128_numeric{b.debits_posted},
+                                           u128_numeric{b.credits_pending}, u128_numeric{b.credits_posted});
+            !done)
+          return done.error();
       }
-      if (!updates->finish()) return errc::storage_failure;
-      if (!c_->query(
+      if (auto done = updates->finish(); !done) return done.error();
+      if (auto done = c_->query(
               "UPDATE keel_ledger_accounts a SET flags = v.flags, debits_pending = v.debits_pending, "
               "debits_posted = v.debits_posted, credits_pending = v.credits_pending, "
-              "credits_posted = v.credits_posted FROM keel_ledger_balance_updates v WHERE a.id = v.id"))
-        return errc::storage_failure;
+              "credits_posted = v.credits_posted FROM keel_ledger_balance_updates v WHERE a.id = v.id");
+          !done)
+        return done.error();
     }
   }
   if (auto r = write_journal(*c_, *head, applied, ws.last_timestamp); !r) return r.error();
-  if (!tx->commit()) return errc::storage_failure;
+  if (auto done = tx->commit(); !done) return done.error();
   if (appended != nullptr) *appended = applied.size();
   return results;
 }
@@ -615,9 +571,9 @@ result<std::uint64_t> pg_engine::expire_pending() {
       "SELECT EXISTS (SELECT 1 FROM keel_ledger_transfers WHERE state = 1 AND expires_at > 0 AND expires_at "
       "<= $1)",
       i64(to_ns(clock_->now())));
-  if (!due) return errc::storage_failure;
+  if (!due) return due.error();
   auto any = due->value<bool>();
-  if (!any) return errc::storage_failure;
+  if (!any) return any.error();
   if (!*any) return std::uint64_t{0};
   std::uint64_t appended = 0;
   // An empty batch is exactly the expiry the next batch would run first.
@@ -634,7 +590,7 @@ result<std::optional<account>> pg_engine::lookup_account(u128 id) {
   auto rows = c_->query(
       std::string("SELECT ") + std::string(account_columns) + " FROM keel_ledger_accounts WHERE id = $1",
       to_uuid(id));
-  if (!rows) return errc::storage_failure;
+  if (!rows) return rows.error();
   if (rows->empty()) return std::optional<account>{};
   auto a = account_from((*rows)[0]);
   if (!a) return a.error();
@@ -645,7 +601,7 @@ result<std::optional<transfer>> pg_engine::lookup_transfer(u128 id) {
   auto rows = c_->query(
       std::string("SELECT ") + std::string(transfer_columns) + " FROM keel_ledger_transfers WHERE id = $1",
       to_uuid(id));
-  if (!rows) return errc::storage_failure;
+  if (!rows) return rows.error();
   if (rows->empty()) return std::optional<transfer>{};
   auto t = transfer_from((*rows)[0]);
   if (!t) return t.error();
@@ -666,9 +622,9 @@ result<pg_engine::resolved> pg_engine::resolve(as_of point) {
     auto rows =
         c_->query("SELECT coalesce(max(sequence) + 1, 0) FROM keel_ledger_journal WHERE timestamp <= $1",
                   i64(*point.timestamp));
-    if (!rows) return errc::storage_failure;
+    if (!rows) return rows.error();
     auto count = rows->value<std::int64_t>();
-    if (!count) return errc::storage_failure;
+    if (!count) return count.error();
     const auto n = u64(*count);
     return resolved{n, n == *size ? present : std::nullopt};
   }
@@ -690,7 +646,7 @@ result<balance> pg_engine::balance_as_of(u128 account_id, as_of point) {
       "b.account_id = a.id "
       "AND b.sequence < $2 ORDER BY b.sequence DESC LIMIT 1) h ON true WHERE a.id = $1 AND a.sequence < $2",
       to_uuid(account_id), i64(point_at->count));
-  if (!rows) return errc::storage_failure;
+  if (!rows) return rows.error();
   if (rows->empty()) return errc::unknown_account;
   if ((*rows)[0].is_null(0)) return balance{};
   return balance_at((*rows)[0], 0);
@@ -704,11 +660,11 @@ result<statement_page> pg_engine::statement(u128 account_id, const statement_que
   std::optional<pg::transaction> snapshot;
   if (!c_->in_transaction()) {
     auto begun = pg::transaction::begin(*c_, {.level = pg::isolation::repeatable_read, .read_only = true});
-    if (!begun) return errc::storage_failure;
+    if (!begun) return begun.error();
     snapshot.emplace(std::move(*begun));
   }
   auto exists = c_->query("SELECT 1 FROM keel_ledger_accounts WHERE id = $1", to_uuid(account_id));
-  if (!exists) return errc::storage_failure;
+  if (!exists) return exists.error();
   if (exists->empty()) return errc::unknown_account;
   const auto to = std::min<std::uint64_t>(query.to_sequence, INT64_MAX);
   const auto from = std::min<std::uint64_t>(query.from_sequence, INT64_MAX);
@@ -718,19 +674,19 @@ result<statement_page> pg_engine::statement(u128 account_id, const statement_que
       "credits_posted::text FROM keel_ledger_balances WHERE account_id = $1 AND sequence BETWEEN $2 AND $3 "
       "ORDER BY sequence LIMIT $4",
       to_uuid(account_id), i64(from), i64(to), static_cast<std::int64_t>(query.limit + 1));
-  if (!rows) return errc::storage_failure;
+  if (!rows) return rows.error();
   statement_page page;
   for (const auto r : *rows) {
-    auto sequence = r.get<std::int64_t>(0);
-    auto ts = r.get<std::int64_t>(1);
-    auto tid = r.get<pg::uuid>(2);
-    auto b = balance_at(r, 3);
-    if (!sequence || !ts || !tid || !b) return errc::storage_failure;
+    auto fields = r.as<std::int64_t, std::int64_t, pg::uuid>();
+    if (!fields) return fields.error();
+    auto after = balance_at(r, 3);
+    if (!after) return after.error();
+    const auto& [sequence, ts, tid] = *fields;
     if (page.lines.size() == query.limit) {
-      page.next_sequence = u64(*sequence);
+      page.next_sequence = u64(sequence);
       break;
     }
-    page.lines.push_back({u64(*sequence), u64(*ts), from_uuid(*tid), *b});
+    page.lines.push_back({u64(sequence), u64(ts), from_uuid(tid), *after});
   }
   if (page.next_sequence) return page;
   // Expiries due but not recorded come next, at the sequences they will be recorded at.
@@ -752,10 +708,11 @@ result<trial_balance> pg_engine::trial_balance_as_of(std::uint32_t ledger_id, as
       "AND b.sequence < $2 ORDER BY b.sequence DESC LIMIT 1) h ON true WHERE a.ledger = $1 AND a.sequence < "
       "$2",
       static_cast<std::int64_t>(ledger_id), i64(*count));
-  if (!rows || rows->size() != 1) return errc::storage_failure;
-  auto accounts = (*rows)[0].get<std::int64_t>(0);
+  if (!rows) return rows.error();
+  auto accounts = rows->value<std::int64_t>();  // an aggregate: always one row
+  if (!accounts) return accounts.error();
   auto totals = balance_at((*rows)[0], 1);
-  if (!accounts || !totals) return errc::storage_failure;
+  if (!totals) return totals.error();
   trial_balance out{ledger_id, u64(*accounts), *totals};
   if (point_at->present) {
     auto due = project(*c_, *point_at->present, "AND t.ledger = $2", static_cast<std::int64_t>(ledger_id));
@@ -770,18 +727,18 @@ result<trial_balance> pg_engine::trial_balance_as_of(std::uint32_t ledger_id, as
 
 result<std::uint64_t> pg_engine::journal_size() {
   auto rows = c_->query("SELECT size FROM keel_ledger_head WHERE id = 1");
-  if (!rows) return errc::storage_failure;
+  if (!rows) return rows.error();
   auto size = rows->value<std::int64_t>();
-  if (!size) return errc::storage_failure;
+  if (!size) return size.error();
   return u64(*size);
 }
 
 result<encoded_entry> pg_engine::entry(std::uint64_t sequence) {
   auto rows = c_->query("SELECT entry FROM keel_ledger_journal WHERE sequence = $1", i64(sequence));
-  if (!rows) return errc::storage_failure;
+  if (!rows) return rows.error();
   if (rows->empty()) return errc::sequence_out_of_range;
   auto data = rows->value<bytes>();
-  if (!data) return errc::storage_failure;
+  if (!data) return data.error();
   if (data->size() != entry_size) return errc::corrupt_entry;
   encoded_entry out;
   std::copy(data->begin(), data->end(), out.begin());
@@ -792,7 +749,7 @@ node_reader pg_engine::nodes() {
   return [c = c_](unsigned level, std::uint64_t index) -> result<tree_hash> {
     auto rows = c->query("SELECT hash FROM keel_ledger_nodes WHERE level = $1 AND idx = $2",
                          static_cast<std::int16_t>(level), i64(index));
-    if (!rows) return errc::storage_failure;
+    if (!rows) return rows.error();
     if (rows->empty()) return errc::sequence_out_of_range;
     auto h = rows->value<bytes>();
     if (!h || h->size() != sizeof(tree_hash)) return errc::corrupt_entry;

@@ -34,19 +34,20 @@ result<verify_report> verify_journal(pg::connection& c, const checkpoint& truste
   // The stored leaf hashes are only evidence once they reproduce the signed root.
   auto leaves = c.query("SELECT idx, hash FROM keel_ledger_nodes WHERE level = 0 AND idx < $1 ORDER BY idx",
                         static_cast<std::int64_t>(n));
-  if (!leaves) return errc::storage_failure;
+  if (!leaves) return leaves.error();
   merkle_tree stored;
   std::map<tree_hash, std::uint64_t> index_of;
   bool complete = leaves->size() == n;
   for (std::uint64_t i = 0; complete && i < n; ++i) {
-    auto idx = (*leaves)[i].get<std::int64_t>(0);
-    auto hash = (*leaves)[i].get<bytes>(1);
-    if (!idx || !hash || static_cast<std::uint64_t>(*idx) != i || hash->size() != sizeof(tree_hash)) {
+    auto leaf = (*leaves)[i].as<std::int64_t, bytes>();
+    if (!leaf || static_cast<std::uint64_t>(std::get<0>(*leaf)) != i ||
+        std::get<1>(*leaf).size() != sizeof(tree_hash)) {
       complete = false;
       break;
     }
+    const auto& hash = std::get<1>(*leaf);
     tree_hash h;
-    std::copy(hash->begin(), hash->end(), h.begin());
+    std::copy(hash.begin(), hash.end(), h.begin());
     stored.append(h);
     index_of.emplace(h, i);
   }
@@ -57,7 +58,7 @@ result<verify_report> verify_journal(pg::connection& c, const checkpoint& truste
         "the damaged entry cannot be located; restore from a backup and verify again");
 
   auto rows = c.query("SELECT sequence, entry FROM keel_ledger_journal ORDER BY sequence");
-  if (!rows) return errc::storage_failure;
+  if (!rows) return rows.error();
   struct row_leaf {
     std::uint64_t sequence;
     tree_hash hash;
@@ -66,11 +67,11 @@ result<verify_report> verify_journal(pg::connection& c, const checkpoint& truste
   std::vector<bytes> entries;
   journal.reserve(rows->size());
   for (const auto r : *rows) {
-    auto sequence = r.get<std::int64_t>(0);
-    auto entry = r.get<bytes>(1);
-    if (!sequence || !entry) return errc::storage_failure;
-    journal.push_back({static_cast<std::uint64_t>(*sequence), leaf_hash(*entry)});
-    entries.push_back(std::move(*entry));
+    auto fields = r.as<std::int64_t, bytes>();
+    if (!fields) return fields.error();
+    auto& [sequence, entry] = *fields;
+    journal.push_back({static_cast<std::uint64_t>(sequence), leaf_hash(entry)});
+    entries.push_back(std::move(entry));
   }
 
   std::size_t j = 0;
@@ -133,21 +134,21 @@ result<verify_report> verify_journal(pg::connection& c, const checkpoint& truste
   auto accounts = c.query(
       "SELECT id, debits_pending::text, debits_posted::text, credits_pending::text, credits_posted::text "
       "FROM keel_ledger_accounts");
-  if (!accounts) return errc::storage_failure;
+  if (!accounts) return accounts.error();
   std::map<u128, balance> in_table;
   for (const auto r : *accounts) {
-    auto id = r.get<pg::uuid>(0);
-    if (!id) return errc::storage_failure;
+    auto fields = r.as<pg::uuid, std::string, std::string, std::string, std::string>();
+    if (!fields) return fields.error();
+    const auto& [id, debits_pending, debits_posted, credits_pending, credits_posted] = *fields;
     u128 account_id = 0;
-    for (const auto b : id->bytes) account_id = (account_id << 8U) | b;
+    for (const auto byte : id.bytes) account_id = (account_id << 8U) | byte;
     balance b;
-    u128* fields[] = {&b.debits_pending, &b.debits_posted, &b.credits_pending, &b.credits_posted};
-    for (std::size_t f = 0; f < 4; ++f) {
-      auto field = r.get<std::string>(f + 1);
-      if (!field) return errc::storage_failure;
-      auto value = parse_u128(*field);
-      if (!value) return errc::storage_failure;
-      *fields[f] = *value;
+    for (const auto& [field, text] :
+         {std::pair{&b.debits_pending, &debits_pending}, std::pair{&b.debits_posted, &debits_posted},
+          std::pair{&b.credits_pending, &credits_pending}, std::pair{&b.credits_posted, &credits_posted}}) {
+      auto value = parse_u128(*text);
+      if (!value) return errc::storage_failure;  // numeric(39, 0) that is not a u128: not the ledger's
+      *field = *value;
     }
     in_table.emplace(account_id, b);
   }

@@ -12,6 +12,14 @@ namespace {
 // schema makes current_schema() NULL, and a NULL key would make Postgres lock nothing.
 constexpr std::string_view scope_sql = "CASE WHEN $2 THEN coalesce(hashtext(current_schema()), 0) ELSE 0 END";
 
+// A one-bigint key: the same answer shape, with no scope.
+const std::string& bigint_lock_sql(bool wait, bool transaction) {
+  static const std::string sql[2][2] = {
+      {"SELECT pg_try_advisory_lock($1), 0::int4", "SELECT pg_try_advisory_xact_lock($1), 0::int4"},
+      {"SELECT pg_advisory_lock($1) IS NULL, 0::int4", "SELECT pg_advisory_xact_lock($1) IS NULL, 0::int4"}};
+  return sql[wait ? 1 : 0][transaction ? 1 : 0];
+}
+
 const std::string& lock_sql(bool wait, bool transaction) {
   static const std::string sql[2][2] = {
       {"SELECT pg_try_advisory_lock($1, s), s FROM (SELECT " + std::string(scope_sql) + " AS s) k",
@@ -24,7 +32,8 @@ const std::string& lock_sql(bool wait, bool transaction) {
 // Takes the lock; the answer is (taken, scope). The waiting forms return void, so their first
 // column means nothing: they return only once the lock is taken.
 result<std::pair<bool, std::int32_t>> take(connection& conn, advisory_key key, bool wait, bool transaction) {
-  auto r = conn.query(lock_sql(wait, transaction), key.name_hash, key.per_schema);
+  auto r = key.bigint_key ? conn.query(bigint_lock_sql(wait, transaction), *key.bigint_key)
+                          : conn.query(lock_sql(wait, transaction), key.name_hash, key.per_schema);
   if (!r) return {boost::system::in_place_error, r.error()};
   if (r->empty()) return {boost::system::in_place_error, errc::out_of_range};
   auto fields = (*r)[0].as<bool, std::int32_t>();
@@ -73,7 +82,8 @@ advisory_lock::~advisory_lock() {
 
 result<void> advisory_lock::release() {
   if (!held()) return {};
-  auto released = conn_->query("SELECT pg_advisory_unlock($1, $2)", key_.name_hash, scope_);
+  auto released = key_.bigint_key ? conn_->query("SELECT pg_advisory_unlock($1)", *key_.bigint_key)
+                                  : conn_->query("SELECT pg_advisory_unlock($1, $2)", key_.name_hash, scope_);
   if (!released) {
     // A closed connection has released its locks with its session; anything else (an aborted
     // transaction) leaves the lock held, so keep it to be released again.

@@ -26,8 +26,9 @@ result<copy_writer> copy_writer::start(connection& c, std::string_view table,
   if (!r || PQresultStatus(r.get()) != PGRES_COPY_IN) return s.fail_from_result(r.get(), sql);
   copy_writer writer(c, columns.size());
   writer.buffer_.assign(std::begin(signature), std::end(signature));
-  detail::put_be(writer.buffer_, 0, 4);  // flags
-  detail::put_be(writer.buffer_, 0, 4);  // header extension length
+  byte_writer header(writer.buffer_);
+  header.be(std::uint32_t{0});  // flags
+  header.be(std::uint32_t{0});  // header extension length
   return writer;
 }
 
@@ -60,7 +61,7 @@ result<void> copy_writer::flush() {
 
 result<std::uint64_t> copy_writer::finish() {
   if (!active_) return errc::invalid_argument;
-  detail::put_be(buffer_, 0xFFFF, 2);  // trailer: -1 fields
+  byte_writer(buffer_).be(std::int16_t{-1});  // trailer: -1 fields
   auto flushed = flush();
   active_ = false;
   auto& s = connection_->internals();

@@ -1,5 +1,6 @@
 #include <keel/core/hash.hpp>
 #include <keel/core/log.hpp>
+#include <keel/pg/advisory_lock.hpp>
 #include <keel/pg/migrations.hpp>
 #include <keel/pg/transaction.hpp>
 
@@ -8,8 +9,10 @@
 namespace keel::pg {
 namespace {
 
-// One lock for all of keel's migrations: 'keel' in ASCII.
-constexpr std::int64_t migration_lock = 0x6b65656c;
+// One lock for all of keel's migrations, database-wide: 'keel' in ASCII as one bigint, the key
+// every keel version has locked, so that older and newer processes migrating the same database
+// still take turns.
+constexpr auto migration_lock = advisory_key::bigint(0x6b65656c);
 
 constexpr std::string_view create_table = R"sql(
 CREATE TABLE IF NOT EXISTS keel_migrations (
@@ -21,26 +24,6 @@ CREATE TABLE IF NOT EXISTS keel_migrations (
   PRIMARY KEY (component, version)
 ))sql";
 
-// Holds the session-level advisory lock for the life of the object.
-class migration_guard {
- public:
-  explicit migration_guard(connection& c) : connection_(c) {}
-  result<void> lock() {
-    if (auto r = connection_.query("SELECT pg_advisory_lock($1)", migration_lock); !r) return r.error();
-    locked_ = true;
-    return {};
-  }
-  ~migration_guard() {
-    if (locked_) (void)connection_.query("SELECT pg_advisory_unlock($1)", migration_lock);
-  }
-  migration_guard(const migration_guard&) = delete;
-  migration_guard& operator=(const migration_guard&) = delete;
-
- private:
-  connection& connection_;
-  bool locked_ = false;
-};
-
 }  // namespace
 
 result<migration_report> migrate(connection& c, std::string_view component,
@@ -48,8 +31,9 @@ result<migration_report> migrate(connection& c, std::string_view component,
   for (std::size_t i = 1; i < migrations.size(); ++i) {
     if (migrations[i].version <= migrations[i - 1].version) return errc::invalid_argument;
   }
-  migration_guard guard(c);
-  if (auto r = guard.lock(); !r) return r.error();
+  // Held until migrate returns; a lost connection has released it with its session.
+  auto lock = advisory_lock::acquire(c, migration_lock);
+  if (!lock) return lock.error();
   // Created under the lock: concurrent CREATE TABLE IF NOT EXISTS can still collide.
   if (auto r = c.execute(create_table); !r) return r.error();
 

@@ -1,5 +1,6 @@
 #include <keel/pg/types.hpp>
 
+#include <algorithm>
 #include <charconv>
 
 namespace keel::pg {
@@ -65,26 +66,31 @@ result<std::string> codec<std::string>::decode(oid t, bytes_view raw) {
 namespace detail {
 
 result<std::string> numeric_to_text(bytes_view raw) {
-  if (raw.size() < 8) return errc::bad_value;
-  const auto ndigits = static_cast<std::int16_t>(get_be(raw, 0, 2));
-  const auto weight = static_cast<std::int16_t>(get_be(raw, 2, 2));
-  const auto sign = static_cast<std::uint16_t>(get_be(raw, 4, 2));
-  const auto dscale = static_cast<std::int16_t>(get_be(raw, 6, 2));
+  byte_reader in(raw);
+  const auto ndigits = in.be<std::int16_t>();
+  const auto weight_read = in.be<std::int16_t>();
+  const auto sign_read = in.be<std::uint16_t>();
+  const auto dscale_read = in.be<std::int16_t>();
+  if (!ndigits || !weight_read || !sign_read || !dscale_read) return errc::bad_value;
+  const auto weight = *weight_read;
+  const auto sign = *sign_read;
+  const auto dscale = *dscale_read;
   if (sign == 0xC000) return std::string("NaN");
   if (sign == 0xD000) return std::string("Infinity");
   if (sign == 0xF000) return std::string("-Infinity");
-  if ((sign != 0x0000 && sign != 0x4000) || ndigits < 0 || dscale < 0 ||
-      raw.size() != 8 + 2 * static_cast<std::size_t>(ndigits)) {
-    return errc::bad_value;
+  if ((sign != 0x0000 && sign != 0x4000) || *ndigits < 0 || dscale < 0) return errc::bad_value;
+  std::vector<int> digits(static_cast<std::size_t>(*ndigits));
+  for (auto& d : digits) {
+    const auto read = in.be<std::uint16_t>();
+    if (!read || *read > 9999) return errc::bad_value;
+    d = *read;
   }
+  if (!in.expect_end()) return errc::bad_value;
   // Base-10000 digits; digit i is worth 10000^(weight - i).
   auto digit = [&](int i) -> int {
-    if (i < 0 || i >= ndigits) return 0;
-    return static_cast<int>(get_be(raw, 8 + 2 * static_cast<std::size_t>(i), 2));
+    if (i < 0 || i >= static_cast<int>(digits.size())) return 0;
+    return digits[static_cast<std::size_t>(i)];
   };
-  for (int i = 0; i < ndigits; ++i) {
-    if (digit(i) > 9999) return errc::bad_value;
-  }
   std::string out;
   if (sign == 0x4000) out.push_back('-');
   if (weight < 0) {
@@ -113,41 +119,46 @@ result<std::string> numeric_to_text(bytes_view raw) {
 }
 
 result<std::vector<bytes_view>> parse_array(bytes_view raw, oid element_type) {
-  if (raw.size() < 12) return errc::bad_value;
-  const auto ndim = static_cast<std::int32_t>(get_be(raw, 0, 4));
-  const auto type = static_cast<oid>(get_be(raw, 8, 4));
+  // Header: dimensions, has-NULLs flag, element type; then per dimension its size and lower
+  // bound; then each element as a length (-1: NULL) and that many bytes.
+  byte_reader in(raw);
+  const auto ndim = in.be<std::int32_t>();
+  const auto flags = in.be<std::int32_t>();
+  const auto type = in.be<std::uint32_t>();
+  if (!ndim || !flags || !type) return errc::bad_value;
   std::vector<bytes_view> elements;
-  if (ndim == 0) return elements;
-  if (ndim != 1) return errc::type_mismatch;  // multi-dimensional arrays are not mapped
-  if (type != element_type || raw.size() < 20) return errc::bad_value;
-  const auto count = static_cast<std::int32_t>(get_be(raw, 12, 4));
-  if (count < 0) return errc::bad_value;
-  std::size_t at = 20;
-  elements.reserve(static_cast<std::size_t>(count));
-  for (std::int32_t i = 0; i < count; ++i) {
-    if (at + 4 > raw.size()) return errc::bad_value;
-    const auto length = static_cast<std::int32_t>(get_be(raw, at, 4));
-    at += 4;
-    if (length == -1) {
+  if (*ndim == 0) return elements;
+  if (*ndim != 1) return errc::type_mismatch;  // multi-dimensional arrays are not mapped
+  const auto count = in.be<std::int32_t>();
+  const auto lower_bound = in.be<std::int32_t>();
+  if (*type != element_type || !count || !lower_bound || *count < 0) return errc::bad_value;
+  // Each element takes at least its 4-byte length: a hostile count reserves no more than that.
+  elements.reserve(std::min(static_cast<std::size_t>(*count), in.remaining() / 4));
+  for (std::int32_t i = 0; i < *count; ++i) {
+    const auto length = in.be<std::int32_t>();
+    if (!length) return errc::bad_value;
+    if (*length == -1) {
       elements.emplace_back();  // NULL: a view with no data
       continue;
     }
-    if (length < 0 || at + static_cast<std::size_t>(length) > raw.size()) return errc::bad_value;
-    // A zero-length element still needs a non-null pointer to tell it apart from NULL.
-    elements.emplace_back(raw.data() + at, static_cast<std::size_t>(length));
-    at += static_cast<std::size_t>(length);
+    if (*length < 0) return errc::bad_value;
+    const auto data = in.take(static_cast<std::size_t>(*length));
+    if (!data) return errc::bad_value;
+    // A zero-length element keeps a non-null pointer (into raw) to tell it apart from NULL.
+    elements.push_back(*data);
   }
-  if (at != raw.size()) return errc::bad_value;
+  if (!in.expect_end()) return errc::bad_value;
   return elements;
 }
 
 void encode_array_header(bytes& out, oid element_type, std::size_t count) {
-  put_be(out, count == 0 ? 0 : 1, 4);  // dimensions
-  put_be(out, 0, 4);                   // no NULLs
-  put_be(out, element_type, 4);
+  byte_writer w(out);
+  w.be(std::int32_t{count == 0 ? 0 : 1});  // dimensions
+  w.be(std::int32_t{0});                   // no NULLs
+  w.be(static_cast<std::uint32_t>(element_type));
   if (count != 0) {
-    put_be(out, count, 4);  // size of the one dimension
-    put_be(out, 1, 4);      // lower bound
+    w.be(static_cast<std::int32_t>(count));  // size of the one dimension
+    w.be(std::int32_t{1});                   // lower bound
   }
 }
 

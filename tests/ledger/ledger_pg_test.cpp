@@ -349,6 +349,113 @@ TEST_SUITE("pg") {
     CHECK(e.journal_size().value() == 22);
   }
 
+  TEST_CASE("pg engine: a lost connection is pg's connection_lost, not a storage failure") {
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    const auto cp = build_small_ledger(c);
+    auto admin = schema.connect();
+    // With a timeout, pg_terminate_backend returns once the backend is gone.
+    REQUIRE(admin.query("SELECT pg_terminate_backend($1, 30000)", std::int32_t{c.backend_pid()})
+                .value()
+                .value<bool>()
+                .value());
+    pg_engine e(c);
+    const auto t = plain_transfer(100, 1, 2, 5);
+    const auto written = e.create_transfers(std::span(&t, 1));
+    REQUIRE_FALSE(written);
+    CHECK(written.error() == keel::pg::errc::connection_lost);
+    CHECK(e.lookup_account(1).error() == keel::pg::errc::connection_lost);
+    CHECK(e.journal_size().error() == keel::pg::errc::connection_lost);
+    CHECK(e.statement(1, {}).error() == keel::pg::errc::connection_lost);
+    CHECK(verify_journal(c, cp, test_key().public_key()).error() == keel::pg::errc::connection_lost);
+    // After a reconnect the same engine works, and nothing of the failed batch was written.
+    REQUIRE(c.reset());
+    CHECK(e.journal_size().value() == 22);
+    CHECK(e.create_transfers(std::span(&t, 1)).value()[0] == transfer_result::ok);
+  }
+
+  TEST_CASE("pg engine: a constraint the server enforces surfaces with its SQLSTATE and constraint") {
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    (void)build_small_ledger(c);
+    pg_engine e(c);
+    // A rule the operator added to the table, which the ledger's own checks know nothing of.
+    REQUIRE(
+        c.execute("ALTER TABLE keel_ledger_accounts ADD CONSTRAINT keel_test_no_code_7 CHECK (code <> 7)"));
+    auto barred = plain_account(50);
+    barred.code = 7;
+    const auto created = e.create_accounts(std::span(&barred, 1));
+    REQUIRE_FALSE(created);
+    CHECK(created.error() == keel::pg::errc::check_violation);
+    CHECK(c.last_error().sqlstate == "23514");
+    CHECK(c.last_error().constraint == "keel_test_no_code_7");
+    CHECK(e.journal_size().value() == 22);
+    CHECK_FALSE(e.lookup_account(50).value());
+    // A journal row written behind the head lock's back: the next batch's sequence is taken.
+    REQUIRE(c.execute("INSERT INTO keel_ledger_journal VALUES (22, 0, '\\x00')"));
+    const auto t = plain_transfer(100, 1, 2, 5);
+    const auto written = e.create_transfers(std::span(&t, 1));
+    REQUIRE_FALSE(written);
+    CHECK(written.error() == keel::pg::errc::unique_violation);
+    CHECK(c.last_error().sqlstate == "23505");
+    CHECK_FALSE(e.lookup_transfer(100).value());
+  }
+
+  TEST_CASE("pg engine: a deadlock is pg's deadlock_detected, so a caller's retry succeeds") {
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    (void)build_small_ledger(c);
+    pg_engine e(c);
+    const int engine_pid = c.backend_pid();
+    auto blocker = schema.connect();  // holds the transfers table while the others line up
+    auto rival = schema.connect();    // holds account 1 and then asks for the journal head
+    auto observer = schema.connect();
+    // The engine's check finds the cycle (it closes it); the rival waits far longer than that.
+    REQUIRE(rival.execute("SET deadlock_timeout = '10min'"));
+    const auto waits_for_a_lock = [&](int pid) {
+      for (int polls = 0; polls < 3000; ++polls) {
+        auto waiting =
+            observer.query("SELECT count(*) FROM pg_locks WHERE pid = $1 AND NOT granted", std::int32_t{pid});
+        if (waiting.value().value<std::int64_t>().value() > 0) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      return false;
+    };
+    REQUIRE(blocker.execute("BEGIN; LOCK TABLE keel_ledger_transfers IN SHARE MODE"));
+    REQUIRE(rival.execute("BEGIN"));
+    REQUIRE(rival.query("SELECT 1 FROM keel_ledger_accounts WHERE id = $1::uuid FOR UPDATE",
+                        std::string("00000000-0000-0000-0000-000000000001")));
+    const auto t = plain_transfer(100, 1, 2, 5);
+    keel::result<std::vector<transfer_result>> first = keel::ledger::errc::invalid_argument;
+    std::thread writer([&] { first = e.create_transfers(std::span(&t, 1)); });
+    // The engine holds the head and waits for the transfers table ...
+    REQUIRE(waits_for_a_lock(engine_pid));
+    keel::result<keel::pg::rows> rival_head = keel::ledger::errc::invalid_argument;
+    std::thread rival_thread(
+        [&] { rival_head = rival.query("SELECT size FROM keel_ledger_head WHERE id = 1 FOR UPDATE"); });
+    // ... the rival waits for the head; once the table is free the engine waits for account 1.
+    REQUIRE(waits_for_a_lock(rival.backend_pid()));
+    REQUIRE(blocker.execute("COMMIT"));
+    writer.join();
+    rival_thread.join();
+    REQUIRE_FALSE(first);
+    CHECK(first.error() == keel::pg::errc::deadlock_detected);
+    CHECK(keel::pg::is_retryable(first.error()));
+    CHECK(c.last_error().sqlstate == "40P01");
+    CHECK(rival_head);
+    REQUIRE(rival.execute("COMMIT"));
+    // What a caller that retries retryable errors does: the batch runs again and commits once.
+    keel::result<std::vector<transfer_result>> again = keel::ledger::errc::invalid_argument;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      again = e.create_transfers(std::span(&t, 1));
+      if (again || !keel::pg::is_retryable(again.error())) break;
+    }
+    REQUIRE(again);
+    CHECK(again->at(0) == transfer_result::ok);
+    CHECK(e.journal_size().value() == 23);
+    CHECK(e.lookup_account(1).value()->balances.debits_posted == 210 + 5);
+  }
+
   TEST_CASE("pg engine: 128-bit amounts and balances round trip through numeric exactly") {
     keel::test::scratch_schema schema;
     auto c = schema.connect();

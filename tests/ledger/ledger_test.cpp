@@ -3,6 +3,7 @@
 // and a property test against a simple reference model.
 #include <keel/ledger.hpp>
 
+#include "../../src/ledger/u128_numeric.hpp"
 #include "ledger_test_support.hpp"
 
 #include <doctest/doctest.h>
@@ -63,6 +64,18 @@ TEST_SUITE("unit") {
     CHECK_FALSE(parse_u128(" 1"));
     CHECK(parse_u128("0").value() == 0);
     CHECK(to_string(parse_u128("1234567890123456789012345").value()) == "1234567890123456789012345");
+  }
+
+  TEST_CASE("errors: keel.ledger's own category, apart from core's and pg's") {
+    const keel::error_code ec = errc::unknown_account;
+    CHECK(ec.category().name() == std::string("keel.ledger"));
+    CHECK(&ec.category() == &ledger_category());
+    CHECK(ec == errc::unknown_account);
+    CHECK(ec != keel::error_code(ec.value(), keel::core_category()));  // the number alone is not the error
+    CHECK(ec.message().find("no such account") != std::string::npos);
+    const keel::result<u128> parsed = parse_u128("x");
+    REQUIRE_FALSE(parsed);
+    CHECK(parsed.error() == errc::invalid_amount);
   }
 
   TEST_CASE("accounts: validation, idempotency and result codes") {
@@ -446,6 +459,97 @@ TEST_SUITE("unit") {
     altered = bytes;
     altered[0] = 2;
     CHECK(decode(altered).error() == errc::corrupt_entry);
+  }
+
+  TEST_CASE(
+      "journal: the encoding sits at the documented offsets; short or garbled bytes are corrupt_entry") {
+    journal_entry t;
+    t.kind = entry_kind::transfer;
+    t.transfer = make_transfer(u128_max - 1, 3, 4, (static_cast<u128>(1) << 100U) + 7);
+    t.transfer.pending_id = 9;
+    t.transfer.user_data = 10;
+    t.transfer.timeout = 0x01020304;
+    t.transfer.code = 0x0506;
+    t.transfer.flags = 0x0708;
+    t.transfer.timestamp = 0x1112131415161718ULL;
+    const auto bytes = encode(t);
+    // Offsets from docs/ledger.md's table, written out here rather than taken from the code.
+    CHECK(bytes[0] == 1);
+    CHECK(bytes[1] == 2);
+    CHECK(bytes[2] == 0x11);
+    CHECK(bytes[9] == 0x18);
+    CHECK(bytes[10] == 0xff);
+    CHECK(bytes[25] == 0xfe);      // id, u128_max - 1
+    CHECK(bytes[41] == 3);         // debit_account_id
+    CHECK(bytes[57] == 4);         // credit_account_id
+    CHECK(bytes[58 + 3] == 0x10);  // amount: bit 100 is in byte 3 of 16
+    CHECK(bytes[73] == 7);
+    CHECK(bytes[89] == 9);    // pending_id
+    CHECK(bytes[105] == 10);  // user_data
+    CHECK(bytes[106] == 1);   // timeout
+    CHECK(bytes[109] == 4);
+    CHECK(bytes[113] == 1);  // ledger
+    CHECK(bytes[114] == 5);  // code
+    CHECK(bytes[116] == 7);  // flags
+    CHECK(bytes[117] == 8);
+    CHECK(decode(bytes).value() == t);
+
+    journal_entry a;
+    a.kind = entry_kind::account_created;
+    a.account = make_account(12, 0, 0x0a0b0c0d);
+    a.account.user_data = 13;
+    a.account.timestamp = 99;
+    const auto account_bytes = encode(a);
+    CHECK(account_bytes[25] == 12);
+    CHECK(account_bytes[41] == 13);
+    CHECK(account_bytes[42] == 0x0a);
+    CHECK(account_bytes[45] == 0x0d);
+    CHECK(account_bytes[47] == 10);  // code
+    CHECK(decode(account_bytes).value() == a);
+
+    for (const auto& whole : {bytes, account_bytes}) {
+      for (std::size_t cut = 0; cut < whole.size(); ++cut) {
+        INFO("cut at " << cut);
+        CHECK(decode(keel::bytes_view(whole).first(cut)).error() == errc::corrupt_entry);
+      }
+      keel::bytes longer(whole.begin(), whole.end());
+      longer.push_back(0);
+      CHECK(decode(longer).error() == errc::corrupt_entry);
+    }
+    auto padded = account_bytes;
+    padded[100] = 1;  // the padding of an account entry must be zero
+    CHECK(decode(padded).error() == errc::corrupt_entry);
+    auto unknown_kind = bytes;
+    unknown_kind[1] = 4;
+    CHECK(decode(unknown_kind).error() == errc::corrupt_entry);
+  }
+
+  TEST_CASE("u128 numeric codec: round trips, and rejects short, fractional, negative or oversized input") {
+    using codec = keel::pg::codec<detail::u128_numeric>;
+    for (const u128 v :
+         {u128{0}, u128{1}, u128{9999}, u128{10000}, u128{100'000'000}, u128_max - 1, u128_max}) {
+      keel::bytes raw;
+      REQUIRE(codec::encode({v}, raw));
+      INFO(to_string(v));
+      CHECK(codec::decode(keel::pg::oids::numeric, raw).value().value == v);
+      for (std::size_t cut = 0; cut < raw.size(); ++cut)
+        CHECK(codec::decode(keel::pg::oids::numeric, keel::bytes_view(raw).first(cut)).error() ==
+              keel::pg::errc::bad_value);
+      raw.push_back(0);
+      CHECK(codec::decode(keel::pg::oids::numeric, raw).error() == keel::pg::errc::bad_value);
+    }
+    const auto numeric = [](std::initializer_list<std::uint16_t> words) {
+      keel::bytes raw;
+      keel::byte_writer w(raw);
+      for (const auto word : words) w.be(word);
+      return codec::decode(keel::pg::oids::numeric, raw);
+    };
+    CHECK(numeric({1, 1, 0, 0, 7}).value().value == 70000);  // trailing zero groups left out
+    CHECK(numeric({2, 0, 0, 4, 12, 5000}).error() == keel::pg::errc::bad_value);  // 12.5
+    CHECK(numeric({2, 0, 0, 4, 12, 0}).value().value == 12);                      // 12.0000
+    CHECK(numeric({1, 0, 0x4000, 0, 5}).error() == keel::pg::errc::bad_value);    // -5
+    CHECK(numeric({1, 0, 0, 0, 10000}).error() == keel::pg::errc::bad_value);     // not a digit
+    CHECK(numeric({1, 10, 0, 0, 1}).error() == keel::pg::errc::bad_value);        // 10^40 > 2^128
   }
 
   TEST_CASE("property: random batches match a reference model; invariants hold at every sequence") {

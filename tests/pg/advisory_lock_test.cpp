@@ -136,5 +136,11 @@ TEST_SUITE("pg") {
     CHECK(r[0].as<std::string>().error() == pg::errc::type_mismatch);
     CHECK(r[0].as<std::int64_t, std::string, std::optional<std::int32_t>, std::int32_t>().error() ==
           pg::errc::out_of_range);
+    // From a later column: the columns of a second joined table.
+    const auto [later_name, later_missing] = r[0].as<std::string, std::optional<std::int32_t>>(1).value();
+    CHECK(later_name == "seven");
+    CHECK_FALSE(later_missing.has_value());
+    CHECK(r[0].as<std::int64_t>(1).error() == pg::errc::type_mismatch);
+    CHECK(r[0].as<std::optional<std::int32_t>, std::int32_t>(2).error() == pg::errc::out_of_range);
   }
 }

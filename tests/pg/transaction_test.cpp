@@ -1,3 +1,4 @@
+#include <keel/pg/advisory_lock.hpp>
 #include <keel/pg/copy.hpp>
 #include <keel/pg/migrations.hpp>
 #include <keel/pg/pipeline.hpp>
@@ -308,6 +309,47 @@ TEST_SUITE("pg") {
     auto again = pg::migrate(c, "test", migrations).value();
     CHECK(again.applied.empty());
     CHECK(again.already_applied == 3);
+  }
+
+  TEST_CASE(
+      "migrate and a session holding the migration lock by hand (bigint 0x6b65656c) exclude each other") {
+    test::scratch_schema schema;
+    const pg::migration migrations[] = {{1, "create", "CREATE TABLE a (id int8)"}};
+    constexpr std::int64_t key = 0x6b65656c;  // what every keel version has locked
+    auto old_process = schema.connect();
+    auto observer = schema.connect();
+    REQUIRE(old_process.query("SELECT pg_advisory_lock($1)", key));
+    auto c = schema.connect();
+    const int migrating_pid = c.backend_pid();
+    result<pg::migration_report> report = pg::errc::invalid_argument;
+    std::thread migrating([&] { report = pg::migrate(c, "test", migrations); });
+    // Until migrate waits for the advisory lock (a sleep could pass by chance).
+    bool waiting = false;
+    for (int polls = 0; polls < 3000 && !waiting; ++polls) {
+      waiting =
+          observer
+              .query("SELECT count(*) FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND NOT granted",
+                     std::int32_t{migrating_pid})
+              .value()
+              .value<std::int64_t>()
+              .value() == 1;
+      if (!waiting) std::this_thread::sleep_for(10ms);
+    }
+    CHECK(waiting);
+    CHECK(count(observer,
+                "pg_tables WHERE tablename = 'keel_migrations' AND schemaname = current_schema()") == 0);
+    REQUIRE(old_process.query("SELECT pg_advisory_unlock($1)", key).value().value<bool>().value());
+    migrating.join();
+    REQUIRE(report);
+    CHECK(report->applied == std::vector<std::int64_t>{1});
+    // The other way round: while advisory_lock holds the key, a by-hand try finds it taken.
+    auto held = pg::advisory_lock::acquire(c, pg::advisory_key::bigint(key)).value();
+    CHECK_FALSE(old_process.query("SELECT pg_try_advisory_lock($1)", key).value().value<bool>().value());
+    REQUIRE(held.release());
+    CHECK(old_process.query("SELECT pg_try_advisory_lock($1)", key).value().value<bool>().value());
+    // After migrate, nothing of the lock is left behind.
+    CHECK(count(observer,
+                "pg_locks WHERE locktype = 'advisory' AND pid = " + std::to_string(migrating_pid)) == 0);
   }
 
   TEST_CASE("an edited applied migration is refused, a failing one is rolled back") {

@@ -21,11 +21,15 @@ TEST_SUITE("unit") {
   }
 
   TEST_CASE("numeric binary decodes to exact text") {
-    auto numeric = [](std::initializer_list<int> header, std::initializer_list<int> digits) {
+    auto numeric_bytes = [](std::initializer_list<int> header, std::initializer_list<int> digits) {
       bytes raw;
-      for (int h : header) pg::detail::put_be(raw, static_cast<std::uint64_t>(h), 2);
-      for (int d : digits) pg::detail::put_be(raw, static_cast<std::uint64_t>(d), 2);
-      return pg::detail::numeric_to_text(raw);
+      byte_writer w(raw);
+      for (int h : header) w.be(static_cast<std::uint16_t>(h));
+      for (int d : digits) w.be(static_cast<std::uint16_t>(d));
+      return raw;
+    };
+    auto numeric = [&](std::initializer_list<int> header, std::initializer_list<int> digits) {
+      return pg::detail::numeric_to_text(numeric_bytes(header, digits));
     };
     // ndigits, weight, sign, dscale
     CHECK(numeric({2, 0, 0, 2}, {12, 5000}).value() == "12.50");
@@ -34,17 +38,43 @@ TEST_SUITE("unit") {
     CHECK(numeric({0, 0, 0, 0}, {}).value() == "0");
     CHECK(numeric({0, 0, 0xC000, 0}, {}).value() == "NaN");
     CHECK(numeric({1, 0, 0, 0}, {10000}).error() == pg::errc::bad_value);
-    CHECK(numeric({3, 0, 0, 0}, {1}).error() == pg::errc::bad_value);  // truncated
+    CHECK(numeric({3, 0, 0, 0}, {1}).error() == pg::errc::bad_value);     // truncated
+    CHECK(numeric({1, 0, 0, 0}, {1, 2}).error() == pg::errc::bad_value);  // trailing bytes
+    // Every cut of a valid value inside its header or digits is an error, never a read past it.
+    const auto whole = numeric_bytes({3, 1, 0, 4}, {12, 3456, 7800});
+    REQUIRE(pg::detail::numeric_to_text(whole).value() == "123456.7800");
+    for (std::size_t cut = 0; cut < whole.size(); ++cut)
+      CHECK(pg::detail::numeric_to_text(bytes_view(whole).first(cut)).error() == pg::errc::bad_value);
+  }
+
+  TEST_CASE("fixed-width binary values of the wrong length are bad_value, not read past") {
+    bytes raw;
+    byte_writer w(raw);
+    w.be(std::int64_t{-2});
+    CHECK(pg::codec<std::int64_t>::decode(pg::oids::int8, raw).value() == -2);
+    CHECK(pg::codec<std::int64_t>::decode(pg::oids::int2, bytes_view(raw).last(2)).value() == -2);  // widened
+    for (std::size_t cut = 0; cut < raw.size(); ++cut) {
+      const auto part = bytes_view(raw).first(cut);
+      CHECK(pg::codec<std::int64_t>::decode(pg::oids::int8, part).error() == pg::errc::bad_value);
+      CHECK(pg::codec<double>::decode(pg::oids::float8, part).error() == pg::errc::bad_value);
+      CHECK(pg::codec<timestamp>::decode(pg::oids::timestamptz, part).error() == pg::errc::bad_value);
+      if (cut != 4)
+        CHECK(pg::codec<std::int32_t>::decode(pg::oids::int4, part).error() == pg::errc::bad_value);
+      if (cut != 4) CHECK(pg::codec<float>::decode(pg::oids::float4, part).error() == pg::errc::bad_value);
+    }
+    CHECK(pg::codec<std::int16_t>::decode(pg::oids::int2, bytes_view(raw).first(3)).error() ==
+          pg::errc::bad_value);
   }
 
   TEST_CASE("array decoding rejects malformed input instead of reading past it") {
     bytes raw;
     pg::detail::encode_array_header(raw, pg::oids::int8, 2);
-    pg::detail::put_be(raw, 8, 4);
-    pg::detail::put_be(raw, 7, 8);
+    byte_writer w(raw);
+    w.be(std::int32_t{8});
+    w.be(std::int64_t{7});
     CHECK(pg::detail::parse_array(raw, pg::oids::int8).error() == pg::errc::bad_value);  // 1 of 2
-    pg::detail::put_be(raw, 8, 4);
-    pg::detail::put_be(raw, 9, 8);
+    w.be(std::int32_t{8});
+    w.be(std::int64_t{9});
     CHECK(pg::detail::parse_array(raw, pg::oids::int8).value().size() == 2);
     CHECK(pg::detail::parse_array(raw, pg::oids::int4).error() == pg::errc::bad_value);
     for (std::size_t cut = 0; cut < raw.size(); ++cut) {

@@ -2,6 +2,7 @@
 /// @file keel/ledger/types.hpp
 /// @brief The ledger's data model: 128-bit ids and amounts, accounts, transfers, result codes.
 #include <keel/core/result.hpp>
+#include <keel/ledger/error.hpp>
 
 #include <cstdint>
 #include <optional>
@@ -23,24 +24,6 @@ inline constexpr u128 u128_max = ~u128{0};
 /// Parses decimal digits only (no sign, no spaces, no leading `+`), rejecting overflow.
 /// @returns errc::invalid_amount otherwise.
 [[nodiscard]] result<u128> parse_u128(std::string_view text);
-
-/// Errors of keel::ledger (domain outcomes are result codes, not these).
-enum class errc {
-  invalid_amount = 1,     ///< text is not a decimal u128
-  batch_too_large,        ///< more than max_batch events in one call
-  unknown_account,        ///< a query named an account that does not exist
-  sequence_out_of_range,  ///< a journal sequence or tree size beyond the journal
-  invalid_proof,          ///< a proof or checkpoint failed verification
-  corrupt_entry,          ///< a journal entry does not decode
-  storage_failure,        ///< the storage backend failed; see its log / last_error
-  invalid_argument,       ///< a malformed request (e.g. page size 0)
-};
-
-/// The category of ledger::errc (name "keel.ledger").
-[[nodiscard]] const error_category& ledger_category() noexcept;
-[[nodiscard]] inline error_code make_error_code(errc e) noexcept {
-  return {static_cast<int>(e), ledger_category()};
-}
 
 /// At most this many events per create_accounts / create_transfers call (TigerBeetle's limit).
 inline constexpr std::size_t max_batch = 8190;
@@ -246,6 +229,3 @@ struct trial_balance {
 };
 
 }  // namespace keel::ledger
-
-template <>
-struct boost::system::is_error_code_enum<keel::ledger::errc> : std::true_type {};

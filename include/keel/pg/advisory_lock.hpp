@@ -30,6 +30,15 @@ struct advisory_key {
   std::int32_t name_hash = 0;
   /// Per schema (the connection's current_schema()) or one for the whole database.
   bool per_schema = true;
+  /// Set for a one-bigint key, pg_advisory_lock(bigint), which Postgres keeps apart from the
+  /// two-int keys of named(): the form applications use, and keel's migrations always have.
+  std::optional<std::int64_t> bigint_key = std::nullopt;
+
+  /// The database-wide lock pg_advisory_lock(`key`) takes, so that sessions locking it by
+  /// hand and through advisory_lock exclude each other.
+  [[nodiscard]] static constexpr advisory_key bigint(std::int64_t key) noexcept {
+    return advisory_key{.name_hash = 0, .per_schema = false, .bigint_key = key};
+  }
 
   /// The key for `name` (FNV-1a folded to 32 bits, computed at compile time).
   [[nodiscard]] static consteval advisory_key named(std::string_view name, bool per_schema = true) {
@@ -39,7 +48,8 @@ struct advisory_key {
       h *= 0x100000001b3ULL;
     }
     return advisory_key{.name_hash = static_cast<std::int32_t>(static_cast<std::uint32_t>(h ^ (h >> 32))),
-                        .per_schema = per_schema};
+                        .per_schema = per_schema,
+                        .bigint_key = std::nullopt};
   }
 };
 

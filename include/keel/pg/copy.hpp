@@ -27,7 +27,7 @@ class copy_writer {
   template <class... Args>
   [[nodiscard]] result<void> write_row(const Args&... values) {
     if (sizeof...(Args) != columns_) return errc::invalid_argument;
-    detail::put_be(buffer_, sizeof...(Args), 2);
+    byte_writer(buffer_).be(static_cast<std::int16_t>(sizeof...(Args)));  // field count
     bool ok = true;
     ((ok = ok && write_field(values)), ...);
     if (!ok) return errc::invalid_argument;
@@ -47,14 +47,14 @@ class copy_writer {
     using plain = std::remove_cvref_t<T>;
     if constexpr (detail::is_optional<plain>::value) {
       if (!value) {
-        detail::put_be(buffer_, 0xFFFFFFFFU, 4);  // -1: NULL
+        byte_writer(buffer_).be(std::int32_t{-1});  // NULL
         return true;
       }
       return write_field(*value);
     } else {
       using c = codec_for<T>;
       const auto length_at = buffer_.size();
-      detail::put_be(buffer_, 0, 4);
+      byte_writer(buffer_).be(std::int32_t{0});  // the length, filled in below
       bool ok;
       if constexpr (c::binary) {
         ok = c::encode(value, buffer_);
@@ -65,9 +65,7 @@ class copy_writer {
       } else {
         static_assert(c::binary, "this type has no binary COPY form; convert it before copying");
       }
-      const auto length = buffer_.size() - length_at - 4;
-      for (int i = 0; i < 4; ++i)
-        buffer_[length_at + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(length >> (24 - 8 * i));
+      store_be(buffer_.data() + length_at, static_cast<std::uint32_t>(buffer_.size() - length_at - 4));
       return ok;
     }
   }

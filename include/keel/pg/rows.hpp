@@ -35,11 +35,13 @@ class row {
   /// The value of the column named `name`.
   template <class T>
   [[nodiscard]] result<T> get(std::string_view name) const;
-  /// Columns 0, 1, ... as T...: `auto [id, name] = r.as<std::int64_t, std::string>().value();`
+  /// Columns first, first + 1, ... as T...:
+  /// `auto [id, name] = r.as<std::int64_t, std::string>().value();`. A `first` past 0 reads
+  /// the second of two joined tables' columns.
   /// @returns the first column's error (see get()) when one fails, or errc::out_of_range
   /// when the row has fewer columns than types.
   template <class... T>
-  [[nodiscard]] result<std::tuple<T...>> as() const;
+  [[nodiscard]] result<std::tuple<T...>> as(std::size_t first = 0) const;
   /// True if the value is NULL.
   [[nodiscard]] bool is_null(std::size_t column) const noexcept;
   /// The row's index in its result.
@@ -162,9 +164,9 @@ result<T> row::get(std::size_t column) const {
 }
 
 template <class... T>
-result<std::tuple<T...>> row::as() const {
-  return [this]<std::size_t... I>(std::index_sequence<I...>)->result<std::tuple<T...>> {
-    std::tuple<result<T>...> fields{get<T>(I)...};
+result<std::tuple<T...>> row::as(std::size_t first) const {
+  return [ this, first ]<std::size_t... I>(std::index_sequence<I...>)->result<std::tuple<T...>> {
+    std::tuple<result<T>...> fields{get<T>(first + I)...};
     error_code first_error;
     // In column order, so the error reported is that of the leftmost failing column.
     ((first_error =

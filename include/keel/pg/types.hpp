@@ -16,6 +16,7 @@
 /// varchar[] | | std::optional<T> | NULL or T | NULL or T |
 ///
 /// Specialize `codec<T>` for your own types (see the members below).
+#include <keel/core/byte_io.hpp>
 #include <keel/core/bytes.hpp>
 #include <keel/core/clock.hpp>
 #include <keel/pg/error.hpp>
@@ -69,14 +70,13 @@ struct numeric {
 };
 
 namespace detail {
-inline void put_be(bytes& out, std::uint64_t v, int size) {
-  for (int shift = (size - 1) * 8; shift >= 0; shift -= 8)
-    out.push_back(static_cast<std::uint8_t>(v >> shift));
-}
-inline std::uint64_t get_be(bytes_view in, std::size_t at, int size) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < size; ++i) v = (v << 8) | in[at + static_cast<std::size_t>(i)];
-  return v;
+/// A value that is exactly one big-endian T: errc::bad_value for any other length.
+template <keel::detail::fixed_integer T>
+[[nodiscard]] result<T> exactly_be(bytes_view raw) noexcept {
+  byte_reader in(raw);
+  const auto v = in.be<T>();
+  if (!v || !in.empty()) return errc::bad_value;
+  return *v;
 }
 // Microseconds between the Unix epoch and Postgres' epoch, 2000-01-01 00:00:00 UTC.
 inline constexpr std::int64_t postgres_epoch_us = 946'684'800'000'000;
@@ -115,19 +115,26 @@ template <class Int, oid Type, int Size>
 struct integer_codec {
   static constexpr oid type = Type;
   static constexpr bool binary = true;
+  static_assert(sizeof(Int) == Size);
   static bool encode(Int v, bytes& out) {
-    detail::put_be(out, static_cast<std::uint64_t>(v), Size);
+    byte_writer(out).be(v);
     return true;
   }
   static bool accepts(oid t) {
     return t == oids::int2 || (Size >= 4 && t == oids::int4) || (Size == 8 && t == oids::int8);
   }
   static result<Int> decode(oid t, bytes_view raw) {
-    const int width = t == oids::int2 ? 2 : t == oids::int4 ? 4 : 8;
-    if (raw.size() != static_cast<std::size_t>(width)) return errc::bad_value;
-    const std::uint64_t bits = detail::get_be(raw, 0, width);
-    const int unused = 64 - 8 * width;  // sign-extend from the column's width
-    return static_cast<Int>(static_cast<std::int64_t>(bits << unused) >> unused);
+    // Read at the column's width; the signed read sign-extends into a wider Int.
+    if (t == oids::int2) return widen(detail::exactly_be<std::int16_t>(raw));
+    if (t == oids::int4) return widen(detail::exactly_be<std::int32_t>(raw));
+    return widen(detail::exactly_be<std::int64_t>(raw));
+  }
+
+ private:
+  template <class Narrow>
+  static result<Int> widen(const result<Narrow>& v) {
+    if (!v) return v.error();
+    return static_cast<Int>(*v);
   }
 };
 template <>
@@ -142,17 +149,19 @@ struct codec<double> {
   static constexpr oid type = oids::float8;
   static constexpr bool binary = true;
   static bool encode(double v, bytes& out) {
-    detail::put_be(out, std::bit_cast<std::uint64_t>(v), 8);
+    byte_writer(out).be(std::bit_cast<std::uint64_t>(v));
     return true;
   }
   static bool accepts(oid t) { return t == oids::float8 || t == oids::float4; }
   static result<double> decode(oid t, bytes_view raw) {
     if (t == oids::float4) {
-      if (raw.size() != 4) return errc::bad_value;
-      return static_cast<double>(std::bit_cast<float>(static_cast<std::uint32_t>(detail::get_be(raw, 0, 4))));
+      const auto bits = detail::exactly_be<std::uint32_t>(raw);
+      if (!bits) return bits.error();
+      return static_cast<double>(std::bit_cast<float>(*bits));
     }
-    if (raw.size() != 8) return errc::bad_value;
-    return std::bit_cast<double>(detail::get_be(raw, 0, 8));
+    const auto bits = detail::exactly_be<std::uint64_t>(raw);
+    if (!bits) return bits.error();
+    return std::bit_cast<double>(*bits);
   }
 };
 
@@ -161,13 +170,14 @@ struct codec<float> {
   static constexpr oid type = oids::float4;
   static constexpr bool binary = true;
   static bool encode(float v, bytes& out) {
-    detail::put_be(out, std::bit_cast<std::uint32_t>(v), 4);
+    byte_writer(out).be(std::bit_cast<std::uint32_t>(v));
     return true;
   }
   static bool accepts(oid t) { return t == oids::float4; }
   static result<float> decode(oid, bytes_view raw) {
-    if (raw.size() != 4) return errc::bad_value;
-    return std::bit_cast<float>(static_cast<std::uint32_t>(detail::get_be(raw, 0, 4)));
+    const auto bits = detail::exactly_be<std::uint32_t>(raw);
+    if (!bits) return bits.error();
+    return std::bit_cast<float>(*bits);
   }
 };
 
@@ -269,13 +279,14 @@ struct codec<timestamp> {
     const auto ns = v.time_since_epoch().count();
     // Floor to microseconds, so times before 1970 round down like times after it.
     const auto us = ns / 1000 - (ns % 1000 < 0 ? 1 : 0);
-    detail::put_be(out, static_cast<std::uint64_t>(us - detail::postgres_epoch_us), 8);
+    byte_writer(out).be(static_cast<std::int64_t>(us - detail::postgres_epoch_us));
     return true;
   }
   static bool accepts(oid t) { return t == oids::timestamptz || t == oids::timestamp; }
   static result<timestamp> decode(oid, bytes_view raw) {
-    if (raw.size() != 8) return errc::bad_value;
-    const auto us = static_cast<std::int64_t>(detail::get_be(raw, 0, 8));
+    const auto read = detail::exactly_be<std::int64_t>(raw);
+    if (!read) return read.error();
+    const auto us = *read;
     // ±infinity and anything outside what nanoseconds since 1970 can hold (±292 years).
     constexpr std::int64_t limit = 9'223'372'036'854'775 - 946'684'800'000'000;
     if (us > limit || us < -limit) return errc::out_of_range;
@@ -289,9 +300,10 @@ struct codec<std::vector<std::int64_t>> {
   static constexpr bool binary = true;
   static bool encode(const std::vector<std::int64_t>& v, bytes& out) {
     detail::encode_array_header(out, oids::int8, v.size());
+    byte_writer w(out);
     for (const auto x : v) {
-      detail::put_be(out, 8, 4);
-      detail::put_be(out, static_cast<std::uint64_t>(x), 8);
+      w.be(std::int32_t{8});  // element length
+      w.be(x);
     }
     return true;
   }
@@ -322,8 +334,9 @@ struct codec<std::vector<std::string>> {
     detail::encode_array_header(out, oids::text, v.size());
     for (const auto& s : v) {
       if (s.find('\0') != std::string::npos) return false;
-      detail::put_be(out, s.size(), 4);
-      out.insert(out.end(), s.begin(), s.end());
+      byte_writer w(out);
+      w.be(static_cast<std::uint32_t>(s.size()));
+      w.append(as_bytes(s));
     }
     return true;
   }

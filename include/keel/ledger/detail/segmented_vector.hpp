@@ -4,6 +4,8 @@
 /// Growing never copies (a std::vector of millions of journal entries would copy and re-fault
 /// its whole buffer at every doubling), memory stays within 2× of the contents, and indexing
 /// is two bit operations.
+#include <keel/core/bulk_memory.hpp>
+
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -13,15 +15,8 @@
 
 namespace keel::ledger::detail {
 
-/// Raw storage for large append-only arrays. Allocations of 2 MiB or more are aligned to 2 MiB
-/// and backed by transparent huge pages where the kernel allows it: filling fresh storage then
-/// takes one page fault per 2 MiB instead of one per 4 KiB, which profiling showed to be the
-/// largest single cost of appending to the in-memory journal.
-[[nodiscard]] void* allocate_bulk(std::size_t bytes);
-void free_bulk(void* memory, std::size_t bytes) noexcept;
-/// Makes the kernel hand out (and zero) the pages of `memory` now rather than on first write.
-void prefault_bulk(void* memory, std::size_t bytes) noexcept;
-
+// Segments are bulk storage (keel/core/bulk_memory.hpp): filling fresh segments then takes
+// one page fault per 2 MiB instead of one per 4 KiB.
 template <class T>
 class segmented_vector {
   static_assert(std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>,
