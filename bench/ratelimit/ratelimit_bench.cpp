@@ -9,7 +9,8 @@
 //                                    on the same server, in the same run: the ceiling
 //   peer_rate_limiter_flexible/...   the peer, rate-limiter-flexible on ioredis, same server
 #include <keel/ratelimit.hpp>
-#include <keel/ratelimit/redis.hpp>
+#include <keel/ratelimit_redis/redis.hpp>
+#include <keel/redis/connection.hpp>
 
 #include "support/peers.hpp"
 
@@ -247,7 +248,7 @@ struct redis_process {
       ::_exit(127);
     }
     for (int i = 0; i < 200; ++i) {
-      if (auto c = rl::redis_connection::connect({.port = port})) {
+      if (auto c = keel::redis::connection::connect({.port = port})) {
         if (auto pong = c->command({"PING"}); pong && pong->text == "PONG") return;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -332,10 +333,10 @@ BENCHMARK(redis_async)->ArgName("in_flight")->Arg(128)->UseRealTime();
 // 10k random keys: what Redis itself can do with this script, without our client.
 void redis_benchmark_ceiling(benchmark::State& state) {
   if (!redis().error.empty()) return state.SkipWithError(redis().error.c_str());
-  auto c = rl::redis_connection::connect({.port = redis().port});
+  auto c = keel::redis::connection::connect({.port = redis().port});
   if (!c) return state.SkipWithError("cannot connect");
   auto sha = c->command({"SCRIPT", "LOAD", rl::redis_backend::decide_script()});
-  if (!sha || sha->type != rl::resp_value::kind::bulk_string)
+  if (!sha || sha->type != keel::redis::resp_value::kind::bulk_string)
     return state.SkipWithError("SCRIPT LOAD failed");
   const auto clients = state.range(0);
   const std::string command = "redis-benchmark -q -p " + std::to_string(redis().port) + " -c " +

@@ -1,6 +1,6 @@
 // docs/ratelimit.md quotes this file; tests/cmake checks they agree.
 #include <keel/net.hpp>
-#include <keel/ratelimit.hpp>
+#include <keel/ratelimit_http.hpp>
 
 #include <cstdio>
 #include <string>

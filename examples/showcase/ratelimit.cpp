@@ -4,7 +4,7 @@
 // With KEEL_RATELIMIT_POLICIES=<file.json> the policies come from that file instead, and
 // POST /api/ratelimit/reload reads it again (a bad file is answered 400 naming the field; the
 // policies in force stay).
-#include <keel/ratelimit.hpp>
+#include <keel/ratelimit_http.hpp>
 
 #include "showcase.hpp"
 

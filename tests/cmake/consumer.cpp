@@ -7,7 +7,24 @@
 #include <keel/jobs_http.hpp>
 #include <keel/net/server.hpp>
 #endif
+#ifdef KEEL_CONSUMER_REDIS
+#include <keel/redis.hpp>
+#endif
+#ifdef KEEL_CONSUMER_RATELIMIT
+#include <keel/ratelimit.hpp>
+#endif
+#ifdef KEEL_CONSUMER_RATELIMIT_REDIS
+#include <keel/ratelimit_redis.hpp>
+#endif
+#ifdef KEEL_CONSUMER_RATELIMIT_PG
+#include <keel/pg/pool.hpp>
+#include <keel/ratelimit_pg.hpp>
+#endif
+#ifdef KEEL_CONSUMER_RATELIMIT_HTTP
+#include <keel/ratelimit_http.hpp>
+#endif
 
+#include <chrono>
 #include <cstdio>
 
 int main() {
@@ -40,5 +57,47 @@ int main() {
   jobs_http_ok = !keel::jobs_http::default_authorization()(remote, keel::jobs_http::access::act);
   std::printf("jobs_http: remote action refused %d\n", jobs_http_ok);
 #endif
-  return sha_ok && base64_ok && error_ok && xxh_ok && sign_ok && pg_ok && jobs_http_ok ? 0 : 1;
+  bool redis_ok = true;
+#ifdef KEEL_CONSUMER_REDIS
+  // No server here either: refused, as an error of keel::redis.
+  redis_ok = keel::redis::connection::connect({.port = 1}).error() == keel::redis::errc::unavailable &&
+             keel::redis::client({.port = 1}).command({"PING"}).error() == keel::redis::errc::unavailable;
+  std::printf("redis: refused connection reported %d\n", redis_ok);
+#endif
+  bool ratelimit_ok = true;
+#if defined(KEEL_CONSUMER_RATELIMIT) || defined(KEEL_CONSUMER_RATELIMIT_REDIS) || \
+    defined(KEEL_CONSUMER_RATELIMIT_PG) || defined(KEEL_CONSUMER_RATELIMIT_HTTP)
+  const keel::ratelimit::limit one_per_hour{
+      .algorithm = keel::ratelimit::algorithm::gcra, .count = 1, .period = std::chrono::hours(1)};
+  const keel::ratelimit::keyed_limit keyed{"consumer", &one_per_hour};
+  keel::ratelimit::decision first;
+  keel::ratelimit::decision second;
+  keel::ratelimit::memory_backend memory;
+  ratelimit_ok = memory.decide({&keyed, 1}, 1, {&first, 1}) && memory.decide({&keyed, 1}, 1, {&second, 1}) &&
+                 first.allowed && !second.allowed;
+  std::printf("ratelimit: one allowed, then denied %d\n", ratelimit_ok);
+#endif
+#ifdef KEEL_CONSUMER_RATELIMIT_REDIS
+  keel::ratelimit::redis_backend redis_store({.port = 1});
+  const bool redis_down = redis_store.decide({&keyed, 1}, 1, {&first, 1}).error() ==
+                          keel::ratelimit::errc::backend_unavailable;
+  std::printf("ratelimit_redis: unreachable store reported %d\n", redis_down);
+  ratelimit_ok = ratelimit_ok && redis_down;
+#endif
+#ifdef KEEL_CONSUMER_RATELIMIT_PG
+  keel::pg::pool limit_pool({.conninfo = "host=127.0.0.1 port=1 connect_timeout=1", .max_size = 1});
+  keel::ratelimit::postgres_backend pg_store(limit_pool);
+  const bool pg_down = !pg_store.decide({&keyed, 1}, 1, {&first, 1});
+  std::printf("ratelimit_pg: unreachable store reported %d\n", pg_down);
+  ratelimit_ok = ratelimit_ok && pg_down;
+#endif
+#ifdef KEEL_CONSUMER_RATELIMIT_HTTP
+  keel::ratelimit::limiter http_limiter(memory);
+  const auto mw = keel::ratelimit::middleware(http_limiter);
+  std::printf("ratelimit_http: middleware built %d\n", static_cast<bool>(mw));
+  ratelimit_ok = ratelimit_ok && static_cast<bool>(mw);
+#endif
+  return sha_ok && base64_ok && error_ok && xxh_ok && sign_ok && pg_ok && jobs_http_ok && redis_ok && ratelimit_ok
+             ? 0
+             : 1;
 }

@@ -1,6 +1,6 @@
 #include <keel/core/log.hpp>
 #include <keel/pg/migrations.hpp>
-#include <keel/ratelimit/postgres.hpp>
+#include <keel/ratelimit_pg/postgres.hpp>
 
 #include <string>
 #include <vector>

@@ -1,7 +1,7 @@
 // keel::ratelimit::async_decide with Asio completion tokens against a real redis-server:
 // use_future, deferred, use_awaitable, plain and executor-bound callbacks, and the error path
 // (Redis killed: every token gets the error, nothing hangs).
-#include <keel/ratelimit/redis_asio.hpp>
+#include <keel/ratelimit_redis/redis_asio.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_executor.hpp>

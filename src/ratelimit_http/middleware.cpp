@@ -1,5 +1,5 @@
 #include <keel/net/json.hpp>
-#include <keel/ratelimit/middleware.hpp>
+#include <keel/ratelimit_http/middleware.hpp>
 
 #include <boost/system/system_error.hpp>
 

@@ -1,6 +1,6 @@
 // The middleware on a real keel::net server over loopback HTTP.
 #include <keel/net.hpp>
-#include <keel/ratelimit.hpp>
+#include <keel/ratelimit_http.hpp>
 
 #include <doctest/doctest.h>
 

@@ -2,9 +2,7 @@
 // penalties, eviction, and what the limiter does when the database is unreachable.
 #include <keel/pg/pool.hpp>
 #include <keel/ratelimit.hpp>
-#include <keel/ratelimit/postgres.hpp>
-
-#include "store_checks.hpp"
+#include <keel/ratelimit_pg/postgres.hpp>
 
 #include <doctest/doctest.h>
 
@@ -13,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include <ratelimit/store_checks.hpp>
 #include <support/pg.hpp>
 #include <support/redis.hpp>
 #include <support/result.hpp>

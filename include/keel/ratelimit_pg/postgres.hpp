@@ -1,5 +1,5 @@
 #pragma once
-/// @file keel/ratelimit/postgres.hpp
+/// @file keel/ratelimit_pg/postgres.hpp
 /// @brief The Postgres backend: one statement per decision (a PL/pgSQL function that locks the
 /// keys' rows in key order, decides every limit and writes only if all allow).
 #include <keel/core/result.hpp>

@@ -1,11 +1,9 @@
-// The RESP client against bad servers (unit) and the Redis backend against a real redis-server
-// started by the test (redis): algorithms, atomicity, threads, two processes, and killing Redis
-// mid-run.
+// The Redis backend against bad servers (unit) and against a real redis-server started by the
+// test (redis): algorithms, atomicity, threads, two processes, and killing Redis mid-run.
 #include <keel/core/metrics.hpp>
 #include <keel/ratelimit.hpp>
-#include <keel/ratelimit/redis.hpp>
-
-#include "store_checks.hpp"
+#include <keel/ratelimit_redis/redis.hpp>
+#include <keel/redis/connection.hpp>
 
 #include <doctest/doctest.h>
 
@@ -19,6 +17,8 @@
 
 #include <netinet/in.h>
 #include <poll.h>
+#include <ratelimit/store_checks.hpp>
+#include <support/fake_server.hpp>
 #include <support/redis.hpp>
 #include <support/result.hpp>
 #include <sys/socket.h>
@@ -29,58 +29,6 @@ namespace rl = keel::ratelimit;
 using namespace std::chrono_literals;
 
 namespace {
-
-// A TCP server on 127.0.0.1 that answers the first request on one connection with `reply`,
-// sent in chunks of `chunk` bytes, then either closes or stays silent.
-class fake_server {
- public:
-  fake_server(std::string reply, std::size_t chunk, bool close_after) {
-    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    REQUIRE(::listen(listener_, 4) == 0);
-    socklen_t len = sizeof addr;
-    ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-    thread_ = std::thread([this, reply = std::move(reply), chunk, close_after] {
-      const int fd = ::accept(listener_, nullptr, nullptr);
-      if (fd < 0) return;
-      char buf[4096];
-      if (::read(fd, buf, sizeof buf) <= 0) return (void)::close(fd);
-      for (std::size_t at = 0; at < reply.size(); at += chunk) {
-        const auto n = std::min(chunk, reply.size() - at);
-        if (::write(fd, reply.data() + at, n) != static_cast<ssize_t>(n)) break;
-        if (chunk < reply.size()) std::this_thread::sleep_for(2ms);
-      }
-      if (!close_after) {
-        std::unique_lock lock(mutex_);
-        stopping_.wait(lock, [this] { return done_; });
-      }
-      ::close(fd);
-    });
-  }
-  ~fake_server() {
-    {
-      std::lock_guard guard(mutex_);
-      done_ = true;
-    }
-    stopping_.notify_one();
-    ::shutdown(listener_, SHUT_RDWR);
-    ::close(listener_);
-    thread_.join();
-  }
-  [[nodiscard]] std::uint16_t port() const noexcept { return port_; }
-
- private:
-  int listener_ = -1;
-  std::uint16_t port_ = 0;
-  std::mutex mutex_;
-  std::condition_variable stopping_;
-  bool done_ = false;
-  std::thread thread_;
-};
 
 // A proxy on 127.0.0.1 in front of Redis that loses replies. It forwards requests as they come
 // and replies one whole RESP value at a time. Replies that allow a decision are numbered from 1
@@ -151,12 +99,13 @@ class reply_losing_proxy {
   void relay_replies(link& l) {
     std::size_t at = 0;
     while (l.open) {
-      rl::resp_value value;
+      keel::redis::resp_value value;
       std::size_t used = 0;
-      const auto parsed = rl::resp_parser::parse(std::string_view(l.from_server).substr(at), used, value);
-      if (parsed != rl::resp_parser::status::complete) break;
-      const bool allows = value.type == rl::resp_value::kind::array && !value.elements.empty() &&
-                          value.elements.front().type == rl::resp_value::kind::integer &&
+      const auto parsed =
+          keel::redis::resp_parser::parse(std::string_view(l.from_server).substr(at), used, value);
+      if (parsed != keel::redis::resp_parser::status::complete) break;
+      const bool allows = value.type == keel::redis::resp_value::kind::array && !value.elements.empty() &&
+                          value.elements.front().type == keel::redis::resp_value::kind::integer &&
                           value.elements.front().integer == 1;
       if (allows && std::find(lose_.begin(), lose_.end(), ++allowing_replies_) != lose_.end()) {
         ++lost_;
@@ -227,12 +176,6 @@ class reply_losing_proxy {
   std::thread thread_;
 };
 
-keel::result<rl::resp_value> ask(std::uint16_t port, std::chrono::milliseconds timeout = 300ms) {
-  auto c = rl::redis_connection::connect({.port = port, .command_timeout = timeout});
-  if (!c) return c.error();
-  return c->command({"GET", "k"});
-}
-
 rl::verdict check_n(rl::limiter& l, const rl::request_attributes& r, int n, int& allowed) {
   rl::verdict last;
   for (int i = 0; i < n; ++i) {
@@ -245,76 +188,6 @@ rl::verdict check_n(rl::limiter& l, const rl::request_attributes& r, int n, int&
 }  // namespace
 
 TEST_SUITE("unit") {
-  TEST_CASE("resp: every value type, in one piece and split at every byte") {
-    const std::string stream =
-        "+OK\r\n-ERR bad\r\n:-42\r\n$5\r\nhe\r\no\r\n$-1\r\n*-1\r\n*3\r\n:1\r\n*1\r\n$0\r\n\r\n+x\r\n";
-    std::vector<rl::resp_value> values;
-    std::size_t at = 0;
-    while (at < stream.size()) {
-      rl::resp_value v;
-      std::size_t used = 0;
-      REQUIRE(rl::resp_parser::parse(std::string_view(stream).substr(at), used, v) ==
-              rl::resp_parser::status::complete);
-      values.push_back(std::move(v));
-      at += used;
-    }
-    REQUIRE(values.size() == 7);
-    CHECK(values[0].text == "OK");
-    CHECK(values[1].is_error());
-    CHECK(values[2].integer == -42);
-    CHECK(values[3].text == "he\r\no");  // binary-safe
-    CHECK(values[4].type == rl::resp_value::kind::null);
-    CHECK(values[5].type == rl::resp_value::kind::null);
-    REQUIRE(values[6].elements.size() == 3);
-    CHECK(values[6].elements[1].elements[0].text.empty());
-    // Every proper prefix of a value is incomplete, never malformed or complete.
-    const std::string one = "*3\r\n:1\r\n*1\r\n$0\r\n\r\n+x\r\n";
-    for (std::size_t cut = 0; cut < one.size(); ++cut) {
-      rl::resp_value v;
-      std::size_t used = 0;
-      CHECK(rl::resp_parser::parse(std::string_view(one).substr(0, cut), used, v) ==
-            rl::resp_parser::status::incomplete);
-    }
-  }
-
-  TEST_CASE("resp: malformed input is rejected") {
-    for (const std::string bad :
-         {"?what\r\n", ":12x\r\n", ":\r\n", "$abc\r\n", "$-2\r\n", "$3\r\nabcd\r\n", "*-5\r\n", "+OK\n",
-          "+O\rK\r\n", "*1\r\n!\r\n", "$99999999999\r\n", ":+1\r\n",
-          "*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n"}) {
-      rl::resp_value v;
-      std::size_t used = 0;
-      CHECK_MESSAGE(rl::resp_parser::parse(bad, used, v) == rl::resp_parser::status::malformed, bad);
-    }
-  }
-
-  TEST_CASE("resp client: bad, partial, slow and vanishing servers") {
-    {
-      fake_server s("$5\r\nhello\r\n", 1, true);  // a valid reply trickling in byte by byte
-      const auto r = ask(s.port(), 2s);
-      REQUIRE(r);
-      CHECK(r->text == "hello");
-    }
-    {
-      fake_server s("%garbage\r\n", 64, true);
-      CHECK(ask(s.port()).error() == rl::errc::protocol_error);
-    }
-    {
-      fake_server s("$10\r\nhal", 64, true);  // closed in the middle of a reply
-      CHECK(ask(s.port()).error() == rl::errc::protocol_error);
-    }
-    {
-      fake_server s("*2\r\n:1\r\n", 64, false);  // half a reply, then silence
-      CHECK(ask(s.port(), 200ms).error() == rl::errc::timeout);
-    }
-    {
-      fake_server s("", 64, true);  // accepts, reads, hangs up
-      CHECK(ask(s.port()).error() == rl::errc::backend_unavailable);
-    }
-    // Nothing listening at all.
-    CHECK(ask(keel::test::free_port()).error() == rl::errc::backend_unavailable);
-  }
-
   TEST_CASE("redis backend: bad replies are errors, never decisions") {
     const rl::limit l{};
     const rl::keyed_limit k{"k", &l};
@@ -328,7 +201,7 @@ TEST_SUITE("unit") {
         {"&1\r\n", {true, rl::errc::protocol_error}},          // not RESP2
     };
     for (const auto& [reply, expected] : cases) {
-      fake_server s(reply, 3, expected.first);
+      keel::test::fake_server s(reply, 3, expected.first);
       rl::redis_backend store({.port = s.port(), .command_timeout = 300ms});
       rl::decision d{.allowed = false, .remaining = 77};
       const auto r = store.decide({&k, 1}, 1, {&d, 1});
@@ -471,7 +344,7 @@ TEST_SUITE("redis") {
   TEST_CASE("redis backend: a killed connection fails what was written to it; the rest goes out on another") {
     keel::test::redis_server server;
     rl::redis_backend store({.port = server.port(), .max_connections = 2, .command_timeout = 5s});
-    auto admin = rl::redis_connection::connect({.port = server.port()});
+    auto admin = keel::redis::connection::connect({.port = server.port()});
     REQUIRE(admin);
     const rl::limit l{.algorithm = rl::algorithm::sliding_window, .count = 1'000'000, .period = 1h};
     const rl::keyed_limit k{"retried", &l};
@@ -517,7 +390,7 @@ TEST_SUITE("redis") {
     REQUIRE(counted->elements.size() == 2);
     std::int64_t spent = 0;
     for (const auto& e : counted->elements)
-      spent += e.type == rl::resp_value::kind::null ? 0 : std::stoll(e.text);
+      spent += e.type == keel::redis::resp_value::kind::null ? 0 : std::stoll(e.text);
     CHECK(spent >= allowed);
     CHECK(spent <= allowed + failed);
     MESSAGE(failed << " of " << requests << " requests were in flight at a kill and failed");
@@ -527,7 +400,7 @@ TEST_SUITE("redis") {
       "redis backend: a decision whose reply was lost is not sent again; failing open, the limit holds") {
     keel::test::redis_server server;
     // The script is loaded beforehand so that every reply through the proxy is a decision.
-    auto admin = rl::redis_connection::connect({.port = server.port()});
+    auto admin = keel::redis::connection::connect({.port = server.port()});
     REQUIRE(admin);
     const auto loaded = admin->command({"SCRIPT", "LOAD", rl::redis_backend::decide_script()});
     REQUIRE(loaded);

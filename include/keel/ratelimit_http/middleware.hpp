@@ -1,5 +1,5 @@
 #pragma once
-/// @file keel/ratelimit/middleware.hpp
+/// @file keel/ratelimit_http/middleware.hpp
 /// @brief A keel::net middleware: 429 with RateLimit-Policy, RateLimit and Retry-After headers
 /// (draft-ietf-httpapi-ratelimit-headers), 403 for the deny list.
 #include <keel/net/http.hpp>
