@@ -369,10 +369,8 @@ std::span<const pg::migration> migrations() noexcept {
   return all_migrations;
 }
 
-result<void> migrate(pg::connection& c) {
-  auto report = pg::migrate(c, "ledger", migrations());
-  if (!report) return report.error();
-  return {};
+result<pg::migration_report> migrate(pg::connection& c) {
+  return pg::migrate(c, "ledger", migrations());
 }
 
 pg_engine::pg_engine(pg::connection& c, pg_options options) noexcept

@@ -10,7 +10,7 @@ namespace {
 
 // Times are microseconds since the epoch by the server's clock. Algorithm codes: 0 sliding_log,
 // 1 sliding_window, 2 gcra, 3 token_bucket (kept as its GCRA equivalent: they decide alike).
-constexpr keel::pg::migration migrations[] = {
+constexpr keel::pg::migration ratelimit_migrations[] = {
     {1, "state and decide function", R"sql(
 CREATE TABLE keel_ratelimit_state (
   key           text PRIMARY KEY,
@@ -210,10 +210,12 @@ error_code store_error(keel::pg::connection& c, const error_code& ec) {
 
 postgres_backend::postgres_backend(keel::pg::pool& pool) : pool_(pool) {}
 
-result<void> postgres_backend::migrate(keel::pg::connection& c) {
-  auto applied = keel::pg::migrate(c, "ratelimit", migrations);
-  if (!applied) return applied.error();
-  return {};
+std::span<const keel::pg::migration> postgres_backend::migrations() noexcept {
+  return ratelimit_migrations;
+}
+
+result<keel::pg::migration_report> postgres_backend::migrate(keel::pg::connection& c) {
+  return keel::pg::migrate(c, "ratelimit", ratelimit_migrations);
 }
 
 result<void> postgres_backend::decide(std::span<const keyed_limit> limits, std::uint64_t cost,

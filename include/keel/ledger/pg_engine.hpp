@@ -19,7 +19,7 @@ namespace keel::ledger {
 /// for keel::pg::migrate(c, "ledger", ...).
 [[nodiscard]] std::span<const pg::migration> migrations() noexcept;
 /// Applies migrations() to `c`'s database (safe to call from several processes at once).
-[[nodiscard]] result<void> migrate(pg::connection& c);
+[[nodiscard]] result<pg::migration_report> migrate(pg::connection& c);
 
 /// Options of pg_engine.
 struct pg_options {

@@ -4,6 +4,7 @@
 /// keys' rows in key order, decides every limit and writes only if all allow).
 #include <keel/core/result.hpp>
 #include <keel/pg/connection.hpp>
+#include <keel/pg/migrations.hpp>
 #include <keel/pg/pool.hpp>
 #include <keel/ratelimit/backend.hpp>
 
@@ -17,8 +18,10 @@ class postgres_backend final : public backend {
   /// `pool` must outlive the backend; run migrate() once before the first decision.
   explicit postgres_backend(keel::pg::pool& pool);
 
-  /// Creates the table and functions (keel::pg::migrate, component "ratelimit").
-  [[nodiscard]] static result<void> migrate(keel::pg::connection& c);
+  /// The table's and functions' migrations (component "ratelimit"), in version order.
+  [[nodiscard]] static std::span<const keel::pg::migration> migrations() noexcept;
+  /// Creates or upgrades the table and functions: applies migrations() not yet applied.
+  [[nodiscard]] static result<keel::pg::migration_report> migrate(keel::pg::connection& c);
 
   [[nodiscard]] result<void> decide(std::span<const keyed_limit> limits, std::uint64_t cost,
                                     std::span<decision> out) override;
