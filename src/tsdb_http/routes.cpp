@@ -1,0 +1,307 @@
+// The /api/tsdb routes and the /tsdb page: thin handlers over keel::tsdb::store, each checking
+// the authorization hook first and refusing malformed input with a 400 that says what to send.
+#include <keel/net/json.hpp>
+#include <keel/tsdb/query.hpp>
+#include <keel/tsdb_http/routes.hpp>
+
+#include "plot_page.hpp"
+
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace keel::tsdb_http {
+
+namespace {
+
+/// The store and its lock: a store is one connection and not thread-safe; requests take turns.
+struct shared_store {
+  std::mutex lock;
+  tsdb::store& store;
+};
+
+net::response bad_request(std::string_view detail) {
+  return net::error_response(net::status::bad_request, "invalid request", detail);
+}
+
+// The integer query parameter `name`, nullopt when it is absent, or the 400 answer when it is
+// present but not an integer.
+struct int_param {
+  std::optional<std::int64_t> value;
+  std::optional<net::response> refused;
+};
+
+int_param read_int(const net::request& req, std::string_view name) {
+  const auto text = req.query_param(name);
+  if (!text) return {};
+  std::int64_t value = 0;
+  const auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
+  if (ec != std::errc() || end != text->data() + text->size() || text->empty()) {
+    return {.value = std::nullopt,
+            .refused = bad_request(std::string(name) +
+                                   " must be an integer from -9223372036854775808 to "
+                                   "9223372036854775807, got \"" +
+                                   std::string(*text) + "\"")};
+  }
+  return {.value = value, .refused = std::nullopt};
+}
+
+boost::json::value number_or_null(double v) {
+  if (std::isfinite(v)) return v;
+  return nullptr;
+}
+
+// How many points the page and the plot route downsample to: ?points=, 300 when absent,
+// clamped to [3, 100000] so that a huge count cannot make a huge answer.
+constexpr std::int64_t default_plot_points = 300;
+std::size_t clamp_points(std::int64_t asked) {
+  return static_cast<std::size_t>(std::clamp<std::int64_t>(asked, 3, 100000));
+}
+
+bool is_loopback(std::string_view address) {
+  if (address.starts_with("::ffff:")) address.remove_prefix(7);  // an IPv4 peer on a v6 socket
+  return address.starts_with("127.") || address == "::1";
+}
+
+// A page served under another name that resolves to 127.0.0.1 (DNS rebinding) is same-origin
+// with itself, so the loopback rule also asks that the browser addressed loopback by name.
+bool names_loopback(std::string_view host) {
+  if (host.starts_with("[::1]")) return host.size() == 5 || host[5] == ':';
+  host = host.substr(0, host.find(':'));
+  return host == "localhost" || host.starts_with("127.");
+}
+
+// Constant time in the token's length, so timing does not reveal how much of a guess matched.
+bool same_secret(std::string_view given, std::string_view secret) {
+  if (given.size() != secret.size()) return false;
+  unsigned char diff = 0;
+  for (std::size_t i = 0; i < secret.size(); ++i) diff |= static_cast<unsigned char>(given[i] ^ secret[i]);
+  return diff == 0;
+}
+
+// A browser names the page that made a request in Origin; one from another site must not write
+// with the rights of the browser's loopback address.
+bool same_origin_or_none(const net::request& req) {
+  const auto origin = req.headers.get("Origin");
+  if (!origin) return true;
+  const auto host = req.headers.get("Host").value_or("");
+  for (const std::string_view scheme : {"http://", "https://"}) {
+    if (origin->starts_with(scheme) && origin->substr(scheme.size()) == host) return true;
+  }
+  return false;
+}
+
+// Wraps a handler with the authorization check.
+net::handler guarded(const std::shared_ptr<const authorize_fn>& authorize, access wanted, net::handler h) {
+  return [authorize, wanted, h = std::move(h)](const net::request& req) {
+    if (!(*authorize)(req, wanted)) {
+      return net::error_response(net::status::forbidden, "forbidden",
+                                 wanted == access::write
+                                     ? "writing points is not allowed for this request: write from loopback, "
+                                       "send the configured bearer token, or widen the authorize hook"
+                                     : "these time series are not readable for this request: see the "
+                                       "authorize hook");
+    }
+    return h(req);
+  };
+}
+
+// The series a plot asks for: ?series=, else the mounted default, else a 400 saying so.
+std::variant<std::int64_t, net::response> plot_series(const net::request& req,
+                                                      const std::optional<std::int64_t>& fallback) {
+  auto series = read_int(req, "series");
+  if (series.refused) return std::move(*series.refused);
+  if (series.value) return *series.value;
+  if (fallback) return *fallback;
+  return bad_request("pass ?series=<id> (the ids are in GET /api/tsdb/series?metric=<name>)");
+}
+
+net::response ingest(shared_store& shared, const boost::json::value& body) {
+  static constexpr std::string_view usage =
+      R"(send {"metric": "name", "labels": {"k": "v"}, "points": [[time_ms, value], ...]})";
+  const auto* o = body.if_object();
+  const auto* metric = o ? o->if_contains("metric") : nullptr;
+  const auto* points = o ? o->if_contains("points") : nullptr;
+  if (metric == nullptr || !metric->is_string() || points == nullptr || !points->is_array())
+    return bad_request(usage);
+  std::vector<tsdb::label> labels;
+  if (const auto* l = o->if_contains("labels"); l != nullptr) {
+    if (!l->is_object())
+      return bad_request(std::string("labels must be an object of strings: ") + std::string(usage));
+    for (const auto& [k, v] : l->as_object()) {
+      if (!v.is_string()) return bad_request("label values must be strings");
+      labels.push_back({std::string(k), std::string(v.as_string())});
+    }
+  }
+  std::vector<std::int64_t> times;
+  std::vector<double> values;
+  for (const auto& p : points->as_array()) {
+    const auto* pair = p.if_array();
+    if (pair == nullptr || pair->size() != 2 || !pair->at(0).is_number() || !pair->at(1).is_number())
+      return bad_request("each point is [time_ms, value] with numbers");
+    boost::system::error_code ec;
+    const auto t = pair->at(0).to_number<std::int64_t>(ec);
+    if (ec) return bad_request("times are integers (milliseconds since 1970)");
+    times.push_back(t);
+    values.push_back(pair->at(1).to_number<double>());
+  }
+  std::lock_guard guard(shared.lock);
+  auto id = shared.store.series(std::string_view(metric->as_string()), labels);
+  if (!id) return net::error_response(net::status::bad_request, id.error());
+  if (auto r = shared.store.buffer(*id, times, values); !r)
+    return net::error_response(net::status::conflict, r.error());
+  if (auto r = shared.store.flush(); !r)
+    return net::error_response(net::status::internal_server_error, r.error());
+  return net::json_response(boost::json::object{{"series", *id}, {"accepted", times.size()}},
+                            net::status::created);
+}
+
+net::response query(shared_store& shared, const net::request& req) {
+  static constexpr std::string_view usage =
+      "pass series, from, to (ms) and step (ms) as integers, with to > from and step > 0";
+  const auto series = read_int(req, "series");
+  const auto from = read_int(req, "from");
+  const auto to = read_int(req, "to");
+  const auto step = read_int(req, "step");
+  if (!series.value || !from.value || !to.value || !step.value) return bad_request(usage);
+  const auto fill = req.query_param("fill").value_or("none");
+  if (fill != "none" && fill != "locf" && fill != "linear")
+    return bad_request("fill must be none, locf or linear, got \"" + std::string(fill) + "\"");
+  const auto max_gap = read_int(req, "max_gap");
+  if (max_gap.refused) return *max_gap.refused;
+  if (max_gap.value.value_or(0) < 0)
+    return bad_request("max_gap must be 0 (no limit) or a positive number of buckets, got " +
+                       std::to_string(*max_gap.value));
+  // The store refuses what makes no buckets (errc::invalid_range: step <= 0, to <= from, too many
+  // buckets, a start before INT64_MIN), with exact arithmetic over all of int64: answered 400.
+  tsdb::query_plan plan;
+  std::vector<tsdb::bucket> buckets;
+  {
+    std::lock_guard guard(shared.lock);
+    auto found = shared.store.aggregate(*series.value,
+                                        {.from = *from.value, .to = *to.value, .width = *step.value}, &plan);
+    if (!found) return net::error_response(net::status::bad_request, found.error());
+    buckets = std::move(*found);
+  }
+  std::vector<double> avg;
+  avg.reserve(buckets.size());
+  for (const auto& b : buckets) avg.push_back(b.avg());
+  const auto how =
+      fill == "locf" ? tsdb::fill::locf : (fill == "linear" ? tsdb::fill::linear : tsdb::fill::none);
+  const auto filled = tsdb::gapfill(avg, how, static_cast<std::size_t>(max_gap.value.value_or(0)));
+  boost::json::array rows;
+  for (std::size_t i = 0; i < buckets.size(); ++i) {
+    const auto& b = buckets[i];
+    rows.push_back({{"start", b.start},
+                    {"count", b.count},
+                    {"avg", number_or_null(filled[i])},
+                    {"min", b.count ? number_or_null(b.min) : nullptr},
+                    {"max", b.count ? number_or_null(b.max) : nullptr},
+                    {"stddev", number_or_null(b.stddev())}});
+  }
+  return net::json_response(boost::json::object{{"buckets", rows},
+                                                {"plan",
+                                                 {{"rollup", plan.rollup},
+                                                  {"blocks_decoded", plan.blocks_decoded},
+                                                  {"blocks_summarized", plan.blocks_summarized},
+                                                  {"rollup_rows", plan.rollup_rows}}}});
+}
+
+}  // namespace
+
+authorize_fn default_authorization(std::string write_token) {
+  return [token = std::move(write_token)](const net::request& req, access wanted) {
+    if (wanted == access::read) return true;
+    if (!same_origin_or_none(req)) return false;
+    if (!token.empty()) {
+      const auto header = req.headers.get("Authorization").value_or("");
+      constexpr std::string_view bearer = "Bearer ";
+      if (header.starts_with(bearer) && same_secret(header.substr(bearer.size()), token)) return true;
+    }
+    return is_loopback(req.remote_address) && names_loopback(req.headers.get("Host").value_or(""));
+  };
+}
+
+void mount(net::server& server, tsdb::store& store, options opts) {
+  auto authorize = std::make_shared<const authorize_fn>(
+      opts.authorize ? std::move(opts.authorize) : default_authorization(std::move(opts.write_token)));
+  auto shared = std::shared_ptr<shared_store>(new shared_store{.lock = {}, .store = store});
+  const auto fallback = opts.default_series;
+  const auto readable = [&](net::handler h) { return guarded(authorize, access::read, std::move(h)); };
+
+  server.post("/api/tsdb/ingest",
+              guarded(authorize, access::write,
+                      net::json_handler([shared](const net::request&, const boost::json::value& body) {
+                        return ingest(*shared, body);
+                      })));
+
+  server.get("/api/tsdb/series", readable([shared](const net::request& req) {
+               const auto metric = req.query_param("metric");
+               if (!metric) return bad_request("pass ?metric=name");
+               std::lock_guard guard(shared->lock);
+               auto found = shared->store.select(*metric);
+               if (!found) return net::error_response(net::status::bad_request, found.error());
+               boost::json::array list;
+               for (const auto& s : *found) {
+                 boost::json::object labels;
+                 for (const auto& l : s.labels) labels[l.name] = l.value;
+                 list.push_back({{"id", s.id}, {"metric", s.metric}, {"labels", labels}});
+               }
+               return net::json_response(boost::json::object{{"series", list}});
+             }));
+
+  server.get("/api/tsdb/query", readable([shared](const net::request& req) { return query(*shared, req); }));
+
+  server.get("/api/tsdb/plot", readable([shared, fallback](const net::request& req) {
+               auto series = plot_series(req, fallback);
+               if (auto* refused = std::get_if<net::response>(&series)) return std::move(*refused);
+               const auto points = read_int(req, "points");
+               if (points.refused) return *points.refused;
+               std::vector<std::int64_t> t;
+               std::vector<double> v;
+               {
+                 std::lock_guard guard(shared->lock);
+                 auto scan = shared->store.scan(std::get<std::int64_t>(series),
+                                                std::numeric_limits<std::int64_t>::min(),
+                                                std::numeric_limits<std::int64_t>::max());
+                 if (!scan) return net::error_response(net::status::bad_request, scan.error());
+                 scan->drain(t, v);
+               }
+               boost::json::array lttb;
+               for (const auto i : tsdb::lttb(t, v, clamp_points(points.value.value_or(default_plot_points))))
+                 lttb.push_back({t[i], number_or_null(v[i])});
+               return net::json_response(boost::json::object{{"raw_points", t.size()}, {"lttb", lttb}});
+             }));
+
+  server.get("/tsdb", readable([shared, fallback](const net::request& req) {
+               auto series = plot_series(req, fallback);
+               if (auto* refused = std::get_if<net::response>(&series)) return std::move(*refused);
+               const auto points = read_int(req, "points");
+               if (points.refused) return *points.refused;
+               std::vector<std::int64_t> t;
+               std::vector<double> v;
+               {
+                 std::lock_guard guard(shared->lock);
+                 // A series that cannot be read is drawn as an empty plot, as one with no points.
+                 auto scan = shared->store.scan(std::get<std::int64_t>(series),
+                                                std::numeric_limits<std::int64_t>::min(),
+                                                std::numeric_limits<std::int64_t>::max());
+                 if (scan) scan->drain(t, v);
+               }
+               return net::text_response(
+                   detail::plot_page(t, v, clamp_points(points.value.value_or(default_plot_points))),
+                   net::status::ok, "text/html; charset=utf-8");
+             }));
+}
+
+}  // namespace keel::tsdb_http
