@@ -7,6 +7,10 @@
 #include <keel/jobs_http.hpp>
 #include <keel/net/server.hpp>
 #endif
+#ifdef KEEL_CONSUMER_TSDB_HTTP
+#include <keel/tsdb.hpp>
+#include <keel/tsdb_http.hpp>
+#endif
 #ifdef KEEL_CONSUMER_REDIS
 #include <keel/redis.hpp>
 #endif
@@ -57,6 +61,19 @@ int main() {
   jobs_http_ok = !keel::jobs_http::default_authorization()(remote, keel::jobs_http::access::act);
   std::printf("jobs_http: remote action refused %d\n", jobs_http_ok);
 #endif
+  bool tsdb_http_ok = true;
+#ifdef KEEL_CONSUMER_TSDB_HTTP
+  // No server for a store here: the refusal is an error, and the routes link (keel::tsdb,
+  // keel::net and keel::pg with them) or this fails to build.
+  const bool store_refused = !keel::tsdb::store::open("host=127.0.0.1 port=1 connect_timeout=1");
+  void (*mount_tsdb)(keel::net::server&, keel::tsdb::store&, keel::tsdb_http::options) =
+      &keel::tsdb_http::mount;
+  keel::net::request writer;
+  writer.remote_address = "192.0.2.1";
+  tsdb_http_ok = store_refused && mount_tsdb != nullptr &&
+                 !keel::tsdb_http::default_authorization()(writer, keel::tsdb_http::access::write);
+  std::printf("tsdb_http: unreachable store reported, remote write refused %d\n", tsdb_http_ok);
+#endif
   bool redis_ok = true;
 #ifdef KEEL_CONSUMER_REDIS
   // No server here either: refused, as an error of keel::redis.
@@ -97,7 +114,8 @@ int main() {
   std::printf("ratelimit_http: middleware built %d\n", static_cast<bool>(mw));
   ratelimit_ok = ratelimit_ok && static_cast<bool>(mw);
 #endif
-  return sha_ok && base64_ok && error_ok && xxh_ok && sign_ok && pg_ok && jobs_http_ok && redis_ok && ratelimit_ok
+  return sha_ok && base64_ok && error_ok && xxh_ok && sign_ok && pg_ok && jobs_http_ok && tsdb_http_ok &&
+                 redis_ok && ratelimit_ok
              ? 0
              : 1;
 }
