@@ -26,6 +26,7 @@ namespace {
 
 /// The store and its lock: a store is one connection and not thread-safe; requests take turns.
 struct shared_store {
+  explicit shared_store(tsdb::store& s) : store(s) {}
   std::mutex lock;
   tsdb::store& store;
 };
@@ -235,7 +236,7 @@ authorize_fn default_authorization(std::string write_token) {
 void mount(net::server& server, tsdb::store& store, options opts) {
   auto authorize = std::make_shared<const authorize_fn>(
       opts.authorize ? std::move(opts.authorize) : default_authorization(std::move(opts.write_token)));
-  auto shared = std::shared_ptr<shared_store>(new shared_store{.lock = {}, .store = store});
+  auto shared = std::make_shared<shared_store>(store);
   const auto fallback = opts.default_series;
   const auto readable = [&](net::handler h) { return guarded(authorize, access::read, std::move(h)); };
 
