@@ -196,8 +196,10 @@ inline void copy_slot(slot& to, const slot& from) noexcept {
 // a replaced table's slots stay locked for good. Holders keep a slot for a few nanoseconds, or
 // for a run of one key's requests in a batch; the backoff keeps a waiter from pulling the line
 // away from the holder on every write.
+// Always inlined, like lock_or_insert: with external linkage GCC keeps them out of line, and
+// the call on every decision costs what the lock itself does.
 template <class Valid>
-bool lock_slot(slot& s, Valid&& valid) noexcept {
+[[gnu::always_inline]] inline bool lock_slot(slot& s, Valid&& valid) noexcept {
   auto lock = slot_lock(s);
   if (lock.exchange(1, std::memory_order_acquire) == 0) [[likely]]
     return true;
@@ -490,7 +492,8 @@ struct alignas(64) shard {
   // Under the lock: the slot holding `key`, or a new one for it at `now` with a fresh state,
   // locked either way. The table must have room for it (make_room). A new key is written
   // before its hash is published, so a reader that finds the hash finds the key.
-  slot* lock_or_insert(std::uint64_t hash, std::string_view key, algorithm a, std::int64_t now) {
+  [[gnu::always_inline]] slot* lock_or_insert(std::uint64_t hash, std::string_view key, algorithm a,
+                                              std::int64_t now) {
     std::size_t i = hash & mask();
     while (hashes[i] != 0) {
       if (hashes[i] == hash && slots[i].holds(key)) {
