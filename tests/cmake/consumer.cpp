@@ -3,6 +3,18 @@
 #ifdef KEEL_CONSUMER_PG
 #include <keel/pg/connection.hpp>
 #endif
+#ifdef KEEL_CONSUMER_NET
+#include <keel/net.hpp>
+#endif
+#ifdef KEEL_CONSUMER_LEDGER
+#include <keel/ledger.hpp>
+#endif
+#ifdef KEEL_CONSUMER_TSDB
+#include <keel/tsdb.hpp>
+#endif
+#ifdef KEEL_CONSUMER_JOBS
+#include <keel/jobs.hpp>
+#endif
 #ifdef KEEL_CONSUMER_JOBS_HTTP
 #include <keel/jobs_http.hpp>
 #include <keel/net/server.hpp>
@@ -29,7 +41,9 @@
 #endif
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
+#include <vector>
 
 int main() {
   const auto digest = keel::sha256(keel::as_bytes("abc"));
@@ -49,6 +63,43 @@ int main() {
   pg_ok = keel::pg::connection::connect("host=127.0.0.1 port=1 connect_timeout=1").error() ==
           keel::pg::errc::connection_failed;
   std::printf("pg: refused connection reported %d\n", pg_ok);
+#endif
+  bool components_ok = true;
+#ifdef KEEL_CONSUMER_NET
+  keel::net::server web({.port = 0});
+  web.get("/ping", [](const keel::net::request&) { return keel::net::response{}; });
+  std::printf("net: route added\n");
+#endif
+#ifdef KEEL_CONSUMER_LEDGER
+  // Two accounts and a transfer in the in-memory engine: the balances must move.
+  keel::ledger::memory_engine books;
+  const keel::ledger::account accounts[] = {{.id = 1, .ledger = 1, .code = 1}, {.id = 2, .ledger = 1, .code = 1}};
+  const keel::ledger::transfer payment{.id = 10, .debit_account_id = 1, .credit_account_id = 2, .amount = 5,
+                                       .ledger = 1, .code = 1};
+  const auto created = books.create_accounts(accounts);
+  const auto moved = books.create_transfers({&payment, 1});
+  const auto credited = books.lookup_account(2);
+  const bool ledger_ok = created && moved && credited && *credited && (*credited)->balances.credits_posted == 5;
+  std::printf("ledger: transfer posted %d\n", ledger_ok);
+  components_ok = components_ok && ledger_ok;
+#endif
+#ifdef KEEL_CONSUMER_TSDB
+  // A block of points round-trips through the codecs bit for bit.
+  const std::int64_t times[] = {1000, 2000, 3000};
+  const double values[] = {1.5, -0.0, 1e300};
+  std::vector<std::int64_t> times_back;
+  std::vector<double> values_back;
+  const auto block = keel::tsdb::encode_block(times, values);
+  const bool tsdb_ok = block && keel::tsdb::decode_block(*block, times_back, values_back) &&
+                       times_back.size() == 3 && values_back[2] == 1e300;
+  std::printf("tsdb: block round trip %d\n", tsdb_ok);
+  components_ok = components_ok && tsdb_ok;
+#endif
+#ifdef KEEL_CONSUMER_JOBS
+  const bool jobs_ok = keel::jobs::parse_job_state("running") == keel::jobs::job_state::running &&
+                       !keel::jobs::parse_job_state("nonesuch");
+  std::printf("jobs: job states parsed %d\n", jobs_ok);
+  components_ok = components_ok && jobs_ok;
 #endif
   bool jobs_http_ok = true;
 #ifdef KEEL_CONSUMER_JOBS_HTTP
@@ -114,8 +165,8 @@ int main() {
   std::printf("ratelimit_http: middleware built %d\n", static_cast<bool>(mw));
   ratelimit_ok = ratelimit_ok && static_cast<bool>(mw);
 #endif
-  return sha_ok && base64_ok && error_ok && xxh_ok && sign_ok && pg_ok && jobs_http_ok && tsdb_http_ok &&
-                 redis_ok && ratelimit_ok
+  return sha_ok && base64_ok && error_ok && xxh_ok && sign_ok && pg_ok && components_ok && jobs_http_ok &&
+                 tsdb_http_ok && redis_ok && ratelimit_ok
              ? 0
              : 1;
 }
