@@ -2,6 +2,7 @@
 // calls, each checking the authorization hook first.
 #include <keel/jobs_http/dashboard.hpp>
 #include <keel/net/json.hpp>
+#include <keel/net/trust.hpp>
 #include <keel/pg/error.hpp>
 
 #include "page.hpp"
@@ -208,39 +209,6 @@ std::variant<jobs::new_job, net::response> read_new_job(const boost::json::value
   return job;
 }
 
-bool is_loopback(std::string_view address) {
-  if (address.starts_with("::ffff:")) address.remove_prefix(7);  // an IPv4 peer on a v6 socket
-  return address.starts_with("127.") || address == "::1";
-}
-
-// A page served under another name that resolves to 127.0.0.1 (DNS rebinding) is same-origin
-// with itself, so the loopback rule also asks that the browser addressed loopback by name.
-bool names_loopback(std::string_view host) {
-  if (host.starts_with("[::1]")) return host.size() == 5 || host[5] == ':';
-  host = host.substr(0, host.find(':'));
-  return host == "localhost" || host.starts_with("127.");
-}
-
-// Constant time in the token's length, so timing does not reveal how much of a guess matched.
-bool same_secret(std::string_view given, std::string_view secret) {
-  if (given.size() != secret.size()) return false;
-  unsigned char diff = 0;
-  for (std::size_t i = 0; i < secret.size(); ++i) diff |= static_cast<unsigned char>(given[i] ^ secret[i]);
-  return diff == 0;
-}
-
-// A browser names the page that made a request in Origin; one from another site must not act
-// with the rights of the browser's loopback address.
-bool same_origin_or_none(const net::request& req) {
-  const auto origin = req.headers.get("Origin");
-  if (!origin) return true;
-  const auto host = req.headers.get("Host").value_or("");
-  for (const std::string_view scheme : {"http://", "https://"}) {
-    if (origin->starts_with(scheme) && origin->substr(scheme.size()) == host) return true;
-  }
-  return false;
-}
-
 // Wraps a handler with the authorization check.
 net::handler guarded(const std::shared_ptr<const authorize_fn>& authorize, access wanted, net::handler h) {
   return [authorize, wanted, h = std::move(h)](const net::request& req) {
@@ -260,14 +228,7 @@ net::handler guarded(const std::shared_ptr<const authorize_fn>& authorize, acces
 
 authorize_fn default_authorization(std::string action_token) {
   return [token = std::move(action_token)](const net::request& req, access wanted) {
-    if (wanted == access::read) return true;
-    if (!same_origin_or_none(req)) return false;
-    if (!token.empty()) {
-      const auto header = req.headers.get("Authorization").value_or("");
-      constexpr std::string_view bearer = "Bearer ";
-      if (header.starts_with(bearer) && same_secret(header.substr(bearer.size()), token)) return true;
-    }
-    return is_loopback(req.remote_address) && names_loopback(req.headers.get("Host").value_or(""));
+    return wanted == access::read || net::local_or_token(req, token);
   };
 }
 

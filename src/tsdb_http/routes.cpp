@@ -1,6 +1,7 @@
 // The /api/tsdb routes and the /tsdb page: thin handlers over keel::tsdb::store, each checking
 // the authorization hook first and refusing malformed input with a 400 that says what to send.
 #include <keel/net/json.hpp>
+#include <keel/net/trust.hpp>
 #include <keel/tsdb/query.hpp>
 #include <keel/tsdb_http/routes.hpp>
 
@@ -67,39 +68,6 @@ boost::json::value number_or_null(double v) {
 constexpr std::int64_t default_plot_points = 300;
 std::size_t clamp_points(std::int64_t asked) {
   return static_cast<std::size_t>(std::clamp<std::int64_t>(asked, 3, 100000));
-}
-
-bool is_loopback(std::string_view address) {
-  if (address.starts_with("::ffff:")) address.remove_prefix(7);  // an IPv4 peer on a v6 socket
-  return address.starts_with("127.") || address == "::1";
-}
-
-// A page served under another name that resolves to 127.0.0.1 (DNS rebinding) is same-origin
-// with itself, so the loopback rule also asks that the browser addressed loopback by name.
-bool names_loopback(std::string_view host) {
-  if (host.starts_with("[::1]")) return host.size() == 5 || host[5] == ':';
-  host = host.substr(0, host.find(':'));
-  return host == "localhost" || host.starts_with("127.");
-}
-
-// Constant time in the token's length, so timing does not reveal how much of a guess matched.
-bool same_secret(std::string_view given, std::string_view secret) {
-  if (given.size() != secret.size()) return false;
-  unsigned char diff = 0;
-  for (std::size_t i = 0; i < secret.size(); ++i) diff |= static_cast<unsigned char>(given[i] ^ secret[i]);
-  return diff == 0;
-}
-
-// A browser names the page that made a request in Origin; one from another site must not write
-// with the rights of the browser's loopback address.
-bool same_origin_or_none(const net::request& req) {
-  const auto origin = req.headers.get("Origin");
-  if (!origin) return true;
-  const auto host = req.headers.get("Host").value_or("");
-  for (const std::string_view scheme : {"http://", "https://"}) {
-    if (origin->starts_with(scheme) && origin->substr(scheme.size()) == host) return true;
-  }
-  return false;
 }
 
 // Wraps a handler with the authorization check.
@@ -222,14 +190,7 @@ net::response query(shared_store& shared, const net::request& req) {
 
 authorize_fn default_authorization(std::string write_token) {
   return [token = std::move(write_token)](const net::request& req, access wanted) {
-    if (wanted == access::read) return true;
-    if (!same_origin_or_none(req)) return false;
-    if (!token.empty()) {
-      const auto header = req.headers.get("Authorization").value_or("");
-      constexpr std::string_view bearer = "Bearer ";
-      if (header.starts_with(bearer) && same_secret(header.substr(bearer.size()), token)) return true;
-    }
-    return is_loopback(req.remote_address) && names_loopback(req.headers.get("Host").value_or(""));
+    return wanted == access::read || net::local_or_token(req, token);
   };
 }
 
