@@ -185,20 +185,6 @@ std::int64_t micros(std::chrono::nanoseconds d) noexcept {
   return (d.count() + 999) / 1000;
 }
 
-std::int64_t algorithm_code(algorithm a) noexcept {
-  switch (a) {
-    case algorithm::sliding_log:
-      return 0;
-    case algorithm::sliding_window:
-      return 1;
-    case algorithm::gcra:
-      return 2;
-    case algorithm::token_bucket:
-      return 3;
-  }
-  return 2;
-}
-
 error_code store_error(keel::pg::connection& c, const error_code& ec) {
   if (!c.is_open()) return errc::backend_unavailable;
   log::warn("Postgres rate-limit statement failed",
@@ -226,7 +212,7 @@ result<void> postgres_backend::decide(std::span<const keyed_limit> limits, std::
   std::vector<std::int64_t> algorithms, counts, periods, capacities, blocks;
   for (const auto& l : limits) {
     keys.emplace_back(l.key);
-    algorithms.push_back(algorithm_code(l.rule->algorithm));
+    algorithms.push_back(storage_code(l.rule->algorithm));
     counts.push_back(static_cast<std::int64_t>(l.rule->count));
     periods.push_back(micros(l.rule->period));
     capacities.push_back(static_cast<std::int64_t>(l.rule->capacity()));
@@ -259,7 +245,7 @@ result<void> postgres_backend::adjust(const keyed_limit& limit, std::int64_t poi
   auto c = pool_.acquire();
   if (!c) return errc::backend_unavailable;
   auto done = (*c)->query("SELECT keel_ratelimit_adjust($1, $2, $3, $4, $5)", limit.key,
-                          algorithm_code(limit.rule->algorithm), static_cast<std::int64_t>(limit.rule->count),
+                          storage_code(limit.rule->algorithm), static_cast<std::int64_t>(limit.rule->count),
                           micros(limit.rule->period), points);
   if (!done) return store_error(**c, done.error());
   return {};

@@ -165,20 +165,6 @@ end
 return 1
 )lua";
 
-int algorithm_code(algorithm a) noexcept {
-  switch (a) {
-    case algorithm::sliding_log:
-      return 0;
-    case algorithm::sliding_window:
-      return 1;
-    case algorithm::gcra:
-      return 2;
-    case algorithm::token_bucket:
-      return 3;
-  }
-  return 2;
-}
-
 std::int64_t micros(std::chrono::nanoseconds d) noexcept {
   return (d.count() + 999) / 1000;
 }
@@ -195,7 +181,7 @@ void append_decide(std::string& out, std::string_view sha, std::span<const keyed
   redis::append_bulk(out, static_cast<std::int64_t>(cost));
   for (const auto& l : limits) {
     const limit& r = *l.rule;
-    redis::append_bulk(out, std::int64_t{algorithm_code(r.algorithm)});
+    redis::append_bulk(out, storage_code(r.algorithm));
     redis::append_bulk(out, static_cast<std::int64_t>(r.count));
     redis::append_bulk(out, micros(r.period));
     redis::append_bulk(out, static_cast<std::int64_t>(r.capacity()));
@@ -334,7 +320,7 @@ void redis_backend::async_decide(std::span<const keyed_limit> limits, std::uint6
 
 result<void> redis_backend::adjust(const keyed_limit& limit, std::int64_t points) {
   const ratelimit::limit& r = *limit.rule;
-  const std::string numbers[] = {std::to_string(algorithm_code(r.algorithm)), std::to_string(r.count),
+  const std::string numbers[] = {std::to_string(storage_code(r.algorithm)), std::to_string(r.count),
                                  std::to_string(micros(r.period)), std::to_string(r.capacity()),
                                  std::to_string(points)};
   const std::string_view keys[] = {limit.key};

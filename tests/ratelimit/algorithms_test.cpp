@@ -282,3 +282,10 @@ TEST_SUITE("unit") {
     CHECK(rl::idle(g, gs, d.reset.count()));
   }
 }
+
+// The shared stores' server-side code knows algorithms by these numbers; state written by one
+// version must mean the same to the next.
+static_assert(keel::ratelimit::storage_code(keel::ratelimit::algorithm::sliding_log) == 0);
+static_assert(keel::ratelimit::storage_code(keel::ratelimit::algorithm::sliding_window) == 1);
+static_assert(keel::ratelimit::storage_code(keel::ratelimit::algorithm::gcra) == 2);
+static_assert(keel::ratelimit::storage_code(keel::ratelimit::algorithm::token_bucket) == 3);

@@ -31,6 +31,23 @@ enum class algorithm : std::uint8_t {
 
 /// "sliding_log", "sliding_window", "gcra", "token_bucket".
 [[nodiscard]] std::string_view to_string(algorithm a) noexcept;
+
+/// The number a shared store's server-side code (the Redis script, the Postgres function) knows
+/// each algorithm by: 0 sliding_log, 1 sliding_window, 2 gcra, 3 token_bucket. Stored state and
+/// deployed scripts depend on it, so it never changes for an existing algorithm.
+[[nodiscard]] constexpr std::int64_t storage_code(algorithm a) noexcept {
+  switch (a) {
+    case algorithm::sliding_log:
+      return 0;
+    case algorithm::sliding_window:
+      return 1;
+    case algorithm::gcra:
+      return 2;
+    case algorithm::token_bucket:
+      return 3;
+  }
+  return 2;
+}
 /// The algorithm named `name` (as to_string spells it), or nullopt.
 [[nodiscard]] std::optional<algorithm> parse_algorithm(std::string_view name) noexcept;
 
