@@ -100,18 +100,7 @@ connection::~connection() = default;
 result<connection> connection::connect(const options& options) {
   auto c = std::make_unique<impl>();
   c->command_timeout = options.command_timeout;
-  const auto endpoint = detail::resolve(c->io.get_executor(), options);
-  if (!endpoint) return endpoint.error();
-  bool done = false;
-  error_code connect_ec;
-  c->socket.async_connect(*endpoint, [&](error_code e) {
-    connect_ec = e;
-    done = true;
-  });
-  if (!c->run_until(done, std::chrono::steady_clock::now() + options.connect_timeout)) return errc::timeout;
-  if (connect_ec) return errc::unavailable;
-  error_code ignored;
-  c->socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+  if (const auto failed = detail::connect_socket(*c, options)) return failed;
   connection conn(std::move(c));
   if (!options.password.empty()) {
     auto auth = conn.command({"AUTH", options.password});

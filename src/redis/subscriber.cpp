@@ -244,24 +244,13 @@ result<subscriber> subscriber::connect(const options& options, subscriber_handle
   auto s = std::make_unique<impl>();
   s->handlers = std::move(handlers);
   s->command_timeout = options.command_timeout;
-  const auto endpoint = detail::resolve(s->io.get_executor(), options);
-  if (!endpoint) return endpoint.error();
-  bool done = false;
-  error_code connect_ec;
-  s->socket.async_connect(*endpoint, [&](error_code e) {
-    connect_ec = e;
-    done = true;
-  });
-  if (!s->run_until(done, std::chrono::steady_clock::now() + options.connect_timeout)) return errc::timeout;
-  if (connect_ec) return errc::unavailable;
-  error_code ignored;
-  s->socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+  if (const auto failed = detail::connect_socket(*s, options)) return failed;
   if (!options.password.empty()) {
     // Before subscribed mode: an ordinary command and its reply, read here.
     std::string auth;
     append_command(auth, {"AUTH", options.password});
     const auto deadline = std::chrono::steady_clock::now() + options.command_timeout;
-    done = false;
+    bool done = false;
     error_code write_ec;
     asio::async_write(s->socket, asio::buffer(auth), [&](error_code e, std::size_t) {
       write_ec = e;
