@@ -53,6 +53,17 @@ TEST_SUITE("unit") {
     CHECK(keel::backoff_delay({.initial = 10ms, .max = 1s, .mode = keel::jitter_mode::full}, 1, nan) == 5ms);
   }
 
+  TEST_CASE("a zero initial delay stays zero however far the multiplier grows") {
+    // Found by the property test below (KEEL_TEST_SEED=1224152314011272077): 0 * pow(...) =
+    // 0 * infinity = NaN, which came back as INT64_MIN milliseconds.
+    for (const auto mode :
+         {keel::jitter_mode::none, keel::jitter_mode::proportional, keel::jitter_mode::full}) {
+      const keel::backoff_policy zero{.initial = 0ms, .max = 1s, .multiplier = 1e6, .mode = mode};
+      CHECK(keel::backoff_delay(zero, 4'000'000'000U, 0.5) == 0ms);
+      CHECK(keel::backoff_delay(zero, 1, 0.5) == 0ms);
+    }
+  }
+
   TEST_CASE("backoff_delay never overflows, goes negative or passes the cap (property)") {
     auto& rng = keel::test::rng();
     for (int i = 0; i < 20000; ++i) {

@@ -49,8 +49,9 @@ struct backoff_policy {
   const double cap = std::min(static_cast<double>(std::max<std::int64_t>(policy.max.count(), 0)), longest_ms);
   const double growth = std::max(finite_or(policy.multiplier, 2.0), 1.0);
   const double exponent = static_cast<double>(std::max<std::uint32_t>(retry, 1) - 1);
-  // pow saturates to infinity for huge exponents; min() then takes the cap.
-  const double base = std::min(initial * std::pow(growth, exponent), cap);
+  // pow saturates to infinity for huge exponents; min() then takes the cap. A zero initial
+  // delay stays zero (0 * infinity would be NaN, which min() and clamp() pass through).
+  const double base = initial == 0.0 ? 0.0 : std::min(initial * std::pow(growth, exponent), cap);
   const double u = std::clamp(finite_or(unit_random, 0.5), 0.0, 1.0);
   double delay = base;
   switch (policy.mode) {
@@ -65,8 +66,8 @@ struct backoff_policy {
       delay = base * u;
       break;
   }
-  return std::chrono::milliseconds(
-      static_cast<std::int64_t>(std::llround(std::clamp(delay, 0.0, 2 * longest_ms))));
+  if (!(delay >= 0.0)) delay = 0.0;  // also NaN: llround(NaN) is undefined
+  return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(std::min(delay, 2 * longest_ms))));
 }
 
 /// A running backoff: next() gives successive delays, reset() starts over after a success.
