@@ -3,6 +3,7 @@
 #include <keel/redis.hpp>
 #include <keel/redis/async.hpp>
 
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
@@ -204,6 +205,29 @@ TEST_SUITE("redis") {
         boost::asio::detached);
     io.run();
     CHECK(coroutine_done);
+  }
+
+  // The client's I/O thread hands each completion to the handler's executor. It must keep that
+  // executor's context busy until it has left the context's post, or the caller's run() returns
+  // and destroys the context while the I/O thread still signals its condition variable (a use
+  // after free that ThreadSanitizer reports as a race on pthread_cond_destroy).
+  TEST_CASE("async: the handler's io_context may be destroyed as soon as its run() returns") {
+    keel::test::redis_server server;
+    redis::client client({.port = server.port()});
+    REQUIRE(client.command({"SET", "n", "7"}));
+    const std::string_view get[] = {"GET", "n"};
+    int answered = 0;
+    for (int round = 0; round < 1000; ++round) {
+      boost::asio::io_context io;
+      std::string value;
+      redis::async_command(client, get,
+                           boost::asio::bind_executor(io, [&](keel::error_code ec, redis::resp_value v) {
+                             if (!ec) value = v.text;
+                           }));
+      io.run();  // returns once the handler ran and the client let go of the context
+      answered += value == "7" ? 1 : 0;
+    }
+    CHECK(answered == 1000);
   }
 
   TEST_CASE("client: Redis killed is an error, never a hang; it reconnects when Redis is back") {

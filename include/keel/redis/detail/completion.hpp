@@ -30,12 +30,15 @@ auto async_via_callback(CompletionToken&& token, Start&& start) {
         auto work = boost::asio::make_work_guard(boost::asio::get_associated_executor(handler));
         auto state = std::make_shared<pending>(pending{std::move(handler), std::move(work)});
         begin(std::function<void(Args...)>([state](Args... args) {
-          auto executor = state->work.get_executor();
-          boost::asio::dispatch(executor, [state, ... args = std::move(args)]() mutable {
-            auto h = std::move(state->handler);
-            state->work.reset();
-            std::move(h)(std::move(args)...);
+          // The work is released here, after dispatch has returned, never by the handler: the
+          // posting thread is still inside the context's scheduler (it signals the waiting
+          // thread after unlocking), and a context out of work lets its run() return and the
+          // owner destroy it under that thread.
+          auto held = std::move(state->work);
+          boost::asio::dispatch(held.get_executor(), [state, ... args = std::move(args)]() mutable {
+            std::move(state->handler)(std::move(args)...);
           });
+          held.reset();
         }));
       },
       token, std::forward<Start>(start));
