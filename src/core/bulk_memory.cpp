@@ -26,11 +26,13 @@ void prefault_bulk(void* memory, std::size_t bytes) noexcept {
 }
 
 void free_bulk(void* memory, std::size_t bytes) noexcept {
+  // The unsized forms: clang declares the sized ones only with -fsized-deallocation, and the
+  // size is only a hint to the allocator.
   if (bytes < huge_page_size) {
-    ::operator delete(memory, bytes);
+    ::operator delete(memory);
     return;
   }
-  ::operator delete (memory, bytes, std::align_val_t{huge_page_size});
+  ::operator delete (memory, std::align_val_t{huge_page_size});
 }
 
 std::optional<bulk_region> bulk_region::reserve(std::size_t bytes) noexcept {

@@ -117,7 +117,8 @@ class merkle_frontier {
                                             std::span<const bytes> proof, bytes_view root);
 /// Verifies a consistency proof between (old_size, old_root) and (new_size, new_root), by RFC
 /// 9162 §2.1.4.2. Strict as verify_inclusion; old_size 0 is rejected (there is nothing to be
-/// consistent with), equal sizes need an empty proof and equal roots.
+/// consistent with). Equal sizes need an empty proof and byte-for-byte equal roots, of any
+/// length: that case compares and never hashes, as the reference verifier and its probes do.
 [[nodiscard]] result<void> verify_consistency(std::uint64_t old_size, std::uint64_t new_size,
                                               bytes_view old_root, bytes_view new_root,
                                               std::span<const bytes> proof);
@@ -136,7 +137,7 @@ class merkle_frontier {
 /// Strict as verify_inclusion; the subtree must be valid and end <= tree_size. As in the
 /// transparency-dev probes, an empty range (start == end) verifies with an empty proof when
 /// `subtree_root` is empty_root(), and the whole tree (start 0, end tree_size) with an empty
-/// proof and equal roots.
+/// proof and byte-for-byte equal roots (of any length, as for equal sizes in verify_consistency).
 [[nodiscard]] result<void> verify_subtree_consistency(std::uint64_t start, std::uint64_t end,
                                                       std::uint64_t tree_size, bytes_view subtree_root,
                                                       bytes_view root, std::span<const bytes> proof);
