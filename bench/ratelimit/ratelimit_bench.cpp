@@ -13,24 +13,18 @@
 #include <keel/redis/connection.hpp>
 
 #include "support/peers.hpp"
+#include "support/redis.hpp"
 
 #include <benchmark/benchmark.h>
 
 #include <array>
 #include <condition_variable>
-#include <csignal>
 #include <cstdio>
 #include <mutex>
 #include <span>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 namespace rl = keel::ratelimit;
 using namespace std::chrono_literals;
@@ -220,60 +214,16 @@ BENCHMARK(limiter_check)->ArgName("keys")->Arg(1)->Arg(100'000);
 
 // ---- Redis ----------------------------------------------------------------------------------
 
-struct redis_process {
-  std::uint16_t port = 0;
-  pid_t pid = -1;
-  std::string error;
-
-  redis_process() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      error = "no free port";
-    }
-    ::close(fd);
-    port = ntohs(addr.sin_port);
-    const std::string port_text = std::to_string(port);
-    pid = ::fork();
-    if (pid == 0) {
-      const int quiet = ::open("/dev/null", O_WRONLY);
-      ::dup2(quiet, 1);
-      ::dup2(quiet, 2);
-      ::execlp("redis-server", "redis-server", "--port", port_text.c_str(), "--bind", "127.0.0.1", "--save",
-               "", "--appendonly", "no", static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    for (int i = 0; i < 200; ++i) {
-      if (auto c = keel::redis::connection::connect({.port = port})) {
-        if (auto pong = c->command({"PING"}); pong && pong->text == "PONG") return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    error = "redis-server did not start (is the redis-server package installed?)";
-  }
-  ~redis_process() {
-    if (pid > 0) {
-      ::kill(pid, SIGTERM);
-      ::waitpid(pid, nullptr, 0);
-    }
-  }
-};
-
-redis_process& redis() {
-  static redis_process instance;
-  return instance;
+keel::bench::redis_process& redis() {
+  return keel::bench::redis_process::shared();
 }
 
 void redis_pipelined(benchmark::State& state) {
-  if (!redis().error.empty()) return state.SkipWithError(redis().error.c_str());
+  if (!redis().error().empty()) return state.SkipWithError(redis().error().c_str());
   static const auto keys = make_keys(10'000);
   static const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 1'000'000'000, .period = 1s};
   rl::redis_backend store(
-      {.port = redis().port, .max_connections = 1, .command_timeout = std::chrono::seconds(5)});
+      {.port = redis().port(), .max_connections = 1, .command_timeout = std::chrono::seconds(5)});
   const auto depth = static_cast<std::size_t>(state.range(0));
   std::vector<rl::keyed_limit> limits(depth);
   std::vector<rl::decision> out(depth);
@@ -294,11 +244,11 @@ BENCHMARK(redis_pipelined)->ArgName("depth")->Arg(1)->Arg(16)->Arg(128)->UseReal
 // async_decide from one thread, D requests in flight on one connection: the client coalesces
 // them into writes by itself (no explicit batch).
 void redis_async(benchmark::State& state) {
-  if (!redis().error.empty()) return state.SkipWithError(redis().error.c_str());
+  if (!redis().error().empty()) return state.SkipWithError(redis().error().c_str());
   static const auto keys = make_keys(10'000);
   static const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 1'000'000'000, .period = 1s};
   rl::redis_backend store(
-      {.port = redis().port, .max_connections = 1, .command_timeout = std::chrono::seconds(5)});
+      {.port = redis().port(), .max_connections = 1, .command_timeout = std::chrono::seconds(5)});
   const auto depth = static_cast<std::size_t>(state.range(0));
   std::vector<rl::keyed_limit> limits(depth);
   std::vector<rl::decision> out(depth);
@@ -332,14 +282,14 @@ BENCHMARK(redis_async)->ArgName("in_flight")->Arg(128)->UseRealTime();
 // redis-benchmark running our own script by EVALSHA (loaded first), pipelined 16 deep, over
 // 10k random keys: what Redis itself can do with this script, without our client.
 void redis_benchmark_ceiling(benchmark::State& state) {
-  if (!redis().error.empty()) return state.SkipWithError(redis().error.c_str());
-  auto c = keel::redis::connection::connect({.port = redis().port});
+  if (!redis().error().empty()) return state.SkipWithError(redis().error().c_str());
+  auto c = keel::redis::connection::connect({.port = redis().port()});
   if (!c) return state.SkipWithError("cannot connect");
   auto sha = c->command({"SCRIPT", "LOAD", rl::redis_backend::decide_script()});
   if (!sha || sha->type != keel::redis::resp_value::kind::bulk_string)
     return state.SkipWithError("SCRIPT LOAD failed");
   const auto clients = state.range(0);
-  const std::string command = "redis-benchmark -q -p " + std::to_string(redis().port) + " -c " +
+  const std::string command = "redis-benchmark -q -p " + std::to_string(redis().port()) + " -c " +
                               std::to_string(clients) + " -P 16 -n 300000 -r 10000 EVALSHA " + sha->text +
                               " 1 rl:bench:__rand_int__ 1 2 1000000000 1000000 1000000000 0 2>/dev/null";
   double rate = 0;
@@ -365,11 +315,11 @@ BENCHMARK(redis_benchmark_ceiling)->ArgName("clients")->Arg(1)->Arg(50)->Iterati
 // The peer the issue names: rate-limiter-flexible's RateLimiterRedis on ioredis (auto-pipelined,
 // one connection, 10k keys), against the same redis-server in the same run.
 void peer_rate_limiter_flexible(benchmark::State& state) {
-  if (!redis().error.empty()) return state.SkipWithError(redis().error.c_str());
+  if (!redis().error().empty()) return state.SkipWithError(redis().error().c_str());
   keel::bench::peer_figure figure;
   for (auto _ : state)
     figure = keel::bench::run_peer("rate_limiter_flexible.mjs",
-                                   {std::to_string(redis().port), "200000", std::to_string(state.range(0))},
+                                   {std::to_string(redis().port()), "200000", std::to_string(state.range(0))},
                                    "decisions_per_second");
   if (!figure.value) return state.SkipWithError(figure.problem.c_str());
   state.counters["decisions_per_second"] = *figure.value;
