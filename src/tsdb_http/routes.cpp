@@ -85,14 +85,34 @@ net::handler guarded(const std::shared_ptr<const authorize_fn>& authorize, acces
   };
 }
 
-// The series a plot asks for: ?series=, else the mounted default, else a 400 saying so.
-std::variant<std::int64_t, net::response> plot_series(const net::request& req,
-                                                      const std::optional<std::int64_t>& fallback) {
+// What a plot asks for: the series (?series=, else the mounted default) and how many points to
+// draw (?points=), or the 400 saying what is wrong.
+struct plot_request {
+  std::int64_t series = 0;
+  std::size_t points = 0;
+};
+std::variant<plot_request, net::response> read_plot_request(const net::request& req,
+                                                            const std::optional<std::int64_t>& fallback) {
   auto series = read_int(req, "series");
   if (series.refused) return std::move(*series.refused);
-  if (series.value) return *series.value;
-  if (fallback) return *fallback;
-  return bad_request("pass ?series=<id> (the ids are in GET /api/tsdb/series?metric=<name>)");
+  if (!series.value && !fallback) {
+    return bad_request("pass ?series=<id> (the ids are in GET /api/tsdb/series?metric=<name>)");
+  }
+  auto points = read_int(req, "points");
+  if (points.refused) return std::move(*points.refused);
+  return plot_request{.series = series.value.value_or(fallback.value_or(0)),
+                      .points = clamp_points(points.value.value_or(default_plot_points))};
+}
+
+// Every point of one series, read under the store's lock.
+result<void> read_whole_series(shared_store& shared, std::int64_t series, std::vector<std::int64_t>& t,
+                               std::vector<double>& v) {
+  std::lock_guard guard(shared.lock);
+  auto scan = shared.store.scan(series, std::numeric_limits<std::int64_t>::min(),
+                                std::numeric_limits<std::int64_t>::max());
+  if (!scan) return scan.error();
+  scan->drain(t, v);
+  return {};
 }
 
 net::response ingest(shared_store& shared, const boost::json::value& body) {
@@ -225,44 +245,33 @@ void mount(net::server& server, tsdb::store& store, options opts) {
   server.get("/api/tsdb/query", readable([shared](const net::request& req) { return query(*shared, req); }));
 
   server.get("/api/tsdb/plot", readable([shared, fallback](const net::request& req) {
-               auto series = plot_series(req, fallback);
-               if (auto* refused = std::get_if<net::response>(&series)) return std::move(*refused);
-               const auto points = read_int(req, "points");
-               if (points.refused) return *points.refused;
+               auto asked = read_plot_request(req, fallback);
+               if (auto* refused = std::get_if<net::response>(&asked)) return std::move(*refused);
+               const auto& plot = std::get<plot_request>(asked);
                std::vector<std::int64_t> t;
                std::vector<double> v;
-               {
-                 std::lock_guard guard(shared->lock);
-                 auto scan = shared->store.scan(std::get<std::int64_t>(series),
-                                                std::numeric_limits<std::int64_t>::min(),
-                                                std::numeric_limits<std::int64_t>::max());
-                 if (!scan) return net::error_response(net::status::bad_request, scan.error());
-                 scan->drain(t, v);
+               if (auto read = read_whole_series(*shared, plot.series, t, v); !read) {
+                 return net::error_response(net::status::bad_request, read.error());
                }
                boost::json::array lttb;
-               for (const auto i : tsdb::lttb(t, v, clamp_points(points.value.value_or(default_plot_points))))
+               for (const auto i : tsdb::lttb(t, v, plot.points))
                  lttb.push_back({t[i], number_or_null(v[i])});
                return net::json_response(boost::json::object{{"raw_points", t.size()}, {"lttb", lttb}});
              }));
 
   server.get("/tsdb", readable([shared, fallback](const net::request& req) {
-               auto series = plot_series(req, fallback);
-               if (auto* refused = std::get_if<net::response>(&series)) return std::move(*refused);
-               const auto points = read_int(req, "points");
-               if (points.refused) return *points.refused;
+               auto asked = read_plot_request(req, fallback);
+               if (auto* refused = std::get_if<net::response>(&asked)) return std::move(*refused);
+               const auto& plot = std::get<plot_request>(asked);
                std::vector<std::int64_t> t;
                std::vector<double> v;
-               {
-                 std::lock_guard guard(shared->lock);
-                 // A series that cannot be read is drawn as an empty plot, as one with no points.
-                 auto scan = shared->store.scan(std::get<std::int64_t>(series),
-                                                std::numeric_limits<std::int64_t>::min(),
-                                                std::numeric_limits<std::int64_t>::max());
-                 if (scan) scan->drain(t, v);
+               // A series that cannot be read is drawn as an empty plot, as one with no points.
+               if (!read_whole_series(*shared, plot.series, t, v)) {
+                 t.clear();
+                 v.clear();
                }
-               return net::text_response(
-                   detail::plot_page(t, v, clamp_points(points.value.value_or(default_plot_points))),
-                   net::status::ok, "text/html; charset=utf-8");
+               return net::text_response(detail::plot_page(t, v, plot.points), net::status::ok,
+                                         "text/html; charset=utf-8");
              }));
 }
 
