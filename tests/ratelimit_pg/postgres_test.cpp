@@ -34,17 +34,7 @@ TEST_SUITE("pg") {
                          rl::algorithm::sliding_log}) {
       keel::test::check_exact_limit(store, a);
     }
-    const rl::limit per_minute{.algorithm = rl::algorithm::sliding_window, .count = 5, .period = 1min};
-    const rl::limit per_hour{.algorithm = rl::algorithm::sliding_log, .count = 100, .period = 1h};
-    const rl::keyed_limit both[] = {{"m", &per_minute}, {"h", &per_hour}};
-    rl::decision out[2];
-    int allowed = 0;
-    for (int i = 0; i < 8; ++i) {
-      REQUIRE(store.decide(both, 1, out));
-      allowed += out[0].allowed && out[1].allowed ? 1 : 0;
-    }
-    CHECK(allowed == 5);
-    CHECK(out[1].remaining == 95);
+    keel::test::check_all_or_nothing(store);
 
     const rl::limit blocking{.algorithm = rl::algorithm::gcra, .count = 1, .period = 1s, .block = 1h};
     const rl::keyed_limit b{"blocked", &blocking};
@@ -54,14 +44,7 @@ TEST_SUITE("pg") {
     CHECK_FALSE(d.allowed);
     CHECK(d.retry_after >= 59min);
 
-    const rl::limit g{.algorithm = rl::algorithm::sliding_log, .count = 10, .period = 1h};
-    const rl::keyed_limit pk{"penalized", &g};
-    REQUIRE(store.adjust(pk, 10));
-    REQUIRE(store.decide({&pk, 1}, 1, {&d, 1}));
-    CHECK_FALSE(d.allowed);
-    REQUIRE(store.adjust(pk, -2));
-    REQUIRE(store.decide({&pk, 1}, 1, {&d, 1}));
-    CHECK(d.allowed);
+    keel::test::check_penalty_and_reward(store, rl::algorithm::sliding_log);
 
     const rl::limit brief{.algorithm = rl::algorithm::gcra, .count = 1000, .period = 1ms};
     const rl::keyed_limit e{"brief", &brief};
@@ -83,19 +66,9 @@ TEST_SUITE("pg") {
     REQUIRE(rl::postgres_backend::migrate(**pool.acquire()));
     rl::postgres_backend store(pool);
     const rl::limit l{.algorithm = rl::algorithm::gcra, .count = 100, .period = 1h};
-    const rl::keyed_limit k{"shared", &l};
-    std::atomic<int> allowed{0};
-    std::vector<std::thread> threads;
-    for (int t = 0; t < 4; ++t) {
-      threads.emplace_back([&] {
-        rl::decision d;
-        for (int i = 0; i < 40; ++i) {
-          if (store.decide({&k, 1}, 1, {&d, 1}) && d.allowed) ++allowed;
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
-    CHECK(allowed == 100);
+    const auto outcome = keel::test::decide_from_threads(store, l, 4, 40);
+    CHECK(outcome.failed == 0);
+    CHECK(outcome.allowed == 100);
   }
 
   TEST_CASE("postgres backend unreachable: the insurance limiter decides") {

@@ -232,17 +232,7 @@ TEST_SUITE("redis") {
   TEST_CASE("redis backend: several limits are all or nothing; block; penalties and rewards") {
     keel::test::redis_server server;
     rl::redis_backend store({.port = server.port()});
-    const rl::limit per_minute{.algorithm = rl::algorithm::sliding_window, .count = 5, .period = 1min};
-    const rl::limit per_hour{.algorithm = rl::algorithm::sliding_log, .count = 100, .period = 1h};
-    const rl::keyed_limit both[] = {{"m", &per_minute}, {"h", &per_hour}};
-    rl::decision out[2];
-    int allowed = 0;
-    for (int i = 0; i < 8; ++i) {
-      REQUIRE(store.decide(both, 1, out));
-      allowed += out[0].allowed && out[1].allowed ? 1 : 0;
-    }
-    CHECK(allowed == 5);
-    CHECK(out[1].remaining == 95);  // the denied 3 spent nothing on the hourly limit
+    keel::test::check_all_or_nothing(store);
 
     const rl::limit blocking{.algorithm = rl::algorithm::gcra, .count = 1, .period = 1s, .block = 1h};
     const rl::limit same_unblocked{.algorithm = rl::algorithm::gcra, .count = 1, .period = 1s};
@@ -269,34 +259,16 @@ TEST_SUITE("redis") {
     REQUIRE(store.decide({&b, 1}, 1, {&d, 1}));
     CHECK_FALSE(d.allowed);
 
-    const rl::limit g{.algorithm = rl::algorithm::gcra, .count = 10, .period = 1h};
-    const rl::keyed_limit pk{"penalized", &g};
-    REQUIRE(store.adjust(pk, 10));
-    REQUIRE(store.decide({&pk, 1}, 1, {&d, 1}));
-    CHECK_FALSE(d.allowed);
-    REQUIRE(store.adjust(pk, -2));
-    REQUIRE(store.decide({&pk, 1}, 1, {&d, 1}));
-    CHECK(d.allowed);
+    keel::test::check_penalty_and_reward(store, rl::algorithm::gcra);
   }
 
   TEST_CASE("redis backend: N threads on one key allow exactly the limit") {
     keel::test::redis_server server;
     rl::redis_backend store({.port = server.port(), .max_connections = 4});
     const rl::limit l{.algorithm = rl::algorithm::sliding_log, .count = 300, .period = 1h};
-    const rl::keyed_limit k{"shared", &l};
-    std::atomic<int> allowed{0};
-    std::vector<std::thread> threads;
-    for (int t = 0; t < 6; ++t) {
-      threads.emplace_back([&] {
-        rl::decision d;
-        for (int i = 0; i < 100; ++i) {
-          REQUIRE(store.decide({&k, 1}, 1, {&d, 1}));
-          if (d.allowed) ++allowed;
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
-    CHECK(allowed == 300);
+    const auto outcome = keel::test::decide_from_threads(store, l, 6, 100);
+    CHECK(outcome.failed == 0);
+    CHECK(outcome.allowed == 300);
   }
 
   TEST_CASE("redis backend: async decisions from many callers share one pipelined connection, exactly") {
