@@ -168,6 +168,28 @@ TEST_SUITE("redis") {
     CHECK(failed->is_error());
   }
 
+  // Redis can lose the script in the middle of a batch (a SCRIPT FLUSH from another client, a
+  // failover): the calls before it ran and must not run again, the ones after it did not run.
+  TEST_CASE("script: a batch answered NOSCRIPT only in part resends only those calls") {
+    keel::test::redis_server server;
+    const redis::script bump("return redis.call('INCRBY', KEYS[1], ARGV[1])");
+    const std::string_view keys[] = {"p"};
+    const std::string_view one[] = {"1"};
+    redis::client client({.port = server.port(), .max_connections = 1});
+    REQUIRE(bump.run(client, keys, one)->integer == 1);  // loaded
+    std::string batch;
+    for (int i = 0; i < 3; ++i) bump.append_call(batch, keys, one);
+    redis::append_command(batch, {"SCRIPT", "FLUSH"});  // lost here, as if by another client
+    for (int i = 0; i < 3; ++i) bump.append_call(batch, keys, one);
+    completions done;
+    client.submit_script(bump, std::move(batch), 7, done.handler());
+    REQUIRE(done.wait_for(1));
+    CHECK(done.errors.empty());
+    // The FLUSH's OK is no integer; the counts are each call's own, in order.
+    CHECK(done.integers == std::vector<std::int64_t>{2, 3, 4, 0, 5, 6, 7});
+    CHECK(client.command({"GET", "p"})->text == "7");
+  }
+
   TEST_CASE("async: any completion token — future, deferred, coroutine") {
     keel::test::redis_server server;
     redis::client client({.port = server.port()});
