@@ -127,6 +127,8 @@ result<std::vector<tree_hash>> merkle_tree::subtree_consistency_proof(std::uint6
 }
 
 result<tree_hash> subtree_hash(const node_reader& read, std::uint64_t begin, std::uint64_t end) {
+  // An empty range has no root to read (and would split at 2^63, far outside any tree).
+  if (end <= begin) return errc::sequence_out_of_range;
   const auto n = end - begin;
   if (std::has_single_bit(n) && begin % n == 0) {
     const auto level = static_cast<unsigned>(std::countr_zero(n));

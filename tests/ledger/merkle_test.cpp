@@ -336,6 +336,37 @@ TEST_SUITE("unit") {
     }
   }
 
+  // Found by clang-tidy's analyzer: an empty range split at bit_floor(0 - 1) = 2^63 and went
+  // on to read nodes far outside the tree.
+  TEST_CASE("subtree_hash: an empty or reversed range is an error, not a walk outside the tree") {
+    ledger::merkle_tree tree;
+    std::vector<ledger::tree_hash> leaves;
+    for (std::uint8_t i = 0; i < 8; ++i) {
+      leaves.push_back(ledger::leaf_hash(keel::bytes_view(&i, 1)));
+      tree.append(leaves.back());
+    }
+    std::uint64_t reads_outside = 0;
+    const ledger::node_reader read = [&](unsigned level,
+                                         std::uint64_t index) -> keel::result<ledger::tree_hash> {
+      if (level > 3 || (index << level) >= 8) {
+        ++reads_outside;
+        return ledger::errc::sequence_out_of_range;
+      }
+      ledger::merkle_tree complete;
+      for (auto i = index << level; i < (index + 1) << level; ++i) complete.append(leaves[i]);
+      return complete.root();
+    };
+    CHECK(ledger::subtree_hash(read, 0, 8).value() == tree.root(8).value());
+    for (const auto& [begin, end] : {std::pair<std::uint64_t, std::uint64_t>{5, 5}, {0, 0}, {6, 2}}) {
+      CAPTURE(begin);
+      CAPTURE(end);
+      const auto h = ledger::subtree_hash(read, begin, end);
+      REQUIRE_FALSE(h);
+      CHECK(h.error() == ledger::errc::sequence_out_of_range);
+    }
+    CHECK(reads_outside == 0);
+  }
+
   TEST_CASE("frontier: appends give the tree's roots and complete nodes; it round trips") {
     ledger::merkle_tree tree;
     ledger::merkle_frontier frontier;

@@ -65,7 +65,8 @@ class merkle_tree {
 /// any storage of the nodes (memory, a database table).
 using node_reader = std::function<result<tree_hash>(unsigned level, std::uint64_t index)>;
 
-/// The root of leaves [begin, end) (end > begin) from complete-subtree hashes.
+/// The root of leaves [begin, end) from complete-subtree hashes. @returns
+/// errc::sequence_out_of_range for an empty or reversed range, or what `read` returns.
 [[nodiscard]] result<tree_hash> subtree_hash(const node_reader& read, std::uint64_t begin, std::uint64_t end);
 /// The audit path of leaf `index` in the tree of `tree_size` leaves (index < tree_size).
 [[nodiscard]] result<std::vector<tree_hash>> inclusion_proof(const node_reader& read, std::uint64_t index,
