@@ -43,9 +43,9 @@ std::optional<bulk_region> bulk_region::reserve(std::size_t bytes) noexcept {
   void* mapping = ::mmap(nullptr, mapping_size, PROT_READ | PROT_WRITE,
                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mapping == MAP_FAILED) return std::nullopt;
-  const auto aligned =
-      (reinterpret_cast<std::uintptr_t>(mapping) + huge_page_size - 1) & ~(huge_page_size - 1);
-  auto* data = reinterpret_cast<std::byte*>(aligned);
+  const auto address = reinterpret_cast<std::uintptr_t>(mapping);
+  const auto padding = ((address + huge_page_size - 1) & ~(huge_page_size - 1)) - address;
+  auto* data = static_cast<std::byte*>(mapping) + padding;
   (void)::madvise(data, size, MADV_HUGEPAGE);  // a hint: without THP it stays 4 KiB pages
   return bulk_region(mapping, mapping_size, data, size);
 }

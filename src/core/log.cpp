@@ -25,8 +25,12 @@ std::function<void(std::string_view)>& sink() {
   return instance;
 }
 
-// Read KEEL_LOG once at start-up; a typo is reported rather than silently ignored.
+// Read KEEL_LOG once at start-up; a typo is reported rather than silently ignored. It runs
+// during static initialisation, before any thread of keel's exists, and only allocates (a
+// bad_alloc there ends the program, as any failed start-up allocation would).
+// NOLINTNEXTLINE(cert-err58-cpp)
 const bool level_from_environment = [] {
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): see above, no other thread runs yet
   if (const char* name = std::getenv("KEEL_LOG"); name != nullptr && *name != '\0') {
     if (const auto lvl = parse_level(name)) {
       detail::current_level.store(*lvl, std::memory_order_relaxed);
@@ -109,7 +113,7 @@ void append_string(std::string& out, std::string_view text) {
 void append_timestamp(std::string& out) {
   const auto now = std::chrono::system_clock::now();
   const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count();
-  const std::time_t seconds = static_cast<std::time_t>(micros / 1'000'000);
+  const auto seconds = static_cast<std::time_t>(micros / 1'000'000);
   std::tm utc{};
   gmtime_r(&seconds, &utc);
   fmt::format_to(std::back_inserter(out), "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", utc.tm_year + 1900,
@@ -187,11 +191,11 @@ void detail::emit(level lvl, std::string_view message, std::initializer_list<fie
       }
     } release{outermost};
     line.clear();
-    line.append("{\"ts\":\"");
+    line.append(R"({"ts":")");
     append_timestamp(line);
-    line.append("\",\"level\":\"");
+    line.append(R"(","level":")");
     line.append(level_names[static_cast<std::size_t>(lvl)]);
-    line.append("\",\"msg\":");
+    line.append(R"(","msg":)");
     append_string(line, message);
     for (const field& f : fields) {
       line.push_back(',');

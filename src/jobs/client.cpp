@@ -375,18 +375,18 @@ result<bool> find_unknown_dependencies(pg::connection& c, std::span<const new_jo
   std::vector<std::int64_t> ids;
   for (const auto& j : jobs) {
     for (const auto id : j.depends_on) {
-      if (id <= 0) return result<bool>(true);
+      if (id <= 0) return true;
       ids.push_back(id);
     }
   }
-  if (ids.empty()) return result<bool>(false);
+  if (ids.empty()) return false;
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   auto found = c.query("SELECT count(*) FROM keel_jobs WHERE id = ANY($1::int8[])", ids);
   // result<bool> cannot be built from an error_code implicitly (it would convert to bool).
-  if (!found) return result<bool>(boost::system::in_place_error, found.error());
+  if (!found) return {boost::system::in_place_error, found.error()};
   auto n = found->value<std::int64_t>();
-  if (!n) return result<bool>(boost::system::in_place_error, n.error());
+  if (!n) return {boost::system::in_place_error, n.error()};
   return *n != static_cast<std::int64_t>(ids.size());
 }
 
@@ -402,7 +402,7 @@ result<job_info> read_job(const pg::row& r) {
            std::int32_t, timestamp, timestamp, std::optional<timestamp>, std::optional<timestamp>,
            std::optional<timestamp>, std::optional<std::string>, std::optional<std::string>,
            std::vector<std::string>, std::vector<std::int64_t>, bool, pg::jsonb>();
-  if (!fields) return result<job_info>(boost::system::in_place_error, fields.error());
+  if (!fields) return {boost::system::in_place_error, fields.error()};
   auto& [id, state, queue, kind, args, priority, attempt, max_attempts, run_at, created_at, attempted_at,
          finished_at, lease_expires_at, worker_id, unique_key, tags, depends_on, cancel_requested, errors] =
       *fields;
@@ -516,11 +516,9 @@ result<std::vector<enqueued>> enqueue_many(pg::connection& c, std::span<const ne
   }
   // Every dependency must exist; a typo'd or pruned id would otherwise leave the job waiting
   // (or, worse, treat the dependency as done). Nothing of the batch is inserted if one is missing.
-  if (auto missing = find_unknown_dependencies(c, jobs); !missing) {
-    return missing.error();
-  } else if (*missing) {
-    return errc::unknown_dependency;
-  }
+  const auto missing = find_unknown_dependencies(c, jobs);
+  if (!missing) return missing.error();
+  if (*missing) return errc::unknown_dependency;
   // Each column goes as an array when it differs within the batch, else as its one value.
   // int2[]/int4[] columns take int8[] parameters (keel::pg's array codec); the server casts them.
   std::array<bool, insert_columns.size()> varying{};

@@ -325,14 +325,15 @@ void worker::impl::run(held_job& j, const registered_kind* k) {
   ctx.max_attempts = j.max_attempts;
   ctx.args = &args;
   ctx.args_text = j.args;
-  job_result outcome = parse_error ? job_result::discard("args are not valid JSON: " + parse_error.message())
-                                   : run_handler(j, ctx, k);
+  const job_result outcome = parse_error
+                                 ? job_result::discard("args are not valid JSON: " + parse_error.message())
+                                 : run_handler(j, ctx, k);
   const auto run_time = std::chrono::steady_clock::now() - t0;
-  finish(j, std::move(outcome), k, run_time);
+  finish(j, outcome, k, run_time);
 }
 
 // Turns a handler's outcome into an ack and frees the slot.
-void worker::impl::finish(held_job& j, job_result outcome, const registered_kind* k,
+void worker::impl::finish(held_job& j, const job_result& outcome, const registered_kind* k,
                           std::chrono::nanoseconds run_time) {
   ack a{.id = j.id, .attempt = j.attempt, .state = "completed", .error = {}, .run_at_us = 0};
   std::string_view reported = "completed";

@@ -168,7 +168,8 @@ struct worker::impl : std::enable_shared_from_this<worker::impl> {
   void check_starts(std::unique_lock<std::mutex>& lock);
   void drop_unstarted(held_job& j);
   void run(held_job& j, const registered_kind* k);
-  void finish(held_job& j, job_result outcome, const registered_kind* k, std::chrono::nanoseconds run_time);
+  void finish(held_job& j, const job_result& outcome, const registered_kind* k,
+              std::chrono::nanoseconds run_time);
   bool flush_acks(std::optional<pg::connection>& c, std::vector<ack>& batch);
   void heartbeat(pg::connection& c);
   void check_timeouts();

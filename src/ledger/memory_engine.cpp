@@ -135,10 +135,11 @@ struct memory_engine::state {
       std::uint64_t high = entries.size();
       while (low < high) {
         const auto mid = low + (high - low) / 2;
-        if (timestamp_at(mid) <= *point.timestamp)
+        if (timestamp_at(mid) <= *point.timestamp) {
           low = mid + 1;
-        else
+        } else {
           high = mid;
+        }
       }
       return low;
     }

@@ -51,11 +51,12 @@ result<verify_report> verify_journal(pg::connection& c, const checkpoint& truste
     stored.append(h);
     index_of.emplace(h, i);
   }
-  if (!complete || stored.root(n).value() != trusted.root)
+  if (!complete || stored.root(n).value() != trusted.root) {
     return report(
         verdict::tree_altered, 0, 0,
         "the stored Merkle leaves do not reproduce the checkpoint's root: the tree itself was altered, so "
         "the damaged entry cannot be located; restore from a backup and verify again");
+  }
 
   auto rows = c.query("SELECT sequence, entry FROM keel_ledger_journal ORDER BY sequence");
   if (!rows) return rows.error();
@@ -83,12 +84,14 @@ result<verify_report> verify_journal(pg::connection& c, const checkpoint& truste
     if (row.sequence == i && row.hash == expected) continue;
     if (row.sequence > i)
       return report(verdict::deleted, i, i, "entry " + text(i) + " was deleted (sequence gap)");
-    if (i + 1 < n && row.hash == stored.leaf(i + 1).value())
+    if (i + 1 < n && row.hash == stored.leaf(i + 1).value()) {
       return report(verdict::deleted, i, i,
                     "entry " + text(i) + " was deleted (later entries were renumbered)");
-    if (j + 1 < journal.size() && journal[j + 1].hash == expected)
+    }
+    if (j + 1 < journal.size() && journal[j + 1].hash == expected) {
       return report(verdict::inserted, row.sequence, i,
                     "a row that was never committed was inserted at sequence " + text(row.sequence));
+    }
     if (const auto found = index_of.find(row.hash); found != index_of.end()) {
       auto r = report(verdict::reordered, i, i,
                       "entry " + text(i) + " holds the entry committed at sequence " + text(found->second) +
@@ -103,9 +106,10 @@ result<verify_report> verify_journal(pg::connection& c, const checkpoint& truste
   std::map<u128, u128> pending_amounts;
   for (std::size_t k = 0; k < entries.size(); ++k) {
     auto e = decode(entries[k]);
-    if (!e)
+    if (!e) {
       return report(verdict::changed, journal[k].sequence, n,
                     "entry " + text(journal[k].sequence) + " (after the checkpoint) does not decode");
+    }
     if (e->kind == entry_kind::account_created) {
       expected[e->account.id];
       continue;

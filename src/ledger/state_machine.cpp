@@ -47,27 +47,31 @@ void state_machine::save_account(const account& a) {
 }
 
 void state_machine::rollback(std::uint64_t saved_timestamp) {
-  for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) {
-    switch (it->kind) {
+  // Newest first. (A reverse iterator loop: std::views::reverse over this vector does not
+  // compile with clang 14 on libstdc++ 12, and keel builds with both.)
+  // NOLINTNEXTLINE(modernize-loop-convert)
+  for (auto entry = undo_.rbegin(); entry != undo_.rend(); ++entry) {
+    const auto& change = *entry;
+    switch (change.kind) {
       case undo_entry::account_state: {
-        auto& a = ws_.accounts.at(it->id);
-        a.balances = it->old_balance;
-        a.flags = it->old_flags;
+        auto& a = ws_.accounts.at(change.id);
+        a.balances = change.old_balance;
+        a.flags = change.old_flags;
         break;
       }
       case undo_entry::account_insert:
-        ws_.accounts.erase(it->id);
+        ws_.accounts.erase(change.id);
         break;
       case undo_entry::transfer_insert: {
-        auto found = ws_.transfers.find(it->id);
-        if (found != nullptr && found->expires_at != 0) ws_.expiries.erase({found->expires_at, it->id});
-        ws_.transfers.erase(it->id);
+        auto found = ws_.transfers.find(change.id);
+        if (found != nullptr && found->expires_at != 0) ws_.expiries.erase({found->expires_at, change.id});
+        ws_.transfers.erase(change.id);
         break;
       }
       case undo_entry::transfer_state: {
-        auto& record = ws_.transfers.at(it->id);
-        record.state = it->old_state;
-        if (it->expires_at != 0) ws_.expiries.emplace(it->expires_at, it->id);
+        auto& record = ws_.transfers.at(change.id);
+        record.state = change.old_state;
+        if (change.expires_at != 0) ws_.expiries.emplace(change.expires_at, change.id);
         break;
       }
     }

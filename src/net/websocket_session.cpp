@@ -29,6 +29,9 @@ class websocket_session : public session_base, public std::enable_shared_from_th
         slot_(std::move(slot)),
         close_timer_(ex_) {}
 
+  // unregister_session erases under the server's mutex: only a failing lock (a deadlock, a
+  // contract violation that ends the program anyway) could throw.
+  // NOLINTNEXTLINE(bugprone-exception-escape)
   ~websocket_session() override { srv_->unregister_session(id_); }
 
   void run(http::request<http::string_body> upgrade) {

@@ -103,10 +103,10 @@ struct query_operation : std::enable_shared_from_this<query_operation> {
 
 }  // namespace
 
-void detail::start_async_query(asio::any_io_executor executor, connection& c, std::string sql, params values,
-                               asio::any_completion_handler<void(error_code, rows)> handler) {
-  auto op = std::make_shared<query_operation>(std::move(executor), c, std::move(sql), std::move(values),
-                                              std::move(handler));
+void detail::start_async_query(const asio::any_io_executor& executor, connection& c, std::string sql,
+                               params values, asio::any_completion_handler<void(error_code, rows)> handler) {
+  auto op =
+      std::make_shared<query_operation>(executor, c, std::move(sql), std::move(values), std::move(handler));
   asio::dispatch(op->socket.get_executor(), [op] { op->start(); });
 }
 
@@ -227,8 +227,8 @@ struct listener::impl : std::enable_shared_from_this<impl> {
   }
 };
 
-listener::listener(asio::any_io_executor executor, listener_options options, handler_type handler)
-    : impl_(std::make_shared<impl>(std::move(executor), std::move(options), std::move(handler))) {}
+listener::listener(const asio::any_io_executor& executor, listener_options options, handler_type handler)
+    : impl_(std::make_shared<impl>(executor, std::move(options), std::move(handler))) {}
 
 listener::~listener() {  // NOLINT(bugprone-exception-escape): see the declaration
   stop();

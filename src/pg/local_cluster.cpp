@@ -247,7 +247,7 @@ result<local_cluster> local_cluster::start(cluster_options options) {
     // getpwnam_r: tests start clusters from several threads at once.
     passwd entry{};
     passwd* user = nullptr;
-    std::vector<char> buffer(16 * 1024);
+    std::vector<char> buffer(std::size_t{16} * 1024);
     if (::getpwnam_r(s->options.os_user.c_str(), &entry, buffer.data(), buffer.size(), &user) != 0 ||
         user == nullptr) {
       log::error(

@@ -1,3 +1,4 @@
+#include <keel/core/assert.hpp>
 #include <keel/ratelimit/algorithms.hpp>
 
 #include <algorithm>
@@ -173,6 +174,7 @@ rolled roll(const limit& l, const sliding_window_state& s, std::int64_t now) noe
 
 // Smallest e in [0, period] with weight × (period − e) <= budget × period (weight > 0).
 std::int64_t earliest_elapsed(std::uint64_t weight, std::uint64_t budget, std::int64_t period) noexcept {
+  KEEL_ASSERT(weight > 0, "only a window holding requests has an earliest time");
   const u128 allowed_tail = static_cast<u128>(budget) * static_cast<u128>(period) / weight;
   if (allowed_tail >= static_cast<u128>(period)) return 0;
   return period - static_cast<std::int64_t>(allowed_tail);

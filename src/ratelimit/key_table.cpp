@@ -26,7 +26,7 @@ void table_arena::free_heap(void* memory, std::size_t bytes) noexcept {
   if (bytes >= huge_page_size) {
     free_bulk(memory, bytes);
   } else {
-    ::operator delete (memory, bytes, std::align_val_t{alignof(slot)});
+    ::operator delete (memory, std::align_val_t{alignof(slot)});  // unsized: see free_bulk
   }
 }
 

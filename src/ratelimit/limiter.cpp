@@ -191,7 +191,7 @@ struct limiter::impl {
   backend& store;
   // Set when the store is in process on the limiter's own clock: it is then handed the time
   // already read for this request instead of reading the clock again.
-  memory_backend* local_store;
+  memory_backend* local_store{nullptr};
   limiter_options options;
   std::unique_ptr<keel::metrics::registry> own_registry;
   keel::metrics::registry* registry;
@@ -206,7 +206,6 @@ struct limiter::impl {
 
   impl(backend& s, limiter_options o)
       : store(s),
-        local_store(nullptr),
         options(std::move(o)),
         own_registry(options.metrics != nullptr ? nullptr : std::make_unique<keel::metrics::registry>()),
         registry(options.metrics != nullptr ? options.metrics : own_registry.get()),
@@ -287,19 +286,19 @@ struct limiter::impl {
 };
 
 const limit_report* verdict::binding() const noexcept {
+  // Denied: the denying limit with the longest wait binds; allowed: the one with least left.
+  const auto binds_more = [denied = !allowed()](const limit_report& r, const limit_report& than) {
+    if (denied) {
+      return !r.decision.allowed &&
+             (than.decision.allowed || r.decision.retry_after > than.decision.retry_after);
+    }
+    return r.decision.remaining < than.decision.remaining;
+  };
   const limit_report* best = nullptr;
   for (std::size_t i = 0; i < report_count; ++i) {
     const auto& r = reports[i];
     if (r.shadow) continue;
-    if (best == nullptr) {
-      best = &r;
-    } else if (!allowed()) {
-      const bool denies = !r.decision.allowed;
-      if (denies && (best->decision.allowed || r.decision.retry_after > best->decision.retry_after))
-        best = &r;
-    } else if (r.decision.remaining < best->decision.remaining) {
-      best = &r;
-    }
+    if (best == nullptr || binds_more(r, *best)) best = &r;
   }
   return best;
 }
@@ -502,7 +501,7 @@ verdict limiter::check(const request_attributes& request, std::uint64_t cost) {
         for (std::size_t j = i; j < enforced_count && enforced[j].policy == &cp; ++j) {
           const decision& d = decided[j];
           policy_denied = policy_denied || !d.allowed;
-          const double used = static_cast<double>(d.limit - std::min(d.remaining, d.limit));
+          const auto used = static_cast<double>(d.limit - std::min(d.remaining, d.limit));
           policy_warned = policy_warned || (cp.source->warn_at > 0 &&
                                             used >= cp.source->warn_at * static_cast<double>(d.limit));
         }

@@ -15,7 +15,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include <time.h>
+#include <ctime>
 
 namespace keel::ratelimit {
 

@@ -129,22 +129,23 @@ std::optional<std::chrono::nanoseconds> parse_duration(std::string_view text) no
   if (ec != std::errc() || end == text.data() || amount < 0) return std::nullopt;
   const std::string_view unit(end, static_cast<std::size_t>(text.data() + text.size() - end));
   std::int64_t scale = 0;
-  if (unit == "ns")
+  if (unit == "ns") {
     scale = 1;
-  else if (unit == "us")
+  } else if (unit == "us") {
     scale = 1'000;
-  else if (unit == "ms")
+  } else if (unit == "ms") {
     scale = 1'000'000;
-  else if (unit == "s")
+  } else if (unit == "s") {
     scale = 1'000'000'000;
-  else if (unit == "m")
+  } else if (unit == "m") {
     scale = 60'000'000'000;
-  else if (unit == "h")
+  } else if (unit == "h") {
     scale = 3'600'000'000'000;
-  else if (unit == "d")
+  } else if (unit == "d") {
     scale = 86'400'000'000'000;
-  else
+  } else {
     return std::nullopt;
+  }
   if (amount > std::numeric_limits<std::int64_t>::max() / scale) return std::nullopt;
   return std::chrono::nanoseconds(amount * scale);
 }
@@ -211,7 +212,7 @@ struct reader {
   }
 
   bool read_limit(const json::value& v, const std::string& at, limit& out) {
-    if (!v.is_object()) return error(at, "expected an object like {\"limit\": 10, \"period\": \"1s\"}");
+    if (!v.is_object()) return error(at, R"(expected an object like {"limit": 10, "period": "1s"})");
     const auto& o = v.as_object();
     if (!only_fields(o, at, {"algorithm", "limit", "period", "burst", "block"})) return false;
     out = limit{};
@@ -264,7 +265,7 @@ struct reader {
     }
     const auto* limits = o.if_contains("limits");
     if (limits == nullptr || !limits->is_array()) {
-      return error(at + ".limits", "expected an array of limits like [{\"limit\": 10, \"period\": \"1s\"}]");
+      return error(at + ".limits", R"(expected an array of limits like [{"limit": 10, "period": "1s"}])");
     }
     for (std::size_t i = 0; i < limits->as_array().size(); ++i) {
       limit l;
@@ -282,14 +283,15 @@ struct reader {
     if (const auto* f = o.if_contains("on_failure")) {
       std::string mode;
       if (!string_of(*f, at + ".on_failure", mode)) return false;
-      if (mode == "open")
+      if (mode == "open") {
         out.on_failure = failure_mode::open;
-      else if (mode == "closed")
+      } else if (mode == "closed") {
         out.on_failure = failure_mode::closed;
-      else if (mode == "insurance")
+      } else if (mode == "insurance") {
         out.on_failure = failure_mode::insurance;
-      else
-        return error(at + ".on_failure", "expected \"open\", \"closed\" or \"insurance\"");
+      } else {
+        return error(at + ".on_failure", R"(expected "open", "closed" or "insurance")");
+      }
     }
     if (const auto* d = o.if_contains("insurance_divisor")) {
       std::uint64_t divisor = 0;

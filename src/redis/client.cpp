@@ -19,6 +19,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 namespace keel::redis {
 namespace asio = boost::asio;
@@ -41,11 +42,11 @@ class mux : public std::enable_shared_from_this<mux> {
   using resubmit_fn =
       std::function<void(std::string encoded, std::size_t replies, callback done, int retries)>;
 
-  mux(asio::io_context& io, const options& settings, resubmit_fn resubmit)
+  mux(asio::io_context& io, options settings, resubmit_fn resubmit)
       : strand_(asio::make_strand(io)),
         socket_(strand_),
         timer_(strand_),
-        options_(settings),
+        options_(std::move(settings)),
         resubmit_(std::move(resubmit)) {}
 
   /// `retries`: how many times the request may be resubmitted elsewhere when the connection
@@ -211,7 +212,7 @@ class mux : public std::enable_shared_from_this<mux> {
   bool writing_ = false;
   bool timer_armed_ = false;
   std::string input_;
-  std::array<char, 64 * 1024> buffer_{};
+  std::array<char, std::size_t{64} * 1024> buffer_{};
 };
 
 // Waits for one callback: the blocking API on top of the asynchronous one.

@@ -54,7 +54,7 @@ struct subscriber::impl {
   bool writing = false;
   bool timer_armed = false;
   std::string input;
-  std::array<char, 16 * 1024> buffer{};
+  std::array<char, std::size_t{16} * 1024> buffer{};
 
   ~impl() {
     work.reset();
@@ -86,7 +86,8 @@ struct subscriber::impl {
     asio::post(io, [this] { read(); });
   }
 
-  void send(std::string encoded, std::string_view kind, std::size_t expected, std::promise<error_code> done) {
+  void send(const std::string& encoded, std::string_view kind, std::size_t expected,
+            std::promise<error_code> done) {
     if (!open.load()) return done.set_value(errc::closed);
     waiting.push_back({kind, expected, std::move(done), std::chrono::steady_clock::now() + command_timeout});
     outgoing += encoded;
@@ -221,10 +222,9 @@ struct subscriber::impl {
     for (const auto n : names) append_bulk(encoded, n);
     std::promise<error_code> promise;
     auto answer = promise.get_future();
-    asio::post(io, [this, encoded = std::move(encoded), kind, expected = names.size(),
-                    promise = std::move(promise)]() mutable {
-      send(std::move(encoded), kind, expected, std::move(promise));
-    });
+    asio::post(
+        io, [this, encoded = std::move(encoded), kind, expected = names.size(),
+             promise = std::move(promise)]() mutable { send(encoded, kind, expected, std::move(promise)); });
     if (const auto ec = answer.get()) return ec;
     return {};
   }

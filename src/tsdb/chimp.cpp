@@ -39,7 +39,7 @@ void chimp_encode(const double* values, std::size_t n, bit_writer& w) {
   if (n == 0) return;
   std::array<std::uint64_t, chimp_ring> ring{};
   std::vector<std::int64_t> latest(chimp_key_mask + 1, -1);  // position of the latest value per key
-  std::uint64_t bits = std::bit_cast<std::uint64_t>(values[0]);
+  auto bits = std::bit_cast<std::uint64_t>(values[0]);
   w.write(bits, 64);
   ring[0] = bits;
   latest[bits & chimp_key_mask] = 0;

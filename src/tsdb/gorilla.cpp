@@ -104,13 +104,13 @@ result<void> gorilla_decode_times(bytes_view in, std::size_t count, std::int64_t
 void gorilla_encode_values(std::span<const double> values, bytes& out) {
   if (values.empty()) return;
   bit_writer w(values.size() * 16 + 64);
-  std::uint64_t previous = std::bit_cast<std::uint64_t>(values[0]);
+  auto previous = std::bit_cast<std::uint64_t>(values[0]);
   w.write(previous, 64);
   bool have_window = false;
   unsigned window_leading = 0;
   unsigned window_trailing = 0;
   for (std::size_t i = 1; i < values.size(); ++i) {
-    const std::uint64_t bits = std::bit_cast<std::uint64_t>(values[i]);
+    const auto bits = std::bit_cast<std::uint64_t>(values[i]);
     const std::uint64_t x = bits ^ previous;
     previous = bits;
     if (x == 0) {

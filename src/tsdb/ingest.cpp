@@ -149,9 +149,10 @@ result<void> seal_heads(store_state& st, const std::vector<std::int64_t>& ids) {
       all_t.insert(all_t.end(), h.times.begin(), h.times.end());
       all_v.insert(all_v.end(), h.values.begin(), h.values.end());
       normalize(all_t, all_v, ordering::last_write_wins);
-      for (const auto r : st.options.rollups)
+      for (const auto r : st.options.rollups) {
         buckets_of(id, r, all_t, all_v, bucket_start(h.times.front(), r), bucket_last(h.times.back(), r),
                    replacements);
+      }
       seal_points(id, h.times, h.values, st.options, {}, blocks, deltas);
     } else {
       seal_points(id, h.times, h.values, st.options, st.options.rollups, blocks, deltas);

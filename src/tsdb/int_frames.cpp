@@ -52,7 +52,7 @@ void unpack_range(const std::uint8_t* p, std::size_t begin, std::size_t end, uns
   for (std::size_t i = begin; i < end; ++i) {
     const std::size_t bit = i * width - base_bit;
     const std::uint8_t* q = p + (bit >> 3);
-    const unsigned shift = static_cast<unsigned>(bit & 7);
+    const auto shift = static_cast<unsigned>(bit & 7);
     std::uint64_t v = load_le<std::uint64_t>(q) >> shift;
     if constexpr (wide) {
       if (shift != 0) v |= std::uint64_t{q[8]} << (64 - shift);
@@ -73,19 +73,21 @@ void unpack(const std::uint8_t* p, std::size_t length, std::size_t n, unsigned w
   std::size_t fast = 0;
   if (length >= need) fast = std::min(n, ((length - need) * 8) / width + 1);
   while (fast > 0 && ((fast - 1) * width) / 8 + need > length) --fast;
-  if (wide)
+  if (wide) {
     unpack_range<true>(p, 0, fast, width, out, 0);
-  else
+  } else {
     unpack_range<false>(p, 0, fast, width, out, 0);
+  }
   if (fast == n) return;
   const std::size_t first_byte = (fast * width) / 8;
   std::array<std::uint8_t, 80> tail{};  // width <= 64: the remaining items span < 9 + 64 bytes
   const std::size_t copy = std::min<std::size_t>(length - first_byte, tail.size() - 9);
   std::memcpy(tail.data(), p + first_byte, copy);
-  if (wide)
+  if (wide) {
     unpack_range<true>(tail.data(), fast, n, width, out, first_byte * 8);
-  else
+  } else {
     unpack_range<false>(tail.data(), fast, n, width, out, first_byte * 8);
+  }
 }
 
 // ---- integer frames: patched frame-of-reference or delta, bit-packed ------------------------

@@ -127,9 +127,10 @@ result<std::uint64_t> store::compact(std::int64_t series, std::size_t below, std
       bool in;
     };
     std::vector<span_of> spans;
-    for (const auto row : *all)
+    for (const auto row : *all) {
       spans.push_back({row.get<std::int64_t>(0).value(), row.get<std::int64_t>(1).value(),
                        row.get<std::int64_t>(2).value(), row.get<bool>(3).value()});
+    }
     for (bool changed = true; changed;) {
       changed = false;
       for (auto& a : spans) {

@@ -13,6 +13,7 @@ constexpr double nan = std::numeric_limits<double>::quiet_NaN();
 constexpr std::int64_t lowest_time = std::numeric_limits<std::int64_t>::min();
 
 // Bucket arithmetic in 128 bits: t - origin and the bucket start before INT64_MIN are exact there.
+// NOLINTNEXTLINE(modernize-use-using): `__extension__` applies to a typedef, not to `using`
 __extension__ typedef __int128 wide;
 
 wide floor_start(std::int64_t t, std::int64_t width, std::int64_t origin) noexcept {
@@ -62,6 +63,9 @@ double quantile_sketch::quantile(double q) const {
   auto rank = static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(count_)));
   rank = std::max<std::uint64_t>(rank, 1);
   std::uint64_t seen = 0;
+  // Most negative first. (A reverse iterator loop: std::views::reverse does not compile with
+  // clang 14 on libstdc++ 12, and keel builds with both.)
+  // NOLINTNEXTLINE(modernize-loop-convert)
   for (auto it = negative_.rbegin(); it != negative_.rend(); ++it) {
     seen += it->second;
     if (seen >= rank) return -sketch_value(it->first);
@@ -133,7 +137,7 @@ double bucket::avg() const {
 
 double bucket::stddev() const {
   if (count == 0) return nan;
-  const double n = static_cast<double>(count);
+  const auto n = static_cast<double>(count);
   const double mean = sum / n;
   return std::sqrt(std::max(0.0, sum_squares / n - mean * mean));
 }
@@ -273,7 +277,7 @@ std::vector<double> gapfill(std::span<const double> in, fill how, std::size_t ma
       } else if (end < in.size()) {
         const double a = in[*previous];
         const double b = in[end];
-        const double span = static_cast<double>(end - *previous);
+        const auto span = static_cast<double>(end - *previous);
         for (std::size_t k = i; k < end; ++k)
           out[k] = a + (b - a) * static_cast<double>(k - *previous) / span;
       }
@@ -316,7 +320,7 @@ std::vector<std::size_t> lttb(std::span<const std::int64_t> times, std::span<con
     const double span = static_cast<double>(std::max<std::size_t>(next_end - next_start, 1));
     avg_t /= span;
     avg_v /= span;
-    const double at = static_cast<double>(distance(times[0], times[a]));
+    const auto at = static_cast<double>(distance(times[0], times[a]));
     const double av = values[a];
     double best_area = -1;
     std::size_t best = start;

@@ -120,9 +120,10 @@ result<range_scan> store::scan(std::int64_t series, std::int64_t from, std::int6
       series, from, to);
   if (!r) return r.error();
   std::vector<detail::stored_block> blocks;
-  for (const auto row : *r)
+  for (const auto row : *r) {
     blocks.push_back({row.get<std::int64_t>(0).value(), row.get<std::int64_t>(1).value(),
                       row.get<std::int64_t>(2).value(), row.get<bytes>(3).value()});
+  }
   std::vector<std::int64_t> head_t;
   std::vector<double> head_v;
   ordering policy = ordering::reject;
@@ -211,7 +212,7 @@ result<std::vector<bucket>> store::aggregate(std::int64_t series, const aggregat
     if (!stored) return stored.error();
     auto counted = stored->value<std::int64_t>();
     const auto points = static_cast<double>(counted ? *counted : 0);
-    const double rows = static_cast<double>(rollup_buckets->count);
+    const auto rows = static_cast<double>(rollup_buckets->count);
     if (rows * static_cast<double>(state_->options.points_per_rollup_row) > points) resolution = 0;
   }
   if (resolution != 0) {

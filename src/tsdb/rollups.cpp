@@ -15,8 +15,7 @@
 #include <tuple>
 #include <utility>
 
-namespace keel::tsdb {
-namespace detail {
+namespace keel::tsdb::detail {
 
 /// Merges rollup rows with the same (series, resolution, bucket) — two blocks of one flush may
 /// share a bucket — and orders them by key, so the upsert touches each row once and concurrent
@@ -232,5 +231,4 @@ result<void> fold_segments(pg::connection& c, std::int64_t series) {
   return copy_segments(c, segments);
 }
 
-}  // namespace detail
-}  // namespace keel::tsdb
+}  // namespace keel::tsdb::detail

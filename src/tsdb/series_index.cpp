@@ -76,19 +76,29 @@ result<std::vector<series_info>> store::select(std::string_view metric, std::spa
     name.append(std::to_string(++n));
     std::string value(1, '$');
     value.append(std::to_string(++n));
-    const std::string label = "coalesce(label_values[array_position(label_names, " + name + "::text)], '')";
+    // " AND <the label's value> <op> <the matched value, as text, anchored for a regex>"
+    const auto clause = [&](std::string_view op, std::string_view before_value,
+                            std::string_view after_value) {
+      sql.append(" AND coalesce(label_values[array_position(label_names, ")
+          .append(name)
+          .append("::text)], '')")
+          .append(op)
+          .append(before_value)
+          .append(value)
+          .append(after_value);
+    };
     switch (m.op) {
       case match::equal:
-        sql += " AND " + label + " = " + value + "::text";
+        clause(" = ", "", "::text");
         break;
       case match::not_equal:
-        sql += " AND " + label + " <> " + value + "::text";
+        clause(" <> ", "", "::text");
         break;
       case match::regex:
-        sql += " AND " + label + " ~ ('^(?:' || " + value + "::text || ')$')";
+        clause(" ~ ", "('^(?:' || ", "::text || ')$')");
         break;
       case match::not_regex:
-        sql += " AND " + label + " !~ ('^(?:' || " + value + "::text || ')$')";
+        clause(" !~ ", "('^(?:' || ", "::text || ')$')");
         break;
     }
     p.add(m.name);

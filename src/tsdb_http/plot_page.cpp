@@ -19,7 +19,7 @@ std::string svg_polyline(std::span<const std::int64_t> t, std::span<const double
                          double hi, const char* id, const char* style) {
   std::string out = "<polyline id=\"";
   out += id;
-  out += "\" fill=\"none\" ";
+  out += R"(" fill="none" )";
   out += style;
   out += " points=\"";
   char buffer[64];
@@ -58,15 +58,14 @@ std::string plot_page(std::span<const std::int64_t> t, std::span<const double> v
     lo = std::min(lo, x);
     hi = std::max(hi, x);
   }
-  html += "<p><span class=\"raw\">&#9632; raw: <b id=\"raw-count\">" + std::to_string(t.size()) +
-          "</b> points</span> &nbsp; <span class=\"lttb\">&#9632; LTTB: <b id=\"lttb-count\">" +
+  html += R"(<p><span class="raw">&#9632; raw: <b id="raw-count">)" + std::to_string(t.size()) +
+          R"(</b> points</span> &nbsp; <span class="lttb">&#9632; LTTB: <b id="lttb-count">)" +
           std::to_string(picks.size()) + "</b> points</span></p>";
   html +=
-      "<svg id=\"plot\" xmlns=\"http://www.w3.org/2000/svg\" width=\"960\" height=\"380\" viewBox=\"0 0 960 "
-      "380\">";
-  html += svg_polyline(t, v, all, t.front(), t.back(), lo, hi, "raw", "stroke=\"#bbb\" stroke-width=\"1\"");
+      R"(<svg id="plot" xmlns="http://www.w3.org/2000/svg" width="960" height="380" viewBox="0 0 960 380">)";
+  html += svg_polyline(t, v, all, t.front(), t.back(), lo, hi, "raw", R"(stroke="#bbb" stroke-width="1")");
   html += svg_polyline(t, v, picks, t.front(), t.back(), lo, hi, "lttb",
-                       "stroke=\"#1565c0\" stroke-width=\"1.5\"");
+                       R"(stroke="#1565c0" stroke-width="1.5")");
   char axis[160];
   std::snprintf(axis, sizeof axis,
                 "<text x=\"4\" y=\"24\" font-size=\"11\">%.1f</text><text x=\"4\" y=\"362\" "

@@ -168,9 +168,10 @@ net::response query(shared_store& shared, const net::request& req) {
     return bad_request("fill must be none, locf or linear, got \"" + std::string(fill) + "\"");
   const auto max_gap = read_int(req, "max_gap");
   if (max_gap.refused) return *max_gap.refused;
-  if (max_gap.value.value_or(0) < 0)
+  if (max_gap.value.value_or(0) < 0) {
     return bad_request("max_gap must be 0 (no limit) or a positive number of buckets, got " +
                        std::to_string(*max_gap.value));
+  }
   // The store refuses what makes no buckets (errc::invalid_range: step <= 0, to <= from, too many
   // buckets, a start before INT64_MIN), with exact arithmetic over all of int64: answered 400.
   tsdb::query_plan plan;

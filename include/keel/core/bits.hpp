@@ -5,12 +5,12 @@
 /// Both work a 64-bit word at a time: writing n bits is a shift and an or, with one store per
 /// 64 bits; reading is one unaligned big-endian load and two shifts. Bits are packed most
 /// significant first, so the stream reads in the order it was written.
+#include <keel/core/assert.hpp>
 #include <keel/core/bytes.hpp>
 #include <keel/core/endian.hpp>
 
 #include <algorithm>
 #include <bit>
-#include <cassert>
 #include <cstdint>
 #include <cstring>
 
@@ -32,16 +32,18 @@ class bit_writer {
 
   /// Appends the low `count` bits of `value` (count in [0, 64]); higher bits are ignored.
   void write(std::uint64_t value, unsigned count) {
-    assert(count <= 64);
+    KEEL_ASSERT(count <= 64, "at most a word at a time");
+    KEEL_ASSERT(used_ < 64, "a full word is always flushed");
     value &= detail::low_bits_mask(count);
     const unsigned free = 64 - used_;  // in [1, 64]: a full word is always flushed
     if (count < free) {
-      // count < 64 here, so the shift is defined.
+      KEEL_ASSERT(count < 64, "count < free <= 64, so the shift is defined");
       word_ = (word_ << count) | value;
       used_ += count;
       return;
     }
     const unsigned rest = count - free;  // in [0, 63]
+    KEEL_ASSERT(free >= 1 && rest < 64, "the word has room and the rest fits");
     word_ = ((word_ << (free - 1)) << 1) | (value >> rest);
     flush_word();
     word_ = value & detail::low_bits_mask(rest);
@@ -99,7 +101,7 @@ class bit_reader {
 
   /// The next `count` bits (count in [0, 57]) without consuming them.
   [[nodiscard]] std::uint64_t peek(unsigned count) const noexcept {
-    assert(count <= max_peek);
+    KEEL_ASSERT(count <= max_peek, "a peek fits in one unaligned 64-bit load");
     if (count == 0) return 0;
     const std::size_t byte = position_ >> 3;
     std::uint64_t word;

@@ -45,11 +45,11 @@ class job_result {
  public:
   enum class kind { completed, failed, discard };
   /// Done; the job completes.
-  static job_result done() { return job_result(kind::completed, {}); }
+  static job_result done() { return {kind::completed, {}}; }
   /// Failed: retried after the kind's backoff, discarded after its last attempt.
-  static job_result fail(std::string error) { return job_result(kind::failed, std::move(error)); }
+  static job_result fail(std::string error) { return {kind::failed, std::move(error)}; }
   /// Will never succeed (bad input): discarded now, with `reason`.
-  static job_result discard(std::string reason) { return job_result(kind::discard, std::move(reason)); }
+  static job_result discard(std::string reason) { return {kind::discard, std::move(reason)}; }
 
   [[nodiscard]] kind outcome() const noexcept { return kind_; }
   [[nodiscard]] const std::string& error() const noexcept { return error_; }

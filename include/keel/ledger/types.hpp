@@ -14,6 +14,7 @@ namespace keel::ledger {
 
 /// An unsigned 128-bit integer: ids, amounts and balances. (`__extension__` keeps -Wpedantic
 /// quiet; g++ and clang both provide the type on 64-bit targets.)
+// NOLINTNEXTLINE(modernize-use-using): `__extension__` applies to a typedef, not to `using`
 __extension__ typedef unsigned __int128 u128;
 
 /// The largest u128; reserved (ids must not be it, as in TigerBeetle).

@@ -17,8 +17,8 @@
 namespace keel::pg {
 
 namespace detail {
-void start_async_query(boost::asio::any_io_executor executor, connection& c, std::string sql, params values,
-                       boost::asio::any_completion_handler<void(error_code, rows)> handler);
+void start_async_query(const boost::asio::any_io_executor& executor, connection& c, std::string sql,
+                       params values, boost::asio::any_completion_handler<void(error_code, rows)> handler);
 }  // namespace detail
 
 /// Runs `sql` with `values` on `c` without blocking: waits on the connection's socket with
@@ -34,7 +34,7 @@ auto async_query(boost::asio::any_io_executor executor, connection& c, std::stri
       // through the generic lambda.
       // NOLINTNEXTLINE(performance-unnecessary-value-param)
       [](auto handler, boost::asio::any_io_executor ex, connection* conn, std::string text, params p) {
-        detail::start_async_query(std::move(ex), *conn, std::move(text), std::move(p), std::move(handler));
+        detail::start_async_query(ex, *conn, std::move(text), std::move(p), std::move(handler));
       },
       token, std::move(executor), &c, std::move(sql), std::move(values));
 }
@@ -83,7 +83,7 @@ class listener {
  public:
   using handler_type = std::function<void(const listener_event&)>;
 
-  listener(boost::asio::any_io_executor executor, listener_options options, handler_type handler);
+  listener(const boost::asio::any_io_executor& executor, listener_options options, handler_type handler);
   /// Stops; the handler is not called afterwards. Stopping posts to the strand; if that throws
   /// (allocation), the handler could run on freed state, so terminating is the safe outcome.
   ~listener();  // NOLINT(bugprone-exception-escape)

@@ -166,7 +166,7 @@ result<T> row::get(std::size_t column) const {
 template <class... T>
 result<std::tuple<T...>> row::as(std::size_t first) const {
   return [ this, first ]<std::size_t... I>(std::index_sequence<I...>)->result<std::tuple<T...>> {
-    std::tuple<result<T>...> fields{get<T>(first + I)...};
+    std::tuple<result<T>...> fields{this->template get<T>(first + I)...};
     error_code first_error;
     // In column order, so the error reported is that of the leftmost failing column.
     ((first_error =

@@ -33,7 +33,7 @@ class resp_parser {
   /// stream cannot be trusted any more (close the connection).
   [[nodiscard]] static status parse(std::string_view data, std::size_t& consumed, resp_value& out);
   /// Bulk strings longer than this are malformed (Redis itself allows 512 MB; keel never needs it).
-  static constexpr std::size_t max_bulk_bytes = 64 * 1024 * 1024;
+  static constexpr std::size_t max_bulk_bytes = std::size_t{64} * 1024 * 1024;
   static constexpr std::size_t max_array_elements = 1 << 20;
   static constexpr int max_depth = 8;
 };

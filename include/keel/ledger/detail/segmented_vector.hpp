@@ -4,6 +4,7 @@
 /// Growing never copies (a std::vector of millions of journal entries would copy and re-fault
 /// its whole buffer at every doubling), memory stays within 2× of the contents, and indexing
 /// is two bit operations.
+#include <keel/core/assert.hpp>
 #include <keel/core/bulk_memory.hpp>
 
 #include <bit>
@@ -56,16 +57,21 @@ class segmented_vector {
   }
 
   [[nodiscard]] const T& operator[](std::uint64_t index) const noexcept {
+    KEEL_ASSERT(index < size_, "indexes stay inside the array");
     const auto [segment, offset] = locate(index);
     return segments_[segment].get()[offset];
   }
   [[nodiscard]] T& operator[](std::uint64_t index) noexcept {
+    KEEL_ASSERT(index < size_, "indexes stay inside the array");
     const auto [segment, offset] = locate(index);
     return segments_[segment].get()[offset];
   }
   [[nodiscard]] const T& back() const noexcept { return (*this)[size_ - 1]; }
   /// Drops the last element (its segment stays allocated for the next push_back).
-  void pop_back() noexcept { --size_; }
+  void pop_back() noexcept {
+    KEEL_ASSERT(size_ > 0, "pop_back of an empty array");
+    --size_;
+  }
 
  private:
   static constexpr std::uint64_t first_segment = 16;
@@ -86,7 +92,8 @@ class segmented_vector {
 
   static place locate(std::uint64_t index) noexcept {
     const auto shifted = index + first_segment;
-    const auto top = std::bit_width(shifted) - 1;  // >= first_segment_bits
+    KEEL_ASSERT(shifted >= first_segment, "index + first_segment does not wrap");
+    const auto top = std::bit_width(shifted) - 1;  // in [first_segment_bits, 63]
     return {static_cast<std::size_t>(top - first_segment_bits), shifted - (std::uint64_t{1} << top)};
   }
 
