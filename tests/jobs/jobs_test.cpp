@@ -842,7 +842,8 @@ TEST_SUITE("pg") {
       std::set<std::string> want_labels{"other"};
       std::array<std::int64_t, 8> other{};
       for (std::size_t i = 0; i < ranked.size(); ++i) {
-        const auto& [queue, want] = ranked[i];
+        const auto& queue = ranked[i].first;
+        const auto& want = ranked[i].second;
         if (i >= 10) {
           for (std::size_t k = 0; k < 8; ++k) other[k] += want.counts[k];
           continue;
@@ -1305,7 +1306,7 @@ TEST_SUITE("pg") {
       };
       CHECK(eventually(all_there));
       await_maintenance_rounds(w);  // more rounds add nothing
-      for (const auto& [name, want] : expected) CHECK_MESSAGE(slots_of(name) == want, name);
+      for (const auto& entry : expected) CHECK_MESSAGE(slots_of(entry.first) == entry.second, entry.first);
       w.stop();
     };
     run_worker_until({{"skip", {0}}, {"catch", {0}}, {"once", {0}}, {"cron", {0}}});

@@ -357,7 +357,9 @@ TEST_SUITE("unit") {
       return complete.root();
     };
     CHECK(ledger::subtree_hash(read, 0, 8).value() == tree.root(8).value());
-    for (const auto& [begin, end] : {std::pair<std::uint64_t, std::uint64_t>{5, 5}, {0, 0}, {6, 2}}) {
+    for (const auto& range : {std::pair<std::uint64_t, std::uint64_t>{5, 5}, {0, 0}, {6, 2}}) {
+      const auto begin = range.first;
+      const auto end = range.second;
       CAPTURE(begin);
       CAPTURE(end);
       const auto h = ledger::subtree_hash(read, begin, end);

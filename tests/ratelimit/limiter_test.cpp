@@ -469,7 +469,9 @@ TEST_SUITE("unit") {
         {R"({"policies": [ {"name": "a", )", "(document): not valid JSON"},
         {R"([1, 2])", "(document): expected an object"},
     };
-    for (const auto& [text, expected] : cases) {
+    for (const auto& one_case : cases) {
+      const std::string_view text = one_case.first;
+      const std::string_view expected = one_case.second;
       std::string problem;
       const auto parsed = rl::parse_policies(text, &problem);
       REQUIRE_FALSE(parsed);

@@ -200,7 +200,9 @@ TEST_SUITE("unit") {
         {"*4\r\n:1\r\n", {false, rl::errc::timeout}},          // half a reply, then silence
         {"&1\r\n", {true, rl::errc::protocol_error}},          // not RESP2
     };
-    for (const auto& [reply, expected] : cases) {
+    for (const auto& one_case : cases) {
+      const std::string& reply = one_case.first;
+      const auto& expected = one_case.second;
       keel::test::fake_server s(reply, 3, expected.first);
       rl::redis_backend store({.port = s.port(), .command_timeout = 300ms});
       rl::decision d{.allowed = false, .remaining = 77};

@@ -184,7 +184,9 @@ TEST_SUITE("unit") {
         {"", {true, redis::errc::connection_lost}},          // read the command, hung up
         {"*2\r\n:1\r\n", {false, redis::errc::timeout}},     // half a reply, then silence
     };
-    for (const auto& [reply, expected] : cases) {
+    for (const auto& one_case : cases) {
+      const std::string& reply = one_case.first;
+      const auto& expected = one_case.second;
       INFO(reply);
       keel::test::fake_server s(reply, 64, expected.first);
       redis::client c({.port = s.port(), .max_connections = 1, .command_timeout = 300ms});

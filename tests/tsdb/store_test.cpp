@@ -717,9 +717,12 @@ TEST_SUITE("pg") {
       REQUIRE(s.flush());
     }
     auto check = [&] {
-      for (const auto& [from, to, width] :
+      for (const auto& query :
            {std::tuple{std::int64_t{0}, span, minute}, std::tuple{std::int64_t{0}, span, 60 * minute},
             std::tuple{1000 * minute, 1100 * minute, minute}}) {
+        const auto from = std::get<0>(query);
+        const auto to = std::get<1>(query);
+        const auto width = std::get<2>(query);
         CAPTURE(from);
         CAPTURE(width);
         tsdb::query_plan plan;

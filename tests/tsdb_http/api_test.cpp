@@ -73,7 +73,7 @@ TEST_SUITE("pg") {
       const char* body;
       const char* says;
     };
-    for (const auto& [body, says] : {
+    for (const auto& refused_case : {
              refusal{R"([1,2])", "send {\"metric\""},
              refusal{R"({"metric":"room_temp"})", "send {\"metric\""},
              refusal{R"({"metric":7,"points":[]})", "send {\"metric\""},
@@ -86,6 +86,8 @@ TEST_SUITE("pg") {
              refusal{R"({"metric":"room_temp","labels":{"room":1},"points":[[120000,1]]})",
                      "label values must be strings"},
          }) {
+      const std::string body = refused_case.body;
+      const std::string_view says = refused_case.says;
       CAPTURE(body);
       const auto refused = http_request(m.port(), "POST", "/api/tsdb/ingest", body);
       CHECK(refused.status == 400);
@@ -112,7 +114,7 @@ TEST_SUITE("pg") {
       std::string target;
       const char* says;
     };
-    for (const auto& [target, says] : {
+    for (const auto& refused_case : {
              refusal{"/api/tsdb/query?" + series + "&from=0&to=10", "pass series, from, to"},
              refusal{"/api/tsdb/query?" + series + "&from=0x10&to=100&step=1", "pass series, from, to"},
              refusal{"/api/tsdb/query?series=1&from=0&to=99999999999999999999&step=1",
@@ -127,6 +129,8 @@ TEST_SUITE("pg") {
              refusal{"/tsdb?series=1.5", "series must be an integer"},
              refusal{"/tsdb?points=", "points must be an integer"},
          }) {
+      const std::string& target = refused_case.target;
+      const std::string_view says = refused_case.says;
       CAPTURE(target);
       const auto refused = http_get(m.port(), target);
       CHECK(refused.status == 400);
