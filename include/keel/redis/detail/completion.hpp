@@ -36,7 +36,10 @@ auto async_via_callback(CompletionToken&& token, Start&& start) {
           // owner destroy it under that thread.
           auto held = std::move(state->work);
           boost::asio::dispatch(held.get_executor(), [state, ... args = std::move(args)]() mutable {
-            std::move(state->handler)(std::move(args)...);
+            // Moved out, so the handler is destroyed here, on its executor, once it has run —
+            // not later wherever the last reference to `state` drops (the I/O thread).
+            auto taken = std::move(state->handler);
+            std::move(taken)(std::move(args)...);
           });
           held.reset();
         }));
