@@ -15,6 +15,9 @@
 #ifdef KEEL_CONSUMER_JOBS
 #include <keel/jobs.hpp>
 #endif
+#ifdef KEEL_CONSUMER_EVENTS
+#include <keel/events.hpp>
+#endif
 #ifdef KEEL_CONSUMER_JOBS_HTTP
 #include <keel/jobs_http.hpp>
 #include <keel/net/server.hpp>
@@ -73,13 +76,15 @@ int main() {
 #ifdef KEEL_CONSUMER_LEDGER
   // Two accounts and a transfer in the in-memory engine: the balances must move.
   keel::ledger::memory_engine books;
-  const keel::ledger::account accounts[] = {{.id = 1, .ledger = 1, .code = 1}, {.id = 2, .ledger = 1, .code = 1}};
-  const keel::ledger::transfer payment{.id = 10, .debit_account_id = 1, .credit_account_id = 2, .amount = 5,
-                                       .ledger = 1, .code = 1};
+  const keel::ledger::account accounts[] = {{.id = 1, .ledger = 1, .code = 1},
+                                            {.id = 2, .ledger = 1, .code = 1}};
+  const keel::ledger::transfer payment{
+      .id = 10, .debit_account_id = 1, .credit_account_id = 2, .amount = 5, .ledger = 1, .code = 1};
   const auto created = books.create_accounts(accounts);
   const auto moved = books.create_transfers({&payment, 1});
   const auto credited = books.lookup_account(2);
-  const bool ledger_ok = created && moved && credited && *credited && (*credited)->balances.credits_posted == 5;
+  const bool ledger_ok =
+      created && moved && credited && *credited && (*credited)->balances.credits_posted == 5;
   std::printf("ledger: transfer posted %d\n", ledger_ok);
   components_ok = components_ok && ledger_ok;
 #endif
@@ -100,6 +105,14 @@ int main() {
                        !keel::jobs::parse_job_state("nonesuch");
   std::printf("jobs: job states parsed %d\n", jobs_ok);
   components_ok = components_ok && jobs_ok;
+#endif
+#ifdef KEEL_CONSUMER_EVENTS
+  // Links keel::events and its Boost.JSON: validating a name and a batch needs no server.
+  const bool events_ok = keel::events::category_of("order-42") == "order" &&
+                         !keel::events::validate_stream_name("$all") &&
+                         keel::events::all_position::parse("7/3").value() == keel::events::all_position{7, 3};
+  std::printf("events: names and positions %d\n", events_ok);
+  components_ok = components_ok && events_ok;
 #endif
   bool jobs_http_ok = true;
 #ifdef KEEL_CONSUMER_JOBS_HTTP
@@ -147,8 +160,8 @@ int main() {
 #endif
 #ifdef KEEL_CONSUMER_RATELIMIT_REDIS
   keel::ratelimit::redis_backend redis_store({.port = 1});
-  const bool redis_down = redis_store.decide({&keyed, 1}, 1, {&first, 1}).error() ==
-                          keel::ratelimit::errc::backend_unavailable;
+  const bool redis_down =
+      redis_store.decide({&keyed, 1}, 1, {&first, 1}).error() == keel::ratelimit::errc::backend_unavailable;
   std::printf("ratelimit_redis: unreachable store reported %d\n", redis_down);
   ratelimit_ok = ratelimit_ok && redis_down;
 #endif

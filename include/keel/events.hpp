@@ -1,0 +1,5 @@
+#pragma once
+/// @file keel/events.hpp
+/// @brief keel::events: event sourcing on Postgres that never skips an event.
+#include <keel/events/error.hpp>
+#include <keel/events/store.hpp>

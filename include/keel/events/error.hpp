@@ -1,0 +1,31 @@
+#pragma once
+/// @file keel/events/error.hpp
+/// @brief keel::events errors.
+#include <keel/core/error.hpp>
+
+namespace keel::events {
+
+/// What went wrong in a keel::events call. Postgres failures keep their keel::pg::errc (and the
+/// connection's diagnostics); these are the event store's own. A stream at another version than
+/// expected is not an error: it is the `wrong_expected_version` outcome of an append.
+enum class errc {
+  invalid_stream_name = 1,   ///< empty, too long, starts with '$', or holds whitespace or control bytes
+  invalid_event_type,        ///< an event's type is empty, too long, or holds control bytes
+  invalid_json,              ///< an event's data or metadata is not valid JSON (metadata must be an object)
+  event_too_large,           ///< an event's data and metadata exceed store_options::max_event_bytes
+  batch_too_large,           ///< more events in one call than store_options::max_batch_events
+  empty_batch,               ///< an append without events
+  duplicate_event_id,        ///< an event id is already taken by a different event
+  stream_deleted,            ///< the stream is tombstoned: it takes no more appends
+  invalid_expected_version,  ///< exact(v) with v < -1
+  invalid_position,          ///< an $all position that is not "transaction/position"
+  invalid_read,              ///< a read with max_count 0 or above the store's page limit
+  invalid_metadata,          ///< stream settings with a negative max_count, max_age or truncate_before
+};
+
+/// The category of keel::events::errc ("keel.events").
+[[nodiscard]] const error_category& events_category() noexcept;
+
+}  // namespace keel::events
+
+KEEL_ERROR_ENUM(keel::events, events_category);

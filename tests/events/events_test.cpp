@@ -1,0 +1,579 @@
+// keel::events: names and positions (unit); appends, reads and the global order on a real
+// Postgres (pg), including the commit-order race that makes position-ordered readers skip events.
+#include <keel/events.hpp>
+#include <keel/pg/transaction.hpp>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <support/pg.hpp>
+#include <support/random.hpp>
+#include <support/result.hpp>
+
+namespace {
+
+namespace ev = keel::events;
+using keel::pg::connection;
+
+ev::new_event event(std::string type, std::string data = "{}") {
+  return ev::new_event{.type = std::move(type), .data = std::move(data)};
+}
+
+keel::pg::uuid uuid_of(int n) {
+  keel::pg::uuid u;
+  u.bytes[15] = static_cast<std::uint8_t>(n);
+  u.bytes[14] = static_cast<std::uint8_t>(n >> 8);
+  u.bytes[6] = 0x40;  // version 4 layout, so it reads like a real one
+  return u;
+}
+
+// A migrated scratch schema and a store.
+struct fixture {
+  keel::test::scratch_schema schema;
+  ev::store store;
+  connection c = schema.connect();
+  fixture() { REQUIRE(ev::migrate(c)); }
+  std::int64_t count_events() {
+    return c.query("SELECT count(*) FROM keel_events").value().value<std::int64_t>().value();
+  }
+};
+
+// Reads $all from `after` to the horizon, page by page.
+std::vector<ev::recorded_event> read_to_horizon(const ev::store& store, connection& c,
+                                                ev::all_position& after, std::size_t page = 1000,
+                                                std::string category = {}) {
+  std::vector<ev::recorded_event> out;
+  for (;;) {
+    auto got = store.read_all(c, {.after = after, .max_count = page, .category = category}).value();
+    after = got.next;
+    for (auto& e : got.events) out.push_back(std::move(e));
+    if (got.caught_up) return out;
+  }
+}
+
+}  // namespace
+
+TEST_SUITE("unit") {
+  TEST_CASE("stream names: category-id, and what is refused") {
+    CHECK(ev::category_of("order-42") == "order");
+    CHECK(ev::category_of("order-42-line-3") == "order");
+    CHECK(ev::category_of("settings") == "settings");
+    CHECK(ev::validate_stream_name("order-42"));
+    CHECK(ev::validate_stream_name("naïve-1"));
+    for (const std::string& bad :
+         std::vector<std::string>{"", "$all", "has space", "tab\there", std::string("nul\0x", 5),
+                                  std::string(ev::max_stream_name_bytes + 1, 'a')}) {
+      CAPTURE(bad);
+      CHECK(ev::validate_stream_name(bad).error() == ev::errc::invalid_stream_name);
+    }
+    CHECK(ev::validate_stream_name(std::string(ev::max_stream_name_bytes, 'a')));
+  }
+
+  TEST_CASE("$all positions order by transaction, then position, and round-trip as text") {
+    const ev::all_position a{7, 100}, b{8, 3};
+    CHECK(a < b);  // a later transaction sorts after, whatever its position
+    CHECK(ev::all_position::start() < a);
+    CHECK(b < ev::all_position::end());
+    CHECK(ev::all_position::parse(a.to_string()).value() == a);
+    CHECK(a.to_string() == "7/100");
+    for (const char* bad : {"", "7", "7/", "/3", "a/b", "7/3x", "-1/3", "7 /3"}) {
+      CAPTURE(bad);
+      CHECK(ev::all_position::parse(bad).error() == ev::errc::invalid_position);
+    }
+  }
+
+  TEST_CASE("expected versions: exact(-1) is no_stream, and they print as people read them") {
+    CHECK(ev::expected_version::exact(-1) == ev::expected_version::no_stream());
+    CHECK(ev::to_string(ev::expected_version::exact(4)) == "4");
+    CHECK(ev::to_string(ev::expected_version::any()) == "any");
+    CHECK(ev::to_string(ev::expected_version::stream_exists()) == "stream_exists");
+  }
+
+  TEST_CASE("errors say what to do") {
+    const keel::error_code ec = ev::errc::stream_deleted;
+    CHECK(ec.category().name() == std::string("keel.events"));
+    CHECK(ec.message().find("new stream") != std::string::npos);
+  }
+}
+
+TEST_SUITE("pg") {
+  TEST_CASE("append and read back a stream; versions count from 0; metadata and ids are kept") {
+    fixture f;
+    const auto id = uuid_of(1);
+    auto first = f.store
+                     .append(f.c, "order-1", ev::expected_version::no_stream(),
+                             {{.id = id,
+                               .type = "placed",
+                               .data = R"({"total": 1250, "items": [1, 2]})",
+                               .metadata = R"({"correlation_id": "c-1"})"},
+                              event("paid")})
+                     .value();
+    REQUIRE(first);
+    CHECK(first.status == ev::append_status::appended);
+    CHECK(first.version == 1);
+    CHECK(first.versions == std::vector<std::int64_t>{0, 1});
+    REQUIRE(first.positions.size() == 2);
+    CHECK(first.positions[0] < first.positions[1]);
+
+    auto second = f.store.append(f.c, "order-1", ev::expected_version::exact(1), {event("shipped")}).value();
+    CHECK(second.version == 2);
+
+    auto page = f.store.read_stream(f.c, "order-1").value();
+    CHECK(page.status == ev::stream_status::active);
+    CHECK(page.last_version == 2);
+    CHECK(page.end_of_stream);
+    REQUIRE(page.events.size() == 3);
+    CHECK(page.events[0].id == id);
+    CHECK(page.events[0].type == "placed");
+    CHECK(page.events[0].stream == "order-1");
+    CHECK(page.events[0].data == R"({"items": [1, 2], "total": 1250})");  // as jsonb keeps it
+    CHECK(page.events[0].metadata == R"({"correlation_id": "c-1"})");
+    CHECK(page.events[0].position == first.positions[0]);
+    CHECK(page.events[2].type == "shipped");
+    for (std::size_t k = 0; k < 3; ++k) CHECK(page.events[k].version == static_cast<std::int64_t>(k));
+    CHECK(page.events[1].id != page.events[2].id);  // generated ids differ
+
+    auto none = f.store.read_stream(f.c, "order-2").value();
+    CHECK(none.status == ev::stream_status::not_found);
+    CHECK(none.events.empty());
+  }
+
+  TEST_CASE(
+      "expected versions: each kind holds or is reported as the actual version, and nothing is written") {
+    fixture f;
+    using ev::expected_version;
+    auto conflict = f.store.append(f.c, "cart-1", expected_version::stream_exists(), {event("a")}).value();
+    CHECK(conflict.status == ev::append_status::wrong_expected_version);
+    CHECK(conflict.version == -1);
+    CHECK(!conflict);
+    CHECK(f.store.append(f.c, "cart-1", expected_version::exact(0), {event("a")}).value().version == -1);
+    CHECK(f.store.append(f.c, "cart-1", expected_version::no_stream(), {event("a")}).value());
+    conflict = f.store.append(f.c, "cart-1", expected_version::no_stream(), {event("b")}).value();
+    CHECK(conflict.status == ev::append_status::wrong_expected_version);
+    CHECK(conflict.version == 0);
+    conflict = f.store.append(f.c, "cart-1", expected_version::exact(5), {event("b")}).value();
+    CHECK(conflict.version == 0);
+    CHECK(f.store.append(f.c, "cart-1", expected_version::stream_exists(), {event("b")}).value().version ==
+          1);
+    CHECK(f.store.append(f.c, "cart-1", expected_version::any(), {event("c"), event("d")}).value().version ==
+          3);
+    CHECK(f.store.append(f.c, "cart-2", expected_version::any(), {event("c")}).value().version == 0);
+    CHECK(f.count_events() == 5);
+    CHECK(f.store.append(f.c, "cart-1", expected_version{expected_version::kind::exact, -2}, {event("x")})
+              .error() == ev::errc::invalid_expected_version);
+  }
+
+  TEST_CASE("idempotent appends: the same ids again return the original result; other content is refused") {
+    fixture f;
+    std::vector<ev::new_event> batch = {{.id = uuid_of(1), .type = "placed", .data = R"({"n": 1})"},
+                                        {.id = uuid_of(2), .type = "paid", .data = R"({"n": 2})"}};
+    auto original = f.store.append(f.c, "order-9", ev::expected_version::no_stream(), batch).value();
+    REQUIRE(original.status == ev::append_status::appended);
+    // A retry after a lost reply: same ids, same content (key order and spacing may differ).
+    batch[0].data = R"({ "n" : 1 })";
+    auto again = f.store.append(f.c, "order-9", ev::expected_version::no_stream(), batch).value();
+    CHECK(again.status == ev::append_status::already_appended);
+    CHECK(again.versions == original.versions);
+    CHECK(again.positions == original.positions);
+    CHECK(again.version == 1);
+    CHECK(f.count_events() == 2);
+
+    // The same id with other data, in another stream, or as part of a bigger batch: refused.
+    auto changed = batch;
+    changed[1].data = R"({"n": 3})";
+    CHECK(f.store.append(f.c, "order-9", ev::expected_version::any(), changed).error() ==
+          ev::errc::duplicate_event_id);
+    CHECK(f.store.append(f.c, "order-10", ev::expected_version::any(), batch).error() ==
+          ev::errc::duplicate_event_id);
+    auto bigger = batch;
+    bigger.push_back({.id = uuid_of(3), .type = "shipped"});
+    CHECK(f.store.append(f.c, "order-9", ev::expected_version::any(), bigger).error() ==
+          ev::errc::duplicate_event_id);
+    std::vector<ev::new_event> twice = {{.id = uuid_of(4), .type = "a"}, {.id = uuid_of(4), .type = "a"}};
+    CHECK(f.store.append(f.c, "order-9", ev::expected_version::any(), twice).error() ==
+          ev::errc::duplicate_event_id);
+    CHECK(f.count_events() == 2);
+    CHECK(f.store.stream(f.c, "order-9").value().last_version == 1);
+  }
+
+  TEST_CASE("bad input: a clear error and nothing of the batch stored") {
+    fixture f;
+    REQUIRE(f.store.append(f.c, "doc-1", ev::expected_version::any(), {event("kept")}));
+    const ev::store small(ev::store_options{.max_event_bytes = 64, .max_batch_events = 3});
+    struct bad_case {
+      const char* what;
+      std::string stream;
+      std::vector<ev::new_event> events;
+      ev::errc expected;
+    };
+    const std::vector<bad_case> cases = {
+        {"invalid JSON data", "doc-1", {event("a"), event("b", "{not json")}, ev::errc::invalid_json},
+        {"metadata not an object", "doc-1", {{.type = "a", .metadata = "[1]"}}, ev::errc::invalid_json},
+        {"event over the size limit",
+         "doc-1",
+         {event("a"), event("b", "\"" + std::string(80, 'x') + "\"")},
+         ev::errc::event_too_large},
+        {"bad stream name", "$doc", {event("a")}, ev::errc::invalid_stream_name},
+        {"empty type in a batch", "doc-1", {event("a"), event(""), event("c")}, ev::errc::invalid_event_type},
+        {"control byte in a type", "doc-1", {event("a\nb")}, ev::errc::invalid_event_type},
+        {"too many events",
+         "doc-1",
+         {event("a"), event("b"), event("c"), event("d")},
+         ev::errc::batch_too_large},
+        {"no events", "doc-1", {}, ev::errc::empty_batch},
+    };
+    for (const auto& bad : cases) {
+      CAPTURE(bad.what);
+      CHECK(small.append(f.c, bad.stream, ev::expected_version::any(), bad.events).error() == bad.expected);
+      std::vector<ev::stream_append> multi = {{.stream = "doc-2", .events = {event("fine")}},
+                                              {.stream = bad.stream, .events = bad.events}};
+      CHECK(small.append_many(f.c, multi).error() == bad.expected);
+    }
+    CHECK(f.count_events() == 1);
+    CHECK(f.store.stream(f.c, "doc-2").value().status == ev::stream_status::not_found);
+    CHECK(f.store.read_stream(f.c, "doc-1").value().events.size() == 1);
+  }
+
+  TEST_CASE("atomic multi-stream appends: all or none, also inside the caller's transaction") {
+    fixture f;
+    REQUIRE(f.store.append(f.c, "account-2", ev::expected_version::any(), {event("opened")}));
+    // A transfer touches both accounts; one expectation fails, so neither is written.
+    std::vector<ev::stream_append> transfer = {
+        {.stream = "account-2", .expected = ev::expected_version::exact(3), .events = {event("credited")}},
+        {.stream = "account-1", .expected = ev::expected_version::any(), .events = {event("debited")}}};
+    auto failed = f.store.append_many(f.c, transfer).value();
+    CHECK(!failed);
+    CHECK(failed.streams[0].status == ev::append_status::wrong_expected_version);
+    CHECK(failed.streams[0].version == 0);
+    CHECK(failed.streams[1].status == ev::append_status::not_written);
+    CHECK(f.count_events() == 1);
+    CHECK(!f.c.in_transaction());
+
+    transfer[0].expected = ev::expected_version::exact(0);
+    auto done = f.store.append_many(f.c, transfer).value();
+    REQUIRE(done);
+    CHECK(done.streams[0].version == 1);
+    CHECK(done.streams[1].version == 0);
+    CHECK(f.count_events() == 3);
+
+    // In the caller's transaction: the events exist exactly when it commits, and a conflict
+    // inside it undoes only the multi-append, not the caller's own work.
+    {
+      auto tx = keel::pg::transaction::begin(f.c).value();
+      REQUIRE(tx.execute("CREATE TABLE orders (id int)"));
+      REQUIRE(f.store.append(f.c, "order-1", ev::expected_version::no_stream(), {event("placed")}).value());
+      auto conflict = f.store.append_many(f.c, transfer).value();  // account-2 is at 1 now
+      CHECK(!conflict);
+      REQUIRE(tx.execute("INSERT INTO orders VALUES (1)"));
+      REQUIRE(tx.rollback());
+    }
+    CHECK(f.store.stream(f.c, "order-1").value().status == ev::stream_status::not_found);
+    {
+      auto tx = keel::pg::transaction::begin(f.c).value();
+      REQUIRE(f.store.append(f.c, "order-1", ev::expected_version::no_stream(), {event("placed")}).value());
+      REQUIRE(tx.commit());
+    }
+    CHECK(f.store.stream(f.c, "order-1").value().last_version == 0);
+  }
+
+  TEST_CASE("8 threads append to one stream with exact expected versions: every version taken once") {
+    fixture f;
+    constexpr int threads = 8;
+    constexpr int per_thread = 40;
+    std::atomic<int> losers_told_wrong{0}, losers_told_right{0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        auto c = f.schema.connect();
+        int written = 0;
+        std::int64_t expected = -1;
+        while (written < per_thread) {
+          auto got = f.store
+                         .append(c, "counter-1", ev::expected_version::exact(expected),
+                                 {event("incremented", R"({"by": )" + std::to_string(t) + "}")})
+                         .value();
+          if (got) {
+            ++written;
+            expected = got.version;
+          } else {
+            // The loser learns where the stream is, and goes on from there.
+            (got.version != expected ? losers_told_right : losers_told_wrong)++;
+            expected = got.version;
+          }
+        }
+      });
+    }
+    for (auto& t : pool) t.join();
+    CHECK(losers_told_wrong.load() == 0);
+    auto versions = f.c.query("SELECT array_agg(version ORDER BY version) FROM keel_events").value();
+    const auto got = versions.value<std::vector<std::int64_t>>().value();
+    REQUIRE(got.size() == threads * per_thread);
+    for (std::size_t k = 0; k < got.size(); ++k) CHECK(got[k] == static_cast<std::int64_t>(k));
+    CHECK(f.store.stream(f.c, "counter-1").value().last_version == threads * per_thread - 1);
+    MESSAGE("conflicts reported: " << losers_told_right.load());
+  }
+
+  TEST_CASE("the race: the lower position commits last; $all readers see both, in order, and skip neither") {
+    fixture f;
+    auto early = f.schema.connect();
+    auto late = f.schema.connect();
+    ev::all_position cursor;
+    CHECK(read_to_horizon(f.store, f.c, cursor).empty());
+
+    // `early` draws the lower position but commits last.
+    auto tx = keel::pg::transaction::begin(early).value();
+    auto low = f.store.append(early, "order-1", ev::expected_version::any(), {event("placed")}).value();
+    auto high = f.store.append(late, "order-2", ev::expected_version::any(), {event("placed")}).value();
+    REQUIRE(low.positions[0].position < high.positions[0].position);
+
+    // A reader that trusted positions alone would now see only order-2 and move past order-1's
+    // position, skipping it for ever:
+    auto naive = f.c.query("SELECT max(position) FROM keel_events").value().value<std::int64_t>().value();
+    CHECK(naive == high.positions[0].position);
+    // keel's reader waits at the horizon instead: nothing yet.
+    auto page = f.store.read_all(f.c, {.after = cursor}).value();
+    CHECK(page.events.empty());
+    CHECK(page.caught_up);
+    CHECK(page.horizon <= low.positions[0].transaction);
+    auto held = f.store.horizon(f.c).value();
+    CHECK(held.events_waiting == 1);  // order-2 is committed and waits behind the open transaction
+    CHECK(held.oldest_transaction_pid == early.backend_pid());
+    cursor = page.next;
+
+    REQUIRE(tx.commit());
+    auto both = read_to_horizon(f.store, f.c, cursor);
+    REQUIRE(both.size() == 2);
+    CHECK(both[0].stream == "order-1");
+    CHECK(both[1].stream == "order-2");
+    CHECK(both[0].position < both[1].position);
+    CHECK(f.store.horizon(f.c).value().events_waiting == 0);
+
+    // A category reader sees the same order.
+    ev::all_position from_start;
+    auto orders = read_to_horizon(f.store, f.c, from_start, 1, "order");
+    REQUIRE(orders.size() == 2);
+    CHECK(orders[0].stream == "order-1");
+  }
+
+  TEST_CASE(
+      "a rolled-back append leaves no stall; a long transaction shows as lag and readers resume when it "
+      "ends") {
+    fixture f;
+    auto other = f.schema.connect();
+    {
+      auto tx = keel::pg::transaction::begin(other).value();
+      REQUIRE(f.store.append(other, "job-1", ev::expected_version::any(), {event("never")}));
+      REQUIRE(tx.rollback());
+    }
+    REQUIRE(f.store.append(f.c, "job-2", ev::expected_version::any(), {event("after")}));
+    ev::all_position cursor;
+    auto seen = read_to_horizon(f.store, f.c, cursor);
+    REQUIRE(seen.size() == 1);
+    CHECK(seen[0].stream == "job-2");
+
+    // Any transaction holding an id holds readers back, even one that writes nothing of ours.
+    auto blocker = f.schema.connect();
+    REQUIRE(blocker.execute("BEGIN; CREATE TEMP TABLE t (x int); SELECT pg_current_xact_id()"));
+    REQUIRE(f.store.append(f.c, "job-3", ev::expected_version::any(), {event("waits")}));
+    CHECK(read_to_horizon(f.store, f.c, cursor).empty());
+    auto lag = f.store.horizon(f.c).value();
+    CHECK(lag.events_waiting == 1);
+    CHECK(lag.oldest_transaction_pid == blocker.backend_pid());
+    CHECK(lag.oldest_transaction_seconds > 0);
+    REQUIRE(blocker.execute("COMMIT"));
+    seen = read_to_horizon(f.store, f.c, cursor);
+    REQUIRE(seen.size() == 1);
+    CHECK(seen[0].stream == "job-3");
+  }
+
+  TEST_CASE(
+      "concurrent writers and a reader that follows $all: every committed event once, in one order "
+      "(seeded)") {
+    fixture f;
+    auto& rng = keel::test::rng();
+    constexpr int writers = 3;
+    constexpr int per_writer = 150;
+    std::atomic<int> finished{0};
+    std::vector<std::thread> pool;
+    for (int w = 0; w < writers; ++w) {
+      pool.emplace_back([&, w, seed = rng()] {
+        std::mt19937_64 local(seed);
+        auto c = f.schema.connect();
+        for (int k = 0; k < per_writer; ++k) {
+          // Transactions of random length, some rolled back, several streams per writer.
+          auto tx = keel::pg::transaction::begin(c).value();
+          const auto stream = "item-" + std::to_string(w) + "_" + std::to_string(local() % 4);
+          const bool keep = local() % 5 != 0;
+          const auto n = 1 + local() % 3;
+          std::vector<ev::new_event> batch;
+          for (std::size_t e = 0; e < n; ++e) {
+            batch.push_back(event(keep ? "kept" : "dropped", R"({"w": )" + std::to_string(w) + "}"));
+          }
+          CHECK(f.store.append(c, stream, ev::expected_version::any(), batch).value());
+          if (local() % 3 == 0) CHECK(c.execute("SELECT pg_sleep(0.001)"));
+          if (keep) {
+            CHECK(tx.commit());
+          } else {
+            CHECK(tx.rollback());
+          }
+        }
+        ++finished;
+      });
+    }
+    std::vector<ev::recorded_event> seen;
+    ev::all_position cursor;
+    auto reader = f.schema.connect();
+    while (finished.load() < writers) {
+      for (auto& e : read_to_horizon(f.store, reader, cursor, 7)) seen.push_back(std::move(e));
+    }
+    for (auto& t : pool) t.join();
+    for (auto& e : read_to_horizon(f.store, reader, cursor, 7)) seen.push_back(std::move(e));
+
+    // Exactly the committed events, each once, in the order a fresh full read gives.
+    ev::all_position from_start;
+    const auto all = read_to_horizon(f.store, f.c, from_start, 100'000);
+    REQUIRE(seen.size() == all.size());
+    CHECK(static_cast<std::int64_t>(all.size()) == f.count_events());
+    for (std::size_t k = 0; k < all.size(); ++k) {
+      CHECK(seen[k].id == all[k].id);
+      CHECK(seen[k].type == "kept");
+    }
+    // Per stream, versions are dense and in order within the global order.
+    std::map<std::string, std::int64_t> next_version;
+    for (const auto& e : all) {
+      CHECK(e.version == next_version[e.stream]);
+      next_version[e.stream] = e.version + 1;
+    }
+  }
+
+  TEST_CASE("reads: backward, paged, by type, and $all backward from the end") {
+    fixture f;
+    for (int k = 0; k < 10; ++k) {
+      REQUIRE(f.store.append(f.c, "log-1", ev::expected_version::any(),
+                             {event(k % 2 == 0 ? "even" : "odd", std::to_string(k))}));
+    }
+    auto page = f.store.read_stream(f.c, "log-1", {.from_version = 2, .max_count = 3}).value();
+    REQUIRE(page.events.size() == 3);
+    CHECK(page.events[0].version == 2);
+    CHECK(!page.end_of_stream);
+    CHECK(page.next_version == 5);
+    page = f.store.read_stream(f.c, "log-1", {.from_version = 8, .max_count = 3}).value();
+    CHECK(page.events.size() == 2);
+    CHECK(page.end_of_stream);
+
+    page =
+        f.store
+            .read_stream(f.c, "log-1", {.from_version = -1, .dir = ev::direction::backward, .max_count = 4})
+            .value();
+    REQUIRE(page.events.size() == 4);
+    CHECK(page.events[0].version == 9);
+    CHECK(page.events[3].version == 6);
+    CHECK(page.next_version == 5);
+
+    page = f.store.read_stream(f.c, "log-1", {.types = {"odd"}}).value();
+    REQUIRE(page.events.size() == 5);
+    CHECK(page.events[0].data == "1");
+
+    auto back =
+        f.store
+            .read_all(f.c, {.after = ev::all_position::end(), .dir = ev::direction::backward, .max_count = 2})
+            .value();
+    REQUIRE(back.events.size() == 2);
+    CHECK(back.events[0].version == 9);
+    CHECK(back.events[1].version == 8);
+    auto odd_all = f.store.read_all(f.c, {.types = {"odd"}}).value();
+    CHECK(odd_all.events.size() == 5);
+    CHECK(odd_all.caught_up);
+
+    CHECK(f.store.read_stream(f.c, "log-1", {.max_count = 0}).error() == ev::errc::invalid_read);
+    CHECK(f.store.read_all(f.c, {.category = "log-1"}).error() == ev::errc::invalid_stream_name);
+  }
+
+  TEST_CASE("deletion: soft delete hides the past and the stream goes on; a tombstone refuses appends") {
+    fixture f;
+    REQUIRE(f.store.append(f.c, "user-1", ev::expected_version::any(), {event("a"), event("b")}));
+    auto wrong =
+        f.store.delete_stream(f.c, "user-1", ev::expected_version::exact(0), ev::delete_mode::soft).value();
+    CHECK(!wrong);
+    CHECK(wrong.version == 1);
+    REQUIRE(
+        f.store.delete_stream(f.c, "user-1", ev::expected_version::exact(1), ev::delete_mode::soft).value());
+    CHECK(f.store.stream(f.c, "user-1").value().status == ev::stream_status::deleted);
+    CHECK(f.store.read_stream(f.c, "user-1").value().events.empty());
+    // Recreated: versions go on, the old events stay hidden.
+    auto back = f.store.append(f.c, "user-1", ev::expected_version::no_stream(), {event("c")}).value();
+    REQUIRE(back);
+    CHECK(back.version == 2);
+    auto page = f.store.read_stream(f.c, "user-1").value();
+    CHECK(page.status == ev::stream_status::active);
+    REQUIRE(page.events.size() == 1);
+    CHECK(page.events[0].type == "c");
+
+    REQUIRE(f.store.delete_stream(f.c, "user-1", ev::expected_version::any(), ev::delete_mode::tombstone)
+                .value());
+    CHECK(f.store.append(f.c, "user-1", ev::expected_version::any(), {event("d")}).error() ==
+          ev::errc::stream_deleted);
+    CHECK(f.store.delete_stream(f.c, "user-1", ev::expected_version::any(), ev::delete_mode::soft).error() ==
+          ev::errc::stream_deleted);
+    CHECK(f.store.read_stream(f.c, "user-1").value().status == ev::stream_status::tombstoned);
+    // A tombstone on a stream that never existed reserves the name.
+    REQUIRE(
+        f.store.delete_stream(f.c, "user-2", ev::expected_version::no_stream(), ev::delete_mode::tombstone)
+            .value());
+    CHECK(f.store.append(f.c, "user-2", ev::expected_version::any(), {event("d")}).error() ==
+          ev::errc::stream_deleted);
+    CHECK(f.count_events() == 3);
+
+    // Scavenging reclaims what deletion hid; reads do not change.
+    auto swept = f.store.scavenge(f.c).value();
+    CHECK(swept.events_removed == 3);
+    CHECK(!swept.more);
+    CHECK(f.count_events() == 0);
+  }
+
+  TEST_CASE("retention: max_count and truncate_before hide old events; scavenge reclaims them in rounds") {
+    fixture f;
+    ev::stream_settings keep_three{.max_count = 3, .custom = R"({"owner": "billing"})"};
+    REQUIRE(f.store.set_stream_settings(f.c, "metric-1", keep_three));
+    CHECK(f.store.stream(f.c, "metric-1").value().status == ev::stream_status::not_found);
+    for (int k = 0; k < 8; ++k)
+      REQUIRE(f.store.append(f.c, "metric-1", ev::expected_version::any(), {event("tick")}));
+    REQUIRE(f.store.append(f.c, "metric-2", ev::expected_version::any(), {event("tick"), event("tick")}));
+    auto page = f.store.read_stream(f.c, "metric-1").value();
+    REQUIRE(page.events.size() == 3);
+    CHECK(page.events[0].version == 5);
+    auto info = f.store.stream(f.c, "metric-1").value();
+    CHECK(info.settings == keep_three);
+    CHECK(info.last_version == 7);
+
+    auto first = f.store.scavenge(f.c, 3).value();
+    CHECK(first.events_removed == 3);
+    CHECK(first.more);
+    CHECK(f.store.scavenge(f.c, 3).value().events_removed == 2);
+    CHECK(f.count_events() == 5);
+    CHECK(f.store.read_stream(f.c, "metric-1").value().events.size() == 3);
+
+    REQUIRE(f.store.set_stream_settings(f.c, "metric-2", {.truncate_before = 1}));
+    page = f.store.read_stream(f.c, "metric-2").value();
+    REQUIRE(page.events.size() == 1);
+    CHECK(page.events[0].version == 1);
+    CHECK(f.store.set_stream_settings(f.c, "metric-2", {.max_count = -1}).error() ==
+          ev::errc::invalid_metadata);
+    CHECK(f.store.set_stream_settings(f.c, "metric-2", {.custom = "[]"}).error() ==
+          ev::errc::invalid_metadata);
+  }
+
+  TEST_CASE("migrations apply once; a second migrate finds them applied") {
+    fixture f;
+    auto again = ev::migrate(f.c).value();
+    CHECK(again.applied.empty());
+    CHECK(again.already_applied == ev::migrations().size());
+  }
+}
