@@ -53,8 +53,10 @@ CREATE TABLE keel_events (
   version        bigint      NOT NULL CHECK (version >= 0),
   id             uuid        NOT NULL,
   type           text        NOT NULL,
-  data           jsonb       NOT NULL,
-  metadata       jsonb       NOT NULL,
+  -- json, not jsonb: kept as the caller wrote it, and sent to readers without conversion (jsonb
+  -- output costs readers of $all about 40% of their throughput). Validated before it is sent.
+  data           json        NOT NULL,
+  metadata       json        NOT NULL,
   recorded_at    timestamptz NOT NULL DEFAULT now(),
   -- $all in order; the horizon bounds every read of it.
   PRIMARY KEY (transaction_id, position),
@@ -76,11 +78,11 @@ CREATE INDEX keel_events_category ON keel_events (category, transaction_id, posi
 // generated one), $5 types, $6 data, $7 metadata.
 constexpr std::string_view append_head = R"sql(
 WITH input AS (
-  SELECT nullif(t.id, '')::uuid AS id, t.type, t.data::jsonb AS data, t.metadata::jsonb AS metadata, t.ord
+  SELECT nullif(t.id, '')::uuid AS id, t.type, t.data::json AS data, t.metadata::json AS metadata, t.ord
   FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY AS t(id, type, data, metadata, ord)
 ), existing AS (
   SELECT e.version, e.transaction_id, e.position, i.ord,
-         (e.stream = $1 AND e.type = i.type AND e.data = i.data AND e.metadata = i.metadata) AS same
+         (e.stream = $1 AND e.type = i.type AND e.data::jsonb = i.data::jsonb AND e.metadata::jsonb = i.metadata::jsonb) AS same
   FROM input i JOIN keel_events e ON e.id = i.id
 ), head AS ()sql";
 
@@ -298,6 +300,23 @@ result<recorded_event> decode_event(const pg::row& r, std::size_t first) {
                         .version = version,
                         .position = {transaction, position},
                         .recorded_at = recorded_at};
+}
+
+// decode_event without allocating: the strings of `into` keep their capacity from call to call.
+result<void> decode_event_into(const pg::row& r, std::size_t first, recorded_event& into) {
+  auto fields = r.as<pg::uuid, std::string_view, std::string_view, std::string_view, std::string_view,
+                     std::int64_t, std::int64_t, std::int64_t, timestamp>(first);
+  if (!fields) return fields.error();
+  const auto& [id, stream, type, data, metadata, version, transaction, position, recorded_at] = *fields;
+  into.id = id;
+  into.stream.assign(stream);
+  into.type.assign(type);
+  into.data.assign(data);
+  into.metadata.assign(metadata);
+  into.version = version;
+  into.position = {transaction, position};
+  into.recorded_at = recorded_at;
+  return {};
 }
 
 bool is_id_collision(pg::connection& c, const error_code& ec) {
@@ -558,8 +577,10 @@ result<stream_page> store::read_stream(pg::connection& c, std::string_view strea
   return page;
 }
 
-result<all_page> store::read_all(pg::connection& c, const all_read& read) const {
-  if (auto sized = check_read_size(read.max_count, options_); !sized) return sized.error();
+namespace {
+
+// The statement and parameters of one page of the global order after (or before) `from`.
+result<std::pair<std::string_view, pg::params>> all_statement(const all_read& read, all_position from) {
   const bool forward = read.dir == direction::forward;
   std::string_view sql;
   if (read.category.empty()) {
@@ -571,17 +592,31 @@ result<all_page> store::read_all(pg::connection& c, const all_read& read) const 
     }
     sql = forward ? read_category_forward_sql : read_category_backward_sql;
   }
-  pg::params values(read.after.transaction, read.after.position, static_cast<std::int64_t>(read.max_count),
-                    read.types);
+  pg::params values(from.transaction, from.position, static_cast<std::int64_t>(read.max_count), read.types);
   if (!read.category.empty()) values.add(read.category);
-  auto rows = c.query_params(sql, values);
+  return std::pair{sql, std::move(values)};
+}
+
+result<std::int64_t> horizon_of(const pg::rows& rows) {
+  if (rows.empty()) return pg::errc::out_of_range;
+  return rows[0].get<std::int64_t>(0);
+}
+
+}  // namespace
+
+result<all_page> store::read_all(pg::connection& c, const all_read& read) const {
+  if (auto sized = check_read_size(read.max_count, options_); !sized) return sized.error();
+  const bool forward = read.dir == direction::forward;
+  auto statement = all_statement(read, read.after);
+  if (!statement) return statement.error();
+  auto rows = c.query_params(statement->first, statement->second);
   if (!rows) return rows.error();
   all_page page;
+  auto horizon = horizon_of(*rows);
+  if (!horizon) return horizon.error();
+  page.horizon = *horizon;
   page.events.reserve(rows->size());
   for (const auto r : *rows) {
-    auto horizon = r.get<std::int64_t>(0);
-    if (!horizon) return horizon.error();
-    page.horizon = *horizon;
     if (r.is_null(1)) break;  // nothing below the horizon
     auto e = decode_event(r, 1);
     if (!e) return e.error();
@@ -599,6 +634,46 @@ result<all_page> store::read_all(pg::connection& c, const all_read& read) const 
   }
   static_assert(event_column_count == 9);
   return page;
+}
+
+result<all_position> store::for_each(pg::connection& c, const all_read& read,
+                                     const std::function<bool(const recorded_event&)>& handle) const {
+  if (auto sized = check_read_size(read.max_count, options_); !sized) return sized.error();
+  if (read.dir != direction::forward) return errc::invalid_read;
+  auto first = all_statement(read, read.after);
+  if (!first) return first.error();
+  if (auto sent = c.send_params(first->first, first->second); !sent) return sent.error();
+  all_position at = read.after;
+  recorded_event event;
+  for (;;) {
+    auto rows = c.receive();
+    if (!rows) return rows.error();
+    auto horizon = horizon_of(*rows);
+    if (!horizon) return horizon.error();
+    const bool full = !(*rows)[0].is_null(1) && rows->size() == read.max_count;
+    if (full) {
+      // Ask for the next page now, from this page's last event, and decode this one meanwhile.
+      auto last = (*rows)[rows->size() - 1].as<std::int64_t, std::int64_t>(7);
+      if (!last) return last.error();
+      auto next = all_statement(read, {std::get<0>(*last), std::get<1>(*last)});
+      if (!next) return next.error();
+      if (auto sent = c.send_params(next->first, next->second); !sent) return sent.error();
+    }
+    for (const auto r : *rows) {
+      if (r.is_null(1)) break;
+      if (auto decoded = decode_event_into(r, 1, event); !decoded) {
+        if (c.awaiting_answer()) (void)c.receive();
+        return decoded.error();
+      }
+      KEEL_ASSERT(event.position > at && event.position.transaction < *horizon);
+      at = event.position;
+      if (!handle(event)) {
+        if (c.awaiting_answer()) (void)c.receive();  // the page asked for ahead is not needed
+        return at;
+      }
+    }
+    if (!full) return std::max(at, all_position{*horizon, 0});
+  }
 }
 
 result<horizon_status> store::horizon(pg::connection& c) const {

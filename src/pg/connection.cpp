@@ -207,6 +207,42 @@ result<rows> connection::query_params(std::string_view sql, const params& values
   return r;
 }
 
+result<void> connection::send_params(std::string_view sql, const params& values) {
+  if (!state_->in_flight.empty()) {
+    return state_->fail(errc::invalid_argument,
+                        "a statement is already in flight; receive() its answer first", sql);
+  }
+  if (!values.valid()) {
+    return state_->fail(
+        errc::invalid_argument,
+        "a text parameter contains a NUL byte, which Postgres text cannot hold; send it as bytea", sql);
+  }
+  auto name = state_->prepare(sql, values);
+  if (!name) return name.error();
+  if (PQsendQueryPrepared(state_->conn, name->c_str(), static_cast<int>(values.size()), values.values(),
+                          values.lengths(), values.formats(), 1) != 1) {
+    return state_->fail_from_result(nullptr, sql);
+  }
+  state_->in_flight.assign(sql);
+  return {};
+}
+
+result<rows> connection::receive() {
+  if (state_->in_flight.empty()) {
+    return state_->fail(errc::invalid_argument, "receive() without a statement sent by send_params()", {});
+  }
+  const std::string sql = std::move(state_->in_flight);
+  state_->in_flight.clear();
+  // One statement gives one result, then NULL; the first failure is the one to report.
+  PGresult* first = PQgetResult(state_->conn);
+  while (PGresult* more = PQgetResult(state_->conn)) PQclear(more);
+  return state_->take(first, sql);
+}
+
+bool connection::awaiting_answer() const noexcept {
+  return !state_->in_flight.empty();
+}
+
 result<rows> connection::execute(std::string_view sql) {
   const std::string text(sql);
   // PQexec returns only the last result; earlier failures stop the batch and are what we get.

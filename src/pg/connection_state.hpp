@@ -24,6 +24,8 @@ struct connection::state {
   std::unordered_map<std::string, statement> statements;  ///< by SQL text + parameter types
   std::list<std::string> lru;                             ///< most recently used first
   std::uint64_t statement_counter = 0;
+  /// The SQL of the statement send_params() sent and receive() has not collected, or empty.
+  std::string in_flight;
 
   state() = default;
   state(const state&) = delete;

@@ -133,7 +133,7 @@ TEST_SUITE("pg") {
     CHECK(page.events[0].id == id);
     CHECK(page.events[0].type == "placed");
     CHECK(page.events[0].stream == "order-1");
-    CHECK(page.events[0].data == R"({"items": [1, 2], "total": 1250})");  // as jsonb keeps it
+    CHECK(page.events[0].data == R"({"total": 1250, "items": [1, 2]})");  // as written
     CHECK(page.events[0].metadata == R"({"correlation_id": "c-1"})");
     CHECK(page.events[0].position == first.positions[0]);
     CHECK(page.events[2].type == "shipped");
@@ -494,6 +494,51 @@ TEST_SUITE("pg") {
 
     CHECK(f.store.read_stream(f.c, "log-1", {.max_count = 0}).error() == ev::errc::invalid_read);
     CHECK(f.store.read_all(f.c, {.category = "log-1"}).error() == ev::errc::invalid_stream_name);
+  }
+
+  TEST_CASE("for_each reads ahead and gives what read_all gives; it stops where the handler says") {
+    fixture f;
+    for (int k = 0; k < 25; ++k) {
+      REQUIRE(f.store.append(f.c, "shop-" + std::to_string(k % 4), ev::expected_version::any(),
+                             {event(k % 3 == 0 ? "sold" : "restocked", std::to_string(k))}));
+    }
+    REQUIRE(f.store.append(f.c, "other-1", ev::expected_version::any(), {event("sold")}));
+    ev::all_position paged;
+    const auto expected = read_to_horizon(f.store, f.c, paged, 1000, "shop");
+    REQUIRE(expected.size() == 25);
+    for (const std::size_t page : {1UL, 4UL, 5UL, 25UL, 100UL}) {
+      CAPTURE(page);
+      std::vector<ev::recorded_event> got;
+      auto end =
+          f.store.for_each(f.c, {.max_count = page, .category = "shop"}, [&](const ev::recorded_event& e) {
+            got.push_back(e);
+            return true;
+          });
+      REQUIRE(end);
+      CHECK(*end == paged);
+      REQUIRE(got.size() == expected.size());
+      for (std::size_t k = 0; k < got.size(); ++k) {
+        CHECK(got[k].id == expected[k].id);
+        CHECK(got[k].data == expected[k].data);
+        CHECK(got[k].stream == expected[k].stream);
+      }
+      CHECK(!f.c.awaiting_answer());
+    }
+    // Stop after 7 with a page ahead in flight: the position is the 7th event, the connection usable.
+    int handled = 0;
+    auto stopped =
+        f.store.for_each(f.c, {.max_count = 5, .types = {"restocked"}}, [&](const ev::recorded_event& e) {
+          CHECK(e.type == "restocked");
+          return ++handled < 7;
+        });
+    REQUIRE(stopped);
+    CHECK(handled == 7);
+    CHECK(!f.c.awaiting_answer());
+    auto rest = f.store.read_all(f.c, {.after = *stopped, .types = {"restocked"}}).value();
+    CHECK(rest.events.size() == 16 - 7);
+    CHECK(f.store
+              .for_each(f.c, {.dir = ev::direction::backward}, [](const ev::recorded_event&) { return true; })
+              .error() == ev::errc::invalid_read);
   }
 
   TEST_CASE("deletion: soft delete hides the past and the stream goes on; a tombstone refuses appends") {

@@ -133,3 +133,27 @@ TEST_SUITE("pg") {
     canceller.join();
   }
 }
+
+TEST_SUITE("pg") {
+  TEST_CASE("send_params / receive: one statement in flight while the caller works; views into the result") {
+    test::scratch_schema schema;
+    auto c = schema.connect();
+    CHECK(c.receive().error() == pg::errc::invalid_argument);  // nothing sent
+    REQUIRE(c.send_params("SELECT $1::text || 'b', '{\"a\": 1}'::json, pg_backend_pid()", pg::params("a")));
+    CHECK(c.awaiting_answer());
+    CHECK(c.send_params("SELECT 1", pg::params()).error() == pg::errc::invalid_argument);  // one at a time
+    auto rows = c.receive();
+    REQUIRE(rows);
+    CHECK(!c.awaiting_answer());
+    CHECK((*rows)[0].get<std::string_view>(0).value() == "ab");
+    CHECK((*rows)[0].get<std::string_view>(1).value() == R"({"a": 1})");
+    CHECK((*rows)[0].get<std::string_view>(2).error() == pg::errc::type_mismatch);
+    CHECK(c.execute("SELECT 1").value().value<std::string_view>().value() == "1");  // text results too
+
+    // A failure comes back from receive() with its SQLSTATE; the connection goes on.
+    REQUIRE(c.send_params("SELECT 1 / $1::int", pg::params(std::int32_t{0})));
+    CHECK(c.receive().error() == pg::errc::server_error);
+    CHECK(c.last_error().sqlstate == "22012");
+    CHECK(c.query("SELECT 2").value().value<std::int32_t>().value() == 2);
+  }
+}

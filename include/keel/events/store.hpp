@@ -24,7 +24,9 @@
 #include <chrono>
 #include <compare>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -61,12 +63,16 @@ struct all_position {
   /// Before every event.
   [[nodiscard]] static constexpr all_position start() noexcept { return {}; }
   /// After every event (for backward reads from the end).
-  [[nodiscard]] static constexpr all_position end() noexcept { return {INT64_MAX, INT64_MAX}; }
+  [[nodiscard]] static constexpr all_position end() noexcept {
+    return {std::numeric_limits<std::int64_t>::max(), std::numeric_limits<std::int64_t>::max()};
+  }
   /// "transaction/position", e.g. "742/1031".
   [[nodiscard]] std::string to_string() const;
   /// Parses to_string()'s form. @returns errc::invalid_position otherwise.
   [[nodiscard]] static result<all_position> parse(std::string_view text);
-  friend constexpr auto operator<=>(const all_position&, const all_position&) = default;
+  // clang-tidy 14 reads the defaulted <=>'s comparison with 0 as a null pointer constant.
+  friend constexpr auto operator<=>(const all_position&,
+                                    const all_position&) = default;  // NOLINT(modernize-use-nullptr)
 };
 
 /// What an append expects of the stream: optimistic concurrency.
@@ -302,6 +308,15 @@ class store {
   /// only once no transaction that could commit an event before it is still running.
   [[nodiscard]] result<all_page> read_all(pg::connection& c, const all_read& read = {}) const;
 
+  /// Calls `handle` for each event of the global order (or of a category, or of some types)
+  /// after `read.after` up to the horizon, in pages of read.max_count, reading the next page
+  /// while `handle` works on this one: the fast way to rebuild a projection. The event passed is
+  /// reused from call to call (copy what you keep). `handle` returns false to stop there.
+  /// @returns where to continue: the last event handled, or the horizon once every event below
+  /// it was handled; errc::invalid_read for a backward read.
+  [[nodiscard]] result<all_position> for_each(pg::connection& c, const all_read& read,
+                                              const std::function<bool(const recorded_event&)>& handle) const;
+
   /// Where the horizon is and what holds it back: a long transaction anywhere on the server
   /// (any database, any table) stalls readers of the global order until it ends. Watch
   /// oldest_transaction_seconds.
@@ -322,7 +337,7 @@ class store {
   [[nodiscard]] const store_options& options() const noexcept { return options_; }
 
  private:
-  result<void> check_batch(std::string_view stream, std::span<const new_event> events) const;
+  [[nodiscard]] result<void> check_batch(std::string_view stream, std::span<const new_event> events) const;
   store_options options_;
 };
 

@@ -51,6 +51,17 @@ class connection {
   /// query() with parameters built separately (e.g. a variable number of them).
   [[nodiscard]] result<rows> query_params(std::string_view sql, const params& values);
 
+  /// Sends a statement like query_params() without waiting for its answer, so the caller can
+  /// work while the server does (e.g. decode one page while the next is read); receive()
+  /// collects the answer. One statement may be in flight; until receive() returns, the
+  /// connection must not be used for anything else.
+  [[nodiscard]] result<void> send_params(std::string_view sql, const params& values);
+  /// The answer to the statement send_params() sent, waiting for it. @returns errc::invalid_argument
+  /// when nothing was sent.
+  [[nodiscard]] result<rows> receive();
+  /// True between send_params() and receive().
+  [[nodiscard]] bool awaiting_answer() const noexcept;
+
   /// Runs one or more statements with no parameters through the simple protocol (DDL,
   /// migrations, SET). @returns the result of the last statement.
   [[nodiscard]] result<rows> execute(std::string_view sql);

@@ -124,6 +124,8 @@ template <class T>
 result<T> decode_text(oid type, std::string_view text) {
   if constexpr (std::is_same_v<T, std::string>) {
     return std::string(text);
+  } else if constexpr (std::is_same_v<T, std::string_view>) {
+    return text;  // a view into the result
   } else if constexpr (std::is_same_v<T, bool>) {
     if (type != oids::bool_) return errc::type_mismatch;
     return text == "t";

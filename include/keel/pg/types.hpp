@@ -9,11 +9,12 @@
 /// | int16_t, int32_t, int64_t | int2, int4, int8 | any narrower-or-equal integer type |
 /// | float, double | float4, float8 | float4 (both), float8 (double) |
 /// | std::string, std::string_view, const char* | untyped text (the server infers) | text, varchar, char,
-/// name, json, jsonb, numeric, uuid | | keel::bytes, keel::bytes_view | bytea | bytea | | pg::uuid | uuid |
-/// uuid | | pg::jsonb | jsonb | jsonb, json | | pg::numeric | numeric (as text: exact) | numeric | |
-/// keel::timestamp | timestamptz (microseconds; finer digits are truncated) | timestamptz, timestamp (as UTC)
-/// | | std::vector<int64_t> | int8[] | int2[], int4[], int8[] | | std::vector<std::string> | text[] | text[],
-/// varchar[] | | std::optional<T> | NULL or T | NULL or T |
+/// name, json, jsonb, numeric, uuid (std::string_view: text, varchar, char, name, json, as a view) | |
+/// keel::bytes, keel::bytes_view | bytea | bytea | | pg::uuid | uuid | uuid | | pg::jsonb | jsonb | jsonb,
+/// json | | pg::numeric | numeric (as text: exact) | numeric | | keel::timestamp | timestamptz (microseconds;
+/// finer digits are truncated) | timestamptz, timestamp (as UTC) | | std::vector<int64_t> | int8[] | int2[],
+/// int4[], int8[] | | std::vector<std::string> | text[] | text[], varchar[] | | std::optional<T> | NULL or T
+/// | NULL or T |
 ///
 /// Specialize `codec<T>` for your own types (see the members below).
 #include <keel/core/byte_io.hpp>
@@ -200,8 +201,16 @@ struct codec<std::string> : text_param_codec {
   static bool accepts(oid t);
   static result<std::string> decode(oid t, bytes_view raw);
 };
+/// Reading a std::string_view gives a view into the result, valid while its `rows` lives: no
+/// copy, for hot loops. Only for types whose binary form is their text.
 template <>
-struct codec<std::string_view> : text_param_codec {};
+struct codec<std::string_view> : text_param_codec {
+  static bool accepts(oid t) {
+    return t == oids::text || t == oids::varchar || t == oids::bpchar || t == oids::name ||
+           t == oids::unknown || t == oids::json;
+  }
+  static result<std::string_view> decode(oid, bytes_view raw) { return as_chars(raw); }
+};
 template <>
 struct codec<const char*> : text_param_codec {};
 template <std::size_t N>

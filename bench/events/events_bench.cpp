@@ -1,0 +1,227 @@
+// keel::events benchmarks against a private Postgres (or KEEL_DATABASE_URL).
+//   ./keel bench events
+// Figures (`events_per_second`): batched append (100 events a call, 10,000 streams of one
+// category, 1 and 2 writers), single-event append latency (`p50_us`, `p99_us`), `$all` read
+// throughput on one connection, and a projection rebuild (a fold over `$all` with for_each). The append rows
+// also run, on the same workload, the two designs keel avoids, written as plain SQL around the same append: a
+// global lock (Commanded links every event into `$all` under one row lock) and a per-category advisory lock
+// (message-db's write_message), so the table shows what each costs.
+#include <keel/events.hpp>
+#include <keel/pg/local_cluster.hpp>
+
+#include "support/postgres.hpp"
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace {
+
+namespace ev = keel::events;
+std::string conninfo;
+
+keel::pg::connection connect() {
+  return keel::pg::connection::connect(conninfo).value();
+}
+
+void reset(keel::pg::connection& c) {
+  (void)c.execute("TRUNCATE keel_events, keel_events_streams").value();
+  (void)c.execute("UPDATE keel_bench_all SET version = 0").value();
+  (void)c.execute("VACUUM ANALYZE keel_events, keel_events_streams").value();
+}
+
+std::vector<ev::new_event> batch_of(std::size_t n, std::uint64_t salt) {
+  std::vector<ev::new_event> batch;
+  batch.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    batch.push_back({.type = i % 3 == 0 ? "order_placed" : "line_added",
+                     .data = R"({"order": )" + std::to_string(salt + i) +
+                             R"(, "sku": "ABC-123", "quantity": 2, "price": 1999})",
+                     .metadata = R"({"correlation_id": "c-)" + std::to_string(salt) + "\"}"});
+  }
+  return batch;
+}
+
+// What surrounds each append: nothing (keel, one statement), a transaction of its own (the
+// same round trips as the locking designs), a global row lock, a category advisory lock, or a
+// NOTIFY in the transaction (Postgres serialises the commits of notifying transactions on one
+// queue lock: what a live-subscription wake-up in the append path would cost).
+enum class design { keel, keel_in_transaction, global_lock, category_lock, notify_in_transaction };
+
+void append_batched(benchmark::State& state) {
+  auto c = connect();
+  if (state.thread_index() == 0) reset(c);
+  const auto mode = static_cast<design>(state.range(0));
+  constexpr std::size_t per_call = 100;
+  const ev::store store;
+  std::mt19937_64 rng(static_cast<std::uint64_t>(state.thread_index()) + 1);
+  const auto batch = batch_of(per_call, static_cast<std::uint64_t>(state.thread_index()) * 1'000'000);
+  for (auto _ : state) {
+    const auto stream = "order-" + std::to_string(rng() % 10'000);
+    bool ok = true;
+    if (mode != design::keel) ok = ok && c.execute("BEGIN").has_value();
+    if (mode == design::global_lock) {
+      ok = ok &&
+           c.query("UPDATE keel_bench_all SET version = version + $1", std::int64_t{per_call}).has_value();
+    } else if (mode == design::category_lock) {
+      ok = ok && c.query("SELECT pg_advisory_xact_lock(hashtext($1))", ev::category_of(stream)).has_value();
+    }
+    auto appended = store.append(c, stream, ev::expected_version::any(), batch);
+    ok = ok && appended && *appended;
+    if (mode == design::notify_in_transaction) ok = ok && c.notify("keel_bench_events", "order").has_value();
+    if (mode != design::keel) ok = ok && c.execute("COMMIT").has_value();
+    if (!ok) {
+      state.SkipWithError("append failed");
+      break;
+    }
+  }
+  state.counters["events_per_second"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * static_cast<std::int64_t>(per_call)),
+                         benchmark::Counter::kIsRate);
+}
+BENCHMARK(append_batched)
+    ->ArgName("design")  // 0 keel, 1 keel in BEGIN/COMMIT, 2 global lock, 3 category lock, 4 NOTIFY
+    ->DenseRange(0, 4)
+    ->Threads(1)
+    ->Threads(2)
+    ->MinTime(2.0)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+void append_single_latency(benchmark::State& state) {
+  auto c = connect();
+  reset(c);
+  const ev::store store;
+  const auto batch = batch_of(1, 7);
+  std::vector<double> micros;
+  std::int64_t k = 0;
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    auto appended =
+        store.append(c, "order-" + std::to_string(++k % 1000), ev::expected_version::any(), batch);
+    micros.push_back(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
+    if (!appended) {
+      state.SkipWithError("append failed");
+      break;
+    }
+  }
+  std::sort(micros.begin(), micros.end());
+  const auto at = [&](double q) {
+    return micros.empty() ? 0.0
+                          : micros[static_cast<std::size_t>(q * static_cast<double>(micros.size() - 1))];
+  };
+  state.counters["p50_us"] = at(0.50);
+  state.counters["p99_us"] = at(0.99);
+  state.counters["events_per_second"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(append_single_latency)->Iterations(5000)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+constexpr std::int64_t stored_for_reads = 200'000;
+
+// 200,000 events in 500 streams, for the read benchmarks (written once).
+bool preload(keel::pg::connection& c, const ev::store& store) {
+  static bool loaded = false;
+  if (loaded) return true;
+  reset(c);
+  const auto batch = batch_of(1000, 0);
+  for (std::int64_t k = 0; k < stored_for_reads / 1000; ++k) {
+    if (!store.append(c, "order-" + std::to_string(k % 500), ev::expected_version::any(), batch))
+      return false;
+  }
+  loaded = c.execute("VACUUM ANALYZE keel_events").has_value();
+  return loaded;
+}
+
+// $all from the start to the horizon with read_all, in pages of range(0) events, on one
+// connection: every event materialised.
+void read_all(benchmark::State& state) {
+  auto c = connect();
+  const ev::store store;
+  if (!preload(c, store)) {
+    state.SkipWithError("preload failed");
+    return;
+  }
+  const auto page = static_cast<std::size_t>(state.range(0));
+  std::int64_t read = 0;
+  for (auto _ : state) {
+    ev::all_position after;
+    for (;;) {
+      auto got = store.read_all(c, {.after = after, .max_count = page});
+      if (!got) {
+        state.SkipWithError("read failed");
+        return;
+      }
+      read += static_cast<std::int64_t>(got->events.size());
+      after = got->next;
+      if (got->caught_up) break;
+    }
+  }
+  state.counters["events_per_second"] =
+      benchmark::Counter(static_cast<double>(read), benchmark::Counter::kIsRate);
+}
+BENCHMARK(read_all)->Arg(1000)->Arg(10'000)->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// A projection rebuild: for_each over $all (the next page read while this one is folded),
+// folding each event into a per-stream count and byte total, as a read model would.
+void rebuild_fold(benchmark::State& state) {
+  auto c = connect();
+  const ev::store store;
+  if (!preload(c, store)) {
+    state.SkipWithError("preload failed");
+    return;
+  }
+  const auto page = static_cast<std::size_t>(state.range(0));
+  std::int64_t folded = 0;
+  for (auto _ : state) {
+    std::unordered_map<std::string, std::pair<std::int64_t, std::size_t>> per_stream;
+    auto end = store.for_each(c, {.max_count = page}, [&](const ev::recorded_event& e) {
+      auto& [count, bytes] = per_stream[e.stream];
+      ++count;
+      bytes += e.data.size();
+      return true;
+    });
+    if (!end) {
+      state.SkipWithError("rebuild failed");
+      return;
+    }
+    for (const auto& [stream, totals] : per_stream) folded += totals.first;
+    benchmark::DoNotOptimize(per_stream);
+  }
+  state.counters["events_per_second"] =
+      benchmark::Counter(static_cast<double>(folded), benchmark::Counter::kIsRate);
+}
+BENCHMARK(rebuild_fold)->Arg(1000)->Arg(5000)->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  auto postgres = keel::bench::postgres::start();
+  if (!postgres) return 1;
+  conninfo = postgres->conninfo;
+  {
+    auto c = connect();
+    if (auto migrated = ev::migrate(c); !migrated) {
+      std::fprintf(stderr, "migrations failed: %s\n", c.last_error().to_string().c_str());
+      return 1;
+    }
+    // Commanded's $all row, for the global-lock design.
+    if (!c.execute("CREATE TABLE IF NOT EXISTS keel_bench_all (version bigint NOT NULL);"
+                   "INSERT INTO keel_bench_all SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM keel_bench_all)")) {
+      std::fprintf(stderr, "setup failed: %s\n", c.last_error().to_string().c_str());
+      return 1;
+    }
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
