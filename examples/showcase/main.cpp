@@ -36,7 +36,8 @@ constexpr component components[] = {
     {"pg", "libpq done right: pool, transactions, COPY, pipeline, LISTEN/NOTIFY, migrations", "ready"},
     {"net", "HTTP + WebSocket server, router, JSON, Prometheus /metrics", "ready"},
     {"ledger", "double-entry ledger with Merkle proofs", "ready"},
-    {"events", "event sourcing on Postgres", "planned"},
+    {"events", "event store on Postgres: expected versions, a global order that never skips an event",
+     "ready"},
     {"tsdb", "compressed time series in Postgres: decimal/Gorilla/Chimp128, rollups, LTTB", "ready"},
     {"ratelimit", "sliding-window rate limiting: in-process, Redis, Postgres", "ready"},
     {"jobs", "Postgres job queue with a web dashboard", "ready"},
@@ -221,10 +222,9 @@ int main(int argc, char** argv) {
   using mount_function = keel::result<void> (*)(showcase::context&);
   const std::vector<std::pair<const char*, mount_function>> parts = {
       // {"<component>", showcase::mount_<component>},  one line per component, declared in showcase.hpp
-      {"ledger", showcase::mount_ledger},
-      {"ratelimit", showcase::mount_ratelimit},
-      {"tsdb", showcase::mount_tsdb},
-      {"jobs", showcase::mount_jobs},
+      {"ledger", showcase::mount_ledger}, {"ratelimit", showcase::mount_ratelimit},
+      {"tsdb", showcase::mount_tsdb},     {"jobs", showcase::mount_jobs},
+      {"events", showcase::mount_events},
   };
   for (const auto& [name, mount] : parts) {
     if (auto mounted = mount(context); !mounted) {

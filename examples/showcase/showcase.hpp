@@ -31,6 +31,9 @@ struct context {
 keel::result<void> mount_ledger(context& ctx);
 keel::result<void> mount_ratelimit(context& ctx);
 keel::result<void> mount_tsdb(context& ctx);  // examples/showcase/tsdb.cpp: demo series, keel::tsdb_http
-keel::result<void> mount_jobs(context& ctx);  // examples/showcase/jobs.cpp: demo worker, keel::jobs_http
+keel::result<void> mount_jobs(context& ctx);
+keel::result<void> mount_events(
+    context& ctx);  // examples/showcase/events.cpp: an order's lifecycle, event-sourced  //
+                    // examples/showcase/jobs.cpp: demo worker, keel::jobs_http
 
 }  // namespace showcase

@@ -206,3 +206,26 @@ if command -v promtool >/dev/null; then
 fi
 stop
 echo "showcase jobs: all checks passed"
+
+# --- keel::events: an order's lifecycle, event-sourced ------------------------------------------
+start
+request GET /api/events/orders/1;                                expect 200 '"status":"shipped"'
+request GET /api/events/orders/2;                                expect 200 '"status":"paid"'
+request POST /api/events/orders '{"total_cents":2500}';          expect 201 '"stream":"order-4"'
+request POST /api/events/orders '{"total_cents":"lots"}';        expect 400 "invalid order"
+request POST /api/events/orders/4/ship;                          expect 409 "cannot ship"
+request POST /api/events/orders/4/pay '{"expected_version":0}';  expect 200 '"status":"paid"'
+# A clerk who read the order before it was paid is told where it is; nothing is written.
+request POST /api/events/orders/4/cancel '{"expected_version":0}'; expect 409 '"actual_version":1'
+request GET /api/events/orders/4;                                expect 200 '"version":1'
+request GET /api/events/orders/99;                               expect 404 "no such order"
+request GET '/api/events/all?category=order&limit=100';          expect 200 '"caught_up":true'
+[[ "$body" == *'"stream":"order-4","version":1,"type":"order_paid"'* ]] || fail "\$all lacks order-4's payment: $body"
+request GET '/api/events/all?after=nonsense';                    expect 400 '"error"'
+request GET /api/events/horizon;                                 expect 200 '"events_waiting":0'
+request GET /;                                                   expect 200 "/api/events/orders"
+stop
+start  # the demo orders are placed once; numbering goes on after a restart
+request POST /api/events/orders '{"total_cents":100}';           expect 201 '"stream":"order-5"'
+stop
+echo "showcase events: all checks passed"

@@ -277,7 +277,8 @@ struct store_options {
 /// connection passed to each call carries the state.
 class store {
  public:
-  explicit store(store_options options = {}) noexcept : options_(options) {}
+  store() noexcept = default;
+  explicit store(store_options options) noexcept : options_(options) {}
 
   /// Appends `events` to `stream` if it is at the expected version, atomically.
   /// @returns the outcome (a version conflict is an outcome, not an error), or
@@ -338,7 +339,7 @@ class store {
 
  private:
   [[nodiscard]] result<void> check_batch(std::string_view stream, std::span<const new_event> events) const;
-  store_options options_;
+  store_options options_{};
 };
 
 }  // namespace keel::events
