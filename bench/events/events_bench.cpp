@@ -2,7 +2,9 @@
 //   ./keel bench events
 // Figures (`events_per_second`): batched append (100 events a call, 10,000 streams of one
 // category, 1 and 2 writers), single-event append latency (`p50_us`, `p99_us`), `$all` read
-// throughput on one connection, and a projection rebuild (a fold over `$all` with for_each). The append rows
+// throughput on one connection, a projection rebuild (a fold over `$all` with for_each), and
+// append → handler latency for a live subscriber (`p50_us`, `p99_us`). Appends run on a cluster
+// with durability off (as the tests) and on one with durable commits. The append rows
 // also run, on the same workload, the two designs keel avoids, written as plain SQL around the same append: a
 // global lock (Commanded links every event into `$all` under one row lock) and a per-category advisory lock
 // (message-db's write_message), so the table shows what each costs.
@@ -14,10 +16,13 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -25,10 +30,11 @@
 namespace {
 
 namespace ev = keel::events;
-std::string conninfo;
+std::string conninfo;          // durability off (fsync, synchronous_commit): what tests use
+std::string durable_conninfo;  // a second cluster with durable commits, as production runs
 
-keel::pg::connection connect() {
-  return keel::pg::connection::connect(conninfo).value();
+keel::pg::connection connect(bool durable = false) {
+  return keel::pg::connection::connect(durable ? durable_conninfo : conninfo).value();
 }
 
 void reset(keel::pg::connection& c) {
@@ -56,7 +62,7 @@ std::vector<ev::new_event> batch_of(std::size_t n, std::uint64_t salt) {
 enum class design { keel, keel_in_transaction, global_lock, category_lock, notify_in_transaction };
 
 void append_batched(benchmark::State& state) {
-  auto c = connect();
+  auto c = connect(state.range(1) != 0);
   if (state.thread_index() == 0) reset(c);
   const auto mode = static_cast<design>(state.range(0));
   constexpr std::size_t per_call = 100;
@@ -87,8 +93,10 @@ void append_batched(benchmark::State& state) {
                          benchmark::Counter::kIsRate);
 }
 BENCHMARK(append_batched)
-    ->ArgName("design")  // 0 keel, 1 keel in BEGIN/COMMIT, 2 global lock, 3 category lock, 4 NOTIFY
-    ->DenseRange(0, 4)
+    // design: 0 keel, 1 keel in BEGIN/COMMIT, 2 global lock, 3 category lock, 4 NOTIFY;
+    // durable: 0 fsync off, 1 durable commits (fsync, synchronous_commit on)
+    ->ArgNames({"design", "durable"})
+    ->ArgsProduct({{0, 1, 2, 3, 4}, {0, 1}})
     ->Threads(1)
     ->Threads(2)
     ->MinTime(2.0)
@@ -124,6 +132,50 @@ void append_single_latency(benchmark::State& state) {
       benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
 BENCHMARK(append_single_latency)->Iterations(5000)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// Append → handler latency for a live subscriber on $all: each iteration appends one event and
+// waits until the subscription has handled it (woken by the append's NOTIFY).
+void live_latency(benchmark::State& state) {
+  auto c = connect();
+  reset(c);
+  const ev::store store;
+  std::atomic<std::uint64_t> handled{0};
+  ev::subscription sub({.conninfo = conninfo}, [&](const ev::recorded_event&) -> keel::result<void> {
+    ++handled;
+    return {};
+  });
+  if (!sub.start()) {
+    state.SkipWithError("subscription failed to start");
+    return;
+  }
+  // Listening once the LISTEN connection's first wake-up was handled.
+  while (sub.stats().wakeups == 0) std::this_thread::yield();
+  const auto batch = batch_of(1, 11);
+  std::vector<double> micros;
+  std::uint64_t sent = 0;
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    if (!store.append(c, "order-1", ev::expected_version::any(), batch)) {
+      state.SkipWithError("append failed");
+      break;
+    }
+    if (!sub.wait_for_count(++sent, std::chrono::seconds(10))) {
+      state.SkipWithError("the subscriber did not see the event within 10 s");
+      break;
+    }
+    micros.push_back(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
+  }
+  sub.stop();
+  std::sort(micros.begin(), micros.end());
+  const auto at = [&](double q) {
+    return micros.empty() ? 0.0
+                          : micros[static_cast<std::size_t>(q * static_cast<double>(micros.size() - 1))];
+  };
+  state.counters["p50_us"] = at(0.50);
+  state.counters["p99_us"] = at(0.99);
+}
+BENCHMARK(live_latency)->Iterations(1000)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 constexpr std::int64_t stored_for_reads = 200'000;
 
@@ -208,8 +260,19 @@ int main(int argc, char** argv) {
   auto postgres = keel::bench::postgres::start();
   if (!postgres) return 1;
   conninfo = postgres->conninfo;
-  {
-    auto c = connect();
+  std::optional<keel::pg::local_cluster> durable;
+  durable_conninfo = conninfo;
+  if (postgres->cluster) {
+    auto started = keel::pg::local_cluster::start({.durable = true});
+    if (!started) {
+      std::fprintf(stderr, "could not start the durable cluster: %s\n", started.error().message().c_str());
+      return 1;
+    }
+    durable.emplace(std::move(*started));
+    durable_conninfo = durable->conninfo();
+  }
+  for (const bool on_durable : {false, true}) {
+    auto c = connect(on_durable);
     if (auto migrated = ev::migrate(c); !migrated) {
       std::fprintf(stderr, "migrations failed: %s\n", c.last_error().to_string().c_str());
       return 1;

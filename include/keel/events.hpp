@@ -3,3 +3,4 @@
 /// @brief keel::events: event sourcing on Postgres that never skips an event.
 #include <keel/events/error.hpp>
 #include <keel/events/store.hpp>
+#include <keel/events/subscription.hpp>

@@ -37,6 +37,13 @@ const char* describe(errc e) noexcept {
     case errc::invalid_metadata:
       return "invalid stream settings: max_count, max_age and truncate_before cannot be negative, and custom "
              "must be a JSON object";
+    case errc::invalid_checkpoint_name:
+      return "invalid checkpoint name: use 1 to 200 bytes without control characters (e.g. email-receipts)";
+    case errc::handler_failed:
+      return "the subscription's handler threw an exception; the event will be handled again (return an "
+             "error instead of throwing to say why)";
+    case errc::subscription_running:
+      return "the subscription is already running; stop() it before starting it again";
   }
   return "unknown keel.events error";
 }

@@ -68,6 +68,15 @@ CREATE TABLE keel_events (
 -- A category in order.
 CREATE INDEX keel_events_category ON keel_events (category, transaction_id, position);
 )sql"},
+    {2, "events checkpoints", R"sql(
+-- Where each subscription or projection has got to in the global order.
+CREATE TABLE keel_events_checkpoints (
+  name           text        PRIMARY KEY,
+  transaction_id bigint      NOT NULL,
+  position       bigint      NOT NULL,
+  updated_at     timestamptz NOT NULL DEFAULT now()
+);
+)sql"},
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -100,12 +109,21 @@ constexpr std::string_view append_tail = R"sql(
          coalesce(i.id, gen_random_uuid()), i.type, i.data, i.metadata
   FROM head, input i ORDER BY i.ord
   RETURNING version, transaction_id, position
-)
+))sql";
+constexpr std::string_view append_result_rows = R"sql(
 SELECT false AS existed, 0::bigint AS ord, version, transaction_id, position, true AS same FROM ins
 UNION ALL
 SELECT true, ord, version, transaction_id, position, same FROM existing)sql";
+// The same, sending NOTIFY keel_events with the category once the stream row was updated.
+constexpr std::string_view append_result_rows_notify = R"sql(, woke AS (
+  SELECT pg_notify('keel_events', $2) FROM head
+)
+SELECT false AS existed, 0::bigint AS ord, version, transaction_id, position, true AS same
+FROM ins, (SELECT count(*) FROM woke) w
+UNION ALL
+SELECT true, ord, version, transaction_id, position, same FROM existing)sql";
 
-std::string make_append_sql(expected_version::kind kind) {
+std::string make_append_sql(expected_version::kind kind, bool notify) {
   std::string sql(append_head);
   switch (kind) {
     case expected_version::kind::any:
@@ -130,14 +148,22 @@ std::string make_append_sql(expected_version::kind kind) {
       break;
   }
   sql += append_tail;
+  sql += notify ? append_result_rows_notify : append_result_rows;
   return sql;
 }
 
-const std::string& append_sql(expected_version::kind kind) {
-  static const std::array<std::string, 4> statements = {
-      make_append_sql(expected_version::kind::any), make_append_sql(expected_version::kind::no_stream),
-      make_append_sql(expected_version::kind::stream_exists), make_append_sql(expected_version::kind::exact)};
-  return statements[static_cast<std::size_t>(kind)];
+const std::string& append_sql(expected_version::kind kind, bool notify) {
+  static const std::array<std::string, 8> statements = [] {
+    std::array<std::string, 8> all;
+    for (std::size_t k = 0; k < 4; ++k) {
+      for (const bool with_notify : {false, true}) {
+        all[k * 2 + (with_notify ? 1 : 0)] =
+            make_append_sql(static_cast<expected_version::kind>(k), with_notify);
+      }
+    }
+    return all;
+  }();
+  return statements[static_cast<std::size_t>(kind) * 2 + (notify ? 1 : 0)];
 }
 
 constexpr std::string_view stream_row_sql =
@@ -326,7 +352,7 @@ bool is_id_collision(pg::connection& c, const error_code& ec) {
 // One stream's append, as one statement (and a second one only when nothing was written, to say
 // why). Runs in whatever transaction `c` is in.
 result<append_result> append_one(pg::connection& c, std::string_view stream, expected_version expected,
-                                 std::span<const new_event> events) {
+                                 std::span<const new_event> events, bool notify) {
   std::vector<std::string> ids, types, data, metadata;
   ids.reserve(events.size());
   types.reserve(events.size());
@@ -339,8 +365,8 @@ result<append_result> append_one(pg::connection& c, std::string_view stream, exp
     metadata.push_back(e.metadata);
   }
   const auto count = static_cast<std::int64_t>(events.size());
-  auto rows = c.query(append_sql(expected.expect), stream, category_of(stream), expected.version, ids, types,
-                      data, metadata);
+  auto rows = c.query(append_sql(expected.expect, notify), stream, category_of(stream), expected.version, ids,
+                      types, data, metadata);
   if (!rows) return rows.error();
 
   append_result out{.stream = std::string(stream)};
@@ -478,12 +504,12 @@ result<append_result> store::append(pg::connection& c, std::string_view stream, 
   if (auto checked = check_batch(stream, events); !checked) return checked.error();
   if (expected.expect == expected_version::kind::exact && expected.version < 0)
     return errc::invalid_expected_version;
-  auto outcome = append_one(c, stream, expected, events);
+  auto outcome = append_one(c, stream, expected, events, options_.notify);
   // The same ids sent twice at once: both statements saw none of them stored, and the one that
   // committed second hit the id constraint. Outside a transaction it can look again and find the
   // first one's result (inside the caller's, the failed statement has aborted it).
   if (!outcome && !c.in_transaction() && is_id_collision(c, outcome.error())) {
-    outcome = append_one(c, stream, expected, events);
+    outcome = append_one(c, stream, expected, events, options_.notify);
   }
   return outcome;
 }
@@ -513,7 +539,7 @@ result<multi_append_result> store::append_many(pg::connection& c,
   out.streams.resize(appends.size());
   bool conflict = false;
   for (const auto k : order) {
-    auto one = append_one(c, appends[k].stream, appends[k].expected, appends[k].events);
+    auto one = append_one(c, appends[k].stream, appends[k].expected, appends[k].events, options_.notify);
     if (!one) {
       const auto failure = one.error();
       (void)c.execute(undo_sql);
@@ -742,6 +768,26 @@ result<delete_result> store::delete_stream(pg::connection& c, std::string_view s
   const auto [deleted, version, tombstoned] = *f;
   if (!deleted && tombstoned) return errc::stream_deleted;
   return delete_result{.deleted = deleted, .version = version};
+}
+
+result<std::optional<all_position>> store::checkpoint(pg::connection& c, std::string_view name) const {
+  if (!valid_label(name, max_stream_name_bytes, true)) return errc::invalid_checkpoint_name;
+  auto rows = c.query("SELECT transaction_id, position FROM keel_events_checkpoints WHERE name = $1", name);
+  if (!rows) return rows.error();
+  if (rows->empty()) return std::optional<all_position>{};
+  auto f = (*rows)[0].as<std::int64_t, std::int64_t>();
+  if (!f) return f.error();
+  return std::optional<all_position>{all_position{std::get<0>(*f), std::get<1>(*f)}};
+}
+
+result<void> store::save_checkpoint(pg::connection& c, std::string_view name, all_position position) const {
+  if (!valid_label(name, max_stream_name_bytes, true)) return errc::invalid_checkpoint_name;
+  auto saved = c.query(
+      "INSERT INTO keel_events_checkpoints AS k (name, transaction_id, position) VALUES ($1, $2, $3) "
+      "ON CONFLICT (name) DO UPDATE SET transaction_id = $2, position = $3, updated_at = now()",
+      name, position.transaction, position.position);
+  if (!saved) return saved.error();
+  return {};
 }
 
 result<scavenge_report> store::scavenge(pg::connection& c, std::size_t limit) const {

@@ -7,8 +7,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <map>
+#include <mutex>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -57,6 +60,34 @@ std::vector<ev::recorded_event> read_to_horizon(const ev::store& store, connecti
     if (got.caught_up) return out;
   }
 }
+
+// Waits until `ready()` holds, looking again every millisecond, up to `timeout`.
+template <class Predicate>
+bool eventually(Predicate ready, std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (!ready()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+// What a subscription handed over, safe to read from the test's thread.
+struct collected {
+  std::mutex mutex;
+  std::vector<ev::recorded_event> events;
+  ev::subscription::handler_type handler() {
+    return [this](const ev::recorded_event& e) -> keel::result<void> {
+      const std::lock_guard lock(mutex);
+      events.push_back(e);
+      return {};
+    };
+  }
+  std::vector<ev::recorded_event> copy() {
+    const std::lock_guard lock(mutex);
+    return events;
+  }
+};
 
 }  // namespace
 
@@ -613,6 +644,157 @@ TEST_SUITE("pg") {
           ev::errc::invalid_metadata);
     CHECK(f.store.set_stream_settings(f.c, "metric-2", {.custom = "[]"}).error() ==
           ev::errc::invalid_metadata);
+  }
+
+  TEST_CASE("checkpoints: saved in the caller's transaction, so they go with what was built") {
+    fixture f;
+    CHECK(!f.store.checkpoint(f.c, "projector").value());
+    REQUIRE(f.store.save_checkpoint(f.c, "projector", {5, 9}));
+    {
+      auto tx = keel::pg::transaction::begin(f.c).value();
+      REQUIRE(f.store.save_checkpoint(f.c, "projector", {6, 1}));
+      REQUIRE(tx.rollback());
+    }
+    CHECK(f.store.checkpoint(f.c, "projector").value() == ev::all_position{5, 9});
+    CHECK(f.store.save_checkpoint(f.c, "", {1, 1}).error() == ev::errc::invalid_checkpoint_name);
+  }
+
+  TEST_CASE("subscription: catch up from the start, then live; a restart resumes from the checkpoint") {
+    fixture f;
+    for (int k = 0; k < 30; ++k) {
+      const auto stream = k % 10 == 9 ? std::string("other-1") : "order-" + std::to_string(k % 3);
+      REQUIRE(f.store.append(f.c, stream, ev::expected_version::any(), {event("e", std::to_string(k))}));
+    }
+    collected got;
+    {
+      ev::subscription sub({.conninfo = f.schema.conninfo,
+                            .name = "orders",
+                            .category = "order",
+                            .page_size = 7,
+                            .checkpoint_every = 10},
+                           got.handler());
+      REQUIRE(sub.start());
+      CHECK(sub.start().error() == ev::errc::subscription_running);
+      REQUIRE(sub.wait_for_count(27, std::chrono::seconds(20)));
+      // Live: woken by the append's notification.
+      for (int k = 0; k < 5; ++k) {
+        REQUIRE(
+            f.store.append(f.c, "order-9", ev::expected_version::any(), {event("live", std::to_string(k))}));
+      }
+      REQUIRE(f.store.append(f.c, "other-2", ev::expected_version::any(), {event("not mine")}));
+      REQUIRE(sub.wait_for_count(32, std::chrono::seconds(20)));
+      CHECK(sub.stats().wakeups >= 1);
+      sub.stop();
+      CHECK(!sub.stats().running);
+    }
+    ev::all_position from_start;
+    const auto expected = read_to_horizon(f.store, f.c, from_start, 1000, "order");
+    auto delivered = got.copy();
+    REQUIRE(delivered.size() == expected.size());
+    for (std::size_t k = 0; k < expected.size(); ++k) CHECK(delivered[k].id == expected[k].id);
+    const auto checkpoint = f.store.checkpoint(f.c, "orders").value();
+    REQUIRE(checkpoint);
+    CHECK(*checkpoint >= expected.back().position);
+
+    // Started again under the same name: only what came after.
+    REQUIRE(f.store.append(f.c, "order-1", ev::expected_version::any(), {event("after restart")}));
+    collected again;
+    ev::subscription second({.conninfo = f.schema.conninfo, .name = "orders", .category = "order"},
+                            again.handler());
+    REQUIRE(second.start());
+    REQUIRE(second.wait_for_count(1, std::chrono::seconds(20)));
+    second.stop();
+    const auto after = again.copy();
+    REQUIRE(after.size() == 1);
+    CHECK(after[0].type == "after restart");
+  }
+
+  TEST_CASE(
+      "subscription: live, the lower position commits last; it waits at the horizon and skips nothing") {
+    fixture f;
+    collected got;
+    ev::subscription sub({.conninfo = f.schema.conninfo}, got.handler());
+    REQUIRE(sub.start());
+    REQUIRE(eventually([&] { return sub.stats().caught_up && sub.stats().wakeups >= 1; }));  // listening
+
+    auto early = f.schema.connect();
+    auto tx = keel::pg::transaction::begin(early).value();
+    auto low = f.store.append(early, "order-1", ev::expected_version::any(), {event("first drawn")}).value();
+    const auto wakeups = sub.stats().wakeups;
+    auto high =
+        f.store.append(f.c, "order-2", ev::expected_version::any(), {event("first committed")}).value();
+    REQUIRE(low.positions[0].position < high.positions[0].position);
+    // The notification of order-2 woke it; it read, and found nothing below the horizon.
+    REQUIRE(eventually([&] { return sub.stats().wakeups > wakeups; }));
+    REQUIRE(eventually([&] { return f.store.horizon(f.c).value().events_waiting == 1; }));
+    CHECK(sub.stats().delivered == 0);
+    REQUIRE(tx.commit());
+    REQUIRE(sub.wait_for_count(2, std::chrono::seconds(20)));
+    const auto delivered = got.copy();
+    REQUIRE(delivered.size() == 2);
+    CHECK(delivered[0].type == "first drawn");
+    CHECK(delivered[1].type == "first committed");
+  }
+
+  TEST_CASE("subscription: a failing handler gets the same event again; nothing is skipped or repeated") {
+    fixture f;
+    for (int k = 0; k < 6; ++k)
+      REQUIRE(f.store.append(f.c, "task-1", ev::expected_version::any(), {event("t")}));
+    std::mutex mutex;
+    std::vector<std::int64_t> handled;
+    int failures_left = 2;
+    ev::subscription sub(
+        {.conninfo = f.schema.conninfo, .page_size = 2, .min_retry_delay = std::chrono::milliseconds(1)},
+        [&](const ev::recorded_event& e) -> keel::result<void> {
+          const std::lock_guard lock(mutex);
+          if (e.version == 3 && failures_left > 0) {
+            --failures_left;
+            if (failures_left == 0) throw std::runtime_error("a handler that throws");
+            return keel::pg::errc::connection_lost;  // e.g. its own database was away
+          }
+          handled.push_back(e.version);
+          return {};
+        });
+    REQUIRE(sub.start());
+    const bool all = sub.wait_for_count(6, std::chrono::seconds(20));
+    MESSAGE("delivered " << sub.stats().delivered << " failures " << sub.stats().handler_failures << " error "
+                         << sub.stats().last_error.message());
+    REQUIRE(all);
+    sub.stop();
+    CHECK(handled == std::vector<std::int64_t>{0, 1, 2, 3, 4, 5});
+    CHECK(sub.stats().handler_failures == 2);
+  }
+
+  TEST_CASE("subscription: Postgres restarts under it; it reconnects and delivers what came meanwhile") {
+    auto* cluster = keel::test::cluster();
+    if (cluster == nullptr) {
+      MESSAGE("KEEL_DATABASE_URL names the server: not restarting it");
+      return;
+    }
+    fixture f;
+    collected got;
+    ev::subscription sub({.conninfo = f.schema.conninfo,
+                          .name = "survivor",
+                          .poll_interval = std::chrono::milliseconds(200),
+                          .min_retry_delay = std::chrono::milliseconds(20),
+                          .max_retry_delay = std::chrono::milliseconds(500)},
+                         got.handler());
+    REQUIRE(sub.start());
+    for (int k = 0; k < 5; ++k)
+      REQUIRE(f.store.append(f.c, "pay-1", ev::expected_version::any(), {event("before")}));
+    REQUIRE(sub.wait_for_count(5, std::chrono::seconds(20)));
+    REQUIRE(cluster->restart());
+    auto c = f.schema.connect();
+    for (int k = 0; k < 5; ++k)
+      REQUIRE(f.store.append(c, "pay-1", ev::expected_version::any(), {event("after")}));
+    REQUIRE(sub.wait_for_count(10, std::chrono::seconds(30)));
+    sub.stop();
+    const auto delivered = got.copy();
+    REQUIRE(delivered.size() == 10);
+    for (std::size_t k = 0; k < delivered.size(); ++k)
+      CHECK(delivered[k].version == static_cast<std::int64_t>(k));
+    CHECK(sub.stats().reconnects >= 1);
+    CHECK(f.store.checkpoint(c, "survivor").value().value() >= delivered.back().position);
   }
 
   TEST_CASE("migrations apply once; a second migrate finds them applied") {

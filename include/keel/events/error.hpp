@@ -21,6 +21,9 @@ enum class errc {
   invalid_position,          ///< an $all position that is not "transaction/position"
   invalid_read,              ///< a read with max_count 0 or above the store's page limit
   invalid_metadata,          ///< stream settings with a negative max_count, max_age or truncate_before
+  invalid_checkpoint_name,   ///< a checkpoint name that is empty, over 200 bytes, or holds control bytes
+  handler_failed,            ///< a subscription's handler threw; the event is retried
+  subscription_running,      ///< start() on a subscription that is already running
 };
 
 /// The category of keel::events::errc ("keel.events").

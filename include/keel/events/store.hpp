@@ -271,7 +271,14 @@ struct store_options {
   std::size_t max_batch_events = 10'000;
   /// The most events one read may return.
   std::size_t max_page_events = 100'000;
+  /// Appends send NOTIFY keel_events (payload: the category) so live subscriptions wake at
+  /// once; Postgres delivers it at commit and folds repeats within a transaction. Without it,
+  /// subscriptions find new events at their poll interval.
+  bool notify = true;
 };
+
+/// The channel appends notify on; the payload is the stream's category.
+inline constexpr std::string_view notify_channel = "keel_events";
 
 /// The event store's operations. Holds only its options: cheap, copyable, thread-safe; the
 /// connection passed to each call carries the state.
@@ -312,7 +319,8 @@ class store {
   /// Calls `handle` for each event of the global order (or of a category, or of some types)
   /// after `read.after` up to the horizon, in pages of read.max_count, reading the next page
   /// while `handle` works on this one: the fast way to rebuild a projection. The event passed is
-  /// reused from call to call (copy what you keep). `handle` returns false to stop there.
+  /// reused from call to call (copy what you keep). `handle` returns false to stop after that
+  /// event (it counts as handled: the position returned is its own).
   /// @returns where to continue: the last event handled, or the horizon once every event below
   /// it was handled; errc::invalid_read for a backward read.
   [[nodiscard]] result<all_position> for_each(pg::connection& c, const all_read& read,
@@ -334,6 +342,15 @@ class store {
   /// space can be reused. Safe to run while others append and read; run it from one place (e.g.
   /// a keel::jobs periodic job). An id whose event was removed can be appended again.
   [[nodiscard]] result<scavenge_report> scavenge(pg::connection& c, std::size_t limit = 10'000) const;
+
+  /// The checkpoint stored under `name` (a subscription's or a projection's), or nullopt.
+  [[nodiscard]] result<std::optional<all_position>> checkpoint(pg::connection& c,
+                                                               std::string_view name) const;
+  /// Stores `position` under `name`, in whatever transaction `c` is in: save it in the same
+  /// transaction as what you built from the events, and each event takes effect exactly once.
+  /// @returns errc::invalid_checkpoint_name for an empty or too long name.
+  [[nodiscard]] result<void> save_checkpoint(pg::connection& c, std::string_view name,
+                                             all_position position) const;
 
   [[nodiscard]] const store_options& options() const noexcept { return options_; }
 

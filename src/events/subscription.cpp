@@ -1,0 +1,248 @@
+// A subscription's thread: read to the horizon and hand each event over, save the checkpoint,
+// then wait on an io_context that runs a LISTEN connection, until a notification, the poll
+// interval or stop() ends the wait. Only this thread touches the read connection; stop() and
+// the notification handler end a wait with io_context::stop(), which is thread-safe.
+#include <keel/core/assert.hpp>
+#include <keel/core/backoff.hpp>
+#include <keel/core/log.hpp>
+#include <keel/events/subscription.hpp>
+#include <keel/pg/async.hpp>
+
+#include <boost/asio/io_context.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+namespace keel::events {
+
+struct subscription::impl {
+  subscription_options options;
+  handler_type handler;
+  store events;
+
+  mutable std::mutex mutex;
+  mutable std::condition_variable changed;
+  subscription_stats stats;  // guarded by mutex
+
+  std::atomic<bool> stopping{false};
+  boost::asio::io_context io;
+  std::thread thread;
+
+  // Owned by the thread once it runs.
+  all_position position;
+  all_position saved;
+  std::optional<pg::connection> connection;
+  bool ever_connected = false;
+
+  impl(subscription_options o, handler_type h) : options(std::move(o)), handler(std::move(h)) {}
+
+  void update(const std::function<void(subscription_stats&)>& change) {
+    {
+      const std::lock_guard lock(mutex);
+      change(stats);
+    }
+    changed.notify_all();
+  }
+
+  void record_error(error_code ec) {
+    update([ec](subscription_stats& s) { s.last_error = ec; });
+  }
+
+  // Waits up to `delay` on the io_context: a notification, stop() or the delay ends it.
+  void wait(std::chrono::milliseconds delay) {
+    io.restart();
+    if (stopping.load()) return;
+    io.run_for(delay);
+  }
+
+  result<void> save() {
+    if (options.name.empty() || position == saved || !connection) return {};
+    if (auto done = events.save_checkpoint(*connection, options.name, position); !done) return done;
+    saved = position;
+    return {};
+  }
+
+  // Reads from `position` to the horizon, handing each event over. @returns true when it
+  // caught up, false when the handler failed (the event is retried after a backoff).
+  result<bool> drain() {
+    for (;;) {
+      std::size_t since_checkpoint = 0;
+      bool handler_failed = false;
+      bool pause_to_save = false;
+      auto end = events.for_each(*connection,
+                                 {.after = position,
+                                  .max_count = options.page_size,
+                                  .category = options.category,
+                                  .types = options.types},
+                                 [&](const recorded_event& e) {
+                                   result<void> handled;
+                                   try {
+                                     handled = handler(e);
+                                   } catch (const std::exception&) {
+                                     handled = errc::handler_failed;
+                                   }
+                                   if (!handled) {
+                                     handler_failed = true;
+                                     const auto failure = handled.error();
+                                     update([failure](subscription_stats& s) {
+                                       ++s.handler_failures;
+                                       s.last_error = failure;
+                                     });
+                                     return false;
+                                   }
+                                   KEEL_ASSERT(e.position > position);
+                                   position = e.position;
+                                   update([&](subscription_stats& s) {
+                                     ++s.delivered;
+                                     s.position = position;
+                                   });
+                                   if (++since_checkpoint >= options.checkpoint_every) {
+                                     pause_to_save = true;
+                                     return false;
+                                   }
+                                   return !stopping.load();
+                                 });
+      if (!end) return result<bool>(boost::system::in_place_error, end.error());
+      // for_each counts the event its handler stopped at as handled; a failed one was not, so
+      // the position stays at the last success and the failed event is read again.
+      if (handler_failed) return false;
+      KEEL_ASSERT(*end >= position);
+      position = *end;
+      if (pause_to_save) {
+        if (auto done = save(); !done) return result<bool>(boost::system::in_place_error, done.error());
+        continue;
+      }
+      if (stopping.load()) return false;
+      update([this](subscription_stats& s) {
+        s.position = position;
+        s.caught_up = true;
+        s.last_error = {};
+      });
+      return true;
+    }
+  }
+
+  void run() {
+    pg::listener listen(io.get_executor(),
+                        {.conninfo = options.conninfo,
+                         .channels = {std::string(notify_channel)},
+                         .min_reconnect_delay = options.min_retry_delay,
+                         .max_reconnect_delay = options.max_retry_delay},
+                        [this](const pg::listener_event& e) {
+                          using kind = pg::listener_event::kind;
+                          if (e.what == kind::disconnected) return;
+                          // Another category's appends are no news for a category subscription.
+                          if (e.what == kind::notification && !options.category.empty() &&
+                              e.message.payload != options.category) {
+                            return;
+                          }
+                          update([](subscription_stats& s) { ++s.wakeups; });
+                          io.stop();
+                        });
+    listen.start();
+    backoff retry({.initial = options.min_retry_delay, .max = options.max_retry_delay});
+    // After a wake-up that found nothing new (the events wait behind the horizon, or were of
+    // other types), look again soon, then less often, up to the poll interval.
+    std::chrono::milliseconds recheck = options.poll_interval;
+    while (!stopping.load()) {
+      if (!connection || !connection->is_open()) {
+        const bool first = !ever_connected;
+        auto opened =
+            pg::connection::connect(options.conninfo, {.application_name = "keel-events-subscription"});
+        if (!opened) {
+          record_error(opened.error());
+          wait(retry.next());
+          continue;
+        }
+        connection = std::move(*opened);
+        ever_connected = true;
+        if (!first) update([](subscription_stats& s) { ++s.reconnects; });
+      }
+      const auto before = position;
+      auto drained = drain();
+      if (!drained) {
+        record_error(drained.error());
+        log::warn("events subscription read failed",
+                  {{"subscription", options.name}, {"error", drained.error().message()}});
+        if (connection && !connection->is_open()) connection.reset();
+        wait(retry.next());
+        continue;
+      }
+      if (!*drained) {
+        if (!stopping.load()) wait(retry.next());  // the handler failed: the same event again
+        continue;
+      }
+      retry.reset();
+      if (auto done = save(); !done) record_error(done.error());
+      const bool found = position != before;
+      recheck = found ? std::chrono::milliseconds(1) : std::min(recheck * 2, options.poll_interval);
+      wait(recheck < options.poll_interval ? recheck : options.poll_interval);
+    }
+    if (connection && connection->is_open()) (void)save();
+    listen.stop();
+  }
+};
+
+subscription::subscription(subscription_options options, handler_type handler)
+    : impl_(std::make_shared<impl>(std::move(options), std::move(handler))) {}
+
+subscription::~subscription() {
+  stop();
+}
+
+result<void> subscription::start() {
+  if (impl_->thread.joinable()) return errc::subscription_running;
+  auto& o = impl_->options;
+  if (!o.category.empty() &&
+      (!validate_stream_name(o.category) || o.category.find('-') != std::string::npos)) {
+    return errc::invalid_stream_name;
+  }
+  if (o.page_size == 0 || o.checkpoint_every == 0) return errc::invalid_read;
+  impl_->position = o.start;
+  if (!o.name.empty()) {
+    auto c = pg::connection::connect(o.conninfo);
+    if (!c) return c.error();
+    auto stored = impl_->events.checkpoint(*c, o.name);
+    if (!stored) return stored.error();
+    if (*stored) impl_->position = **stored;
+    impl_->connection = std::move(*c);
+    impl_->ever_connected = true;
+  }
+  impl_->saved = impl_->position;
+  impl_->stopping = false;
+  impl_->update([this](subscription_stats& s) {
+    s = subscription_stats{};
+    s.position = impl_->position;
+    s.running = true;
+  });
+  impl_->thread = std::thread([state = impl_] { state->run(); });
+  return {};
+}
+
+void subscription::stop() {
+  if (!impl_->thread.joinable()) return;
+  impl_->stopping = true;
+  impl_->io.stop();
+  impl_->thread.join();
+  impl_->update([](subscription_stats& s) { s.running = false; });
+}
+
+subscription_stats subscription::stats() const {
+  const std::lock_guard lock(impl_->mutex);
+  return impl_->stats;
+}
+
+bool subscription::wait_for(all_position position, std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(impl_->mutex);
+  return impl_->changed.wait_for(lock, timeout, [&] { return impl_->stats.position >= position; });
+}
+
+bool subscription::wait_for_count(std::uint64_t count, std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(impl_->mutex);
+  return impl_->changed.wait_for(lock, timeout, [&] { return impl_->stats.delivered >= count; });
+}
+
+}  // namespace keel::events
