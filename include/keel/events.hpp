@@ -2,5 +2,6 @@
 /// @file keel/events.hpp
 /// @brief keel::events: event sourcing on Postgres that never skips an event.
 #include <keel/events/error.hpp>
+#include <keel/events/projection.hpp>
 #include <keel/events/store.hpp>
 #include <keel/events/subscription.hpp>

@@ -1,14 +1,12 @@
 // A subscription's thread: read to the horizon and hand each event over, save the checkpoint,
-// then wait on an io_context that runs a LISTEN connection, until a notification, the poll
-// interval or stop() ends the wait. Only this thread touches the read connection; stop() and
-// the notification handler end a wait with io_context::stop(), which is thread-safe.
+// then wait on the waker (a LISTEN connection) until a notification, the poll interval or
+// stop() ends the wait. Only this thread touches the read connection.
 #include <keel/core/assert.hpp>
 #include <keel/core/backoff.hpp>
 #include <keel/core/log.hpp>
 #include <keel/events/subscription.hpp>
-#include <keel/pg/async.hpp>
 
-#include <boost/asio/io_context.hpp>
+#include "waker.hpp"
 
 #include <atomic>
 #include <condition_variable>
@@ -28,7 +26,8 @@ struct subscription::impl {
   subscription_stats stats;  // guarded by mutex
 
   std::atomic<bool> stopping{false};
-  boost::asio::io_context io;
+  std::mutex waker_mutex;
+  detail::waker* waiting = nullptr;  // the thread's waker while it runs; guarded by waker_mutex
   std::thread thread;
 
   // Owned by the thread once it runs.
@@ -49,13 +48,6 @@ struct subscription::impl {
 
   void record_error(error_code ec) {
     update([ec](subscription_stats& s) { s.last_error = ec; });
-  }
-
-  // Waits up to `delay` on the io_context: a notification, stop() or the delay ends it.
-  void wait(std::chrono::milliseconds delay) {
-    io.restart();
-    if (stopping.load()) return;
-    io.run_for(delay);
   }
 
   result<void> save() {
@@ -126,23 +118,15 @@ struct subscription::impl {
   }
 
   void run() {
-    pg::listener listen(io.get_executor(),
-                        {.conninfo = options.conninfo,
-                         .channels = {std::string(notify_channel)},
-                         .min_reconnect_delay = options.min_retry_delay,
-                         .max_reconnect_delay = options.max_retry_delay},
-                        [this](const pg::listener_event& e) {
-                          using kind = pg::listener_event::kind;
-                          if (e.what == kind::disconnected) return;
-                          // Another category's appends are no news for a category subscription.
-                          if (e.what == kind::notification && !options.category.empty() &&
-                              e.message.payload != options.category) {
-                            return;
-                          }
-                          update([](subscription_stats& s) { ++s.wakeups; });
-                          io.stop();
-                        });
-    listen.start();
+    detail::waker waker(options.conninfo, options.category, options.min_retry_delay, options.max_retry_delay,
+                        [this] { update([](subscription_stats& s) { ++s.wakeups; }); });
+    {
+      const std::lock_guard lock(waker_mutex);
+      waiting = &waker;
+    }
+    const auto wait = [&](std::chrono::milliseconds delay) {
+      if (!stopping.load()) waker.wait(delay);
+    };
     backoff retry({.initial = options.min_retry_delay, .max = options.max_retry_delay});
     // After a wake-up that found nothing new (the events wait behind the horizon, or were of
     // other types), look again soon, then less often, up to the poll interval.
@@ -182,7 +166,8 @@ struct subscription::impl {
       wait(recheck < options.poll_interval ? recheck : options.poll_interval);
     }
     if (connection && connection->is_open()) (void)save();
-    listen.stop();
+    const std::lock_guard lock(waker_mutex);
+    waiting = nullptr;
   }
 };
 
@@ -225,7 +210,11 @@ result<void> subscription::start() {
 void subscription::stop() {
   if (!impl_->thread.joinable()) return;
   impl_->stopping = true;
-  impl_->io.stop();
+  {
+    // Under the lock: the thread cannot destroy its waker while it is being interrupted.
+    const std::lock_guard lock(impl_->waker_mutex);
+    if (impl_->waiting != nullptr) impl_->waiting->interrupt();
+  }
   impl_->thread.join();
   impl_->update([](subscription_stats& s) { s.running = false; });
 }

@@ -20,6 +20,13 @@
 #include <support/random.hpp>
 #include <support/result.hpp>
 
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
 namespace {
 
 namespace ev = keel::events;
@@ -87,6 +94,33 @@ struct collected {
     const std::lock_guard lock(mutex);
     return events;
   }
+};
+
+// A child process running tests/events/test_process.cpp.
+struct child {
+  pid_t pid = -1;
+  explicit child(std::vector<std::string> args) {
+    std::string exe = KEEL_EVENTS_TEST_PROCESS;
+    std::vector<char*> argv{exe.data()};
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    REQUIRE(::posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv.data(), environ) == 0);
+  }
+  void kill(int signal) const { ::kill(pid, signal); }
+  int wait() {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    pid = -1;
+    return status;
+  }
+  ~child() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      wait();
+    }
+  }
+  child(const child&) = delete;
+  child& operator=(const child&) = delete;
 };
 
 }  // namespace
@@ -683,7 +717,6 @@ TEST_SUITE("pg") {
       }
       REQUIRE(f.store.append(f.c, "other-2", ev::expected_version::any(), {event("not mine")}));
       REQUIRE(sub.wait_for_count(32, std::chrono::seconds(20)));
-      CHECK(sub.stats().wakeups >= 1);
       sub.stop();
       CHECK(!sub.stats().running);
     }
@@ -795,6 +828,118 @@ TEST_SUITE("pg") {
       CHECK(delivered[k].version == static_cast<std::int64_t>(k));
     CHECK(sub.stats().reconnects >= 1);
     CHECK(f.store.checkpoint(c, "survivor").value().value() >= delivered.back().position);
+  }
+
+  TEST_CASE(
+      "projection: batches commit with their checkpoint; a failing batch rolls back whole; rebuild replays") {
+    fixture f;
+    REQUIRE(f.c.execute("CREATE TABLE counts (stream text PRIMARY KEY, n bigint NOT NULL)"));
+    for (int k = 0; k < 40; ++k) {
+      REQUIRE(f.store.append(f.c, "cart-" + std::to_string(k % 4), ev::expected_version::any(),
+                             {event("added")}));
+    }
+    std::atomic<int> fail_batches{1};
+    ev::projection counts(
+        {.conninfo = f.schema.conninfo,
+         .name = "counts",
+         .batch_size = 7,
+         .min_retry_delay = std::chrono::milliseconds(1)},
+        [&](keel::pg::connection& c, std::span<const ev::recorded_event> batch) -> keel::result<void> {
+          for (const auto& e : batch) {
+            auto done = c.query(
+                "INSERT INTO counts AS t VALUES ($1, 1) ON CONFLICT (stream) DO UPDATE SET n = t.n + 1",
+                e.stream);
+            if (!done) return done.error();
+          }
+          // The first batch fails after writing: its rows must go with it.
+          if (fail_batches.fetch_sub(1) > 0) return keel::pg::errc::serialization_failure;
+          return {};
+        });
+    REQUIRE(counts.start());
+    ev::all_position from_start;
+    const auto all = read_to_horizon(f.store, f.c, from_start);
+    REQUIRE(counts.wait_for(all.back().position, std::chrono::seconds(20)));
+    const auto total = [&] {
+      return f.c.query("SELECT coalesce(sum(n), 0)::bigint FROM counts")
+          .value()
+          .value<std::int64_t>()
+          .value();
+    };
+    CHECK(total() == 40);
+    CHECK(counts.stats().failures == 1);
+    CHECK(counts.stats().applied == 40);
+
+    // Live, woken by the append.
+    REQUIRE(f.store.append(f.c, "cart-9", ev::expected_version::any(), {event("added")}));
+    ev::all_position cursor = all.back().position;
+    const auto more = read_to_horizon(f.store, f.c, cursor);
+    REQUIRE(more.size() == 1);
+    REQUIRE(counts.wait_for(more[0].position, std::chrono::seconds(20)));
+    CHECK(total() == 41);
+
+    // Rebuild: reset and replay, under the projection's lock.
+    REQUIRE(ev::projection::rebuild(f.c, "counts", [](keel::pg::connection& c) -> keel::result<void> {
+      if (auto done = c.execute("TRUNCATE counts"); !done) return done.error();
+      return {};
+    }));
+    REQUIRE(ev::projection::wait_for_checkpoint(f.c, "counts", more[0].position, std::chrono::seconds(20)));
+    CHECK(total() == 41);
+    counts.stop();
+    CHECK(counts.stats().applied == 82);
+  }
+
+  TEST_CASE(
+      "reliability: 2 writer processes x 100,000 events, 2 projectors, one SIGKILLed, Postgres restarted") {
+    auto* cluster = keel::test::cluster();
+    if (cluster == nullptr) {
+      MESSAGE("KEEL_DATABASE_URL names the server: not restarting it");
+      return;
+    }
+    fixture f;
+    REQUIRE(f.c.execute(
+        "CREATE TABLE test_totals (stream text PRIMARY KEY, events bigint NOT NULL, total bigint NOT NULL)"));
+    constexpr int per_writer = 100'000;
+    child projector_1({"project", f.schema.conninfo});
+    child projector_2({"project", f.schema.conninfo});
+    child writer_1({"write", f.schema.conninfo, "1", std::to_string(per_writer)});
+    child writer_2({"write", f.schema.conninfo, "2", std::to_string(per_writer)});
+    const auto stored = [&] {
+      auto n = f.c.query("SELECT count(*) FROM keel_events");
+      return n ? n->value<std::int64_t>().value() : std::int64_t{-1};
+    };
+    // Mid-run: a projector dies without warning once the projection is under way ...
+    REQUIRE(ev::projection::wait_for_checkpoint(f.c, "totals", {0, 1}, std::chrono::seconds(60)));
+    projector_1.kill(SIGKILL);
+    projector_1.wait();
+    // ... and Postgres restarts while both writers are still appending.
+    REQUIRE(eventually([&] { return stored() >= 60'000; }, std::chrono::seconds(120)));
+    const auto at_restart = stored();
+    REQUIRE(cluster->restart());
+    REQUIRE(f.c.reset());
+    MESSAGE("Postgres restarted with " << at_restart << " events stored");
+    CHECK(at_restart < 2 * per_writer);
+    CHECK(writer_1.wait() == 0);
+    CHECK(writer_2.wait() == 0);
+    CHECK(stored() == 2 * per_writer);  // each event once, though batches were re-sent
+
+    auto last =
+        f.store
+            .read_all(f.c, {.after = ev::all_position::end(), .dir = ev::direction::backward, .max_count = 1})
+            .value();
+    REQUIRE(last.events.size() == 1);
+    REQUIRE(ev::projection::wait_for_checkpoint(f.c, "totals", last.events[0].position,
+                                                std::chrono::seconds(120)));
+    // The projection equals the fold of the events, each applied exactly once.
+    auto mismatches = f.c.query(R"sql(
+      SELECT count(*) FROM (
+        SELECT stream, count(*) AS events, sum((data::jsonb ->> 'n')::bigint) AS total FROM keel_events GROUP BY stream
+      ) e FULL JOIN test_totals t USING (stream)
+      WHERE e.events IS DISTINCT FROM t.events OR e.total IS DISTINCT FROM t.total)sql");
+    CHECK(mismatches.value().value<std::int64_t>().value() == 0);
+    CHECK(f.c.query("SELECT sum(events)::bigint FROM test_totals").value().value<std::int64_t>().value() ==
+          2 * per_writer);
+    projector_2.kill(SIGTERM);
+    CHECK(projector_2.wait() == 0);
   }
 
   TEST_CASE("migrations apply once; a second migrate finds them applied") {
