@@ -16,12 +16,11 @@
 #include <thread>
 #include <vector>
 
+#include <signal.h>
+#include <spawn.h>
 #include <support/pg.hpp>
 #include <support/random.hpp>
 #include <support/result.hpp>
-
-#include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
