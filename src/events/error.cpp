@@ -44,6 +44,12 @@ const char* describe(errc e) noexcept {
              "error instead of throwing to say why)";
     case errc::subscription_running:
       return "the subscription is already running; stop() it before starting it again";
+    case errc::upcast_failed:
+      return "an upcaster failed on a stored event (the log names its type, stream and version); fix the "
+             "upcaster: the stored event is unchanged";
+    case errc::upcast_cycle:
+      return "the upcasters form a loop (a type upcast back to an earlier one); each upcaster must produce a "
+             "newer type";
   }
   return "unknown keel.events error";
 }

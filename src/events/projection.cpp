@@ -50,7 +50,8 @@ struct projection::impl {
   std::thread thread;
   std::optional<pg::connection> connection;
 
-  impl(projection_options o, apply_type a) : options(std::move(o)), apply(std::move(a)) {}
+  impl(projection_options o, apply_type a)
+      : options(std::move(o)), apply(std::move(a)), events(store_options{.upcast = options.upcast}) {}
 
   void update(const std::function<void(projection_stats&)>& change) {
     {

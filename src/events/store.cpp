@@ -77,6 +77,16 @@ CREATE TABLE keel_events_checkpoints (
   updated_at     timestamptz NOT NULL DEFAULT now()
 );
 )sql"},
+    {3, "events snapshots", R"sql(
+-- The latest snapshot of each stream's fold (aggregates), with the schema of its state.
+CREATE TABLE keel_events_snapshots (
+  stream         text        PRIMARY KEY,
+  version        bigint      NOT NULL CHECK (version >= 0),
+  schema_version integer     NOT NULL,
+  state          json        NOT NULL,
+  taken_at       timestamptz NOT NULL DEFAULT now()
+);
+)sql"},
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -589,6 +599,9 @@ result<stream_page> store::read_stream(pg::connection& c, std::string_view strea
     if (r.is_null(3)) break;  // the stream row alone: no events in range
     auto e = decode_event(r, 3);
     if (!e) return e.error();
+    if (options_.upcast != nullptr) {
+      if (auto up = options_.upcast->apply(*e); !up) return up.error();
+    }
     KEEL_ASSERT(page.events.empty() || (forward ? e->version > page.events.back().version
                                                 : e->version < page.events.back().version));
     page.events.push_back(std::move(*e));
@@ -646,6 +659,9 @@ result<all_page> store::read_all(pg::connection& c, const all_read& read) const 
     if (r.is_null(1)) break;  // nothing below the horizon
     auto e = decode_event(r, 1);
     if (!e) return e.error();
+    if (options_.upcast != nullptr) {
+      if (auto up = options_.upcast->apply(*e); !up) return up.error();
+    }
     KEEL_ASSERT(e->position.transaction < page.horizon);
     KEEL_ASSERT(forward ? e->position > read.after : e->position < read.after);
     KEEL_ASSERT(page.events.empty() || (forward ? e->position > page.events.back().position
@@ -687,7 +703,9 @@ result<all_position> store::for_each(pg::connection& c, const all_read& read,
     }
     for (const auto r : *rows) {
       if (r.is_null(1)) break;
-      if (auto decoded = decode_event_into(r, 1, event); !decoded) {
+      auto decoded = decode_event_into(r, 1, event);
+      if (decoded && options_.upcast != nullptr) decoded = options_.upcast->apply(event);
+      if (!decoded) {
         if (c.awaiting_answer()) (void)c.receive();
         return decoded.error();
       }
@@ -786,6 +804,33 @@ result<void> store::save_checkpoint(pg::connection& c, std::string_view name, al
       "INSERT INTO keel_events_checkpoints AS k (name, transaction_id, position) VALUES ($1, $2, $3) "
       "ON CONFLICT (name) DO UPDATE SET transaction_id = $2, position = $3, updated_at = now()",
       name, position.transaction, position.position);
+  if (!saved) return saved.error();
+  return {};
+}
+
+result<std::optional<snapshot>> store::load_snapshot(pg::connection& c, std::string_view stream) const {
+  if (auto named = validate_stream_name(stream); !named) return named.error();
+  auto rows =
+      c.query("SELECT version, schema_version, state FROM keel_events_snapshots WHERE stream = $1", stream);
+  if (!rows) return rows.error();
+  if (rows->empty()) return std::optional<snapshot>{};
+  auto f = (*rows)[0].as<std::int64_t, std::int32_t, std::string>();
+  if (!f) return f.error();
+  return std::optional<snapshot>{snapshot{
+      .version = std::get<0>(*f), .schema_version = std::get<1>(*f), .state = std::move(std::get<2>(*f))}};
+}
+
+result<void> store::save_snapshot(pg::connection& c, std::string_view stream, const snapshot& s) const {
+  if (auto named = validate_stream_name(stream); !named) return named;
+  if (s.version < 0) return errc::invalid_expected_version;
+  if (!valid_json(s.state, false)) return errc::invalid_json;
+  auto saved = c.query(
+      "INSERT INTO keel_events_snapshots AS k (stream, version, schema_version, state) VALUES ($1, $2, $3, "
+      "$4::json) "
+      "ON CONFLICT (stream) DO UPDATE SET version = excluded.version, schema_version = "
+      "excluded.schema_version, "
+      "state = excluded.state, taken_at = now() WHERE excluded.version >= k.version",
+      stream, s.version, s.schema_version, s.state);
   if (!saved) return saved.error();
   return {};
 }

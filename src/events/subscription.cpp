@@ -36,7 +36,8 @@ struct subscription::impl {
   std::optional<pg::connection> connection;
   bool ever_connected = false;
 
-  impl(subscription_options o, handler_type h) : options(std::move(o)), handler(std::move(h)) {}
+  impl(subscription_options o, handler_type h)
+      : options(std::move(o)), handler(std::move(h)), events(store_options{.upcast = options.upcast}) {}
 
   void update(const std::function<void(subscription_stats&)>& change) {
     {

@@ -941,6 +941,128 @@ TEST_SUITE("pg") {
     CHECK(projector_2.wait() == 0);
   }
 
+  TEST_CASE(
+      "aggregates: decide on the loaded state, retry on conflict, never over-commit; snapshots shorten "
+      "loads") {
+    fixture f;
+    struct seats {
+      std::int64_t taken = 0;
+    };
+    const ev::aggregate_type<seats> flights{
+        .apply = [](seats& s, const ev::recorded_event& e) { s.taken += e.type == "seat_booked" ? 1 : 0; },
+        .to_json = [](const seats& s) { return R"({"taken": )" + std::to_string(s.taken) + "}"; },
+        .from_json = [](std::string_view json) -> std::optional<seats> {
+          const auto colon = json.find(':');
+          if (colon == std::string_view::npos) return std::nullopt;
+          return seats{std::stoll(std::string(json.substr(colon + 1)))};
+        },
+        .snapshot_every = 4};
+    // 4 agents book as long as seats are left: 25 seats, 40 attempts; conflicts are decided again.
+    constexpr std::int64_t capacity = 25;
+    std::atomic<int> refused{0};
+    std::vector<std::thread> agents;
+    for (int t = 0; t < 4; ++t) {
+      agents.emplace_back([&] {
+        auto c = f.schema.connect();
+        for (int k = 0; k < 10; ++k) {
+          auto done = ev::execute(
+              f.store, c, "flight-7", flights,
+              [&](const seats& now) -> keel::result<std::vector<ev::new_event>> {
+                if (now.taken >= capacity) {
+                  ++refused;
+                  return std::vector<ev::new_event>{};
+                }
+                return std::vector<ev::new_event>{event("seat_booked")};
+              },
+              50);
+          CHECK(done);
+          CHECK(done->status != ev::append_status::wrong_expected_version);
+        }
+      });
+    }
+    for (auto& a : agents) a.join();
+    auto now = ev::load(f.store, f.c, "flight-7", flights).value();
+    CHECK(now.state.taken == capacity);  // never over-booked
+    CHECK(now.version == capacity - 1);
+    CHECK(refused.load() == 40 - capacity);
+    CHECK(now.from_snapshot);
+    CHECK(now.events_read < 4);  // only the events after the last snapshot
+    const auto snap = f.store.load_snapshot(f.c, "flight-7").value().value();
+    CHECK(snap.version >= 20);
+    CHECK(snap.schema_version == 1);
+
+    // A new shape of the state ignores old snapshots and replays the stream.
+    auto reshaped = flights;
+    reshaped.schema_version = 2;
+    auto replayed = ev::load(f.store, f.c, "flight-7", reshaped).value();
+    CHECK(!replayed.from_snapshot);
+    CHECK(replayed.events_read == capacity);
+    CHECK(replayed.state.taken == capacity);
+    // An older snapshot never replaces a newer one.
+    REQUIRE(f.store.save_snapshot(f.c, "flight-7", {.version = 1, .state = R"({"taken": 2})"}));
+    CHECK(f.store.load_snapshot(f.c, "flight-7").value().value().version == snap.version);
+  }
+
+  TEST_CASE("upcasting: stored events stay as written; every read sees the newest shape") {
+    fixture f;
+    REQUIRE(f.store.append(f.c, "order-1", ev::expected_version::any(),
+                           {event("order_placed.v1", R"({"total": 12.5})"), event("order_paid")}));
+    ev::upcasters chain;
+    REQUIRE(chain.add("order_placed.v1", [](ev::recorded_event& e) -> keel::result<void> {
+      e.type = "order_placed.v2";  // v2: {"total_cents": n}
+      e.data = R"({"total_cents": 1250})";
+      return {};
+    }));
+    REQUIRE(chain.add("order_placed.v2", [](ev::recorded_event& e) -> keel::result<void> {
+      e.type = "order_placed.v3";  // v3 adds the currency
+      e.data.insert(1, R"("currency": "EUR", )");
+      return {};
+    }));
+    CHECK(
+        chain.add("order_placed.v2", [](ev::recorded_event&) -> keel::result<void> { return {}; }).error() ==
+        ev::errc::invalid_event_type);
+    const ev::store upcasting(ev::store_options{.upcast = &chain});
+    auto page = upcasting.read_stream(f.c, "order-1").value();
+    REQUIRE(page.events.size() == 2);
+    CHECK(page.events[0].type == "order_placed.v3");
+    CHECK(page.events[0].data == R"({"currency": "EUR", "total_cents": 1250})");
+    CHECK(page.events[1].type == "order_paid");
+    CHECK(upcasting.read_all(f.c).value().events[0].type == "order_placed.v3");
+    std::string seen;
+    REQUIRE(upcasting.for_each(f.c, {}, [&](const ev::recorded_event& e) {
+      seen += e.type + ";";
+      return true;
+    }));
+    CHECK(seen == "order_placed.v3;order_paid;");
+    CHECK(f.store.read_stream(f.c, "order-1").value().events[0].type ==
+          "order_placed.v1");  // stored as written
+
+    collected got;
+    ev::subscription sub({.conninfo = f.schema.conninfo, .upcast = &chain}, got.handler());
+    REQUIRE(sub.start());
+    REQUIRE(sub.wait_for_count(2, std::chrono::seconds(20)));
+    sub.stop();
+    CHECK(got.copy()[0].type == "order_placed.v3");
+
+    ev::upcasters loop;
+    REQUIRE(loop.add("a", [](ev::recorded_event& e) -> keel::result<void> {
+      e.type = "b";
+      return {};
+    }));
+    REQUIRE(loop.add("b", [](ev::recorded_event& e) -> keel::result<void> {
+      e.type = "a";
+      return {};
+    }));
+    REQUIRE(f.store.append(f.c, "loop-1", ev::expected_version::any(), {event("a")}));
+    CHECK(ev::store(ev::store_options{.upcast = &loop}).read_stream(f.c, "loop-1").error() ==
+          ev::errc::upcast_cycle);
+    ev::upcasters failing;
+    REQUIRE(
+        failing.add("a", [](ev::recorded_event&) -> keel::result<void> { return ev::errc::invalid_json; }));
+    CHECK(ev::store(ev::store_options{.upcast = &failing}).read_stream(f.c, "loop-1").error() ==
+          ev::errc::upcast_failed);
+  }
+
   TEST_CASE("migrations apply once; a second migrate finds them applied") {
     fixture f;
     auto again = ev::migrate(f.c).value();

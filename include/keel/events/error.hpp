@@ -24,6 +24,8 @@ enum class errc {
   invalid_checkpoint_name,   ///< a checkpoint name that is empty, over 200 bytes, or holds control bytes
   handler_failed,            ///< a subscription's handler threw; the event is retried
   subscription_running,      ///< start() on a subscription that is already running
+  upcast_failed,             ///< an upcaster returned an error for a stored event (see the log)
+  upcast_cycle,              ///< upcasters turned an event's type around in a loop
 };
 
 /// The category of keel::events::errc ("keel.events").

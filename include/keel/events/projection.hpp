@@ -43,6 +43,8 @@ struct projection_options {
   std::chrono::milliseconds poll_interval{1000};
   std::chrono::milliseconds min_retry_delay{10};
   std::chrono::milliseconds max_retry_delay{5000};
+  /// Upcasters applied to every event before the handler sees it (must outlive this).
+  const upcasters* upcast = nullptr;
 };
 
 struct projection_stats {

@@ -18,6 +18,7 @@
 /// @endcode
 #include <keel/core/clock.hpp>
 #include <keel/events/error.hpp>
+#include <keel/events/upcast.hpp>
 #include <keel/pg/connection.hpp>
 #include <keel/pg/migrations.hpp>
 
@@ -264,6 +265,14 @@ struct scavenge_report {
   bool more = false;  ///< the limit was reached: call again
 };
 
+/// A stream's state folded up to `version`, stored so that loading it reads only the events
+/// after. `schema_version` is the state's own shape: a snapshot of another schema is ignored.
+struct snapshot {
+  std::int64_t version = -1;
+  std::int32_t schema_version = 1;
+  std::string state;  ///< JSON
+};
+
 struct store_options {
   /// The most bytes an event's data and metadata may take together.
   std::size_t max_event_bytes = 1U << 20U;
@@ -275,6 +284,9 @@ struct store_options {
   /// once; Postgres delivers it at commit and folds repeats within a transaction. Without it,
   /// subscriptions find new events at their poll interval.
   bool notify = true;
+  /// Applied to every event read (streams, $all, for_each, subscriptions, projections), when set;
+  /// must outlive the store.
+  const upcasters* upcast = nullptr;
 };
 
 /// The channel appends notify on; the payload is the stream's category.
@@ -351,6 +363,13 @@ class store {
   /// @returns errc::invalid_checkpoint_name for an empty or too long name.
   [[nodiscard]] result<void> save_checkpoint(pg::connection& c, std::string_view name,
                                              all_position position) const;
+
+  /// The latest snapshot of `stream` (see keel/events/aggregate.hpp), or nullopt.
+  [[nodiscard]] result<std::optional<snapshot>> load_snapshot(pg::connection& c,
+                                                              std::string_view stream) const;
+  /// Stores a snapshot of `stream`, unless a newer one is stored already.
+  [[nodiscard]] result<void> save_snapshot(pg::connection& c, std::string_view stream,
+                                           const snapshot& s) const;
 
   [[nodiscard]] const store_options& options() const noexcept { return options_; }
 

@@ -52,6 +52,8 @@ struct subscription_options {
   /// Retries of a failing handler and reconnects wait this long, doubling up to max_retry_delay.
   std::chrono::milliseconds min_retry_delay{10};
   std::chrono::milliseconds max_retry_delay{5000};
+  /// Upcasters applied to every event before the handler sees it (must outlive this).
+  const upcasters* upcast = nullptr;
 };
 
 /// What a subscription has done so far.
