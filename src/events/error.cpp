@@ -47,6 +47,9 @@ const char* describe(errc e) noexcept {
     case errc::upcast_failed:
       return "an upcaster failed on a stored event (the log names its type, stream and version); fix the "
              "upcaster: the stored event is unchanged";
+    case errc::partitions_mismatch:
+      return "the consumer group exists with another number of partitions; give every member the group's "
+             "count (or use a new group name to repartition)";
     case errc::upcast_cycle:
       return "the upcasters form a loop (a type upcast back to an earlier one); each upcaster must produce a "
              "newer type";

@@ -87,6 +87,30 @@ CREATE TABLE keel_events_snapshots (
   taken_at       timestamptz NOT NULL DEFAULT now()
 );
 )sql"},
+    {4, "events consumer groups", R"sql(
+-- Consumer groups: a fixed number of partitions (a stream's is a hash of its name), each with
+-- an owner under a lease and a checkpoint; members heartbeat.
+CREATE TABLE keel_events_groups (
+  name       text        PRIMARY KEY,
+  partitions integer     NOT NULL CHECK (partitions > 0),
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE keel_events_group_members (
+  group_name   text        NOT NULL REFERENCES keel_events_groups (name) ON DELETE CASCADE,
+  member       text        NOT NULL,
+  heartbeat_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (group_name, member)
+);
+CREATE TABLE keel_events_group_partitions (
+  group_name       text        NOT NULL REFERENCES keel_events_groups (name) ON DELETE CASCADE,
+  partition        integer     NOT NULL,
+  owner            text,
+  lease_expires_at timestamptz,
+  transaction_id   bigint      NOT NULL DEFAULT 0,
+  position         bigint      NOT NULL DEFAULT 0,
+  PRIMARY KEY (group_name, partition)
+);
+)sql"},
 };
 
 // ---------------------------------------------------------------------------------------------

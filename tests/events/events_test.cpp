@@ -160,6 +160,18 @@ TEST_SUITE("unit") {
     CHECK(ev::to_string(ev::expected_version::stream_exists()) == "stream_exists");
   }
 
+  TEST_CASE("partition_of: stable, in range, and spreads streams evenly") {
+    CHECK(ev::partition_of("order-42", 16) == ev::partition_of("order-42", 16));
+    std::vector<int> counts(16);
+    for (int k = 0; k < 16'000; ++k) {
+      const auto p = ev::partition_of("order-" + std::to_string(k), 16);
+      REQUIRE(p < 16);
+      ++counts[p];
+    }
+    for (const int n : counts) CHECK((n > 800 && n < 1200));
+    CHECK(ev::partition_of("x", 0) == 0);
+  }
+
   TEST_CASE("errors say what to do") {
     const keel::error_code ec = ev::errc::stream_deleted;
     CHECK(ec.category().name() == std::string("keel.events"));
@@ -1061,6 +1073,83 @@ TEST_SUITE("pg") {
         failing.add("a", [](ev::recorded_event&) -> keel::result<void> { return ev::errc::invalid_json; }));
     CHECK(ev::store(ev::store_options{.upcast = &failing}).read_stream(f.c, "loop-1").error() ==
           ev::errc::upcast_failed);
+  }
+
+  TEST_CASE(
+      "consumer groups: members share partitions, every event once, each stream in order; leaving hands "
+      "over") {
+    fixture f;
+    const auto append_round = [&](int round, int per_stream) {
+      for (int k = 0; k < per_stream; ++k) {
+        for (int s = 0; s < 8; ++s) {
+          REQUIRE(f.store.append(f.c, "shard-" + std::to_string(s), ev::expected_version::any(),
+                                 {event("tick", std::to_string(round))}));
+        }
+      }
+    };
+    append_round(0, 20);
+    struct handled_event {
+      std::string member, stream;
+      std::int64_t version;
+      keel::pg::uuid id;
+    };
+    std::mutex mutex;
+    std::vector<handled_event> handled;
+    const auto handler_for = [&](std::string member) {
+      return [&, member](const ev::recorded_event& e) -> keel::result<void> {
+        const std::lock_guard lock(mutex);
+        handled.push_back({member, e.stream, e.version, e.id});
+        return {};
+      };
+    };
+    const ev::consumer_group_options options{.conninfo = f.schema.conninfo,
+                                             .group = "billing",
+                                             .partitions = 8,
+                                             .session_timeout = std::chrono::milliseconds(3000),
+                                             .heartbeat_interval = std::chrono::milliseconds(30),
+                                             .page_size = 16,
+                                             .poll_interval = std::chrono::milliseconds(50)};
+    auto a_options = options;
+    a_options.member = "a";
+    auto b_options = options;
+    b_options.member = "b";
+    ev::consumer a(a_options, handler_for("a"));
+    ev::consumer b(b_options, handler_for("b"));
+    REQUIRE(a.start());
+    REQUIRE(a.wait_for_owned(8, std::chrono::seconds(20)));
+    REQUIRE(a.wait_for_count(160, std::chrono::seconds(20)));
+    REQUIRE(b.start());
+    REQUIRE(b.wait_for_owned(4, std::chrono::seconds(20)));
+    REQUIRE(a.wait_for_owned(4, std::chrono::seconds(20)));
+    CHECK(a.stats().rebalances >= 2);
+    append_round(1, 10);
+    REQUIRE(eventually([&] { return a.stats().delivered + b.stats().delivered == 240; }));
+    CHECK(b.stats().delivered > 0);
+
+    auto mismatched = options;
+    mismatched.member = "c";
+    mismatched.partitions = 4;
+    ev::consumer c(mismatched, handler_for("c"));
+    CHECK(c.start().error() == ev::errc::partitions_mismatch);
+
+    a.stop();  // leaves: b takes over every partition
+    REQUIRE(b.wait_for_owned(8, std::chrono::seconds(20)));
+    append_round(2, 5);
+    REQUIRE(eventually([&] { return a.stats().delivered + b.stats().delivered == 280; }));
+    b.stop();
+
+    const std::lock_guard lock(mutex);
+    REQUIRE(handled.size() == 280);
+    std::set<std::string> ids;
+    std::map<std::string, std::int64_t> next_version;
+    std::map<std::string, std::set<std::string>> members_of_stream;
+    for (const auto& h : handled) {
+      CHECK(ids.insert(h.id.to_string()).second);  // once
+      CHECK(h.version == next_version[h.stream]);  // in order, across the hand-overs
+      next_version[h.stream] = h.version + 1;
+      members_of_stream[h.stream].insert(h.member);
+    }
+    for (const auto& [stream, next] : next_version) CHECK(next == 35);
   }
 
   TEST_CASE("migrations apply once; a second migrate finds them applied") {

@@ -26,6 +26,7 @@ enum class errc {
   subscription_running,      ///< start() on a subscription that is already running
   upcast_failed,             ///< an upcaster returned an error for a stored event (see the log)
   upcast_cycle,              ///< upcasters turned an event's type around in a loop
+  partitions_mismatch,       ///< a consumer group member with another partition count than the group's
 };
 
 /// The category of keel::events::errc ("keel.events").
