@@ -4,6 +4,7 @@
 #include <keel/events/aggregate.hpp>
 #include <keel/events/consumer_group.hpp>
 #include <keel/events/error.hpp>
+#include <keel/events/metrics.hpp>
 #include <keel/events/projection.hpp>
 #include <keel/events/store.hpp>
 #include <keel/events/subscription.hpp>

@@ -10,6 +10,7 @@
 #include <keel/core/xxhash.hpp>
 #include <keel/events/consumer_group.hpp>
 
+#include "lag.hpp"
 #include "waker.hpp"
 
 #include <algorithm>
@@ -113,9 +114,12 @@ struct consumer::impl {
   std::optional<pg::connection> connection;
   std::map<std::uint32_t, all_position> owned;  // partition → checkpoint
   std::map<std::uint32_t, all_position> saved;  // what Postgres has
+  std::optional<timestamp> last_recorded;       // of the last event handled
 
   impl(consumer_group_options o, handler_type h)
-      : options(std::move(o)), handler(std::move(h)), events(store_options{.upcast = options.upcast}) {
+      : options(std::move(o)),
+        handler(std::move(h)),
+        events(store_options{.upcast = options.upcast, .metrics = options.metrics}) {
     if (options.member.empty()) options.member = generated_member_name();
   }
 
@@ -269,6 +273,7 @@ struct consumer::impl {
               return false;
             }
             part->second = e.position;
+            last_recorded = e.recorded_at;
             update([](consumer_stats& s) { ++s.delivered; });
           }
           if (stopping.load() || std::chrono::steady_clock::now() >= heartbeat_due) {
@@ -323,6 +328,12 @@ struct consumer::impl {
         if (!connection->is_open()) connection.reset();
         wait(retry.next());
         continue;
+      }
+      if (options.metrics != nullptr && !owned.empty()) {
+        all_position lowest = all_position::end();
+        for (const auto& [p, at] : owned) lowest = std::min(lowest, at);
+        detail::report_lag(events, *connection, options.metrics, options.group + "/" + options.member,
+                           *drained, lowest, last_recorded);
       }
       if (owned != saved) {
         if (auto done = save(); !done) update([&](consumer_stats& s) { s.last_error = done.error(); });

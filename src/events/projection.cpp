@@ -8,6 +8,7 @@
 #include <keel/events/projection.hpp>
 #include <keel/pg/transaction.hpp>
 
+#include "lag.hpp"
 #include "waker.hpp"
 
 #include <algorithm>
@@ -51,7 +52,9 @@ struct projection::impl {
   std::optional<pg::connection> connection;
 
   impl(projection_options o, apply_type a)
-      : options(std::move(o)), apply(std::move(a)), events(store_options{.upcast = options.upcast}) {}
+      : options(std::move(o)),
+        apply(std::move(a)),
+        events(store_options{.upcast = options.upcast, .metrics = options.metrics}) {}
 
   void update(const std::function<void(projection_stats&)>& change) {
     {
@@ -93,6 +96,8 @@ struct projection::impl {
     const auto n = page->events.size();
     const bool caught_up = page->caught_up;
     const auto next = page->next;
+    detail::report_lag(events, c, options.metrics, options.name, caught_up, next,
+                       n > 0 ? std::optional<timestamp>(page->events.back().recorded_at) : std::nullopt);
     update([&](projection_stats& s) {
       s.position = next;
       s.applied += n;

@@ -8,6 +8,7 @@
 // id at or above it and sorts after the cursor. No append takes a lock shared with other
 // streams: the only lock is the stream's own row.
 #include <keel/core/assert.hpp>
+#include <keel/events/metrics.hpp>
 #include <keel/events/store.hpp>
 #include <keel/pg/transaction.hpp>
 
@@ -545,6 +546,10 @@ result<append_result> store::append(pg::connection& c, std::string_view stream, 
   if (!outcome && !c.in_transaction() && is_id_collision(c, outcome.error())) {
     outcome = append_one(c, stream, expected, events, options_.notify);
   }
+  if (outcome && options_.metrics != nullptr) {
+    if (outcome->status == append_status::appended) options_.metrics->appended(outcome->versions.size());
+    if (outcome->status == append_status::wrong_expected_version) options_.metrics->conflict();
+  }
   return outcome;
 }
 
@@ -597,6 +602,11 @@ result<multi_append_result> store::append_many(pg::connection& c,
     return out;
   }
   if (auto done = c.execute(done_sql); !done) return done.error();
+  if (options_.metrics != nullptr) {
+    for (const auto& one : out.streams) {
+      if (one.status == append_status::appended) options_.metrics->appended(one.versions.size());
+    }
+  }
   return out;
 }
 
@@ -637,6 +647,7 @@ result<stream_page> store::read_stream(pg::connection& c, std::string_view strea
     page.next_version = read.from_version;
   }
   if (!forward && page.next_version < 0) page.end_of_stream = true;
+  if (options_.metrics != nullptr) options_.metrics->read(page.events.size());
   return page;
 }
 
@@ -699,6 +710,7 @@ result<all_page> store::read_all(pg::connection& c, const all_read& read) const 
     page.next = std::max(page.next, all_position{page.horizon, 0});
   }
   static_assert(event_column_count == 9);
+  if (options_.metrics != nullptr) options_.metrics->read(page.events.size());
   return page;
 }
 
@@ -735,6 +747,7 @@ result<all_position> store::for_each(pg::connection& c, const all_read& read,
       }
       KEEL_ASSERT(event.position > at && event.position.transaction < *horizon);
       at = event.position;
+      if (options_.metrics != nullptr) options_.metrics->read(1);
       if (!handle(event)) {
         if (c.awaiting_answer()) (void)c.receive();  // the page asked for ahead is not needed
         return at;
@@ -830,6 +843,13 @@ result<void> store::save_checkpoint(pg::connection& c, std::string_view name, al
       name, position.transaction, position.position);
   if (!saved) return saved.error();
   return {};
+}
+
+result<std::int64_t> store::last_position(pg::connection& c) const {
+  // The identity column's sequence: last_value is the highest drawn (is_called false: none yet).
+  auto rows = c.query("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM keel_events_position_seq");
+  if (!rows) return rows.error();
+  return rows->value<std::int64_t>();
 }
 
 result<std::optional<snapshot>> store::load_snapshot(pg::connection& c, std::string_view stream) const {

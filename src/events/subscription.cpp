@@ -6,6 +6,7 @@
 #include <keel/core/log.hpp>
 #include <keel/events/subscription.hpp>
 
+#include "lag.hpp"
 #include "waker.hpp"
 
 #include <atomic>
@@ -35,9 +36,12 @@ struct subscription::impl {
   all_position saved;
   std::optional<pg::connection> connection;
   bool ever_connected = false;
+  std::optional<timestamp> last_recorded;  // of the last event handled
 
   impl(subscription_options o, handler_type h)
-      : options(std::move(o)), handler(std::move(h)), events(store_options{.upcast = options.upcast}) {}
+      : options(std::move(o)),
+        handler(std::move(h)),
+        events(store_options{.upcast = options.upcast, .metrics = options.metrics}) {}
 
   void update(const std::function<void(subscription_stats&)>& change) {
     {
@@ -49,6 +53,10 @@ struct subscription::impl {
 
   void record_error(error_code ec) {
     update([ec](subscription_stats& s) { s.last_error = ec; });
+  }
+
+  [[nodiscard]] std::string_view reader_name() const {
+    return options.name.empty() ? std::string_view("subscription") : std::string_view(options.name);
   }
 
   result<void> save() {
@@ -88,6 +96,7 @@ struct subscription::impl {
                                    }
                                    KEEL_ASSERT(e.position > position);
                                    position = e.position;
+                                   last_recorded = e.recorded_at;
                                    update([&](subscription_stats& s) {
                                      ++s.delivered;
                                      s.position = position;
@@ -105,10 +114,13 @@ struct subscription::impl {
       KEEL_ASSERT(*end >= position);
       position = *end;
       if (pause_to_save) {
+        detail::report_lag(events, *connection, options.metrics, reader_name(), false, position,
+                           last_recorded);
         if (auto done = save(); !done) return result<bool>(boost::system::in_place_error, done.error());
         continue;
       }
       if (stopping.load()) return false;
+      detail::report_lag(events, *connection, options.metrics, reader_name(), true, position, last_recorded);
       update([this](subscription_stats& s) {
         s.position = position;
         s.caught_up = true;

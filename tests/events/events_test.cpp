@@ -1152,6 +1152,33 @@ TEST_SUITE("pg") {
     for (const auto& [stream, next] : next_version) CHECK(next == 35);
   }
 
+  TEST_CASE("metrics: appends, conflicts and reads counted; lag gauges per reader; the horizon's hold") {
+    fixture f;
+    keel::metrics::registry registry;
+    ev::events_metrics metrics(registry);
+    const ev::store counted(ev::store_options{.metrics = &metrics});
+    REQUIRE(counted.append(f.c, "order-1", ev::expected_version::no_stream(), {event("a"), event("b")}));
+    REQUIRE(!counted.append(f.c, "order-1", ev::expected_version::no_stream(), {event("c")}).value());
+    REQUIRE(counted.read_stream(f.c, "order-1"));
+    CHECK(counted.last_position(f.c).value() >= 2);
+    collected got;
+    ev::subscription sub({.conninfo = f.schema.conninfo, .name = "mailer", .metrics = &metrics},
+                         got.handler());
+    REQUIRE(sub.start());
+    REQUIRE(sub.wait_for_count(2, std::chrono::seconds(20)));
+    REQUIRE(eventually([&] { return sub.stats().caught_up; }));
+    sub.stop();
+    metrics.observe_horizon(counted.horizon(f.c).value());
+    const auto text = registry.expose();
+    CAPTURE(text);
+    CHECK(text.find("keel_events_appended_total 2") != std::string::npos);
+    CHECK(text.find("keel_events_append_conflicts_total 1") != std::string::npos);
+    CHECK(text.find("keel_events_read_total 4") !=
+          std::string::npos);  // 2 by read_stream, 2 by the subscription
+    CHECK(text.find("keel_events_lag_events{reader=\"mailer\"} 0") != std::string::npos);
+    CHECK(text.find("keel_events_horizon_waiting_events 0") != std::string::npos);
+  }
+
   TEST_CASE("migrations apply once; a second migrate finds them applied") {
     fixture f;
     auto again = ev::migrate(f.c).value();

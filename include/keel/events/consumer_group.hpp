@@ -11,6 +11,7 @@
 /// lease ran out. Delivery is at least once: a member that loses a lease while handling (it
 /// stalled longer than the session timeout) may have handled events its successor handles again.
 #include <keel/core/result.hpp>
+#include <keel/events/metrics.hpp>
 #include <keel/events/store.hpp>
 
 #include <chrono>
@@ -45,6 +46,8 @@ struct consumer_group_options {
   std::chrono::milliseconds min_retry_delay{10};
   std::chrono::milliseconds max_retry_delay{5000};
   const upcasters* upcast = nullptr;
+  /// Lag gauges (and the store's counters) in these metrics, when set; must outlive this.
+  events_metrics* metrics = nullptr;
 };
 
 struct consumer_stats {

@@ -19,6 +19,7 @@
 /// totals.start().value();
 /// @endcode
 #include <keel/core/result.hpp>
+#include <keel/events/metrics.hpp>
 #include <keel/events/store.hpp>
 
 #include <chrono>
@@ -45,6 +46,8 @@ struct projection_options {
   std::chrono::milliseconds max_retry_delay{5000};
   /// Upcasters applied to every event before the handler sees it (must outlive this).
   const upcasters* upcast = nullptr;
+  /// Lag gauges (and the store's counters) in these metrics, when set; must outlive this.
+  events_metrics* metrics = nullptr;
 };
 
 struct projection_stats {

@@ -36,6 +36,8 @@
 
 namespace keel::events {
 
+class events_metrics;
+
 /// The schema: tables keel_events and keel_events_streams.
 [[nodiscard]] std::span<const pg::migration> migrations() noexcept;
 /// Applies the missing migrations (see keel::pg::migrate).
@@ -287,6 +289,8 @@ struct store_options {
   /// Applied to every event read (streams, $all, for_each, subscriptions, projections), when set;
   /// must outlive the store.
   const upcasters* upcast = nullptr;
+  /// Counts appends, conflicts and reads, when set; must outlive the store.
+  events_metrics* metrics = nullptr;
 };
 
 /// The channel appends notify on; the payload is the stream's category.
@@ -363,6 +367,10 @@ class store {
   /// @returns errc::invalid_checkpoint_name for an empty or too long name.
   [[nodiscard]] result<void> save_checkpoint(pg::connection& c, std::string_view name,
                                              all_position position) const;
+
+  /// The highest position drawn so far (committed or not; 0 before the first append): what lag
+  /// estimates count against.
+  [[nodiscard]] result<std::int64_t> last_position(pg::connection& c) const;
 
   /// The latest snapshot of `stream` (see keel/events/aggregate.hpp), or nullopt.
   [[nodiscard]] result<std::optional<snapshot>> load_snapshot(pg::connection& c,

@@ -17,6 +17,7 @@
 /// crash the events since the last checkpoint are handled again. For exactly-once effects in
 /// Postgres, write the effect and store::save_checkpoint in one transaction (an async projection).
 #include <keel/core/result.hpp>
+#include <keel/events/metrics.hpp>
 #include <keel/events/store.hpp>
 
 #include <chrono>
@@ -54,6 +55,8 @@ struct subscription_options {
   std::chrono::milliseconds max_retry_delay{5000};
   /// Upcasters applied to every event before the handler sees it (must outlive this).
   const upcasters* upcast = nullptr;
+  /// Lag gauges (and the store's counters) in these metrics, when set; must outlive this.
+  events_metrics* metrics = nullptr;
 };
 
 /// What a subscription has done so far.
