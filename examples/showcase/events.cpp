@@ -1,8 +1,11 @@
 // keel::events in the showcase: an order's lifecycle, event-sourced. Each order is a stream
 // (order-<n>); its state is the fold of its events; a command is decided against that state
 // and appended with the version it was decided on, so two clerks cannot both ship an order.
-// $all and the horizon are browsable as JSON. A few orders are placed at first start.
+// $all and the horizon are browsable as JSON, and keel::events_http's page at /events shows the
+// streams and the readers: a "receipts" subscription that follows the paid orders. A few orders
+// are placed at first start.
 #include <keel/events.hpp>
+#include <keel/events_http.hpp>
 
 #include "showcase.hpp"
 
@@ -78,10 +81,15 @@ boost::json::object order_json(const std::string& stream, const order_state& s,
 }
 
 struct events_part {
-  explicit events_part(keel::pg::pool& p) noexcept : pool(p) {}
+  events_part(keel::pg::pool& p, keel::metrics::registry& registry)
+      : pool(p), metrics(registry), store(ev::store_options{.metrics = &metrics}) {}
   keel::pg::pool& pool;
+  ev::events_metrics metrics;
   ev::store store;
   std::atomic<std::int64_t> next_order{1};
+  std::atomic<std::int64_t> receipts_sent{0};
+  // Follows the paid orders, as a mailer would; stopped when the routes holding the part go.
+  std::unique_ptr<ev::subscription> receipts;
 };
 
 net::response place(events_part& part, keel::pg::connection& c, std::int64_t total_cents) {
@@ -106,7 +114,7 @@ keel::result<void> mount_events(context& ctx) {
     if (!c) return c.error();
     if (auto migrated = ev::migrate(**c); !migrated) return migrated.error();
   }
-  auto part = std::make_shared<events_part>(ctx.pool);
+  auto part = std::make_shared<events_part>(ctx.pool, ctx.server.metrics());
   {
     // Order numbers go on from the highest stored; demo orders at first start.
     auto c = ctx.pool.acquire();
@@ -124,6 +132,19 @@ keel::result<void> mount_events(context& ctx) {
       (void)part->store.append(**c, "order-2", ev::expected_version::exact(0), {{.type = "order_paid"}});
     }
   }
+
+  part->receipts =
+      std::make_unique<ev::subscription>(ev::subscription_options{.conninfo = ctx.conninfo,
+                                                                  .name = "receipts",
+                                                                  .category = "order",
+                                                                  .types = {"order_paid"},
+                                                                  .metrics = &part->metrics},
+                                         [raw = part.get()](const ev::recorded_event&) -> keel::result<void> {
+                                           ++raw->receipts_sent;  // a real mailer would send the receipt here
+                                           return {};
+                                         });
+  if (auto started = part->receipts->start(); !started) return started.error();
+  keel::events_http::mount(ctx.server, ctx.pool, {.store = &part->store});
 
   ctx.server.post(
       "/api/events/orders", net::json_handler([part](const net::request&, const boost::json::value& body) {
@@ -240,6 +261,8 @@ keel::result<void> mount_events(context& ctx) {
                             {"oldest_transaction_pid", h->oldest_transaction_pid}});
   });
 
+  ctx.endpoints.push_back(
+      {"GET", "/events", "events page: streams, a stream's events, readers and their lag"});
   ctx.endpoints.push_back(
       {"POST", "/api/events/orders", "place an order {\"total_cents\": 1250} (keel::events)"});
   ctx.endpoints.push_back({"GET", "/api/events/orders/1", "an order: its state folded from its events"});

@@ -845,6 +845,47 @@ result<void> store::save_checkpoint(pg::connection& c, std::string_view name, al
   return {};
 }
 
+result<std::vector<checkpoint_info>> store::checkpoints(pg::connection& c) const {
+  auto rows = c.query(
+      "SELECT name, transaction_id, position, updated_at FROM keel_events_checkpoints ORDER BY name LIMIT "
+      "1000");
+  if (!rows) return rows.error();
+  std::vector<checkpoint_info> out;
+  for (const auto r : *rows) {
+    auto f = r.as<std::string, std::int64_t, std::int64_t, timestamp>();
+    if (!f) return f.error();
+    auto& [name, transaction, position, updated_at] = *f;
+    out.push_back({.name = std::move(name), .position = {transaction, position}, .updated_at = updated_at});
+  }
+  return out;
+}
+
+result<std::vector<stream_summary>> store::list_streams(pg::connection& c, std::string_view category,
+                                                        std::string_view after, std::size_t limit) const {
+  if (auto sized = check_read_size(limit, options_); !sized) return sized.error();
+  if (!category.empty() &&
+      (!validate_stream_name(category) || category.find('-') != std::string_view::npos)) {
+    return errc::invalid_stream_name;
+  }
+  auto rows = c.query(
+      "SELECT name, version, deleted, tombstoned, updated_at FROM keel_events_streams "
+      "WHERE name > $1 AND ($2 = '' OR category = $2) AND (version >= 0 OR tombstoned) ORDER BY name LIMIT "
+      "$3",
+      after, category, static_cast<std::int64_t>(limit));
+  if (!rows) return rows.error();
+  std::vector<stream_summary> out;
+  for (const auto r : *rows) {
+    auto f = r.as<std::string, std::int64_t, bool, bool, timestamp>();
+    if (!f) return f.error();
+    auto& [name, version, deleted, tombstoned, updated_at] = *f;
+    out.push_back({.name = std::move(name),
+                   .status = status_of(version, deleted, tombstoned),
+                   .last_version = version,
+                   .updated_at = updated_at});
+  }
+  return out;
+}
+
 result<std::int64_t> store::last_position(pg::connection& c) const {
   // The identity column's sequence: last_value is the highest drawn (is_called false: none yet).
   auto rows = c.query("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM keel_events_position_seq");

@@ -18,6 +18,10 @@
 #ifdef KEEL_CONSUMER_EVENTS
 #include <keel/events.hpp>
 #endif
+#ifdef KEEL_CONSUMER_EVENTS_HTTP
+#include <keel/events_http.hpp>
+#include <keel/net/server.hpp>
+#endif
 #ifdef KEEL_CONSUMER_JOBS_HTTP
 #include <keel/jobs_http.hpp>
 #include <keel/net/server.hpp>
@@ -113,6 +117,15 @@ int main() {
                          keel::events::all_position::parse("7/3").value() == keel::events::all_position{7, 3};
   std::printf("events: names and positions %d\n", events_ok);
   components_ok = components_ok && events_ok;
+#endif
+#ifdef KEEL_CONSUMER_EVENTS_HTTP
+  {
+    // Mounting pulls in keel::events, keel::net and keel::pg: a missing link dependency fails here.
+    keel::net::server server({.address = "127.0.0.1", .port = 0});
+    keel::pg::pool pool({.conninfo = "host=127.0.0.1 port=1 connect_timeout=1", .max_size = 1});
+    keel::events_http::mount(server, pool);
+    std::printf("events_http: mounted\n");
+  }
 #endif
   bool jobs_http_ok = true;
 #ifdef KEEL_CONSUMER_JOBS_HTTP

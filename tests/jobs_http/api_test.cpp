@@ -16,58 +16,21 @@
 #include <optional>
 #include <string>
 
+#include <support/http_client.hpp>
 #include <support/pg.hpp>
 #include <support/result.hpp>
 
 namespace {
 
-namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
-using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
 
-struct reply {
-  unsigned status = 0;
-  std::string body;
-  [[nodiscard]] boost::json::object json() const { return boost::json::parse(body).as_object(); }
-  [[nodiscard]] std::string detail() const {
-    auto o = json();
-    return o.contains("detail") ? std::string(o.at("detail").as_string()) : std::string();
-  }
-};
+using reply = keel::test::http_reply;
 
-/// One request per connection, each operation bounded by a deadline so a broken server fails
-/// the test instead of hanging it.
 reply send(std::uint16_t port, http::verb verb, const std::string& target, const std::string& body = {},
            const std::vector<std::pair<std::string, std::string>>& headers = {}) {
-  asio::io_context ioc;
-  beast::tcp_stream stream(ioc);
-  beast::error_code ec;
-  auto run = [&] {
-    ioc.restart();
-    ioc.run();
-  };
-  stream.expires_after(10s);
-  stream.async_connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port),
-                       [&](beast::error_code e) { ec = e; });
-  run();
-  REQUIRE_MESSAGE(!ec, ec.message());
-  http::request<http::string_body> req(verb, target, 11);
-  req.set(http::field::host, "127.0.0.1:" + std::to_string(port));
-  for (const auto& [name, value] : headers) req.set(name, value);
-  if (!body.empty()) req.set(http::field::content_type, "application/json");
-  req.body() = body;
-  req.prepare_payload();
-  http::async_write(stream, req, [&](beast::error_code e, std::size_t) { ec = e; });
-  run();
-  REQUIRE_MESSAGE(!ec, ec.message());
-  beast::flat_buffer buffer;
-  http::response<http::string_body> res;
-  http::async_read(stream, buffer, res, [&](beast::error_code e, std::size_t) { ec = e; });
-  run();
-  REQUIRE_MESSAGE(!ec, ec.message());
-  return {res.result_int(), res.body()};
+  return keel::test::http_send(port, verb, target, body, headers);
 }
 
 /// The dashboard's routes on a fresh schema, on a free loopback port.

@@ -223,6 +223,10 @@ request GET '/api/events/all?category=order&limit=100';          expect 200 '"ca
 [[ "$body" == *'"stream":"order-4","version":1,"type":"order_paid"'* ]] || fail "\$all lacks order-4's payment: $body"
 request GET '/api/events/all?after=nonsense';                    expect 400 '"error"'
 request GET /api/events/horizon;                                 expect 200 '"events_waiting":0'
+request GET /events;                                             expect 200 "keel events"
+request GET /api/events/readers;                                 expect 200 '"name":"receipts"'
+request GET /api/events/streams/order-4;                         expect 200 '"type":"order_paid"'
+request GET /metrics;                                            expect 200 'keel_events_appended_total'
 request GET /;                                                   expect 200 "/api/events/orders"
 stop
 start  # the demo orders are placed once; numbering goes on after a restart

@@ -275,6 +275,21 @@ struct snapshot {
   std::string state;  ///< JSON
 };
 
+/// A named checkpoint: a subscription's or a projection's.
+struct checkpoint_info {
+  std::string name;
+  all_position position;
+  timestamp updated_at{};
+};
+
+/// A stream, as listed.
+struct stream_summary {
+  std::string name;
+  stream_status status = stream_status::not_found;
+  std::int64_t last_version = -1;
+  timestamp updated_at{};
+};
+
 struct store_options {
   /// The most bytes an event's data and metadata may take together.
   std::size_t max_event_bytes = 1U << 20U;
@@ -367,6 +382,14 @@ class store {
   /// @returns errc::invalid_checkpoint_name for an empty or too long name.
   [[nodiscard]] result<void> save_checkpoint(pg::connection& c, std::string_view name,
                                              all_position position) const;
+
+  /// The named checkpoints (subscriptions, projections), by name.
+  [[nodiscard]] result<std::vector<checkpoint_info>> checkpoints(pg::connection& c) const;
+  /// Streams in name order after `after` (all from the start when empty), of `category` when
+  /// not empty, at most `limit` (and at most max_page_events).
+  [[nodiscard]] result<std::vector<stream_summary>> list_streams(pg::connection& c, std::string_view category,
+                                                                 std::string_view after,
+                                                                 std::size_t limit) const;
 
   /// The highest position drawn so far (committed or not; 0 before the first append): what lag
   /// estimates count against.
