@@ -11,14 +11,13 @@
 #include <keel/events/consumer_group.hpp>
 
 #include "lag.hpp"
+#include "runner.hpp"
 #include "waker.hpp"
 
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <condition_variable>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <random>
 #include <thread>
@@ -101,14 +100,8 @@ struct consumer::impl {
   handler_type handler;
   store events;
 
-  mutable std::mutex mutex;
-  mutable std::condition_variable changed;
-  consumer_stats stats;  // guarded by mutex
-
-  std::atomic<bool> stopping{false};
-  std::mutex waker_mutex;
-  detail::waker* waiting = nullptr;  // guarded by waker_mutex
-  std::thread thread;
+  detail::observed<consumer_stats> stats;
+  detail::runner runner;
 
   // Owned by the thread.
   std::optional<pg::connection> connection;
@@ -123,13 +116,7 @@ struct consumer::impl {
     if (options.member.empty()) options.member = generated_member_name();
   }
 
-  void update(const std::function<void(consumer_stats&)>& change) {
-    {
-      const std::lock_guard lock(mutex);
-      change(stats);
-    }
-    changed.notify_all();
-  }
+  void update(const std::function<void(consumer_stats&)>& change) { stats.update(change); }
 
   void publish_owned() {
     std::vector<std::uint32_t> list;
@@ -257,32 +244,21 @@ struct consumer::impl {
         [&](const recorded_event& e) {
           const auto part = owned.find(partition_of(e.stream, options.partitions));
           if (part != owned.end() && e.position > part->second) {
-            result<void> handled;
-            try {
-              handled = handler(e);
-            } catch (const std::exception&) {
-              handled = errc::handler_failed;
-            }
-            if (!handled) {
+            if (!detail::handle_event(handler, e, stats)) {
               handler_failed = true;
-              const auto failure = handled.error();
-              update([failure](consumer_stats& s) {
-                ++s.handler_failures;
-                s.last_error = failure;
-              });
               return false;
             }
             part->second = e.position;
             last_recorded = e.recorded_at;
             update([](consumer_stats& s) { ++s.delivered; });
           }
-          if (stopping.load() || std::chrono::steady_clock::now() >= heartbeat_due) {
+          if (runner.stopping() || std::chrono::steady_clock::now() >= heartbeat_due) {
             paused = true;
             return false;
           }
           return true;
         });
-    if (!end) return result<bool>(boost::system::in_place_error, end.error());
+    if (!end) return {boost::system::in_place_error, end.error()};
     if (handler_failed || paused) return false;
     // Everything below `end` was looked at for every owned partition.
     for (auto& [p, at] : owned) at = std::max(at, *end);
@@ -292,16 +268,11 @@ struct consumer::impl {
   void run() {
     detail::waker waker(options.conninfo, options.category, options.min_retry_delay, options.max_retry_delay,
                         {});
-    {
-      const std::lock_guard lock(waker_mutex);
-      waiting = &waker;
-    }
+    runner.attach(&waker);
     backoff retry({.initial = options.min_retry_delay, .max = options.max_retry_delay});
-    const auto wait = [&](std::chrono::milliseconds delay) {
-      if (!stopping.load()) waker.wait(delay);
-    };
+    const auto wait = [&](std::chrono::milliseconds delay) { runner.wait(waker, delay); };
     auto heartbeat_due = std::chrono::steady_clock::now();
-    while (!stopping.load()) {
+    while (!runner.stopping()) {
       if (!connection || !connection->is_open()) {
         auto opened = pg::connection::connect(options.conninfo, {.application_name = "keel-events-consumer"});
         if (!opened) {
@@ -357,8 +328,7 @@ struct consumer::impl {
     }
     owned.clear();
     publish_owned();
-    const std::lock_guard lock(waker_mutex);
-    waiting = nullptr;
+    runner.attach(nullptr);
   }
 };
 
@@ -370,7 +340,7 @@ consumer::~consumer() {
 }
 
 result<void> consumer::start() {
-  if (impl_->thread.joinable()) return errc::subscription_running;
+  if (impl_->runner.running()) return errc::subscription_running;
   const auto& o = impl_->options;
   if (!valid_name(o.group) || !valid_name(o.member)) return errc::invalid_checkpoint_name;
   if (!o.category.empty() &&
@@ -382,29 +352,22 @@ result<void> consumer::start() {
   if (!c) return c.error();
   if (auto joined = impl_->join(*c); !joined) return joined;
   impl_->connection = std::move(*c);
-  impl_->stopping = false;
   impl_->update([](consumer_stats& s) {
     s = consumer_stats{};
     s.running = true;
   });
-  impl_->thread = std::thread([state = impl_] { state->run(); });
+  impl_->runner.start([state = impl_] { state->run(); });
   return {};
 }
 
 void consumer::stop() {
-  if (!impl_->thread.joinable()) return;
-  impl_->stopping = true;
-  {
-    const std::lock_guard lock(impl_->waker_mutex);
-    if (impl_->waiting != nullptr) impl_->waiting->interrupt();
-  }
-  impl_->thread.join();
+  if (!impl_->runner.running()) return;
+  impl_->runner.stop();
   impl_->update([](consumer_stats& s) { s.running = false; });
 }
 
 consumer_stats consumer::stats() const {
-  const std::lock_guard lock(impl_->mutex);
-  return impl_->stats;
+  return impl_->stats.get();
 }
 
 const std::string& consumer::member() const noexcept {
@@ -412,13 +375,11 @@ const std::string& consumer::member() const noexcept {
 }
 
 bool consumer::wait_for_count(std::uint64_t count, std::chrono::milliseconds timeout) const {
-  std::unique_lock lock(impl_->mutex);
-  return impl_->changed.wait_for(lock, timeout, [&] { return impl_->stats.delivered >= count; });
+  return impl_->stats.wait(timeout, [&](const consumer_stats& s) { return s.delivered >= count; });
 }
 
 bool consumer::wait_for_owned(std::size_t partitions, std::chrono::milliseconds timeout) const {
-  std::unique_lock lock(impl_->mutex);
-  return impl_->changed.wait_for(lock, timeout, [&] { return impl_->stats.owned.size() == partitions; });
+  return impl_->stats.wait(timeout, [&](const consumer_stats& s) { return s.owned.size() == partitions; });
 }
 
 }  // namespace keel::events

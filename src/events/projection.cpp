@@ -9,12 +9,11 @@
 #include <keel/pg/transaction.hpp>
 
 #include "lag.hpp"
+#include "runner.hpp"
 #include "waker.hpp"
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
-#include <mutex>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -41,14 +40,8 @@ struct projection::impl {
   apply_type apply;
   store events;
 
-  mutable std::mutex mutex;
-  mutable std::condition_variable changed;
-  projection_stats stats;  // guarded by mutex
-
-  std::atomic<bool> stopping{false};
-  std::mutex waker_mutex;
-  detail::waker* waiting = nullptr;  // guarded by waker_mutex
-  std::thread thread;
+  detail::observed<projection_stats> stats;
+  detail::runner runner;
   std::optional<pg::connection> connection;
 
   impl(projection_options o, apply_type a)
@@ -56,13 +49,7 @@ struct projection::impl {
         apply(std::move(a)),
         events(store_options{.upcast = options.upcast, .metrics = options.metrics}) {}
 
-  void update(const std::function<void(projection_stats&)>& change) {
-    {
-      const std::lock_guard lock(mutex);
-      change(stats);
-    }
-    changed.notify_all();
-  }
+  void update(const std::function<void(projection_stats&)>& change) { stats.update(change); }
 
   // One batch. @returns how many events it applied (0: caught up).
   result<std::size_t> batch() {
@@ -111,15 +98,10 @@ struct projection::impl {
   void run() {
     detail::waker waker(options.conninfo, options.category, options.min_retry_delay, options.max_retry_delay,
                         {});
-    {
-      const std::lock_guard lock(waker_mutex);
-      waiting = &waker;
-    }
+    runner.attach(&waker);
     backoff retry({.initial = options.min_retry_delay, .max = options.max_retry_delay});
-    const auto wait = [&](std::chrono::milliseconds delay) {
-      if (!stopping.load()) waker.wait(delay);
-    };
-    while (!stopping.load()) {
+    const auto wait = [&](std::chrono::milliseconds delay) { runner.wait(waker, delay); };
+    while (!runner.stopping()) {
       if (!connection || !connection->is_open()) {
         auto opened =
             pg::connection::connect(options.conninfo, {.application_name = "keel-events-projection"});
@@ -146,8 +128,7 @@ struct projection::impl {
       retry.reset();
       if (*done == 0) wait(options.poll_interval);  // caught up: until an append wakes it
     }
-    const std::lock_guard lock(waker_mutex);
-    waiting = nullptr;
+    runner.attach(nullptr);
   }
 };
 
@@ -159,7 +140,7 @@ projection::~projection() {
 }
 
 result<void> projection::start() {
-  if (impl_->thread.joinable()) return errc::subscription_running;
+  if (impl_->runner.running()) return errc::subscription_running;
   const auto& o = impl_->options;
   if (!valid_name(o.name)) return errc::invalid_checkpoint_name;
   if (!o.category.empty() &&
@@ -167,34 +148,26 @@ result<void> projection::start() {
     return errc::invalid_stream_name;
   }
   if (o.batch_size == 0 || o.batch_size > impl_->events.options().max_page_events) return errc::invalid_read;
-  impl_->stopping = false;
   impl_->update([](projection_stats& s) {
     s = projection_stats{};
     s.running = true;
   });
-  impl_->thread = std::thread([state = impl_] { state->run(); });
+  impl_->runner.start([state = impl_] { state->run(); });
   return {};
 }
 
 void projection::stop() {
-  if (!impl_->thread.joinable()) return;
-  impl_->stopping = true;
-  {
-    const std::lock_guard lock(impl_->waker_mutex);
-    if (impl_->waiting != nullptr) impl_->waiting->interrupt();
-  }
-  impl_->thread.join();
+  if (!impl_->runner.running()) return;
+  impl_->runner.stop();
   impl_->update([](projection_stats& s) { s.running = false; });
 }
 
 projection_stats projection::stats() const {
-  const std::lock_guard lock(impl_->mutex);
-  return impl_->stats;
+  return impl_->stats.get();
 }
 
 bool projection::wait_for(all_position position, std::chrono::milliseconds timeout) const {
-  std::unique_lock lock(impl_->mutex);
-  return impl_->changed.wait_for(lock, timeout, [&] { return impl_->stats.position >= position; });
+  return impl_->stats.wait(timeout, [&](const projection_stats& s) { return s.position >= position; });
 }
 
 bool projection::wait_for_checkpoint(pg::connection& c, std::string_view name, all_position position,

@@ -7,11 +7,10 @@
 #include <keel/events/subscription.hpp>
 
 #include "lag.hpp"
+#include "runner.hpp"
 #include "waker.hpp"
 
 #include <atomic>
-#include <condition_variable>
-#include <mutex>
 #include <thread>
 #include <utility>
 
@@ -22,14 +21,8 @@ struct subscription::impl {
   handler_type handler;
   store events;
 
-  mutable std::mutex mutex;
-  mutable std::condition_variable changed;
-  subscription_stats stats;  // guarded by mutex
-
-  std::atomic<bool> stopping{false};
-  std::mutex waker_mutex;
-  detail::waker* waiting = nullptr;  // the thread's waker while it runs; guarded by waker_mutex
-  std::thread thread;
+  detail::observed<subscription_stats> stats;
+  detail::runner runner;
 
   // Owned by the thread once it runs.
   all_position position;
@@ -43,13 +36,7 @@ struct subscription::impl {
         handler(std::move(h)),
         events(store_options{.upcast = options.upcast, .metrics = options.metrics}) {}
 
-  void update(const std::function<void(subscription_stats&)>& change) {
-    {
-      const std::lock_guard lock(mutex);
-      change(stats);
-    }
-    changed.notify_all();
-  }
+  void update(const std::function<void(subscription_stats&)>& change) { stats.update(change); }
 
   void record_error(error_code ec) {
     update([ec](subscription_stats& s) { s.last_error = ec; });
@@ -79,19 +66,8 @@ struct subscription::impl {
                                   .category = options.category,
                                   .types = options.types},
                                  [&](const recorded_event& e) {
-                                   result<void> handled;
-                                   try {
-                                     handled = handler(e);
-                                   } catch (const std::exception&) {
-                                     handled = errc::handler_failed;
-                                   }
-                                   if (!handled) {
+                                   if (!detail::handle_event(handler, e, stats)) {
                                      handler_failed = true;
-                                     const auto failure = handled.error();
-                                     update([failure](subscription_stats& s) {
-                                       ++s.handler_failures;
-                                       s.last_error = failure;
-                                     });
                                      return false;
                                    }
                                    KEEL_ASSERT(e.position > position);
@@ -105,9 +81,9 @@ struct subscription::impl {
                                      pause_to_save = true;
                                      return false;
                                    }
-                                   return !stopping.load();
+                                   return !runner.stopping();
                                  });
-      if (!end) return result<bool>(boost::system::in_place_error, end.error());
+      if (!end) return {boost::system::in_place_error, end.error()};
       // for_each counts the event its handler stopped at as handled; a failed one was not, so
       // the position stays at the last success and the failed event is read again.
       if (handler_failed) return false;
@@ -116,10 +92,10 @@ struct subscription::impl {
       if (pause_to_save) {
         detail::report_lag(events, *connection, options.metrics, reader_name(), false, position,
                            last_recorded);
-        if (auto done = save(); !done) return result<bool>(boost::system::in_place_error, done.error());
+        if (auto done = save(); !done) return {boost::system::in_place_error, done.error()};
         continue;
       }
-      if (stopping.load()) return false;
+      if (runner.stopping()) return false;
       detail::report_lag(events, *connection, options.metrics, reader_name(), true, position, last_recorded);
       update([this](subscription_stats& s) {
         s.position = position;
@@ -133,18 +109,13 @@ struct subscription::impl {
   void run() {
     detail::waker waker(options.conninfo, options.category, options.min_retry_delay, options.max_retry_delay,
                         [this] { update([](subscription_stats& s) { ++s.wakeups; }); });
-    {
-      const std::lock_guard lock(waker_mutex);
-      waiting = &waker;
-    }
-    const auto wait = [&](std::chrono::milliseconds delay) {
-      if (!stopping.load()) waker.wait(delay);
-    };
+    runner.attach(&waker);
+    const auto wait = [&](std::chrono::milliseconds delay) { runner.wait(waker, delay); };
     backoff retry({.initial = options.min_retry_delay, .max = options.max_retry_delay});
     // After a wake-up that found nothing new (the events wait behind the horizon, or were of
     // other types), look again soon, then less often, up to the poll interval.
     std::chrono::milliseconds recheck = options.poll_interval;
-    while (!stopping.load()) {
+    while (!runner.stopping()) {
       if (!connection || !connection->is_open()) {
         const bool first = !ever_connected;
         auto opened =
@@ -169,7 +140,7 @@ struct subscription::impl {
         continue;
       }
       if (!*drained) {
-        if (!stopping.load()) wait(retry.next());  // the handler failed: the same event again
+        if (!runner.stopping()) wait(retry.next());  // the handler failed: the same event again
         continue;
       }
       retry.reset();
@@ -179,8 +150,7 @@ struct subscription::impl {
       wait(recheck < options.poll_interval ? recheck : options.poll_interval);
     }
     if (connection && connection->is_open()) (void)save();
-    const std::lock_guard lock(waker_mutex);
-    waiting = nullptr;
+    runner.attach(nullptr);
   }
 };
 
@@ -192,7 +162,7 @@ subscription::~subscription() {
 }
 
 result<void> subscription::start() {
-  if (impl_->thread.joinable()) return errc::subscription_running;
+  if (impl_->runner.running()) return errc::subscription_running;
   auto& o = impl_->options;
   if (!o.category.empty() &&
       (!validate_stream_name(o.category) || o.category.find('-') != std::string::npos)) {
@@ -210,41 +180,31 @@ result<void> subscription::start() {
     impl_->ever_connected = true;
   }
   impl_->saved = impl_->position;
-  impl_->stopping = false;
   impl_->update([this](subscription_stats& s) {
     s = subscription_stats{};
     s.position = impl_->position;
     s.running = true;
   });
-  impl_->thread = std::thread([state = impl_] { state->run(); });
+  impl_->runner.start([state = impl_] { state->run(); });
   return {};
 }
 
 void subscription::stop() {
-  if (!impl_->thread.joinable()) return;
-  impl_->stopping = true;
-  {
-    // Under the lock: the thread cannot destroy its waker while it is being interrupted.
-    const std::lock_guard lock(impl_->waker_mutex);
-    if (impl_->waiting != nullptr) impl_->waiting->interrupt();
-  }
-  impl_->thread.join();
+  if (!impl_->runner.running()) return;
+  impl_->runner.stop();
   impl_->update([](subscription_stats& s) { s.running = false; });
 }
 
 subscription_stats subscription::stats() const {
-  const std::lock_guard lock(impl_->mutex);
-  return impl_->stats;
+  return impl_->stats.get();
 }
 
 bool subscription::wait_for(all_position position, std::chrono::milliseconds timeout) const {
-  std::unique_lock lock(impl_->mutex);
-  return impl_->changed.wait_for(lock, timeout, [&] { return impl_->stats.position >= position; });
+  return impl_->stats.wait(timeout, [&](const subscription_stats& s) { return s.position >= position; });
 }
 
 bool subscription::wait_for_count(std::uint64_t count, std::chrono::milliseconds timeout) const {
-  std::unique_lock lock(impl_->mutex);
-  return impl_->changed.wait_for(lock, timeout, [&] { return impl_->stats.delivered >= count; });
+  return impl_->stats.wait(timeout, [&](const subscription_stats& s) { return s.delivered >= count; });
 }
 
 }  // namespace keel::events

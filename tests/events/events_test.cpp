@@ -21,6 +21,7 @@
 #include <support/pg.hpp>
 #include <support/random.hpp>
 #include <support/result.hpp>
+#include <support/subprocess.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -96,30 +97,8 @@ struct collected {
 };
 
 // A child process running tests/events/test_process.cpp.
-struct child {
-  pid_t pid = -1;
-  explicit child(std::vector<std::string> args) {
-    std::string exe = KEEL_EVENTS_TEST_PROCESS;
-    std::vector<char*> argv{exe.data()};
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    REQUIRE(::posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv.data(), environ) == 0);
-  }
-  void kill(int signal) const { ::kill(pid, signal); }
-  int wait() {
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    pid = -1;
-    return status;
-  }
-  ~child() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      wait();
-    }
-  }
-  child(const child&) = delete;
-  child& operator=(const child&) = delete;
+struct child : keel::test::child_process {
+  explicit child(std::vector<std::string> args) : child_process(KEEL_EVENTS_TEST_PROCESS, std::move(args)) {}
 };
 
 }  // namespace

@@ -25,6 +25,7 @@
 #include <spawn.h>
 #include <support/pg.hpp>
 #include <support/result.hpp>
+#include <support/subprocess.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -100,27 +101,9 @@ struct counting_observer final : jobs::observer {
 };
 
 // A child process running tests/jobs/test_worker.cpp.
-struct child {
-  pid_t pid = -1;
-  child(const std::string& mode, const std::string& conninfo) {
-    std::string exe = KEEL_JOBS_TEST_WORKER;
-    char* argv[] = {exe.data(), const_cast<char*>(mode.c_str()), const_cast<char*>(conninfo.c_str()),
-                    nullptr};
-    REQUIRE(::posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv, environ) == 0);
-  }
-  void kill(int signal) const { ::kill(pid, signal); }
-  int wait() {
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    pid = -1;
-    return status;
-  }
-  ~child() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      wait();
-    }
-  }
+struct child : keel::test::child_process {
+  child(const std::string& mode, const std::string& conninfo)
+      : child_process(KEEL_JOBS_TEST_WORKER, {mode, conninfo}) {}
 };
 
 // 3,000 queues with known contents: queue i ("q0000"...) has i % 4 + 1 available jobs, one more
@@ -1378,7 +1361,7 @@ TEST_SUITE("pg") {
       return number("SELECT job_id FROM test_runs WHERE job_id = ANY($1) LIMIT 1", ids);
     };
     auto a = std::make_unique<child>("cancel", schema.conninfo);
-    const std::string a_worker = "test-worker-" + std::to_string(a->pid);
+    const std::string a_worker = "test-worker-" + std::to_string(a->pid());
     auto held_by_a = [&](const std::vector<std::int64_t>& ids) {
       return c
           .query("SELECT count(*) FROM keel_jobs WHERE id = ANY($1) AND state = 'running' AND worker_id = $2",
@@ -1443,7 +1426,7 @@ TEST_SUITE("pg") {
     CHECK(state_of(c, running_second) == "cancelled");
     CHECK(cancelled_unstarted(second) == 4);
     CHECK(c.query("SELECT count(*) FROM test_runs WHERE pid = $1 AND job_id <> $2",
-                  static_cast<std::int32_t>(b->pid), sentinel)
+                  static_cast<std::int32_t>(b->pid()), sentinel)
               .value()
               .value<std::int64_t>()
               .value() == 0);
@@ -1480,7 +1463,7 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 1802137199
     REQUIRE(eventually([&] { return leader_pid() > 0 && slots() >= 3; }));
     const auto killed_pid = leader_pid();
     auto leader =
-        std::find_if(workers.begin(), workers.end(), [&](const auto& w) { return w->pid == killed_pid; });
+        std::find_if(workers.begin(), workers.end(), [&](const auto& w) { return w->pid() == killed_pid; });
     REQUIRE(leader != workers.end());
     const auto slots_before = slots();
     (*leader)->kill(SIGKILL);
@@ -1495,14 +1478,14 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 1802137199
     MESSAGE("leader " << killed_pid << " killed; " << next_pid << " took over after "
                       << std::chrono::duration_cast<std::chrono::milliseconds>(took_over).count() << " ms");
     CHECK(took_over < lease);
-    CHECK(std::any_of(workers.begin(), workers.end(), [&](const auto& w) { return w->pid == next_pid; }));
+    CHECK(std::any_of(workers.begin(), workers.end(), [&](const auto& w) { return w->pid() == next_pid; }));
     // The new leader goes on enqueueing slots.
     CHECK(eventually([&] { return slots() >= slots_before + 3; }));
     for (auto& w : workers) {
-      if (w->pid > 0) w->kill(SIGTERM);
+      if (w->pid() > 0) w->kill(SIGTERM);
     }
     for (auto& w : workers) {
-      if (w->pid > 0) CHECK(WIFEXITED(w->wait()));
+      if (w->pid() > 0) CHECK(WIFEXITED(w->wait()));
     }
     const auto all_slots = slots();
     CHECK(count(c, "SELECT count(*) FROM keel_jobs WHERE kind = 'tick'") == all_slots);  // none twice

@@ -1,6 +1,6 @@
 #pragma once
-// Runs one test case of the current test binary in a child process, for what a test cannot
-// observe in its own process: start-up behaviour (environment read once) and aborts.
+// Child processes: one test case of the current test binary, for what a test cannot observe in
+// its own process (start-up behaviour, aborts), and helper processes tests start and kill.
 #include <doctest/doctest.h>
 
 #include <array>
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -62,5 +63,37 @@ inline child_outcome run_test_case_in_child(
   REQUIRE(::waitpid(pid, &out.wait_status, 0) == pid);
   return out;
 }
+
+/// A helper process (a test worker) started with `args`, killed with SIGKILL and reaped if the
+/// test did not wait for it.
+class child_process {
+ public:
+  child_process(std::string exe, std::vector<std::string> args) {
+    std::vector<char*> argv{exe.data()};
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    REQUIRE(::posix_spawn(&pid_, exe.c_str(), nullptr, nullptr, argv.data(), environ) == 0);
+  }
+  child_process(const child_process&) = delete;
+  child_process& operator=(const child_process&) = delete;
+  ~child_process() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      (void)wait();
+    }
+  }
+  void kill(int signal) const { ::kill(pid_, signal); }
+  /// Waits for it to end. @returns the status as from waitpid().
+  int wait() {
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+  }
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+};
 
 }  // namespace keel::test
