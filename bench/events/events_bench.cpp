@@ -38,7 +38,9 @@ keel::pg::connection connect(bool durable = false) {
 }
 
 void reset(keel::pg::connection& c) {
-  (void)c.execute("TRUNCATE keel_events, keel_events_streams").value();
+  (void)c.execute("TRUNCATE keel_events, keel_events_streams, keel_events_sequence").value();
+  (void)c.execute("UPDATE keel_events_sequencer SET last_sequence = 0, transaction_id = 0, position = 0")
+      .value();
   (void)c.execute("UPDATE keel_bench_all SET version = 0").value();
   (void)c.execute("VACUUM ANALYZE keel_events, keel_events_streams").value();
 }
@@ -102,6 +104,48 @@ BENCHMARK(append_batched)
     ->MinTime(2.0)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+
+// The strict mode's price: the same batched appends (2 writers, durability off) while a
+// sequencer numbers the events densely as they commit, in batches of up to 10,000; reports the
+// appends and what the sequencer kept up with.
+void append_with_sequencer(benchmark::State& state) {
+  auto c = connect();
+  if (state.thread_index() == 0) reset(c);
+  constexpr std::size_t per_call = 100;
+  const ev::store store;
+  std::mt19937_64 rng(static_cast<std::uint64_t>(state.thread_index()) + 7);
+  const auto batch = batch_of(per_call, static_cast<std::uint64_t>(state.thread_index()) * 1'000'000);
+  std::atomic<bool> running{true};
+  std::atomic<std::uint64_t> sequenced{0};
+  std::thread sequencer;
+  if (state.thread_index() == 0) {
+    sequencer = std::thread([&] {
+      auto sc = connect();
+      while (running.load()) {
+        auto numbered = store.assign_sequence(sc, 10'000);
+        if (!numbered) break;
+        sequenced += numbered->assigned;
+        if (numbered->assigned == 0) std::this_thread::yield();
+      }
+    });
+  }
+  for (auto _ : state) {
+    if (!store.append(c, "order-" + std::to_string(rng() % 10'000), ev::expected_version::any(), batch)) {
+      state.SkipWithError("append failed");
+      break;
+    }
+  }
+  if (state.thread_index() == 0) {
+    running = false;
+    sequencer.join();
+    state.counters["sequenced_per_second"] =
+        benchmark::Counter(static_cast<double>(sequenced.load()), benchmark::Counter::kIsRate);
+  }
+  state.counters["events_per_second"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * static_cast<std::int64_t>(per_call)),
+                         benchmark::Counter::kIsRate);
+}
+BENCHMARK(append_with_sequencer)->Threads(2)->MinTime(2.0)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void append_single_latency(benchmark::State& state) {
   auto c = connect();

@@ -112,6 +112,24 @@ CREATE TABLE keel_events_group_partitions (
   PRIMARY KEY (group_name, partition)
 );
 )sql"},
+    {5, "events dense sequence", R"sql(
+-- The strict mode: dense, gap-free sequence numbers for the global order, assigned after commit
+-- by store::assign_sequence below the horizon, so appends take no lock for them. Insert-only:
+-- keel_events rows are never updated for it.
+CREATE TABLE keel_events_sequence (
+  sequence       bigint PRIMARY KEY,
+  transaction_id bigint NOT NULL,
+  position       bigint NOT NULL
+);
+-- The sequencer's cursor: one row, locked by the one assigning.
+CREATE TABLE keel_events_sequencer (
+  id             integer PRIMARY KEY CHECK (id = 1),
+  last_sequence  bigint  NOT NULL,
+  transaction_id bigint  NOT NULL,
+  position       bigint  NOT NULL
+);
+INSERT INTO keel_events_sequencer VALUES (1, 0, 0, 0);
+)sql"},
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -884,6 +902,83 @@ result<std::vector<stream_summary>> store::list_streams(pg::connection& c, std::
                    .updated_at = updated_at});
   }
   return out;
+}
+
+namespace {
+
+// Under the sequencer row's lock: the next events after its cursor, below the horizon, get the
+// next numbers, and the cursor moves to the last of them. The horizon is read in the statement's
+// snapshot, taken before the lock gave this transaction an id, so it is not held back by it.
+constexpr std::string_view assign_sequence_sql = R"sql(
+WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon),
+cur AS (
+  SELECT last_sequence, transaction_id, position FROM keel_events_sequencer WHERE id = 1 FOR UPDATE
+), next AS (
+  SELECT e.transaction_id, e.position,
+         c.last_sequence + row_number() OVER (ORDER BY e.transaction_id, e.position) AS sequence
+  FROM cur c, h, LATERAL (
+    SELECT e.transaction_id, e.position FROM keel_events e
+    WHERE (e.transaction_id, e.position) > (c.transaction_id, c.position) AND e.transaction_id < h.horizon
+    ORDER BY e.transaction_id, e.position LIMIT $1) e
+), numbered AS (
+  INSERT INTO keel_events_sequence (sequence, transaction_id, position)
+  SELECT sequence, transaction_id, position FROM next
+  RETURNING sequence, transaction_id, position
+), moved AS (
+  UPDATE keel_events_sequencer s SET last_sequence = l.sequence, transaction_id = l.transaction_id,
+    position = l.position
+  FROM (SELECT * FROM numbered ORDER BY sequence DESC LIMIT 1) l
+  WHERE s.id = 1
+  RETURNING s.last_sequence
+)
+SELECT (SELECT count(*) FROM numbered), coalesce((SELECT last_sequence FROM moved), (SELECT last_sequence FROM cur)))sql";
+
+constexpr std::string_view read_sequenced_sql = R"sql(
+SELECT s.sequence, )sql"
+                                                "e.id, e.stream, e.type, e.data, e.metadata, e.version, "
+                                                "e.transaction_id, e.position, e.recorded_at"
+                                                R"sql(
+FROM keel_events_sequence s JOIN keel_events e ON e.transaction_id = s.transaction_id AND e.position = s.position
+WHERE s.sequence > $1 ORDER BY s.sequence LIMIT $2)sql";
+
+}  // namespace
+
+result<sequence_report> store::assign_sequence(pg::connection& c, std::size_t limit) const {
+  if (auto sized = check_read_size(limit, options_); !sized) return sized.error();
+  auto rows = c.query(assign_sequence_sql, static_cast<std::int64_t>(limit));
+  if (!rows) return rows.error();
+  auto f = (*rows)[0].as<std::int64_t, std::int64_t>();
+  if (!f) return f.error();
+  const auto [numbered, last] = *f;
+  return sequence_report{.assigned = static_cast<std::uint64_t>(numbered),
+                         .last_sequence = last,
+                         .more = static_cast<std::size_t>(numbered) >= limit};
+}
+
+result<sequenced_page> store::read_sequenced(pg::connection& c, std::int64_t after,
+                                             std::size_t max_count) const {
+  if (auto sized = check_read_size(max_count, options_); !sized) return sized.error();
+  auto rows = c.query(read_sequenced_sql, after, static_cast<std::int64_t>(max_count));
+  if (!rows) return rows.error();
+  sequenced_page page;
+  page.next = after;
+  page.events.reserve(rows->size());
+  for (const auto r : *rows) {
+    auto sequence = r.get<std::int64_t>(0);
+    if (!sequence) return sequence.error();
+    auto e = decode_event(r, 1);
+    if (!e) return e.error();
+    if (options_.upcast != nullptr) {
+      if (auto up = options_.upcast->apply(*e); !up) return up.error();
+    }
+    // Dense: each number follows the last (scavenging is the one thing that removes rows).
+    KEEL_ASSERT(*sequence > page.next);
+    page.next = *sequence;
+    page.events.push_back({*sequence, std::move(*e)});
+  }
+  page.caught_up = page.events.size() < max_count;
+  if (options_.metrics != nullptr) options_.metrics->read(page.events.size());
+  return page;
 }
 
 result<std::int64_t> store::last_position(pg::connection& c) const {

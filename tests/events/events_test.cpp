@@ -1158,6 +1158,73 @@ TEST_SUITE("pg") {
     CHECK(text.find("keel_events_horizon_waiting_events 0") != std::string::npos);
   }
 
+  TEST_CASE(
+      "strict mode: dense sequence numbers without gaps, in global order, under concurrent writers "
+      "(seeded)") {
+    fixture f;
+    auto& rng = keel::test::rng();
+    // The race first: the lower position commits last; nothing is numbered past it meanwhile.
+    auto early = f.schema.connect();
+    auto tx = keel::pg::transaction::begin(early).value();
+    REQUIRE(f.store.append(early, "order-1", ev::expected_version::any(), {event("first drawn")}));
+    REQUIRE(f.store.append(f.c, "order-2", ev::expected_version::any(), {event("first committed")}));
+    CHECK(f.store.assign_sequence(f.c).value().assigned == 0);
+    REQUIRE(tx.commit());
+    auto numbered = f.store.assign_sequence(f.c).value();
+    CHECK(numbered.assigned == 2);
+    CHECK(numbered.last_sequence == 2);
+    auto page = f.store.read_sequenced(f.c, 0).value();
+    REQUIRE(page.events.size() == 2);
+    CHECK(page.events[0].sequence == 1);
+    CHECK(page.events[0].event.type == "first drawn");
+    CHECK(page.events[1].sequence == 2);
+
+    // Writers with rollbacks (which leave position gaps) while a sequencer numbers as it goes.
+    std::atomic<bool> writing{true};
+    std::vector<std::thread> writers;
+    for (int w = 0; w < 3; ++w) {
+      writers.emplace_back([&, w, seed = rng()] {
+        std::mt19937_64 local(seed);
+        auto c = f.schema.connect();
+        for (int k = 0; k < 100; ++k) {
+          auto t = keel::pg::transaction::begin(c).value();
+          CHECK(f.store.append(c, "item-" + std::to_string(w), ev::expected_version::any(),
+                               {event("e"), event("e")}));
+          if (local() % 4 == 0) {
+            CHECK(t.rollback());
+          } else {
+            CHECK(t.commit());
+          }
+        }
+      });
+    }
+    std::thread sequencer([&] {
+      auto c = f.schema.connect();
+      while (writing.load()) CHECK(f.store.assign_sequence(c, 7));
+    });
+    for (auto& t : writers) t.join();
+    writing = false;
+    sequencer.join();
+    while (f.store.assign_sequence(f.c, 1000).value().assigned > 0) {
+    }
+    ev::all_position from_start;
+    const auto all = read_to_horizon(f.store, f.c, from_start, 100'000);
+    std::vector<ev::sequenced_event> dense;
+    std::int64_t after = 0;
+    for (;;) {
+      auto got = f.store.read_sequenced(f.c, after, 50).value();
+      after = got.next;
+      for (auto& e : got.events) dense.push_back(std::move(e));
+      if (got.caught_up) break;
+    }
+    REQUIRE(dense.size() == all.size());
+    CHECK(static_cast<std::int64_t>(dense.size()) == f.count_events());
+    for (std::size_t k = 0; k < dense.size(); ++k) {
+      CHECK(dense[k].sequence == static_cast<std::int64_t>(k + 1));  // 1, 2, 3 ... no gaps
+      CHECK(dense[k].event.id == all[k].id);                         // in the global order
+    }
+  }
+
   TEST_CASE("migrations apply once; a second migrate finds them applied") {
     fixture f;
     auto again = ev::migrate(f.c).value();

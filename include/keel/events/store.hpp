@@ -290,6 +290,26 @@ struct stream_summary {
   timestamp updated_at{};
 };
 
+/// What store::assign_sequence numbered.
+struct sequence_report {
+  std::uint64_t assigned = 0;
+  std::int64_t last_sequence = 0;  ///< the highest number assigned so far
+  bool more = false;               ///< the limit was reached: call again
+};
+
+/// An event with its dense sequence number (strict mode).
+struct sequenced_event {
+  std::int64_t sequence = 0;
+  recorded_event event;
+};
+
+/// A page of the dense sequence.
+struct sequenced_page {
+  std::vector<sequenced_event> events;
+  std::int64_t next = 0;  ///< pass as `after` to continue
+  bool caught_up = false;
+};
+
 struct store_options {
   /// The most bytes an event's data and metadata may take together.
   std::size_t max_event_bytes = 1U << 20U;
@@ -382,6 +402,16 @@ class store {
   /// @returns errc::invalid_checkpoint_name for an empty or too long name.
   [[nodiscard]] result<void> save_checkpoint(pg::connection& c, std::string_view name,
                                              all_position position) const;
+
+  /// Strict mode: gives the next committed events of the global order (up to `limit`, below the
+  /// horizon) dense sequence numbers 1, 2, 3 ... without gaps, in global order. Appends take no
+  /// lock for it: numbers are assigned after commit, by whoever calls this (one at a time: the
+  /// sequencer's row lock), e.g. in a loop or a keel::jobs periodic job. Numbered events stay
+  /// numbered; scavenged events leave their numbers unused.
+  [[nodiscard]] result<sequence_report> assign_sequence(pg::connection& c, std::size_t limit = 10'000) const;
+  /// Strict mode: events by sequence number after `after` (0: from the first).
+  [[nodiscard]] result<sequenced_page> read_sequenced(pg::connection& c, std::int64_t after,
+                                                      std::size_t max_count = 1000) const;
 
   /// The named checkpoints (subscriptions, projections), by name.
   [[nodiscard]] result<std::vector<checkpoint_info>> checkpoints(pg::connection& c) const;
