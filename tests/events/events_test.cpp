@@ -1225,6 +1225,67 @@ TEST_SUITE("pg") {
     }
   }
 
+  TEST_CASE(
+      "consumer groups: a member SIGKILLed; the other takes its partitions after the lease and misses "
+      "nothing") {
+    fixture f;
+    REQUIRE(f.c.execute(
+        "CREATE TABLE test_consumed (id bigserial PRIMARY KEY, member text, stream text, version bigint)"));
+    const auto append_round = [&](int per_stream) {
+      for (int k = 0; k < per_stream; ++k) {
+        for (int s = 0; s < 8; ++s) {
+          REQUIRE(
+              f.store.append(f.c, "job-" + std::to_string(s), ev::expected_version::any(), {event("work")}));
+        }
+      }
+    };
+    append_round(50);
+    child one({"consume", f.schema.conninfo, "one"});
+    child two({"consume", f.schema.conninfo, "two"});
+    const auto owners = [&] {
+      return f.c
+          .query(
+              "SELECT count(DISTINCT owner) FROM keel_events_group_partitions WHERE group_name = 'workers' "
+              "AND owner IS NOT NULL")
+          .value()
+          .value<std::int64_t>()
+          .value();
+    };
+    REQUIRE(eventually([&] { return owners() == 2; }, std::chrono::seconds(30)));
+    one.kill(SIGKILL);
+    one.wait();
+    append_round(20);
+    const auto handled = [&] {
+      return f.c.query("SELECT count(DISTINCT (stream, version)) FROM test_consumed")
+          .value()
+          .value<std::int64_t>()
+          .value();
+    };
+    REQUIRE(eventually([&] { return handled() == 8 * 70; }, std::chrono::seconds(60)));
+    REQUIRE(eventually(
+        [&] {
+          return f.c.query(
+                        "SELECT count(*) FROM keel_events_group_partitions WHERE group_name = 'workers' "
+                        "AND owner = 'two'")
+                     .value()
+                     .value<std::int64_t>()
+                     .value() == 8;
+        },
+        std::chrono::seconds(30)));
+    // Each stream in order: the first time each version was handled, versions rise.
+    auto out_of_order = f.c.query(R"sql(
+      SELECT count(*) FROM (
+        SELECT stream, version, lag(version) OVER (PARTITION BY stream ORDER BY first_id) AS before
+        FROM (SELECT stream, version, min(id) AS first_id FROM test_consumed GROUP BY stream, version) f
+      ) x WHERE before IS NOT NULL AND before <> version - 1)sql");
+    CHECK(out_of_order.value().value<std::int64_t>().value() == 0);
+    auto again = f.c.query("SELECT count(*) - count(DISTINCT (stream, version)) FROM test_consumed");
+    MESSAGE(
+        "handled again after the SIGKILL (at least once): " << again.value().value<std::int64_t>().value());
+    two.kill(SIGTERM);
+    CHECK(two.wait() == 0);
+  }
+
   TEST_CASE("migrations apply once; a second migrate finds them applied") {
     fixture f;
     auto again = ev::migrate(f.c).value();

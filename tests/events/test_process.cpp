@@ -2,6 +2,10 @@
 // SIGKILLs one, restarts Postgres under them).
 //   keel_events_test_process write <conninfo> <writer> <events>   appends in batches of 100, exits 0
 //   keel_events_test_process project <conninfo>                    runs the "totals" projection until SIGTERM
+//   keel_events_test_process consume <conninfo> <member>            a member of group "workers" until
+//   SIGTERM,
+//                                                                   recording what it handles in
+//                                                                   test_consumed
 // Writers give every event a deterministic id, so a batch whose commit was lost with the
 // connection is re-sent and found already appended: each event is stored once.
 #include <keel/events.hpp>
@@ -94,6 +98,33 @@ int project(const std::string& conninfo) {
   return 0;
 }
 
+int consume(const std::string& conninfo, const std::string& member) {
+  auto c = keel::pg::connection::connect(conninfo);
+  if (!c) return 2;
+  ev::consumer worker({.conninfo = conninfo,
+                       .group = "workers",
+                       .member = member,
+                       .partitions = 8,
+                       .session_timeout = 1500ms,
+                       .heartbeat_interval = 100ms,
+                       .page_size = 25,
+                       .poll_interval = 100ms},
+                      [&](const ev::recorded_event& e) -> keel::result<void> {
+                        // The handler's connection is the process's own: it records, in order.
+                        auto done = c->query(
+                            "INSERT INTO test_consumed (member, stream, version) VALUES ($1, $2, $3)", member,
+                            e.stream, e.version);
+                        if (!done) return done.error();
+                        return {};
+                      });
+  if (!worker.start()) return 2;
+  std::printf("ready\n");
+  std::fflush(stdout);
+  while (!terminate_requested.load()) std::this_thread::sleep_for(20ms);
+  worker.stop();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -101,6 +132,10 @@ int main(int argc, char** argv) {
   if (argc >= 5 && std::string(argv[1]) == "write")
     return write(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
   if (argc >= 3 && std::string(argv[1]) == "project") return project(argv[2]);
-  std::fprintf(stderr, "usage: %s write <conninfo> <writer> <events> | project <conninfo>\n", argv[0]);
+  if (argc >= 4 && std::string(argv[1]) == "consume") return consume(argv[2], argv[3]);
+  std::fprintf(
+      stderr,
+      "usage: %s write <conninfo> <writer> <events> | project <conninfo> | consume <conninfo> <member>\n",
+      argv[0]);
   return 64;
 }
