@@ -130,6 +130,15 @@ CREATE TABLE keel_events_sequencer (
 );
 INSERT INTO keel_events_sequencer VALUES (1, 0, 0, 0);
 )sql"},
+    {6, "events stream order in the global order", R"sql(
+-- The ordering key each stream's last append used. An append's events are ordered by
+-- greatest(its transaction id, this), never by less: a transaction that took its id before
+-- another, and appends to a stream after that one did, would otherwise sort its later version
+-- first. Keys stay at or above the real transaction id, so the horizon rule still holds.
+ALTER TABLE keel_events_streams ADD COLUMN last_transaction_id bigint NOT NULL DEFAULT 0;
+UPDATE keel_events_streams s
+SET last_transaction_id = coalesce((SELECT max(e.transaction_id) FROM keel_events e WHERE e.stream = s.name), 0);
+)sql"},
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -149,16 +158,18 @@ WITH input AS (
 ), head AS ()sql";
 
 constexpr std::string_view append_upsert = R"sql(
-  INSERT INTO keel_events_streams AS s (name, category, version)
-  SELECT $1, $2, cardinality($5::text[]) - 1 WHERE NOT EXISTS (SELECT 1 FROM existing)
-  ON CONFLICT (name) DO UPDATE SET version = s.version + cardinality($5::text[]), deleted = false, updated_at = now()
+  INSERT INTO keel_events_streams AS s (name, category, version, last_transaction_id)
+  SELECT $1, $2, cardinality($5::text[]) - 1, pg_current_xact_id()::text::bigint
+  WHERE NOT EXISTS (SELECT 1 FROM existing)
+  ON CONFLICT (name) DO UPDATE SET version = s.version + cardinality($5::text[]), deleted = false, updated_at = now(),
+    last_transaction_id = greatest(s.last_transaction_id, pg_current_xact_id()::text::bigint)
   WHERE NOT s.tombstoned)sql";
 
 constexpr std::string_view append_tail = R"sql(
-  RETURNING s.version
+  RETURNING s.version, s.last_transaction_id
 ), ins AS (
   INSERT INTO keel_events (transaction_id, stream, category, version, id, type, data, metadata)
-  SELECT (SELECT pg_current_xact_id()::text::bigint), $1, $2, head.version - cardinality($5::text[]) + i.ord,
+  SELECT head.last_transaction_id, $1, $2, head.version - cardinality($5::text[]) + i.ord,
          coalesce(i.id, gen_random_uuid()), i.type, i.data, i.metadata
   FROM head, input i ORDER BY i.ord
   RETURNING version, transaction_id, position
@@ -189,13 +200,15 @@ std::string make_append_sql(expected_version::kind kind, bool notify) {
       break;
     case expected_version::kind::stream_exists:
       sql += R"sql(
-  UPDATE keel_events_streams s SET version = s.version + cardinality($5::text[]), updated_at = now()
+  UPDATE keel_events_streams s SET version = s.version + cardinality($5::text[]), updated_at = now(),
+    last_transaction_id = greatest(s.last_transaction_id, pg_current_xact_id()::text::bigint)
   WHERE s.name = $1 AND s.version >= 0 AND NOT s.deleted AND NOT s.tombstoned
     AND NOT EXISTS (SELECT 1 FROM existing))sql";
       break;
     case expected_version::kind::exact:
       sql += R"sql(
-  UPDATE keel_events_streams s SET version = s.version + cardinality($5::text[]), deleted = false, updated_at = now()
+  UPDATE keel_events_streams s SET version = s.version + cardinality($5::text[]), deleted = false, updated_at = now(),
+    last_transaction_id = greatest(s.last_transaction_id, pg_current_xact_id()::text::bigint)
   WHERE s.name = $1 AND s.version = $3 AND NOT s.tombstoned
     AND NOT EXISTS (SELECT 1 FROM existing))sql";
       break;

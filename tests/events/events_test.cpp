@@ -417,6 +417,31 @@ TEST_SUITE("pg") {
     CHECK(orders[0].stream == "order-1");
   }
 
+  TEST_CASE("$all keeps each stream in version order when an older transaction appends after a newer one") {
+    fixture f;
+    // `older` takes its transaction id first (writing something of its own, as a caller's
+    // transaction does), `newer` appends version 0 and commits, then `older` appends version 1.
+    auto older = f.schema.connect();
+    auto tx = keel::pg::transaction::begin(older).value();
+    REQUIRE(f.store.append(older, "audit-1", ev::expected_version::any(), {event("first write of older")}));
+    auto newer = f.schema.connect();
+    REQUIRE(f.store.append(newer, "account-7", ev::expected_version::no_stream(), {event("opened")}));
+    REQUIRE(f.store.append(older, "account-7", ev::expected_version::exact(0), {event("credited")}));
+    REQUIRE(tx.commit());
+    ev::all_position cursor;
+    const auto all = read_to_horizon(f.store, f.c, cursor);
+    std::vector<std::int64_t> versions;
+    for (const auto& e : all) {
+      if (e.stream == "account-7") versions.push_back(e.version);
+    }
+    CHECK(versions == std::vector<std::int64_t>{0, 1});
+    ev::all_position in_category;
+    const auto accounts = read_to_horizon(f.store, f.c, in_category, 1000, "account");
+    REQUIRE(accounts.size() == 2);
+    CHECK(accounts[0].version == 0);
+    CHECK(accounts[1].version == 1);
+  }
+
   TEST_CASE(
       "a rolled-back append leaves no stall; a long transaction shows as lag and readers resume when it "
       "ends") {

@@ -58,9 +58,11 @@ inline constexpr std::size_t max_event_type_bytes = 200;
 /// them, then by position (a sequence number drawn at insert). Positions alone are not enough:
 /// they are drawn before commit, so transactions commit them out of order, and a reader that
 /// trusts them skips events (Marten's lost events). Readers only ever read below the oldest
-/// transaction still running, so nothing can later appear behind a cursor.
+/// transaction still running, so nothing can later appear behind a cursor. The transaction part
+/// is raised to the stream's previous append's when that is higher, so every stream stays in
+/// version order within the global order.
 struct all_position {
-  std::int64_t transaction = 0;  ///< the appending transaction's id (Postgres xid8)
+  std::int64_t transaction = 0;  ///< the appending transaction's id (Postgres xid8), or the stream's last
   std::int64_t position = 0;     ///< the event's sequence number, unique across the store
 
   /// Before every event.
