@@ -300,6 +300,20 @@ FROM h LEFT JOIN LATERAL (
   WHERE e.category = $5 AND (e.transaction_id, e.position) < ($1, $2) AND e.transaction_id < h.horizon
     AND (cardinality($4::text[]) = 0 OR e.type = ANY($4::text[]))
   ORDER BY e.transaction_id DESC, e.position DESC LIMIT $3) e ON true)sql";
+// One stream in the global order: within a stream the global order is version order, so the
+// read finds the last version at or before the cursor (from the stream's end, where cursors
+// are) and goes on by version on the stream's own index.
+constexpr std::string_view read_one_stream_forward_sql = "WITH h AS (" KEEL_HORIZON R"sql(), start AS (
+  SELECT coalesce((SELECT e.version FROM keel_events e
+                   WHERE e.stream = $5 AND (e.transaction_id, e.position) <= ($1, $2)
+                   ORDER BY e.version DESC LIMIT 1), -1) AS version
+)
+SELECT h.horizon, )sql" KEEL_EVENT_COLUMNS R"sql(
+FROM h CROSS JOIN start LEFT JOIN LATERAL (
+  SELECT * FROM keel_events e
+  WHERE e.stream = $5 AND e.version > start.version AND e.transaction_id < h.horizon
+    AND (cardinality($4::text[]) = 0 OR e.type = ANY($4::text[]))
+  ORDER BY e.version LIMIT $3) e ON true)sql";
 
 // The oldest transaction holding an id, what it holds back, and who runs it.
 constexpr std::string_view horizon_sql = "WITH h AS (" KEEL_HORIZON R"sql()
@@ -688,7 +702,11 @@ namespace {
 result<std::pair<std::string_view, pg::params>> all_statement(const all_read& read, all_position from) {
   const bool forward = read.dir == direction::forward;
   std::string_view sql;
-  if (read.category.empty()) {
+  if (!read.stream.empty()) {
+    if (!read.category.empty() || !forward) return errc::invalid_read;  // backward: use read_stream
+    if (auto named = validate_stream_name(read.stream); !named) return named.error();
+    sql = read_one_stream_forward_sql;
+  } else if (read.category.empty()) {
     sql = forward ? read_all_forward_sql : read_all_backward_sql;
   } else {
     if (auto named = validate_stream_name(read.category);
@@ -698,7 +716,11 @@ result<std::pair<std::string_view, pg::params>> all_statement(const all_read& re
     sql = forward ? read_category_forward_sql : read_category_backward_sql;
   }
   pg::params values(from.transaction, from.position, static_cast<std::int64_t>(read.max_count), read.types);
-  if (!read.category.empty()) values.add(read.category);
+  if (!read.stream.empty()) {
+    values.add(read.stream);
+  } else if (!read.category.empty()) {
+    values.add(read.category);
+  }
   return std::pair{sql, std::move(values)};
 }
 

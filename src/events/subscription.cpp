@@ -64,7 +64,8 @@ struct subscription::impl {
                                  {.after = position,
                                   .max_count = options.page_size,
                                   .category = options.category,
-                                  .types = options.types},
+                                  .types = options.types,
+                                  .stream = options.stream},
                                  [&](const recorded_event& e) {
                                    if (!detail::handle_event(handler, e, stats)) {
                                      handler_failed = true;
@@ -107,7 +108,9 @@ struct subscription::impl {
   }
 
   void run() {
-    detail::waker waker(options.conninfo, options.category, options.min_retry_delay, options.max_retry_delay,
+    detail::waker waker(options.conninfo,
+                        options.stream.empty() ? options.category : std::string(category_of(options.stream)),
+                        options.min_retry_delay, options.max_retry_delay,
                         [this] { update([](subscription_stats& s) { ++s.wakeups; }); });
     runner.attach(&waker);
     const auto wait = [&](std::chrono::milliseconds delay) { runner.wait(waker, delay); };
@@ -168,7 +171,10 @@ result<void> subscription::start() {
       (!validate_stream_name(o.category) || o.category.find('-') != std::string::npos)) {
     return errc::invalid_stream_name;
   }
-  if (o.page_size == 0 || o.checkpoint_every == 0) return errc::invalid_read;
+  if (o.page_size == 0 || o.checkpoint_every == 0 || (!o.stream.empty() && !o.category.empty())) {
+    return errc::invalid_read;
+  }
+  if (!o.stream.empty() && !validate_stream_name(o.stream)) return errc::invalid_stream_name;
   impl_->position = o.start;
   if (!o.name.empty()) {
     auto c = pg::connection::connect(o.conninfo);

@@ -784,6 +784,53 @@ TEST_SUITE("pg") {
     CHECK(delivered[1].type == "first committed");
   }
 
+  TEST_CASE("subscription to one stream: its events in version order, from a checkpoint, live") {
+    fixture f;
+    for (int k = 0; k < 12; ++k) {
+      REQUIRE(f.store.append(f.c, k % 3 == 0 ? "cart-1" : "cart-x" + std::to_string(k),
+                             ev::expected_version::any(), {event("step", std::to_string(k))}));
+    }
+    // read_all on one stream: by version, paged, resumable from any position of the global order.
+    ev::all_position cursor;
+    std::vector<std::int64_t> versions;
+    for (;;) {
+      auto page = f.store.read_all(f.c, {.after = cursor, .max_count = 2, .stream = "cart-1"}).value();
+      for (const auto& e : page.events) versions.push_back(e.version);
+      cursor = page.next;
+      if (page.caught_up) break;
+    }
+    CHECK(versions == std::vector<std::int64_t>{0, 1, 2, 3});
+    CHECK(f.store.read_all(f.c, {.dir = ev::direction::backward, .stream = "cart-1"}).error() ==
+          ev::errc::invalid_read);
+    CHECK(f.store.read_all(f.c, {.category = "cart", .stream = "cart-1"}).error() == ev::errc::invalid_read);
+
+    collected got;
+    ev::subscription sub({.conninfo = f.schema.conninfo, .name = "cart-1-watcher", .stream = "cart-1"},
+                         got.handler());
+    REQUIRE(sub.start());
+    REQUIRE(sub.wait_for_count(4, std::chrono::seconds(20)));
+    REQUIRE(f.store.append(f.c, "cart-2", ev::expected_version::any(), {event("not mine")}));
+    REQUIRE(f.store.append(f.c, "cart-1", ev::expected_version::exact(3), {event("live")}));
+    REQUIRE(sub.wait_for_count(5, std::chrono::seconds(20)));
+    sub.stop();
+    const auto delivered = got.copy();
+    REQUIRE(delivered.size() == 5);
+    for (std::size_t k = 0; k < delivered.size(); ++k) {
+      CHECK(delivered[k].stream == "cart-1");
+      CHECK(delivered[k].version == static_cast<std::int64_t>(k));
+    }
+    // Started again: nothing twice.
+    collected again;
+    ev::subscription second({.conninfo = f.schema.conninfo, .name = "cart-1-watcher", .stream = "cart-1"},
+                            again.handler());
+    REQUIRE(f.store.append(f.c, "cart-1", ev::expected_version::exact(4), {event("after")}));
+    REQUIRE(second.start());
+    REQUIRE(second.wait_for_count(1, std::chrono::seconds(20)));
+    second.stop();
+    REQUIRE(again.copy().size() == 1);
+    CHECK(again.copy()[0].version == 5);
+  }
+
   TEST_CASE("subscription: a failing handler gets the same event again; nothing is skipped or repeated") {
     fixture f;
     for (int k = 0; k < 6; ++k)

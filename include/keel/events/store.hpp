@@ -206,6 +206,9 @@ struct all_read {
   std::string category{};
   /// Only events of these types (all types when empty).
   std::vector<std::string> types{};
+  /// Only this stream (forward only, not with a category): the stream in the global order, so
+  /// that a subscription or projection can follow one stream with a global position.
+  std::string stream{};
 };
 
 /// A page of the global order.

@@ -40,6 +40,8 @@ struct subscription_options {
   /// Only this category (all of `$all` when empty), only these types (all when empty).
   std::string category;
   std::vector<std::string> types;
+  /// Only this stream, instead of a category (its events in version order).
+  std::string stream;
   /// Where to begin when no checkpoint is stored.
   all_position start = all_position::start();
   /// Events read per round trip.
