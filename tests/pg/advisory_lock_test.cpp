@@ -4,6 +4,9 @@
 
 #include <doctest/doctest.h>
 
+#include <chrono>
+#include <thread>
+
 #include <support/pg.hpp>
 
 using namespace keel;
@@ -58,9 +61,13 @@ TEST_SUITE("pg") {
     auto kept = pg::advisory_lock::acquire(c, database_wide).value();
     CHECK_FALSE(pg::advisory_lock::try_acquire(b, database_wide).value().has_value());
     REQUIRE(b.query("SELECT pg_terminate_backend($1)", c.backend_pid()));
+    // The terminated backend lets go when it has exited, which takes a moment on a loaded
+    // machine: look until it has (a deadline, not a number of tries).
     bool taken_over = false;
-    for (int i = 0; i < 500 && !taken_over; ++i) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!taken_over && std::chrono::steady_clock::now() < until) {
       taken_over = pg::advisory_lock::try_acquire(b, database_wide).value().has_value();
+      if (!taken_over) std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     CHECK(taken_over);
   }
