@@ -134,7 +134,11 @@ struct consumer::impl {
   }
 
   result<void> join(pg::connection& c) {
+    // Two members creating the group at once: the second's insert waits for the first's and
+    // does nothing, and its own snapshot does not see the row yet; the next statement does.
     auto rows = c.query(join_sql, options.group, static_cast<std::int32_t>(options.partitions));
+    if (rows && rows->empty())
+      rows = c.query(join_sql, options.group, static_cast<std::int32_t>(options.partitions));
     if (!rows) return rows.error();
     auto partitions = rows->value<std::int32_t>();
     if (!partitions) return partitions.error();

@@ -1177,6 +1177,27 @@ TEST_SUITE("pg") {
     REQUIRE(eventually([&] { return a.stats().delivered + b.stats().delivered == 240; }));
     CHECK(b.stats().delivered > 0);
 
+    // Members joining a new group at the same moment both get in (the second one's insert
+    // waits for the first's and must then find the group).
+    for (int round = 0; round < 5; ++round) {
+      auto racing = options;
+      racing.group = "race-" + std::to_string(round);
+      auto left = racing;
+      left.member = "left";
+      auto right = racing;
+      right.member = "right";
+      const auto ignore = [](const ev::recorded_event&) -> keel::result<void> { return {}; };
+      ev::consumer l(left, ignore);
+      ev::consumer r(right, ignore);
+      keel::result<void> l_started, r_started;
+      std::thread lt([&] { l_started = l.start(); });
+      std::thread rt([&] { r_started = r.start(); });
+      lt.join();
+      rt.join();
+      CHECK(l_started);
+      CHECK(r_started);
+    }
+
     auto mismatched = options;
     mismatched.member = "c";
     mismatched.partitions = 4;

@@ -90,7 +90,10 @@ int project(const std::string& conninfo) {
         if (!done) return done.error();
         return {};
       });
-  if (!totals.start()) return 2;
+  if (auto started = totals.start(); !started) {
+    std::fprintf(stderr, "projector did not start: %s\n", started.error().message().c_str());
+    return 2;
+  }
   std::printf("ready\n");
   std::fflush(stdout);
   while (!terminate_requested.load()) std::this_thread::sleep_for(20ms);
@@ -117,7 +120,11 @@ int consume(const std::string& conninfo, const std::string& member) {
                         if (!done) return done.error();
                         return {};
                       });
-  if (!worker.start()) return 2;
+  if (auto started = worker.start(); !started) {
+    std::fprintf(stderr, "consumer %s did not start: %s\n", member.c_str(),
+                 started.error().message().c_str());
+    return 2;
+  }
   std::printf("ready\n");
   std::fflush(stdout);
   while (!terminate_requested.load()) std::this_thread::sleep_for(20ms);
