@@ -82,12 +82,6 @@ std::string generated_member_name() {
          std::to_string(random() % 1'000'000);
 }
 
-bool valid_name(std::string_view name) {
-  return !name.empty() && name.size() <= max_stream_name_bytes &&
-         std::none_of(name.begin(), name.end(),
-                      [](char ch) { return static_cast<unsigned char>(ch) < 0x20; });
-}
-
 }  // namespace
 
 std::uint32_t partition_of(std::string_view stream, std::uint32_t partitions) noexcept {
@@ -346,7 +340,8 @@ consumer::~consumer() {
 result<void> consumer::start() {
   if (impl_->runner.running()) return errc::subscription_running;
   const auto& o = impl_->options;
-  if (!valid_name(o.group) || !valid_name(o.member)) return errc::invalid_checkpoint_name;
+  if (!validate_checkpoint_name(o.group) || !validate_checkpoint_name(o.member))
+    return errc::invalid_checkpoint_name;
   if (!o.category.empty() &&
       (!validate_stream_name(o.category) || o.category.find('-') != std::string::npos)) {
     return errc::invalid_stream_name;

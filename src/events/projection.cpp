@@ -27,12 +27,6 @@ constexpr std::string_view lock_sql =
     "SELECT pg_advisory_xact_lock(hashtext('keel.events.projection'), hashtext(current_schema() || '/' || "
     "$1))";
 
-bool valid_name(std::string_view name) {
-  return !name.empty() && name.size() <= max_stream_name_bytes &&
-         std::none_of(name.begin(), name.end(),
-                      [](char ch) { return static_cast<unsigned char>(ch) < 0x20; });
-}
-
 }  // namespace
 
 struct projection::impl {
@@ -142,7 +136,7 @@ projection::~projection() {
 result<void> projection::start() {
   if (impl_->runner.running()) return errc::subscription_running;
   const auto& o = impl_->options;
-  if (!valid_name(o.name)) return errc::invalid_checkpoint_name;
+  if (!validate_checkpoint_name(o.name)) return errc::invalid_checkpoint_name;
   if (!o.category.empty() &&
       (!validate_stream_name(o.category) || o.category.find('-') != std::string::npos)) {
     return errc::invalid_stream_name;
@@ -183,7 +177,7 @@ bool projection::wait_for_checkpoint(pg::connection& c, std::string_view name, a
 
 result<void> projection::rebuild(pg::connection& c, std::string_view name,
                                  const std::function<result<void>(pg::connection&)>& reset) {
-  if (!valid_name(name)) return errc::invalid_checkpoint_name;
+  if (!validate_checkpoint_name(name)) return errc::invalid_checkpoint_name;
   return pg::retry_transaction(c, [&](pg::transaction& tx) -> result<void> {
     if (auto locked = tx.conn().query(lock_sql, name); !locked) return locked.error();
     if (auto cleared = reset(tx.conn()); !cleared) return cleared;

@@ -527,6 +527,11 @@ result<void> validate_stream_name(std::string_view stream) noexcept {
   return {};
 }
 
+result<void> validate_checkpoint_name(std::string_view name) noexcept {
+  if (!valid_label(name, max_stream_name_bytes, true)) return errc::invalid_checkpoint_name;
+  return {};
+}
+
 std::string_view category_of(std::string_view stream) noexcept {
   return stream.substr(0, stream.find('-'));
 }
@@ -879,7 +884,7 @@ result<delete_result> store::delete_stream(pg::connection& c, std::string_view s
 }
 
 result<std::optional<all_position>> store::checkpoint(pg::connection& c, std::string_view name) const {
-  if (!valid_label(name, max_stream_name_bytes, true)) return errc::invalid_checkpoint_name;
+  if (auto named = validate_checkpoint_name(name); !named) return named.error();
   auto rows = c.query("SELECT transaction_id, position FROM keel_events_checkpoints WHERE name = $1", name);
   if (!rows) return rows.error();
   if (rows->empty()) return std::optional<all_position>{};
@@ -889,7 +894,7 @@ result<std::optional<all_position>> store::checkpoint(pg::connection& c, std::st
 }
 
 result<void> store::save_checkpoint(pg::connection& c, std::string_view name, all_position position) const {
-  if (!valid_label(name, max_stream_name_bytes, true)) return errc::invalid_checkpoint_name;
+  if (auto named = validate_checkpoint_name(name); !named) return named;
   auto saved = c.query(
       "INSERT INTO keel_events_checkpoints AS k (name, transaction_id, position) VALUES ($1, $2, $3) "
       "ON CONFLICT (name) DO UPDATE SET transaction_id = $2, position = $3, updated_at = now()",

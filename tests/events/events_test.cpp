@@ -117,6 +117,12 @@ TEST_SUITE("unit") {
       CHECK(ev::validate_stream_name(bad).error() == ev::errc::invalid_stream_name);
     }
     CHECK(ev::validate_stream_name(std::string(ev::max_stream_name_bytes, 'a')));
+    // Checkpoint, projection, group and member names: spaces allowed, control bytes not.
+    CHECK(ev::validate_checkpoint_name("email receipts"));
+    for (const std::string& bad : std::vector<std::string>{"", "a\nb", "del\x7f", std::string(201, 'a')}) {
+      CAPTURE(bad);
+      CHECK(ev::validate_checkpoint_name(bad).error() == ev::errc::invalid_checkpoint_name);
+    }
   }
 
   TEST_CASE("$all positions order by transaction, then position, and round-trip as text") {

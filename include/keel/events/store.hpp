@@ -51,6 +51,9 @@ inline constexpr std::size_t max_event_type_bytes = 200;
 /// (message-db's convention): "order-42" is in category "order"; a name without '-' is its own
 /// category.
 [[nodiscard]] result<void> validate_stream_name(std::string_view stream) noexcept;
+/// Checks a checkpoint, projection, group or member name: 1 to max_stream_name_bytes bytes
+/// without control bytes. @returns errc::invalid_checkpoint_name otherwise.
+[[nodiscard]] result<void> validate_checkpoint_name(std::string_view name) noexcept;
 /// The category of a stream: the part before the first '-'.
 [[nodiscard]] std::string_view category_of(std::string_view stream) noexcept;
 
