@@ -2,18 +2,26 @@
 // (order-<n>); its state is the fold of its events; a command is decided against that state
 // and appended with the version it was decided on, so two clerks cannot both ship an order.
 // $all and the horizon are browsable as JSON, and keel::events_http's page at /events shows the
-// streams and the readers: a "receipts" subscription that follows the paid orders. A few orders
-// are placed at first start.
+// streams, the readers and the consumer groups: a "receipts" subscription that follows the paid
+// orders, a "shipping" consumer group of two members, an inline projection keeping an orders
+// table and a projection refreshing a materialized view of it. A few orders are placed at first
+// start.
 #include <keel/events.hpp>
 #include <keel/events_http.hpp>
+#include <keel/pg/migrations.hpp>
 
 #include "showcase.hpp"
 
 #include <boost/json.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace showcase {
 namespace {
@@ -80,16 +88,77 @@ boost::json::object order_json(const std::string& stream, const order_state& s,
           {"events", list}};
 }
 
+// The read models: showcase_orders, kept by an inline projection in each append's transaction
+// (never behind), and showcase_order_summary, a materialized view over it that a projection
+// refreshes. The first migration fills the table from orders placed before it existed.
+constexpr keel::pg::migration read_model_migrations[] = {
+    {1, "orders read model", R"sql(
+CREATE TABLE showcase_orders (
+  stream      text   PRIMARY KEY,
+  status      text   NOT NULL,
+  total_cents bigint NOT NULL
+);
+INSERT INTO showcase_orders (stream, status, total_cents)
+SELECT stream,
+       CASE (array_agg(type ORDER BY version DESC))[1]
+         WHEN 'order_paid' THEN 'paid' WHEN 'order_shipped' THEN 'shipped'
+         WHEN 'order_cancelled' THEN 'cancelled' ELSE 'placed' END,
+       coalesce(max((data::jsonb ->> 'total_cents')::bigint) FILTER (WHERE type = 'order_placed'), 0)
+FROM keel_events WHERE category = 'order' GROUP BY stream;
+CREATE MATERIALIZED VIEW showcase_order_summary AS
+  SELECT status, count(*) AS orders, sum(total_cents)::bigint AS total_cents FROM showcase_orders GROUP BY status;
+CREATE UNIQUE INDEX ON showcase_order_summary (status);
+)sql"},
+};
+
+std::string_view status_after(std::string_view event_type) {
+  if (event_type == "order_paid") return "paid";
+  if (event_type == "order_shipped") return "shipped";
+  if (event_type == "order_cancelled") return "cancelled";
+  return "placed";
+}
+
+// In the append's transaction: an order's row follows its events.
+keel::result<void> project_order(keel::pg::connection& c, std::span<const ev::recorded_event> events) {
+  for (const auto& e : events) {
+    if (e.type == "order_placed") {
+      auto done = c.query(
+          "INSERT INTO showcase_orders VALUES ($1, 'placed', coalesce(($2::json ->> 'total_cents')::bigint, "
+          "0)) "
+          "ON CONFLICT (stream) DO NOTHING",
+          e.stream, e.data);
+      if (!done) return done.error();
+    } else {
+      auto done =
+          c.query("UPDATE showcase_orders SET status = $2 WHERE stream = $1", e.stream, status_after(e.type));
+      if (!done) return done.error();
+    }
+  }
+  return {};
+}
+
 struct events_part {
   events_part(keel::pg::pool& p, keel::metrics::registry& registry)
-      : pool(p), metrics(registry), store(ev::store_options{.metrics = &metrics}) {}
+      : pool(p),
+        metrics(registry),
+        store(ev::store_options{.metrics = &metrics, .inline_projections = inline_projections}) {}
   keel::pg::pool& pool;
   ev::events_metrics metrics;
+  const std::vector<ev::inline_projection> inline_projections{
+      {.name = "showcase-orders",
+       .category = "order",
+       .types = {"order_placed", "order_paid", "order_shipped", "order_cancelled"},
+       .apply = project_order}};
   ev::store store;
   std::atomic<std::int64_t> next_order{1};
   std::atomic<std::int64_t> receipts_sent{0};
+  std::atomic<std::int64_t> shipping_labels{0};
   // Follows the paid orders, as a mailer would; stopped when the routes holding the part go.
   std::unique_ptr<ev::subscription> receipts;
+  // Two members of a consumer group share the orders' partitions, each order in order.
+  std::vector<std::unique_ptr<ev::consumer>> shipping;
+  // Refreshes showcase_order_summary after the orders change.
+  std::unique_ptr<ev::projection> summary;
 };
 
 net::response place(events_part& part, keel::pg::connection& c, std::int64_t total_cents) {
@@ -113,6 +182,12 @@ keel::result<void> mount_events(context& ctx) {
     auto c = ctx.pool.acquire();
     if (!c) return c.error();
     if (auto migrated = ev::migrate(**c); !migrated) return migrated.error();
+  }
+  {
+    auto c = ctx.pool.acquire();
+    if (!c) return c.error();
+    if (auto migrated = keel::pg::migrate(**c, "showcase events", read_model_migrations); !migrated)
+      return migrated.error();
   }
   auto part = std::make_shared<events_part>(ctx.pool, ctx.server.metrics());
   {
@@ -144,7 +219,71 @@ keel::result<void> mount_events(context& ctx) {
                                            return {};
                                          });
   if (auto started = part->receipts->start(); !started) return started.error();
+  for (const char* member : {"shipping-a", "shipping-b"}) {
+    part->shipping.push_back(
+        std::make_unique<ev::consumer>(ev::consumer_group_options{.conninfo = ctx.conninfo,
+                                                                  .group = "shipping",
+                                                                  .member = member,
+                                                                  .category = "order",
+                                                                  .types = {"order_shipped"},
+                                                                  .partitions = 8,
+                                                                  .metrics = &part->metrics},
+                                       [raw = part.get()](const ev::recorded_event&) -> keel::result<void> {
+                                         ++raw->shipping_labels;  // a real one would print the label
+                                         return {};
+                                       }));
+    if (auto started = part->shipping.back()->start(); !started) return started.error();
+  }
+  part->summary = std::make_unique<ev::projection>(
+      ev::projection_options{.conninfo = ctx.conninfo,
+                             .name = "order-summary",
+                             .category = "order",
+                             .batch_size = 10'000,
+                             .min_batch_interval = std::chrono::milliseconds(250),
+                             .metrics = &part->metrics},
+      ev::refresh_materialized_view("showcase_order_summary", {.concurrently = true}));
+  if (auto started = part->summary->start(); !started) return started.error();
   keel::events_http::mount(ctx.server, ctx.pool, {.store = &part->store});
+
+  // The read models: the inline one (always current) and the materialized view (as of its
+  // projection's checkpoint; ?fresh=1 waits for it to reach the latest order).
+  ctx.server.get("/api/events/summary", [part](const net::request& req) {
+    auto c = part->pool.acquire();
+    if (!c) return net::error_response(net::status::service_unavailable, c.error());
+    bool fresh = true;
+    if (req.query_param("fresh") == "1") {
+      auto last = part->store.read_all(**c, {.after = ev::all_position::end(),
+                                             .dir = ev::direction::backward,
+                                             .max_count = 1,
+                                             .category = "order"});
+      if (!last) return net::error_response(net::status::service_unavailable, last.error());
+      if (!last->events.empty()) {
+        fresh = part->summary->wait_for(last->events.back().position, std::chrono::seconds(5));
+      }
+    }
+    const auto rows_json = [&](std::string_view sql) -> keel::result<boost::json::array> {
+      auto rows = (*c)->query(sql);
+      if (!rows) return rows.error();
+      boost::json::array list;
+      for (const auto r : *rows) {
+        auto f = r.as<std::string, std::int64_t, std::int64_t>();
+        if (!f) return f.error();
+        list.push_back(
+            {{"status", std::get<0>(*f)}, {"orders", std::get<1>(*f)}, {"total_cents", std::get<2>(*f)}});
+      }
+      return list;
+    };
+    auto live = rows_json(
+        "SELECT status, count(*), sum(total_cents)::bigint FROM showcase_orders GROUP BY status ORDER BY "
+        "status");
+    if (!live) return net::error_response(net::status::service_unavailable, live.error());
+    auto view = rows_json("SELECT status, orders, total_cents FROM showcase_order_summary ORDER BY status");
+    if (!view) return net::error_response(net::status::service_unavailable, view.error());
+    return net::json_response(boost::json::object{{"inline", std::move(*live)},
+                                                  {"materialized_view", std::move(*view)},
+                                                  {"view_fresh", fresh},
+                                                  {"shipping_labels", part->shipping_labels.load()}});
+  });
 
   ctx.server.post(
       "/api/events/orders", net::json_handler([part](const net::request&, const boost::json::value& body) {
@@ -262,7 +401,7 @@ keel::result<void> mount_events(context& ctx) {
   });
 
   ctx.endpoints.push_back(
-      {"GET", "/events", "events page: streams, a stream's events, readers and their lag"});
+      {"GET", "/events", "events page: streams, a stream's events, readers and their lag, consumer groups"});
   ctx.endpoints.push_back(
       {"POST", "/api/events/orders", "place an order {\"total_cents\": 1250} (keel::events)"});
   ctx.endpoints.push_back({"GET", "/api/events/orders/1", "an order: its state folded from its events"});
@@ -272,6 +411,9 @@ keel::result<void> mount_events(context& ctx) {
       {"GET", "/api/events/all?category=order", "the global order, never skipping an event"});
   ctx.endpoints.push_back(
       {"GET", "/api/events/horizon", "what holds readers of $all back (long transactions)"});
+  ctx.endpoints.push_back(
+      {"GET", "/api/events/summary?fresh=1",
+       "orders by status: an inline projection, and a materialized view a projection refreshes"});
   return {};
 }
 

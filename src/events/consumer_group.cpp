@@ -84,6 +84,45 @@ std::string generated_member_name() {
 
 }  // namespace
 
+result<std::vector<consumer_group_info>> consumer_groups(pg::connection& c) {
+  auto groups = c.query(
+      "SELECT g.name, g.partitions, g.created_at, coalesce(m.member, ''), "
+      "coalesce(extract(epoch FROM now() - m.heartbeat_at)::float8, 0) "
+      "FROM keel_events_groups g LEFT JOIN keel_events_group_members m ON m.group_name = g.name "
+      "ORDER BY g.name COLLATE \"C\", m.member COLLATE \"C\"");
+  if (!groups) return groups.error();
+  std::vector<consumer_group_info> out;
+  for (const auto r : *groups) {
+    auto f = r.as<std::string, std::int32_t, timestamp, std::string, double>();
+    if (!f) return f.error();
+    auto& [name, partitions, created_at, member, age] = *f;
+    if (out.empty() || out.back().name != name) {
+      out.push_back({.name = std::move(name),
+                     .partitions = static_cast<std::uint32_t>(partitions),
+                     .created_at = created_at});
+    }
+    if (!member.empty()) out.back().members.push_back({std::move(member), age});
+  }
+  auto parts = c.query(
+      "SELECT group_name, partition, coalesce(owner, ''), "
+      "coalesce(extract(epoch FROM lease_expires_at - now())::float8, 0), transaction_id, position "
+      "FROM keel_events_group_partitions ORDER BY group_name COLLATE \"C\", partition");
+  if (!parts) return parts.error();
+  auto group = out.begin();
+  for (const auto r : *parts) {
+    auto f = r.as<std::string, std::int32_t, std::string, double, std::int64_t, std::int64_t>();
+    if (!f) return f.error();
+    auto& [name, partition, owner, lease, transaction, position] = *f;
+    while (group != out.end() && group->name < name) ++group;
+    if (group == out.end() || group->name != name) continue;  // a group deleted between the reads
+    group->partition_list.push_back({.partition = static_cast<std::uint32_t>(partition),
+                                     .owner = std::move(owner),
+                                     .lease_seconds_left = lease,
+                                     .position = {transaction, position}});
+  }
+  return out;
+}
+
 std::uint32_t partition_of(std::string_view stream, std::uint32_t partitions) noexcept {
   if (partitions == 0) return 0;
   return static_cast<std::uint32_t>(xxh3_64(as_bytes(stream)) % partitions);

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 #include <utility>
 
@@ -120,7 +121,16 @@ struct projection::impl {
         continue;
       }
       retry.reset();
-      if (*done == 0) wait(options.poll_interval);  // caught up: until an append wakes it
+      if (*done == 0) {
+        wait(options.poll_interval);  // caught up: until an append wakes it
+      } else if (options.min_batch_interval.count() > 0) {
+        // Appends' notifications end a wait early: wait again until the interval is over.
+        const auto until = std::chrono::steady_clock::now() + options.min_batch_interval;
+        for (auto now = std::chrono::steady_clock::now(); now < until && !runner.stopping();
+             now = std::chrono::steady_clock::now()) {
+          wait(std::chrono::ceil<std::chrono::milliseconds>(until - now));
+        }
+      }
     }
     runner.attach(nullptr);
   }
@@ -187,6 +197,29 @@ result<void> projection::rebuild(pg::connection& c, std::string_view name,
     }
     return {};
   });
+}
+
+projection::apply_type refresh_materialized_view(std::string view, view_refresh_options options) {
+  if (view.empty())
+    throw std::invalid_argument("keel::events::refresh_materialized_view: the view's name is empty");
+  return
+      [view = std::move(view), options](pg::connection& c, std::span<const recorded_event>) -> result<void> {
+        // Each part of schema.name quoted on its own.
+        std::string sql =
+            options.concurrently ? "REFRESH MATERIALIZED VIEW CONCURRENTLY " : "REFRESH MATERIALIZED VIEW ";
+        std::string_view rest = view;
+        for (;;) {
+          const auto dot = rest.find('.');
+          auto quoted = c.quote_identifier(rest.substr(0, dot));
+          if (!quoted) return quoted.error();
+          sql += *quoted;
+          if (dot == std::string_view::npos) break;
+          sql += '.';
+          rest.remove_prefix(dot + 1);
+        }
+        if (auto refreshed = c.execute(sql); !refreshed) return refreshed.error();
+        return {};
+      };
 }
 
 }  // namespace keel::events

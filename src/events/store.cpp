@@ -8,6 +8,7 @@
 // id at or above it and sorts after the cursor. No append takes a lock shared with other
 // streams: the only lock is the stream's own row.
 #include <keel/core/assert.hpp>
+#include <keel/core/log.hpp>
 #include <keel/events/metrics.hpp>
 #include <keel/events/store.hpp>
 #include <keel/pg/transaction.hpp>
@@ -18,6 +19,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <iterator>
 #include <numeric>
 #include <string>
 #include <utility>
@@ -506,6 +508,40 @@ result<append_result> append_one(pg::connection& c, std::string_view stream, exp
   return out;
 }
 
+// The events an append just wrote to a stream. $1 stream, $2/$3 the first and last version.
+constexpr std::string_view written_events_sql =
+    "SELECT e.id, e.stream, e.type, e.data, e.metadata, e.version, e.transaction_id, e.position, "
+    "e.recorded_at "
+    "FROM keel_events e WHERE e.stream = $1 AND e.version BETWEEN $2 AND $3 ORDER BY e.version";
+
+// Runs `body` in a transaction of its own, or in a savepoint of the caller's transaction; an
+// error or an exception undoes what it did.
+template <class T, class Body>
+result<T> atomically(pg::connection& c, const Body& body) {
+  const bool own = !c.in_transaction();
+  const auto undo = [&] {
+    (void)c.execute(own ? "ROLLBACK" : "ROLLBACK TO SAVEPOINT keel_events_append");
+    if (!own) (void)c.execute("RELEASE SAVEPOINT keel_events_append");
+  };
+  if (auto begun = c.execute(own ? "BEGIN" : "SAVEPOINT keel_events_append"); !begun) return begun.error();
+  const auto run = [&]() -> result<T> {
+    try {
+      return body();
+    } catch (...) {
+      undo();
+      throw;
+    }
+  };
+  auto out = run();
+  if (!out) {
+    undo();
+    return out;
+  }
+  if (auto done = c.execute(own ? "COMMIT" : "RELEASE SAVEPOINT keel_events_append"); !done)
+    return done.error();
+  return out;
+}
+
 result<void> check_read_size(std::size_t max_count, const store_options& options) {
   if (max_count == 0 || max_count > options.max_page_events) return errc::invalid_read;
   return {};
@@ -584,18 +620,84 @@ result<void> store::check_batch(std::string_view stream, std::span<const new_eve
   return {};
 }
 
+bool store::projects_inline(std::string_view stream) const noexcept {
+  const auto category = category_of(stream);
+  return std::any_of(
+      options_.inline_projections.begin(), options_.inline_projections.end(),
+      [&](const inline_projection& p) { return p.category.empty() || p.category == category; });
+}
+
+// Reads back what the append wrote (ids, recorded time, data as stored) and runs each inline
+// projection of the stream's category on its types, in the append's transaction.
+result<void> store::project_inline(pg::connection& c, const append_result& written) const {
+  if (written.status != append_status::appended || !projects_inline(written.stream)) return {};
+  auto rows = c.query(written_events_sql, written.stream, written.versions.front(), written.versions.back());
+  if (!rows) return rows.error();
+  std::vector<recorded_event> stored;
+  stored.reserve(rows->size());
+  for (const auto r : *rows) {
+    auto e = decode_event(r, 0);
+    if (!e) return e.error();
+    if (options_.upcast != nullptr) {
+      if (auto up = options_.upcast->apply(*e); !up) return up.error();
+    }
+    stored.push_back(std::move(*e));
+  }
+  KEEL_ASSERT(stored.size() == written.versions.size());
+  const auto category = category_of(written.stream);
+  std::vector<recorded_event> selected;
+  for (const auto& p : options_.inline_projections) {
+    if (!p.category.empty() && p.category != category) continue;
+    std::span<const recorded_event> events = stored;
+    if (!p.types.empty()) {
+      selected.clear();
+      std::copy_if(stored.begin(), stored.end(), std::back_inserter(selected), [&](const recorded_event& e) {
+        return std::find(p.types.begin(), p.types.end(), e.type) != p.types.end();
+      });
+      if (selected.empty()) continue;
+      events = selected;
+    }
+    auto applied = p.apply(c, events);
+    if (applied && c.in_failed_transaction()) applied = pg::errc::transaction_aborted;
+    if (!applied) {
+      log::warn("events inline projection failed: the append is undone",
+                {{"projection", p.name}, {"stream", written.stream}, {"error", applied.error().message()}});
+      return applied;
+    }
+  }
+  return {};
+}
+
 result<append_result> store::append(pg::connection& c, std::string_view stream, expected_version expected,
                                     std::span<const new_event> events) const {
   if (auto checked = check_batch(stream, events); !checked) return checked.error();
   if (expected.expect == expected_version::kind::exact && expected.version < 0)
     return errc::invalid_expected_version;
-  auto outcome = append_one(c, stream, expected, events, options_.notify);
+  const bool own_transaction = !c.in_transaction();
+  bool id_collision = false;
+  const auto attempt = [&]() -> result<append_result> {
+    if (!projects_inline(stream)) {
+      auto one = append_one(c, stream, expected, events, options_.notify);
+      if (!one) id_collision = is_id_collision(c, one.error());
+      return one;
+    }
+    // The events and the inline projections' writes in one transaction (a savepoint in the
+    // caller's).
+    return atomically<append_result>(c, [&]() -> result<append_result> {
+      auto one = append_one(c, stream, expected, events, options_.notify);
+      if (!one) {
+        id_collision = is_id_collision(c, one.error());
+        return one;
+      }
+      if (auto projected = project_inline(c, *one); !projected) return projected.error();
+      return one;
+    });
+  };
+  auto outcome = attempt();
   // The same ids sent twice at once: both statements saw none of them stored, and the one that
   // committed second hit the id constraint. Outside a transaction it can look again and find the
   // first one's result (inside the caller's, the failed statement has aborted it).
-  if (!outcome && !c.in_transaction() && is_id_collision(c, outcome.error())) {
-    outcome = append_one(c, stream, expected, events, options_.notify);
-  }
+  if (!outcome && own_transaction && id_collision) outcome = attempt();
   if (outcome && options_.metrics != nullptr) {
     if (outcome->status == append_status::appended) options_.metrics->appended(outcome->versions.size());
     if (outcome->status == append_status::wrong_expected_version) options_.metrics->conflict();
@@ -650,6 +752,23 @@ result<multi_append_result> store::append_many(pg::connection& c,
       s.positions.clear();
     }
     return out;
+  }
+  const auto undo = [&] {
+    (void)c.execute(undo_sql);
+    if (!own_transaction) (void)c.execute("RELEASE SAVEPOINT keel_events_append");
+  };
+  for (const auto& one : out.streams) {
+    result<void> projected;
+    try {
+      projected = project_inline(c, one);
+    } catch (...) {
+      undo();
+      throw;
+    }
+    if (!projected) {
+      undo();
+      return projected.error();
+    }
   }
   if (auto done = c.execute(done_sql); !done) return done.error();
   if (options_.metrics != nullptr) {

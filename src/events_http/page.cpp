@@ -10,7 +10,7 @@ const char* const page_html = R"html(<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5rem auto; max-width: 72rem; color: #222; padding: 0 1rem; }
-h1 { margin: 0 0 .2rem; } h2 { margin: 1.6rem 0 .4rem; font-size: 1.1rem; }
+h1 { margin: 0 0 .2rem; } h2 { margin: 1.6rem 0 .4rem; font-size: 1.1rem; } h3 { margin: 1rem 0 .3rem; font-size: 1rem; }
 table { border-collapse: collapse; width: 100%; } td, th { padding: .3rem .5rem; border-bottom: 1px solid #e3e3e3; text-align: left; vertical-align: top; }
 th { font-weight: 600; color: #555; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .behind { color: #b76e00; font-weight: 600; } .held { color: #a12; font-weight: 600; }
@@ -25,6 +25,10 @@ pre { margin: 0; font: 12px ui-monospace, monospace; white-space: pre-wrap; }
 <div id="horizon"></div>
 <table id="readers"><thead><tr><th>name</th><th>position</th><th>lag (events)</th><th>checkpoint age</th></tr></thead>
 <tbody></tbody></table>
+
+<h2>Consumer groups</h2>
+<p class="note">Members share a group's partitions; each partition (a hash of the stream name) has one owner under a lease.</p>
+<div id="groups"><p class="note">no consumer groups yet</p></div>
 
 <h2>Streams</h2>
 <table id="streams"><thead><tr><th>stream</th><th>status</th><th>last version</th><th>updated</th></tr></thead>
@@ -78,6 +82,36 @@ async function refreshReaders() {
     body.appendChild(tr);
   }
 }
+async function refreshGroups() {
+  const d = await get("/api/events/groups");
+  const box = document.getElementById("groups");
+  if (d.groups.length === 0) return;
+  box.replaceChildren();
+  for (const g of d.groups) {
+    const section = document.createElement("section");
+    section.dataset.group = g.name;
+    const live = g.members.filter(m => m.heartbeat_age_seconds < 60).length;
+    section.appendChild(document.createElement("h3")).textContent =
+        g.name + " — " + g.partitions + " partitions, " + live + (live === 1 ? " member" : " members");
+    const table = document.createElement("table");
+    table.innerHTML = "<thead><tr><th>partition</th><th>owner</th><th>lease</th><th>position</th><th>lag (events)</th></tr></thead>";
+    const body = table.appendChild(document.createElement("tbody"));
+    for (const p of g.partition_list) {
+      const tr = document.createElement("tr");
+      tr.dataset.partition = p.partition;
+      tr.dataset.owner = p.owner;
+      cell(tr, p.partition, "num");
+      cell(tr, p.owner === "" ? "free" : p.owner, "owner");
+      cell(tr, p.owner === "" ? "" : p.lease_seconds_left < 0 ? "ran out" : "for " + seconds(p.lease_seconds_left),
+           p.owner !== "" && p.lease_seconds_left < 0 ? "held" : "");
+      cell(tr, p.position);
+      cell(tr, p.lag_events.toLocaleString(), "num" + (p.lag_events > 0 ? " behind" : ""));
+      body.appendChild(tr);
+    }
+    section.appendChild(table);
+    box.appendChild(section);
+  }
+}
 async function refreshStreams() {
   const d = await get("/api/events/streams?limit=100");
   const body = document.querySelector("#streams tbody");
@@ -115,7 +149,7 @@ async function refreshEvents() {
 }
 async function refresh() {
   try {
-    await Promise.all([refreshReaders(), refreshStreams(), refreshEvents()]);
+    await Promise.all([refreshReaders(), refreshGroups(), refreshStreams(), refreshEvents()]);
     document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (e) {
     document.getElementById("status").textContent = "could not load: " + e.message;

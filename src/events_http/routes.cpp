@@ -1,4 +1,5 @@
 // The /events page and the /api/events routes: thin read-only handlers over keel::events.
+#include <keel/events/consumer_group.hpp>
 #include <keel/events_http/page.hpp>
 #include <keel/net/json.hpp>
 
@@ -6,6 +7,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <memory>
@@ -163,6 +165,38 @@ void mount(net::server& server, pg::pool& pool, options opts) {
                                          {"oldest_transaction_seconds", horizon->oldest_transaction_seconds},
                                          {"oldest_transaction_pid", horizon->oldest_transaction_pid}}}});
              }));
+
+  // Consumer groups: members with their heartbeats, partitions with owner, lease and lag.
+  server.get(
+      "/api/events/groups", readable([&pool, store](const net::request&) {
+        auto c = pool.acquire();
+        if (!c) return failure(c.error());
+        auto groups = events::consumer_groups(**c);
+        if (!groups) return failure(groups.error());
+        auto head = store->last_position(**c);
+        if (!head) return failure(head.error());
+        boost::json::array list;
+        for (const auto& g : *groups) {
+          boost::json::array members;
+          for (const auto& m : g.members) {
+            members.push_back({{"name", m.name}, {"heartbeat_age_seconds", m.heartbeat_age_seconds}});
+          }
+          boost::json::array partitions;
+          for (const auto& p : g.partition_list) {
+            partitions.push_back({{"partition", p.partition},
+                                  {"owner", p.owner},
+                                  {"lease_seconds_left", p.lease_seconds_left},
+                                  {"position", p.position.to_string()},
+                                  {"lag_events", std::max<std::int64_t>(0, *head - p.position.position)}});
+          }
+          list.push_back({{"name", g.name},
+                          {"partitions", g.partitions},
+                          {"created_at", unix_ms(g.created_at)},
+                          {"members", members},
+                          {"partition_list", partitions}});
+        }
+        return net::json_response(boost::json::object{{"groups", list}});
+      }));
 }
 
 }  // namespace keel::events_http

@@ -957,6 +957,171 @@ TEST_SUITE("pg") {
   }
 
   TEST_CASE(
+      "inline projections: the read model commits with the events; a failure or a throw undoes the append") {
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    REQUIRE(ev::migrate(c));
+    REQUIRE(c.execute(
+        "CREATE TABLE order_totals (stream text PRIMARY KEY, total bigint NOT NULL, lines int NOT NULL)"));
+    std::atomic<int> order_calls{0};
+    std::atomic<int> other_calls{0};
+    const std::vector<ev::inline_projection> projections{
+        {.name = "order-totals",
+         .category = "order",
+         .types = {"line_added"},
+         .apply = [&](connection& on, std::span<const ev::recorded_event> events) -> keel::result<void> {
+           ++order_calls;
+           for (const auto& e : events) {
+             if (e.type != "line_added") return ev::errc::invalid_event_type;  // the filter let it through
+             if (e.data.find("refuse") != std::string::npos) return keel::pg::errc::check_violation;
+             if (e.data.find("throw") != std::string::npos) throw std::runtime_error("projection bug");
+             auto done = on.query(
+                 "INSERT INTO order_totals AS t VALUES ($1, ($2::json->>'amount')::bigint, 1) "
+                 "ON CONFLICT (stream) DO UPDATE SET total = t.total + excluded.total, lines = t.lines + 1",
+                 e.stream, e.data);
+             if (!done) return done.error();
+           }
+           return {};
+         }},
+        {.name = "others",
+         .category = "invoice",
+         .apply = [&](connection&, std::span<const ev::recorded_event>) -> keel::result<void> {
+           ++other_calls;
+           return {};
+         }},
+    };
+    const ev::store store({.inline_projections = projections});
+    const auto total_of = [&](std::string_view stream) {
+      auto rows = c.query("SELECT total FROM order_totals WHERE stream = $1", stream).value();
+      return rows.empty() ? std::int64_t{-1} : rows[0].get<std::int64_t>(0).value();
+    };
+    const auto events_in = [&](std::string_view stream) {
+      return c.query("SELECT count(*) FROM keel_events WHERE stream = $1", stream)
+          .value()
+          .value<std::int64_t>()
+          .value();
+    };
+
+    // Written together: the filter passes line_added only; the other category's projection
+    // does not run.
+    const std::vector<ev::new_event> first{
+        {.id = uuid_of(1), .type = "line_added", .data = R"({"amount": 300})"},
+        {.id = uuid_of(2), .type = "noted", .data = R"({"text": "gift"})"},
+        {.id = uuid_of(3), .type = "line_added", .data = R"({"amount": 450})"}};
+    auto placed = store.append(c, "order-1", ev::expected_version::no_stream(), first).value();
+    REQUIRE(placed.status == ev::append_status::appended);
+    CHECK(total_of("order-1") == 750);
+    CHECK(order_calls.load() == 1);
+    CHECK(other_calls.load() == 0);
+    // An idempotent retry writes nothing and projects nothing.
+    auto again = store.append(c, "order-1", ev::expected_version::no_stream(), first).value();
+    CHECK(again.status == ev::append_status::already_appended);
+    CHECK(order_calls.load() == 1);
+    CHECK(total_of("order-1") == 750);
+    // A batch without a line_added is not shown to it.
+    REQUIRE(store.append(c, "order-1", ev::expected_version::any(), {event("noted")}));
+    CHECK(order_calls.load() == 1);
+
+    // The projection refuses: the append is undone, the stream and read model as before.
+    auto refused = store.append(
+        c, "order-1", ev::expected_version::any(),
+        {event("line_added", R"({"amount": 1})"), event("line_added", R"({"amount": 2, "refuse": true})")});
+    REQUIRE(!refused);
+    CHECK(refused.error() == keel::pg::errc::check_violation);
+    CHECK(events_in("order-1") == 4);
+    CHECK(total_of("order-1") == 750);
+    CHECK(!c.in_transaction());
+    // It throws: the exception reaches the caller, and nothing of the append stays.
+    CHECK_THROWS_AS((void)store.append(c, "order-1", ev::expected_version::any(),
+                                       {event("line_added", R"({"amount": 5, "throw": true})")}),
+                    std::runtime_error);
+    CHECK(!c.in_transaction());
+    CHECK(events_in("order-1") == 4);
+    CHECK(total_of("order-1") == 750);
+
+    // Inside the caller's transaction: both exist iff it commits; a refusal undoes only the
+    // append (a savepoint), and the caller's transaction goes on.
+    REQUIRE(c.execute("BEGIN"));
+    REQUIRE(store.append(c, "order-2", ev::expected_version::no_stream(),
+                         {event("line_added", R"({"amount": 9})")}));
+    REQUIRE(c.execute("ROLLBACK"));
+    CHECK(events_in("order-2") == 0);
+    CHECK(total_of("order-2") == -1);
+    REQUIRE(c.execute("BEGIN"));
+    REQUIRE(store.append(c, "order-2", ev::expected_version::no_stream(),
+                         {event("line_added", R"({"amount": 9})")}));
+    auto inside = store.append(c, "order-2", ev::expected_version::any(),
+                               {event("line_added", R"({"amount": 1, "refuse": true})")});
+    CHECK(!inside);
+    CHECK(!c.in_failed_transaction());
+    REQUIRE(c.execute("COMMIT"));
+    CHECK(events_in("order-2") == 1);
+    CHECK(total_of("order-2") == 9);
+
+    // An atomic multi-stream append: each stream projected; one refusal undoes every stream.
+    const std::vector<ev::stream_append> both{
+        {.stream = "order-3", .events = {event("line_added", R"({"amount": 10})")}},
+        {.stream = "invoice-3", .events = {event("issued")}}};
+    REQUIRE(store.append_many(c, both).value());
+    CHECK(total_of("order-3") == 10);
+    CHECK(other_calls.load() == 1);
+    const std::vector<ev::stream_append> spoiled{
+        {.stream = "invoice-4", .events = {event("issued")}},
+        {.stream = "order-4", .events = {event("line_added", R"({"amount": 1, "refuse": true})")}}};
+    auto none = store.append_many(c, spoiled);
+    REQUIRE(!none);
+    CHECK(none.error() == keel::pg::errc::check_violation);
+    CHECK(events_in("invoice-4") == 0);
+    CHECK(events_in("order-4") == 0);
+    CHECK(!c.in_transaction());
+  }
+
+  TEST_CASE(
+      "a projection refreshing a materialized view: once its checkpoint is at a position, the view has it") {
+    fixture f;
+    REQUIRE(
+        f.c.execute("CREATE MATERIALIZED VIEW tally_counts AS SELECT stream, count(*) AS n FROM keel_events "
+                    "WHERE category = 'tally' GROUP BY stream"));
+    REQUIRE(f.c.execute("CREATE UNIQUE INDEX ON tally_counts (stream)"));
+    ev::projection refresher({.conninfo = f.schema.conninfo,
+                              .name = "tally-view",
+                              .category = "tally",
+                              .batch_size = 10'000,
+                              .min_batch_interval = std::chrono::milliseconds(20)},
+                             ev::refresh_materialized_view("tally_counts", {.concurrently = true}));
+    REQUIRE(refresher.start());
+    ev::all_position last;
+    for (int k = 0; k < 30; ++k) {
+      last =
+          f.store
+              .append(f.c, "tally-" + std::to_string(k % 3), ev::expected_version::any(), {event("counted")})
+              .value()
+              .positions.back();
+    }
+    REQUIRE(refresher.wait_for(last, std::chrono::seconds(20)));
+    auto rows = f.c.query("SELECT stream, n FROM tally_counts ORDER BY stream").value();
+    REQUIRE(rows.size() == 3);
+    for (const auto r : rows) CHECK(r.get<std::int64_t>(1).value() == 10);
+    CHECK(refresher.stats().batches <= 30);
+    CHECK(refresher.stats().failures == 0);
+    refresher.stop();
+
+    // A view that is not there: batches roll back with Postgres's error, the checkpoint stays.
+    ev::projection missing({.conninfo = f.schema.conninfo,
+                            .name = "missing-view",
+                            .category = "tally",
+                            .min_retry_delay = std::chrono::milliseconds(1),
+                            .max_retry_delay = std::chrono::milliseconds(5)},
+                           ev::refresh_materialized_view("public.no_such_view"));
+    REQUIRE(missing.start());
+    REQUIRE(eventually([&] { return missing.stats().failures >= 2; }));
+    CHECK(missing.stats().last_error == keel::pg::errc::undefined_table);
+    missing.stop();
+    CHECK(!f.store.checkpoint(f.c, "missing-view").value());
+    CHECK_THROWS_AS((void)ev::refresh_materialized_view(""), std::invalid_argument);
+  }
+
+  TEST_CASE(
       "reliability: 2 writer processes x 100,000 events, 2 projectors, one SIGKILLed, Postgres restarted") {
     auto* cluster = keel::test::cluster();
     if (cluster == nullptr) {

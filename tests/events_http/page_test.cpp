@@ -1,5 +1,6 @@
 // The mounted /events page and its API against a real Postgres: the JSON routes (pg), and the
-// page in a real headless Chromium (browser): readers with their lag, streams, a stream's events.
+// page in a real headless Chromium (browser): readers with their lag, consumer groups, streams, a stream's
+// events.
 #include <keel/events.hpp>
 #include <keel/events_http.hpp>
 #include <keel/net.hpp>
@@ -8,7 +9,9 @@
 #include <boost/json.hpp>
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <string>
+#include <vector>
 
 #include <support/browser.hpp>
 #include <support/http_client.hpp>
@@ -70,6 +73,32 @@ TEST_SUITE("pg") {
     CHECK(body.at("readers").at(0).at("lag_events").as_int64() == 2);
     CHECK(body.at("horizon").at("events_waiting").as_int64() == 0);
 
+    // A consumer group: its member owns every partition while it runs, none once it left.
+    ev::consumer mailer(
+        {.conninfo = m.schema.conninfo, .group = "mailer", .member = "mailer-a", .partitions = 4},
+        [](const ev::recorded_event&) -> keel::result<void> { return {}; });
+    REQUIRE(mailer.start());
+    REQUIRE(mailer.wait_for_owned(4, std::chrono::seconds(20)));
+    const auto owners = [&] {
+      auto reply = keel::test::http_get(m.server.port(), "/api/events/groups");
+      REQUIRE(reply.status == 200);
+      const auto groups = boost::json::parse(reply.body).at("groups").as_array();
+      REQUIRE(groups.size() == 1);
+      CHECK(groups[0].at("name").as_string() == "mailer");
+      CHECK(groups[0].at("partitions").as_int64() == 4);
+      std::vector<std::string> out;
+      for (const auto& member : groups[0].at("members").as_array())
+        out.emplace_back(member.at("name").as_string());
+      for (const auto& p : groups[0].at("partition_list").as_array()) {
+        out.emplace_back(p.at("owner").as_string());
+      }
+      return out;
+    };
+    // The members, then each partition's owner.
+    CHECK(owners() == std::vector<std::string>{"mailer-a", "mailer-a", "mailer-a", "mailer-a", "mailer-a"});
+    mailer.stop();
+    CHECK(owners() == std::vector<std::string>(4, ""));  // it left: no members, every partition free
+
     CHECK(keel::test::http_get(m.server.port(), "/api/events/streams/order-9").status == 404);
     CHECK(keel::test::http_get(m.server.port(), "/api/events/streams/$bad").status == 400);
     CHECK(keel::test::http_get(m.server.port(), "/api/events/streams?limit=0").status == 400);
@@ -119,6 +148,16 @@ TEST_SUITE("browser") {
     CHECK_MESSAGE(browser->wait_for(
                       "document.querySelector('#readers tr[data-reader=\"receipts\"]')?.dataset.lag === '0'"),
                   browser->last_error());
+
+    // A consumer group appears with its member owning each partition.
+    ev::consumer mailer(
+        {.conninfo = m.schema.conninfo, .group = "mailer", .member = "mailer-a", .partitions = 4},
+        [](const ev::recorded_event&) -> keel::result<void> { return {}; });
+    REQUIRE(mailer.start());
+    CHECK_MESSAGE(browser->wait_for("document.querySelectorAll('#groups section[data-group=\"mailer\"] "
+                                    "tr[data-owner=\"mailer-a\"]').length === 4"),
+                  browser->last_error());
+    mailer.stop();
     CHECK(browser->console_errors().empty());
   }
 }

@@ -226,6 +226,14 @@ request GET /api/events/horizon;                                 expect 200 '"ev
 request GET /events;                                             expect 200 "keel events"
 request GET /api/events/readers;                                 expect 200 '"name":"receipts"'
 request GET /api/events/streams/order-4;                         expect 200 '"type":"order_paid"'
+request GET /api/events/groups;                                  expect 200 '"name":"shipping"'
+[[ "$body" == *'"name":"shipping-a"'* && "$body" == *'"name":"shipping-b"'* ]] || fail "the shipping group lacks a member: $body"
+# The inline read model is current at once; the materialized view once its projection caught up.
+request GET '/api/events/summary?fresh=1';                       expect 200 '"view_fresh":true'
+[[ "$body" == *'"inline":[{"status":"paid","orders":2,"total_cents":7499},{"status":"placed","orders":1,"total_cents":860},{"status":"shipped","orders":1,"total_cents":1250}]'* ]] ||
+  fail "the inline read model is not the orders' state: $body"
+[[ "$body" == *'"materialized_view":[{"status":"paid","orders":2,"total_cents":7499},{"status":"placed","orders":1,"total_cents":860},{"status":"shipped","orders":1,"total_cents":1250}]'* ]] ||
+  fail "the materialized view is not the orders' state: $body"
 request GET /metrics;                                            expect 200 'keel_events_appended_total'
 request GET /;                                                   expect 200 "/api/events/orders"
 stop

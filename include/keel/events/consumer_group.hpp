@@ -59,6 +59,28 @@ struct consumer_stats {
   error_code last_error;
 };
 
+/// A consumer group as stored: for pages and health checks.
+struct consumer_group_info {
+  struct member_info {
+    std::string name;
+    double heartbeat_age_seconds = 0;  ///< a member older than its session timeout is gone
+  };
+  struct partition_info {
+    std::uint32_t partition = 0;
+    std::string owner;              ///< empty: free
+    double lease_seconds_left = 0;  ///< negative: the lease ran out and anyone may claim it
+    all_position position;          ///< the partition's checkpoint
+  };
+  std::string name;
+  std::uint32_t partitions = 0;
+  timestamp created_at{};
+  std::vector<member_info> members;            ///< by name, live or not yet cleaned up
+  std::vector<partition_info> partition_list;  ///< by partition
+};
+
+/// Every consumer group with its members and partitions, by name.
+[[nodiscard]] result<std::vector<consumer_group_info>> consumer_groups(pg::connection& c);
+
 /// One member of a consumer group, on a thread of its own. The handler sees the events of the
 /// partitions this member owns, in global order (so each stream in version order); an error
 /// makes it retry the same event after a backoff.

@@ -1,10 +1,10 @@
 #pragma once
 /// @file keel/events/projection.hpp
-/// @brief Async projections: a daemon that folds the global order (or a category) into your
-/// Postgres tables, writing each batch's effects and the projection's checkpoint in one
-/// transaction, so every event takes effect exactly once even when the process is SIGKILLed or
-/// Postgres restarts. Several processes may run the same projection: they take turns batch by
-/// batch (a transaction-level advisory lock per projection), so one can die and the others go on.
+/// @brief Async projections (and ones that refresh a materialized view): a daemon that folds the global order
+/// (or a category) into your Postgres tables, writing each batch's effects and the projection's checkpoint in
+/// one transaction, so every event takes effect exactly once even when the process is SIGKILLed or Postgres
+/// restarts. Several processes may run the same projection: they take turns batch by batch (a
+/// transaction-level advisory lock per projection), so one can die and the others go on.
 ///
 /// @code
 /// keel::events::projection totals({.conninfo = url, .name = "order-totals", .category = "order"},
@@ -42,6 +42,10 @@ struct projection_options {
   /// Events per transaction.
   std::size_t batch_size = 500;
   std::chrono::milliseconds poll_interval{1000};
+  /// At least this long between the end of a batch that applied events and the next batch (0:
+  /// none). For projections whose batch costs the same however many events it holds, such as
+  /// refreshing a materialized view: what arrives meanwhile is folded into one batch.
+  std::chrono::milliseconds min_batch_interval{0};
   std::chrono::milliseconds min_retry_delay{10};
   std::chrono::milliseconds max_retry_delay{5000};
   /// Upcasters applied to every event before the handler sees it (must outlive this).
@@ -100,5 +104,24 @@ class projection {
  private:
   std::shared_ptr<impl> impl_;
 };
+
+struct view_refresh_options {
+  /// REFRESH ... CONCURRENTLY: readers of the view are not blocked while it is rebuilt (the view
+  /// needs a unique index); otherwise the refresh takes an ACCESS EXCLUSIVE lock on the view.
+  bool concurrently = false;
+};
+
+/// A projection's apply that refreshes the materialized view `view` (a name, or schema.name;
+/// quoted as an identifier, so never user text) in the batch's transaction: once a projection
+/// with it has its checkpoint at a position, the view shows every event up to there. One
+/// refresh per batch, whatever its size: give the projection a large batch_size and a
+/// min_batch_interval. Throws std::invalid_argument for an empty name.
+/// @code
+/// keel::events::projection summary({.conninfo = url, .name = "order-summary", .category = "order",
+///                                   .batch_size = 100'000, .min_batch_interval = 500ms},
+///                                  keel::events::refresh_materialized_view("order_summary"));
+/// @endcode
+[[nodiscard]] projection::apply_type refresh_materialized_view(std::string view,
+                                                               view_refresh_options options = {});
 
 }  // namespace keel::events

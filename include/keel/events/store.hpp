@@ -318,6 +318,18 @@ struct sequenced_page {
   bool caught_up = false;
 };
 
+/// An inline projection: runs inside the append's transaction, after the events are written,
+/// so what it writes commits with them or not at all. Its read model is never behind the
+/// stream, at the price of the append's latency; an error (or an exception) undoes the append.
+/// Runs only for appends that wrote events (not for an idempotent retry of stored ones).
+struct inline_projection {
+  std::string name;                ///< said in the log when it fails
+  std::string category;            ///< only appends to this category (every append when empty)
+  std::vector<std::string> types;  ///< only events of these types (all when empty)
+  /// Gets the events the append wrote to one stream (as stored, upcast), in version order.
+  std::function<result<void>(pg::connection& c, std::span<const recorded_event> events)> apply;
+};
+
 struct store_options {
   /// The most bytes an event's data and metadata may take together.
   std::size_t max_event_bytes = 1U << 20U;
@@ -333,7 +345,10 @@ struct store_options {
   /// must outlive the store.
   const upcasters* upcast = nullptr;
   /// Counts appends, conflicts and reads, when set; must outlive the store.
-  events_metrics* metrics = nullptr;
+  events_metrics* metrics =
+      nullptr;  /// Run by every append and append_many in the append's transaction (see inline_projection);
+  /// must outlive the store.
+  std::span<const inline_projection> inline_projections{};
 };
 
 /// The channel appends notify on; the payload is the stream's category.
@@ -351,8 +366,8 @@ class store {
   /// errc::invalid_stream_name, invalid_event_type, invalid_json, event_too_large,
   /// batch_too_large, empty_batch (nothing checked against the database yet),
   /// errc::duplicate_event_id (an id is taken by a different event, or only part of the batch was
-  /// stored before), errc::stream_deleted (tombstoned), or a pg::errc. Nothing of a failed batch
-  /// is stored.
+  /// stored before), errc::stream_deleted (tombstoned), an inline projection's error, or a
+  /// pg::errc. Nothing of a failed batch is stored.
   [[nodiscard]] result<append_result> append(pg::connection& c, std::string_view stream,
                                              expected_version expected,
                                              std::span<const new_event> events) const;
@@ -444,6 +459,8 @@ class store {
 
  private:
   [[nodiscard]] result<void> check_batch(std::string_view stream, std::span<const new_event> events) const;
+  [[nodiscard]] bool projects_inline(std::string_view stream) const noexcept;
+  [[nodiscard]] result<void> project_inline(pg::connection& c, const append_result& written) const;
   store_options options_{};
 };
 

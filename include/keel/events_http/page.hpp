@@ -1,7 +1,7 @@
 #pragma once
 /// @file keel/events_http/page.hpp
 /// @brief The keel::events page at /events and its read-only JSON API under /api/events
-/// (streams, a stream's events, readers with their lag, the horizon), mounted on a keel::net
+/// (streams, a stream's events, readers with their lag, consumer groups, the horizon), mounted on a keel::net
 /// server with one call.
 #include <keel/events/store.hpp>
 #include <keel/net/http.hpp>
@@ -26,7 +26,7 @@ struct options {
 };
 
 /// Adds `GET /events` (the page) and `GET /api/events/streams`, `/api/events/streams/{name}`,
-/// `/api/events/readers` to `server`, served from `pool`. Call before `server.start()`; the
+/// `/api/events/readers`, `/api/events/groups` to `server`, served from `pool`. Call before `server.start()`; the
 /// tables must exist (`events::migrate`). `pool` must outlive the running server.
 void mount(net::server& server, pg::pool& pool, options opts = {});
 
