@@ -3,8 +3,8 @@
 #include <keel/pg/local_cluster.hpp>
 #include <keel/pg/transaction.hpp>
 
+#include <chrono>
 #include <cstdio>
-#include <thread>
 
 int main() {
   auto cluster = keel::pg::local_cluster::start().value();
@@ -26,9 +26,8 @@ int main() {
                 {.initial_backoff = std::chrono::seconds(5), .timeout = std::chrono::minutes(1)});
   worker.start().value();
 
-  while (keel::jobs::get_job(c, job.id)->state != keel::jobs::job_state::completed) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  // Woken by the worker when it records the job finished.
+  const auto finished = keel::jobs::wait_for_job(c, job.id, std::chrono::seconds(30)).value();
   worker.stop();  // graceful: running jobs finish, the rest go back to the queue
-  return 0;
+  return finished.state == keel::jobs::job_state::completed ? 0 : 1;
 }

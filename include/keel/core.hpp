@@ -4,9 +4,12 @@
 #include <keel/core/assert.hpp>
 #include <keel/core/backoff.hpp>
 #include <keel/core/bits.hpp>
+#include <keel/core/bulk_memory.hpp>
+#include <keel/core/byte_io.hpp>
 #include <keel/core/bytes.hpp>
 #include <keel/core/clock.hpp>
 #include <keel/core/ed25519.hpp>
+#include <keel/core/endian.hpp>
 #include <keel/core/error.hpp>
 #include <keel/core/hash.hpp>
 #include <keel/core/log.hpp>

@@ -7,4 +7,5 @@
 #include <keel/net/json.hpp>
 #include <keel/net/router.hpp>
 #include <keel/net/server.hpp>
+#include <keel/net/trust.hpp>
 #include <keel/net/websocket.hpp>

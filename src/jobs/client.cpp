@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <functional>
 #include <limits>
 #include <optional>
@@ -669,6 +670,33 @@ FROM keel_jobs j WHERE j.id = $1 AND j.state IN ('discarded', 'cancelled', 'comp
   return exists->empty() ? errc::job_not_found : errc::invalid_state;
 }
 
+bool is_finished(job_state s) noexcept {
+  return s == job_state::completed || s == job_state::discarded || s == job_state::cancelled;
+}
+
+result<job_info> wait_for_job(pg::connection& c, std::int64_t id, std::chrono::milliseconds timeout) {
+  // Notifications reach a session only between transactions.
+  if (c.in_transaction()) return errc::invalid_state;
+  if (auto listening = c.execute("LISTEN keel_jobs_finished"); !listening) return listening.error();
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  result<job_info> job = errc::job_not_found;
+  for (;;) {
+    // Listening before looking: a job that finishes in between still wakes the wait.
+    job = get_job(c, id);
+    if (!job || is_finished(job->state)) break;
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    // Finishing paths notify; a look every second covers one that does not (a pruned job).
+    auto woke = c.wait_for_notifications(std::min(left, std::chrono::milliseconds(1000)));
+    if (!woke) {
+      job = woke.error();
+      break;
+    }
+  }
+  if (c.is_open()) (void)c.execute("UNLISTEN keel_jobs_finished");
+  return job;
+}
+
 result<void> cancel_job(pg::connection& c, std::int64_t id) {
   // Not running: cancelled now. Running: flagged; the worker's heartbeat sees the flag (the
   // notification makes it look at once) and its handler's job_context::cancelled() turns true.
@@ -682,7 +710,8 @@ WITH changed AS (
     cancel_requested = true
   WHERE id = $1 AND state IN ('pending', 'available', 'scheduled', 'retryable', 'running')
   RETURNING id, state)
-SELECT id, CASE WHEN state = 'running' THEN pg_notify('keel_jobs', '!cancel')::text END FROM changed)sql";
+SELECT id, CASE WHEN state = 'running' THEN pg_notify('keel_jobs', '!cancel')::text
+                ELSE pg_notify('keel_jobs_finished', '')::text END FROM changed)sql";
   return change_state(c, sql, id);
 }
 
@@ -691,7 +720,7 @@ result<void> discard_job(pg::connection& c, std::int64_t id, std::string_view re
 UPDATE keel_jobs SET state = 'discarded', finished_at = now(),
   errors = errors || jsonb_build_array(jsonb_build_object('attempt', attempt, 'at', now(), 'error', $2::text))
 WHERE id = $1 AND state IN ('pending', 'available', 'scheduled', 'retryable')
-RETURNING id)sql",
+RETURNING id, pg_notify('keel_jobs_finished', '')::text)sql",
                          id, reason);
   if (!changed) return changed.error();
   if (changed->size() > 0) return {};

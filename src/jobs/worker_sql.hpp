@@ -54,8 +54,12 @@ WITH u AS (
                                    UNION SELECT DISTINCT queue FROM done
                                          WHERE queue IN (SELECT name FROM keel_job_queues
                                                          WHERE max_running IS NOT NULL)) q) x
+), finished AS (
+  -- One notification per batch that finished a job, for wait_for_job (waiters look again).
+  SELECT count(pg_notify('keel_jobs_finished', '')) AS n
+  FROM (SELECT 1 FROM done WHERE state IN ('completed', 'discarded', 'cancelled') LIMIT 1) f
 )
-SELECT done.id FROM done CROSS JOIN woke)sql";
+SELECT done.id FROM done CROSS JOIN woke CROSS JOIN finished)sql";
 
 // Extend the leases of the jobs this worker holds; learn which ones were cancelled by hand and
 // which ones it no longer holds (missing from the answer). The rows are locked in id order, as
@@ -101,8 +105,11 @@ WITH rescued AS (
 ), woke AS (
   SELECT count(*) AS n FROM (SELECT pg_notify('keel_jobs', q.queue)
                              FROM (SELECT DISTINCT queue FROM rescued WHERE state = 'retryable') q) x
+), finished AS (
+  SELECT count(pg_notify('keel_jobs_finished', '')) AS n
+  FROM (SELECT 1 FROM rescued WHERE state IN ('discarded', 'cancelled') LIMIT 1) f
 )
-SELECT count(*) FROM rescued CROSS JOIN woke)sql";
+SELECT count(*) FROM rescued CROSS JOIN woke CROSS JOIN finished)sql";
 
 // Fallback for dependents whose release raced (two dependencies completed in concurrent
 // transactions, or a dependency completed while the dependent was being enqueued).

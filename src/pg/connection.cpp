@@ -3,6 +3,10 @@
 
 #include "connection_state.hpp"
 
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -44,6 +48,39 @@ std::string field(const PGresult* r, int code) {
   return value != nullptr ? value : "";
 }
 
+// A table that does not exist is nearly always a migration not run. Postgres names it in the
+// message (relation "keel_jobs" does not exist); the hint says which call creates keel's own,
+// and the log says it once at the place it happened.
+void explain_missing_table(diagnostics& d) {
+  const auto open = d.message.find('"');
+  const auto close = open == std::string::npos ? std::string::npos : d.message.find('"', open + 1);
+  if (close == std::string::npos) return;
+  const std::string table = d.message.substr(open + 1, close - open - 1);
+  if (d.table.empty()) d.table = table;
+  const auto bare = table.substr(table.rfind('.') == std::string::npos ? 0 : table.rfind('.') + 1);
+  struct owner {
+    std::string_view prefix, migrate;
+  };
+  static constexpr owner owners[] = {{"keel_events", "keel::events::migrate(c)"},
+                                     {"keel_jobs", "keel::jobs::migrate(c)"},
+                                     {"keel_job_", "keel::jobs::migrate(c)"},
+                                     {"keel_ledger_", "keel::ledger::migrate(c)"},
+                                     {"tsdb_", "keel::tsdb::migrate(c)"},
+                                     {"keel_ratelimit_", "keel::ratelimit::postgres_backend::migrate(c)"},
+                                     {"keel_migrations", "keel::pg::migrate(c, ...)"}};
+  for (const auto& o : owners) {
+    if (bare.starts_with(o.prefix)) {
+      if (d.hint.empty()) {
+        d.hint =
+            "the table " + table + " is created by " + std::string(o.migrate) + ": call it once at start";
+      }
+      break;
+    }
+  }
+  log::warn("postgres: a table does not exist",
+            {{"table", table}, {"hint", d.hint.empty() ? "were the migrations applied?" : d.hint}});
+}
+
 }  // namespace
 
 connection::state::~state() {
@@ -64,6 +101,7 @@ error_code connection::state::fail_from_result(const PGresult* r, std::string_vi
     last_error.column = field(r, PG_DIAG_COLUMN_NAME);
     const auto position = field(r, PG_DIAG_STATEMENT_POSITION);
     last_error.position = position.empty() ? 0 : std::atoi(position.c_str());
+    if (last_error.sqlstate == "42P01") explain_missing_table(last_error);
     return errc_from_sqlstate(last_error.sqlstate);
   }
   // No server error: libpq failed on its own, usually because the connection broke.
@@ -318,6 +356,37 @@ bool connection::probe() noexcept {
     return false;
   }
   return true;
+}
+
+result<std::size_t> connection::wait_for_notifications(std::chrono::milliseconds timeout) {
+  PGconn* c = state_->conn;
+  const auto drain = [c] {
+    std::size_t n = 0;
+    while (PGnotify* m = PQnotifies(c)) {
+      ++n;
+      PQfreemem(m);
+    }
+    return n;
+  };
+  if (PQstatus(c) != CONNECTION_OK) return errc::connection_lost;
+  auto received = drain();
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (received == 0) {
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()).count();
+    if (left <= 0) break;
+    pollfd fd{PQsocket(c), POLLIN, 0};
+    const int ready = ::poll(&fd, 1, static_cast<int>(std::min<std::int64_t>(left, 60'000)));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) return errc::connection_lost;
+    if (ready == 0) continue;  // the loop ends once the time is up
+    if (PQconsumeInput(c) == 0 || PQstatus(c) != CONNECTION_OK) {
+      state_->forget_all();
+      return errc::connection_lost;
+    }
+    received = drain();
+  }
+  return received;
 }
 
 std::size_t connection::cached_statements() const noexcept {

@@ -26,7 +26,8 @@ const char* describe(errc e) noexcept {
       return "the transaction was chosen as a deadlock victim (SQLSTATE 40P01); run it again, e.g. with "
              "retry_transaction";
     case errc::undefined_table:
-      return "the table does not exist (SQLSTATE 42P01); were the migrations applied?";
+      return "a table does not exist (SQLSTATE 42P01): connection::last_error() and the log name it; keel's "
+             "tables come from each component's migrate(c), run once at start";
     case errc::undefined_column:
       return "the column does not exist (SQLSTATE 42703)";
     case errc::syntax_error:

@@ -460,6 +460,51 @@ TEST_SUITE("pg") {
     CHECK(w.stats().completed == 301);
   }
 
+  TEST_CASE(
+      "wait_for_job: woken by the worker's notification when the job finishes; a timeout returns it as it "
+      "is") {
+    schema_with_jobs db;
+    std::atomic<bool> release{false};
+    jobs::worker w(fast_options(db.conninfo));
+    w.handle("slow", [&](const jobs::job_context&) {
+      while (!release.load()) std::this_thread::yield();  // held until the test lets it finish
+      return jobs::job_result::done();
+    });
+    auto job = jobs::enqueue(db.c, {.kind = "slow"}).value();
+    REQUIRE(w.start());
+    // Not finished within the timeout: the job comes back as it is.
+    auto early = jobs::wait_for_job(db.c, job.id, 20ms).value();
+    CHECK(!jobs::is_finished(early.state));
+
+    // The worker notifies when it records a finished job.
+    auto watcher = db.connect();
+    REQUIRE(watcher.execute("LISTEN keel_jobs_finished"));
+    release = true;
+    auto done = jobs::wait_for_job(db.c, job.id, 20s).value();
+    CHECK(done.state == jobs::job_state::completed);
+    CHECK(watcher.wait_for_notifications(20s).value() >= 1);
+    w.stop();
+
+    // Cancelled before it ran (scheduled for later): that ends the wait too.
+    auto later =
+        jobs::enqueue(db.c,
+                      {.kind = "slow",
+                       .run_at = keel::timestamp(std::chrono::system_clock::now() + std::chrono::hours(1))})
+            .value();
+    std::thread canceller([&] {
+      auto other = db.connect();
+      REQUIRE(jobs::cancel_job(other, later.id));
+    });
+    CHECK(jobs::wait_for_job(db.c, later.id, 20s).value().state == jobs::job_state::cancelled);
+    canceller.join();
+    CHECK(watcher.wait_for_notifications(20s).value() >= 1);
+
+    CHECK(jobs::wait_for_job(db.c, 999'999, 20ms).error() == jobs::errc::job_not_found);
+    REQUIRE(db.c.execute("BEGIN"));
+    CHECK(jobs::wait_for_job(db.c, job.id, 20ms).error() == jobs::errc::invalid_state);
+    REQUIRE(db.c.execute("ROLLBACK"));
+  }
+
   TEST_CASE("a worker runs exactly `concurrency` handlers at once on its pool") {
     schema_with_jobs db;
     std::vector<jobs::new_job> batch(12, jobs::new_job{.kind = "wide"});

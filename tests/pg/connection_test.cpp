@@ -157,3 +157,51 @@ TEST_SUITE("pg") {
     CHECK(c.query("SELECT 2").value().value<std::int32_t>().value() == 2);
   }
 }
+
+TEST_SUITE("pg") {
+  TEST_CASE("wait_for_notifications: what LISTEN brings, counted; a timeout is 0; a lost backend an error") {
+    test::scratch_schema schema;
+    auto listening = schema.connect();
+    auto sender = schema.connect();
+    REQUIRE(listening.execute("LISTEN keel_test_channel"));
+    CHECK(listening.wait_for_notifications(std::chrono::milliseconds(20)).value() == 0);
+
+    // Sent from another thread while this one waits.
+    std::thread later([&] { REQUIRE(sender.notify("keel_test_channel", "one")); });
+    CHECK(listening.wait_for_notifications(std::chrono::seconds(20)).value() == 1);
+    later.join();
+
+    // Received while a statement ran: counted at the next wait without reading the socket.
+    REQUIRE(sender.notify("keel_test_channel", "two"));
+    REQUIRE(sender.notify("keel_test_channel", "three"));
+    std::size_t seen = 0;
+    while (seen < 2) {
+      REQUIRE(listening.query("SELECT 1"));
+      seen += listening.wait_for_notifications(std::chrono::seconds(20)).value();
+    }
+    CHECK(seen == 2);
+
+    REQUIRE(sender.query("SELECT pg_terminate_backend($1)", listening.backend_pid()));
+    CHECK(listening.wait_for_notifications(std::chrono::seconds(20)).error() == pg::errc::connection_lost);
+    CHECK(!listening.is_open());
+  }
+}
+
+TEST_SUITE("pg") {
+  TEST_CASE("a missing table: the diagnostics name it, and the hint names the migrate call for keel's own") {
+    test::scratch_schema schema;
+    auto c = schema.connect();
+    auto missing = c.query("SELECT count(*) FROM keel_jobs");
+    REQUIRE(!missing);
+    CHECK(missing.error() == pg::errc::undefined_table);
+    CHECK(std::string(missing.error().message()).find("migrate(c)") != std::string::npos);
+    CHECK(c.last_error().table == "keel_jobs");
+    CHECK(c.last_error().hint.find("keel::jobs::migrate(c)") != std::string::npos);
+    CHECK(c.last_error().to_string().find("keel_jobs") != std::string::npos);
+
+    auto own = c.query("SELECT * FROM my_orders");
+    REQUIRE(!own);
+    CHECK(c.last_error().table == "my_orders");
+    CHECK(c.last_error().hint.empty());  // not keel's: no guess
+  }
+}

@@ -157,6 +157,17 @@ struct job_info {
 /// The job `id`, or errc::job_not_found.
 [[nodiscard]] result<job_info> get_job(pg::connection& c, std::int64_t id);
 
+/// True for the states a job ends in: completed, discarded, cancelled.
+[[nodiscard]] bool is_finished(job_state s) noexcept;
+
+/// Waits until job `id` has finished (completed, discarded or cancelled) or `timeout` passes,
+/// woken by the notification a worker sends when it records a finished job — no polling loop
+/// in your code. Uses `c` (LISTEN, then UNLISTEN), which must not be in a transaction.
+/// @returns the job as it is then (check `is_finished(job.state)`: the timeout may have passed
+/// first), errc::job_not_found, errc::invalid_state inside a transaction, or a pg::errc.
+[[nodiscard]] result<job_info> wait_for_job(pg::connection& c, std::int64_t id,
+                                            std::chrono::milliseconds timeout);
+
 /// Which jobs list_jobs returns.
 struct job_filter {
   std::optional<job_state> state{};

@@ -69,6 +69,13 @@ class connection {
   /// Sends NOTIFY `channel` with `payload` (a parameterized pg_notify call).
   [[nodiscard]] result<void> notify(std::string_view channel, std::string_view payload);
 
+  /// Waits up to `timeout` for notifications on the channels this connection LISTENs on (LISTEN
+  /// with execute(); they arrive only outside a transaction), reading what the server sent; ones
+  /// received during earlier statements count at once. Payloads are dropped: for "something
+  /// changed, look again" waits on one connection (keel::pg::listener is the Asio one).
+  /// @returns how many arrived (0: the timeout passed), or errc::connection_lost.
+  [[nodiscard]] result<std::size_t> wait_for_notifications(std::chrono::milliseconds timeout);
+
   /// Quotes an identifier (table, column, channel) for the rare SQL that cannot take it as a
   /// parameter (LISTEN, COPY). @returns errc::invalid_argument for invalid encodings.
   [[nodiscard]] result<std::string> quote_identifier(std::string_view name) const;

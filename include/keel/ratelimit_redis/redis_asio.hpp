@@ -3,6 +3,7 @@
 /// @brief redis_backend decisions with any Asio completion token: `use_future`, `deferred`,
 /// `use_awaitable` (coroutines) or a plain callback. Kept apart from redis.hpp so that code
 /// which only needs the blocking or callback API does not compile Asio's headers.
+/// Not included by <keel/ratelimit_redis.hpp> for the same reason: include it where you use it.
 #include <keel/ratelimit_redis/redis.hpp>
 #include <keel/redis/detail/completion.hpp>
 
