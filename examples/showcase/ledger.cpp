@@ -15,7 +15,9 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -120,6 +122,169 @@ net::response engine_error(const keel::error_code& ec) {
   return net::error_response(net::status::internal_server_error, ec);
 }
 
+// The demo accounts the page shows (USD cents, ledger 840), created at first start with a few
+// transfers, so the page has something to show. Ids from 1001 leave the small ones to callers.
+struct demo_account {
+  std::uint64_t id;
+  std::uint16_t code;
+  std::uint16_t flags;
+};
+constexpr demo_account demo_accounts[] = {
+    {1001, 1, 0},                                                      // the bank's cash
+    {1002, 2, ledger::account_flags::debits_must_not_exceed_credits},  // alice
+    {1003, 2, ledger::account_flags::debits_must_not_exceed_credits},  // bob
+};
+
+keel::result<void> seed_demo_ledger(keel::pg::connection& c) {
+  ledger::pg_engine engine(c);
+  auto size = engine.journal_size();
+  if (!size) return size.error();
+  if (*size > 0) return {};  // not a new database: leave it as it is
+  std::vector<ledger::account> accounts;
+  for (const auto& a : demo_accounts)
+    accounts.push_back({.id = a.id, .ledger = 840, .code = a.code, .flags = a.flags});
+  if (auto made = engine.create_accounts(accounts); !made) return made.error();
+  const ledger::transfer transfers[] = {{.id = 5001,
+                                         .debit_account_id = 1001,
+                                         .credit_account_id = 1002,
+                                         .amount = 250'000,
+                                         .ledger = 840,
+                                         .code = 1},
+                                        {.id = 5002,
+                                         .debit_account_id = 1001,
+                                         .credit_account_id = 1003,
+                                         .amount = 120'000,
+                                         .ledger = 840,
+                                         .code = 1},
+                                        {.id = 5003,
+                                         .debit_account_id = 1002,
+                                         .credit_account_id = 1003,
+                                         .amount = 4'250,
+                                         .ledger = 840,
+                                         .code = 2},
+                                        {.id = 5004,
+                                         .debit_account_id = 1003,
+                                         .credit_account_id = 1002,
+                                         .amount = 1'999,
+                                         .ledger = 840,
+                                         .code = 2,
+                                         .flags = ledger::transfer_flags::pending}};
+  if (auto done = engine.create_transfers(transfers); !done) return done.error();
+  return {};
+}
+
+constexpr std::string_view ledger_body = R"html(
+<h1>Ledger</h1>
+<p class="note">keel::ledger in Postgres: double-entry accounts in US cents (ledger 840). Every account and
+transfer is an entry of an append-only journal, a leaf of an RFC 6962 Merkle tree.</p>
+<h2>Accounts</h2>
+<table id="accounts"><thead><tr><th>account</th><th>debits posted</th><th>credits posted</th><th>pending</th><th>balance</th></tr></thead><tbody></tbody></table>
+<h2>Transfer</h2>
+<form id="transfer">
+  <label>from <select name="from"></select></label>
+  <label>to <select name="to"></select></label>
+  <label>amount (USD) <input name="amount" type="number" min="0.01" step="0.01" value="12.50" required></label>
+  <button type="submit">transfer</button>
+  <span id="transfer-result"></span>
+</form>
+<p class="note">alice and bob may not spend more than they hold: such a transfer comes back
+<code>exceeds_credits</code>, a result, not an error, and nothing is written.</p>
+<h2>Signed tree head</h2>
+<table id="checkpoint"><tbody>
+<tr><th>journal entries</th><td data-field="tree_size"></td></tr>
+<tr><th>root</th><td><code data-field="root"></code></td></tr>
+<tr><th>signed by (Ed25519)</th><td><code data-field="key"></code></td></tr>
+<tr><th>latest entry</th><td data-field="proof"></td></tr>
+</tbody></table>
+)html";
+
+constexpr std::string_view ledger_script = R"js(
+const accounts = [{id: "1001", name: "cash (the bank)"}, {id: "1002", name: "alice"}, {id: "1003", name: "bob"}];
+const money = new Intl.NumberFormat("en-US", {style: "currency", currency: "USD"});
+const dollars = cents => money.format(Number(cents) / 100);
+function cell(tr, text, cls) { const td = tr.appendChild(document.createElement("td")); td.textContent = text; if (cls) td.className = cls; return td; }
+async function get(path) { const r = await fetch(path); if (!r.ok) throw new Error(path + ": " + r.status); return r.json(); }
+async function refreshAccounts() {
+  const body = document.querySelector("#accounts tbody");
+  const rows = [];
+  for (const a of accounts) {
+    const b = (await get("/api/ledger/accounts/" + a.id + "/balance")).balance;
+    const tr = document.createElement("tr");
+    tr.dataset.account = a.id;
+    cell(tr, a.name + " (" + a.id + ")");
+    cell(tr, dollars(b.debits_posted), "num debits");
+    cell(tr, dollars(b.credits_posted), "num credits");
+    cell(tr, dollars(Number(b.credits_pending) - Number(b.debits_pending)), "num pending");
+    cell(tr, dollars(Number(b.credits_posted) - Number(b.debits_posted)), "num balance");
+    rows.push(tr);
+  }
+  body.replaceChildren(...rows);
+}
+// RFC 6962 / 9162 inclusion proof, checked here with the browser's own SHA-256.
+const hex = h => new Uint8Array(h.match(/../g).map(b => parseInt(b, 16)));
+const toHex = b => Array.from(new Uint8Array(b), x => x.toString(16).padStart(2, "0")).join("");
+async function node(left, right) {
+  const m = new Uint8Array(65); m[0] = 1; m.set(left, 1); m.set(right, 33);
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", m));
+}
+async function verifyInclusion(index, size, leaf, path, root) {
+  if (index >= size) return false;
+  let fn = index, sn = size - 1, r = hex(leaf);
+  for (const p of path.map(hex)) {
+    if (sn === 0) return false;
+    if ((fn & 1) === 1 || fn === sn) {
+      r = await node(p, r);
+      if ((fn & 1) === 0) while ((fn & 1) === 0 && fn !== 0) { fn >>= 1; sn >>= 1; }
+    } else {
+      r = await node(r, p);
+    }
+    fn >>= 1; sn >>= 1;
+  }
+  return sn === 0 && toHex(r) === root;
+}
+async function refreshCheckpoint() {
+  const cp = await get("/api/ledger/checkpoint");
+  const field = name => document.querySelector('#checkpoint [data-field="' + name + '"]');
+  field("tree_size").textContent = Number(cp.tree_size).toLocaleString("en-US");
+  field("root").textContent = cp.root;
+  field("key").textContent = cp.key;
+  const last = cp.tree_size - 1;
+  const proof = await get("/api/ledger/proof/" + last + "?tree_size=" + cp.tree_size);
+  const ok = await verifyInclusion(last, cp.tree_size, proof.leaf_hash, proof.proof, cp.root);
+  const cellOf = field("proof");
+  cellOf.textContent = "entry " + last.toLocaleString("en-US") + ": " + (ok ? "included in this root (proof of " +
+      proof.proof.length + " hashes verified here)" : "proof did not verify");
+  cellOf.className = ok ? "ok" : "bad";
+  cellOf.dataset.verified = ok;
+}
+async function refresh() {
+  try { await refreshAccounts(); await refreshCheckpoint(); }
+  catch (e) { document.getElementById("transfer-result").textContent = "could not load: " + e.message; }
+}
+const form = document.getElementById("transfer");
+for (const select of [form.from, form.to]) {
+  for (const a of accounts) select.appendChild(new Option(a.name, a.id));
+}
+form.from.value = "1002"; form.to.value = "1003";
+form.addEventListener("submit", async event => {
+  event.preventDefault();
+  const out = document.getElementById("transfer-result");
+  const cents = Math.round(Number(form.amount.value) * 100);
+  const transfer = {id: String(Date.now()) + String(Math.floor(Math.random() * 1000)).padStart(3, "0"),
+                    debit_account_id: form.from.value, credit_account_id: form.to.value,
+                    amount: String(cents), ledger: 840, code: 2};
+  const r = await fetch("/api/ledger/transfers", {method: "POST", headers: {"Content-Type": "application/json"},
+                                                  body: JSON.stringify({transfers: [transfer]})});
+  const answer = await r.json();
+  const result = r.ok ? answer.results[0].result : (answer.error || "error " + r.status);
+  out.textContent = result === "ok" ? dollars(cents) + " transferred" : result;
+  out.className = result === "ok" ? "ok" : "bad";
+  out.dataset.result = result;
+  await refresh();
+});
+refresh();
+)js";
+
 }  // namespace
 
 keel::result<void> mount_ledger(context& ctx) {
@@ -127,6 +292,7 @@ keel::result<void> mount_ledger(context& ctx) {
     auto c = ctx.pool.acquire();
     if (!c) return c.error();
     if (auto migrated = ledger::migrate(**c); !migrated) return migrated.error();
+    if (auto seeded = seed_demo_ledger(**c); !seeded) return seeded.error();
   }
   // Checkpoints are signed with a key kept across restarts; its public half is in each one.
   const char* seed_file = std::getenv("KEEL_LEDGER_SEED_FILE");
@@ -304,12 +470,16 @@ keel::result<void> mount_ledger(context& ctx) {
                                                   {"root", keel::to_hex(*root)}});
   });
 
+  ctx.server.get("/ledger", [html = page("ledger", ledger_body, ledger_script)](const net::request&) {
+    return net::text_response(html, net::status::ok, "text/html; charset=utf-8");
+  });
+  ctx.endpoints.push_back({"GET", "/ledger", "the ledger page: accounts, a transfer form, a verified proof"});
   ctx.endpoints.push_back({"POST", "/api/ledger/accounts", "creates ledger accounts: {\"accounts\": [...]}"});
   ctx.endpoints.push_back({"POST", "/api/ledger/transfers", "creates transfers, one result code each"});
   ctx.endpoints.push_back(
-      {"GET", "/api/ledger/accounts/1/balance", "balance now, or ?as_of_sequence= / ?as_of_timestamp="});
+      {"GET", "/api/ledger/accounts/1002/balance", "balance now, or ?as_of_sequence= / ?as_of_timestamp="});
   ctx.endpoints.push_back(
-      {"GET", "/api/ledger/accounts/1/statement", "entries with running balance (?from=&limit=)"});
+      {"GET", "/api/ledger/accounts/1002/statement", "entries with running balance (?from=&limit=)"});
   ctx.endpoints.push_back({"GET", "/api/ledger/checkpoint", "an Ed25519-signed tree head of the journal"});
   ctx.endpoints.push_back({"GET", "/api/ledger/proof/0", "inclusion proof of a journal entry (?tree_size=)"});
   return {};

@@ -111,43 +111,90 @@ std::string escape_html(std::string_view text) {
   return out;
 }
 
+// The pages, with what each shows (the nav bar links them too).
+constexpr std::pair<std::string_view, std::string_view> pages[] = {
+    {"/ledger",
+     "accounts and balances, a transfer form, a signed tree head and a proof verified in your browser"},
+    {"/events", "an event-sourced order lifecycle: streams, readers and their lag, consumer groups"},
+    {"/tsdb", "a week of temperatures, raw against LTTB-downsampled, with a time axis"},
+    {"/jobs", "the job queue: throughput and depth over time, failures with a retry button"},
+    {"/ratelimit", "the limits in force, and a burst of requests meeting one (429 with RateLimit headers)"},
+    {"/metrics", "every component's Prometheus metrics"},
+};
+
 std::string index_page(const std::vector<showcase::endpoint>& endpoints) {
+  std::string page_list;
+  for (const auto& [href, what] : pages) {
+    page_list += "<li><a href=\"" + std::string(href) + "\">" + std::string(href) + "</a> — " +
+                 escape_html(what) + "</li>\n";
+  }
   std::string links;
   for (const auto& e : endpoints) {
     const std::string path = escape_html(e.path);
+    // A path with a {placeholder} is a pattern, not a page: shown, not linked.
+    const bool linkable = e.method == "GET" && e.path.find('{') == std::string::npos;
     links += "<li><code>" + escape_html(e.method) + "</code> " +
-             (e.method == "GET" ? "<a href=\"" + path + "\">" + path + "</a>" : "<code>" + path + "</code>") +
-             " — " + escape_html(e.what) + "</li>\n";
+             (linkable ? "<a href=\"" + path + "\">" + path + "</a>" : "<code>" + path + "</code>") + " — " +
+             escape_html(e.what) + "</li>\n";
   }
   std::string rows;
   for (const auto& c : components) {
     rows += "<tr><td><code>keel::" + escape_html(c.name) + "</code></td><td class=\"" +
-            std::string(c.status) + "\">" + std::string(c.status) + "</td><td>" + escape_html(c.what) +
-            "</td></tr>\n";
+            std::string(c.status == "ready" ? "ok" : "note") + "\">" + std::string(c.status) + "</td><td>" +
+            escape_html(c.what) + "</td></tr>\n";
   }
-  return R"html(<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>keel showcase</title>
-<style>
-body { font: 15px/1.5 system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #222; }
-table { border-collapse: collapse; width: 100%; } td, th { padding: .35rem .6rem; border-bottom: 1px solid #ddd; text-align: left; }
-.ready { color: #176f2c; font-weight: 600; } .planned { color: #888; }
-</style></head><body>
-<h1>keel )html" +
-         std::string(keel::version) + R"html(</h1>
-<p>Embeddable C++20 backend primitives. This page is served by <code>keel::net</code>; the
-numbers below come from <code>keel::pg</code>.</p>
-<table><thead><tr><th>component</th><th>status</th><th>what it is</th></tr></thead><tbody>
-)html" + rows +
-         R"html(</tbody></table>
-<h2>Endpoints</h2>
-<ul>
-)html" + links +
-         R"html(</ul>
-</body></html>
-)html";
+  return showcase::page(
+      "keel " + std::string(keel::version),
+      "<h1>keel " + std::string(keel::version) +
+          "</h1>\n<p>Embeddable C++20 backend primitives, each working in this one service. "
+          "This page is served by <code>keel::net</code>; the data behind the pages lives in "
+          "Postgres through <code>keel::pg</code>, seeded at first start.</p>\n"
+          "<h2>Pages</h2>\n<ul id=\"pages\">\n" +
+          page_list +
+          "</ul>\n<h2>Components</h2>\n<table><thead><tr><th>component</th><th>status</th>"
+          "<th>what it is</th></tr></thead><tbody>\n" +
+          rows + "</tbody></table>\n<h2>Endpoints</h2>\n<ul id=\"endpoints\">\n" + links + "</ul>",
+      "");
 }
 
 }  // namespace
+
+namespace showcase {
+
+// The pages people open from the index, in the bar at the top of each.
+constexpr std::pair<std::string_view, std::string_view> page_links[] = {
+    {"/", "keel"},     {"/ledger", "ledger"},         {"/events", "events"},  {"/tsdb", "time series"},
+    {"/jobs", "jobs"}, {"/ratelimit", "rate limits"}, {"/metrics", "metrics"}};
+
+const char* const page_style = R"css(
+body { font: 15px/1.5 system-ui, sans-serif; margin: 0 auto 2rem; max-width: 64rem; color: #222; padding: 0 1rem; }
+nav { display: flex; gap: 1.1rem; padding: .7rem 0; border-bottom: 1px solid #ddd; margin-bottom: 1rem; }
+nav a { color: #1759b8; text-decoration: none; } nav a:first-child { font-weight: 700; color: #222; }
+table { border-collapse: collapse; width: 100%; } td, th { padding: .35rem .6rem; border-bottom: 1px solid #e3e3e3; text-align: left; }
+th { color: #555; font-weight: 600; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.ok { color: #176f2c; font-weight: 600; } .bad { color: #a12; font-weight: 600; } .note { color: #777; font-size: 13px; }
+code, pre { font: 13px ui-monospace, monospace; } pre { background: #f6f6f6; padding: .6rem; overflow-x: auto; }
+form { display: flex; gap: .6rem; align-items: end; flex-wrap: wrap; margin: .6rem 0; } label { display: flex; flex-direction: column; font-size: 13px; color: #555; }
+input, select, button { font: inherit; padding: .25rem .4rem; }
+)css";
+
+std::string nav_bar() {
+  std::string out = "<nav>";
+  for (const auto& [href, label] : page_links) {
+    out += "<a href=\"" + std::string(href) + "\">" + std::string(label) + "</a>";
+  }
+  return out + "</nav>";
+}
+
+std::string page(std::string_view title, std::string_view body, std::string_view script) {
+  return "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + std::string(title) +
+         " — keel showcase</title>\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+         "<style>" +
+         std::string(page_style) + "</style></head><body>\n" + nav_bar() + "\n" + std::string(body) +
+         "\n<script>\n\"use strict\";\n" + std::string(script) + "\n</script>\n</body></html>\n";
+}
+
+}  // namespace showcase
 
 int main(int argc, char** argv) {
   const auto opts = parse_arguments(argc, argv);

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace showcase {
 namespace {
@@ -43,6 +44,62 @@ keel::ratelimit::policy_set showcase_policies() {
                           .warn_at = 0.6});
   return set;
 }
+
+constexpr std::string_view ratelimit_body = R"html(
+<h1>Rate limits</h1>
+<p class="note">keel::ratelimit decides every <code>/api</code> request of this server, per client address, in
+process (memory backend; the same policies run on Redis or Postgres). Denied requests get 429 with the IETF
+RateLimit headers and Retry-After.</p>
+<h2>Policies in force</h2>
+<table id="policies"><thead><tr><th>policy</th><th>routes</th><th>limits</th><th>warns at</th></tr></thead><tbody></tbody></table>
+<h2>Meet a limit</h2>
+<p><button id="burst">send 8 requests to /api/ratelimit/demo</button> <span id="summary"></span></p>
+<table id="requests"><thead><tr><th>#</th><th>status</th><th>RateLimit</th><th>Retry-After</th></tr></thead><tbody></tbody></table>
+)html";
+
+constexpr std::string_view ratelimit_script = R"js(
+function cell(tr, text, cls) { const td = tr.appendChild(document.createElement("td")); td.textContent = text; if (cls) td.className = cls; return td; }
+function period(ms) {
+  if (ms % 3600000 === 0) return ms / 3600000 === 1 ? "hour" : (ms / 3600000) + " h";
+  if (ms % 60000 === 0) return ms / 60000 === 1 ? "minute" : (ms / 60000) + " min";
+  return ms % 1000 === 0 ? (ms === 1000 ? "second" : (ms / 1000) + " s") : ms + " ms";
+}
+async function loadPolicies() {
+  const d = await (await fetch("/api/ratelimit/policies")).json();
+  const body = document.querySelector("#policies tbody");
+  body.replaceChildren();
+  for (const p of d.policies) {
+    const tr = body.appendChild(document.createElement("tr"));
+    tr.dataset.policy = p.name;
+    cell(tr, p.name);
+    cell(tr, p.routes.join(", ") || "every route");
+    cell(tr, p.limits.map(l => l.limit.toLocaleString("en-US") + " per " + period(l.period_ms) +
+                          (l.burst > l.limit ? " (bursts of " + l.burst.toLocaleString("en-US") + ")" : "") +
+                          ", " + l.algorithm.replace("_", " ")).join("; "));
+    cell(tr, p.warn_at > 0 ? Math.round(p.warn_at * 100) + " % used" : "—");
+  }
+}
+document.getElementById("burst").addEventListener("click", async () => {
+  const body = document.querySelector("#requests tbody");
+  body.replaceChildren();
+  let allowed = 0, limited = 0;
+  for (let k = 1; k <= 8; ++k) {
+    const r = await fetch("/api/ratelimit/demo");
+    const tr = body.appendChild(document.createElement("tr"));
+    tr.dataset.status = r.status;
+    cell(tr, k, "num");
+    cell(tr, r.status === 200 ? "200 allowed" : r.status + " limited", r.status === 200 ? "ok" : "bad");
+    cell(tr, r.headers.get("RateLimit") || "");
+    cell(tr, r.headers.get("Retry-After") ? r.headers.get("Retry-After") + " s" : "");
+    if (r.status === 200) ++allowed; else ++limited;
+  }
+  const summary = document.getElementById("summary");
+  summary.textContent = allowed + " allowed, " + limited + " limited";
+  summary.dataset.allowed = allowed;
+  summary.dataset.limited = limited;
+});
+loadPolicies();
+)js";
 
 }  // namespace
 
@@ -97,6 +154,12 @@ keel::result<void> mount_ratelimit(context& ctx) {
     }
     return keel::net::json_response(boost::json::object{{"backend", "memory"}, {"policies", list}});
   });
+  ctx.server.get("/ratelimit",
+                 [html = page("rate limits", ratelimit_body, ratelimit_script)](const keel::net::request&) {
+                   return keel::net::text_response(html, keel::net::status::ok, "text/html; charset=utf-8");
+                 });
+  ctx.endpoints.push_back(
+      {"GET", "/ratelimit", "the rate-limit page: policies, and a burst meeting a limit"});
   ctx.endpoints.push_back({"GET", "/api/ratelimit/demo", "rate limited: 5 per 10 s per client (then 429)"});
   ctx.endpoints.push_back({"GET", "/api/ratelimit/policies", "the rate-limit policies in force"});
   ctx.endpoints.push_back({"POST", "/api/ratelimit/reload", "re-reads KEEL_RATELIMIT_POLICIES (when set)"});

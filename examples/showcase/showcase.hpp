@@ -7,6 +7,7 @@
 #include <keel/pg/pool.hpp>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace showcase {
@@ -26,14 +27,17 @@ struct context {
   std::string state_dir = ".keel";  ///< files kept across restarts (beside the embedded database)
 };
 
+/// A page of the showcase's own (the ledger and ratelimit pages): the shared style, a bar
+/// linking the index and every page, then `body` (HTML written by the showcase, never user
+/// data) and `script` (the page's JavaScript, which puts values in with textContent).
+std::string page(std::string_view title, std::string_view body, std::string_view script);
+
 // One per component with routes; each applies its migrations and adds its routes.
 // keel::result<void> mount_<component>(context& ctx);
 keel::result<void> mount_ledger(context& ctx);
 keel::result<void> mount_ratelimit(context& ctx);
-keel::result<void> mount_tsdb(context& ctx);  // examples/showcase/tsdb.cpp: demo series, keel::tsdb_http
-keel::result<void> mount_jobs(context& ctx);
-keel::result<void> mount_events(
-    context& ctx);  // examples/showcase/events.cpp: an order's lifecycle, event-sourced  //
-                    // examples/showcase/jobs.cpp: demo worker, keel::jobs_http
+keel::result<void> mount_tsdb(context& ctx);    // examples/showcase/tsdb.cpp: demo series, keel::tsdb_http
+keel::result<void> mount_jobs(context& ctx);    // examples/showcase/jobs.cpp: demo worker, keel::jobs_http
+keel::result<void> mount_events(context& ctx);  // examples/showcase/events.cpp: orders, event-sourced
 
 }  // namespace showcase

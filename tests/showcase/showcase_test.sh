@@ -145,11 +145,16 @@ request POST /api/ledger/transfers '{"transfers":[{"id":"16","debit_account_id":
 expect 400 '"error"'
 request POST /api/ledger/transfers '{"transfers":[{"id":"17",'; expect 400 '"error"'
 request GET /api/ledger/accounts/2/balance;                 expect 200 '"credits_posted":"250"'
-request GET '/api/ledger/accounts/2/balance?as_of_sequence=1'; expect 200 '"credits_posted":"0"'
+# The demo ledger seeded at first start holds entries 0-6 (3 accounts, 4 transfers): the
+# accounts above are entries 7 and 8, the transfer entry 9.
+request GET '/api/ledger/accounts/2/balance?as_of_sequence=8'; expect 200 '"credits_posted":"0"'
 request GET /api/ledger/accounts/1/balance;                 expect 200 '"debits_posted":"250"'
 request GET /api/ledger/accounts/77/balance;                expect 404 '"error"'
 request GET '/api/ledger/accounts/1/statement?limit=10';    expect 200 '"transfer_id":"10"'
-request GET /api/ledger/checkpoint;                         expect 200 '"tree_size":3'
+request GET /api/ledger/checkpoint;                         expect 200 '"tree_size":10'
+request GET /api/ledger/accounts/1002/balance;              expect 200 '"debits_posted":"4250","credits_pending":"1999","credits_posted":"250000"'
+request GET /ledger;                                        expect 200 "Signed tree head"
+request GET /ratelimit;                                     expect 200 "Meet a limit"
 request GET /api/ledger/proof/2;                            expect 200 '"proof":['
 request GET /api/ledger/proof/99;                           expect 400 '"error"'
 request GET /api/ledger/checkpoint
