@@ -10,10 +10,14 @@
 #include <boost/json.hpp>
 
 #include <charconv>
+#include <chrono>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <utility>
 #include <variant>
+#include <vector>
 
 namespace keel::jobs_http {
 
@@ -224,6 +228,46 @@ net::handler guarded(const std::shared_ptr<const authorize_fn>& authorize, acces
   };
 }
 
+// What the chart on /jobs draws: the queues' depth and throughput, sampled when the queues are
+// read (the page reads them every second), at most one sample a second, the last ten minutes.
+class queue_history {
+ public:
+  struct sample {
+    std::int64_t at_ms;
+    std::int64_t waiting;  // available + scheduled + retryable + pending
+    std::int64_t running;
+    std::int64_t completed_last_minute;
+    std::int64_t failed_last_minute;
+  };
+  static constexpr std::size_t capacity = 600;
+
+  void record(const std::vector<jobs::queue_summary>& queues) {
+    const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    sample s{now_ms, 0, 0, 0, 0};
+    for (const auto& q : queues) {
+      s.waiting += q.count(jobs::job_state::available) + q.count(jobs::job_state::scheduled) +
+                   q.count(jobs::job_state::retryable) + q.count(jobs::job_state::pending);
+      s.running += q.count(jobs::job_state::running);
+      s.completed_last_minute += q.completed_last_minute;
+      s.failed_last_minute += q.failed_last_minute;
+    }
+    const std::lock_guard lock(mutex_);
+    if (!samples_.empty() && now_ms - samples_.back().at_ms < 1000) return;
+    if (samples_.size() == capacity) samples_.erase(samples_.begin());
+    samples_.push_back(s);
+  }
+  [[nodiscard]] std::vector<sample> samples() const {
+    const std::lock_guard lock(mutex_);
+    return samples_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<sample> samples_;
+};
+
 }  // namespace
 
 authorize_fn default_authorization(std::string action_token) {
@@ -243,11 +287,13 @@ void mount(net::server& server, pg::pool& pool, options opts) {
                return net::text_response(detail::dashboard_html, net::status::ok, "text/html; charset=utf-8");
              }));
 
-  server.get("/api/jobs/queues", readable([&pool](const net::request&) {
+  auto history = std::make_shared<queue_history>();
+  server.get("/api/jobs/queues", readable([&pool, history](const net::request&) {
                auto c = pool.acquire();
                if (!c) return net::error_response(net::status::service_unavailable, c.error());
                auto summaries = jobs::queue_summaries(**c);
                if (!summaries) return job_error(summaries.error(), &**c);
+               history->record(*summaries);
                boost::json::array out;
                for (const auto& s : *summaries) {
                  boost::json::object counts;
@@ -260,6 +306,19 @@ void mount(net::server& server, pg::pool& pool, options opts) {
                                 {"failed_last_minute", s.failed_last_minute}});
                }
                return net::json_response(boost::json::object{{"queues", out}});
+             }));
+
+  // The chart's data: samples of depth and throughput over all queues, oldest first.
+  server.get("/api/jobs/history", readable([history](const net::request&) {
+               boost::json::array out;
+               for (const auto& s : history->samples()) {
+                 out.push_back({{"at", s.at_ms},
+                                {"waiting", s.waiting},
+                                {"running", s.running},
+                                {"completed_last_minute", s.completed_last_minute},
+                                {"failed_last_minute", s.failed_last_minute}});
+               }
+               return net::json_response(boost::json::object{{"samples", out}});
              }));
 
   server.get("/api/jobs/failures", readable([&pool](const net::request&) {

@@ -18,6 +18,9 @@ button { font: inherit; padding: .15rem .55rem; margin-right: .25rem; cursor: po
 button:hover { background: #eee; } .error { font-family: ui-monospace, monospace; font-size: 12px; white-space: pre-wrap; color: #702; }
 #detail { border: 1px solid #ddd; border-radius: 6px; padding: .6rem .9rem; background: #fafafa; }
 #status { color: #777; font-size: 12px; } a { color: #1759b8; cursor: pointer; }
+#chart { border: 1px solid #e3e3e3; background: #fff; } .depth { color: #b76e00; } .throughput { color: #176f2c; }
+.chart-legend { margin: .2rem 0; } #chart-note { color: #777; font-size: 12px; }
+.chart-axis { display: flex; justify-content: space-between; color: #777; font-size: 12px; }
 </style></head><body>
 <h1>keel jobs</h1>
 <div id="status">loading…</div>
@@ -26,6 +29,17 @@ button:hover { background: #eee; } .error { font-family: ui-monospace, monospace
 <table id="queues"><thead><tr><th>queue</th><th>pending</th><th>available</th><th>scheduled</th><th>running</th>
 <th>retryable</th><th>completed</th><th>discarded</th><th>cancelled</th><th>done/min</th><th>failed/min</th><th></th></tr></thead>
 <tbody></tbody></table>
+
+<h2>Throughput and depth</h2>
+<p class="chart-legend"><span class="depth">&#9632; waiting + running: <b id="depth-now">–</b></span> &nbsp;
+<span class="throughput">&#9632; completed per minute: <b id="throughput-now">–</b></span>
+<span id="chart-note"> — sampled while this page is open, the last ten minutes</span></p>
+<svg id="chart" xmlns="http://www.w3.org/2000/svg" width="100%" height="180" viewBox="0 0 900 180" preserveAspectRatio="none">
+<g id="chart-grid"></g>
+<polyline id="depth-line" fill="none" stroke="#b76e00" stroke-width="1.5" points=""/>
+<polyline id="throughput-line" fill="none" stroke="#176f2c" stroke-width="1.5" points=""/>
+</svg>
+<div id="chart-axis" class="chart-axis"></div>
 
 <h2>Recent failures</h2>
 <table id="failures"><thead><tr><th>id</th><th>kind</th><th>queue</th><th>state</th><th>attempt</th><th>last error</th><th></th></tr></thead>
@@ -81,8 +95,9 @@ function renderQueues(queues) {
   body.replaceChildren(...queues.map(q => {
     const row = el("tr", {}, el("td", {}, q.queue + (q.paused ? " (paused)" : "")));
     row.dataset.queue = q.queue;
-    for (const s of states) row.append(el("td", {className: "num " + s}, q.counts[s] || 0));
-    row.append(el("td", {className: "num"}, q.completed_last_minute), el("td", {className: "num"}, q.failed_last_minute));
+    for (const s of states) row.append(el("td", {className: "num " + s}, (q.counts[s] || 0).toLocaleString()));
+    row.append(el("td", {className: "num"}, q.completed_last_minute.toLocaleString()),
+               el("td", {className: "num"}, q.failed_last_minute.toLocaleString()));
     const toggle = el("button", {textContent: q.paused ? "resume" : "pause"});
     toggle.addEventListener("click", async () => {
       await api("POST", `/api/jobs/queues/${encodeURIComponent(q.queue)}/${q.paused ? "resume" : "pause"}`);
@@ -131,11 +146,45 @@ function renderDetail(job) {
   box.replaceChildren(table, el("h3", {}, "Failed attempts"), job.errors.length ? attempts : el("em", {}, "none"), actions);
 }
 
+// Depth (left scale) and completed per minute (right scale) against time, each line scaled
+// to its own maximum; the axis below says how long ago.
+function renderChart(samples) {
+  const svg = document.getElementById("chart");
+  svg.dataset.samples = samples.length;
+  if (samples.length === 0) return;
+  const last = samples[samples.length - 1];
+  const first = samples[0].at;
+  const span = Math.max(last.at - first, 1);
+  const depth = samples.map(s => s.waiting + s.running);
+  const done = samples.map(s => s.completed_last_minute);
+  const scale = values => Math.max(1, ...values);
+  const line = (values, max) => samples.map((s, k) =>
+      (900 * (s.at - first) / span).toFixed(1) + "," + (170 - 160 * values[k] / max).toFixed(1)).join(" ");
+  const depthMax = scale(depth), doneMax = scale(done);
+  document.getElementById("depth-line").setAttribute("points", line(depth, depthMax));
+  document.getElementById("throughput-line").setAttribute("points", line(done, doneMax));
+  const grid = document.getElementById("chart-grid");
+  grid.replaceChildren();
+  for (const y of [10, 90, 170]) {
+    const g = document.createElementNS("http://www.w3.org/2000/svg", "line");
+    for (const [k, v] of [["x1", 0], ["x2", 900], ["y1", y], ["y2", y], ["stroke", "#eee"]]) g.setAttribute(k, v);
+    grid.append(g);
+  }
+  document.getElementById("depth-now").textContent = (last.waiting + last.running).toLocaleString() +
+      " (peak " + depthMax.toLocaleString() + ")";
+  document.getElementById("throughput-now").textContent = last.completed_last_minute.toLocaleString() +
+      " (peak " + doneMax.toLocaleString() + ")";
+  const ago = ms => ms < 1500 ? "now" : ms < 90000 ? Math.round(ms / 1000) + " s ago" : Math.round(ms / 60000) + " min ago";
+  document.getElementById("chart-axis").replaceChildren(
+      ...[first, first + span / 2, last.at].map(t => el("span", {}, ago(last.at - t))));
+}
+
 async function refresh() {
   try {
     const [queues, failures] = await Promise.all([api("GET", "/api/jobs/queues"), api("GET", "/api/jobs/failures")]);
     renderQueues(queues.queues);
     renderFailures(failures.jobs);
+    renderChart((await api("GET", "/api/jobs/history")).samples);
     renderDetail(selected === null ? null : await api("GET", `/api/jobs/job/${selected}`));
     document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (e) {

@@ -65,7 +65,7 @@ void explain_missing_table(diagnostics& d) {
                                      {"keel_jobs", "keel::jobs::migrate(c)"},
                                      {"keel_job_", "keel::jobs::migrate(c)"},
                                      {"keel_ledger_", "keel::ledger::migrate(c)"},
-                                     {"tsdb_", "keel::tsdb::migrate(c)"},
+                                     {"keel_tsdb_", "keel::tsdb::migrate(c)"},
                                      {"keel_ratelimit_", "keel::ratelimit::postgres_backend::migrate(c)"},
                                      {"keel_migrations", "keel::pg::migrate(c, ...)"}};
   for (const auto& o : owners) {

@@ -62,6 +62,22 @@ result<std::int64_t> store::series(std::string_view metric, std::vector<label> l
   return *id;
 }
 
+namespace {
+
+// A row of id, metric, label_names, label_values, policy.
+result<series_info> series_from_row(const pg::row& row) {
+  auto f =
+      row.as<std::int64_t, std::string, std::vector<std::string>, std::vector<std::string>, std::int16_t>();
+  if (!f) return f.error();
+  auto& [id, metric, names, values, policy] = *f;
+  series_info s{.id = id, .metric = std::move(metric), .policy = static_cast<ordering>(policy)};
+  for (std::size_t i = 0; i < names.size() && i < values.size(); ++i)
+    s.labels.push_back({names[i], values[i]});
+  return s;
+}
+
+}  // namespace
+
 result<std::vector<series_info>> store::select(std::string_view metric, std::span<const matcher> matchers) {
   // The SQL text is fixed per operator; names, values and patterns travel only as parameters.
   std::string sql =
@@ -112,17 +128,21 @@ result<std::vector<series_info>> store::select(std::string_view metric, std::spa
   }
   std::vector<series_info> out;
   for (const auto row : *r) {
-    series_info s;
-    s.id = row.get<std::int64_t>(0).value();
-    s.metric = row.get<std::string>(1).value();
-    const auto names = row.get<std::vector<std::string>>(2).value();
-    const auto values = row.get<std::vector<std::string>>(3).value();
-    for (std::size_t i = 0; i < names.size() && i < values.size(); ++i)
-      s.labels.push_back({names[i], values[i]});
-    s.policy = static_cast<ordering>(row.get<std::int16_t>(4).value());
-    out.push_back(std::move(s));
+    auto s = series_from_row(row);
+    if (!s) return s.error();
+    out.push_back(std::move(*s));
   }
   return out;
+}
+
+result<std::optional<series_info>> store::describe(std::int64_t series) {
+  auto r = state_->conn.query(
+      "SELECT id, metric, label_names, label_values, policy FROM keel_tsdb_series WHERE id = $1", series);
+  if (!r) return r.error();
+  if (r->empty()) return std::optional<series_info>();
+  auto s = series_from_row((*r)[0]);
+  if (!s) return s.error();
+  return std::optional<series_info>(std::move(*s));
 }
 
 }  // namespace keel::tsdb

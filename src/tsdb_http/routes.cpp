@@ -115,6 +115,26 @@ result<void> read_whole_series(shared_store& shared, std::int64_t series, std::v
   return {};
 }
 
+// The plot's title (metric{labels}) and unit, from the series index; empty when unknown.
+detail::plot_labels describe(shared_store& shared, std::int64_t series) {
+  std::lock_guard guard(shared.lock);
+  auto info = shared.store.describe(series);
+  if (!info || !*info) return {};
+  detail::plot_labels out{.title = (*info)->metric};
+  std::string_view unit_label;
+  if (!(*info)->labels.empty()) {
+    out.title += "{";
+    for (const auto& l : (*info)->labels) {
+      if (out.title.back() != '{') out.title += ", ";
+      out.title += l.name + "=\"" + l.value + "\"";
+      if (l.name == "unit") unit_label = l.value;
+    }
+    out.title += "}";
+  }
+  out.unit = detail::unit_of((*info)->metric, unit_label);
+  return out;
+}
+
 net::response ingest(shared_store& shared, const boost::json::value& body) {
   static constexpr std::string_view usage =
       R"(send {"metric": "name", "labels": {"k": "v"}, "points": [[time_ms, value], ...]})";
@@ -271,8 +291,8 @@ void mount(net::server& server, tsdb::store& store, options opts) {
                  t.clear();
                  v.clear();
                }
-               return net::text_response(detail::plot_page(t, v, plot.points), net::status::ok,
-                                         "text/html; charset=utf-8");
+               return net::text_response(detail::plot_page(t, v, plot.points, describe(*shared, plot.series)),
+                                         net::status::ok, "text/html; charset=utf-8");
              }));
 }
 

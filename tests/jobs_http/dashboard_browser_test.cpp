@@ -99,6 +99,20 @@ TEST_SUITE("browser") {
         "document.querySelector('#queues tr[data-queue=\"demo\"] td.discarded').textContent");
     REQUIRE(count);
     CHECK(count->as_string() == "1");
+
+    // The chart: depth and throughput sampled as the page refreshes, drawn as two lines.
+    REQUIRE_MESSAGE(browser->wait_for("Number(document.getElementById('chart').dataset.samples) >= 2"),
+                    browser->last_error());
+    CHECK(browser->evaluate("document.getElementById('depth-line').points.numberOfItems >= 2").value() ==
+          true);
+    CHECK(browser->evaluate("document.getElementById('throughput-line').points.numberOfItems >= 2").value() ==
+          true);
+    CHECK(browser
+              ->evaluate(
+                  "/^[0-9,]+ \\(peak [0-9,]+\\)$/.test(document.getElementById('depth-now').textContent)")
+              .value() == true);
+    CHECK(browser->evaluate("document.querySelector('#chart-axis span:last-child').textContent").value() ==
+          "now");
     CHECK(browser->console_errors().empty());
     server.stop();
   }

@@ -70,6 +70,22 @@ TEST_SUITE("browser") {
       CHECK(browser->evaluate("getComputedStyle(document.getElementById('lttb')).stroke").value() ==
             "rgb(21, 101, 192)");
     }
+    // A time axis in UTC (a week of data: a tick a day, at midnight) and a value axis in the
+    // series' unit, from its "unit" label; the series named above the plot.
+    const auto ticks =
+        browser->evaluate("Array.from(document.querySelectorAll('#x-axis text'), e => e.textContent)");
+    REQUIRE(ticks);
+    REQUIRE(ticks->as_array().size() >= 7);
+    CHECK(ticks->as_array()[0].as_string() == "Wed 15 Nov");
+    CHECK(ticks->as_array()[1].as_string() == "Thu 16 Nov");
+    const auto values =
+        browser->evaluate("Array.from(document.querySelectorAll('#y-axis text'), e => e.textContent)");
+    REQUIRE(values);
+    REQUIRE(values->as_array().size() >= 3);
+    for (const auto& label : values->as_array()) CHECK(std::string(label.as_string()).ends_with(" °C"));
+    CHECK(browser->evaluate("document.getElementById('series').textContent").value() ==
+          R"(demo_temperature{site="test", unit="celsius"})");
+    CHECK(browser->evaluate("document.getElementById('raw-count').textContent").value() == "10,080");
     CHECK(browser->console_errors().empty());
   }
 }

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -140,6 +141,9 @@ class store {
   /// series keeps its policy). @returns errc::invalid_argument for an empty metric or label name.
   [[nodiscard]] result<std::int64_t> series(std::string_view metric, std::vector<label> labels = {},
                                             ordering policy = ordering::reject);
+
+  /// The series `series` (its metric and labels), or nullopt when no series has that id.
+  [[nodiscard]] result<std::optional<series_info>> describe(std::int64_t series);
 
   /// Series of `metric` whose labels pass every matcher.
   [[nodiscard]] result<std::vector<series_info>> select(std::string_view metric,
