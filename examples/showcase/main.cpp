@@ -168,7 +168,6 @@ constexpr std::pair<std::string_view, std::string_view> page_links[] = {
 
 const char* const page_style = R"css(
 body { font: 15px/1.5 system-ui, sans-serif; margin: 0 auto 2rem; max-width: 64rem; color: #222; padding: 0 1rem; }
-nav { display: flex; gap: 1.1rem; padding: .7rem 0; border-bottom: 1px solid #ddd; margin-bottom: 1rem; }
 nav a { color: #1759b8; text-decoration: none; } nav a:first-child { font-weight: 700; color: #222; }
 table { border-collapse: collapse; width: 100%; } td, th { padding: .35rem .6rem; border-bottom: 1px solid #e3e3e3; text-align: left; }
 th { color: #555; font-weight: 600; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -178,8 +177,11 @@ form { display: flex; gap: .6rem; align-items: end; flex-wrap: wrap; margin: .6r
 input, select, button { font: inherit; padding: .25rem .4rem; }
 )css";
 
+// Inline styles: the bar also goes on the components' own pages (/jobs, /events, /tsdb).
 std::string nav_bar() {
-  std::string out = "<nav>";
+  std::string out =
+      "<nav style=\"display:flex;gap:1.1rem;padding:.6rem 0;border-bottom:1px solid #ddd;margin-bottom:1rem;"
+      "font:14px system-ui,sans-serif\">";
   for (const auto& [href, label] : page_links) {
     out += "<a href=\"" + std::string(href) + "\">" + std::string(label) + "</a>";
   }
@@ -250,6 +252,18 @@ int main(int argc, char** argv) {
       pool_events.labels({"replaced"}).set(static_cast<double>(s.replaced));
     }
     return next(req);
+  });
+
+  // The components' own pages get the showcase's bar too, so every page leads to the others.
+  server.use([](keel::net::request& req, const keel::net::next_handler& next) {
+    auto res = next(req);
+    const bool component_page = req.path == "/jobs" || req.path == "/events" || req.path == "/tsdb";
+    if (component_page && res.headers.get("Content-Type").value_or("").starts_with("text/html")) {
+      if (const auto body = res.body.find("<body>"); body != std::string::npos) {
+        res.body.insert(body + 6, showcase::nav_bar());
+      }
+    }
+    return res;
   });
 
   showcase::context context{.server = server,

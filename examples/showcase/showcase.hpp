@@ -31,6 +31,8 @@ struct context {
 /// linking the index and every page, then `body` (HTML written by the showcase, never user
 /// data) and `script` (the page's JavaScript, which puts values in with textContent).
 std::string page(std::string_view title, std::string_view body, std::string_view script);
+/// The bar linking the index and every page.
+std::string nav_bar();
 
 // One per component with routes; each applies its migrations and adds its routes.
 // keel::result<void> mount_<component>(context& ctx);

@@ -1,0 +1,146 @@
+// The showcase as a new user meets it, in a real headless Chromium: the showcase runs as its own
+// process on a fresh database (seeded at first start, as `./keel demo` is), every link on the
+// index answers, every page opens without a script error, and the ledger and rate-limit pages
+// work when used.
+#include <keel/pg/local_cluster.hpp>
+
+#include <boost/json.hpp>
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include <support/browser.hpp>
+#include <support/pg.hpp>
+#include <support/result.hpp>
+#include <support/showcase.hpp>
+#include <unistd.h>
+
+namespace {
+
+// A database of its own for each showcase started, so each one is seeded as a new one.
+std::string fresh_database(std::string_view purpose) {
+  std::string database = keel::test::server_conninfo();
+  if (auto* cluster = keel::test::cluster()) {
+    static int made = 0;
+    auto created = cluster->create_database("showcase_" + std::string(purpose) + "_" +
+                                            std::to_string(::getpid()) + "_" + std::to_string(++made));
+    REQUIRE(created);
+    database = *created;
+  }
+  return database;
+}
+
+}  // namespace
+
+TEST_SUITE("browser") {
+  TEST_CASE("the index: every link answers, and every page opens without a script error") {
+    keel::test::showcase_process showcase(fresh_database("index"));
+    auto browser = keel::test::browser::launch();
+    REQUIRE_MESSAGE(browser, "chromium did not start");
+    REQUIRE_MESSAGE(browser->navigate(showcase.url + "/"), browser->last_error());
+    // Fetched from the page itself, as a click would: same origin, same cookies.
+    const auto answers = browser->evaluate(R"js((async () => {
+        const out = [];
+        for (const a of document.querySelectorAll("a[href]")) {
+          const href = a.getAttribute("href");
+          const r = await fetch(href);
+          out.push(href + " " + r.status);
+        }
+        return out;
+      })())js");
+    REQUIRE_MESSAGE(answers, browser->last_error());
+    REQUIRE(answers->as_array().size() >= 20);
+    for (const auto& line : answers->as_array()) {
+      const std::string text(line.as_string());
+      CAPTURE(text);
+      CHECK(text.ends_with(" 200"));
+      CHECK(text.find('{') == std::string::npos);  // a pattern is not a link
+    }
+    for (const char* page : {"/ledger", "/events", "/tsdb", "/jobs", "/ratelimit"}) {
+      CAPTURE(page);
+      REQUIRE_MESSAGE(browser->navigate(showcase.url + page), browser->last_error());
+      // Each page reaches the data behind it.
+      const auto loaded = browser->wait_for(
+          "document.querySelector('#accounts tr[data-account], #streams tr[data-stream], #plot[data-ready], "
+          "#queues tr[data-queue], #policies tr[data-policy]') !== null",
+          std::chrono::seconds(15));
+      CHECK_MESSAGE(loaded, browser->last_error());
+      // Every page leads to the others.
+      CHECK(browser->evaluate("document.querySelectorAll('nav a[href]').length").value() == 7);
+    }
+    CHECK(browser->console_errors().empty());
+  }
+
+  TEST_CASE(
+      "the ledger page: seeded balances in dollars, a transfer moves money, an overdraft is refused, the "
+      "proof "
+      "verifies") {
+    keel::test::showcase_process showcase(fresh_database("ledger"));
+    auto browser = keel::test::browser::launch();
+    REQUIRE_MESSAGE(browser, "chromium did not start");
+    REQUIRE_MESSAGE(browser->navigate(showcase.url + "/ledger"), browser->last_error());
+    const auto balance = [&](std::string_view account) {
+      return "document.querySelector('#accounts tr[data-account=\"" + std::string(account) +
+             "\"] td.balance')?.textContent";
+    };
+    REQUIRE_MESSAGE(browser->wait_for(balance("1002") + " === '$2,457.50'"), browser->last_error());
+    CHECK(browser->evaluate(balance("1003")).value() == "$1,242.50");
+    CHECK(browser->evaluate(balance("1001")).value() == "-$3,700.00");
+    REQUIRE(browser->wait_for(
+        "document.querySelector('#checkpoint [data-field=\"proof\"]')?.dataset.verified === 'true'"));
+    CHECK(browser->evaluate("document.querySelector('#checkpoint [data-field=\"tree_size\"]').textContent")
+              .value() == "7");
+
+    // alice pays bob 12.50 (the form's default).
+    REQUIRE_MESSAGE(browser->click("#transfer button[type=submit]"), browser->last_error());
+    REQUIRE_MESSAGE(browser->wait_for("document.getElementById('transfer-result').dataset.result === 'ok'"),
+                    browser->last_error());
+    CHECK(browser->wait_for(balance("1002") + " === '$2,445.00'"));
+    CHECK(browser->wait_for(balance("1003") + " === '$1,255.00'"));
+    // The new entry is in a new signed tree head, and its proof verifies too.
+    CHECK(browser->wait_for(
+        "document.querySelector('#checkpoint [data-field=\"tree_size\"]').textContent === '8' && "
+        "document.querySelector('#checkpoint [data-field=\"proof\"]').dataset.verified === 'true'"));
+
+    // More than alice holds: a result, nothing moves.
+    REQUIRE(
+        browser->evaluate("document.querySelector('#transfer input[name=amount]').value = '99999'; true"));
+    REQUIRE(browser->click("#transfer button[type=submit]"));
+    REQUIRE_MESSAGE(
+        browser->wait_for("document.getElementById('transfer-result').dataset.result === 'exceeds_credits'"),
+        browser->last_error());
+    CHECK(browser->evaluate(balance("1002")).value() == "$2,445.00");
+    CHECK(browser->console_errors().empty());
+  }
+
+  TEST_CASE("the rate-limit page: the policies in force, and a burst of 8 meeting the demo limit of 5") {
+    keel::test::showcase_process showcase(fresh_database("ratelimit"));
+    auto browser = keel::test::browser::launch();
+    REQUIRE_MESSAGE(browser, "chromium did not start");
+    REQUIRE_MESSAGE(browser->navigate(showcase.url + "/ratelimit"), browser->last_error());
+    REQUIRE_MESSAGE(
+        browser->wait_for("document.querySelector('#policies tr[data-policy=\"demo\"]') !== null"),
+        browser->last_error());
+    CHECK(browser
+              ->evaluate(
+                  "document.querySelector('#policies tr[data-policy=\"demo\"] td:nth-child(3)').textContent")
+              .value() == "5 per 10 s, sliding log");
+    REQUIRE(browser->click("#burst"));
+    REQUIRE_MESSAGE(browser->wait_for("document.getElementById('summary').dataset.limited !== undefined"),
+                    browser->last_error());
+    CHECK(browser->evaluate("document.getElementById('summary').textContent").value() ==
+          "5 allowed, 3 limited");
+    const auto statuses = browser->evaluate(
+        "Array.from(document.querySelectorAll('#requests tbody tr'), r => r.dataset.status).join(' ')");
+    CHECK(statuses.value() == "200 200 200 200 200 429 429 429");
+    // A limited answer says when to come back.
+    CHECK(browser
+              ->evaluate(
+                  "document.querySelector('#requests tr[data-status=\"429\"] td:last-child').textContent")
+              .value()
+              .as_string()
+              .ends_with(" s"));
+    CHECK(browser->console_errors().empty());
+  }
+}
