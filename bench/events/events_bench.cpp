@@ -293,6 +293,33 @@ void read_all(benchmark::State& state) {
 }
 BENCHMARK(read_all)->Arg(1000)->Arg(10'000)->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+// $all from the start to the horizon with for_each (the read-ahead API: the next page is read
+// while the handler sees this one), pages of range(0), the handler only counting.
+void read_all_ahead(benchmark::State& state) {
+  auto c = connect();
+  const ev::store store;
+  if (!preload(c, store)) {
+    state.SkipWithError("preload failed");
+    return;
+  }
+  const auto page = static_cast<std::size_t>(state.range(0));
+  std::int64_t read = 0;
+  for (auto _ : state) {
+    auto end = store.for_each(c, {.max_count = page}, [&](const ev::recorded_event& e) {
+      benchmark::DoNotOptimize(e.data.size());
+      ++read;
+      return true;
+    });
+    if (!end) {
+      state.SkipWithError("read failed");
+      return;
+    }
+  }
+  state.counters["events_per_second"] =
+      benchmark::Counter(static_cast<double>(read), benchmark::Counter::kIsRate);
+}
+BENCHMARK(read_all_ahead)->Arg(1000)->Arg(5000)->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
+
 // A projection rebuild: for_each over $all (the next page read while this one is folded),
 // folding each event into a per-stream count and byte total, as a read model would.
 void rebuild_fold(benchmark::State& state) {

@@ -18,6 +18,9 @@
 #ifdef KEEL_CONSUMER_EVENTS
 #include <keel/events.hpp>
 #endif
+#ifdef KEEL_CONSUMER_CRYPTO
+#include <keel/crypto.hpp>
+#endif
 #ifdef KEEL_CONSUMER_EVENTS_HTTP
 #include <keel/events_http.hpp>
 #include <keel/net/server.hpp>
@@ -109,6 +112,18 @@ int main() {
                        !keel::jobs::parse_job_state("nonesuch");
   std::printf("jobs: job states parsed %d\n", jobs_ok);
   components_ok = components_ok && jobs_ok;
+#endif
+#ifdef KEEL_CONSUMER_CRYPTO
+  // Links keel::crypto and OpenSSL: seal and open a message.
+  const auto crypto_key = keel::crypto::secret_bytes::random(32);
+  const auto crypto_nonce = keel::crypto::random_bytes(keel::crypto::aead_nonce_bytes);
+  const auto crypto_sealed = keel::crypto::seal(keel::crypto::aead_algorithm::aes_gcm, crypto_key.view(),
+                                                crypto_nonce, keel::as_bytes("hello"));
+  const bool crypto_ok = crypto_sealed && keel::crypto::open(keel::crypto::aead_algorithm::aes_gcm,
+                                                             crypto_key.view(), crypto_nonce, *crypto_sealed)
+                                              .has_value();
+  std::printf("crypto: sealed and opened %d\n", crypto_ok);
+  components_ok = components_ok && crypto_ok;
 #endif
 #ifdef KEEL_CONSUMER_EVENTS
   // Links keel::events and its Boost.JSON: validating a name and a batch needs no server.

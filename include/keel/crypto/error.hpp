@@ -1,0 +1,26 @@
+#pragma once
+/// @file keel/crypto/error.hpp
+/// @brief `keel::crypto::errc` and its category "keel.crypto".
+#include <keel/core/error.hpp>
+
+namespace keel::crypto {
+
+/// What went wrong in a keel::crypto call. A ciphertext or tag that does not verify is
+/// `authentication_failed`: the data was changed, or the key, nonce or associated data differ.
+enum class errc {
+  invalid_key_size = 1,   ///< a key of a size the algorithm does not take
+  invalid_nonce_size,     ///< a nonce that is not 12 bytes (96-bit nonces only)
+  invalid_tag_size,       ///< a MAC tag shorter than 16 bytes or longer than the hash
+  authentication_failed,  ///< the ciphertext, tag or MAC did not verify: nothing is returned
+  output_too_large,       ///< HKDF asked for more than 255 hash lengths
+  invalid_input_size,     ///< key wrap input outside its sizes (RFC 3394: a multiple of 8, at least 16)
+  buffer_too_small,       ///< the output span cannot hold the result
+  openssl_failure,        ///< OpenSSL failed for another reason (allocation, a missing provider)
+};
+
+/// The category of keel::crypto::errc ("keel.crypto").
+[[nodiscard]] const error_category& crypto_category() noexcept;
+
+}  // namespace keel::crypto
+
+KEEL_ERROR_ENUM(keel::crypto, crypto_category);

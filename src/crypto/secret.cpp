@@ -1,0 +1,105 @@
+// Secret memory: whole pages, so that mlock and MADV_DONTDUMP cover exactly the secret and
+// nothing else's lifetime is tied to it.
+#include <keel/crypto/secret.hpp>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <utility>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+namespace keel::crypto {
+namespace {
+
+std::size_t page_size() noexcept {
+  static const auto size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  return size;
+}
+
+}  // namespace
+
+secret_bytes::secret_bytes(std::size_t size) : size_(size) {
+  if (size == 0) return;
+  const auto page = page_size();
+  capacity_ = (size + page - 1) / page * page;
+  void* mapped = ::mmap(nullptr, capacity_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapped == MAP_FAILED) throw std::bad_alloc();
+  data_ = static_cast<std::uint8_t*>(mapped);
+  locked_ = ::mlock(mapped, capacity_) == 0;
+  (void)::madvise(mapped, capacity_, MADV_DONTDUMP);
+}
+
+secret_bytes secret_bytes::copy_of(bytes_view data) {
+  secret_bytes out(data.size());
+  if (!data.empty()) std::memcpy(out.data_, data.data(), data.size());
+  return out;
+}
+
+secret_bytes secret_bytes::random(std::size_t size) {
+  secret_bytes out(size);
+  if (size > 0 && RAND_bytes(out.data_, static_cast<int>(size)) != 1) {
+    throw std::runtime_error("keel::crypto: OpenSSL's random generator failed");
+  }
+  return out;
+}
+
+secret_bytes::secret_bytes(secret_bytes&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      capacity_(std::exchange(other.capacity_, 0)),
+      locked_(std::exchange(other.locked_, false)) {}
+
+secret_bytes& secret_bytes::operator=(secret_bytes&& other) noexcept {
+  if (this != &other) {
+    release();
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    capacity_ = std::exchange(other.capacity_, 0);
+    locked_ = std::exchange(other.locked_, false);
+  }
+  return *this;
+}
+
+secret_bytes::~secret_bytes() {
+  release();
+}
+
+void secret_bytes::release() noexcept {
+  if (data_ == nullptr) return;
+  OPENSSL_cleanse(data_, capacity_);
+  if (locked_) (void)::munlock(data_, capacity_);
+  (void)::munmap(data_, capacity_);
+  data_ = nullptr;
+  size_ = capacity_ = 0;
+  locked_ = false;
+}
+
+void secret_bytes::truncate(std::size_t size) noexcept {
+  if (size >= size_) return;
+  OPENSSL_cleanse(data_ + size, size_ - size);
+  size_ = size;
+}
+
+bool operator==(const secret_bytes& a, const secret_bytes& b) noexcept {
+  return equal_constant_time(a.view(), b.view());
+}
+
+bool equal_constant_time(bytes_view a, bytes_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  return a.empty() || CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+bytes random_bytes(std::size_t size) {
+  bytes out(size);
+  if (size > 0 && RAND_bytes(out.data(), static_cast<int>(size)) != 1) {
+    throw std::runtime_error("keel::crypto: OpenSSL's random generator failed");
+  }
+  return out;
+}
+
+}  // namespace keel::crypto
