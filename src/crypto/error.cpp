@@ -24,6 +24,34 @@ const char* describe(errc e) noexcept {
       return "the output buffer is too small: sealing needs the plaintext's size plus 16 bytes";
     case errc::openssl_failure:
       return "OpenSSL failed (out of memory, or a provider missing); see OpenSSL's error queue";
+    case errc::malformed_envelope:
+      return "the bytes are not a whole keel envelope: the header or the framing is broken, truncated or "
+             "followed by extra bytes";
+    case errc::unsupported_version:
+      return "the envelope's version or algorithm suite is not one this keel knows; upgrade keel to read it";
+    case errc::too_many_data_keys:
+      return "the envelope holds more encrypted data keys than allowed (decrypt_options::max_data_keys); "
+             "nothing was unwrapped";
+    case errc::context_mismatch:
+      return "the envelope's encryption context does not hold every key/value pair you expect: it belongs "
+             "to something else";
+    case errc::no_usable_data_key:
+      return "none of the envelope's data keys could be unwrapped by the providers given: pass the keyring "
+             "or KMS that encrypted it, with the key version still enabled";
+    case errc::commitment_mismatch:
+      return "the unwrapped data key does not match the envelope's key commitment: the envelope was "
+             "tampered with or crafted to decrypt under more than one key";
+    case errc::invalid_context:
+      return "an encryption context key is empty, or a key or value is over 65,535 bytes, or there are over "
+             "65,535 pairs";
+    case errc::unknown_key:
+      return "the keyring holds no such key version (the id is name/version)";
+    case errc::key_disabled:
+      return "the key version may not be used for this: encrypt with the primary, and decrypt only with "
+             "versions at or above min_decryption_version that are not destroyed";
+    case errc::key_destroyed:
+      return "the key version was destroyed: what it wrapped can no longer be unwrapped (rewrap envelopes "
+             "before destroying a version)";
   }
   return "unknown keel.crypto error";
 }

@@ -16,6 +16,16 @@ enum class errc {
   invalid_input_size,     ///< key wrap input outside its sizes (RFC 3394: a multiple of 8, at least 16)
   buffer_too_small,       ///< the output span cannot hold the result
   openssl_failure,        ///< OpenSSL failed for another reason (allocation, a missing provider)
+  malformed_envelope,     ///< not a keel envelope, or its header or framing is broken or truncated
+  unsupported_version,    ///< an envelope version or algorithm suite this build does not know
+  too_many_data_keys,   ///< an envelope with more encrypted data keys than allowed: refused before any unwrap
+  context_mismatch,     ///< the envelope's encryption context lacks or differs from a pair the caller expects
+  no_usable_data_key,   ///< no encrypted data key could be unwrapped by the providers given
+  commitment_mismatch,  ///< the data key does not match the envelope's key commitment
+  invalid_context,      ///< an encryption context key or value too long, or a key that is empty
+  unknown_key,          ///< a key id (name/version) the keyring does not hold
+  key_disabled,         ///< the key version is below min_decryption_version, or not enabled for encryption
+  key_destroyed,        ///< the key version was destroyed: what it wrapped cannot be unwrapped any more
 };
 
 /// The category of keel::crypto::errc ("keel.crypto").

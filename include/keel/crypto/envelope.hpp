@@ -1,0 +1,91 @@
+#pragma once
+/// @file keel/crypto/envelope.hpp
+/// @brief Envelope encryption: a fresh data key per message encrypts the body; the data key is
+/// wrapped by one or more key-encryption-key providers; an authenticated encryption context
+/// binds the message to what it belongs to; a key commitment makes the message decrypt under one
+/// data key only. Framed mode cuts a large body into fixed-size frames, each verified on its own,
+/// so memory stays bounded and truncation or reordering is detected. docs/crypto.md gives the
+/// byte layout.
+///
+/// @code
+/// keel::crypto::keyring orders("orders");
+/// orders.rotate();
+/// keel::crypto::kms* wrappers[] = {&orders};
+/// auto sealed = keel::crypto::encrypt(wrappers, plaintext, {{"tenant", "acme"}}).value();
+/// auto opened = keel::crypto::decrypt(wrappers, sealed, {.expected_context = {{"tenant", "acme"}}}).value();
+/// @endcode
+#include <keel/core/bytes.hpp>
+#include <keel/core/result.hpp>
+#include <keel/crypto/error.hpp>
+#include <keel/crypto/kms.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace keel::crypto {
+
+/// Key/value pairs authenticated with the message and stored in its header (in key order). Not
+/// secret: put names and ids here, never the data.
+using encryption_context = std::map<std::string, std::string, std::less<>>;
+
+inline constexpr std::uint8_t envelope_version = 1;
+/// AES-256-GCM body, HKDF-SHA-512 key derivation and key commitment.
+inline constexpr std::uint16_t suite_aes256_gcm_hkdf_sha512_commit = 0x0001;
+
+struct encrypt_options {
+  /// 0: the body is one sealed block. Otherwise frames of this many bytes (the last one shorter),
+  /// each sealed on its own: memory bounded by a frame, truncation and reordering detected.
+  std::uint32_t frame_size = 0;
+};
+
+struct decrypt_options {
+  /// Every pair here must be in the envelope's context with the same value (errc::context_mismatch).
+  encryption_context expected_context{};
+  /// Envelopes holding more data keys are refused before any unwrap (errc::too_many_data_keys).
+  std::size_t max_data_keys = 8;
+};
+
+/// What an envelope says about itself, readable without any key.
+struct envelope_header {
+  std::uint8_t version = envelope_version;
+  std::uint16_t suite = suite_aes256_gcm_hkdf_sha512_commit;
+  bytes message_id;  ///< 32 random bytes
+  encryption_context context;
+  std::vector<encrypted_data_key> data_keys;
+  std::uint32_t frame_size = 0;  ///< 0: not framed
+  std::size_t header_size = 0;   ///< bytes before the body
+};
+
+struct decrypted {
+  bytes plaintext;
+  encryption_context context;
+  encrypted_data_key used;  ///< which data key unwrapped it
+};
+
+/// Encrypts `plaintext` under a new data key wrapped by every provider in `wrappers` (at least
+/// one, at most 255). @returns errc::invalid_context, or the first provider error.
+[[nodiscard]] result<bytes> encrypt(std::span<kms* const> wrappers, bytes_view plaintext,
+                                    const encryption_context& context, const encrypt_options& options = {});
+
+/// Decrypts an envelope with the first data key one of `unwrappers` (matched by provider id)
+/// can unwrap. Every byte is authenticated: a change anywhere, a missing or reordered frame, or a
+/// truncated body is an error, and nothing of the plaintext is returned then.
+[[nodiscard]] result<decrypted> decrypt(std::span<kms* const> unwrappers, bytes_view envelope,
+                                        const decrypt_options& options = {});
+
+/// Reads the header (context, data keys, framing) without decrypting. @returns
+/// errc::malformed_envelope, unsupported_version, too_many_data_keys (over `max_data_keys`).
+[[nodiscard]] result<envelope_header> read_header(bytes_view envelope, std::size_t max_data_keys = 255);
+
+/// Re-wraps the envelope's data key under `wrappers` (replacing every data key it held) without
+/// touching the body: unwraps with `unwrappers`, checks the commitment and the header's tag,
+/// and writes a new header. The body is not decrypted. For rotation: rewrap with the keyring
+/// after rotate(), then old versions can be retired.
+[[nodiscard]] result<bytes> rewrap(std::span<kms* const> unwrappers, std::span<kms* const> wrappers,
+                                   bytes_view envelope, const decrypt_options& options = {});
+
+}  // namespace keel::crypto

@@ -1,0 +1,390 @@
+// The keel envelope, version 1 (docs/crypto.md has the layout). Parsing reads through
+// keel::byte_reader, so every length is checked against what is left; the data key count is
+// checked before any provider is asked to unwrap.
+#include <keel/core/byte_io.hpp>
+#include <keel/crypto/aead.hpp>
+#include <keel/crypto/envelope.hpp>
+#include <keel/crypto/kdf.hpp>
+
+#include <algorithm>
+#include <array>
+#include <limits>
+#include <string_view>
+
+namespace keel::crypto {
+namespace {
+
+constexpr std::array<std::uint8_t, 4> magic = {'K', 'E', 'N', 'V'};
+constexpr std::size_t message_id_bytes = 32;
+constexpr std::size_t commitment_bytes = 32;
+constexpr std::uint8_t content_single = 1;
+constexpr std::uint8_t content_framed = 2;
+constexpr std::uint32_t final_frame_marker = 0xFFFFFFFF;
+constexpr std::size_t max_data_keys_stored = 255;
+
+// Keys derived from the data key for this message: the body/header key and the commitment.
+struct message_keys {
+  secret_bytes content;
+  secret_bytes commitment;
+};
+
+result<message_keys> derive(bytes_view data_key, bytes_view message_id) {
+  constexpr std::string_view derive_label = "keel envelope v1 derive key";
+  constexpr std::string_view commit_label = "keel envelope v1 commit key";
+  auto content = hkdf(hash_algorithm::sha512, data_key, message_id, as_bytes(derive_label), 32);
+  if (!content) return content.error();
+  auto commitment =
+      hkdf(hash_algorithm::sha512, data_key, message_id, as_bytes(commit_label), commitment_bytes);
+  if (!commitment) return commitment.error();
+  return message_keys{std::move(*content), std::move(*commitment)};
+}
+
+// A body nonce: eight zero bytes, then the sequence number (the header's tag uses sequence 0).
+std::array<std::uint8_t, aead_nonce_bytes> nonce_for(std::uint32_t sequence) {
+  std::array<std::uint8_t, aead_nonce_bytes> n{};
+  store_be<std::uint32_t>(n.data() + 8, sequence);
+  return n;
+}
+
+// What each body part authenticates besides its bytes: the message, the part's kind, its
+// sequence number and length, so no part can move to another message or place.
+bytes body_aad(bytes_view message_id, std::string_view kind, std::uint32_t sequence, std::uint64_t length) {
+  bytes out(message_id.begin(), message_id.end());
+  out.insert(out.end(), kind.begin(), kind.end());
+  byte_writer w(out);
+  w.be<std::uint32_t>(sequence);
+  w.be<std::uint64_t>(length);
+  return out;
+}
+
+result<void> check_context(const encryption_context& context) {
+  if (context.size() > std::numeric_limits<std::uint16_t>::max()) return errc::invalid_context;
+  for (const auto& [key, value] : context) {
+    if (key.empty() || key.size() > 0xFFFF || value.size() > 0xFFFF) return errc::invalid_context;
+  }
+  return {};
+}
+
+// The context as stored (and as providers authenticate it): count, then each pair, key order.
+bytes serialize_context(const encryption_context& context) {
+  bytes out;
+  byte_writer w(out);
+  w.be<std::uint16_t>(static_cast<std::uint16_t>(context.size()));
+  for (const auto& [key, value] : context) {
+    w.be<std::uint16_t>(static_cast<std::uint16_t>(key.size()));
+    w.append(as_bytes(key));
+    w.be<std::uint16_t>(static_cast<std::uint16_t>(value.size()));
+    w.append(as_bytes(value));
+  }
+  return out;
+}
+
+// The header up to (not including) the commitment and its tag.
+bytes header_prefix(const envelope_header& h, bytes_view context_bytes) {
+  bytes out(magic.begin(), magic.end());
+  byte_writer w(out);
+  w.u8(h.version);
+  w.be<std::uint16_t>(h.suite);
+  w.append(h.message_id);
+  w.append(context_bytes);
+  w.u8(static_cast<std::uint8_t>(h.data_keys.size()));
+  for (const auto& k : h.data_keys) {
+    w.u8(static_cast<std::uint8_t>(k.provider.size()));
+    w.append(as_bytes(k.provider));
+    w.be<std::uint16_t>(static_cast<std::uint16_t>(k.key_id.size()));
+    w.append(as_bytes(k.key_id));
+    w.be<std::uint16_t>(static_cast<std::uint16_t>(k.wrapped.size()));
+    w.append(k.wrapped);
+  }
+  w.u8(h.frame_size == 0 ? content_single : content_framed);
+  w.be<std::uint32_t>(h.frame_size);
+  return out;
+}
+
+result<void> check_data_key_sizes(const encrypted_data_key& k) {
+  if (k.provider.empty() || k.provider.size() > 0xFF || k.key_id.size() > 0xFFFF || k.wrapped.size() > 0xFFFF)
+    return errc::malformed_envelope;
+  return {};
+}
+
+// Commitment, then the header tag: AES-GCM of nothing under the content key, nonce 0, the
+// header bytes as AAD.
+result<bytes> seal_header(const envelope_header& h, bytes_view context_bytes, const message_keys& keys) {
+  for (const auto& k : h.data_keys) {
+    if (auto sized = check_data_key_sizes(k); !sized) return sized.error();
+  }
+  bytes out = header_prefix(h, context_bytes);
+  out.insert(out.end(), keys.commitment.view().begin(), keys.commitment.view().end());
+  auto tag = seal(aead_algorithm::aes_gcm, keys.content.view(), nonce_for(0), {}, out);
+  if (!tag) return tag.error();
+  out.insert(out.end(), tag->begin(), tag->end());
+  return out;
+}
+
+result<std::string> take_string(byte_reader& in, std::size_t length) {
+  auto raw = in.take(length);
+  if (!raw) return errc::malformed_envelope;
+  return std::string(as_chars(*raw));
+}
+
+struct parsed {
+  envelope_header header;
+  bytes context_bytes;
+  bytes_view commitment;
+  bytes_view header_tag;
+  bytes_view authenticated;  // every header byte before the tag
+  bytes_view body;
+};
+
+result<parsed> parse(bytes_view envelope, std::size_t max_data_keys) {
+  byte_reader in(envelope);
+  parsed p;
+  auto start = in.take(magic.size());
+  if (!start || !std::equal(start->begin(), start->end(), magic.begin())) return errc::malformed_envelope;
+  auto version = in.u8();
+  auto suite = in.be<std::uint16_t>();
+  if (!version || !suite) return errc::malformed_envelope;
+  if (*version != envelope_version || *suite != suite_aes256_gcm_hkdf_sha512_commit)
+    return errc::unsupported_version;
+  p.header.version = *version;
+  p.header.suite = *suite;
+  auto id = in.take(message_id_bytes);
+  if (!id) return errc::malformed_envelope;
+  p.header.message_id.assign(id->begin(), id->end());
+  const auto context_start = in.position();
+  auto pairs = in.be<std::uint16_t>();
+  if (!pairs) return errc::malformed_envelope;
+  for (std::uint16_t k = 0; k < *pairs; ++k) {
+    auto key_length = in.be<std::uint16_t>();
+    if (!key_length) return errc::malformed_envelope;
+    auto key = take_string(in, *key_length);
+    if (!key) return key.error();
+    auto value_length = in.be<std::uint16_t>();
+    if (!value_length) return errc::malformed_envelope;
+    auto value = take_string(in, *value_length);
+    if (!value) return value.error();
+    // Stored in key order, each key once: one context has one encoding.
+    if (key->empty() || (!p.header.context.empty() && p.header.context.rbegin()->first >= *key))
+      return errc::malformed_envelope;
+    p.header.context.emplace(std::move(*key), std::move(*value));
+  }
+  p.context_bytes.assign(envelope.begin() + static_cast<std::ptrdiff_t>(context_start),
+                         envelope.begin() + static_cast<std::ptrdiff_t>(in.position()));
+  auto count = in.u8();
+  if (!count || *count == 0) return errc::malformed_envelope;
+  if (*count > max_data_keys) return errc::too_many_data_keys;
+  for (std::uint8_t k = 0; k < *count; ++k) {
+    encrypted_data_key edk;
+    auto provider_length = in.u8();
+    if (!provider_length || *provider_length == 0) return errc::malformed_envelope;
+    auto provider = take_string(in, *provider_length);
+    auto id_length = in.be<std::uint16_t>();
+    if (!provider || !id_length) return errc::malformed_envelope;
+    auto key_id = take_string(in, *id_length);
+    auto wrapped_length = in.be<std::uint16_t>();
+    if (!key_id || !wrapped_length) return errc::malformed_envelope;
+    auto wrapped = in.take(*wrapped_length);
+    if (!wrapped) return errc::malformed_envelope;
+    p.header.data_keys.push_back({.provider = std::move(*provider),
+                                  .key_id = std::move(*key_id),
+                                  .wrapped = bytes(wrapped->begin(), wrapped->end())});
+  }
+  auto content = in.u8();
+  auto frame_size = in.be<std::uint32_t>();
+  if (!content || !frame_size) return errc::malformed_envelope;
+  if ((*content == content_single && *frame_size != 0) || (*content == content_framed && *frame_size == 0) ||
+      (*content != content_single && *content != content_framed))
+    return errc::malformed_envelope;
+  p.header.frame_size = *frame_size;
+  auto commitment = in.take(commitment_bytes);
+  if (!commitment) return errc::malformed_envelope;
+  p.commitment = *commitment;
+  p.authenticated = envelope.first(in.position());
+  auto tag = in.take(aead_tag_bytes);
+  if (!tag) return errc::malformed_envelope;
+  p.header_tag = *tag;
+  p.header.header_size = in.position();
+  p.body = envelope.subspan(in.position());
+  return p;
+}
+
+// The data key, the derived keys checked against the commitment, and the header's tag.
+struct opened_header {
+  secret_bytes data_key;
+  message_keys keys;
+  encrypted_data_key used;
+};
+
+result<opened_header> open_header(std::span<kms* const> unwrappers, const parsed& p) {
+  error_code last = errc::no_usable_data_key;
+  for (const auto& edk : p.header.data_keys) {
+    for (kms* provider : unwrappers) {
+      if (provider == nullptr || provider->provider() != edk.provider) continue;
+      auto data_key = provider->unwrap(edk, p.context_bytes);
+      if (!data_key) {
+        last = data_key.error();
+        continue;
+      }
+      auto keys = derive(data_key->view(), p.header.message_id);
+      if (!keys) return keys.error();
+      if (!equal_constant_time(keys->commitment.view(), p.commitment)) return errc::commitment_mismatch;
+      bytes tag_and_nothing(p.header_tag.begin(), p.header_tag.end());
+      auto verified =
+          open(aead_algorithm::aes_gcm, keys->content.view(), nonce_for(0), tag_and_nothing, p.authenticated);
+      if (!verified) return errc::authentication_failed;
+      return opened_header{std::move(*data_key), std::move(*keys), edk};
+    }
+  }
+  // Say why the last candidate failed when one was tried (a destroyed version, say), or that none could be.
+  return last == errc::unknown_key ? error_code(errc::no_usable_data_key) : last;
+}
+
+result<bytes> open_body(const parsed& p, const message_keys& keys) {
+  byte_reader in(p.body);
+  const bytes_view id = p.header.message_id;
+  bytes plaintext;
+  if (p.header.frame_size == 0) {
+    auto length = in.be<std::uint64_t>();
+    if (!length || *length > in.remaining() || in.remaining() - *length != aead_tag_bytes)
+      return errc::malformed_envelope;
+    auto sealed = in.take(static_cast<std::size_t>(*length) + aead_tag_bytes);
+    if (!sealed) return errc::malformed_envelope;
+    auto opened = open(aead_algorithm::aes_gcm, keys.content.view(), nonce_for(1), *sealed,
+                       body_aad(id, "single", 1, *length));
+    if (!opened) return opened.error();
+    return std::move(*opened);
+  }
+  const std::size_t frame = p.header.frame_size;
+  for (std::uint32_t sequence = 1;; ++sequence) {
+    if (sequence == final_frame_marker) return errc::malformed_envelope;
+    auto marker = in.be<std::uint32_t>();
+    if (!marker) return errc::malformed_envelope;  // truncated: no final frame
+    const bool last = *marker == final_frame_marker;
+    if (last) {
+      auto stored_sequence = in.be<std::uint32_t>();
+      if (!stored_sequence || *stored_sequence != sequence) return errc::malformed_envelope;
+    } else if (*marker != sequence) {
+      return errc::malformed_envelope;  // a frame missing or out of order
+    }
+    std::uint64_t length = frame;
+    if (last) {
+      auto content_length = in.be<std::uint32_t>();
+      if (!content_length || *content_length > frame) return errc::malformed_envelope;
+      length = *content_length;
+    }
+    auto sealed = in.take(static_cast<std::size_t>(length) + aead_tag_bytes);
+    if (!sealed) return errc::malformed_envelope;
+    const auto at = plaintext.size();
+    plaintext.resize(at + static_cast<std::size_t>(length));
+    auto opened = open_into(aead_algorithm::aes_gcm, keys.content.view(), nonce_for(sequence), *sealed,
+                            body_aad(id, last ? "final" : "frame", sequence, length),
+                            std::span<std::uint8_t>(plaintext.data() + at, static_cast<std::size_t>(length)));
+    if (!opened) return opened.error();
+    if (last) {
+      if (!in.empty()) return errc::malformed_envelope;  // bytes after the final frame
+      return plaintext;
+    }
+  }
+}
+
+}  // namespace
+
+result<envelope_header> read_header(bytes_view envelope, std::size_t max_data_keys) {
+  auto p = parse(envelope, std::min(max_data_keys, max_data_keys_stored));
+  if (!p) return p.error();
+  return std::move(p->header);
+}
+
+result<bytes> encrypt(std::span<kms* const> wrappers, bytes_view plaintext, const encryption_context& context,
+                      const encrypt_options& options) {
+  if (wrappers.empty() || wrappers.size() > max_data_keys_stored) return errc::no_usable_data_key;
+  if (auto checked = check_context(context); !checked) return checked.error();
+  if (options.frame_size != 0 && plaintext.size() / options.frame_size >= final_frame_marker - 1)
+    return errc::invalid_input_size;
+  const auto context_bytes = serialize_context(context);
+  const auto data_key = secret_bytes::random(32);
+  envelope_header h{
+      .message_id = random_bytes(message_id_bytes), .context = context, .frame_size = options.frame_size};
+  for (kms* provider : wrappers) {
+    if (provider == nullptr) return errc::no_usable_data_key;
+    auto edk = provider->wrap(data_key.view(), context_bytes);
+    if (!edk) return edk.error();
+    h.data_keys.push_back(std::move(*edk));
+  }
+  auto keys = derive(data_key.view(), h.message_id);
+  if (!keys) return keys.error();
+  auto out = seal_header(h, context_bytes, *keys);
+  if (!out) return out.error();
+  byte_writer w(*out);
+  const auto seal_part = [&](bytes_view part, std::uint32_t sequence, std::string_view kind) -> result<void> {
+    const auto at = out->size();
+    out->resize(at + part.size() + aead_tag_bytes);
+    auto sealed = seal_into(aead_algorithm::aes_gcm, keys->content.view(), nonce_for(sequence), part,
+                            body_aad(h.message_id, kind, sequence, part.size()),
+                            std::span<std::uint8_t>(out->data() + at, part.size() + aead_tag_bytes));
+    if (!sealed) return sealed.error();
+    return {};
+  };
+  if (options.frame_size == 0) {
+    w.be<std::uint64_t>(plaintext.size());
+    if (auto sealed = seal_part(plaintext, 1, "single"); !sealed) return sealed.error();
+    return std::move(*out);
+  }
+  const std::size_t frame = options.frame_size;
+  std::uint32_t sequence = 1;
+  std::size_t offset = 0;
+  // Full frames while more than a frame is left; the final frame holds the rest (maybe nothing).
+  for (; plaintext.size() - offset > frame; offset += frame, ++sequence) {
+    w.be<std::uint32_t>(sequence);
+    if (auto sealed = seal_part(plaintext.subspan(offset, frame), sequence, "frame"); !sealed)
+      return sealed.error();
+  }
+  const auto rest = plaintext.subspan(offset);
+  w.be<std::uint32_t>(final_frame_marker);
+  w.be<std::uint32_t>(sequence);
+  w.be<std::uint32_t>(static_cast<std::uint32_t>(rest.size()));
+  if (auto sealed = seal_part(rest, sequence, "final"); !sealed) return sealed.error();
+  return std::move(*out);
+}
+
+result<decrypted> decrypt(std::span<kms* const> unwrappers, bytes_view envelope,
+                          const decrypt_options& options) {
+  auto p = parse(envelope, std::min(options.max_data_keys, max_data_keys_stored));
+  if (!p) return p.error();
+  for (const auto& [key, value] : options.expected_context) {
+    const auto found = p->header.context.find(key);
+    if (found == p->header.context.end() || found->second != value) return errc::context_mismatch;
+  }
+  auto opened = open_header(unwrappers, *p);
+  if (!opened) return opened.error();
+  auto plaintext = open_body(*p, opened->keys);
+  if (!plaintext) return plaintext.error();
+  return decrypted{std::move(*plaintext), std::move(p->header.context), std::move(opened->used)};
+}
+
+result<bytes> rewrap(std::span<kms* const> unwrappers, std::span<kms* const> wrappers, bytes_view envelope,
+                     const decrypt_options& options) {
+  if (wrappers.empty() || wrappers.size() > max_data_keys_stored) return errc::no_usable_data_key;
+  auto p = parse(envelope, std::min(options.max_data_keys, max_data_keys_stored));
+  if (!p) return p.error();
+  for (const auto& [key, value] : options.expected_context) {
+    const auto found = p->header.context.find(key);
+    if (found == p->header.context.end() || found->second != value) return errc::context_mismatch;
+  }
+  auto opened = open_header(unwrappers, *p);
+  if (!opened) return opened.error();
+  envelope_header h = p->header;
+  h.data_keys.clear();
+  for (kms* provider : wrappers) {
+    if (provider == nullptr) return errc::no_usable_data_key;
+    auto edk = provider->wrap(opened->data_key.view(), p->context_bytes);
+    if (!edk) return edk.error();
+    h.data_keys.push_back(std::move(*edk));
+  }
+  auto out = seal_header(h, p->context_bytes, opened->keys);
+  if (!out) return out.error();
+  out->insert(out->end(), p->body.begin(), p->body.end());  // the body as it was
+  return std::move(*out);
+}
+
+}  // namespace keel::crypto

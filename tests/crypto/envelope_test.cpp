@@ -1,0 +1,276 @@
+// The envelope: round trips single and framed; every single-byte change, truncation, frame
+// reordering or removal refused; the encryption context enforced; data keys counted before any
+// unwrap; several providers; rotation and rewrap keeping old envelopes readable until their
+// version is destroyed; the key commitment refusing a data key swapped in.
+#include <keel/core/endian.hpp>
+#include <keel/crypto.hpp>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <support/result.hpp>
+
+namespace {
+
+namespace crypto = keel::crypto;
+
+keel::bytes text(std::string_view s) {
+  return {s.begin(), s.end()};
+}
+
+keel::bytes pattern(std::size_t size, std::uint32_t seed) {
+  std::mt19937 random(seed);
+  keel::bytes out(size);
+  for (auto& b : out) b = static_cast<std::uint8_t>(random());
+  return out;
+}
+
+// A provider that counts what it is asked, around a keyring.
+struct counting_kms final : crypto::kms {
+  crypto::keyring inner;
+  std::atomic<int> unwraps{0};
+  explicit counting_kms(std::string name) : inner(std::move(name)) { inner.rotate(); }
+  [[nodiscard]] std::string_view provider() const noexcept override { return inner.provider(); }
+  keel::result<crypto::encrypted_data_key> wrap(keel::bytes_view key, keel::bytes_view aad) override {
+    return inner.wrap(key, aad);
+  }
+  keel::result<crypto::secret_bytes> unwrap(const crypto::encrypted_data_key& edk,
+                                            keel::bytes_view aad) override {
+    ++unwraps;
+    return inner.unwrap(edk, aad);
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("unit") {
+  TEST_CASE("envelopes round trip, single and framed, at every interesting size") {
+    crypto::keyring ring("orders");
+    ring.rotate();
+    crypto::kms* keys[] = {&ring};
+    const crypto::encryption_context context{{"tenant", "acme"}, {"table", "cards"}};
+    for (const std::uint32_t frame : {0U, 1U, 16U, 4096U}) {
+      for (const std::size_t size : {0UL, 1UL, 15UL, 16UL, 17UL, 48UL, 1000UL, 10'000UL}) {
+        CAPTURE(frame);
+        CAPTURE(size);
+        if (frame == 1 && size > 1000) continue;
+        const auto plaintext = pattern(size, static_cast<std::uint32_t>(size + frame));
+        const auto sealed = crypto::encrypt(keys, plaintext, context, {.frame_size = frame}).value();
+        const auto opened = crypto::decrypt(keys, sealed, {.expected_context = {{"tenant", "acme"}}}).value();
+        CHECK(opened.plaintext == plaintext);
+        CHECK(opened.context == context);
+        CHECK(opened.used.key_id == "orders/1");
+        const auto header = crypto::read_header(sealed).value();
+        CHECK(header.frame_size == frame);
+        CHECK(header.context == context);
+        CHECK(header.data_keys.size() == 1);
+        CHECK(header.message_id.size() == 32);
+      }
+    }
+    // Two envelopes of the same plaintext share nothing but their layout.
+    const auto a = crypto::encrypt(keys, text("same"), context).value();
+    const auto b = crypto::encrypt(keys, text("same"), context).value();
+    CHECK(a != b);
+  }
+
+  TEST_CASE("every single-byte change of an envelope is refused, and nothing is returned") {
+    crypto::keyring ring("orders");
+    ring.rotate();
+    crypto::kms* keys[] = {&ring};
+    for (const std::uint32_t frame : {0U, 24U}) {
+      CAPTURE(frame);
+      const auto sealed =
+          crypto::encrypt(keys, pattern(70, 7), {{"tenant", "acme"}}, {.frame_size = frame}).value();
+      const auto header_size = crypto::read_header(sealed).value().header_size;
+      std::size_t refused = 0;
+      for (std::size_t at = 0; at < sealed.size(); ++at) {
+        for (const std::uint8_t flip : {std::uint8_t{0x01}, std::uint8_t{0x80}}) {
+          auto changed = sealed;
+          changed[at] ^= flip;
+          const auto opened = crypto::decrypt(keys, changed);
+          CAPTURE(at);
+          CHECK_FALSE(opened.has_value());
+          if (!opened) {
+            CHECK(opened.error().category() == crypto::crypto_category());
+            ++refused;
+          }
+        }
+      }
+      CHECK(refused == 2 * sealed.size());
+      CHECK(header_size < sealed.size());
+    }
+  }
+
+  TEST_CASE("framed bodies: truncation at any length, a missing, repeated or reordered frame, extra bytes") {
+    crypto::keyring ring("orders");
+    ring.rotate();
+    crypto::kms* keys[] = {&ring};
+    const std::uint32_t frame = 32;
+    const auto plaintext = pattern(100, 3);  // frames 1-3 of 32, a final frame of 4
+    const auto sealed = crypto::encrypt(keys, plaintext, {}, {.frame_size = frame}).value();
+    const auto body = crypto::read_header(sealed).value().header_size;
+    const std::size_t framed = 4 + frame + crypto::aead_tag_bytes;
+    REQUIRE(sealed.size() == body + 3 * framed + (12 + 4 + crypto::aead_tag_bytes));
+    for (std::size_t length = 0; length < sealed.size(); ++length) {
+      CAPTURE(length);
+      CHECK_FALSE(crypto::decrypt(keys, keel::bytes_view(sealed).first(length)).has_value());
+    }
+    const auto frame_at = [&](std::size_t k) {
+      return keel::bytes(sealed.begin() + static_cast<std::ptrdiff_t>(body + k * framed),
+                         sealed.begin() + static_cast<std::ptrdiff_t>(body + (k + 1) * framed));
+    };
+    const keel::bytes head(sealed.begin(), sealed.begin() + static_cast<std::ptrdiff_t>(body));
+    const keel::bytes tail(sealed.begin() + static_cast<std::ptrdiff_t>(body + 3 * framed), sealed.end());
+    const auto assemble = [&](std::initializer_list<std::size_t> order) {
+      keel::bytes out = head;
+      for (const auto k : order) {
+        const auto f = frame_at(k);
+        out.insert(out.end(), f.begin(), f.end());
+      }
+      out.insert(out.end(), tail.begin(), tail.end());
+      return out;
+    };
+    CHECK(crypto::decrypt(keys, assemble({0, 1, 2})).value().plaintext == plaintext);
+    CHECK(crypto::decrypt(keys, assemble({1, 0, 2})).error() ==
+          crypto::errc::malformed_envelope);                                                     // reordered
+    CHECK(crypto::decrypt(keys, assemble({0, 2})).error() == crypto::errc::malformed_envelope);  // missing
+    CHECK(crypto::decrypt(keys, assemble({0, 1, 1, 2})).error() ==
+          crypto::errc::malformed_envelope);  // repeated
+    auto longer = sealed;
+    longer.push_back(0);
+    CHECK(crypto::decrypt(keys, longer).error() == crypto::errc::malformed_envelope);
+    // A frame's sequence number rewritten to fit another place still fails its tag.
+    auto moved = assemble({1, 0, 2});
+    keel::store_be<std::uint32_t>(moved.data() + body, 1);
+    keel::store_be<std::uint32_t>(moved.data() + body + framed, 2);
+    CHECK(crypto::decrypt(keys, moved).error() == crypto::errc::authentication_failed);
+  }
+
+  TEST_CASE("the encryption context: expected pairs enforced; changing the stored one fails") {
+    crypto::keyring ring("secrets");
+    ring.rotate();
+    crypto::kms* keys[] = {&ring};
+    const auto sealed = crypto::encrypt(keys, text("4242"), {{"secret", "card"}, {"tenant", "acme"}}).value();
+    CHECK(crypto::decrypt(keys, sealed, {.expected_context = {{"tenant", "acme"}}}));
+    CHECK(crypto::decrypt(keys, sealed, {.expected_context = {{"tenant", "evil"}}}).error() ==
+          crypto::errc::context_mismatch);
+    CHECK(crypto::decrypt(keys, sealed, {.expected_context = {{"region", "eu"}}}).error() ==
+          crypto::errc::context_mismatch);
+    // The stored "acme" rewritten as "acmf": the data key was wrapped under the old context.
+    auto changed = sealed;
+    const std::string needle = "acme";
+    const auto at = std::search(changed.begin(), changed.end(), needle.begin(), needle.end());
+    REQUIRE(at != changed.end());
+    at[3] = 'f';
+    CHECK(!crypto::decrypt(keys, changed));
+    CHECK(crypto::encrypt(keys, text("x"), {{"", "empty key"}}).error() == crypto::errc::invalid_context);
+  }
+
+  TEST_CASE("data keys: counted before any unwrap; several providers; the first that unwraps is used") {
+    std::vector<std::unique_ptr<counting_kms>> rings;
+    std::vector<crypto::kms*> all;
+    for (int k = 0; k < 9; ++k) {
+      rings.push_back(std::make_unique<counting_kms>("ring-" + std::to_string(k)));
+      all.push_back(rings.back().get());
+    }
+    const auto nine = crypto::encrypt(all, text("many"), {}).value();
+    CHECK(crypto::read_header(nine).value().data_keys.size() == 9);
+    CHECK(crypto::decrypt(all, nine, {.max_data_keys = 8}).error() == crypto::errc::too_many_data_keys);
+    for (const auto& r : rings) CHECK(r->unwraps.load() == 0);  // refused before asking anyone
+    CHECK(crypto::decrypt(all, nine, {.max_data_keys = 9}).value().plaintext == text("many"));
+
+    // Wrapped by two; either one alone decrypts (break-glass, another region).
+    crypto::kms* both[] = {rings[0].get(), rings[1].get()};
+    const auto two = crypto::encrypt(both, text("two"), {}).value();
+    crypto::kms* second_only[] = {rings[1].get()};
+    const auto opened = crypto::decrypt(second_only, two).value();
+    CHECK(opened.used.key_id == "ring-1/1");
+    crypto::keyring stranger("stranger");
+    stranger.rotate();
+    crypto::kms* nobody[] = {&stranger};
+    CHECK(crypto::decrypt(nobody, two).error() == crypto::errc::no_usable_data_key);
+  }
+
+  TEST_CASE(
+      "rotation and rewrap: old envelopes readable until their version is destroyed, then a clear error") {
+    crypto::keyring ring("orders");
+    ring.rotate();
+    crypto::kms* keys[] = {&ring};
+    const auto old_envelope =
+        crypto::encrypt(keys, text("from version 1"), {{"t", "a"}}, {.frame_size = 8}).value();
+    const auto kept = crypto::encrypt(keys, text("also version 1"), {{"t", "a"}}).value();
+    CHECK(ring.rotate() == 2);
+    const auto new_envelope = crypto::encrypt(keys, text("from version 2"), {{"t", "a"}}).value();
+    CHECK(crypto::read_header(new_envelope).value().data_keys[0].key_id == "orders/2");
+    CHECK(crypto::decrypt(keys, old_envelope).value().plaintext == text("from version 1"));
+
+    // Rewrap: the data key moves to version 2; the body is byte for byte the same.
+    const auto rewrapped = crypto::rewrap(keys, keys, old_envelope).value();
+    const auto old_header = crypto::read_header(old_envelope).value();
+    const auto new_header = crypto::read_header(rewrapped).value();
+    CHECK(new_header.data_keys[0].key_id == "orders/2");
+    CHECK(new_header.message_id == old_header.message_id);
+    CHECK(keel::bytes(old_envelope.begin() + static_cast<std::ptrdiff_t>(old_header.header_size),
+                      old_envelope.end()) ==
+          keel::bytes(rewrapped.begin() + static_cast<std::ptrdiff_t>(new_header.header_size),
+                      rewrapped.end()));
+
+    // Version 1 below the minimum: disabled, not destroyed; then destroyed for good.
+    REQUIRE(ring.set_min_decryption_version(2));
+    CHECK(crypto::decrypt(keys, kept).error() == crypto::errc::key_disabled);
+    REQUIRE(ring.set_min_decryption_version(1));
+    CHECK(crypto::decrypt(keys, kept));
+    REQUIRE(ring.set_state(1, crypto::key_state::destroyed));
+    CHECK(crypto::decrypt(keys, kept).error() == crypto::errc::key_destroyed);
+    CHECK(crypto::decrypt(keys, rewrapped).value().plaintext == text("from version 1"));
+    CHECK(crypto::decrypt(keys, new_envelope));
+    CHECK(ring.set_state(1, crypto::key_state::enabled).error() == crypto::errc::key_destroyed);
+    // A decrypt-only primary wraps nothing until the next rotation.
+    REQUIRE(ring.set_state(2, crypto::key_state::decrypt_only));
+    CHECK(crypto::encrypt(keys, text("x"), {}).error() == crypto::errc::key_disabled);
+    CHECK(crypto::decrypt(keys, new_envelope));
+    ring.rotate();
+    CHECK(crypto::encrypt(keys, text("x"), {}));
+    // A tampered header is not rewrapped.
+    auto tampered = new_envelope;
+    tampered[new_header.header_size - 1] ^= 1U;
+    CHECK(!crypto::rewrap(keys, keys, tampered));
+  }
+
+  TEST_CASE("the key commitment: a data key swapped in (by someone holding both keys) is refused") {
+    crypto::keyring ring("orders");
+    ring.rotate();
+    crypto::kms* keys[] = {&ring};
+    const auto sealed = crypto::encrypt(keys, text("pay 10"), {}).value();
+    const auto header = crypto::read_header(sealed).value();
+    // Another message's data key, wrapped by the same keyring under the same (empty) context,
+    // put in this envelope's place: it unwraps, but it is not the key this message committed to.
+    const auto other = crypto::encrypt(keys, text("pay 10000"), {}).value();
+    const auto other_key = crypto::read_header(other).value().data_keys[0];
+    const auto& mine = header.data_keys[0];
+    REQUIRE(other_key.wrapped.size() == mine.wrapped.size());
+    auto swapped = sealed;
+    const auto at = std::search(swapped.begin(), swapped.end(), mine.wrapped.begin(), mine.wrapped.end());
+    REQUIRE(at != swapped.end());
+    std::copy(other_key.wrapped.begin(), other_key.wrapped.end(), at);
+    CHECK(crypto::decrypt(keys, swapped).error() == crypto::errc::commitment_mismatch);
+  }
+
+  TEST_CASE("not an envelope: clear errors, never a crash") {
+    crypto::keyring ring("orders");
+    ring.rotate();
+    crypto::kms* keys[] = {&ring};
+    CHECK(crypto::decrypt(keys, {}).error() == crypto::errc::malformed_envelope);
+    CHECK(crypto::decrypt(keys, text("KENV")).error() == crypto::errc::malformed_envelope);
+    auto sealed = crypto::encrypt(keys, text("x"), {}).value();
+    sealed[4] = 2;  // a version from the future
+    CHECK(crypto::decrypt(keys, sealed).error() == crypto::errc::unsupported_version);
+    CHECK(crypto::read_header(text("not an envelope at all")).error() == crypto::errc::malformed_envelope);
+  }
+}
