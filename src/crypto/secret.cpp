@@ -1,5 +1,7 @@
-// Secret memory: whole pages, so that mlock and MADV_DONTDUMP cover exactly the secret and
-// nothing else's lifetime is tied to it.
+// Secret memory. Small secrets (keys, derived keys: up to 4 KiB) come from OpenSSL's secure heap,
+// one mlock()ed, guard-paged, undumped region set up once, so that a secret costs no system
+// call; larger ones, or all of them when the heap cannot be had (RLIMIT_MEMLOCK), get whole
+// pages of their own, locked and undumped. Either way the bytes are wiped before release.
 #include <keel/crypto/secret.hpp>
 
 #include <openssl/crypto.h>
@@ -21,10 +23,31 @@ std::size_t page_size() noexcept {
   return size;
 }
 
+constexpr std::size_t secure_heap_bytes = 1U << 20U;  // room for ~30,000 32-byte keys
+constexpr std::size_t secure_heap_max_secret = 4096;
+
+// Sets OpenSSL's secure heap up once, unless the application did. @returns whether it is there.
+bool secure_heap() noexcept {
+  static const bool ready =
+      CRYPTO_secure_malloc_initialized() == 1 || CRYPTO_secure_malloc_init(secure_heap_bytes, 32) != 0;
+  return ready;
+}
+
 }  // namespace
 
 secret_bytes::secret_bytes(std::size_t size) : size_(size) {
   if (size == 0) return;
+  if (size <= secure_heap_max_secret && secure_heap()) {
+    if (void* p = OPENSSL_secure_zalloc(size); p != nullptr) {
+      data_ = static_cast<std::uint8_t*>(p);
+      secure_heap_ = CRYPTO_secure_allocated(p) == 1;
+      locked_ = secure_heap_;
+      if (secure_heap_) return;
+      OPENSSL_free(p);  // the heap was full and OpenSSL fell back to malloc: use pages instead
+      data_ = nullptr;
+      locked_ = false;
+    }
+  }
   const auto page = page_size();
   capacity_ = (size + page - 1) / page * page;
   void* mapped = ::mmap(nullptr, capacity_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -52,7 +75,8 @@ secret_bytes::secret_bytes(secret_bytes&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
       capacity_(std::exchange(other.capacity_, 0)),
-      locked_(std::exchange(other.locked_, false)) {}
+      locked_(std::exchange(other.locked_, false)),
+      secure_heap_(std::exchange(other.secure_heap_, false)) {}
 
 secret_bytes& secret_bytes::operator=(secret_bytes&& other) noexcept {
   if (this != &other) {
@@ -61,6 +85,7 @@ secret_bytes& secret_bytes::operator=(secret_bytes&& other) noexcept {
     size_ = std::exchange(other.size_, 0);
     capacity_ = std::exchange(other.capacity_, 0);
     locked_ = std::exchange(other.locked_, false);
+    secure_heap_ = std::exchange(other.secure_heap_, false);
   }
   return *this;
 }
@@ -71,6 +96,13 @@ secret_bytes::~secret_bytes() {
 
 void secret_bytes::release() noexcept {
   if (data_ == nullptr) return;
+  if (secure_heap_) {
+    OPENSSL_secure_clear_free(data_, size_);
+    data_ = nullptr;
+    size_ = capacity_ = 0;
+    locked_ = secure_heap_ = false;
+    return;
+  }
   OPENSSL_cleanse(data_, capacity_);
   if (locked_) (void)::munlock(data_, capacity_);
   (void)::munmap(data_, capacity_);

@@ -14,10 +14,11 @@
 
 namespace keel::crypto {
 
-/// An owned buffer of secret bytes. Page-aligned, mlock()ed (best effort: `locked()` says
-/// whether it worked; RLIMIT_MEMLOCK can refuse it), excluded from core dumps, and cleansed
-/// (OPENSSL_cleanse) before it is freed or reassigned. Move-only: copies of secrets are
-/// explicit (`copy()`). There is no stream operator and no conversion to text.
+/// An owned buffer of secret bytes in locked memory — OpenSSL's secure heap for up to 4 KiB
+/// (mlock()ed, guard pages, excluded from core dumps; set up on first use unless the
+/// application did), whole pages of its own otherwise — best effort: `locked()` says whether it
+/// worked (RLIMIT_MEMLOCK can refuse it). Cleansed before it is freed or reassigned. Move-only: copies of
+/// secrets are explicit (`copy()`). There is no stream operator and no conversion to text.
 class secret_bytes {
  public:
   secret_bytes() noexcept = default;
@@ -53,8 +54,9 @@ class secret_bytes {
   void release() noexcept;
   std::uint8_t* data_ = nullptr;
   std::size_t size_ = 0;
-  std::size_t capacity_ = 0;  // bytes mapped (whole pages)
+  std::size_t capacity_ = 0;  // bytes mapped (whole pages), when not from the secure heap
   bool locked_ = false;
+  bool secure_heap_ = false;  // from OpenSSL's secure heap
 };
 
 /// Constant-time comparison of two byte strings of equal size (false for different sizes).
