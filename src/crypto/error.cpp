@@ -52,6 +52,11 @@ const char* describe(errc e) noexcept {
     case errc::key_destroyed:
       return "the key version was destroyed: what it wrapped can no longer be unwrapped (rewrap envelopes "
              "before destroying a version)";
+    case errc::insecure_key_file:
+      return "the key file is readable or writable by others, or owned by another user: chmod 600 it (and "
+             "check who changed it) before using it";
+    case errc::malformed_key_file:
+      return "the file is not a keel keyring file (or one of a version this keel does not read)";
   }
   return "unknown keel.crypto error";
 }

@@ -59,7 +59,7 @@ secret_bytes::secret_bytes(std::size_t size) : size_(size) {
 
 secret_bytes secret_bytes::copy_of(bytes_view data) {
   secret_bytes out(data.size());
-  if (!data.empty()) std::memcpy(out.data_, data.data(), data.size());
+  if (!data.empty() && out.data_ != nullptr) std::memcpy(out.data_, data.data(), data.size());
   return out;
 }
 

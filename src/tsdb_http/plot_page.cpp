@@ -99,7 +99,10 @@ std::string format_value(double x, double step) {
 std::string value_axis(double lo, double hi, double step, const std::string& unit) {
   std::string out = R"(<g id="y-axis" class="axis">)";
   char line[256];
-  for (double y = lo; y <= hi + step / 2; y += step) {
+  // Counted in whole ticks: adding a step to a double would drift.
+  const auto ticks = static_cast<int>(std::lround((hi - lo) / step));
+  for (int tick = 0; tick <= ticks; ++tick) {
+    const double y = lo + tick * step;
     const double at = plot_top + plot_height * (1 - (y - lo) / (hi - lo));
     std::snprintf(
         line, sizeof line,
@@ -117,7 +120,7 @@ std::string time_axis(std::int64_t t0, std::int64_t t1) {
       second,     2 * second,  5 * second,  10 * second, 15 * second, 30 * second, minute,   2 * minute,
       5 * minute, 10 * minute, 15 * minute, 30 * minute, hour,        2 * hour,    3 * hour, 6 * hour,
       12 * hour,  day,         2 * day,     7 * day,     30 * day,    365 * day};
-  const double span = static_cast<double>(static_cast<std::uint64_t>(t1) - static_cast<std::uint64_t>(t0));
+  const auto span = static_cast<double>(static_cast<std::uint64_t>(t1) - static_cast<std::uint64_t>(t0));
   std::int64_t step = steps[std::size(steps) - 1];
   for (const auto s : steps) {
     if (span / static_cast<double>(s) <= 8) {
@@ -131,7 +134,7 @@ std::string time_axis(std::int64_t t0, std::int64_t t1) {
   const std::int64_t first = t0 % step == 0 ? t0 : t0 - (t0 % step + step) % step + step;
   for (std::int64_t at = first; at <= t1 && at >= first; at += step) {
     const double x = plot_left + plot_width * static_cast<double>(at - t0) / span;
-    const std::time_t seconds = static_cast<std::time_t>(at / 1000);
+    const auto seconds = static_cast<std::time_t>(at / 1000);
     std::tm utc{};
     ::gmtime_r(&seconds, &utc);
     char label[40];

@@ -9,12 +9,17 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
 #include <support/result.hpp>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace {
 
@@ -272,5 +277,76 @@ TEST_SUITE("unit") {
     sealed[4] = 2;  // a version from the future
     CHECK(crypto::decrypt(keys, sealed).error() == crypto::errc::unsupported_version);
     CHECK(crypto::read_header(text("not an envelope at all")).error() == crypto::errc::malformed_envelope);
+  }
+}
+
+TEST_SUITE("unit") {
+  TEST_CASE(
+      "keyring files: saved 0600 under a passphrase, loaded back whole; others' access, a wrong passphrase "
+      "or a "
+      "changed byte refused") {
+    std::string dir_template = (std::filesystem::temp_directory_path() / "keel-keyring-XXXXXX").string();
+    REQUIRE(::mkdtemp(dir_template.data()) != nullptr);
+    const std::string dir = dir_template;
+    const std::string path = dir + "/orders.keyring";
+    crypto::keyring ring("orders");
+    ring.rotate();
+    ring.rotate();
+    ring.rotate();
+    REQUIRE(ring.set_state(1, crypto::key_state::destroyed));
+    REQUIRE(ring.set_state(2, crypto::key_state::decrypt_only));
+    REQUIRE(ring.set_min_decryption_version(2));
+    crypto::kms* keys[] = {&ring};
+    const auto sealed = crypto::encrypt(keys, text("kept across restarts"), {{"t", "a"}}).value();
+    REQUIRE(ring.save(path, "correct horse battery staple"));
+    struct stat info {};
+    REQUIRE(::stat(path.c_str(), &info) == 0);
+    CHECK((info.st_mode & 0777) == 0600);
+
+    auto loaded = crypto::keyring::load(path, "correct horse battery staple").value();
+    CHECK(loaded->name() == "orders");
+    CHECK(loaded->primary() == 3);
+    CHECK(loaded->min_decryption_version() == 2);
+    const auto versions = loaded->versions();
+    REQUIRE(versions.size() == 3);
+    CHECK(versions[0].state == crypto::key_state::destroyed);
+    CHECK(versions[1].state == crypto::key_state::decrypt_only);
+    CHECK(versions[2].primary);
+    crypto::kms* reloaded[] = {loaded.get()};
+    CHECK(crypto::decrypt(reloaded, sealed).value().plaintext == text("kept across restarts"));
+
+    CHECK(crypto::keyring::load(path, "wrong").error() == crypto::errc::authentication_failed);
+    // Readable by the group: refused before it is read.
+    REQUIRE(::chmod(path.c_str(), 0640) == 0);
+    CHECK(crypto::keyring::load(path, "correct horse battery staple").error() ==
+          crypto::errc::insecure_key_file);
+    REQUIRE(::chmod(path.c_str(), 0600) == 0);
+    // One byte changed anywhere (the scrypt parameters, the salt, the sealed contents): refused.
+    std::vector<std::uint8_t> file;
+    {
+      std::FILE* f = std::fopen(path.c_str(), "rb");
+      REQUIRE(f != nullptr);
+      std::uint8_t buffer[4096];
+      for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, f)) > 0;)
+        file.insert(file.end(), buffer, buffer + n);
+      std::fclose(f);
+    }
+    for (const std::size_t at :
+         {std::size_t{4}, std::size_t{7}, std::size_t{20}, file.size() / 2, file.size() - 1}) {
+      CAPTURE(at);
+      auto changed = file;
+      changed[at] ^= 1U;
+      const std::string other = dir + "/changed.keyring";
+      const int fd = ::open(other.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      REQUIRE(fd >= 0);
+      REQUIRE(::write(fd, changed.data(), changed.size()) == static_cast<ssize_t>(changed.size()));
+      ::close(fd);
+      CHECK(!crypto::keyring::load(other, "correct horse battery staple"));
+      ::unlink(other.c_str());
+    }
+    CHECK(ring.save(path, "").error() == crypto::errc::invalid_input_size);
+    CHECK(crypto::keyring::load(dir + "/missing", "x").error() == std::errc::no_such_file_or_directory);
+    ::unlink(path.c_str());
+    ::rmdir(dir.c_str());
   }
 }

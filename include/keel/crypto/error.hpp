@@ -26,6 +26,8 @@ enum class errc {
   unknown_key,          ///< a key id (name/version) the keyring does not hold
   key_disabled,         ///< the key version is below min_decryption_version, or not enabled for encryption
   key_destroyed,        ///< the key version was destroyed: what it wrapped cannot be unwrapped any more
+  insecure_key_file,    ///< a key file that others can read or write, or that another user owns
+  malformed_key_file,   ///< not a keel keyring file, or one of another version
 };
 
 /// The category of keel::crypto::errc ("keel.crypto").

@@ -1,8 +1,9 @@
 #pragma once
 /// @file keel/crypto/kms.hpp
 /// @brief What wraps data keys: the `kms` interface every provider implements (the local
-/// keyring here; PKCS#11 and Vault transit to come), and the in-memory `keyring` of versioned
-/// key-encryption keys with rotation, states and a minimum decryption version.
+/// keyring here; PKCS#11 and Vault transit to come), and the `keyring` of versioned
+/// key-encryption keys with rotation, states and a minimum decryption version, kept in locked
+/// memory and saved to a passphrase-protected file.
 ///
 /// @code
 /// keel::crypto::keyring orders("orders");
@@ -90,6 +91,17 @@ class keyring final : public kms {
 
   [[nodiscard]] result<encrypted_data_key> wrap(bytes_view data_key, bytes_view aad) override;
   [[nodiscard]] result<secret_bytes> unwrap(const encrypted_data_key& edk, bytes_view aad) override;
+
+  /// Writes the keyring to `path` (mode 0600, replaced atomically), its name, versions, states
+  /// and keys sealed with AES-256-GCM under a key derived from `passphrase` by scrypt
+  /// (N = 2^15, r = 8, p = 1, a random salt). @returns errc::invalid_input_size for an empty
+  /// passphrase, or the file system's error.
+  [[nodiscard]] result<void> save(const std::string& path, std::string_view passphrase) const;
+  /// Reads a keyring file save() wrote. @returns errc::insecure_key_file (others may read or
+  /// write it, or another user owns it: checked before reading), errc::authentication_failed (a
+  /// wrong passphrase, or the file was changed), errc::malformed_key_file, or the file system's error.
+  [[nodiscard]] static result<std::unique_ptr<keyring>> load(const std::string& path,
+                                                             std::string_view passphrase);
 
  private:
   struct version_entry {
