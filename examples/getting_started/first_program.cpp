@@ -62,7 +62,8 @@ int main() {
   const double amounts[] = {1250};
   (void)series.buffer(revenue, times, amounts).value();
   (void)series.flush().value();
-  const auto minute = series.aggregate(revenue, {.from = now_ms, .to = now_ms + 60'000, .width = 60'000}).value();
+  const auto minute =
+      series.aggregate(revenue, {.from = now_ms, .to = now_ms + 60'000, .width = 60'000}).value();
 
   const auto shop = ledger.lookup_account(2).value();
   std::printf("shop credits %s, receipt %s, revenue this minute %.0f\n",

@@ -285,7 +285,7 @@ int main(int argc, char** argv) {
       // {"<component>", showcase::mount_<component>},  one line per component, declared in showcase.hpp
       {"ledger", showcase::mount_ledger}, {"ratelimit", showcase::mount_ratelimit},
       {"tsdb", showcase::mount_tsdb},     {"jobs", showcase::mount_jobs},
-      {"events", showcase::mount_events},
+      {"events", showcase::mount_events}, {"crypto", showcase::mount_crypto},
   };
   for (const auto& [name, mount] : parts) {
     if (auto mounted = mount(context); !mounted) {

@@ -41,5 +41,6 @@ keel::result<void> mount_ratelimit(context& ctx);
 keel::result<void> mount_tsdb(context& ctx);    // examples/showcase/tsdb.cpp: demo series, keel::tsdb_http
 keel::result<void> mount_jobs(context& ctx);    // examples/showcase/jobs.cpp: demo worker, keel::jobs_http
 keel::result<void> mount_events(context& ctx);  // examples/showcase/events.cpp: orders, event-sourced
+keel::result<void> mount_crypto(context& ctx);  // examples/showcase/crypto.cpp: envelopes, a keyring
 
 }  // namespace showcase

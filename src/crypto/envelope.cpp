@@ -6,9 +6,12 @@
 #include <keel/crypto/envelope.hpp>
 #include <keel/crypto/kdf.hpp>
 
+#include <openssl/crypto.h>
+
 #include <algorithm>
 #include <array>
 #include <limits>
+#include <optional>
 #include <string_view>
 
 namespace keel::crypto {
@@ -385,6 +388,223 @@ result<bytes> rewrap(std::span<kms* const> unwrappers, std::span<kms* const> wra
   if (!out) return out.error();
   out->insert(out->end(), p->body.begin(), p->body.end());  // the body as it was
   return std::move(*out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming: the same frames as encrypt() and decrypt() write and read, a frame at a time.
+
+struct envelope_encryptor::state {
+  envelope_header header_fields;
+  bytes header;
+  message_keys keys;
+  bytes pending;  // plaintext not yet in a frame (less than a frame, or exactly one awaiting more)
+  std::uint32_t sequence = 1;
+  bool finished = false;
+
+  result<void> seal_frame(bytes_view part, bool last, bytes& out) {
+    if (sequence == final_frame_marker) return errc::invalid_input_size;
+    byte_writer w(out);
+    if (last) {
+      w.be<std::uint32_t>(final_frame_marker);
+      w.be<std::uint32_t>(sequence);
+      w.be<std::uint32_t>(static_cast<std::uint32_t>(part.size()));
+    } else {
+      w.be<std::uint32_t>(sequence);
+    }
+    const auto at = out.size();
+    out.resize(at + part.size() + aead_tag_bytes);
+    auto sealed =
+        seal_into(aead_algorithm::aes_gcm, keys.content.view(), nonce_for(sequence), part,
+                  body_aad(header_fields.message_id, last ? "final" : "frame", sequence, part.size()),
+                  std::span<std::uint8_t>(out.data() + at, part.size() + aead_tag_bytes));
+    if (!sealed) return sealed.error();
+    ++sequence;
+    return {};
+  }
+};
+
+envelope_encryptor::envelope_encryptor(std::unique_ptr<state> s) noexcept : state_(std::move(s)) {}
+envelope_encryptor::envelope_encryptor(envelope_encryptor&&) noexcept = default;
+envelope_encryptor& envelope_encryptor::operator=(envelope_encryptor&&) noexcept = default;
+envelope_encryptor::~envelope_encryptor() = default;
+
+result<envelope_encryptor> envelope_encryptor::start(std::span<kms* const> wrappers,
+                                                     const encryption_context& context,
+                                                     std::uint32_t frame_size) {
+  if (frame_size == 0) return errc::invalid_input_size;
+  if (wrappers.empty() || wrappers.size() > max_data_keys_stored) return errc::no_usable_data_key;
+  if (auto checked = check_context(context); !checked) return checked.error();
+  auto s = std::make_unique<state>();
+  const auto context_bytes = serialize_context(context);
+  const auto data_key = secret_bytes::random(32);
+  s->header_fields = envelope_header{
+      .message_id = random_bytes(message_id_bytes), .context = context, .frame_size = frame_size};
+  for (kms* provider : wrappers) {
+    if (provider == nullptr) return errc::no_usable_data_key;
+    auto edk = provider->wrap(data_key.view(), context_bytes);
+    if (!edk) return edk.error();
+    s->header_fields.data_keys.push_back(std::move(*edk));
+  }
+  auto keys = derive(data_key.view(), s->header_fields.message_id);
+  if (!keys) return keys.error();
+  s->keys = std::move(*keys);
+  auto header = seal_header(s->header_fields, context_bytes, s->keys);
+  if (!header) return header.error();
+  s->header = std::move(*header);
+  s->pending.reserve(frame_size);
+  return envelope_encryptor(std::move(s));
+}
+
+const bytes& envelope_encryptor::header() const noexcept {
+  return state_->header;
+}
+
+result<void> envelope_encryptor::update(bytes_view chunk, bytes& out) {
+  auto& s = *state_;
+  if (s.finished) return errc::invalid_input_size;
+  const std::size_t frame = s.header_fields.frame_size;
+  while (!chunk.empty()) {
+    // A full frame is sealed only once more bytes follow it: the last frame must be the final one.
+    if (s.pending.size() == frame) {
+      if (auto sealed = s.seal_frame(s.pending, false, out); !sealed) return sealed;
+      s.pending.clear();
+    }
+    const auto take = std::min(chunk.size(), frame - s.pending.size());
+    s.pending.insert(s.pending.end(), chunk.begin(), chunk.begin() + static_cast<std::ptrdiff_t>(take));
+    chunk = chunk.subspan(take);
+  }
+  return {};
+}
+
+result<void> envelope_encryptor::finish(bytes& out) {
+  auto& s = *state_;
+  if (s.finished) return errc::invalid_input_size;
+  s.finished = true;
+  auto sealed = s.seal_frame(s.pending, true, out);
+  OPENSSL_cleanse(s.pending.data(), s.pending.size());
+  s.pending.clear();
+  return sealed;
+}
+
+struct envelope_decryptor::state {
+  std::vector<kms*> unwrappers;
+  decrypt_options options;
+  std::size_t max_header_bytes;
+  bytes buffer;  // bytes received and not yet used
+  std::optional<parsed> header;
+  bytes header_copy;  // what `header`'s views point into
+  std::optional<message_keys> keys;
+  std::uint32_t sequence = 1;
+  bool done = false;
+  error_code failed;
+
+  enum class progress : std::uint8_t { waiting, ready };
+
+  // Tries to read and authenticate the header from the buffer: waiting until it is whole.
+  result<progress> take_header() {
+    // Not an envelope at all: said at once, not after max_header_bytes of it.
+    if (!std::equal(buffer.begin(),
+                    buffer.begin() + static_cast<std::ptrdiff_t>(std::min(buffer.size(), magic.size())),
+                    magic.begin()))
+      return errc::malformed_envelope;
+    auto p = parse(buffer, std::min(options.max_data_keys, max_data_keys_stored));
+    if (!p) {
+      // Not whole yet, unless it already is as long as a header may be.
+      if (p.error() == errc::malformed_envelope && buffer.size() < max_header_bytes) return progress::waiting;
+      return p.error();
+    }
+    for (const auto& [key, value] : options.expected_context) {
+      const auto found = p->header.context.find(key);
+      if (found == p->header.context.end() || found->second != value) return errc::context_mismatch;
+    }
+    if (p->header.frame_size == 0) return errc::invalid_input_size;  // a single body: use decrypt()
+    header_copy.assign(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(p->header.header_size));
+    auto reparsed = parse(header_copy, std::min(options.max_data_keys, max_data_keys_stored));
+    // The copy holds the header and no body: the parse above saw one in the same bytes.
+    if (!reparsed) return reparsed.error();
+    auto opened = open_header(unwrappers, *reparsed);
+    if (!opened) return opened.error();
+    keys = std::move(opened->keys);
+    buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(p->header.header_size));
+    header = std::move(*reparsed);
+    return progress::ready;
+  }
+
+  // Opens every whole frame in the buffer into `out`.
+  result<void> take_frames(bytes& out) {
+    const std::size_t frame = header->header.frame_size;
+    const bytes_view id = header->header.message_id;
+    std::size_t used = 0;
+    while (!done) {
+      byte_reader in(bytes_view(buffer).subspan(used));
+      auto marker = in.be<std::uint32_t>();
+      if (!marker) break;
+      const bool last = *marker == final_frame_marker;
+      std::uint64_t length = frame;
+      if (last) {
+        auto stored_sequence = in.be<std::uint32_t>();
+        auto content_length = in.be<std::uint32_t>();
+        if (!stored_sequence || !content_length) break;
+        if (*stored_sequence != sequence || *content_length > frame) return errc::malformed_envelope;
+        length = *content_length;
+      } else if (*marker != sequence) {
+        return errc::malformed_envelope;
+      }
+      auto sealed = in.take(static_cast<std::size_t>(length) + aead_tag_bytes);
+      if (!sealed) break;  // the rest of the frame has not arrived
+      const auto at = out.size();
+      out.resize(at + static_cast<std::size_t>(length));
+      auto opened = open_into(aead_algorithm::aes_gcm, keys->content.view(), nonce_for(sequence), *sealed,
+                              body_aad(id, last ? "final" : "frame", sequence, length),
+                              std::span<std::uint8_t>(out.data() + at, static_cast<std::size_t>(length)));
+      if (!opened) {
+        out.resize(at);
+        return opened.error();
+      }
+      used += in.position();
+      ++sequence;
+      done = last;
+    }
+    buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(used));
+    if (done && !buffer.empty()) return errc::malformed_envelope;  // bytes after the final frame
+    return {};
+  }
+};
+
+envelope_decryptor::envelope_decryptor(std::span<kms* const> unwrappers, decrypt_options options,
+                                       std::size_t max_header_bytes)
+    : state_(std::make_unique<state>()) {
+  state_->unwrappers.assign(unwrappers.begin(), unwrappers.end());
+  state_->options = std::move(options);
+  state_->max_header_bytes = max_header_bytes;
+}
+envelope_decryptor::envelope_decryptor(envelope_decryptor&&) noexcept = default;
+envelope_decryptor& envelope_decryptor::operator=(envelope_decryptor&&) noexcept = default;
+envelope_decryptor::~envelope_decryptor() = default;
+
+result<void> envelope_decryptor::update(bytes_view chunk, bytes& out) {
+  auto& s = *state_;
+  if (s.failed) return s.failed;
+  if (s.done && !chunk.empty()) return s.failed = errc::malformed_envelope;
+  s.buffer.insert(s.buffer.end(), chunk.begin(), chunk.end());
+  if (!s.header) {
+    auto ready = s.take_header();
+    if (!ready) return s.failed = ready.error();
+    if (*ready == state::progress::waiting) return {};
+  }
+  if (auto frames = s.take_frames(out); !frames) return s.failed = frames.error();
+  return {};
+}
+
+result<void> envelope_decryptor::finish() {
+  auto& s = *state_;
+  if (s.failed) return s.failed;
+  if (!s.done) return s.failed = errc::malformed_envelope;  // truncated: no final frame
+  return {};
+}
+
+const envelope_header* envelope_decryptor::header() const noexcept {
+  return state_->header ? &state_->header->header : nullptr;
 }
 
 }  // namespace keel::crypto

@@ -219,7 +219,8 @@ result<void> keyring::save(const std::string& path, std::string_view passphrase)
   out.insert(out.end(), sealed->begin(), sealed->end());
 
   // Written beside the target with mode 0600 from the start, then renamed over it.
-  const std::string temporary = path + ".tmp";
+  // A name of its own, so that two processes saving at once never write into one temporary.
+  const std::string temporary = path + ".tmp-" + std::to_string(::getpid()) + "-" + to_hex(random_bytes(6));
   const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return last_errno();
   const bool written =

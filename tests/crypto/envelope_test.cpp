@@ -350,3 +350,97 @@ TEST_SUITE("unit") {
     ::rmdir(dir.c_str());
   }
 }
+
+TEST_SUITE("unit") {
+  TEST_CASE("streaming: encrypt and decrypt in chunks of any size; only verified whole frames come out") {
+    crypto::keyring ring("stream");
+    ring.rotate();
+    crypto::kms* keys[] = {&ring};
+    std::mt19937 random(20261203);
+    for (const std::size_t size : {0UL, 1UL, 63UL, 64UL, 65UL, 1000UL, 64UL * 40}) {
+      CAPTURE(size);
+      const std::uint32_t frame = 64;
+      const auto plaintext = pattern(size, static_cast<std::uint32_t>(size));
+      auto encryptor = crypto::envelope_encryptor::start(keys, {{"file", "backup"}}, frame).value();
+      keel::bytes sealed = encryptor.header();
+      for (std::size_t at = 0; at < plaintext.size();) {
+        const auto n = std::min<std::size_t>(plaintext.size() - at, random() % 150);
+        REQUIRE(encryptor.update(keel::bytes_view(plaintext).subspan(at, n), sealed));
+        at += n;
+      }
+      REQUIRE(encryptor.finish(sealed));
+      CHECK(encryptor.update(keel::as_bytes("late"), sealed).error() == crypto::errc::invalid_input_size);
+      // The one-shot decrypt reads what the stream wrote.
+      CHECK(crypto::decrypt(keys, sealed, {.expected_context = {{"file", "backup"}}}).value().plaintext ==
+            plaintext);
+
+      // And the streaming decryptor, fed in random pieces: the output grows by whole frames.
+      crypto::envelope_decryptor decryptor(keys, {.expected_context = {{"file", "backup"}}});
+      keel::bytes out;
+      for (std::size_t at = 0; at < sealed.size();) {
+        const auto n = std::min<std::size_t>(sealed.size() - at, 1 + random() % 90);
+        REQUIRE(decryptor.update(keel::bytes_view(sealed).subspan(at, n), out));
+        at += n;
+        CHECK((out.size() % frame == 0 || out.size() == plaintext.size()));
+      }
+      REQUIRE(decryptor.finish());
+      CHECK(out == plaintext);
+      REQUIRE(decryptor.header() != nullptr);
+      CHECK(decryptor.header()->frame_size == frame);
+    }
+  }
+
+  TEST_CASE(
+      "streaming decryption: a truncated stream fails at finish; a changed frame stops it; nothing "
+      "unverified "
+      "comes out") {
+    crypto::keyring ring("stream");
+    ring.rotate();
+    crypto::kms* keys[] = {&ring};
+    const std::uint32_t frame = 32;
+    const auto plaintext = pattern(200, 9);
+    const auto sealed = crypto::encrypt(keys, plaintext, {}, {.frame_size = frame}).value();
+    const auto body = crypto::read_header(sealed).value().header_size;
+    const std::size_t framed = 4 + frame + crypto::aead_tag_bytes;
+
+    // Cut inside the third frame: two frames come out, finish says the end is missing.
+    {
+      crypto::envelope_decryptor decryptor(keys);
+      keel::bytes out;
+      REQUIRE(decryptor.update(keel::bytes_view(sealed).first(body + 2 * framed + 10), out));
+      CHECK(out == keel::bytes(plaintext.begin(), plaintext.begin() + 2 * frame));
+      CHECK(decryptor.finish().error() == crypto::errc::malformed_envelope);
+    }
+    // A byte changed in the second frame: the first frame comes out, then an error, then nothing.
+    {
+      auto changed = sealed;
+      changed[body + framed + 10] ^= 1U;
+      crypto::envelope_decryptor decryptor(keys);
+      keel::bytes out;
+      CHECK(decryptor.update(changed, out).error() == crypto::errc::authentication_failed);
+      CHECK(out == keel::bytes(plaintext.begin(), plaintext.begin() + frame));
+      CHECK(!decryptor.update(keel::bytes_view(changed).subspan(body), out));
+      CHECK(!decryptor.finish());
+    }
+    // Bytes after the final frame.
+    {
+      auto longer = sealed;
+      longer.push_back(7);
+      crypto::envelope_decryptor decryptor(keys);
+      keel::bytes out;
+      CHECK(decryptor.update(longer, out).error() == crypto::errc::malformed_envelope);
+    }
+    // The wrong context is refused before anything is unwrapped.
+    {
+      crypto::envelope_decryptor decryptor(keys, {.expected_context = {{"tenant", "acme"}}});
+      keel::bytes out;
+      CHECK(decryptor.update(sealed, out).error() == crypto::errc::context_mismatch);
+      CHECK(out.empty());
+    }
+    CHECK(crypto::envelope_encryptor::start(keys, {}, 0).error() == crypto::errc::invalid_input_size);
+    // Not an envelope: refused on its first bytes, not after a megabyte of them.
+    crypto::envelope_decryptor garbage(keys);
+    keel::bytes out;
+    CHECK(garbage.update(keel::as_bytes("GIF89a"), out).error() == crypto::errc::malformed_envelope);
+  }
+}

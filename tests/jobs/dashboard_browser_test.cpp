@@ -9,10 +9,9 @@
 #include <string>
 
 #include <support/browser.hpp>
-#include <support/showcase.hpp>
 #include <support/pg.hpp>
 #include <support/result.hpp>
-
+#include <support/showcase.hpp>
 
 TEST_SUITE("browser") {
   TEST_CASE("the dashboard shows a failed job; retry from the page runs it to completion") {

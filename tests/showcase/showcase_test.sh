@@ -246,3 +246,23 @@ start  # the demo orders are placed once; numbering goes on after a restart
 request POST /api/events/orders '{"total_cents":100}';           expect 201 '"stream":"order-5"'
 stop
 echo "showcase events: all checks passed"
+
+# --- keel::crypto: envelopes under a keyring kept across restarts ---------------------------------
+start
+request POST /api/crypto/encrypt '{"plaintext":"card 4242","context":{"tenant":"acme"}}'; expect 201 '"key_id":"showcase/1"'
+envelope="$(sed -n 's/.*"envelope":"\([^"]*\)".*/\1/p' <<<"$body")"
+[[ -n "$envelope" ]] || fail "no envelope in: $body"
+request POST /api/crypto/decrypt "{\"envelope\":\"$envelope\",\"context\":{\"tenant\":\"acme\"}}"; expect 200 '"plaintext":"card 4242"'
+request POST /api/crypto/decrypt "{\"envelope\":\"$envelope\",\"context\":{\"tenant\":\"evil\"}}"; expect 400 "encryption context"
+request POST /api/crypto/decrypt '{"envelope":"S0VOVgE=","context":{}}';                         expect 400 "not a whole keel envelope"
+request POST /api/crypto/encrypt '{"plaintext":7}';                                               expect 400 "invalid request"
+request POST /api/crypto/rotate;                                                                  expect 200 '"primary":2'
+request POST /api/crypto/rewrap "{\"envelope\":\"$envelope\"}";                                  expect 200 '"key_id":"showcase/2"'
+request GET /api/crypto/keyring;                                                                  expect 200 '"version":2,"state":"enabled","primary":true'
+[[ "$(stat -c %a "$work/showcase.keyring")" == 600 ]] || fail "the keyring file is readable by others"
+stop
+start  # the keyring is read back from its file: the envelope from before still opens
+request POST /api/crypto/decrypt "{\"envelope\":\"$envelope\",\"context\":{\"tenant\":\"acme\"}}"; expect 200 '"key_id":"showcase/1"'
+stop
+echo "showcase crypto: all checks passed"
+

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,7 +25,16 @@ struct showcase_process {
   std::FILE* output = nullptr;
   std::string url;
 
+  // `data_dir` holds the showcase's state (the ledger's signing key, the keyring); a fresh
+  // temporary directory, removed afterwards, when empty.
   explicit showcase_process(const std::string& database_url, const std::string& data_dir = {}) {
+    std::string state = data_dir;
+    if (state.empty()) {
+      std::string made = (std::filesystem::temp_directory_path() / "keel-showcase-XXXXXX").string();
+      REQUIRE(::mkdtemp(made.data()) != nullptr);
+      own_state_dir = made;
+      state = made + "/pg";
+    }
     int pipe_fds[2];
     REQUIRE(::pipe(pipe_fds) == 0);
     posix_spawn_file_actions_t actions;
@@ -42,7 +52,7 @@ struct showcase_process {
     for (auto& s : env_strings) env.push_back(s.data());
     env.push_back(nullptr);
     std::string exe = KEEL_SHOWCASE_EXECUTABLE;
-    std::string port_flag = "--port", port = "0", dir_flag = "--data-dir", dir = data_dir;
+    std::string port_flag = "--port", port = "0", dir_flag = "--data-dir", dir = state;
     std::vector<char*> argv{exe.data(), port_flag.data(), port.data()};
     if (!dir.empty()) {
       argv.push_back(dir_flag.data());
@@ -72,8 +82,12 @@ struct showcase_process {
       ::waitpid(pid, &status, 0);
     }
     if (output != nullptr) std::fclose(output);
+    if (!own_state_dir.empty()) {
+      std::error_code ignored;
+      std::filesystem::remove_all(own_state_dir, ignored);
+    }
   }
+  std::string own_state_dir;
 };
-
 
 }  // namespace keel::test

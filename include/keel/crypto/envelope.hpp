@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -87,5 +88,56 @@ struct decrypted {
 /// after rotate(), then old versions can be retired.
 [[nodiscard]] result<bytes> rewrap(std::span<kms* const> unwrappers, std::span<kms* const> wrappers,
                                    bytes_view envelope, const decrypt_options& options = {});
+
+/// Encrypts a message of any length as it comes, into a framed envelope: header() first, then
+/// update() with the message's bytes in chunks of any size (it appends each frame they fill),
+/// then finish() (the final frame). Holds one frame of plaintext at most.
+class envelope_encryptor {
+ public:
+  /// Makes the data key, wraps it with every provider, writes the header. @returns
+  /// errc::invalid_input_size for a frame size of 0, or what encrypt() returns.
+  [[nodiscard]] static result<envelope_encryptor> start(std::span<kms* const> wrappers,
+                                                        const encryption_context& context,
+                                                        std::uint32_t frame_size);
+  envelope_encryptor(envelope_encryptor&&) noexcept;
+  envelope_encryptor& operator=(envelope_encryptor&&) noexcept;
+  ~envelope_encryptor();
+
+  [[nodiscard]] const bytes& header() const noexcept;
+  /// Appends to `out` every frame `chunk` completes.
+  [[nodiscard]] result<void> update(bytes_view chunk, bytes& out);
+  /// Appends the final frame (what is left, maybe nothing). Nothing may follow.
+  [[nodiscard]] result<void> finish(bytes& out);
+
+  struct state;
+
+ private:
+  explicit envelope_encryptor(std::unique_ptr<state> s) noexcept;
+  std::unique_ptr<state> state_;
+};
+
+/// Decrypts a framed envelope as its bytes arrive: update() with chunks of any size appends the
+/// plaintext of each frame once its tag verified — never a byte before — and finish() says
+/// whether the envelope ended where it should (errc::malformed_envelope when the final frame
+/// never came). Holds one frame at most (and the header: at most `max_header_bytes`).
+class envelope_decryptor {
+ public:
+  explicit envelope_decryptor(std::span<kms* const> unwrappers, decrypt_options options = {},
+                              std::size_t max_header_bytes = 1U << 20U);
+  envelope_decryptor(envelope_decryptor&&) noexcept;
+  envelope_decryptor& operator=(envelope_decryptor&&) noexcept;
+  ~envelope_decryptor();
+
+  /// Appends verified plaintext to `out`. After an error the decryptor takes nothing more.
+  [[nodiscard]] result<void> update(bytes_view chunk, bytes& out);
+  [[nodiscard]] result<void> finish();
+  /// The header, once it was read and authenticated; null before.
+  [[nodiscard]] const envelope_header* header() const noexcept;
+
+  struct state;
+
+ private:
+  std::unique_ptr<state> state_;
+};
 
 }  // namespace keel::crypto

@@ -26,8 +26,8 @@ struct options {
 };
 
 /// Adds `GET /events` (the page) and `GET /api/events/streams`, `/api/events/streams/{name}`,
-/// `/api/events/readers`, `/api/events/groups` to `server`, served from `pool`. Call before `server.start()`; the
-/// tables must exist (`events::migrate`). `pool` must outlive the running server.
+/// `/api/events/readers`, `/api/events/groups` to `server`, served from `pool`. Call before `server.start()`;
+/// the tables must exist (`events::migrate`). `pool` must outlive the running server.
 void mount(net::server& server, pg::pool& pool, options opts = {});
 
 }  // namespace keel::events_http
