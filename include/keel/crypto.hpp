@@ -4,6 +4,7 @@
 /// ChaCha20-Poly1305), HKDF and HMAC, AES key wrap, and key material in locked, wiped memory — OpenSSL 3
 /// underneath, nothing hand-rolled.
 #include <keel/crypto/aead.hpp>
+#include <keel/crypto/cache.hpp>
 #include <keel/crypto/envelope.hpp>
 #include <keel/crypto/error.hpp>
 #include <keel/crypto/kdf.hpp>

@@ -3,6 +3,7 @@
 // checked before any provider is asked to unwrap.
 #include <keel/core/byte_io.hpp>
 #include <keel/crypto/aead.hpp>
+#include <keel/crypto/cache.hpp>
 #include <keel/crypto/envelope.hpp>
 #include <keel/crypto/kdf.hpp>
 
@@ -10,8 +11,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <limits>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace keel::crypto {
@@ -218,16 +221,26 @@ struct opened_header {
   encrypted_data_key used;
 };
 
-result<opened_header> open_header(std::span<kms* const> unwrappers, const parsed& p) {
+// The decrypt cache's key for a wrapped data key under a context.
+std::string decrypt_cache_key(const encrypted_data_key& edk, bytes_view context_bytes) {
+  return edk.provider + '\0' + edk.key_id + '\0' + to_hex(edk.wrapped) + '\0' + to_hex(context_bytes);
+}
+
+result<opened_header> open_header(std::span<kms* const> unwrappers, const parsed& p, data_key_cache* cache) {
   error_code last = errc::no_usable_data_key;
   for (const auto& edk : p.header.data_keys) {
     for (kms* provider : unwrappers) {
       if (provider == nullptr || provider->provider() != edk.provider) continue;
-      auto data_key = provider->unwrap(edk, p.context_bytes);
+      const auto cache_key = cache != nullptr ? decrypt_cache_key(edk, p.context_bytes) : std::string();
+      std::optional<secret_bytes> cached =
+          cache != nullptr ? cache->take_for_decrypt(cache_key) : std::nullopt;
+      auto data_key =
+          cached ? result<secret_bytes>(std::move(*cached)) : provider->unwrap(edk, p.context_bytes);
       if (!data_key) {
         last = data_key.error();
         continue;
       }
+      if (cache != nullptr && !cached) cache->put_for_decrypt(cache_key, *data_key);
       auto keys = derive(data_key->view(), p.header.message_id);
       if (!keys) return keys.error();
       if (!equal_constant_time(keys->commitment.view(), p.commitment)) return errc::commitment_mismatch;
@@ -305,14 +318,33 @@ result<bytes> encrypt(std::span<kms* const> wrappers, bytes_view plaintext, cons
   if (options.frame_size != 0 && plaintext.size() / options.frame_size >= final_frame_marker - 1)
     return errc::invalid_input_size;
   const auto context_bytes = serialize_context(context);
-  const auto data_key = secret_bytes::random(32);
   envelope_header h{
       .message_id = random_bytes(message_id_bytes), .context = context, .frame_size = options.frame_size};
-  for (kms* provider : wrappers) {
-    if (provider == nullptr) return errc::no_usable_data_key;
-    auto edk = provider->wrap(data_key.view(), context_bytes);
-    if (!edk) return edk.error();
-    h.data_keys.push_back(std::move(*edk));
+  secret_bytes data_key;
+  std::string cache_key;
+  if (options.cache != nullptr) {
+    // The same context and the same providers (by identity) share a cached data key.
+    cache_key = to_hex(context_bytes);
+    for (kms* provider : wrappers) {
+      cache_key += '\0';
+      cache_key += std::string(provider != nullptr ? provider->provider() : "") + '@' +
+                   std::to_string(reinterpret_cast<std::uintptr_t>(provider));
+    }
+    if (auto hit = options.cache->take_for_encrypt(cache_key, plaintext.size())) {
+      data_key = std::move(hit->first);
+      h.data_keys = std::move(hit->second);
+    }
+  }
+  if (data_key.empty()) {
+    data_key = secret_bytes::random(32);
+    for (kms* provider : wrappers) {
+      if (provider == nullptr) return errc::no_usable_data_key;
+      auto edk = provider->wrap(data_key.view(), context_bytes);
+      if (!edk) return edk.error();
+      h.data_keys.push_back(std::move(*edk));
+    }
+    if (options.cache != nullptr)
+      options.cache->put_for_encrypt(cache_key, data_key, h.data_keys, plaintext.size());
   }
   auto keys = derive(data_key.view(), h.message_id);
   if (!keys) return keys.error();
@@ -358,7 +390,7 @@ result<decrypted> decrypt(std::span<kms* const> unwrappers, bytes_view envelope,
     const auto found = p->header.context.find(key);
     if (found == p->header.context.end() || found->second != value) return errc::context_mismatch;
   }
-  auto opened = open_header(unwrappers, *p);
+  auto opened = open_header(unwrappers, *p, options.cache);
   if (!opened) return opened.error();
   auto plaintext = open_body(*p, opened->keys);
   if (!plaintext) return plaintext.error();
@@ -374,7 +406,7 @@ result<bytes> rewrap(std::span<kms* const> unwrappers, std::span<kms* const> wra
     const auto found = p->header.context.find(key);
     if (found == p->header.context.end() || found->second != value) return errc::context_mismatch;
   }
-  auto opened = open_header(unwrappers, *p);
+  auto opened = open_header(unwrappers, *p, nullptr);  // rewrap asks the provider: the version may be retired
   if (!opened) return opened.error();
   envelope_header h = p->header;
   h.data_keys.clear();
@@ -522,7 +554,7 @@ struct envelope_decryptor::state {
     auto reparsed = parse(header_copy, std::min(options.max_data_keys, max_data_keys_stored));
     // The copy holds the header and no body: the parse above saw one in the same bytes.
     if (!reparsed) return reparsed.error();
-    auto opened = open_header(unwrappers, *reparsed);
+    auto opened = open_header(unwrappers, *reparsed, options.cache);
     if (!opened) return opened.error();
     keys = std::move(opened->keys);
     buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(p->header.header_size));

@@ -40,9 +40,11 @@ keel::bytes pattern(std::size_t size, std::uint32_t seed) {
 struct counting_kms final : crypto::kms {
   crypto::keyring inner;
   std::atomic<int> unwraps{0};
+  std::atomic<int> wraps{0};
   explicit counting_kms(std::string name) : inner(std::move(name)) { inner.rotate(); }
   [[nodiscard]] std::string_view provider() const noexcept override { return inner.provider(); }
   keel::result<crypto::encrypted_data_key> wrap(keel::bytes_view key, keel::bytes_view aad) override {
+    ++wraps;
     return inner.wrap(key, aad);
   }
   keel::result<crypto::secret_bytes> unwrap(const crypto::encrypted_data_key& edk,
@@ -442,5 +444,55 @@ TEST_SUITE("unit") {
     crypto::envelope_decryptor garbage(keys);
     keel::bytes out;
     CHECK(garbage.update(keel::as_bytes("GIF89a"), out).error() == crypto::errc::malformed_envelope);
+  }
+}
+
+TEST_SUITE("unit") {
+  TEST_CASE(
+      "the data-key cache: one wrap for many messages within its limits, one unwrap for many decrypts") {
+    counting_kms ring("cached");
+    crypto::kms* keys[] = {&ring};
+    keel::manual_clock clock;
+    crypto::data_key_cache cache(
+        {.max_age = std::chrono::seconds(60), .max_messages = 3, .max_bytes = 1000, .clock = &clock});
+    const crypto::encryption_context acme{{"tenant", "acme"}};
+    std::vector<keel::bytes> sealed;
+    for (int k = 0; k < 3; ++k)
+      sealed.push_back(crypto::encrypt(keys, text("message"), acme, {.cache = &cache}).value());
+    CHECK(ring.wraps.load() == 1);
+    const auto first = crypto::read_header(sealed[0]).value();
+    const auto third = crypto::read_header(sealed[2]).value();
+    CHECK(first.data_keys == third.data_keys);    // the same wrapped data key
+    CHECK(first.message_id != third.message_id);  // each message its own content key
+    // The fourth message is over max_messages: a new data key.
+    (void)crypto::encrypt(keys, text("message"), acme, {.cache = &cache}).value();
+    CHECK(ring.wraps.load() == 2);
+    // Another context never shares a key.
+    (void)crypto::encrypt(keys, text("message"), {{"tenant", "other"}}, {.cache = &cache}).value();
+    CHECK(ring.wraps.load() == 3);
+    // Too many bytes for what is left of the allowance, then too old.
+    (void)crypto::encrypt(keys, keel::bytes(995), acme, {.cache = &cache}).value();
+    CHECK(ring.wraps.load() == 4);
+    (void)crypto::encrypt(keys, text("x"), {{"tenant", "other"}}, {.cache = &cache}).value();
+    CHECK(ring.wraps.load() == 4);
+    clock.advance(std::chrono::seconds(61));
+    (void)crypto::encrypt(keys, text("x"), {{"tenant", "other"}}, {.cache = &cache}).value();
+    CHECK(ring.wraps.load() == 5);
+
+    // Decrypting: the provider is asked once per data key while it is cached.
+    for (const auto& envelope : sealed)
+      CHECK(crypto::decrypt(keys, envelope, {.cache = &cache}).value().plaintext == text("message"));
+    CHECK(ring.unwraps.load() == 1);
+    cache.clear();
+    CHECK(cache.size() == 0);
+    CHECK(crypto::decrypt(keys, sealed[0], {.cache = &cache}));
+    CHECK(ring.unwraps.load() == 2);
+    // A cached key is not a way around the envelope's checks.
+    auto changed = sealed[1];
+    changed.back() ^= 1U;
+    CHECK(crypto::decrypt(keys, changed, {.cache = &cache}).error() == crypto::errc::authentication_failed);
+    const auto stats = cache.stats();
+    CHECK(stats.hits >= 4);
+    CHECK(stats.evictions >= 3);
   }
 }

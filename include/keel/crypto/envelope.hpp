@@ -37,10 +37,15 @@ inline constexpr std::uint8_t envelope_version = 1;
 /// AES-256-GCM body, HKDF-SHA-512 key derivation and key commitment.
 inline constexpr std::uint16_t suite_aes256_gcm_hkdf_sha512_commit = 0x0001;
 
+class data_key_cache;
+
 struct encrypt_options {
   /// 0: the body is one sealed block. Otherwise frames of this many bytes (the last one shorter),
   /// each sealed on its own: memory bounded by a frame, truncation and reordering detected.
   std::uint32_t frame_size = 0;
+  /// Reuse a data key (and its wrapped forms) for this context and these providers within the
+  /// cache's limits, instead of wrapping a new one per message (keel/crypto/cache.hpp).
+  data_key_cache* cache = nullptr;
 };
 
 struct decrypt_options {
@@ -48,6 +53,8 @@ struct decrypt_options {
   encryption_context expected_context{};
   /// Envelopes holding more data keys are refused before any unwrap (errc::too_many_data_keys).
   std::size_t max_data_keys = 8;
+  /// Remember unwrapped data keys (within the cache's max_age) instead of asking the provider again.
+  data_key_cache* cache = nullptr;
 };
 
 /// What an envelope says about itself, readable without any key.
