@@ -42,7 +42,7 @@ constexpr component components[] = {
     {"ratelimit", "sliding-window rate limiting: in-process, Redis, Postgres", "ready"},
     {"jobs", "Postgres job queue with a web dashboard", "ready"},
     {"crdt", "CRDTs and a WebSocket sync server", "planned"},
-    {"crypto", "AEAD, HKDF, HMAC, key wrap over OpenSSL 3 (envelopes and secrets store to come)", "ready"},
+    {"crypto", "envelope encryption, a versioned keyring, rewrap (the secrets store to come)", "ready"},
     {"dsl", "a query language compiled to parameterized SQL", "planned"},
 };
 
