@@ -26,23 +26,28 @@ std::size_t digest_size(hash_algorithm h) noexcept {
   return h == hash_algorithm::sha256 ? 32 : 64;
 }
 
-result<secret_bytes> hkdf(hash_algorithm h, bytes_view ikm, bytes_view salt, bytes_view info,
-                          std::size_t length) {
-  if (length > 255 * digest_size(h)) return errc::output_too_large;
+namespace {
+
+// One EVP_KDF HKDF call in `mode` ("EXTRACT_AND_EXPAND", "EXTRACT_ONLY", "EXPAND_ONLY").
+result<secret_bytes> run_hkdf(hash_algorithm h, const char* mode, bytes_view key, bytes_view salt,
+                              bytes_view info, std::size_t length) {
   secret_bytes out(length);
   if (length == 0) return out;
   static EVP_KDF* const kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
   if (kdf == nullptr) return errc::openssl_failure;
   detail::kdf_ctx ctx(EVP_KDF_CTX_new(kdf));
   if (!ctx) return errc::openssl_failure;
-  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast): OpenSSL reads the name only
+  // NOLINTBEGIN(cppcoreguidelines-pro-type-const-cast): OpenSSL reads the names only
   char* digest = const_cast<char*>(digest_name(h));
+  char* mode_name = const_cast<char*>(mode);
+  // NOLINTEND(cppcoreguidelines-pro-type-const-cast)
   static const std::uint8_t nothing = 0;
-  OSSL_PARAM params[5];
+  OSSL_PARAM params[6];
   std::size_t n = 0;
   params[n++] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0);
+  params[n++] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_MODE, mode_name, 0);
   params[n++] = OSSL_PARAM_construct_octet_string(
-      OSSL_KDF_PARAM_KEY, ikm.empty() ? readable({&nothing, 0}) : readable(ikm), ikm.size());
+      OSSL_KDF_PARAM_KEY, key.empty() ? readable({&nothing, 0}) : readable(key), key.size());
   if (!salt.empty())
     params[n++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, readable(salt), salt.size());
   params[n++] = OSSL_PARAM_construct_octet_string(
@@ -50,6 +55,24 @@ result<secret_bytes> hkdf(hash_algorithm h, bytes_view ikm, bytes_view salt, byt
   params[n] = OSSL_PARAM_construct_end();
   if (EVP_KDF_derive(ctx.get(), out.data(), length, params) != 1) return errc::openssl_failure;
   return out;
+}
+
+}  // namespace
+
+result<secret_bytes> hkdf(hash_algorithm h, bytes_view ikm, bytes_view salt, bytes_view info,
+                          std::size_t length) {
+  if (length > 255 * digest_size(h)) return errc::output_too_large;
+  return run_hkdf(h, "EXTRACT_AND_EXPAND", ikm, salt, info, length);
+}
+
+result<secret_bytes> hkdf_extract(hash_algorithm h, bytes_view ikm, bytes_view salt) {
+  return run_hkdf(h, "EXTRACT_ONLY", ikm, salt, {}, digest_size(h));
+}
+
+result<secret_bytes> hkdf_expand(hash_algorithm h, bytes_view prk, bytes_view info, std::size_t length) {
+  if (length > 255 * digest_size(h)) return errc::output_too_large;
+  if (prk.size() < digest_size(h)) return errc::invalid_key_size;
+  return run_hkdf(h, "EXPAND_ONLY", prk, {}, info, length);
 }
 
 result<bytes> hmac(hash_algorithm h, bytes_view key, bytes_view data) {

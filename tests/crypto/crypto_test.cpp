@@ -127,3 +127,24 @@ TEST_SUITE("unit") {
     }
   }
 }
+
+TEST_SUITE("unit") {
+  TEST_CASE(
+      "HKDF's halves: extract then expand gives what hkdf gives, for several infos from one extraction") {
+    for (const auto h : {crypto::hash_algorithm::sha256, crypto::hash_algorithm::sha512}) {
+      const auto ikm = crypto::secret_bytes::random(32);
+      const auto salt = crypto::random_bytes(32);
+      const auto prk = crypto::hkdf_extract(h, ikm.view(), salt).value();
+      CHECK(prk.size() == crypto::digest_size(h));
+      for (const std::string info : {"", "a", "keel envelope v1 derive key"}) {
+        for (const std::size_t length : {std::size_t{16}, std::size_t{32}, std::size_t{100}}) {
+          CHECK(crypto::hkdf_expand(h, prk.view(), keel::as_bytes(info), length).value() ==
+                crypto::hkdf(h, ikm.view(), salt, keel::as_bytes(info), length).value());
+        }
+      }
+      CHECK(crypto::hkdf_expand(h, prk.view().first(8), {}, 32).error() == crypto::errc::invalid_key_size);
+      CHECK(crypto::hkdf_expand(h, prk.view(), {}, 255 * crypto::digest_size(h) + 1).error() ==
+            crypto::errc::output_too_large);
+    }
+  }
+}

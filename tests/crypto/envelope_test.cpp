@@ -496,3 +496,27 @@ TEST_SUITE("unit") {
     CHECK(stats.evictions >= 3);
   }
 }
+
+TEST_SUITE("unit") {
+  TEST_CASE("envelopes written by earlier keel versions still open (tests/data/crypto)") {
+    crypto::keyring ring("golden");
+    REQUIRE(ring.import_version(1, keel::bytes(32, 0x11), crypto::key_state::enabled));
+    crypto::kms* keys[] = {&ring};
+    std::FILE* f = std::fopen(KEEL_TEST_DATA_DIR "/crypto/envelopes-v1.hex", "r");
+    REQUIRE_MESSAGE(f != nullptr, "missing tests/data/crypto/envelopes-v1.hex");
+    char line[8192];
+    int opened = 0;
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+      std::string hex(line);
+      while (!hex.empty() && (hex.back() == '\n' || hex.back() == '\r')) hex.pop_back();
+      const auto envelope = keel::from_hex(hex).value();
+      const auto result =
+          crypto::decrypt(keys, envelope, {.expected_context = {{"purpose", "golden"}}}).value();
+      CHECK(result.plaintext == text("keel envelope format v1: a known answer"));
+      CHECK(result.context == crypto::encryption_context{{"purpose", "golden"}, {"tenant", "acme"}});
+      ++opened;
+    }
+    std::fclose(f);
+    CHECK(opened == 2);
+  }
+}

@@ -26,6 +26,14 @@ enum class hash_algorithm : std::uint8_t { sha256, sha512 };
 [[nodiscard]] result<secret_bytes> hkdf(hash_algorithm h, bytes_view ikm, bytes_view salt, bytes_view info,
                                         std::size_t length);
 
+/// HKDF's two halves, for deriving several keys from one secret with one extraction:
+/// hkdf(h, ikm, salt, info, n) == hkdf_expand(h, hkdf_extract(h, ikm, salt), info, n).
+/// @returns the pseudorandom key (a digest long).
+[[nodiscard]] result<secret_bytes> hkdf_extract(hash_algorithm h, bytes_view ikm, bytes_view salt);
+/// @returns errc::output_too_large, or errc::invalid_key_size for a `prk` shorter than the digest.
+[[nodiscard]] result<secret_bytes> hkdf_expand(hash_algorithm h, bytes_view prk, bytes_view info,
+                                               std::size_t length);
+
 /// HMAC of `data` under `key` (any length), the whole digest.
 [[nodiscard]] result<bytes> hmac(hash_algorithm h, bytes_view key, bytes_view data);
 /// Checks `tag` against the HMAC in constant time; `tag` may be the digest's first 16 or more
