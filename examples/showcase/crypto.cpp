@@ -1,8 +1,9 @@
 // keel::crypto in the showcase: envelopes under a keyring kept in the state directory.
-//   POST /api/crypto/encrypt  {"plaintext": "...", "context": {"tenant": "acme"}}  -> {"envelope": base64, ...}
-//   POST /api/crypto/decrypt  {"envelope": base64, "context": {...}}  (the context pairs are required to match)
-//   POST /api/crypto/rewrap   {"envelope": base64}  -> the same message, its data key under the primary version
-//   GET  /api/crypto/keyring  versions and states;  POST /api/crypto/rotate  a new primary version
+//   POST /api/crypto/encrypt  {"plaintext", "context": {"tenant": "acme"}} -> a base64 envelope
+//   POST /api/crypto/decrypt  {"envelope", "context"}: the context pairs must match
+//   POST /api/crypto/rewrap   {"envelope"}: its data key moved to the primary version
+//   GET  /api/crypto/keyring  versions and states
+//   POST /api/crypto/rotate   a new primary version
 // The keyring file is sealed under KEEL_KEYRING_PASSPHRASE; without it the showcase makes a
 // passphrase and keeps it in a 0600 file beside the keyring — a demo convenience: a real
 // service takes the passphrase from its secret store, never from the disk beside the keys.
@@ -38,7 +39,8 @@ struct crypto_part {
 };
 
 keel::result<std::string> demo_passphrase(const std::filesystem::path& file) {
-  if (const char* given = std::getenv("KEEL_KEYRING_PASSPHRASE"); given != nullptr && *given != '\0') return given;
+  if (const char* given = std::getenv("KEEL_KEYRING_PASSPHRASE"); given != nullptr && *given != '\0')
+    return given;
   if (std::ifstream in(file); in) {
     std::stringstream text;
     text << in.rdbuf();
@@ -71,7 +73,10 @@ boost::json::object header_json(const crypto::envelope_header& h) {
   for (const auto& [k, v] : h.context) context[k] = v;
   boost::json::array keys;
   for (const auto& k : h.data_keys) keys.push_back({{"provider", k.provider}, {"key_id", k.key_id}});
-  return {{"context", context}, {"data_keys", keys}, {"frame_size", h.frame_size}, {"header_bytes", h.header_size}};
+  return {{"context", context},
+          {"data_keys", keys},
+          {"frame_size", h.frame_size},
+          {"header_bytes", h.header_size}};
 }
 
 net::response crypto_error(const keel::error_code& ec) {
@@ -111,42 +116,43 @@ keel::result<void> mount_crypto(context& ctx) {
     if (auto saved = part->save(); !saved) return saved;
   }
 
-  ctx.server.post("/api/crypto/encrypt",
-                  net::json_handler([part](const net::request&, const boost::json::value& body) {
-                    const auto* o = body.if_object();
-                    const auto* text = o != nullptr ? o->if_contains("plaintext") : nullptr;
-                    auto context = o != nullptr ? context_of(*o) : std::nullopt;
-                    if (text == nullptr || !text->is_string() || !context) {
-                      return net::error_response(net::status::bad_request, "invalid request",
-                                                 R"(send {"plaintext": "...", "context": {"tenant": "acme"}})");
-                    }
-                    crypto::kms* keys[] = {part->ring.get()};
-                    auto sealed = crypto::encrypt(keys, keel::as_bytes(std::string_view(text->as_string())), *context);
-                    if (!sealed) return crypto_error(sealed.error());
-                    auto header = crypto::read_header(*sealed).value();
-                    auto out = header_json(header);
-                    out["envelope"] = keel::to_base64(*sealed);
-                    out["bytes"] = sealed->size();
-                    return net::json_response(out, net::status::created);
-                  }));
+  ctx.server.post(
+      "/api/crypto/encrypt", net::json_handler([part](const net::request&, const boost::json::value& body) {
+        const auto* o = body.if_object();
+        const auto* text = o != nullptr ? o->if_contains("plaintext") : nullptr;
+        auto context = o != nullptr ? context_of(*o) : std::nullopt;
+        if (text == nullptr || !text->is_string() || !context) {
+          return net::error_response(net::status::bad_request, "invalid request",
+                                     R"(send {"plaintext": "...", "context": {"tenant": "acme"}})");
+        }
+        crypto::kms* keys[] = {part->ring.get()};
+        auto sealed = crypto::encrypt(keys, keel::as_bytes(std::string_view(text->as_string())), *context);
+        if (!sealed) return crypto_error(sealed.error());
+        auto header = crypto::read_header(*sealed).value();
+        auto out = header_json(header);
+        out["envelope"] = keel::to_base64(*sealed);
+        out["bytes"] = sealed->size();
+        return net::json_response(out, net::status::created);
+      }));
 
-  ctx.server.post("/api/crypto/decrypt",
-                  net::json_handler([part](const net::request&, const boost::json::value& body) {
-                    const auto* o = body.if_object();
-                    auto envelope = o != nullptr ? envelope_of(*o) : std::nullopt;
-                    auto context = o != nullptr ? context_of(*o) : std::nullopt;
-                    if (!envelope || !context) {
-                      return net::error_response(net::status::bad_request, "invalid request",
-                                                 R"(send {"envelope": "<base64>", "context": {"tenant": "acme"}})");
-                    }
-                    crypto::kms* keys[] = {part->ring.get()};
-                    auto opened = crypto::decrypt(keys, *envelope, {.expected_context = *context});
-                    if (!opened) return crypto_error(opened.error());
-                    return net::json_response(boost::json::object{
-                        {"plaintext", std::string(keel::as_chars(opened->plaintext))}, {"key_id", opened->used.key_id}});
-                  }));
+  ctx.server.post(
+      "/api/crypto/decrypt", net::json_handler([part](const net::request&, const boost::json::value& body) {
+        const auto* o = body.if_object();
+        auto envelope = o != nullptr ? envelope_of(*o) : std::nullopt;
+        auto context = o != nullptr ? context_of(*o) : std::nullopt;
+        if (!envelope || !context) {
+          return net::error_response(net::status::bad_request, "invalid request",
+                                     R"(send {"envelope": "<base64>", "context": {"tenant": "acme"}})");
+        }
+        crypto::kms* keys[] = {part->ring.get()};
+        auto opened = crypto::decrypt(keys, *envelope, {.expected_context = *context});
+        if (!opened) return crypto_error(opened.error());
+        return net::json_response(boost::json::object{
+            {"plaintext", std::string(keel::as_chars(opened->plaintext))}, {"key_id", opened->used.key_id}});
+      }));
 
-  ctx.server.post("/api/crypto/rewrap", net::json_handler([part](const net::request&, const boost::json::value& body) {
+  ctx.server.post("/api/crypto/rewrap",
+                  net::json_handler([part](const net::request&, const boost::json::value& body) {
                     const auto* o = body.if_object();
                     auto envelope = o != nullptr ? envelope_of(*o) : std::nullopt;
                     if (!envelope) {
@@ -164,12 +170,14 @@ keel::result<void> mount_crypto(context& ctx) {
   ctx.server.get("/api/crypto/keyring", [part](const net::request&) {
     boost::json::array versions;
     for (const auto& v : part->ring->versions()) {
-      versions.push_back({{"version", v.version}, {"state", crypto::to_string(v.state)}, {"primary", v.primary}});
+      versions.push_back(
+          {{"version", v.version}, {"state", crypto::to_string(v.state)}, {"primary", v.primary}});
     }
-    return net::json_response(boost::json::object{{"name", part->ring->name()},
-                                                  {"provider", part->ring->provider()},
-                                                  {"min_decryption_version", part->ring->min_decryption_version()},
-                                                  {"versions", versions}});
+    return net::json_response(
+        boost::json::object{{"name", part->ring->name()},
+                            {"provider", part->ring->provider()},
+                            {"min_decryption_version", part->ring->min_decryption_version()},
+                            {"versions", versions}});
   });
 
   ctx.server.post("/api/crypto/rotate", [part](const net::request&) {
@@ -178,10 +186,13 @@ keel::result<void> mount_crypto(context& ctx) {
     return net::json_response(boost::json::object{{"primary", version}});
   });
 
-  ctx.endpoints.push_back({"POST", "/api/crypto/encrypt",
-                           "an envelope of {\"plaintext\", \"context\"}: AES-256-GCM, a data key per message"});
-  ctx.endpoints.push_back({"POST", "/api/crypto/decrypt", "opens {\"envelope\", \"context\"}; the context must match"});
-  ctx.endpoints.push_back({"POST", "/api/crypto/rewrap", "moves an envelope's data key to the primary version"});
+  ctx.endpoints.push_back(
+      {"POST", "/api/crypto/encrypt",
+       "an envelope of {\"plaintext\", \"context\"}: AES-256-GCM, a data key per message"});
+  ctx.endpoints.push_back(
+      {"POST", "/api/crypto/decrypt", "opens {\"envelope\", \"context\"}; the context must match"});
+  ctx.endpoints.push_back(
+      {"POST", "/api/crypto/rewrap", "moves an envelope's data key to the primary version"});
   ctx.endpoints.push_back({"GET", "/api/crypto/keyring", "the keyring's versions and states (keel::crypto)"});
   ctx.endpoints.push_back({"POST", "/api/crypto/rotate", "a new primary key version"});
   return {};
