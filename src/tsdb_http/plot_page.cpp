@@ -72,10 +72,15 @@ std::string escape(std::string_view text) {
 }
 
 // 10080 → "10,080".
+// Built by appending: GCC 12 warns falsely (-Wrestrict) on string::insert at -O3.
 std::string grouped(std::size_t n) {
-  std::string digits = std::to_string(n);
-  for (auto at = digits.size(); at > 3; at -= 3) digits.insert(at - 3, ",");
-  return digits;
+  const std::string digits = std::to_string(n);
+  std::string out;
+  for (std::size_t k = 0; k < digits.size(); ++k) {
+    if (k > 0 && (digits.size() - k) % 3 == 0) out += ',';
+    out += digits[k];
+  }
+  return out;
 }
 
 // A 1, 2 or 5 × 10^k step that cuts `span` into at most `ticks` parts.
@@ -108,7 +113,13 @@ std::string value_axis(double lo, double hi, double step, const std::string& uni
         line, sizeof line,
         R"(<line class="grid" x1="%.0f" x2="%.0f" y1="%.1f" y2="%.1f"/><text x="%.0f" y="%.1f" text-anchor="end">)",
         plot_left, plot_left + plot_width, at, at, plot_left - 6, at + 4);
-    out += line + format_value(y, step) + (unit.empty() ? "" : " " + escape(unit)) + "</text>";
+    out += line;
+    out += format_value(y, step);
+    if (!unit.empty()) {
+      out += ' ';
+      out += escape(unit);
+    }
+    out += "</text>";
   }
   return out + "</g>";
 }
