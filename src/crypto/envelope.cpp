@@ -258,11 +258,85 @@ result<opened_header> open_header(std::span<kms* const> unwrappers, const parsed
   return last == errc::unknown_key ? error_code(errc::no_usable_data_key) : last;
 }
 
+// decrypt_options::expected_context: every pair present with the same value.
+result<void> check_expected(const envelope_header& h, const encryption_context& expected) {
+  for (const auto& [key, value] : expected) {
+    const auto found = h.context.find(key);
+    if (found == h.context.end() || found->second != value) return errc::context_mismatch;
+  }
+  return {};
+}
+
+// Appends frame `sequence` (the final one when `last`) of `part` to `out`.
+result<void> seal_frame(const message_keys& keys, bytes_view id, std::uint32_t sequence, bytes_view part,
+                        bool last, bytes& out) {
+  if (sequence == final_frame_marker) return errc::invalid_input_size;
+  byte_writer w(out);
+  if (last) {
+    w.be<std::uint32_t>(final_frame_marker);
+    w.be<std::uint32_t>(sequence);
+    w.be<std::uint32_t>(static_cast<std::uint32_t>(part.size()));
+  } else {
+    w.be<std::uint32_t>(sequence);
+  }
+  const auto at = out.size();
+  out.resize(at + part.size() + aead_tag_bytes);
+  auto sealed = seal_into(aead_algorithm::aes_gcm, keys.content.view(), nonce_for(sequence), part,
+                          body_aad(id, last ? "final" : "frame", sequence, part.size()),
+                          std::span<std::uint8_t>(out.data() + at, part.size() + aead_tag_bytes));
+  if (!sealed) return sealed.error();
+  return {};
+}
+
+// Where reading frames stands: the next sequence number, and whether the final frame was read.
+struct frame_cursor {
+  std::uint32_t sequence = 1;
+  bool done = false;
+};
+
+// Opens every whole frame at the start of `input` into `out`, from `cursor` on; a partial frame
+// at the end is left. @returns the bytes used. Nothing of a frame that fails is left in `out`.
+result<std::size_t> open_frames(bytes_view input, const message_keys& keys, bytes_view id, std::size_t frame,
+                                frame_cursor& cursor, bytes& out) {
+  std::size_t used = 0;
+  while (!cursor.done) {
+    if (cursor.sequence == final_frame_marker) return errc::malformed_envelope;
+    byte_reader in(input.subspan(used));
+    auto marker = in.be<std::uint32_t>();
+    if (!marker) break;
+    const bool last = *marker == final_frame_marker;
+    std::uint64_t length = frame;
+    if (last) {
+      auto stored_sequence = in.be<std::uint32_t>();
+      auto content_length = in.be<std::uint32_t>();
+      if (!stored_sequence || !content_length) break;
+      if (*stored_sequence != cursor.sequence || *content_length > frame) return errc::malformed_envelope;
+      length = *content_length;
+    } else if (*marker != cursor.sequence) {
+      return errc::malformed_envelope;  // a frame missing, repeated or out of order
+    }
+    auto sealed = in.take(static_cast<std::size_t>(length) + aead_tag_bytes);
+    if (!sealed) break;  // the rest of the frame is not there (yet)
+    const auto at = out.size();
+    out.resize(at + static_cast<std::size_t>(length));
+    auto opened = open_into(aead_algorithm::aes_gcm, keys.content.view(), nonce_for(cursor.sequence), *sealed,
+                            body_aad(id, last ? "final" : "frame", cursor.sequence, length),
+                            std::span<std::uint8_t>(out.data() + at, static_cast<std::size_t>(length)));
+    if (!opened) {
+      out.resize(at);
+      return opened.error();
+    }
+    used += in.position();
+    ++cursor.sequence;
+    cursor.done = last;
+  }
+  return used;
+}
+
 result<bytes> open_body(const parsed& p, const message_keys& keys) {
-  byte_reader in(p.body);
   const bytes_view id = p.header.message_id;
-  bytes plaintext;
   if (p.header.frame_size == 0) {
+    byte_reader in(p.body);
     auto length = in.be<std::uint64_t>();
     if (!length || *length > in.remaining() || in.remaining() - *length != aead_tag_bytes)
       return errc::malformed_envelope;
@@ -273,37 +347,64 @@ result<bytes> open_body(const parsed& p, const message_keys& keys) {
     if (!opened) return opened.error();
     return std::move(*opened);
   }
-  const std::size_t frame = p.header.frame_size;
-  for (std::uint32_t sequence = 1;; ++sequence) {
-    if (sequence == final_frame_marker) return errc::malformed_envelope;
-    auto marker = in.be<std::uint32_t>();
-    if (!marker) return errc::malformed_envelope;  // truncated: no final frame
-    const bool last = *marker == final_frame_marker;
-    if (last) {
-      auto stored_sequence = in.be<std::uint32_t>();
-      if (!stored_sequence || *stored_sequence != sequence) return errc::malformed_envelope;
-    } else if (*marker != sequence) {
-      return errc::malformed_envelope;  // a frame missing or out of order
+  bytes plaintext;
+  frame_cursor cursor;
+  auto used = open_frames(p.body, keys, id, p.header.frame_size, cursor, plaintext);
+  if (!used) return used.error();
+  // Truncated (no final frame), or bytes after it.
+  if (!cursor.done || *used != p.body.size()) return errc::malformed_envelope;
+  return plaintext;
+}
+
+// A new message's header: a data key (from the cache, or new and wrapped by every provider),
+// the keys derived for this message, the header bytes sealed.
+struct started_message {
+  envelope_header header;
+  bytes header_bytes;
+  message_keys keys;
+};
+
+result<started_message> start_message(std::span<kms* const> wrappers, const encryption_context& context,
+                                      std::uint32_t frame_size, data_key_cache* cache,
+                                      std::size_t plaintext_bytes) {
+  if (wrappers.empty() || wrappers.size() > max_data_keys_stored) return errc::no_usable_data_key;
+  if (auto checked = check_context(context); !checked) return checked.error();
+  const auto context_bytes = serialize_context(context);
+  started_message m;
+  m.header = envelope_header{
+      .message_id = random_bytes(message_id_bytes), .context = context, .frame_size = frame_size};
+  secret_bytes data_key;
+  std::string cache_key;
+  if (cache != nullptr) {
+    // The same context and the same providers (by identity) share a cached data key.
+    cache_key = to_hex(context_bytes);
+    for (kms* provider : wrappers) {
+      cache_key += '\0';
+      cache_key += std::string(provider != nullptr ? provider->provider() : "") + '@' +
+                   std::to_string(reinterpret_cast<std::uintptr_t>(provider));
     }
-    std::uint64_t length = frame;
-    if (last) {
-      auto content_length = in.be<std::uint32_t>();
-      if (!content_length || *content_length > frame) return errc::malformed_envelope;
-      length = *content_length;
-    }
-    auto sealed = in.take(static_cast<std::size_t>(length) + aead_tag_bytes);
-    if (!sealed) return errc::malformed_envelope;
-    const auto at = plaintext.size();
-    plaintext.resize(at + static_cast<std::size_t>(length));
-    auto opened = open_into(aead_algorithm::aes_gcm, keys.content.view(), nonce_for(sequence), *sealed,
-                            body_aad(id, last ? "final" : "frame", sequence, length),
-                            std::span<std::uint8_t>(plaintext.data() + at, static_cast<std::size_t>(length)));
-    if (!opened) return opened.error();
-    if (last) {
-      if (!in.empty()) return errc::malformed_envelope;  // bytes after the final frame
-      return plaintext;
+    if (auto hit = cache->take_for_encrypt(cache_key, plaintext_bytes)) {
+      data_key = std::move(hit->first);
+      m.header.data_keys = std::move(hit->second);
     }
   }
+  if (data_key.empty()) {
+    data_key = secret_bytes::random(32);
+    for (kms* provider : wrappers) {
+      if (provider == nullptr) return errc::no_usable_data_key;
+      auto edk = provider->wrap(data_key.view(), context_bytes);
+      if (!edk) return edk.error();
+      m.header.data_keys.push_back(std::move(*edk));
+    }
+    if (cache != nullptr) cache->put_for_encrypt(cache_key, data_key, m.header.data_keys, plaintext_bytes);
+  }
+  auto keys = derive(data_key.view(), m.header.message_id);
+  if (!keys) return keys.error();
+  m.keys = std::move(*keys);
+  auto sealed = seal_header(m.header, context_bytes, m.keys);
+  if (!sealed) return sealed.error();
+  m.header_bytes = std::move(*sealed);
+  return m;
 }
 
 }  // namespace
@@ -316,83 +417,41 @@ result<envelope_header> read_header(bytes_view envelope, std::size_t max_data_ke
 
 result<bytes> encrypt(std::span<kms* const> wrappers, bytes_view plaintext, const encryption_context& context,
                       const encrypt_options& options) {
-  if (wrappers.empty() || wrappers.size() > max_data_keys_stored) return errc::no_usable_data_key;
-  if (auto checked = check_context(context); !checked) return checked.error();
   if (options.frame_size != 0 && plaintext.size() / options.frame_size >= final_frame_marker - 1)
     return errc::invalid_input_size;
-  const auto context_bytes = serialize_context(context);
-  envelope_header h{
-      .message_id = random_bytes(message_id_bytes), .context = context, .frame_size = options.frame_size};
-  secret_bytes data_key;
-  std::string cache_key;
-  if (options.cache != nullptr) {
-    // The same context and the same providers (by identity) share a cached data key.
-    cache_key = to_hex(context_bytes);
-    for (kms* provider : wrappers) {
-      cache_key += '\0';
-      cache_key += std::string(provider != nullptr ? provider->provider() : "") + '@' +
-                   std::to_string(reinterpret_cast<std::uintptr_t>(provider));
-    }
-    if (auto hit = options.cache->take_for_encrypt(cache_key, plaintext.size())) {
-      data_key = std::move(hit->first);
-      h.data_keys = std::move(hit->second);
-    }
-  }
-  if (data_key.empty()) {
-    data_key = secret_bytes::random(32);
-    for (kms* provider : wrappers) {
-      if (provider == nullptr) return errc::no_usable_data_key;
-      auto edk = provider->wrap(data_key.view(), context_bytes);
-      if (!edk) return edk.error();
-      h.data_keys.push_back(std::move(*edk));
-    }
-    if (options.cache != nullptr)
-      options.cache->put_for_encrypt(cache_key, data_key, h.data_keys, plaintext.size());
-  }
-  auto keys = derive(data_key.view(), h.message_id);
-  if (!keys) return keys.error();
-  auto out = seal_header(h, context_bytes, *keys);
-  if (!out) return out.error();
-  byte_writer w(*out);
-  const auto seal_part = [&](bytes_view part, std::uint32_t sequence, std::string_view kind) -> result<void> {
-    const auto at = out->size();
-    out->resize(at + part.size() + aead_tag_bytes);
-    auto sealed = seal_into(aead_algorithm::aes_gcm, keys->content.view(), nonce_for(sequence), part,
-                            body_aad(h.message_id, kind, sequence, part.size()),
-                            std::span<std::uint8_t>(out->data() + at, part.size() + aead_tag_bytes));
-    if (!sealed) return sealed.error();
-    return {};
-  };
+  auto m = start_message(wrappers, context, options.frame_size, options.cache, plaintext.size());
+  if (!m) return m.error();
+  bytes out = std::move(m->header_bytes);
+  const bytes_view id = m->header.message_id;
   if (options.frame_size == 0) {
-    w.be<std::uint64_t>(plaintext.size());
-    if (auto sealed = seal_part(plaintext, 1, "single"); !sealed) return sealed.error();
-    return std::move(*out);
+    byte_writer(out).be<std::uint64_t>(plaintext.size());
+    const auto at = out.size();
+    out.resize(at + plaintext.size() + aead_tag_bytes);
+    auto sealed = seal_into(aead_algorithm::aes_gcm, m->keys.content.view(), nonce_for(1), plaintext,
+                            body_aad(id, "single", 1, plaintext.size()),
+                            std::span<std::uint8_t>(out.data() + at, plaintext.size() + aead_tag_bytes));
+    if (!sealed) return sealed.error();
+    return out;
   }
   const std::size_t frame = options.frame_size;
   std::uint32_t sequence = 1;
   std::size_t offset = 0;
   // Full frames while more than a frame is left; the final frame holds the rest (maybe nothing).
   for (; plaintext.size() - offset > frame; offset += frame, ++sequence) {
-    w.be<std::uint32_t>(sequence);
-    if (auto sealed = seal_part(plaintext.subspan(offset, frame), sequence, "frame"); !sealed)
+    if (auto sealed = seal_frame(m->keys, id, sequence, plaintext.subspan(offset, frame), false, out);
+        !sealed)
       return sealed.error();
   }
-  const auto rest = plaintext.subspan(offset);
-  w.be<std::uint32_t>(final_frame_marker);
-  w.be<std::uint32_t>(sequence);
-  w.be<std::uint32_t>(static_cast<std::uint32_t>(rest.size()));
-  if (auto sealed = seal_part(rest, sequence, "final"); !sealed) return sealed.error();
-  return std::move(*out);
+  if (auto sealed = seal_frame(m->keys, id, sequence, plaintext.subspan(offset), true, out); !sealed)
+    return sealed.error();
+  return out;
 }
 
 result<decrypted> decrypt(std::span<kms* const> unwrappers, bytes_view envelope,
                           const decrypt_options& options) {
   auto p = parse(envelope, std::min(options.max_data_keys, max_data_keys_stored));
   if (!p) return p.error();
-  for (const auto& [key, value] : options.expected_context) {
-    const auto found = p->header.context.find(key);
-    if (found == p->header.context.end() || found->second != value) return errc::context_mismatch;
-  }
+  if (auto expected = check_expected(p->header, options.expected_context); !expected) return expected.error();
   auto opened = open_header(unwrappers, *p, options.cache);
   if (!opened) return opened.error();
   auto plaintext = open_body(*p, opened->keys);
@@ -405,10 +464,7 @@ result<bytes> rewrap(std::span<kms* const> unwrappers, std::span<kms* const> wra
   if (wrappers.empty() || wrappers.size() > max_data_keys_stored) return errc::no_usable_data_key;
   auto p = parse(envelope, std::min(options.max_data_keys, max_data_keys_stored));
   if (!p) return p.error();
-  for (const auto& [key, value] : options.expected_context) {
-    const auto found = p->header.context.find(key);
-    if (found == p->header.context.end() || found->second != value) return errc::context_mismatch;
-  }
+  if (auto expected = check_expected(p->header, options.expected_context); !expected) return expected.error();
   auto opened = open_header(unwrappers, *p, nullptr);  // rewrap asks the provider: the version may be retired
   if (!opened) return opened.error();
   envelope_header h = p->header;
@@ -429,31 +485,17 @@ result<bytes> rewrap(std::span<kms* const> unwrappers, std::span<kms* const> wra
 // Streaming: the same frames as encrypt() and decrypt() write and read, a frame at a time.
 
 struct envelope_encryptor::state {
-  envelope_header header_fields;
-  bytes header;
-  message_keys keys;
+  started_message message;
   bytes pending;  // plaintext not yet in a frame (less than a frame, or exactly one awaiting more)
   std::uint32_t sequence = 1;
   bool finished = false;
 
-  result<void> seal_frame(bytes_view part, bool last, bytes& out) {
-    if (sequence == final_frame_marker) return errc::invalid_input_size;
-    byte_writer w(out);
-    if (last) {
-      w.be<std::uint32_t>(final_frame_marker);
-      w.be<std::uint32_t>(sequence);
-      w.be<std::uint32_t>(static_cast<std::uint32_t>(part.size()));
-    } else {
-      w.be<std::uint32_t>(sequence);
-    }
-    const auto at = out.size();
-    out.resize(at + part.size() + aead_tag_bytes);
-    auto sealed =
-        seal_into(aead_algorithm::aes_gcm, keys.content.view(), nonce_for(sequence), part,
-                  body_aad(header_fields.message_id, last ? "final" : "frame", sequence, part.size()),
-                  std::span<std::uint8_t>(out.data() + at, part.size() + aead_tag_bytes));
-    if (!sealed) return sealed.error();
+  result<void> seal(bool last, bytes& out) {
+    auto sealed = seal_frame(message.keys, message.header.message_id, sequence, pending, last, out);
+    if (!sealed) return sealed;
     ++sequence;
+    OPENSSL_cleanse(pending.data(), pending.size());
+    pending.clear();
     return {};
   }
 };
@@ -467,42 +509,26 @@ result<envelope_encryptor> envelope_encryptor::start(std::span<kms* const> wrapp
                                                      const encryption_context& context,
                                                      std::uint32_t frame_size) {
   if (frame_size == 0) return errc::invalid_input_size;
-  if (wrappers.empty() || wrappers.size() > max_data_keys_stored) return errc::no_usable_data_key;
-  if (auto checked = check_context(context); !checked) return checked.error();
+  auto m = start_message(wrappers, context, frame_size, nullptr, 0);
+  if (!m) return m.error();
   auto s = std::make_unique<state>();
-  const auto context_bytes = serialize_context(context);
-  const auto data_key = secret_bytes::random(32);
-  s->header_fields = envelope_header{
-      .message_id = random_bytes(message_id_bytes), .context = context, .frame_size = frame_size};
-  for (kms* provider : wrappers) {
-    if (provider == nullptr) return errc::no_usable_data_key;
-    auto edk = provider->wrap(data_key.view(), context_bytes);
-    if (!edk) return edk.error();
-    s->header_fields.data_keys.push_back(std::move(*edk));
-  }
-  auto keys = derive(data_key.view(), s->header_fields.message_id);
-  if (!keys) return keys.error();
-  s->keys = std::move(*keys);
-  auto header = seal_header(s->header_fields, context_bytes, s->keys);
-  if (!header) return header.error();
-  s->header = std::move(*header);
+  s->message = std::move(*m);
   s->pending.reserve(frame_size);
   return envelope_encryptor(std::move(s));
 }
 
 const bytes& envelope_encryptor::header() const noexcept {
-  return state_->header;
+  return state_->message.header_bytes;
 }
 
 result<void> envelope_encryptor::update(bytes_view chunk, bytes& out) {
   auto& s = *state_;
   if (s.finished) return errc::invalid_input_size;
-  const std::size_t frame = s.header_fields.frame_size;
+  const std::size_t frame = s.message.header.frame_size;
   while (!chunk.empty()) {
     // A full frame is sealed only once more bytes follow it: the last frame must be the final one.
     if (s.pending.size() == frame) {
-      if (auto sealed = s.seal_frame(s.pending, false, out); !sealed) return sealed;
-      s.pending.clear();
+      if (auto sealed = s.seal(false, out); !sealed) return sealed;
     }
     const auto take = std::min(chunk.size(), frame - s.pending.size());
     s.pending.insert(s.pending.end(), chunk.begin(), chunk.begin() + static_cast<std::ptrdiff_t>(take));
@@ -515,10 +541,7 @@ result<void> envelope_encryptor::finish(bytes& out) {
   auto& s = *state_;
   if (s.finished) return errc::invalid_input_size;
   s.finished = true;
-  auto sealed = s.seal_frame(s.pending, true, out);
-  OPENSSL_cleanse(s.pending.data(), s.pending.size());
-  s.pending.clear();
-  return sealed;
+  return s.seal(true, out);
 }
 
 struct envelope_decryptor::state {
@@ -529,8 +552,7 @@ struct envelope_decryptor::state {
   std::optional<parsed> header;
   bytes header_copy;  // what `header`'s views point into
   std::optional<message_keys> keys;
-  std::uint32_t sequence = 1;
-  bool done = false;
+  frame_cursor cursor;
   error_code failed;
 
   enum class progress : std::uint8_t { waiting, ready };
@@ -548,10 +570,8 @@ struct envelope_decryptor::state {
       if (p.error() == errc::malformed_envelope && buffer.size() < max_header_bytes) return progress::waiting;
       return p.error();
     }
-    for (const auto& [key, value] : options.expected_context) {
-      const auto found = p->header.context.find(key);
-      if (found == p->header.context.end() || found->second != value) return errc::context_mismatch;
-    }
+    if (auto expected = check_expected(p->header, options.expected_context); !expected)
+      return expected.error();
     if (p->header.frame_size == 0) return errc::invalid_input_size;  // a single body: use decrypt()
     header_copy.assign(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(p->header.header_size));
     auto reparsed = parse(header_copy, std::min(options.max_data_keys, max_data_keys_stored));
@@ -567,41 +587,10 @@ struct envelope_decryptor::state {
 
   // Opens every whole frame in the buffer into `out`.
   result<void> take_frames(bytes& out) {
-    const std::size_t frame = header->header.frame_size;
-    const bytes_view id = header->header.message_id;
-    std::size_t used = 0;
-    while (!done) {
-      byte_reader in(bytes_view(buffer).subspan(used));
-      auto marker = in.be<std::uint32_t>();
-      if (!marker) break;
-      const bool last = *marker == final_frame_marker;
-      std::uint64_t length = frame;
-      if (last) {
-        auto stored_sequence = in.be<std::uint32_t>();
-        auto content_length = in.be<std::uint32_t>();
-        if (!stored_sequence || !content_length) break;
-        if (*stored_sequence != sequence || *content_length > frame) return errc::malformed_envelope;
-        length = *content_length;
-      } else if (*marker != sequence) {
-        return errc::malformed_envelope;
-      }
-      auto sealed = in.take(static_cast<std::size_t>(length) + aead_tag_bytes);
-      if (!sealed) break;  // the rest of the frame has not arrived
-      const auto at = out.size();
-      out.resize(at + static_cast<std::size_t>(length));
-      auto opened = open_into(aead_algorithm::aes_gcm, keys->content.view(), nonce_for(sequence), *sealed,
-                              body_aad(id, last ? "final" : "frame", sequence, length),
-                              std::span<std::uint8_t>(out.data() + at, static_cast<std::size_t>(length)));
-      if (!opened) {
-        out.resize(at);
-        return opened.error();
-      }
-      used += in.position();
-      ++sequence;
-      done = last;
-    }
-    buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(used));
-    if (done && !buffer.empty()) return errc::malformed_envelope;  // bytes after the final frame
+    auto used = open_frames(buffer, *keys, header->header.message_id, header->header.frame_size, cursor, out);
+    if (!used) return used.error();
+    buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(*used));
+    if (cursor.done && !buffer.empty()) return errc::malformed_envelope;  // bytes after the final frame
     return {};
   }
 };
@@ -620,7 +609,7 @@ envelope_decryptor::~envelope_decryptor() = default;
 result<void> envelope_decryptor::update(bytes_view chunk, bytes& out) {
   auto& s = *state_;
   if (s.failed) return s.failed;
-  if (s.done && !chunk.empty()) return s.failed = errc::malformed_envelope;
+  if (s.cursor.done && !chunk.empty()) return s.failed = errc::malformed_envelope;
   s.buffer.insert(s.buffer.end(), chunk.begin(), chunk.end());
   if (!s.header) {
     auto ready = s.take_header();
@@ -634,7 +623,7 @@ result<void> envelope_decryptor::update(bytes_view chunk, bytes& out) {
 result<void> envelope_decryptor::finish() {
   auto& s = *state_;
   if (s.failed) return s.failed;
-  if (!s.done) return s.failed = errc::malformed_envelope;  // truncated: no final frame
+  if (!s.cursor.done) return s.failed = errc::malformed_envelope;  // truncated: no final frame
   return {};
 }
 
