@@ -88,29 +88,6 @@ std::optional<options> parse_arguments(int argc, char** argv) {
   return o;
 }
 
-std::string escape_html(std::string_view text) {
-  std::string out;
-  for (const char c : text) {
-    switch (c) {
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '&':
-        out += "&amp;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
 // The pages, with what each shows (the nav bar links them too).
 constexpr std::pair<std::string_view, std::string_view> pages[] = {
     {"/ledger",
@@ -126,22 +103,22 @@ std::string index_page(const std::vector<showcase::endpoint>& endpoints) {
   std::string page_list;
   for (const auto& [href, what] : pages) {
     page_list += "<li><a href=\"" + std::string(href) + "\">" + std::string(href) + "</a> — " +
-                 escape_html(what) + "</li>\n";
+                 keel::net::escape_html(what) + "</li>\n";
   }
   std::string links;
   for (const auto& e : endpoints) {
-    const std::string path = escape_html(e.path);
+    const std::string path = keel::net::escape_html(e.path);
     // A path with a {placeholder} is a pattern, not a page: shown, not linked.
     const bool linkable = e.method == "GET" && e.path.find('{') == std::string::npos;
-    links += "<li><code>" + escape_html(e.method) + "</code> " +
+    links += "<li><code>" + keel::net::escape_html(e.method) + "</code> " +
              (linkable ? "<a href=\"" + path + "\">" + path + "</a>" : "<code>" + path + "</code>") + " — " +
-             escape_html(e.what) + "</li>\n";
+             keel::net::escape_html(e.what) + "</li>\n";
   }
   std::string rows;
   for (const auto& c : components) {
-    rows += "<tr><td><code>keel::" + escape_html(c.name) + "</code></td><td class=\"" +
+    rows += "<tr><td><code>keel::" + keel::net::escape_html(c.name) + "</code></td><td class=\"" +
             std::string(c.status == "ready" ? "ok" : "note") + "\">" + std::string(c.status) + "</td><td>" +
-            escape_html(c.what) + "</td></tr>\n";
+            keel::net::escape_html(c.what) + "</td></tr>\n";
   }
   return showcase::page(
       "keel " + std::string(keel::version),

@@ -2,6 +2,7 @@
 // inline SVG, with no scripts or assets from elsewhere.
 #include "plot_page.hpp"
 
+#include <keel/net/http.hpp>
 #include <keel/tsdb/query.hpp>
 
 #include <algorithm>
@@ -45,29 +46,6 @@ std::string svg_polyline(std::span<const std::int64_t> t, std::span<const double
     out.append(buffer, static_cast<std::size_t>(n));
   }
   out += "\"/>";
-  return out;
-}
-
-std::string escape(std::string_view text) {
-  std::string out;
-  for (const char c : text) {
-    switch (c) {
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '&':
-        out += "&amp;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out += c;
-    }
-  }
   return out;
 }
 
@@ -117,7 +95,7 @@ std::string value_axis(double lo, double hi, double step, const std::string& uni
     out += format_value(y, step);
     if (!unit.empty()) {
       out += ' ';
-      out += escape(unit);
+      out += keel::net::escape_html(unit);
     }
     out += "</text>";
   }
@@ -189,7 +167,7 @@ std::string plot_page(std::span<const std::int64_t> t, std::span<const double> v
       "body{font-family:system-ui,sans-serif;margin:2em;color:#222}svg{border:1px solid #ddd;background:#fff}"
       ".raw{color:#bbb}.lttb{color:#1565c0}.axis text{font-size:11px;fill:#555}.grid{stroke:#eee}"
       "</style></head><body><h1>keel::tsdb: raw vs LTTB</h1>";
-  html += "<p id=\"series\">" + escape(labels.title) + "</p>";
+  html += "<p id=\"series\">" + keel::net::escape_html(labels.title) + "</p>";
   if (t.empty()) return html + "<p id=\"empty\">No points in this series.</p></body></html>";
   const auto picks = tsdb::lttb(t, v, points);
   std::vector<std::size_t> all(t.size());

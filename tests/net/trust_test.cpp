@@ -1,3 +1,4 @@
+#include <keel/net/http.hpp>
 #include <keel/net/trust.hpp>
 
 #include <doctest/doctest.h>
@@ -68,5 +69,13 @@ TEST_SUITE("unit") {
     // A page of another site does not get the token's rights either.
     local.headers.set("Authorization", "Bearer s3cret");
     CHECK_FALSE(local_or_token(local, "s3cret"));
+  }
+}
+TEST_SUITE("unit") {
+  TEST_CASE("escape_html: the five characters that end text or an attribute become entities") {
+    CHECK(keel::net::escape_html(R"(<a href="x" title='y'>&</a>)") ==
+          "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;&lt;/a&gt;");
+    CHECK(keel::net::escape_html("plain text, ünïcode") == "plain text, ünïcode");
+    CHECK(keel::net::escape_html("").empty());
   }
 }

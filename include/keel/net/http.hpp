@@ -116,6 +116,9 @@ struct response {
 [[nodiscard]] response text_response(std::string body, status s = status::ok,
                                      std::string_view content_type = "text/plain; charset=utf-8");
 
+/// `text` safe inside HTML text and double-quoted attributes: < > & " ' as entities.
+[[nodiscard]] std::string escape_html(std::string_view text);
+
 /// Percent-decodes `in` ('+' stays '+'; use `decode_query_component` for query strings).
 /// @returns nullopt when a '%' is not followed by two hex digits.
 [[nodiscard]] std::optional<std::string> percent_decode(std::string_view in);
