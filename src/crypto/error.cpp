@@ -57,6 +57,20 @@ const char* describe(errc e) noexcept {
              "check who changed it) before using it";
     case errc::malformed_key_file:
       return "the file is not a keel keyring file (or one of a version this keel does not read)";
+    case errc::key_exists:
+      return "a key with that version or label already exists: pick another, or use the one there";
+    case errc::pkcs11_module_unavailable:
+      return "the PKCS#11 module could not be loaded or initialised: check the path (e.g. SoftHSM2's "
+             "libsofthsm2.so) and its configuration (SOFTHSM2_CONF for SoftHSM)";
+    case errc::pkcs11_token_not_found:
+      return "no PKCS#11 token with that label is present: list them (softhsm2-util --show-slots, "
+             "pkcs11-tool -L) and check the label";
+    case errc::pkcs11_no_mechanism:
+      return "the token's key can neither encrypt with CKM_AES_GCM nor wrap with CKM_AES_KEY_WRAP_PAD: use "
+             "an AES key with CKA_ENCRYPT/CKA_DECRYPT or CKA_WRAP/CKA_UNWRAP set";
+    case errc::duplicate_key_label:
+      return "two keys in the token have that label, so which one wraps is ambiguous: give each key its own "
+             "label";
   }
   return "unknown keel.crypto error";
 }

@@ -63,7 +63,8 @@ std::uint32_t keyring::rotate() {
 result<void> keyring::import_version(std::uint32_t version, bytes_view key, key_state state) {
   if (key.size() != 32) return errc::invalid_key_size;
   const std::lock_guard lock(mutex_);
-  if (version == 0 || versions_.contains(version)) return errc::unknown_key;
+  if (version == 0) return errc::unknown_key;
+  if (versions_.contains(version)) return errc::key_exists;
   versions_.emplace(version, version_entry{secret_bytes::copy_of(key), state});
   if (version > primary_) primary_ = version;
   if (state == key_state::destroyed) versions_[version].key = secret_bytes();

@@ -501,6 +501,11 @@ TEST_SUITE("unit") {
   TEST_CASE("envelopes written by earlier keel versions still open (tests/data/crypto)") {
     crypto::keyring ring("golden");
     REQUIRE(ring.import_version(1, keel::bytes(32, 0x11), crypto::key_state::enabled));
+    // Importing a version again says it exists (it used to say unknown_key, which misled).
+    CHECK(ring.import_version(1, keel::bytes(32, 0x22), crypto::key_state::enabled).error() ==
+          crypto::errc::key_exists);
+    CHECK(ring.import_version(0, keel::bytes(32, 0x22), crypto::key_state::enabled).error() ==
+          crypto::errc::unknown_key);
     crypto::kms* keys[] = {&ring};
     std::FILE* f = std::fopen(KEEL_TEST_DATA_DIR "/crypto/envelopes-v1.hex", "r");
     REQUIRE_MESSAGE(f != nullptr, "missing tests/data/crypto/envelopes-v1.hex");

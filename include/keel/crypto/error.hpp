@@ -28,6 +28,11 @@ enum class errc {
   key_destroyed,        ///< the key version was destroyed: what it wrapped cannot be unwrapped any more
   insecure_key_file,    ///< a key file that others can read or write, or that another user owns
   malformed_key_file,   ///< not a keel keyring file, or one of another version
+  key_exists,           ///< a key version or label that is already taken
+  pkcs11_module_unavailable,  ///< the PKCS#11 module could not be loaded or initialised
+  pkcs11_token_not_found,     ///< no token with the label asked for is present
+  pkcs11_no_mechanism,        ///< the token's key can neither GCM-encrypt nor wrap with padding
+  duplicate_key_label,        ///< two keys in the token share the label asked for
 };
 
 /// The category of keel::crypto::errc ("keel.crypto").

@@ -77,7 +77,8 @@ class keyring final : public kms {
   /// A new random key version, which becomes the primary. @returns its number.
   std::uint32_t rotate();
   /// Adds a version with the given key bytes (32), e.g. loaded from storage; it becomes primary
-  /// if it is the highest. @returns errc::invalid_key_size, or errc::unknown_key if it exists.
+  /// if it is the highest. @returns errc::invalid_key_size, errc::unknown_key for version 0, or
+  /// errc::key_exists.
   [[nodiscard]] result<void> import_version(std::uint32_t version, bytes_view key, key_state state);
   /// Changes a version's state. Destroying wipes its key at once and cannot be undone; the
   /// primary can be made decrypt-only (then nothing wraps until the next rotate()).
