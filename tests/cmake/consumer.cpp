@@ -21,6 +21,9 @@
 #ifdef KEEL_CONSUMER_CRYPTO
 #include <keel/crypto.hpp>
 #endif
+#ifdef KEEL_CONSUMER_CRYPTO_PKCS11
+#include <keel/crypto_pkcs11.hpp>
+#endif
 #ifdef KEEL_CONSUMER_EVENTS_HTTP
 #include <keel/events_http.hpp>
 #include <keel/net/server.hpp>
@@ -53,6 +56,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <utility>
 #include <vector>
 
 int main() {
@@ -124,6 +128,15 @@ int main() {
                                               .has_value();
   std::printf("crypto: sealed and opened %d\n", crypto_ok);
   components_ok = components_ok && crypto_ok;
+#endif
+#ifdef KEEL_CONSUMER_CRYPTO_PKCS11
+  // Links keel::crypto_pkcs11 (dlopen): a module that is not there is a clear error.
+  keel::crypto::pkcs11_options pkcs11;
+  pkcs11.module = "/nonexistent/module.so";
+  const bool pkcs11_ok = keel::crypto::pkcs11_kms::open(std::move(pkcs11)).error() ==
+                         keel::crypto::errc::pkcs11_module_unavailable;
+  std::printf("crypto_pkcs11: missing module refused %d\n", pkcs11_ok);
+  components_ok = components_ok && pkcs11_ok;
 #endif
 #ifdef KEEL_CONSUMER_EVENTS
   // Links keel::events and its Boost.JSON: validating a name and a batch needs no server.
