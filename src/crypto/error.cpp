@@ -71,6 +71,18 @@ const char* describe(errc e) noexcept {
     case errc::duplicate_key_label:
       return "two keys in the token have that label, so which one wraps is ambiguous: give each key its own "
              "label";
+    case errc::secret_not_found:
+      return "no secret by that tenant and name (or no such version of it): list the tenant's secrets to "
+             "see what is stored";
+    case errc::secret_deleted:
+      return "the secret is deleted (soft): restore it to read it again, or put a new value";
+    case errc::secret_version_destroyed:
+      return "that version of the secret was destroyed and cannot be read; read another version";
+    case errc::invalid_secret_name:
+      return "a secret's name must be 1 to 512 bytes and its tenant 1 to 255, without control characters";
+    case errc::secret_too_large:
+      return "the secret is larger than the store takes (secret_store_options::max_value_bytes, 64 KiB by "
+             "default): store large data encrypted elsewhere and its key here";
   }
   return "unknown keel.crypto error";
 }

@@ -126,6 +126,10 @@ bool equal_constant_time(bytes_view a, bytes_view b) noexcept {
   return a.empty() || CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
+void cleanse(std::span<std::uint8_t> data) noexcept {
+  if (!data.empty()) OPENSSL_cleanse(data.data(), data.size());
+}
+
 bytes random_bytes(std::size_t size) {
   bytes out(size);
   if (size > 0 && RAND_bytes(out.data(), static_cast<int>(size)) != 1) {

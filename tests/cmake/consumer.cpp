@@ -24,6 +24,9 @@
 #ifdef KEEL_CONSUMER_CRYPTO_PKCS11
 #include <keel/crypto_pkcs11.hpp>
 #endif
+#ifdef KEEL_CONSUMER_CRYPTO_PG
+#include <keel/crypto_pg.hpp>
+#endif
 #ifdef KEEL_CONSUMER_EVENTS_HTTP
 #include <keel/events_http.hpp>
 #include <keel/net/server.hpp>
@@ -137,6 +140,15 @@ int main() {
                          keel::crypto::errc::pkcs11_module_unavailable;
   std::printf("crypto_pkcs11: missing module refused %d\n", pkcs11_ok);
   components_ok = components_ok && pkcs11_ok;
+#endif
+#ifdef KEEL_CONSUMER_CRYPTO_PG
+  // Links keel::crypto_pg: a store needs a wrapper and an audit key (checked without a server).
+  keel::crypto::keyring secrets_ring("consumer");
+  secrets_ring.rotate();
+  const keel::crypto::secret_store store({.wrappers = {&secrets_ring},
+                                          .audit_key = keel::crypto::secret_bytes::random(32)});
+  (void)store;
+  std::printf("crypto_pg: store made 1\n");
 #endif
 #ifdef KEEL_CONSUMER_EVENTS
   // Links keel::events and its Boost.JSON: validating a name and a batch needs no server.

@@ -33,6 +33,11 @@ enum class errc {
   pkcs11_token_not_found,     ///< no token with the label asked for is present
   pkcs11_no_mechanism,        ///< the token's key can neither GCM-encrypt nor wrap with padding
   duplicate_key_label,        ///< two keys in the token share the label asked for
+  secret_not_found,           ///< no secret (or version of it) by that tenant and name
+  secret_deleted,             ///< the secret is soft-deleted: restore it to read it
+  secret_version_destroyed,   ///< that version's value was destroyed
+  invalid_secret_name,        ///< a tenant or secret name that is empty, too long or holds control characters
+  secret_too_large,           ///< a secret value over the store's max_value_bytes
 };
 
 /// The category of keel::crypto::errc ("keel.crypto").

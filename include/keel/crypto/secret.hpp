@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 namespace keel::crypto {
 
@@ -61,6 +62,10 @@ class secret_bytes {
 
 /// Constant-time comparison of two byte strings of equal size (false for different sizes).
 [[nodiscard]] bool equal_constant_time(bytes_view a, bytes_view b) noexcept;
+
+/// Overwrites `data` with zeros in a way the compiler cannot drop (OPENSSL_cleanse): for
+/// plaintext that had to live in ordinary memory, before it is freed.
+void cleanse(std::span<std::uint8_t> data) noexcept;
 
 /// `size` random bytes from OpenSSL's CSPRNG, for nonces and ids (not secret).
 [[nodiscard]] bytes random_bytes(std::size_t size);
