@@ -83,6 +83,19 @@ const char* describe(errc e) noexcept {
     case errc::secret_too_large:
       return "the secret is larger than the store takes (secret_store_options::max_value_bytes, 64 KiB by "
              "default): store large data encrypted elsewhere and its key here";
+    case errc::unsupported_key_type:
+      return "keel's transit keys are of type aes256-gcm96: create the key with that type (or none)";
+    case errc::invalid_key_config:
+      return "the key configuration does not fit the key: min_decryption_version must be at most the latest "
+             "version, and min_encryption_version 0 or between min_decryption_version and the latest";
+    case errc::deletion_not_allowed:
+      return "the key may not be deleted: set deletion_allowed in its config first (deleting it makes every "
+             "ciphertext under it unreadable)";
+    case errc::context_required:
+      return "the key is derived: every encrypt, decrypt, rewrap and data key call must give a context "
+             "(base64)";
+    case errc::malformed_ciphertext:
+      return "the ciphertext is not of the form vault:v<version>:<base64> that encrypt returned";
   }
   return "unknown keel.crypto error";
 }

@@ -106,11 +106,16 @@ std::vector<key_version_info> keyring::versions() const {
 }
 
 result<encrypted_data_key> keyring::wrap(bytes_view data_key, bytes_view aad) {
+  return wrap_with(0, data_key, aad);
+}
+
+result<encrypted_data_key> keyring::wrap_with(std::uint32_t version, bytes_view data_key, bytes_view aad) {
   const std::lock_guard lock(mutex_);
-  const auto it = versions_.find(primary_);
-  if (it == versions_.end()) return errc::unknown_key;  // never rotated
+  if (version == 0) version = primary_;
+  const auto it = versions_.find(version);
+  if (it == versions_.end()) return errc::unknown_key;  // never rotated, or no such version
   if (it->second.state != key_state::enabled) return errc::key_disabled;
-  const auto id = key_id(primary_);
+  const auto id = key_id(version);
   bytes wrapped = random_bytes(aead_nonce_bytes);
   auto sealed = seal(aead_algorithm::aes_gcm, it->second.key.view(), wrapped, data_key, wrap_aad(id, aad));
   if (!sealed) return sealed.error();
@@ -178,13 +183,11 @@ error_code last_errno() {
 
 }  // namespace
 
-result<void> keyring::save(const std::string& path, std::string_view passphrase) const {
-  if (passphrase.empty()) return errc::invalid_input_size;
-  // The contents, in locked memory: they hold every key.
-  bytes plain_buffer;
+secret_bytes keyring::serialize() const {
+  bytes buffer;
   {
     const std::lock_guard lock(mutex_);
-    byte_writer w(plain_buffer);
+    byte_writer w(buffer);
     w.be<std::uint16_t>(static_cast<std::uint16_t>(name_.size()));
     w.append(as_bytes(name_));
     w.be<std::uint32_t>(primary_);
@@ -200,8 +203,41 @@ result<void> keyring::save(const std::string& path, std::string_view passphrase)
       }
     }
   }
-  auto plain = secret_bytes::copy_of(plain_buffer);
-  OPENSSL_cleanse(plain_buffer.data(), plain_buffer.size());
+  auto out = secret_bytes::copy_of(buffer);
+  OPENSSL_cleanse(buffer.data(), buffer.size());
+  return out;
+}
+
+result<std::unique_ptr<keyring>> keyring::deserialize(bytes_view serialized) {
+  byte_reader contents(serialized);
+  auto name_length = contents.be<std::uint16_t>();
+  if (!name_length) return errc::malformed_key_file;
+  auto name = contents.take(*name_length);
+  auto primary = contents.be<std::uint32_t>();
+  auto min_version = contents.be<std::uint32_t>();
+  auto count = contents.be<std::uint32_t>();
+  if (!name || !primary || !min_version || !count) return errc::malformed_key_file;
+  auto ring = std::make_unique<keyring>(std::string(as_chars(*name)));
+  for (std::uint32_t k = 0; k < *count; ++k) {
+    auto number = contents.be<std::uint32_t>();
+    auto state = contents.u8();
+    auto bytes_of_key = contents.take(32);
+    if (!number || !state || *state > static_cast<std::uint8_t>(key_state::destroyed) || !bytes_of_key)
+      return errc::malformed_key_file;
+    if (auto added = ring->import_version(*number, *bytes_of_key, static_cast<key_state>(*state)); !added)
+      return errc::malformed_key_file;
+  }
+  if (auto end = contents.expect_end(); !end) return errc::malformed_key_file;
+  if (*primary != 0 && !ring->versions_.contains(*primary)) return errc::malformed_key_file;
+  ring->primary_ = *primary;
+  ring->min_decryption_version_ = *min_version;
+  return ring;
+}
+
+result<void> keyring::save(const std::string& path, std::string_view passphrase) const {
+  if (passphrase.empty()) return errc::invalid_input_size;
+  // The contents, in locked memory: they hold every key.
+  const secret_bytes plain = serialize();
 
   bytes out(file_magic.begin(), file_magic.end());
   byte_writer w(out);
@@ -276,28 +312,7 @@ result<std::unique_ptr<keyring>> keyring::load(const std::string& path, std::str
                           std::span<std::uint8_t>(plain.data(), plain.size()));
   if (!opened) return opened.error();
 
-  byte_reader contents(plain.view());
-  auto name_length = contents.be<std::uint16_t>();
-  if (!name_length) return errc::malformed_key_file;
-  auto name = contents.take(*name_length);
-  auto primary = contents.be<std::uint32_t>();
-  auto min_version = contents.be<std::uint32_t>();
-  auto count = contents.be<std::uint32_t>();
-  if (!name || !primary || !min_version || !count) return errc::malformed_key_file;
-  auto ring = std::make_unique<keyring>(std::string(as_chars(*name)));
-  for (std::uint32_t k = 0; k < *count; ++k) {
-    auto number = contents.be<std::uint32_t>();
-    auto state = contents.u8();
-    auto bytes_of_key = contents.take(32);
-    if (!number || !state || *state > static_cast<std::uint8_t>(key_state::destroyed) || !bytes_of_key)
-      return errc::malformed_key_file;
-    if (auto added = ring->import_version(*number, *bytes_of_key, static_cast<key_state>(*state)); !added)
-      return errc::malformed_key_file;
-  }
-  if (auto end = contents.expect_end(); !end) return errc::malformed_key_file;
-  ring->primary_ = *primary;
-  ring->min_decryption_version_ = *min_version;
-  return ring;
+  return deserialize(plain.view());
 }
 
 }  // namespace keel::crypto

@@ -38,6 +38,11 @@ enum class errc {
   secret_version_destroyed,   ///< that version's value was destroyed
   invalid_secret_name,        ///< a tenant or secret name that is empty, too long or holds control characters
   secret_too_large,           ///< a secret value over the store's max_value_bytes
+  unsupported_key_type,       ///< a transit key type keel does not offer (it offers aes256-gcm96)
+  invalid_key_config,         ///< a key configuration whose versions do not fit the key's
+  deletion_not_allowed,       ///< a transit key not configured with deletion_allowed
+  context_required,           ///< a derived transit key used without a context
+  malformed_ciphertext,       ///< not a "vault:v<version>:<base64>" ciphertext
 };
 
 /// The category of keel::crypto::errc ("keel.crypto").

@@ -92,6 +92,16 @@ class keyring final : public kms {
 
   [[nodiscard]] result<encrypted_data_key> wrap(bytes_view data_key, bytes_view aad) override;
   [[nodiscard]] result<secret_bytes> unwrap(const encrypted_data_key& edk, bytes_view aad) override;
+  /// wrap() with a given version (0: the primary), which must be enabled: for callers that let
+  /// their users pick an older version. @returns errc::unknown_key or key_disabled.
+  [[nodiscard]] result<encrypted_data_key> wrap_with(std::uint32_t version, bytes_view data_key,
+                                                     bytes_view aad);
+
+  /// The keyring's name, versions, states, primary and keys as bytes (in locked memory), for
+  /// storing it sealed elsewhere (e.g. as an envelope); deserialize() reads them back.
+  [[nodiscard]] secret_bytes serialize() const;
+  /// @returns errc::malformed_key_file for bytes serialize() did not write.
+  [[nodiscard]] static result<std::unique_ptr<keyring>> deserialize(bytes_view serialized);
 
   /// Writes the keyring to `path` (mode 0600, replaced atomically), its name, versions, states
   /// and keys sealed with AES-256-GCM under a key derived from `passphrase` by scrypt
