@@ -310,6 +310,9 @@ class http_session : public detail::session_base, public std::enable_shared_from
     const auto started = std::chrono::steady_clock::now();
     request req;
     req.method = from_verb(msg.method());
+    // A method keel does not name (Vault's LIST, WebDAV's PROPFIND) cannot be routed; middleware
+    // that serves one finds its name here.
+    if (req.method == method::other) req.attributes.emplace("keel.method", std::string(msg.method_string()));
     req.target = std::string(msg.target());
     req.remote_address = remote_;
     const bool keep_alive = msg.keep_alive();

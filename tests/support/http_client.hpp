@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -27,9 +28,10 @@ struct http_reply {
   }
 };
 
-inline http_reply http_send(std::uint16_t port, boost::beast::http::verb verb, const std::string& target,
-                            const std::string& body = {},
-                            const std::vector<std::pair<std::string, std::string>>& headers = {}) {
+// `method` by name, so that methods Beast does not name (Vault's LIST) can be sent too.
+inline http_reply http_request(std::uint16_t port, std::string_view method, const std::string& target,
+                               const std::string& body = {},
+                               const std::vector<std::pair<std::string, std::string>>& headers = {}) {
   namespace asio = boost::asio;
   namespace beast = boost::beast;
   namespace http = beast::http;
@@ -46,7 +48,10 @@ inline http_reply http_send(std::uint16_t port, boost::beast::http::verb verb, c
                        [&](beast::error_code e) { ec = e; });
   run();
   REQUIRE_MESSAGE(!ec, ec.message());
-  http::request<http::string_body> req(verb, target, 11);
+  http::request<http::string_body> req;
+  req.version(11);
+  req.target(target);
+  req.method_string(method);
   req.set(http::field::host, "127.0.0.1:" + std::to_string(port));
   for (const auto& [name, value] : headers) req.set(name, value);
   if (!body.empty()) req.set(http::field::content_type, "application/json");
@@ -61,6 +66,12 @@ inline http_reply http_send(std::uint16_t port, boost::beast::http::verb verb, c
   run();
   REQUIRE_MESSAGE(!ec, ec.message());
   return {res.result_int(), res.body()};
+}
+
+inline http_reply http_send(std::uint16_t port, boost::beast::http::verb verb, const std::string& target,
+                            const std::string& body = {},
+                            const std::vector<std::pair<std::string, std::string>>& headers = {}) {
+  return http_request(port, boost::beast::http::to_string(verb), target, body, headers);
 }
 
 inline http_reply http_get(std::uint16_t port, const std::string& target) {

@@ -94,7 +94,8 @@ struct request {
   net::headers headers{};
   std::string body{};
   std::string remote_address{};  ///< the peer's IP address
-  /// Values middleware hands to handlers (e.g. the authenticated user); keel sets none.
+  /// Values middleware hands to handlers (e.g. the authenticated user). keel sets one: for
+  /// method::other, "keel.method" holds the method as sent (e.g. "LIST"), for middleware to serve.
   std::map<std::string, std::string, std::less<>> attributes{};
 
   /// The first query parameter `name`, or nullopt.
