@@ -4,11 +4,17 @@
 //   POST /api/crypto/rewrap   {"envelope"}: its data key moved to the primary version
 //   GET  /api/crypto/keyring  versions and states
 //   POST /api/crypto/rotate   a new primary version
+//   /v1/...                   Vault's HTTP API (keel::crypto_http): transit keys and encryption,
+//                             KV version 2 secrets in keel::crypto_pg's store, wrapped by the keyring
+//   GET  /api/crypto/vault    how to reach it (the token's file, the mounts)
 // The keyring file is sealed under KEEL_KEYRING_PASSPHRASE; without it the showcase makes a
 // passphrase and keeps it in a 0600 file beside the keyring — a demo convenience: a real
-// service takes the passphrase from its secret store, never from the disk beside the keys.
+// service takes the passphrase from its secret store, never from the disk beside the keys. The
+// Vault token (KEEL_SHOWCASE_VAULT_TOKEN) and the audit log's key are kept the same way.
 #include <keel/core/bytes.hpp>
 #include <keel/crypto.hpp>
+#include <keel/crypto_http.hpp>
+#include <keel/crypto_pg.hpp>
 #include <keel/net.hpp>
 
 #include "showcase.hpp"
@@ -35,12 +41,15 @@ struct crypto_part {
   std::unique_ptr<crypto::keyring> ring;
   std::string path;
   std::string passphrase;
+  std::unique_ptr<crypto::secret_store> store;
+  std::unique_ptr<crypto::transit_engine> transit;
+  std::string token_file;
   [[nodiscard]] keel::result<void> save() const { return ring->save(path, passphrase); }
 };
 
-keel::result<std::string> demo_passphrase(const std::filesystem::path& file) {
-  if (const char* given = std::getenv("KEEL_KEYRING_PASSPHRASE"); given != nullptr && *given != '\0')
-    return given;
+// A secret from the environment variable `env`, else from `file`, else made and kept there.
+keel::result<std::string> demo_secret(const std::filesystem::path& file, const char* env) {
+  if (const char* given = std::getenv(env); given != nullptr && *given != '\0') return given;
   if (std::ifstream in(file); in) {
     std::stringstream text;
     text << in.rdbuf();
@@ -103,7 +112,8 @@ keel::result<void> mount_crypto(context& ctx) {
   std::error_code ignored;
   std::filesystem::create_directories(ctx.state_dir, ignored);
   part->path = (std::filesystem::path(ctx.state_dir) / "showcase.keyring").string();
-  auto passphrase = demo_passphrase(std::filesystem::path(ctx.state_dir) / "showcase.keyring.passphrase");
+  auto passphrase = demo_secret(std::filesystem::path(ctx.state_dir) / "showcase.keyring.passphrase",
+                                "KEEL_KEYRING_PASSPHRASE");
   if (!passphrase) return passphrase.error();
   part->passphrase = std::move(*passphrase);
   if (std::filesystem::exists(part->path)) {
@@ -115,6 +125,39 @@ keel::result<void> mount_crypto(context& ctx) {
     part->ring->rotate();
     if (auto saved = part->save(); !saved) return saved;
   }
+
+  // The secrets store and the transit engine, wrapped by the keyring, served in Vault's API.
+  {
+    auto c = ctx.pool.acquire();
+    if (!c) return c.error();
+    if (auto migrated = crypto::secret_store::migrate(**c); !migrated) return migrated;
+  }
+  auto audit_key =
+      demo_secret(std::filesystem::path(ctx.state_dir) / "showcase.audit-key", "KEEL_SHOWCASE_AUDIT_KEY");
+  if (!audit_key) return audit_key.error();
+  part->token_file = (std::filesystem::path(ctx.state_dir) / "showcase.vault-token").string();
+  auto token = demo_secret(part->token_file, "KEEL_SHOWCASE_VAULT_TOKEN");
+  if (!token) return token.error();
+  part->store = std::make_unique<crypto::secret_store>(
+      crypto::secret_store_options{.wrappers = {part->ring.get()},
+                                   .audit_key = crypto::secret_bytes::copy_of(keel::as_bytes(*audit_key))});
+  part->transit = std::make_unique<crypto::transit_engine>(*part->store);
+  keel::crypto_http::mount(ctx.server,
+                           {.tokens = {{.id = *token,
+                                        .tenant = "showcase",
+                                        .actor = "showcase-admin",
+                                        .grants = {{"transit/*", {"sudo"}}, {"secret/*", {"sudo"}}}}},
+                            .pool = &ctx.pool,
+                            .secrets = part->store.get(),
+                            .transit = part->transit.get()});
+  ctx.server.get("/api/crypto/vault", [part](const net::request&) {
+    return net::json_response(boost::json::object{{"address", "/v1/"},
+                                                  {"token_file", part->token_file},
+                                                  {"mounts", boost::json::array{"transit", "secret"}},
+                                                  {"example",
+                                                   "VAULT_ADDR=http://127.0.0.1:<port> VAULT_TOKEN=$(cat "
+                                                   "<token_file>) vault write transit/keys/orders"}});
+  });
 
   ctx.server.post(
       "/api/crypto/encrypt", net::json_handler([part](const net::request&, const boost::json::value& body) {
@@ -195,6 +238,9 @@ keel::result<void> mount_crypto(context& ctx) {
       {"POST", "/api/crypto/rewrap", "moves an envelope's data key to the primary version"});
   ctx.endpoints.push_back({"GET", "/api/crypto/keyring", "the keyring's versions and states (keel::crypto)"});
   ctx.endpoints.push_back({"POST", "/api/crypto/rotate", "a new primary key version"});
+  ctx.endpoints.push_back(
+      {"GET", "/api/crypto/vault",
+       "Vault's API at /v1/ (transit, KV v2) on keel::crypto_pg: the token's file, the mounts"});
   return {};
 }
 

@@ -42,7 +42,10 @@ constexpr component components[] = {
     {"ratelimit", "sliding-window rate limiting: in-process, Redis, Postgres", "ready"},
     {"jobs", "Postgres job queue with a web dashboard", "ready"},
     {"crdt", "CRDTs and a WebSocket sync server", "planned"},
-    {"crypto", "envelope encryption, a versioned keyring, rewrap (the secrets store to come)", "ready"},
+    {"crypto",
+     "envelope encryption, a versioned keyring, PKCS#11, the secrets store with its audit chain, Vault's "
+     "transit and KV API",
+     "ready"},
     {"dsl", "a query language compiled to parameterized SQL", "planned"},
 };
 

@@ -16,6 +16,9 @@ trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; [[ -f "$work/out" ]] && cat "$work/out" >&2; exit 1; }
 
 start() {
+  # Emptied here, not by the redirection below: that runs in the background child, and the wait
+  # for "listening on" could read the previous run's line (and its port) first.
+  : >"$work/out"
   "$showcase" --port 0 --data-dir "$work/pg" >"$work/out" 2>"$work/err" &
   pid=$!
   for _ in $(seq 300); do
@@ -36,12 +39,13 @@ stop() {
   grep -q "stopped" "$work/out" || fail "no clean stop message"
 }
 
-# request METHOD PATH [BODY] -> sets status and body
+# request METHOD PATH [BODY] -> sets status and body; $extra_headers (CRLF-ended lines) are sent too
+extra_headers=""
 request() {
   local method="$1" path="$2" payload="${3:-}"
   exec 3<>"/dev/tcp/127.0.0.1/$port"
-  printf '%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' \
-    "$method" "$path" "${#payload}" "$payload" >&3
+  printf '%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' \
+    "$method" "$path" "$extra_headers" "${#payload}" "$payload" >&3
   local reply
   reply="$(cat <&3)"
   exec 3<&-
@@ -260,9 +264,25 @@ request POST /api/crypto/rotate;                                                
 request POST /api/crypto/rewrap "{\"envelope\":\"$envelope\"}";                                  expect 200 '"key_id":"showcase/2"'
 request GET /api/crypto/keyring;                                                                  expect 200 '"version":2,"state":"enabled","primary":true'
 [[ "$(stat -c %a "$work/showcase.keyring")" == 600 ]] || fail "the keyring file is readable by others"
+# Vault's API on the secrets store: transit and KV v2 with the demo token, nothing without it.
+request GET /api/crypto/vault;                                        expect 200 '"token_file"'
+request GET /v1/transit/keys;                                         expect 403 "permission denied"
+extra_headers="X-Vault-Token: $(cat "$work/showcase.vault-token")"$'\r\n'
+request POST /v1/transit/keys/orders '{}';                            expect 200 '"latest_version":1'
+request POST /v1/transit/encrypt/orders '{"plaintext":"NDI0Mg=="}';  expect 200 '"ciphertext":"vault:v1:'
+ciphertext="$(sed -n 's/.*"ciphertext":"\([^"]*\)".*/\1/p' <<<"$body")"
+request POST /v1/transit/decrypt/orders "{\"ciphertext\":\"$ciphertext\"}"; expect 200 '"plaintext":"NDI0Mg=="'
+request POST /v1/secret/data/app/db '{"data":{"password":"hunter2"}}'; expect 200 '"version":1'
+request LIST /v1/secret/metadata/app;                                 expect 200 '"keys":["db"]'
+extra_headers=""
 stop
 start  # the keyring is read back from its file: the envelope from before still opens
 request POST /api/crypto/decrypt "{\"envelope\":\"$envelope\",\"context\":{\"tenant\":\"acme\"}}"; expect 200 '"key_id":"showcase/1"'
+# ... and the transit key and the secret, kept in Postgres under it.
+extra_headers="X-Vault-Token: $(cat "$work/showcase.vault-token")"$'\r\n'
+request POST /v1/transit/decrypt/orders "{\"ciphertext\":\"$ciphertext\"}"; expect 200 '"plaintext":"NDI0Mg=="'
+request GET /v1/secret/data/app/db;                                   expect 200 '"password":"hunter2"'
+extra_headers=""
 stop
 echo "showcase crypto: all checks passed"
 
