@@ -96,6 +96,14 @@ const char* describe(errc e) noexcept {
              "(base64)";
     case errc::malformed_ciphertext:
       return "the ciphertext is not of the form vault:v<version>:<base64> that encrypt returned";
+    case errc::invalid_vault_address:
+      return "the Vault address must be http://host:port (TLS: reach Vault through a local TLS proxy)";
+    case errc::vault_unreachable:
+      return "the Vault server did not answer: check the address, that it is running, and the timeout";
+    case errc::vault_permission_denied:
+      return "the Vault server refused the token for this path (403): check the token and its policy";
+    case errc::vault_request_failed:
+      return "the Vault server answered with an error: see the log line with its status and message";
   }
   return "unknown keel.crypto error";
 }

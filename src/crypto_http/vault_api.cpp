@@ -1,6 +1,7 @@
 // Vault's HTTP API over keel::crypto: one middleware that answers every /v1/ request (so that
 // Vault's LIST method, which no route can name, is served too), checks the token's grants for
 // the path and method, and dispatches to the transit, KV and sys handlers.
+#include <keel/core/byte_io.hpp>
 #include <keel/crypto/kdf.hpp>
 #include <keel/crypto_http/vault_api.hpp>
 #include <keel/net/json.hpp>
@@ -154,6 +155,20 @@ result<bytes> base64_field(const json::object& body, std::string_view name) {
   const auto text = string_field(body, name);
   if (!text || text->empty()) return bytes{};
   return from_base64(*text);
+}
+
+// What a transit call authenticates: the context, and Vault's associated_data (AEAD keys)
+// beside it, length-prefixed so that no two pairs give the same bytes.
+result<bytes> aad_of(const json::object& item) {
+  auto context = base64_field(item, "context");
+  auto associated = base64_field(item, "associated_data");
+  if (!context || !associated) return crypto::errc::invalid_context;
+  if (associated->empty()) return std::move(*context);
+  bytes out;
+  byte_writer w(out);
+  w.append_varint_prefixed(*context);
+  w.append(*associated);
+  return out;
 }
 
 json::object key_json(const crypto::transit_key_info& info) {
@@ -391,10 +406,22 @@ class vault_api {
     return answer ? vault_ok(std::move(*answer)) : vault_error(answer.error());
   }
 
+  // A derived key needs a context of its own, not just associated_data.
+  result<void> check_context(pg::connection& c, const std::string& name, const json::object& item) {
+    if (auto context = base64_field(item, "context"); !context || context->empty()) {
+      auto info = options_.transit->read_key(c, name);
+      if (!info) return info.error();
+      if (info->derived) return crypto::errc::context_required;
+    }
+    return {};
+  }
+
   result<json::object> encrypt_one(pg::connection& c, const std::string& name, const json::object& item) {
     auto plaintext = base64_field(item, "plaintext");
-    auto context = base64_field(item, "context");
-    if (!plaintext || !context) return crypto::errc::malformed_ciphertext;
+    auto context = aad_of(item);
+    if (!plaintext) return crypto::errc::invalid_input_size;
+    if (!context) return context.error();
+    if (auto checked = check_context(c, name, item); !checked) return checked.error();
     const auto version = integer_field(item, "key_version").value_or(0);
     auto sealed =
         options_.transit->encrypt(c, name, *plaintext, *context, static_cast<std::uint32_t>(version));
@@ -406,8 +433,9 @@ class vault_api {
   }
 
   result<json::object> decrypt_one(pg::connection& c, const std::string& name, const json::object& item) {
-    auto context = base64_field(item, "context");
-    if (!context) return crypto::errc::malformed_ciphertext;
+    auto context = aad_of(item);
+    if (!context) return context.error();
+    if (auto checked = check_context(c, name, item); !checked) return checked.error();
     auto opened = options_.transit->decrypt(c, name, string_field(item, "ciphertext").value_or(""), *context);
     if (!opened) return opened.error();
     json::object out;
@@ -416,8 +444,9 @@ class vault_api {
   }
 
   result<json::object> rewrap_one(pg::connection& c, const std::string& name, const json::object& item) {
-    auto context = base64_field(item, "context");
-    if (!context) return crypto::errc::malformed_ciphertext;
+    auto context = aad_of(item);
+    if (!context) return context.error();
+    if (auto checked = check_context(c, name, item); !checked) return checked.error();
     const auto version = integer_field(item, "key_version").value_or(0);
     auto sealed = options_.transit->rewrap(c, name, string_field(item, "ciphertext").value_or(""), *context,
                                            static_cast<std::uint32_t>(version));

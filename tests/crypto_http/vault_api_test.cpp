@@ -5,6 +5,7 @@
 // answers to requests no client library would send.
 #include <keel/crypto.hpp>
 #include <keel/crypto_http.hpp>
+#include <keel/crypto_vault.hpp>
 
 #include <boost/json.hpp>
 #include <doctest/doctest.h>
@@ -132,5 +133,69 @@ TEST_SUITE("node") {
     auto bad_name =
         keel::test::http_request(port, "POST", "/v1/secret/data/a%01b", R"({"data":{"x":1}})", auth);
     CHECK(bad_name.status == 400);
+  }
+}
+
+TEST_SUITE("pg") {
+  TEST_CASE("vault_transit_kms: data keys wrapped by a transit key over HTTP, the context bound") {
+    vault_server v;
+    {
+      auto c = v.pool.acquire();
+      REQUIRE(c);
+      REQUIRE(v.transit->create_key(**c, "kek", "admin"));
+    }
+    const std::string address = "http://127.0.0.1:" + std::to_string(v.server.port());
+    auto options = [&](std::string key = "kek", std::string token = admin_token) {
+      return crypto::vault_transit_options{.address = address,
+                                           .token = crypto::secret_bytes::copy_of(keel::as_bytes(token)),
+                                           .mount = "transit",
+                                           .key_name = std::move(key),
+                                           .timeout = std::chrono::seconds(5)};
+    };
+    CHECK(crypto::vault_transit_kms::open(options("nope")).error() == crypto::errc::unknown_key);
+    CHECK(crypto::vault_transit_kms::open(options("kek", "wrong-token-0123456789")).error() ==
+          crypto::errc::vault_permission_denied);
+    auto https = options();
+    https.address = "https://127.0.0.1:8200";
+    CHECK(crypto::vault_transit_kms::open(std::move(https)).error() == crypto::errc::invalid_vault_address);
+    auto closed = options();
+    closed.address = "http://127.0.0.1:1";
+    CHECK(crypto::vault_transit_kms::open(std::move(closed)).error() == crypto::errc::vault_unreachable);
+
+    auto vault = crypto::vault_transit_kms::open(options());
+    REQUIRE(vault);
+    const auto data_key = crypto::secret_bytes::random(32);
+    auto wrapped = (*vault)->wrap(data_key.view(), keel::as_bytes("tenant=acme"));
+    REQUIRE(wrapped);
+    CHECK(wrapped->provider == "vault");
+    CHECK(std::string(keel::as_chars(wrapped->wrapped)).starts_with("vault:v1:"));
+    CHECK((*vault)->unwrap(*wrapped, keel::as_bytes("tenant=acme")).value() == data_key);
+    CHECK((*vault)->unwrap(*wrapped, keel::as_bytes("tenant=globex")).error() ==
+          crypto::errc::authentication_failed);
+    auto changed = *wrapped;
+    changed.wrapped[12] = changed.wrapped[12] == 'A' ? 'B' : 'A';
+    CHECK((*vault)->unwrap(changed, keel::as_bytes("tenant=acme")).error() ==
+          crypto::errc::authentication_failed);
+
+    // An envelope wrapped by Vault and a local keyring; either opens it; rotation keeps it readable.
+    crypto::keyring ring("local");
+    ring.rotate();
+    std::array<crypto::kms*, 2> both{vault->get(), &ring};
+    auto sealed = crypto::encrypt(both, keel::as_bytes("payload"), {{"tenant", "acme"}});
+    REQUIRE(sealed);
+    {
+      auto c = v.pool.acquire();
+      REQUIRE(c);
+      REQUIRE(v.transit->rotate(**c, "kek", "admin"));
+    }
+    std::array<crypto::kms*, 1> vault_only{vault->get()};
+    auto opened = crypto::decrypt(vault_only, *sealed, {.expected_context = {{"tenant", "acme"}}});
+    REQUIRE(opened);
+    CHECK(opened->used.provider == "vault");
+    CHECK(opened->plaintext == keel::bytes{'p', 'a', 'y', 'l', 'o', 'a', 'd'});
+    auto rewrapped = crypto::rewrap(vault_only, vault_only, *sealed);
+    REQUIRE(rewrapped);
+    CHECK(std::string(keel::as_chars(crypto::read_header(*rewrapped)->data_keys[0].wrapped))
+              .starts_with("vault:v2:"));
   }
 }
