@@ -12,11 +12,6 @@ struct cipher_ctx_free {
 };
 using cipher_ctx = std::unique_ptr<EVP_CIPHER_CTX, cipher_ctx_free>;
 
-struct kdf_ctx_free {
-  void operator()(EVP_KDF_CTX* c) const noexcept { EVP_KDF_CTX_free(c); }
-};
-using kdf_ctx = std::unique_ptr<EVP_KDF_CTX, kdf_ctx_free>;
-
 /// A cipher by OpenSSL's name ("AES-256-GCM", "AES-128-WRAP-PAD", ...), fetched once per process
 /// (a fetch costs a lookup in the provider's tables) by a function-local static at each use:
 ///   static const EVP_CIPHER* gcm = detail::fetch_cipher("AES-256-GCM");
