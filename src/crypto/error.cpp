@@ -97,13 +97,19 @@ const char* describe(errc e) noexcept {
     case errc::malformed_ciphertext:
       return "the ciphertext is not of the form vault:v<version>:<base64> that encrypt returned";
     case errc::invalid_vault_address:
-      return "the Vault address must be http://host:port (TLS: reach Vault through a local TLS proxy)";
+      return "the Vault address must be https://host:port (or http:// for a Vault on loopback), and ca_file "
+             "a "
+             "readable PEM file";
     case errc::vault_unreachable:
       return "the Vault server did not answer: check the address, that it is running, and the timeout";
     case errc::vault_permission_denied:
       return "the Vault server refused the token for this path (403): check the token and its policy";
     case errc::vault_request_failed:
       return "the Vault server answered with an error: see the log line with its status and message";
+    case errc::vault_tls_failed:
+      return "the TLS handshake with the Vault server failed: its certificate is not trusted (give ca_file) "
+             "or "
+             "does not name the host in the address";
   }
   return "unknown keel.crypto error";
 }

@@ -1,23 +1,33 @@
 // The Vault transit KMS: one HTTP/1.1 request per call (Beast, blocking, bounded by the
-// timeout), the data key as `plaintext`, the envelope's context as `associated_data`, and the
-// ciphertext Vault answers kept as the wrapped bytes.
+// timeout) over TLS (certificate and host name checked) or plain TCP, the data key as
+// `plaintext`, the envelope's context as `associated_data`, and the ciphertext Vault answers
+// kept as the wrapped bytes.
 #include <keel/core/log.hpp>
 #include <keel/crypto_vault/transit_client.hpp>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/json.hpp>
 
+// Asio's TLS support, compiled here once: keel::asio builds Asio without it (only this
+// component speaks TLS), and with separate compilation its code must be in one TU.
+#include <boost/asio/ssl/impl/src.hpp>
+
 #include <charconv>
+#include <optional>
 #include <string>
 #include <utility>
 
 namespace keel::crypto {
 
 struct vault_transit_kms::state {
+  bool tls = true;
+  std::optional<boost::asio::ssl::context> tls_context;  // made once: it holds the trusted certificates
   std::string host;
   std::string port;
   secret_bytes token;
@@ -38,18 +48,11 @@ struct reply {
   json::value body;
 };
 
-result<reply> call(const vault_transit_kms::state& s, http::verb verb, const std::string& path,
-                   const json::object* payload) {
-  asio::io_context ioc;
-  beast::tcp_stream stream(ioc);
-  asio::ip::tcp::resolver resolver(ioc);
+// The request over an open stream (TCP, or TLS after its handshake), and the answer.
+template <class Stream>
+result<reply> exchange(asio::io_context& ioc, Stream& stream, const vault_transit_kms::state& s,
+                       http::verb verb, const std::string& path, const json::object* payload) {
   beast::error_code ec;
-  auto endpoints = resolver.resolve(s.host, s.port, ec);
-  if (ec) return errc::vault_unreachable;
-  stream.expires_after(s.timeout);
-  stream.async_connect(endpoints, [&](beast::error_code e, const asio::ip::tcp::endpoint&) { ec = e; });
-  ioc.run();
-  if (ec) return errc::vault_unreachable;
   http::request<http::string_body> req(verb, "/v1/" + s.mount + "/" + path, 11);
   req.set(http::field::host, s.host + ":" + s.port);
   req.set("X-Vault-Token", std::string_view(reinterpret_cast<const char*>(s.token.data()), s.token.size()));
@@ -61,6 +64,8 @@ result<reply> call(const vault_transit_kms::state& s, http::verb verb, const std
   ioc.restart();
   http::async_write(stream, req, [&](beast::error_code e, std::size_t) { ec = e; });
   ioc.run();
+  // The request body may hold a data key (encrypt's plaintext): wipe it.
+  cleanse({reinterpret_cast<std::uint8_t*>(req.body().data()), req.body().size()});
   if (ec) return errc::vault_unreachable;
   beast::flat_buffer buffer;
   http::response<http::string_body> res;
@@ -76,6 +81,45 @@ result<reply> call(const vault_transit_kms::state& s, http::verb verb, const std
   // The answer may hold a data key (decrypt's plaintext): wipe the raw text.
   cleanse({reinterpret_cast<std::uint8_t*>(res.body().data()), res.body().size()});
   return out;
+}
+
+result<reply> call(const vault_transit_kms::state& s, http::verb verb, const std::string& path,
+                   const json::object* payload) {
+  asio::io_context ioc;
+  asio::ip::tcp::resolver resolver(ioc);
+  beast::error_code ec;
+  auto endpoints = resolver.resolve(s.host, s.port, ec);
+  if (ec) return errc::vault_unreachable;
+  auto connect = [&](beast::tcp_stream& tcp) {
+    tcp.expires_after(s.timeout);
+    tcp.async_connect(endpoints, [&](beast::error_code e, const asio::ip::tcp::endpoint&) { ec = e; });
+    ioc.run();
+    return !ec;
+  };
+  if (!s.tls) {
+    beast::tcp_stream stream(ioc);
+    if (!connect(stream)) return errc::vault_unreachable;
+    return exchange(ioc, stream, s, verb, path, payload);
+  }
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast): SSL_CTX is shared read-only by its streams
+  beast::ssl_stream<beast::tcp_stream> stream(ioc, const_cast<asio::ssl::context&>(*s.tls_context));
+  if (!connect(beast::get_lowest_layer(stream))) return errc::vault_unreachable;
+    // The name for SNI, and the check that the certificate is for it (a DNS name or an IP address).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wold-style-cast"  // OpenSSL's SSL_set_tlsext_host_name is a C macro
+  const long sni_set = SSL_set_tlsext_host_name(stream.native_handle(), s.host.c_str());
+#pragma GCC diagnostic pop
+  if (sni_set != 1) return errc::vault_tls_failed;
+  stream.set_verify_callback(asio::ssl::host_name_verification(s.host));
+  ioc.restart();
+  stream.async_handshake(asio::ssl::stream_base::client, [&](beast::error_code e) { ec = e; });
+  ioc.run();
+  if (ec) return errc::vault_tls_failed;
+  auto answer = exchange(ioc, stream, s, verb, path, payload);
+  ioc.restart();
+  stream.async_shutdown([](beast::error_code) {});  // the answer is in; a peer that just closes is fine
+  ioc.run();
+  return answer;
 }
 
 // What an error answer means; 400s about the data are authentication failures, as Vault says
@@ -110,8 +154,15 @@ const json::object* data_of(const reply& r) {
 
 result<std::unique_ptr<vault_transit_kms>> vault_transit_kms::open(vault_transit_options options) {
   std::string_view address = options.address;
-  if (!address.starts_with("http://")) return errc::invalid_vault_address;
-  address.remove_prefix(7);
+  auto s = std::make_unique<state>();
+  if (address.starts_with("https://")) {
+    address.remove_prefix(8);
+  } else if (address.starts_with("http://")) {
+    address.remove_prefix(7);
+    s->tls = false;
+  } else {
+    return errc::invalid_vault_address;
+  }
   while (address.ends_with('/')) address.remove_suffix(1);
   const auto colon = address.rfind(':');
   if (colon == std::string_view::npos || colon == 0 || address.find('/') != std::string_view::npos)
@@ -122,7 +173,21 @@ result<std::unique_ptr<vault_transit_kms>> vault_transit_kms::open(vault_transit
   if (ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 || port > 65535)
     return errc::invalid_vault_address;
   if (options.key_name.empty() || options.key_name.find('/') != std::string::npos) return errc::unknown_key;
-  auto s = std::make_unique<state>();
+  if (s->tls) {
+    s->tls_context.emplace(asio::ssl::context::tls_client);
+    auto& tls = *s->tls_context;
+    tls.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                    asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                    asio::ssl::context::no_tlsv1_1);
+    tls.set_verify_mode(asio::ssl::verify_peer);
+    beast::error_code trust_error;
+    if (options.ca_file.empty()) {
+      tls.set_default_verify_paths(trust_error);
+    } else {
+      tls.load_verify_file(options.ca_file, trust_error);
+    }
+    if (trust_error) return errc::invalid_vault_address;
+  }
   s->host = std::string(address.substr(0, colon));
   s->port = std::string(port_text);
   s->token = std::move(options.token);
@@ -143,7 +208,7 @@ result<encrypted_data_key> vault_transit_kms::wrap(bytes_view data_key, bytes_vi
   payload["plaintext"] = to_base64(data_key);
   if (!aad.empty()) payload["associated_data"] = to_base64(aad);
   auto r = call(*state_, http::verb::post, "encrypt/" + state_->key_name, &payload);
-  // The request body held the data key: wipe it (json::string's buffer is ordinary memory).
+  // The payload held the data key too: wipe it (json::string's buffer is ordinary memory).
   if (auto* p = payload.if_contains("plaintext"); p != nullptr && p->is_string()) {
     auto& text = p->as_string();
     cleanse({reinterpret_cast<std::uint8_t*>(text.data()), text.size()});

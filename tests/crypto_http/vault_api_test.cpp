@@ -7,14 +7,20 @@
 #include <keel/crypto_http.hpp>
 #include <keel/crypto_vault.hpp>
 
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <boost/json.hpp>
 #include <doctest/doctest.h>
 
 #include <array>
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include <support/http_client.hpp>
 #include <support/pg.hpp>
@@ -66,6 +72,67 @@ struct vault_server {
   ~vault_server() { server.stop(); }
   vault_server(const vault_server&) = delete;
   vault_server& operator=(const vault_server&) = delete;
+};
+
+// A TLS front for keel's plain HTTP server, as a deployment puts one before it: terminates TLS
+// with a certificate made for the test (for IP 127.0.0.1) and hands each request to the server.
+class tls_front {
+ public:
+  tls_front(std::uint16_t backend, const std::string& certificate, const std::string& key)
+      : backend_(backend) {
+    tls_.use_certificate_chain_file(certificate);
+    tls_.use_private_key_file(key, boost::asio::ssl::context::pem);
+    acceptor_.open(boost::asio::ip::tcp::v4());
+    acceptor_.bind({boost::asio::ip::make_address("127.0.0.1"), 0});
+    acceptor_.listen();
+    thread_ = std::thread([this] { serve(); });
+  }
+  tls_front(const tls_front&) = delete;
+  tls_front& operator=(const tls_front&) = delete;
+  ~tls_front() {
+    stopping_ = true;
+    boost::asio::ip::tcp::socket wake(ioc_);  // unblocks accept()
+    boost::system::error_code ignored;
+    wake.connect({boost::asio::ip::make_address("127.0.0.1"), port()}, ignored);
+    thread_.join();
+  }
+  [[nodiscard]] std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+
+ private:
+  void serve() {
+    namespace http = boost::beast::http;
+    while (!stopping_) {
+      boost::system::error_code ec;
+      boost::asio::ip::tcp::socket socket(ioc_);
+      acceptor_.accept(socket, ec);
+      if (ec || stopping_) continue;
+      boost::asio::ssl::stream<boost::asio::ip::tcp::socket> tls(std::move(socket), tls_);
+      tls.handshake(boost::asio::ssl::stream_base::server, ec);
+      if (ec) continue;  // the client refused the certificate
+      boost::beast::flat_buffer buffer;
+      http::request<http::string_body> req;
+      http::read(tls, buffer, req, ec);
+      if (ec) continue;
+      boost::asio::ip::tcp::socket upstream(ioc_);
+      upstream.connect({boost::asio::ip::make_address("127.0.0.1"), backend_}, ec);
+      if (ec) continue;
+      req.set(http::field::connection, "close");
+      http::write(upstream, req, ec);
+      boost::beast::flat_buffer upstream_buffer;
+      http::response<http::string_body> res;
+      if (!ec) http::read(upstream, upstream_buffer, res, ec);
+      if (ec) continue;
+      http::write(tls, res, ec);
+      tls.shutdown(ec);
+    }
+  }
+
+  std::uint16_t backend_;
+  boost::asio::io_context ioc_;
+  boost::asio::ssl::context tls_{boost::asio::ssl::context::tls_server};
+  boost::asio::ip::tcp::acceptor acceptor_{ioc_};
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
 };
 
 }  // namespace
@@ -155,9 +222,10 @@ TEST_SUITE("pg") {
     CHECK(crypto::vault_transit_kms::open(options("nope")).error() == crypto::errc::unknown_key);
     CHECK(crypto::vault_transit_kms::open(options("kek", "wrong-token-0123456789")).error() ==
           crypto::errc::vault_permission_denied);
-    auto https = options();
-    https.address = "https://127.0.0.1:8200";
-    CHECK(crypto::vault_transit_kms::open(std::move(https)).error() == crypto::errc::invalid_vault_address);
+    auto no_scheme = options();
+    no_scheme.address = "127.0.0.1:8200";
+    CHECK(crypto::vault_transit_kms::open(std::move(no_scheme)).error() ==
+          crypto::errc::invalid_vault_address);
     auto closed = options();
     closed.address = "http://127.0.0.1:1";
     CHECK(crypto::vault_transit_kms::open(std::move(closed)).error() == crypto::errc::vault_unreachable);

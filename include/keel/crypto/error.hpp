@@ -43,10 +43,11 @@ enum class errc {
   deletion_not_allowed,       ///< a transit key not configured with deletion_allowed
   context_required,           ///< a derived transit key used without a context
   malformed_ciphertext,       ///< not a "vault:v<version>:<base64>" ciphertext
-  invalid_vault_address,      ///< a Vault address that is not http://host:port
+  invalid_vault_address,      ///< a Vault address that is not http(s)://host:port, or an unreadable ca_file
   vault_unreachable,          ///< no answer from the Vault server (refused, timed out, closed)
   vault_permission_denied,    ///< the Vault server refused the token for this path (403)
   vault_request_failed,       ///< the Vault server answered an error (the status and message are logged)
+  vault_tls_failed,           ///< the TLS handshake with the Vault server failed (certificate or host name)
 };
 
 /// The category of keel::crypto::errc ("keel.crypto").

@@ -25,9 +25,11 @@
 namespace keel::crypto {
 
 struct vault_transit_options {
-  /// http://host:port (plain HTTP: put it behind a TLS-terminating proxy on the same host, or
-  /// reach Vault over loopback; https:// is refused until the client speaks TLS).
-  std::string address = "http://127.0.0.1:8200";
+  /// https://host:port (TLS 1.2 or later, the certificate checked against `ca_file` and the
+  /// host name), or http://host:port for a Vault on loopback.
+  std::string address = "https://127.0.0.1:8200";
+  /// PEM certificates to trust for https (e.g. Vault's CA); empty: the system's trust store.
+  std::string ca_file;
   secret_bytes token;  ///< sent as X-Vault-Token; kept in locked memory
   std::string mount = "transit";
   std::string key_name;  ///< the transit key that wraps data keys
@@ -39,8 +41,9 @@ struct vault_transit_options {
 class vault_transit_kms final : public kms {
  public:
   /// Checks the address and reads the key (GET <mount>/keys/<name>), so a wrong address,
-  /// token or key fails here. @returns errc::vault_unreachable, vault_permission_denied,
-  /// unknown_key, invalid_vault_address, or vault_request_failed.
+  /// token or key fails here. @returns errc::vault_unreachable, vault_tls_failed (an untrusted
+  /// certificate, or one for another host), vault_permission_denied, unknown_key,
+  /// invalid_vault_address (or an unreadable ca_file), or vault_request_failed.
   [[nodiscard]] static result<std::unique_ptr<vault_transit_kms>> open(vault_transit_options options);
 
   [[nodiscard]] std::string_view provider() const noexcept override { return "vault"; }
