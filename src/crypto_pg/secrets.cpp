@@ -303,65 +303,53 @@ result<std::vector<secret_version_info>> secret_store::history(pg::connection& c
   return out;
 }
 
-result<void> secret_store::remove(pg::connection& c, const secret_ref& ref, std::string_view actor) {
-  if (auto valid = check_ref(ref); !valid) return valid.error();
+namespace {
+
+// One statement changing a secret's rows ($1 tenant, $2 name, $3 the version when there is one),
+// audited with its outcome in the same transaction. @returns errc::secret_not_found when it
+// changed no row (audited as such).
+result<void> audited_change(pg::connection& c, bytes_view audit_key, const audit_fields& what,
+                            std::string_view sql) {
   auto tx = pg::transaction::begin(c);
   if (!tx) return tx.error();
-  auto changed = c.query(
-      "UPDATE keel_secrets SET deleted_at = coalesce(deleted_at, now()), updated_at = now() "
-      "WHERE tenant = $1 AND name = $2",
-      ref.tenant, ref.name);
+  auto changed = what.version == 0 ? c.query(sql, what.tenant, what.name)
+                                   : c.query(sql, what.tenant, what.name, what.version);
   if (!changed) return changed.error();
   const bool found = changed->affected() == 1;
   const std::string outcome = found ? "ok" : outcome_of(errc::secret_not_found);
-  if (auto audited =
-          append_audit(c, options_.audit_key.view(), {actor, "delete", ref.tenant, ref.name, 0, outcome});
-      !audited)
-    return audited.error();
+  audit_fields audited_as = what;
+  audited_as.outcome = outcome;
+  if (auto audited = append_audit(c, audit_key, audited_as); !audited) return audited.error();
   if (auto committed = tx->commit(); !committed) return committed.error();
   if (!found) return errc::secret_not_found;
   return {};
 }
 
+}  // namespace
+
+result<void> secret_store::remove(pg::connection& c, const secret_ref& ref, std::string_view actor) {
+  if (auto valid = check_ref(ref); !valid) return valid.error();
+  return audited_change(
+      c, options_.audit_key.view(), {actor, "delete", ref.tenant, ref.name, 0},
+      "UPDATE keel_secrets SET deleted_at = coalesce(deleted_at, now()), updated_at = now() "
+      "WHERE tenant = $1 AND name = $2");
+}
+
 result<void> secret_store::restore(pg::connection& c, const secret_ref& ref, std::string_view actor) {
   if (auto valid = check_ref(ref); !valid) return valid.error();
-  auto tx = pg::transaction::begin(c);
-  if (!tx) return tx.error();
-  auto changed =
-      c.query("UPDATE keel_secrets SET deleted_at = NULL, updated_at = now() WHERE tenant = $1 AND name = $2",
-              ref.tenant, ref.name);
-  if (!changed) return changed.error();
-  const bool found = changed->affected() == 1;
-  const std::string outcome = found ? "ok" : outcome_of(errc::secret_not_found);
-  if (auto audited =
-          append_audit(c, options_.audit_key.view(), {actor, "restore", ref.tenant, ref.name, 0, outcome});
-      !audited)
-    return audited.error();
-  if (auto committed = tx->commit(); !committed) return committed.error();
-  if (!found) return errc::secret_not_found;
-  return {};
+  return audited_change(
+      c, options_.audit_key.view(), {actor, "restore", ref.tenant, ref.name, 0},
+      "UPDATE keel_secrets SET deleted_at = NULL, updated_at = now() WHERE tenant = $1 AND name = $2");
 }
 
 result<void> secret_store::destroy(pg::connection& c, const secret_ref& ref, std::int32_t version,
                                    std::string_view actor) {
   if (auto valid = check_ref(ref); !valid) return valid.error();
-  auto tx = pg::transaction::begin(c);
-  if (!tx) return tx.error();
-  auto changed = c.query(
-      "UPDATE keel_secret_versions SET envelope = NULL, key_ids = '{}', destroyed_at = "
-      "coalesce(destroyed_at, now()) "
-      "WHERE tenant = $1 AND name = $2 AND version = $3",
-      ref.tenant, ref.name, version);
-  if (!changed) return changed.error();
-  const bool found = changed->affected() == 1;
-  const std::string outcome = found ? "ok" : outcome_of(errc::secret_not_found);
-  if (auto audited = append_audit(c, options_.audit_key.view(),
-                                  {actor, "destroy", ref.tenant, ref.name, version, outcome});
-      !audited)
-    return audited.error();
-  if (auto committed = tx->commit(); !committed) return committed.error();
-  if (!found) return errc::secret_not_found;
-  return {};
+  if (version < 1) return errc::secret_not_found;
+  return audited_change(
+      c, options_.audit_key.view(), {actor, "destroy", ref.tenant, ref.name, version},
+      "UPDATE keel_secret_versions SET envelope = NULL, key_ids = '{}', "
+      "destroyed_at = coalesce(destroyed_at, now()) WHERE tenant = $1 AND name = $2 AND version = $3");
 }
 
 result<rewrap_report> secret_store::rewrap(pg::connection& c, std::string_view actor, std::size_t batch) {

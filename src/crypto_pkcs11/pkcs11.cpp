@@ -315,23 +315,34 @@ struct pkcs11_kms::state {
   }
 
   // A data key as a session object only for the moment it is wrapped: extractable, not sensitive.
-  result<bytes> wrap_kwp(lease& session, ck_object_handle_t kek, std::string_view key_id, bytes_view data_key,
-                         bytes_view aad) {
+  // The attributes of a data key as a session object: a generic secret that may leave the
+  // token (it is only there to be wrapped or read back), and its value when creating one.
+  struct session_key_template {
     ck_object_class_t secret_key_class = CKO_SECRET_KEY;
     ck_key_type_t generic = CKK_GENERIC_SECRET;
     unsigned char yes = 1;
     unsigned char no = 0;
-    std::array<ck_attribute, 6> attributes{{
-        {CKA_CLASS, &secret_key_class, sizeof secret_key_class},
-        {CKA_KEY_TYPE, &generic, sizeof generic},
-        {CKA_TOKEN, &no, 1},
-        {CKA_SENSITIVE, &no, 1},
-        {CKA_EXTRACTABLE, &yes, 1},
-        {CKA_VALUE, mutable_bytes(data_key), data_key.size()},
-    }};
+    std::array<ck_attribute, 6> attributes{};
+    explicit session_key_template(bytes_view value = {}) noexcept
+        : attributes{{{CKA_CLASS, &secret_key_class, sizeof secret_key_class},
+                      {CKA_KEY_TYPE, &generic, sizeof generic},
+                      {CKA_TOKEN, &no, 1},
+                      {CKA_SENSITIVE, &no, 1},
+                      {CKA_EXTRACTABLE, &yes, 1},
+                      {CKA_VALUE, mutable_bytes(value), value.size()}}} {}
+    session_key_template(const session_key_template&) = delete;
+    session_key_template& operator=(const session_key_template&) = delete;
+    // Without CKA_VALUE: for C_UnwrapKey, which makes the value.
+    [[nodiscard]] unsigned long count(bool with_value) const noexcept { return with_value ? 6 : 5; }
+  };
+
+  result<bytes> wrap_kwp(lease& session, ck_object_handle_t kek, std::string_view key_id, bytes_view data_key,
+                         bytes_view aad) {
+    session_key_template key_object(data_key);
+    auto& attributes = key_object.attributes;
     ck_object_handle_t object = CK_INVALID_HANDLE;
-    if (const ck_rv_t rv =
-            session.note(fns->C_CreateObject(session.get(), attributes.data(), attributes.size(), &object));
+    if (const ck_rv_t rv = session.note(
+            fns->C_CreateObject(session.get(), attributes.data(), key_object.count(true), &object));
         rv != CKR_OK)
       return ckr(rv);
     ck_mechanism mechanism{CKM_AES_KEY_WRAP_PAD, nullptr, 0};
@@ -357,22 +368,12 @@ struct pkcs11_kms::state {
     if (wrapped.size() < 1 + 16 + binding_bytes) return errc::authentication_failed;
     const bytes_view kwp = wrapped.subspan(1, wrapped.size() - 1 - binding_bytes);
     const bytes_view binding = wrapped.subspan(wrapped.size() - binding_bytes);
-    ck_object_class_t secret_key_class = CKO_SECRET_KEY;
-    ck_key_type_t generic = CKK_GENERIC_SECRET;
-    unsigned char yes = 1;
-    unsigned char no = 0;
-    std::array<ck_attribute, 5> attributes{{
-        {CKA_CLASS, &secret_key_class, sizeof secret_key_class},
-        {CKA_KEY_TYPE, &generic, sizeof generic},
-        {CKA_TOKEN, &no, 1},
-        {CKA_SENSITIVE, &no, 1},
-        {CKA_EXTRACTABLE, &yes, 1},
-    }};
+    session_key_template key_object;
     ck_mechanism mechanism{CKM_AES_KEY_WRAP_PAD, nullptr, 0};
     ck_object_handle_t object = CK_INVALID_HANDLE;
     if (const ck_rv_t rv =
             session.note(fns->C_UnwrapKey(session.get(), &mechanism, kek, mutable_bytes(kwp), kwp.size(),
-                                          attributes.data(), attributes.size(), &object));
+                                          key_object.attributes.data(), key_object.count(false), &object));
         rv != CKR_OK) {
       forget_key_if_stale(key_id, rv);
       return verify_error(rv);
