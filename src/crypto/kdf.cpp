@@ -77,7 +77,7 @@ result<secret_bytes> expand(hash_algorithm h, bytes_view prk, bytes_view info, s
   std::array<std::uint8_t, 64> block{};
   std::size_t previous = 0;
   for (std::size_t done = 0, i = 1; done < length; ++i) {
-    const std::uint8_t counter = static_cast<std::uint8_t>(i);
+    const auto counter = static_cast<std::uint8_t>(i);
     const std::array<bytes_view, 3> parts{bytes_view(block.data(), previous), info, bytes_view(&counter, 1)};
     if (!hmac_into(h, prk, parts, block.data())) {
       OPENSSL_cleanse(block.data(), block.size());

@@ -65,7 +65,7 @@ timestamp now() {
 
 std::string rfc3339(timestamp t) {
   const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
-  const std::time_t seconds = static_cast<std::time_t>(micros / 1'000'000);
+  const auto seconds = static_cast<std::time_t>(micros / 1'000'000);
   std::tm utc{};
   ::gmtime_r(&seconds, &utc);
   std::array<char, 40> text{};
@@ -352,15 +352,18 @@ class vault_api {
       return vault_error(status::not_found, "no such transit keys path");
     }
     if (capability != "update" || s.size() < 3) return vault_error(status::not_found, "no such transit path");
-    if (area == "encrypt" && s.size() == 3)
+    if (area == "encrypt" && s.size() == 3) {
       return batchable(body,
                        [&](const json::object& item) { return encrypt_one(c, std::string(s[2]), item); });
-    if (area == "decrypt" && s.size() == 3)
+    }
+    if (area == "decrypt" && s.size() == 3) {
       return batchable(body,
                        [&](const json::object& item) { return decrypt_one(c, std::string(s[2]), item); });
-    if (area == "rewrap" && s.size() == 3)
+    }
+    if (area == "rewrap" && s.size() == 3) {
       return batchable(body,
                        [&](const json::object& item) { return rewrap_one(c, std::string(s[2]), item); });
+    }
     if (area == "datakey" && s.size() == 4 && (s[2] == "plaintext" || s[2] == "wrapped")) {
       auto context = base64_field(body, "context");
       if (!context) return vault_error(status::bad_request, "context is not base64");

@@ -62,12 +62,14 @@ struct settings {
 };
 
 std::string env_or(const char* name, std::string fallback) {
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): a single-threaded command
   const char* value = std::getenv(name);
   return value != nullptr && *value != '\0' ? std::string(value) : std::move(fallback);
 }
 
 [[noreturn]] void fail(const std::string& message, int status = 1) {
   std::cerr << "keel-secrets: " << message << "\n";
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): a single-threaded command
   std::exit(status);
 }
 
@@ -87,6 +89,7 @@ settings parse(int argc, char** argv) {
     const std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
       std::cout << usage;
+      // NOLINTNEXTLINE(concurrency-mt-unsafe): a single-threaded command
       std::exit(0);
     }
     if (arg == "--metadata" && i + 1 < argc) {
@@ -105,6 +108,7 @@ settings parse(int argc, char** argv) {
 }
 
 std::string required_env(const std::string& name, const char* what) {
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): a single-threaded command
   const char* value = std::getenv(name.c_str());
   if (value == nullptr || *value == '\0') fail(std::string(what) + " is not set: put it in $" + name);
   return value;
@@ -120,7 +124,7 @@ std::int32_t number(const std::string& text, const char* what) {
 
 std::string when(keel::timestamp t) {
   const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
-  const std::time_t tt = static_cast<std::time_t>(seconds);
+  const auto tt = static_cast<std::time_t>(seconds);
   std::tm utc{};
   ::gmtime_r(&tt, &utc);
   char text[32];
@@ -143,6 +147,7 @@ void or_fail(keel::result<void> r, const std::string& doing) {
 int main(int argc, char** argv) {
   // A command's own output is what it prints; keel's informational log lines (migrations
   // applied) would only clutter it. KEEL_LOG still sets the level.
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): a single-threaded command
   if (std::getenv("KEEL_LOG") == nullptr) keel::log::set_level(keel::log::level::warn);
   const settings s = parse(argc, argv);
   const std::string& command = s.words[0];

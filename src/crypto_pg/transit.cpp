@@ -185,11 +185,9 @@ result<transit_key_info> transit_engine::create_key(pg::connection& c, std::stri
   if (options.type != "aes256-gcm96") return errc::unsupported_key_type;
   auto held = pg::advisory_lock::acquire(c, change_lock);
   if (!held) return held.error();
-  if (auto existing = fetch(c, name); existing) {
-    return errc::key_exists;
-  } else if (existing.error() != errc::secret_not_found) {
-    return existing.error();
-  }
+  auto existing = fetch(c, name);
+  if (existing) return errc::key_exists;
+  if (existing.error() != errc::secret_not_found) return existing.error();
   auto entry = std::make_shared<key_entry>();
   entry->ring = std::make_unique<keyring>(std::string(name));
   entry->ring->rotate();

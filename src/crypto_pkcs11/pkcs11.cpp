@@ -470,10 +470,9 @@ result<void> pkcs11_kms::generate_key(const pkcs11_options& token, std::string_v
   s.pin = token.pin.copy();
   auto session = s.acquire();
   if (!session) return session.error();
-  if (auto existing = s.find_key(*session, label); existing)
-    return errc::key_exists;
-  else if (existing.error() != errc::unknown_key)
-    return existing.error();
+  auto existing = s.find_key(*session, label);
+  if (existing) return errc::key_exists;
+  if (existing.error() != errc::unknown_key) return existing.error();
   ck_object_class_t secret_key_class = CKO_SECRET_KEY;
   ck_key_type_t aes = CKK_AES;
   unsigned long key_bytes = 32;

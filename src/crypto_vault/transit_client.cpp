@@ -74,6 +74,7 @@ result<reply> exchange(asio::io_context& ioc, Stream& stream, const vault_transi
   ioc.run();
   if (ec) return errc::vault_unreachable;
   reply out;
+  // NOLINTNEXTLINE(clang-analyzer-cplusplus.Move): async_read moves the message into its parser and back
   out.status = res.result_int();
   json::error_code parse_error;
   out.body = res.body().empty() ? json::value() : json::parse(res.body(), parse_error);

@@ -68,7 +68,7 @@ struct secret_store_options {
   /// Keys the audit log's chain (HMAC-SHA-256): without it nobody can rewrite the log and
   /// recompute the chain. 32 bytes or more; keep it apart from the database.
   secret_bytes audit_key;
-  std::size_t max_value_bytes = 64 * 1024;
+  std::size_t max_value_bytes = std::size_t{64} * 1024;
   /// Optional: reuse data keys for reads of the same version (keel/crypto/cache.hpp).
   data_key_cache* cache = nullptr;
 };
