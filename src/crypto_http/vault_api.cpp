@@ -353,16 +353,16 @@ class vault_api {
     }
     if (capability != "update" || s.size() < 3) return vault_error(status::not_found, "no such transit path");
     if (area == "encrypt" && s.size() == 3) {
-      return batchable(body,
-                       [&](const json::object& item) { return encrypt_one(c, std::string(s[2]), item); });
+      return batchable(
+          body, [&](const json::object& item) { return encrypt_one(c, std::string(s[2]), item, who.actor); });
     }
     if (area == "decrypt" && s.size() == 3) {
-      return batchable(body,
-                       [&](const json::object& item) { return decrypt_one(c, std::string(s[2]), item); });
+      return batchable(
+          body, [&](const json::object& item) { return decrypt_one(c, std::string(s[2]), item, who.actor); });
     }
     if (area == "rewrap" && s.size() == 3) {
-      return batchable(body,
-                       [&](const json::object& item) { return rewrap_one(c, std::string(s[2]), item); });
+      return batchable(
+          body, [&](const json::object& item) { return rewrap_one(c, std::string(s[2]), item, who.actor); });
     }
     if (area == "datakey" && s.size() == 4 && (s[2] == "plaintext" || s[2] == "wrapped")) {
       auto context = base64_field(body, "context");
@@ -419,7 +419,8 @@ class vault_api {
     return {};
   }
 
-  result<json::object> encrypt_one(pg::connection& c, const std::string& name, const json::object& item) {
+  result<json::object> encrypt_one(pg::connection& c, const std::string& name, const json::object& item,
+                                   std::string_view actor) {
     auto plaintext = base64_field(item, "plaintext");
     auto context = aad_of(item);
     if (!plaintext) return crypto::errc::invalid_input_size;
@@ -427,7 +428,7 @@ class vault_api {
     if (auto checked = check_context(c, name, item); !checked) return checked.error();
     const auto version = integer_field(item, "key_version").value_or(0);
     auto sealed =
-        options_.transit->encrypt(c, name, *plaintext, *context, static_cast<std::uint32_t>(version));
+        options_.transit->encrypt(c, name, *plaintext, *context, static_cast<std::uint32_t>(version), actor);
     if (!sealed) return sealed.error();
     json::object out;
     out["ciphertext"] = *sealed;
@@ -435,24 +436,27 @@ class vault_api {
     return out;
   }
 
-  result<json::object> decrypt_one(pg::connection& c, const std::string& name, const json::object& item) {
+  result<json::object> decrypt_one(pg::connection& c, const std::string& name, const json::object& item,
+                                   std::string_view actor) {
     auto context = aad_of(item);
     if (!context) return context.error();
     if (auto checked = check_context(c, name, item); !checked) return checked.error();
-    auto opened = options_.transit->decrypt(c, name, string_field(item, "ciphertext").value_or(""), *context);
+    auto opened =
+        options_.transit->decrypt(c, name, string_field(item, "ciphertext").value_or(""), *context, actor);
     if (!opened) return opened.error();
     json::object out;
     out["plaintext"] = to_base64(opened->view());
     return out;
   }
 
-  result<json::object> rewrap_one(pg::connection& c, const std::string& name, const json::object& item) {
+  result<json::object> rewrap_one(pg::connection& c, const std::string& name, const json::object& item,
+                                  std::string_view actor) {
     auto context = aad_of(item);
     if (!context) return context.error();
     if (auto checked = check_context(c, name, item); !checked) return checked.error();
     const auto version = integer_field(item, "key_version").value_or(0);
     auto sealed = options_.transit->rewrap(c, name, string_field(item, "ciphertext").value_or(""), *context,
-                                           static_cast<std::uint32_t>(version));
+                                           static_cast<std::uint32_t>(version), actor);
     if (!sealed) return sealed.error();
     json::object out;
     out["ciphertext"] = *sealed;

@@ -414,9 +414,16 @@ result<rewrap_report> secret_store::rewrap(pg::connection& c, std::string_view a
 
 result<void> secret_store::record(pg::connection& c, std::string_view action, std::string_view actor,
                                   std::string_view detail) {
+  return record(c, audit_record{.action = action, .actor = actor, .tenant = "", .name = detail});
+}
+
+result<void> secret_store::record(pg::connection& c, const audit_record& what) {
   auto tx = pg::transaction::begin(c);
   if (!tx) return tx.error();
-  if (auto audited = append_audit(c, options_.audit_key.view(), {actor, action, "", detail, 0}); !audited)
+  if (auto audited =
+          append_audit(c, options_.audit_key.view(),
+                       {what.actor, what.action, what.tenant, what.name, what.version, what.outcome});
+      !audited)
     return audited.error();
   return tx->commit();
 }

@@ -125,8 +125,9 @@ result<std::uint32_t> encryption_version(const transit_key_info& info, std::uint
 
 }  // namespace
 
-transit_engine::transit_engine(secret_store& store, std::string tenant, std::chrono::milliseconds cache_ttl)
-    : store_(store), tenant_(std::move(tenant)), cache_ttl_(cache_ttl) {}
+transit_engine::transit_engine(secret_store& store, std::string tenant, std::chrono::milliseconds cache_ttl,
+                               bool audit_data_calls)
+    : store_(store), tenant_(std::move(tenant)), cache_ttl_(cache_ttl), audit_data_calls_(audit_data_calls) {}
 
 result<std::shared_ptr<transit_engine::key_entry>> transit_engine::fetch(pg::connection& c,
                                                                          std::string_view name) {
@@ -269,8 +270,33 @@ result<void> transit_engine::delete_key(pg::connection& c, std::string_view name
   return {};
 }
 
-result<std::string> transit_engine::encrypt(pg::connection& c, std::string_view name, bytes_view plaintext,
-                                            bytes_view context, std::uint32_t key_version) {
+template <class T>
+result<T> transit_engine::audited(pg::connection& c, std::string_view action, std::string_view actor,
+                                  std::string_view name, std::uint32_t version, result<T> outcome) {
+  if (!audit_data_calls_) return outcome;
+  // A failed call is audited too, with its reason; a call whose audit row cannot be written
+  // fails, so nothing is decrypted unaudited.
+  const std::string said = outcome ? std::string("ok") : outcome.error().message();
+  if (auto recorded = store_.record(c, audit_record{.action = action,
+                                                    .actor = actor,
+                                                    .tenant = tenant_,
+                                                    .name = name,
+                                                    .version = static_cast<std::int32_t>(version),
+                                                    .outcome = said});
+      !recorded)
+    return recorded.error();
+  return outcome;
+}
+
+// The version a ciphertext names, or 0 when it is malformed (for the audit row).
+std::uint32_t version_of(std::string_view ciphertext) {
+  auto parsed = parse_ciphertext(ciphertext);
+  return parsed ? parsed->version : 0;
+}
+
+result<std::string> transit_engine::encrypt_unaudited(pg::connection& c, std::string_view name,
+                                                      bytes_view plaintext, bytes_view context,
+                                                      std::uint32_t key_version) {
   auto entry = load(c, name, key_version);
   if (!entry) return entry.error();
   const auto& info = (*entry)->info;
@@ -282,8 +308,8 @@ result<std::string> transit_engine::encrypt(pg::connection& c, std::string_view 
   return "vault:v" + std::to_string(*version) + ":" + to_base64(sealed->wrapped);
 }
 
-result<secret_bytes> transit_engine::decrypt(pg::connection& c, std::string_view name,
-                                             std::string_view ciphertext, bytes_view context) {
+result<secret_bytes> transit_engine::decrypt_unaudited(pg::connection& c, std::string_view name,
+                                                       std::string_view ciphertext, bytes_view context) {
   auto parsed = parse_ciphertext(ciphertext);
   if (!parsed) return parsed.error();
   auto entry = load(c, name, parsed->version);
@@ -294,26 +320,49 @@ result<secret_bytes> transit_engine::decrypt(pg::connection& c, std::string_view
   return (*entry)->ring->unwrap(edk, context);
 }
 
+result<std::string> transit_engine::encrypt(pg::connection& c, std::string_view name, bytes_view plaintext,
+                                            bytes_view context, std::uint32_t key_version,
+                                            std::string_view actor) {
+  auto sealed = encrypt_unaudited(c, name, plaintext, context, key_version);
+  const std::uint32_t version = sealed ? version_of(*sealed) : key_version;
+  return audited(c, "transit.encrypt", actor, name, version, std::move(sealed));
+}
+
+result<secret_bytes> transit_engine::decrypt(pg::connection& c, std::string_view name,
+                                             std::string_view ciphertext, bytes_view context,
+                                             std::string_view actor) {
+  return audited(c, "transit.decrypt", actor, name, version_of(ciphertext),
+                 decrypt_unaudited(c, name, ciphertext, context));
+}
+
 result<std::string> transit_engine::rewrap(pg::connection& c, std::string_view name,
                                            std::string_view ciphertext, bytes_view context,
-                                           std::uint32_t key_version) {
-  auto plaintext = decrypt(c, name, ciphertext, context);
-  if (!plaintext) return plaintext.error();
-  return encrypt(c, name, plaintext->view(), context, key_version);
+                                           std::uint32_t key_version, std::string_view actor) {
+  auto rewrapped = [&]() -> result<std::string> {
+    auto plaintext = decrypt_unaudited(c, name, ciphertext, context);
+    if (!plaintext) return plaintext.error();
+    return encrypt_unaudited(c, name, plaintext->view(), context, key_version);
+  }();
+  return audited(c, "transit.rewrap", actor, name, version_of(ciphertext), std::move(rewrapped));
 }
 
 result<transit_data_key> transit_engine::data_key(pg::connection& c, std::string_view name,
-                                                  bytes_view context, bool include_plaintext, unsigned bits) {
-  if (bits != 128 && bits != 256 && bits != 512) return errc::invalid_key_size;
-  auto key = secret_bytes::random(bits / 8);
-  auto ciphertext = encrypt(c, name, key.view(), context);
-  if (!ciphertext) return ciphertext.error();
-  auto parsed = parse_ciphertext(*ciphertext);
-  transit_data_key out;
-  out.ciphertext = std::move(*ciphertext);
-  out.key_version = parsed ? parsed->version : 0;
-  if (include_plaintext) out.plaintext = std::move(key);
-  return out;
+                                                  bytes_view context, bool include_plaintext, unsigned bits,
+                                                  std::string_view actor) {
+  auto made = [&]() -> result<transit_data_key> {
+    if (bits != 128 && bits != 256 && bits != 512) return errc::invalid_key_size;
+    auto key = secret_bytes::random(bits / 8);
+    auto ciphertext = encrypt_unaudited(c, name, key.view(), context, 0);
+    if (!ciphertext) return ciphertext.error();
+    transit_data_key out;
+    out.key_version = version_of(*ciphertext);
+    out.ciphertext = std::move(*ciphertext);
+    if (include_plaintext) out.plaintext = std::move(key);
+    return out;
+  }();
+  const std::uint32_t version = made ? made->key_version : 0;
+  return audited(c, include_plaintext ? "transit.datakey.plaintext" : "transit.datakey.wrapped", actor, name,
+                 version, std::move(made));
 }
 
 }  // namespace keel::crypto

@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <string>
 
 #include <support/pg.hpp>
@@ -62,6 +63,28 @@ TEST_SUITE("pg") {
     CHECK(f.transit->decrypt(f.c, "orders", "vault:v1:!!", {}).error() == crypto::errc::malformed_ciphertext);
     CHECK(f.transit->decrypt(f.c, "orders", "v1:abc", {}).error() == crypto::errc::malformed_ciphertext);
     CHECK(f.transit->decrypt(f.c, "nope", *ciphertext, {}).error() == crypto::errc::secret_not_found);
+    // Every data call is audited, failed ones with their reason, under the caller's name.
+    REQUIRE(f.transit->decrypt(f.c, "orders", *ciphertext, {}, "billing"));
+    auto audit = crypto::read_audit(f.c, 0, 1000).value();
+    CHECK(std::any_of(audit.begin(), audit.end(), [](const crypto::audit_entry& e) {
+      return e.action == "transit.decrypt" && e.actor == "billing" && e.name == "orders" && e.version == 1 &&
+             e.outcome == "ok";
+    }));
+    CHECK(std::any_of(audit.begin(), audit.end(), [](const crypto::audit_entry& e) {
+      return e.action == "transit.decrypt" && e.name == "other" &&
+             e.outcome.find("did not verify") != std::string::npos;
+    }));
+    CHECK(std::any_of(audit.begin(), audit.end(), [](const crypto::audit_entry& e) {
+      return e.action == "transit.encrypt" && e.name == "orders";
+    }));
+    CHECK(crypto::verify_audit(f.c, keel::bytes(32, 7)).value().intact);
+    crypto::transit_engine quiet(*f.store, "keel.transit", std::chrono::seconds(5), false);
+    const auto rows_before = crypto::read_audit(f.c, 0, 100000).value().size();
+    REQUIRE(quiet.decrypt(f.c, "orders", *ciphertext, {}));
+    // A cache miss reads the key (that read is audited by the store); the decrypt itself is not.
+    const auto after = crypto::read_audit(f.c, 0, 100000).value();
+    CHECK(std::none_of(after.begin() + static_cast<std::ptrdiff_t>(rows_before), after.end(),
+                       [](const crypto::audit_entry& e) { return e.action.starts_with("transit."); }));
     auto bytes = keel::from_base64(std::string_view(*ciphertext).substr(9)).value();
     for (std::size_t i = 0; i < bytes.size(); ++i) {
       auto changed = bytes;

@@ -73,6 +73,16 @@ struct secret_store_options {
   data_key_cache* cache = nullptr;
 };
 
+/// An audit row's fields, for secret_store::record().
+struct audit_record {
+  std::string_view action;
+  std::string_view actor;
+  std::string_view tenant;
+  std::string_view name;
+  std::int32_t version = 0;
+  std::string_view outcome = "ok";
+};
+
 /// What rewrap() did.
 struct rewrap_report {
   std::size_t rewrapped = 0;  ///< versions now wrapped by the current keys
@@ -151,6 +161,8 @@ class secret_store {
   /// Appends an audit row for something done outside the store (e.g. "rotate" of a keyring).
   [[nodiscard]] result<void> record(pg::connection& c, std::string_view action, std::string_view actor,
                                     std::string_view detail = "");
+  /// The same with every field (the transit engine's encrypt and decrypt calls use it).
+  [[nodiscard]] result<void> record(pg::connection& c, const audit_record& what);
 
  private:
   secret_store_options options_;

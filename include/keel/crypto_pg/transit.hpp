@@ -66,8 +66,13 @@ struct transit_data_key {
 class transit_engine {
  public:
   /// Keys live in `store` under `tenant` as "transit/<name>"; `store` must outlive the engine.
+  /// With `audit_data_calls`, every encrypt, decrypt, rewrap and data key call appends an audit
+  /// row (action "transit.decrypt" etc., the key's name and version, the outcome) to the store's
+  /// log in its own transaction — as Vault audits every request; it costs a round trip to
+  /// Postgres under the audit chain's lock per call.
   explicit transit_engine(secret_store& store, std::string tenant = "keel.transit",
-                          std::chrono::milliseconds cache_ttl = std::chrono::seconds(5));
+                          std::chrono::milliseconds cache_ttl = std::chrono::seconds(5),
+                          bool audit_data_calls = true);
 
   /// @returns errc::key_exists, invalid_secret_name (a name of 1 to 128 letters, digits, - _ .),
   /// or unsupported_key_type.
@@ -91,20 +96,24 @@ class transit_engine {
   /// context_required (a derived key without context), key_disabled (a version below
   /// min_encryption_version).
   [[nodiscard]] result<std::string> encrypt(pg::connection& c, std::string_view name, bytes_view plaintext,
-                                            bytes_view context, std::uint32_t key_version = 0);
+                                            bytes_view context, std::uint32_t key_version = 0,
+                                            std::string_view actor = "keel.transit");
   /// @returns errc::malformed_ciphertext, key_disabled (below min_decryption_version),
   /// authentication_failed (changed, another key's, or another context).
   [[nodiscard]] result<secret_bytes> decrypt(pg::connection& c, std::string_view name,
-                                             std::string_view ciphertext, bytes_view context);
+                                             std::string_view ciphertext, bytes_view context,
+                                             std::string_view actor = "keel.transit");
   /// Decrypts and encrypts again under the latest version (or `key_version`), inside the engine.
   [[nodiscard]] result<std::string> rewrap(pg::connection& c, std::string_view name,
                                            std::string_view ciphertext, bytes_view context,
-                                           std::uint32_t key_version = 0);
+                                           std::uint32_t key_version = 0,
+                                           std::string_view actor = "keel.transit");
   /// A new random key of `bits` (128, 256 or 512), encrypted under the named key; with its
   /// plaintext too when `include_plaintext`.
   [[nodiscard]] result<transit_data_key> data_key(pg::connection& c, std::string_view name,
                                                   bytes_view context, bool include_plaintext,
-                                                  unsigned bits = 256);
+                                                  unsigned bits = 256,
+                                                  std::string_view actor = "keel.transit");
 
   struct key_entry;
 
@@ -116,9 +125,20 @@ class transit_engine {
   [[nodiscard]] result<transit_key_info> change(pg::connection& c, std::string_view name,
                                                 std::string_view actor, Change&& apply);
 
+  // Appends the audit row of a data call when audit_data_calls; `outcome` is the call's result.
+  template <class T>
+  [[nodiscard]] result<T> audited(pg::connection& c, std::string_view action, std::string_view actor,
+                                  std::string_view name, std::uint32_t version, result<T> outcome);
+  [[nodiscard]] result<std::string> encrypt_unaudited(pg::connection& c, std::string_view name,
+                                                      bytes_view plaintext, bytes_view context,
+                                                      std::uint32_t key_version);
+  [[nodiscard]] result<secret_bytes> decrypt_unaudited(pg::connection& c, std::string_view name,
+                                                       std::string_view ciphertext, bytes_view context);
+
   secret_store& store_;
   std::string tenant_;
   std::chrono::milliseconds cache_ttl_;
+  bool audit_data_calls_ = true;
   std::mutex mutex_;
   std::map<std::string, std::shared_ptr<key_entry>, std::less<>> cache_;
 };
