@@ -348,6 +348,7 @@ result<bytes> open_body(const parsed& p, const message_keys& keys) {
     return std::move(*opened);
   }
   bytes plaintext;
+  plaintext.reserve(p.body.size());  // more than the plaintext: no growth while frames are opened
   frame_cursor cursor;
   auto used = open_frames(p.body, keys, id, p.header.frame_size, cursor, plaintext);
   if (!used) return used.error();
@@ -434,6 +435,9 @@ result<bytes> encrypt(std::span<kms* const> wrappers, bytes_view plaintext, cons
     return out;
   }
   const std::size_t frame = options.frame_size;
+  // The whole envelope in one allocation: each frame adds its number and tag (the final one a
+  // marker and its length too), so the buffer never grows and copies what it holds.
+  out.reserve(out.size() + plaintext.size() + (plaintext.size() / frame + 1) * (12 + aead_tag_bytes));
   std::uint32_t sequence = 1;
   std::size_t offset = 0;
   // Full frames while more than a frame is left; the final frame holds the rest (maybe nothing).
