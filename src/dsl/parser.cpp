@@ -349,12 +349,17 @@ class parser {
 
   [[nodiscard]] diagnostic fail_at(const token& at, std::string expected,
                                    errc code = errc::syntax_error) const {
-    std::string found = at.type == tok::end ? "the end of the query"
-                        : at.type == tok::newline
-                            ? "a new line"
-                            : "'" + std::string(s_.substr(at.begin, at.end - at.begin)) + "'";
-    return make_error(s_, code, "expected " + std::move(expected) + ", found " + found, at.begin,
-                      std::max(at.end, at.begin));
+    // Built by appending: GCC 12 at -O3 warns falsely (-Wrestrict) on operator+ chains.
+    std::string message = "expected ";
+    message.append(expected).append(", found ");
+    if (at.type == tok::end) {
+      message.append("the end of the query");
+    } else if (at.type == tok::newline) {
+      message.append("a new line");
+    } else {
+      message.append("'").append(s_.substr(at.begin, at.end - at.begin)).append("'");
+    }
+    return make_error(s_, code, std::move(message), at.begin, std::max(at.end, at.begin));
   }
   [[nodiscard]] diagnostic fail(std::string expected) const { return fail_at(peek(), std::move(expected)); }
 
