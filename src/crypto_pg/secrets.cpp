@@ -68,21 +68,11 @@ INSERT INTO keel_secrets_audit_head (seq, hash) VALUES (0, '\x');
 constexpr std::string_view chain_label = "keel secrets audit v1";
 constexpr std::size_t audit_page = 1000;
 
-// What an audit row says, before it has a number and a hash.
-struct audit_fields {
-  std::string_view actor;
-  std::string_view action;
-  std::string_view tenant;
-  std::string_view name;
-  std::int32_t version = 0;
-  std::string_view outcome = "ok";
-};
-
 std::int64_t micros(timestamp t) {
   return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
 }
 
-bytes chain_input(bytes_view previous, std::int64_t seq, std::int64_t at_us, const audit_fields& f) {
+bytes chain_input(bytes_view previous, std::int64_t seq, std::int64_t at_us, const audit_record& f) {
   // Started from the label rather than appended to an empty buffer: GCC 12 at -O3 warns falsely
   // (-Wstringop-overflow) on inserting into an empty vector.
   bytes out(chain_label.begin(), chain_label.end());
@@ -100,7 +90,7 @@ bytes chain_input(bytes_view previous, std::int64_t seq, std::int64_t at_us, con
 }
 
 // Appends one audit row in the caller's transaction. The head row's lock orders the appends.
-result<void> append_audit(pg::connection& c, bytes_view audit_key, const audit_fields& f) {
+result<void> append_audit(pg::connection& c, bytes_view audit_key, const audit_record& f) {
   auto head = c.query("UPDATE keel_secrets_audit_head SET seq = seq + 1 RETURNING seq, hash");
   if (!head) return head.error();
   auto seq = (*head)[0].get<std::int64_t>(0);
@@ -196,7 +186,7 @@ result<std::int32_t> secret_store::put(pg::connection& c, const secret_ref& ref,
       ref.tenant, ref.name, *version, *sealed, key_ids_of(*sealed));
   if (!stored) return stored.error();
   if (auto audited =
-          append_audit(c, options_.audit_key.view(), {actor, "put", ref.tenant, ref.name, *version});
+          append_audit(c, options_.audit_key.view(), {"put", actor, ref.tenant, ref.name, *version});
       !audited)
     return audited.error();
   if (auto committed = tx->commit(); !committed) return committed.error();
@@ -243,7 +233,7 @@ result<secret_value> secret_store::get(pg::connection& c, const secret_ref& ref,
   // Failed attempts are audited as well as reads: they are what an audit is for.
   const std::string outcome = answer ? "ok" : outcome_of(answer.error());
   if (auto audited = append_audit(c, options_.audit_key.view(),
-                                  {actor, "read", ref.tenant, ref.name, read_version, outcome});
+                                  {"read", actor, ref.tenant, ref.name, read_version, outcome});
       !audited)
     return audited.error();
   if (auto committed = tx->commit(); !committed) return committed.error();
@@ -270,7 +260,7 @@ result<std::vector<secret_info>> secret_store::list(pg::connection& c, std::stri
     out.push_back({std::string(tenant), std::move(name), latest, std::move(metadata), created_at, updated_at,
                    deleted_at});
   }
-  if (auto audited = append_audit(c, options_.audit_key.view(), {actor, "list", tenant, prefix, 0}); !audited)
+  if (auto audited = append_audit(c, options_.audit_key.view(), {"list", actor, tenant, prefix, 0}); !audited)
     return audited.error();
   if (auto committed = tx->commit(); !committed) return committed.error();
   return out;
@@ -295,7 +285,7 @@ result<std::vector<secret_version_info>> secret_store::history(pg::connection& c
   }
   const std::string outcome = out.empty() ? outcome_of(errc::secret_not_found) : "ok";
   if (auto audited =
-          append_audit(c, options_.audit_key.view(), {actor, "history", ref.tenant, ref.name, 0, outcome});
+          append_audit(c, options_.audit_key.view(), {"history", actor, ref.tenant, ref.name, 0, outcome});
       !audited)
     return audited.error();
   if (auto committed = tx->commit(); !committed) return committed.error();
@@ -308,7 +298,7 @@ namespace {
 // One statement changing a secret's rows ($1 tenant, $2 name, $3 the version when there is one),
 // audited with its outcome in the same transaction. @returns errc::secret_not_found when it
 // changed no row (audited as such).
-result<void> audited_change(pg::connection& c, bytes_view audit_key, const audit_fields& what,
+result<void> audited_change(pg::connection& c, bytes_view audit_key, const audit_record& what,
                             std::string_view sql) {
   auto tx = pg::transaction::begin(c);
   if (!tx) return tx.error();
@@ -317,7 +307,7 @@ result<void> audited_change(pg::connection& c, bytes_view audit_key, const audit
   if (!changed) return changed.error();
   const bool found = changed->affected() == 1;
   const std::string outcome = found ? "ok" : outcome_of(errc::secret_not_found);
-  audit_fields audited_as = what;
+  audit_record audited_as = what;
   audited_as.outcome = outcome;
   if (auto audited = append_audit(c, audit_key, audited_as); !audited) return audited.error();
   if (auto committed = tx->commit(); !committed) return committed.error();
@@ -330,7 +320,7 @@ result<void> audited_change(pg::connection& c, bytes_view audit_key, const audit
 result<void> secret_store::remove(pg::connection& c, const secret_ref& ref, std::string_view actor) {
   if (auto valid = check_ref(ref); !valid) return valid.error();
   return audited_change(
-      c, options_.audit_key.view(), {actor, "delete", ref.tenant, ref.name, 0},
+      c, options_.audit_key.view(), {"delete", actor, ref.tenant, ref.name, 0},
       "UPDATE keel_secrets SET deleted_at = coalesce(deleted_at, now()), updated_at = now() "
       "WHERE tenant = $1 AND name = $2");
 }
@@ -338,7 +328,7 @@ result<void> secret_store::remove(pg::connection& c, const secret_ref& ref, std:
 result<void> secret_store::restore(pg::connection& c, const secret_ref& ref, std::string_view actor) {
   if (auto valid = check_ref(ref); !valid) return valid.error();
   return audited_change(
-      c, options_.audit_key.view(), {actor, "restore", ref.tenant, ref.name, 0},
+      c, options_.audit_key.view(), {"restore", actor, ref.tenant, ref.name, 0},
       "UPDATE keel_secrets SET deleted_at = NULL, updated_at = now() WHERE tenant = $1 AND name = $2");
 }
 
@@ -347,7 +337,7 @@ result<void> secret_store::destroy(pg::connection& c, const secret_ref& ref, std
   if (auto valid = check_ref(ref); !valid) return valid.error();
   if (version < 1) return errc::secret_not_found;
   return audited_change(
-      c, options_.audit_key.view(), {actor, "destroy", ref.tenant, ref.name, version},
+      c, options_.audit_key.view(), {"destroy", actor, ref.tenant, ref.name, version},
       "UPDATE keel_secret_versions SET envelope = NULL, key_ids = '{}', "
       "destroyed_at = coalesce(destroyed_at, now()) WHERE tenant = $1 AND name = $2 AND version = $3");
 }
@@ -403,7 +393,7 @@ result<rewrap_report> secret_store::rewrap(pg::connection& c, std::string_view a
         ++report.failed;
       }
       if (auto audited = append_audit(c, options_.audit_key.view(),
-                                      {actor, "rewrap", ref.tenant, ref.name, version, outcome});
+                                      {"rewrap", actor, ref.tenant, ref.name, version, outcome});
           !audited)
         return audited.error();
     }
@@ -420,11 +410,7 @@ result<void> secret_store::record(pg::connection& c, std::string_view action, st
 result<void> secret_store::record(pg::connection& c, const audit_record& what) {
   auto tx = pg::transaction::begin(c);
   if (!tx) return tx.error();
-  if (auto audited =
-          append_audit(c, options_.audit_key.view(),
-                       {what.actor, what.action, what.tenant, what.name, what.version, what.outcome});
-      !audited)
-    return audited.error();
+  if (auto audited = append_audit(c, options_.audit_key.view(), what); !audited) return audited.error();
   return tx->commit();
 }
 
@@ -470,7 +456,7 @@ result<audit_report> verify_audit(pg::connection& c, bytes_view audit_key,
                            std::to_string(e.seq) + ")");
         return report;
       }
-      const audit_fields fields{e.actor, e.action, e.tenant, e.name, e.version, e.outcome};
+      const audit_record fields{e.action, e.actor, e.tenant, e.name, e.version, e.outcome};
       auto hash = hmac(hash_algorithm::sha256, audit_key, chain_input(previous, e.seq, micros(e.at), fields));
       if (!hash) return hash.error();
       if (!equal_constant_time(*hash, e.hash)) {
