@@ -15,6 +15,7 @@
 #include <keel/core/log.hpp>
 #include <keel/core/metrics.hpp>
 #include <keel/core/result.hpp>
+#include <keel/core/time_text.hpp>
 #include <keel/core/varint.hpp>
 #include <keel/core/version.hpp>
 #include <keel/core/xxhash.hpp>

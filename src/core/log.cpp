@@ -1,4 +1,5 @@
 #include <keel/core/log.hpp>
+#include <keel/core/time_text.hpp>
 
 #include <fmt/format.h>
 
@@ -111,13 +112,7 @@ void append_string(std::string& out, std::string_view text) {
 }
 
 void append_timestamp(std::string& out) {
-  const auto now = std::chrono::system_clock::now();
-  const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count();
-  const auto seconds = static_cast<std::time_t>(micros / 1'000'000);
-  std::tm utc{};
-  gmtime_r(&seconds, &utc);
-  fmt::format_to(std::back_inserter(out), "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", utc.tm_year + 1900,
-                 utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, micros % 1'000'000);
+  append_utc(out, system_clock::instance().now());
 }
 
 void append_value(std::string& out, const field& f) {

@@ -2,6 +2,7 @@
 // Vault's LIST method, which no route can name, is served too), checks the token's grants for
 // the path and method, and dispatches to the transit, KV and sys handlers.
 #include <keel/core/byte_io.hpp>
+#include <keel/core/time_text.hpp>
 #include <keel/crypto/kdf.hpp>
 #include <keel/crypto_http/vault_api.hpp>
 #include <keel/net/json.hpp>
@@ -12,7 +13,6 @@
 #include <array>
 #include <charconv>
 #include <chrono>
-#include <ctime>
 #include <map>
 #include <memory>
 #include <optional>
@@ -61,18 +61,6 @@ bool path_matches(std::string_view pattern, std::string_view path) {
 timestamp now() {
   return timestamp{std::chrono::duration_cast<std::chrono::nanoseconds>(
       std::chrono::system_clock::now().time_since_epoch())};
-}
-
-std::string rfc3339(timestamp t) {
-  const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
-  const auto seconds = static_cast<std::time_t>(micros / 1'000'000);
-  std::tm utc{};
-  ::gmtime_r(&seconds, &utc);
-  std::array<char, 40> text{};
-  const int n = std::snprintf(text.data(), text.size(), "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ",
-                              utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min,
-                              utc.tm_sec, static_cast<long long>(micros % 1'000'000));
-  return {text.data(), static_cast<std::size_t>(std::max(n, 0))};
 }
 
 // Vault's answer: the data under "data", beside the fields its clients expect.
@@ -432,7 +420,7 @@ class vault_api {
     if (!sealed) return sealed.error();
     json::object out;
     out["ciphertext"] = *sealed;
-    out["key_version"] = std::stoul(sealed->substr(7, sealed->find(':', 7) - 7));
+    out["key_version"] = crypto::transit_ciphertext_version(*sealed);
     return out;
   }
 
@@ -460,7 +448,7 @@ class vault_api {
     if (!sealed) return sealed.error();
     json::object out;
     out["ciphertext"] = *sealed;
-    out["key_version"] = std::stoul(sealed->substr(7, sealed->find(':', 7) - 7));
+    out["key_version"] = crypto::transit_ciphertext_version(*sealed);
     return out;
   }
 
@@ -551,8 +539,8 @@ class vault_api {
         json::object data;
         data["current_version"] = versions->back().version;
         data["oldest_version"] = versions->front().version;
-        data["created_time"] = rfc3339(versions->front().created_at);
-        data["updated_time"] = rfc3339(versions->back().created_at);
+        data["created_time"] = format_utc(versions->front().created_at);
+        data["updated_time"] = format_utc(versions->back().created_at);
         data["versions"] = std::move(by_number);
         return vault_ok(std::move(data));
       }
@@ -564,8 +552,8 @@ class vault_api {
                                        std::optional<timestamp> destroyed_at, bool destroyed) {
     json::object out;
     out["version"] = version;
-    out["created_time"] = created ? rfc3339(*created) : "";
-    out["deletion_time"] = destroyed_at ? rfc3339(*destroyed_at) : "";
+    out["created_time"] = created ? format_utc(*created) : "";
+    out["deletion_time"] = destroyed_at ? format_utc(*destroyed_at) : "";
     out["destroyed"] = destroyed;
     out["custom_metadata"] = nullptr;
     return out;

@@ -2,6 +2,7 @@
 // restore, destroy, rotate, rewrap, verify-audit — on a keyring file and a Postgres database
 // named by flags or the environment.
 #include <keel/core/log.hpp>
+#include <keel/core/time_text.hpp>
 #include <keel/crypto.hpp>
 #include <keel/crypto_pg.hpp>
 #include <keel/pg/connection.hpp>
@@ -11,7 +12,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -114,22 +114,14 @@ std::string required_env(const std::string& name, const char* what) {
   return value;
 }
 
-std::int32_t number(const std::string& text, const char* what) {
-  std::int32_t n = 0;
+// A number from 1: a version (int32) or an audit row (int64).
+template <class Int = std::int32_t>
+Int number(const std::string& text, const char* what) {
+  Int n = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
   if (ec != std::errc() || end != text.data() + text.size() || n < 1)
     fail(std::string(what) + " must be a number from 1");
   return n;
-}
-
-std::string when(keel::timestamp t) {
-  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
-  const auto tt = static_cast<std::time_t>(seconds);
-  std::tm utc{};
-  ::gmtime_r(&tt, &utc);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return text;
 }
 
 template <class T>
@@ -186,8 +178,8 @@ int main(int argc, char** argv) {
       if (colon == std::string::npos) fail("the anchor is <seq>:<hash in hex>, as verify-audit prints it", 2);
       auto hash = keel::from_hex(s.words[1].substr(colon + 1));
       if (!hash) fail("the anchor's hash is not hex", 2);
-      anchor =
-          crypto::audit_anchor{number(s.words[1].substr(0, colon), "the anchor's row"), std::move(*hash)};
+      anchor = crypto::audit_anchor{number<std::int64_t>(s.words[1].substr(0, colon), "the anchor's row"),
+                                    std::move(*hash)};
     }
     const auto report = or_fail(crypto::verify_audit(c, *audit_key, anchor), "reading the audit log");
     if (!report.intact) {
@@ -226,14 +218,14 @@ int main(int argc, char** argv) {
     const auto secrets =
         or_fail(store.list(c, s.tenant, s.actor, s.words.size() > 1 ? s.words[1] : ""), "list");
     for (const auto& secret : secrets) {
-      std::cout << secret.name << "\tversion " << secret.latest << "\tupdated " << when(secret.updated_at)
-                << (secret.deleted_at ? "\tdeleted" : "") << "\n";
+      std::cout << secret.name << "\tversion " << secret.latest << "\tupdated "
+                << keel::format_utc(secret.updated_at) << (secret.deleted_at ? "\tdeleted" : "") << "\n";
     }
   } else if (command == "history") {
     const std::string& name = arg(1, "a name");
     for (const auto& v : or_fail(store.history(c, {s.tenant, name}, s.actor), "history " + name)) {
-      std::cout << "version " << v.version << "\t" << when(v.created_at);
-      if (v.destroyed_at) std::cout << "\tdestroyed " << when(*v.destroyed_at);
+      std::cout << "version " << v.version << "\t" << keel::format_utc(v.created_at);
+      if (v.destroyed_at) std::cout << "\tdestroyed " << keel::format_utc(*v.destroyed_at);
       for (const auto& key : v.key_ids) std::cout << "\t" << key;
       std::cout << "\n";
     }

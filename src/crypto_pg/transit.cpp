@@ -288,8 +288,7 @@ result<T> transit_engine::audited(pg::connection& c, std::string_view action, st
   return outcome;
 }
 
-// The version a ciphertext names, or 0 when it is malformed (for the audit row).
-std::uint32_t version_of(std::string_view ciphertext) {
+std::uint32_t transit_ciphertext_version(std::string_view ciphertext) {
   auto parsed = parse_ciphertext(ciphertext);
   return parsed ? parsed->version : 0;
 }
@@ -324,14 +323,14 @@ result<std::string> transit_engine::encrypt(pg::connection& c, std::string_view 
                                             bytes_view context, std::uint32_t key_version,
                                             std::string_view actor) {
   auto sealed = encrypt_unaudited(c, name, plaintext, context, key_version);
-  const std::uint32_t version = sealed ? version_of(*sealed) : key_version;
+  const std::uint32_t version = sealed ? transit_ciphertext_version(*sealed) : key_version;
   return audited(c, "transit.encrypt", actor, name, version, std::move(sealed));
 }
 
 result<secret_bytes> transit_engine::decrypt(pg::connection& c, std::string_view name,
                                              std::string_view ciphertext, bytes_view context,
                                              std::string_view actor) {
-  return audited(c, "transit.decrypt", actor, name, version_of(ciphertext),
+  return audited(c, "transit.decrypt", actor, name, transit_ciphertext_version(ciphertext),
                  decrypt_unaudited(c, name, ciphertext, context));
 }
 
@@ -343,7 +342,8 @@ result<std::string> transit_engine::rewrap(pg::connection& c, std::string_view n
     if (!plaintext) return plaintext.error();
     return encrypt_unaudited(c, name, plaintext->view(), context, key_version);
   }();
-  return audited(c, "transit.rewrap", actor, name, version_of(ciphertext), std::move(rewrapped));
+  return audited(c, "transit.rewrap", actor, name, transit_ciphertext_version(ciphertext),
+                 std::move(rewrapped));
 }
 
 result<transit_data_key> transit_engine::data_key(pg::connection& c, std::string_view name,
@@ -355,7 +355,7 @@ result<transit_data_key> transit_engine::data_key(pg::connection& c, std::string
     auto ciphertext = encrypt_unaudited(c, name, key.view(), context, 0);
     if (!ciphertext) return ciphertext.error();
     transit_data_key out;
-    out.key_version = version_of(*ciphertext);
+    out.key_version = transit_ciphertext_version(*ciphertext);
     out.ciphertext = std::move(*ciphertext);
     if (include_plaintext) out.plaintext = std::move(key);
     return out;

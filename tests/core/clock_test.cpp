@@ -1,4 +1,5 @@
 #include <keel/core/clock.hpp>
+#include <keel/core/time_text.hpp>
 
 #include <doctest/doctest.h>
 
@@ -50,5 +51,18 @@ TEST_SUITE("unit") {
     const auto a = clock.monotonic();
     const auto b = clock.monotonic();
     CHECK(b >= a);
+  }
+}
+
+TEST_SUITE("unit") {
+  TEST_CASE("format_utc: RFC 3339 in UTC with microseconds, finer digits cut, before 1970 too") {
+    using namespace std::chrono;
+    const keel::timestamp t{seconds(1'796'412'749) + nanoseconds(123'456'789)};
+    CHECK(keel::format_utc(t) == "2026-12-04T19:32:29.123456Z");
+    CHECK(keel::format_utc(keel::timestamp{}) == "1970-01-01T00:00:00.000000Z");
+    CHECK(keel::format_utc(keel::timestamp{-microseconds(1)}) == "1969-12-31T23:59:59.999999Z");
+    std::string line = "at ";
+    keel::append_utc(line, t);
+    CHECK(line == "at 2026-12-04T19:32:29.123456Z");
   }
 }

@@ -60,6 +60,9 @@ struct transit_data_key {
   std::uint32_t key_version = 0;
 };
 
+/// The key version a "vault:v<version>:..." ciphertext names, or 0 when it is not one.
+[[nodiscard]] std::uint32_t transit_ciphertext_version(std::string_view ciphertext);
+
 /// Thread-safe. Keys are cached in memory for `cache_ttl` and re-read from the store after, or
 /// at once when a ciphertext names a version newer than the cached key's; changes to keys are
 /// serialised across processes by a Postgres advisory lock.
