@@ -20,6 +20,33 @@ const char* describe(errc e) noexcept {
     case errc::unsupported_construct:
       return "the query uses what keel refuses for safety: s-strings (raw SQL), loop, read_* or function "
              "definitions";
+    case errc::unknown_table:
+      return "the query names a relation the catalog does not have: check the name, or qualify it "
+             "(schema.table)";
+    case errc::unknown_column:
+      return "the query names a column the relation in scope does not have";
+    case errc::ambiguous_column:
+      return "several relations in scope have a column of this name: qualify it with the relation's alias";
+    case errc::table_not_granted:
+      return "the session's role has no grant on this table: add one to the catalog, or use another role";
+    case errc::column_not_granted:
+      return "the session's role may not see this column: add it to a grant, or leave it out of the query";
+    case errc::aggregate_not_granted:
+      return "the role's grant on a table in the query does not allow aggregates or window functions";
+    case errc::type_error:
+      return "an operator or function is applied to values of a type it does not take";
+    case errc::unknown_function:
+      return "the query calls a function the language does not have";
+    case errc::invalid_arguments:
+      return "a transform or function has the wrong number or kind of arguments";
+    case errc::invalid_relation:
+      return "a relation was expected here";
+    case errc::missing_argument:
+      return "a $1/$name parameter of the query was given no value";
+    case errc::unknown_session_attribute:
+      return "a session attribute is not declared in the catalog, or the session does not give it";
+    case errc::unknown_role:
+      return "the session's role is not in the catalog";
   }
   return "unknown keel.dsl error";
 }
@@ -30,6 +57,24 @@ constexpr enum_error_category<errc> category{"keel.dsl", &describe};
 
 const error_category& dsl_category() noexcept {
   return category;
+}
+
+diagnostic diagnostic::at(std::string_view source, errc code, std::string message, std::uint32_t begin,
+                          std::uint32_t end) {
+  diagnostic d;
+  d.code = code;
+  d.message = std::move(message);
+  d.begin = begin;
+  d.end = end;
+  for (std::uint32_t i = 0; i < begin && i < source.size(); ++i) {
+    if (source[i] == '\n') {
+      ++d.line;
+      d.column = 1;
+    } else {
+      ++d.column;
+    }
+  }
+  return d;
 }
 
 std::string diagnostic::render(std::string_view source) const {

@@ -49,20 +49,7 @@ bool digit(char c) noexcept {
 
 diagnostic make_error(std::string_view source, errc code, std::string message, std::uint32_t begin,
                       std::uint32_t end) {
-  diagnostic d;
-  d.code = code;
-  d.message = std::move(message);
-  d.begin = begin;
-  d.end = end;
-  for (std::uint32_t i = 0; i < begin && i < source.size(); ++i) {
-    if (source[i] == '\n') {
-      ++d.line;
-      d.column = 1;
-    } else {
-      ++d.column;
-    }
-  }
-  return d;
+  return diagnostic::at(source, code, std::move(message), begin, end);
 }
 
 class lexer {
@@ -138,8 +125,10 @@ class lexer {
         ++at_;
         const auto name_begin = at_;
         if (at_ < s_.size() && digit(s_[at_])) {
-          while (at_ < s_.size() && (ident_char(s_[at_]) || s_[at_] == '-' || s_[at_] == ':' ||
-                                     s_[at_] == '.' || s_[at_] == '+'))
+          // A '.' is a fraction of a second; ".." ends the literal (a range: @2022-01-01..@2022-06-30).
+          while (at_ < s_.size() &&
+                 (ident_char(s_[at_]) || s_[at_] == '-' || s_[at_] == ':' ||
+                  (s_[at_] == '.' && (at_ + 1 >= s_.size() || s_[at_ + 1] != '.')) || s_[at_] == '+'))
             ++at_;
           out.push_back({tok::date, std::string(s_.substr(name_begin, at_ - name_begin)), begin, position()});
           continue;

@@ -27,6 +27,12 @@
 #ifdef KEEL_CONSUMER_CRYPTO_PG
 #include <keel/crypto_pg.hpp>
 #endif
+#ifdef KEEL_CONSUMER_DSL
+#include <keel/dsl.hpp>
+#endif
+#ifdef KEEL_CONSUMER_DSL_PG
+#include <keel/dsl_pg.hpp>
+#endif
 #ifdef KEEL_CONSUMER_EVENTS_HTTP
 #include <keel/events_http.hpp>
 #include <keel/net/server.hpp>
@@ -149,6 +155,24 @@ int main() {
                                           .audit_key = keel::crypto::secret_bytes::random(32)});
   (void)store;
   std::printf("crypto_pg: store made 1\n");
+#endif
+#ifdef KEEL_CONSUMER_DSL
+  // Links keel::dsl and its Boost.JSON: a catalog from JSON, a query compiled under a role.
+  auto dsl_catalog = keel::dsl::catalog::from_json(
+      R"({"tables": [{"name": "t", "columns": [{"name": "a", "type": "integer"}]}],
+          "roles": [{"name": "r", "grants": [{"table": "t", "columns": ["*"]}]}]})");
+  bool dsl_ok = dsl_catalog.has_value();
+  if (dsl_ok) {
+    auto dsl_compiler = keel::dsl::compiler::create(std::move(*dsl_catalog));
+    dsl_ok = dsl_compiler && dsl_compiler->compile("from t | filter a > 1", {.role = "r"}).has_value();
+  }
+  std::printf("dsl: compiled 1 %d\n", dsl_ok);
+  components_ok = components_ok && dsl_ok;
+#endif
+#ifdef KEEL_CONSUMER_DSL_PG
+  // Links keel::dsl_pg: running needs a server, so only its symbols are taken.
+  auto* dsl_run = &keel::dsl::run;
+  std::printf("dsl_pg: linked %d\n", dsl_run != nullptr);
 #endif
 #ifdef KEEL_CONSUMER_EVENTS
   // Links keel::events and its Boost.JSON: validating a name and a batch needs no server.

@@ -81,6 +81,10 @@ TEST_SUITE("unit") {
     CHECK(tree("from t | filter (name | in [\"a\", \"b\\\"c\"])") ==
           "(pipeline (from t) (filter (pipeline name (in (array \"a\" \"b\\\"c\")))))");
     CHECK(tree("from t | select {t.*}") == "(pipeline (from t) (select (tuple t.*)))");
+    // A range of dates: ".." ends the first literal (it was read as part of it).
+    CHECK(tree("from t | filter (d | in @2022-01-01..@2022-06-30)") ==
+          "(pipeline (from t) (filter (pipeline d (in (.. @2022-01-01 @2022-06-30)))))");
+    CHECK(tree("from t | derive x = @10:30:00.5") == "(pipeline (from t) (derive x=@10:30:00.5))");
   }
 
   TEST_CASE("let relations, relation literals, append") {

@@ -11,12 +11,25 @@
 namespace keel::dsl {
 
 enum class errc {
-  syntax_error = 1,       ///< the text is not in the language at this point
-  unterminated_string,    ///< a string or f-string without its closing quote
-  invalid_number,         ///< a malformed number literal
-  invalid_date,           ///< a malformed @date / @time literal
-  nesting_too_deep,       ///< parentheses, tuples or arrays nested past the parser's limit
-  unsupported_construct,  ///< s-strings, loop, read_* and function definitions are refused
+  syntax_error = 1,           ///< the text is not in the language at this point
+  unterminated_string,        ///< a string or f-string without its closing quote
+  invalid_number,             ///< a malformed number literal
+  invalid_date,               ///< a malformed @date / @time literal
+  nesting_too_deep,           ///< parentheses, tuples or arrays nested past the parser's limit
+  unsupported_construct,      ///< s-strings, loop, read_* and function definitions are refused
+  unknown_table,              ///< a relation the catalog does not have (or an ambiguous unqualified name)
+  unknown_column,             ///< a name no column of the relation in scope has
+  ambiguous_column,           ///< a name several joined relations have: qualify it (`e.name`)
+  table_not_granted,          ///< the role has no grant on the table (or none whose condition holds)
+  column_not_granted,         ///< the column exists but the role's grants hide it
+  aggregate_not_granted,      ///< an aggregate or window over rows whose grant does not allow aggregates
+  type_error,                 ///< an operator or function applied to values of the wrong type
+  unknown_function,           ///< a name called as a function that the language does not have
+  invalid_arguments,          ///< a transform or function given the wrong number or kind of arguments
+  invalid_relation,           ///< a stage where a relation was expected, or a relation-level misuse
+  missing_argument,           ///< bind(): a `$1`/`$name` without a value
+  unknown_session_attribute,  ///< `@name` that the catalog does not declare, or bind() without it
+  unknown_role,               ///< the session's role is not in the catalog
 };
 
 /// The category of keel::dsl::errc ("keel.dsl").
@@ -32,6 +45,9 @@ struct diagnostic {
   std::uint32_t column = 1;  ///< in bytes from the line's start, 1-based
   /// "Error at 2:8: <message>" then the line and a caret under the span, as prqlc prints.
   [[nodiscard]] std::string render(std::string_view source) const;
+  /// A diagnostic at [begin, end) of `source`, its line and column counted.
+  [[nodiscard]] static diagnostic at(std::string_view source, errc code, std::string message,
+                                     std::uint32_t begin, std::uint32_t end);
 };
 
 }  // namespace keel::dsl

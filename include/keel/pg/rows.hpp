@@ -44,6 +44,12 @@ class row {
   [[nodiscard]] result<std::tuple<T...>> as(std::size_t first = 0) const;
   /// True if the value is NULL.
   [[nodiscard]] bool is_null(std::size_t column) const noexcept;
+  /// The value in Postgres's text form, whatever its type among bool, the integers, float4/8,
+  /// numeric, the text types, date, time, timestamp, timestamptz (in UTC, "+00"), uuid, json,
+  /// jsonb and bytea ("\\x…"); NULL as nullopt. For generic consumers (a query language's JSON,
+  /// a result comparison) that do not know the column types in advance.
+  /// @returns errc::type_mismatch for another type (cast it to text in the SQL).
+  [[nodiscard]] result<std::optional<std::string>> text(std::size_t column) const;
   /// The row's index in its result.
   [[nodiscard]] std::size_t index() const noexcept { return index_; }
 

@@ -43,7 +43,8 @@ inline constexpr oid unspecified = 0;
 // NOLINTNEXTLINE(readability-identifier-naming)
 inline constexpr oid bool_ = 16, bytea = 17, name = 19, int8 = 20, int2 = 21, int4 = 23, text = 25;
 inline constexpr oid json = 114, float4 = 700, float8 = 701, unknown = 705, bpchar = 1042, varchar = 1043;
-inline constexpr oid timestamp = 1114, timestamptz = 1184, numeric = 1700, uuid = 2950, jsonb = 3802;
+inline constexpr oid date = 1082, time = 1083, timestamp = 1114, timestamptz = 1184, numeric = 1700,
+                     uuid = 2950, jsonb = 3802;
 inline constexpr oid int2_array = 1005, int4_array = 1007, int8_array = 1016, text_array = 1009,
                      varchar_array = 1015;
 }  // namespace oids
