@@ -4,6 +4,7 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <ostream>
 #include <stdexcept>
 #include <string>
 
@@ -77,6 +78,10 @@ std::optional<value_type> parse_type(std::string_view name) {
 }
 
 }  // namespace
+
+std::ostream& operator<<(std::ostream& out, const catalog_error& e) {
+  return out << e.message;
+}
 
 void throw_exception_from_error(const catalog_error& e, const boost::source_location& /*where*/) {
   throw std::invalid_argument("keel::dsl catalog: " + e.message);

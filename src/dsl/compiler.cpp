@@ -1717,7 +1717,19 @@ class translator {
                                              n.path.back() + " or that." + n.path.back(),
                                          n.where);
       }
-      if (right) target = s.that;
+      if (right) {
+        target = s.that;
+      } else if (!left && n.path.size() >= 2) {
+        // Neither side has it: say so of the side the qualifier names (it may be hidden there).
+        const auto& qualifier = n.path[n.path.size() - 2];
+        const auto names = [&](const relation& r) {
+          return std::any_of(r.columns.begin(), r.columns.end(),
+                             [&](const column_info& c) { return c.ns == qualifier; }) ||
+                 std::any_of(r.hidden.begin(), r.hidden.end(),
+                             [&](const hidden_columns& h) { return h.ns == qualifier; });
+        };
+        if (names(*s.that) && !names(*s.self)) target = s.that;
+      }
     }
     auto index = column_index(*target, nullptr, n);
     if (!index) return std::nullopt;

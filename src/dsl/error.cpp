@@ -1,5 +1,6 @@
 #include <keel/dsl/error.hpp>
 
+#include <ostream>
 #include <string>
 
 namespace keel::dsl {
@@ -57,6 +58,10 @@ constexpr enum_error_category<errc> category{"keel.dsl", &describe};
 
 const error_category& dsl_category() noexcept {
   return category;
+}
+
+std::ostream& operator<<(std::ostream& out, const diagnostic& d) {
+  return out << d.line << ':' << d.column << ": " << d.message;
 }
 
 diagnostic diagnostic::at(std::string_view source, errc code, std::string message, std::uint32_t begin,

@@ -8,9 +8,9 @@
 #include <string>
 
 namespace doctest {
-template <class T, class E>
-struct StringMaker<boost::system::result<T, E>> {
-  static String convert(const boost::system::result<T, E>& r) {
+template <class T>
+struct StringMaker<boost::system::result<T, keel::error_code>> {
+  static String convert(const boost::system::result<T, keel::error_code>& r) {
     if (r.has_value()) return "result(value)";
     const std::string text = "result(error " + std::string(r.error().category().name()) + ":" +
                              std::to_string(r.error().value()) + " \"" + r.error().message() + "\")";

@@ -14,6 +14,7 @@
 #include <boost/system/result.hpp>
 
 #include <cstdint>
+#include <iosfwd>
 #include <map>
 #include <optional>
 #include <string>
@@ -108,6 +109,8 @@ struct tenancy {
 struct catalog_error {
   std::string message;
 };
+/// Writes the message.
+std::ostream& operator<<(std::ostream& out, const catalog_error& e);
 /// For `result<T, catalog_error>::value()` on an error: throws std::invalid_argument with the message.
 [[noreturn]] void throw_exception_from_error(const catalog_error& e, const boost::source_location& where);
 

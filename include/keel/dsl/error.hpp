@@ -5,6 +5,7 @@
 #include <keel/core/error.hpp>
 
 #include <cstdint>
+#include <iosfwd>
 #include <string>
 #include <string_view>
 
@@ -49,6 +50,9 @@ struct diagnostic {
   [[nodiscard]] static diagnostic at(std::string_view source, errc code, std::string message,
                                      std::uint32_t begin, std::uint32_t end);
 };
+
+/// Writes "line:column: message" (for logs and test output; render() adds the excerpt).
+std::ostream& operator<<(std::ostream& out, const diagnostic& d);
 
 }  // namespace keel::dsl
 
