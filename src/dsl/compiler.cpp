@@ -370,8 +370,11 @@ class translator {
     if (written == 0) sql += "NULL AS c_none";
     if (sort_aliases != nullptr) {
       for (std::size_t k = 0; k < r.sort.size(); ++k) {
-        sql += ", " + r.sort[k].sql + " AS s" + std::to_string(k);
-        sort_aliases->push_back("s" + std::to_string(k));
+        // Built by appending: GCC 12 at -O3 warns falsely (-Wrestrict) on operator+ chains here.
+        std::string alias = "s";
+        alias += std::to_string(k);
+        sql.append(", ").append(r.sort[k].sql).append(" AS ").append(alias);
+        sort_aliases->push_back(std::move(alias));
       }
     }
     if (!r.from.empty()) sql += " FROM " + r.from;
