@@ -19,6 +19,17 @@ namespace {
 using ast::kind;
 using ast::node;
 
+// A string literal for a generated script (standard_conforming_strings: only ' is doubled).
+std::string quote_literal(std::string_view value) {
+  std::string out = "'";
+  for (const char c : value) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  out += '\'';
+  return out;
+}
+
 std::string quote_ident(std::string_view name) {
   std::string out = "\"";
   for (const char c : name) {
@@ -260,6 +271,15 @@ class translator {
   // function): then every table is read only through the grants that allow aggregates, so no
   // aggregate counts a row a grant admits for reading alone.
   bool aggregating_ = false;
+  // Compiling policies into a row-level-security script: literals inline, session attributes
+  // as settings, nothing folded.
+  bool rls_ = false;
+
+ public:
+  // The catalog as Postgres row-level security: policies, column grants, and what RLS cannot say.
+  parse_result<std::string> rls_script();
+
+ private:
   std::string_view policy_text_;  // the policy expression being compiled, for its errors
   std::string policy_where_;      // "role r, grant on t, row filter"
 
@@ -1771,6 +1791,7 @@ class translator {
       case kind::null:
         return expr{"NULL", value_type::null};
       case kind::string: {
+        if (rls_) return expr{quote_literal(n.text), value_type::text};  // a script has no parameters
         expr e{literal_slot(n.text), value_type::text};
         e.text_literal = true;
         e.untyped = true;
@@ -1829,13 +1850,42 @@ class translator {
       return fail<std::optional<expr>>(errc::unknown_session_attribute,
                                        "@" + n.text + " is not a session attribute of the catalog", n.where);
     }
+    if (rls_) return expr{setting_of(*a), a->array ? value_type::other : a->type};
     expr e{slot({parameter_slot::source::attribute, n.text, 0}), a->array ? value_type::other : a->type};
     e.untyped = true;
     return e;
   }
 
+  // Row-level security reads a session attribute from the setting `keel.<name>` (set per
+  // transaction by the application: set_config('keel.tenant', '7', true)); unset is NULL.
+  static std::string setting_of(const session_attribute& a) {
+    std::string type = "text";
+    switch (a.type) {
+      case value_type::integer:
+        type = "bigint";
+        break;
+      case value_type::decimal:
+        type = "numeric";
+        break;
+      case value_type::boolean:
+        type = "boolean";
+        break;
+      case value_type::date:
+        type = "date";
+        break;
+      case value_type::timestamp:
+        type = "timestamp";
+        break;
+      default:
+        break;
+    }
+    std::string setting = "NULLIF(current_setting(" + quote_literal("keel." + a.name) + ", true), '')";
+    if (a.array) return "string_to_array(" + setting + ", ',')::" + type + "[]";
+    return setting + "::" + type;
+  }
+
   std::optional<expr> unary(const node& n, const scope& s) {
-    if (s.policy && is_foldable(n) && n.text == "!") return folded_expr(n);
+    if (s.policy && !rls_ && is_foldable(n) && n.text == "!") return folded_expr(n);
     auto v = expression(*n.items[0], s);
     if (!v) return std::nullopt;
     if (n.text == "!") {
@@ -1886,7 +1936,7 @@ class translator {
 
   std::optional<expr> binary(const node& n, const scope& s) {
     const std::string& op = n.text;
-    if (s.policy && is_foldable(n) &&
+    if (s.policy && !rls_ && is_foldable(n) &&
         (op == "==" || op == "!=" || op == "<" || op == ">" || op == "<=" || op == ">=" || op == "&&" ||
          op == "||")) {
       return folded_expr(n);
@@ -2525,6 +2575,120 @@ class translator {
   }
 };
 
+parse_result<std::string> translator::rls_script() {
+  rls_ = true;
+  std::string out =
+      "-- keel::dsl's access policy as Postgres row-level security (generated from the catalog).\n"
+      "-- Each catalog role is a database role of the same name. Session attributes are read from the\n"
+      "-- settings keel.<name>: set them per transaction, e.g. SELECT set_config('keel.tenant', '7', "
+      "true).\n";
+  // Every table a grant names, in each schema it lives in.
+  std::vector<std::pair<const table*, std::string>> tables;
+  for (const auto& t : st_.cat.tables) {
+    if (t.per_tenant) {
+      for (const auto& schema : st_.cat.tenants->schemas) tables.emplace_back(&t, schema);
+    } else {
+      tables.emplace_back(&t, t.schema);
+    }
+  }
+  std::set<std::string> schemas;
+  for (const auto& [t, schema] : tables) schemas.insert(schema);
+  for (const auto& [t, schema] : tables) {
+    out +=
+        "ALTER TABLE " + quote_ident(schema) + "." + quote_ident(t->name) + " ENABLE ROW LEVEL SECURITY;\n";
+  }
+  for (const auto& role : st_.roles) {
+    out += "\n-- role " + role.name + "\n";
+    for (const auto& schema : schemas) {
+      out += "GRANT USAGE ON SCHEMA " + quote_ident(schema) + " TO " + quote_ident(role.name) + ";\n";
+    }
+    for (const auto& [t, schema] : tables) {
+      const std::string physical = quote_ident(schema) + "." + quote_ident(t->name);
+      std::vector<const detail::parsed_grant*> grants;
+      for (const auto& g : role.grants) {
+        if (g.target == t) grants.push_back(&g);
+      }
+      out += "REVOKE ALL ON " + physical + " FROM " + quote_ident(role.name) + ";\n";
+      for (int i = 1; i <= 16; ++i) {
+        out += "DROP POLICY IF EXISTS " + quote_ident("keel_" + role.name + "_" + std::to_string(i)) +
+               " ON " + physical + ";\n";
+      }
+      if (grants.empty()) continue;
+      // Grants on the same rows are one policy, their columns together (as the compiler reads them).
+      std::vector<std::pair<std::string, std::vector<const detail::parsed_grant*>>> admissions;
+      for (const auto* g : grants) {
+        std::string predicate = "true";
+        if (g->row_filter) {
+          auto p = policy_expression(*g->row_filter, *g, "row filter", g->source->row_filter);
+          if (!p) return error();
+          predicate = p->sql;
+        }
+        if (g->when) {
+          auto w = policy_expression(*g->when, *g, "condition", g->source->when);
+          if (!w) return error();
+          predicate = "(" + w->sql + ") AND (" + predicate + ")";
+        }
+        auto same = std::find_if(admissions.begin(), admissions.end(),
+                                 [&](const auto& a) { return a.first == predicate; });
+        if (same == admissions.end()) {
+          admissions.push_back({std::move(predicate), {g}});
+        } else {
+          same->second.push_back(g);
+        }
+      }
+      if (admissions.size() > 16) {
+        return diagnostic{errc::invalid_arguments,
+                          "role " + role.name + " has more than 16 grants on " + t->name,
+                          0,
+                          0,
+                          1,
+                          1};
+      }
+      // Column privileges cannot depend on the row: a column is granted when every admission
+      // shows it unmasked (keel shows the others per row, or masked; RLS cannot).
+      std::vector<std::string> columns;
+      std::vector<std::string> withheld;
+      for (const auto& c : t->columns) {
+        const auto shows_plain = [&](const detail::parsed_grant* g) {
+          return g->shows(c.name) && g->mask_of(c.name) == nullptr;
+        };
+        const bool everywhere = std::all_of(admissions.begin(), admissions.end(), [&](const auto& a) {
+          return std::any_of(a.second.begin(), a.second.end(), shows_plain);
+        });
+        const bool anywhere =
+            std::any_of(grants.begin(), grants.end(), [&](const auto* g) { return g->shows(c.name); });
+        if (everywhere) {
+          columns.push_back(quote_ident(c.name));
+        } else if (anywhere) {
+          withheld.push_back(c.name);
+        }
+      }
+      if (!withheld.empty()) {
+        std::string list;
+        for (const auto& w : withheld) list += (list.empty() ? "" : ", ") + w;
+        out += "-- not granted: " + list + " (masked, or shown on only some rows: keel decides per row)\n";
+      }
+      if (!columns.empty()) {
+        std::string list;
+        for (const auto& c : columns) list += (list.empty() ? "" : ", ") + c;
+        out += "GRANT SELECT (" + list + ") ON " + physical + " TO " + quote_ident(role.name) + ";\n";
+      }
+      if (std::none_of(grants.begin(), grants.end(), [](const auto* g) { return g->source->aggregates; })) {
+        out += "-- keel refuses this role's aggregates here; RLS cannot\n";
+      }
+      int number = 0;
+      for (const auto& [predicate, members] : admissions) {
+        out += "CREATE POLICY " + quote_ident("keel_" + role.name + "_" + std::to_string(++number)) + " ON " +
+               physical + " AS PERMISSIVE FOR SELECT TO " + quote_ident(role.name) + " USING (" + predicate +
+               ");\n";
+      }
+    }
+    if (role.max_rows > 0)
+      out += "-- keel caps this role's results at " + std::to_string(role.max_rows) + " rows; RLS cannot\n";
+  }
+  return out;
+}
+
 bool translator::refers_to_window(const relation& r, const node& n) {
   if (n.kind == kind::ident) {
     for (const auto& c : r.columns) {
@@ -2800,6 +2964,13 @@ create_result compiler::create(dsl::catalog c, compiler_options options) {
     s->roles.push_back(std::move(policy));
   }
   return compiler(std::move(s));
+}
+
+parse_result<std::string> compiler::rls_script() const {
+  static const session nobody;
+  static const detail::role_policy none;
+  translator t(*state_, "", nobody, none);
+  return t.rls_script();
 }
 
 parse_result<std::shared_ptr<const compiled_query>> compiler::compile_uncached(std::string_view text,

@@ -26,6 +26,7 @@ constexpr const char* usage =
   --arg VALUE      the value of $1, $2, … in order (with --parameters)
   --named k=v      the value of $k (with --parameters)
   --parameters     after the SQL, print the parameters' values as a JSON array
+  --rls            print the catalog as Postgres row-level security instead (no query read)
 
 exit status: 0 compiled, 1 the query or catalog is refused (the reason on stderr), 2 usage
 )";
@@ -75,6 +76,7 @@ int main(int argc, char** argv) {
   std::vector<std::pair<std::string, std::string>> session_values;
   dsl::arguments args;
   bool parameters = false;
+  bool rls = false;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     const auto value = [&]() -> std::optional<std::string> {
@@ -92,6 +94,10 @@ int main(int argc, char** argv) {
     }
     if (flag == "--parameters") {
       parameters = true;
+      continue;
+    }
+    if (flag == "--rls") {
+      rls = true;
       continue;
     }
     auto v = value();
@@ -135,6 +141,20 @@ int main(int argc, char** argv) {
   if (!cat) {
     std::cerr << "keel-dslc: " << catalog_path << ": " << cat.error().message << "\n";
     return 1;
+  }
+  if (rls) {
+    auto c = dsl::compiler::create(std::move(*cat), {.cache_capacity = 0});
+    if (!c) {
+      std::cerr << "keel-dslc: " << catalog_path << ": " << c.error().message << "\n";
+      return 1;
+    }
+    auto script = c->rls_script();
+    if (!script) {
+      std::cerr << "keel-dslc: " << script.error().message << "\n";
+      return 1;
+    }
+    std::cout << *script;
+    return 0;
   }
   if (role.empty()) {
     if (cat->roles.size() != 1) {

@@ -58,7 +58,95 @@ result<pg::rows> bind_and_run(pg::connection& conn, const compiled_query& query,
   return conn.query_params(bound->sql, values);
 }
 
+constexpr std::string_view tables_sql = R"sql(
+SELECT n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+ORDER BY n.nspname, c.relname)sql";
+
+constexpr std::string_view policies_sql = R"sql(
+SELECT schemaname::text, tablename::text, policyname::text, array_to_string(roles, ','), cmd, permissive = 'PERMISSIVE',
+       COALESCE(qual, '')
+FROM pg_catalog.pg_policies WHERE schemaname = ANY($1::text[])
+ORDER BY schemaname, tablename, policyname)sql";
+
+constexpr std::string_view column_privileges_sql = R"sql(
+SELECT table_schema::text, table_name::text, grantee::text, column_name::text
+FROM information_schema.column_privileges
+WHERE privilege_type = 'SELECT' AND table_schema = ANY($1::text[])
+ORDER BY table_schema, table_name, grantee, column_name)sql";
+
 }  // namespace
+
+result<access_graph> introspect_access(pg::connection& conn, const std::vector<std::string>& schemas) {
+  const auto wanted = text_array(schemas);
+  access_graph out;
+  auto tables = conn.query(tables_sql, wanted);
+  if (!tables) return tables.error();
+  for (const auto& row : *tables) {
+    auto f = row.as<std::string, std::string, bool, bool>();
+    if (!f) return f.error();
+    auto& [schema, table_name, enabled, forced] = *f;
+    out.tables.push_back({schema, table_name, enabled, forced, {}, {}});
+  }
+  const auto find = [&](const std::string& schema, const std::string& name) -> table_access* {
+    for (auto& t : out.tables) {
+      if (t.schema == schema && t.table == name) return &t;
+    }
+    return nullptr;
+  };
+  auto policies = conn.query(policies_sql, wanted);
+  if (!policies) return policies.error();
+  for (const auto& row : *policies) {
+    auto f = row.as<std::string, std::string, std::string, std::string, std::string, bool, std::string>();
+    if (!f) return f.error();
+    auto& [schema, table_name, name, roles, command, permissive, qual] = *f;
+    auto* t = find(schema, table_name);
+    if (t == nullptr) continue;
+    rls_policy p{name, {}, command, permissive, qual};
+    std::size_t at = 0;
+    while (at <= roles.size()) {
+      const auto comma = roles.find(',', at);
+      const auto piece = roles.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+      if (!piece.empty()) p.roles.push_back(piece);
+      if (comma == std::string::npos) break;
+      at = comma + 1;
+    }
+    t->policies.push_back(std::move(p));
+  }
+  auto columns = conn.query(column_privileges_sql, wanted);
+  if (!columns) return columns.error();
+  for (const auto& row : *columns) {
+    auto f = row.as<std::string, std::string, std::string, std::string>();
+    if (!f) return f.error();
+    auto& [schema, table_name, grantee, column_name] = *f;
+    if (auto* t = find(schema, table_name)) t->select_columns[grantee].push_back(column_name);
+  }
+  return out;
+}
+
+std::string access_graph::to_json() const {
+  boost::json::array tables_out;
+  for (const auto& t : tables) {
+    boost::json::array policies;
+    for (const auto& p : t.policies) {
+      policies.emplace_back(boost::json::object{{"name", p.name},
+                                                {"roles", boost::json::value_from(p.roles)},
+                                                {"command", p.command},
+                                                {"permissive", p.permissive},
+                                                {"using", p.using_sql}});
+    }
+    boost::json::object columns;
+    for (const auto& [role, names] : t.select_columns) columns[role] = boost::json::value_from(names);
+    tables_out.emplace_back(boost::json::object{{"schema", t.schema},
+                                                {"table", t.table},
+                                                {"rls_enabled", t.rls_enabled},
+                                                {"rls_forced", t.rls_forced},
+                                                {"policies", std::move(policies)},
+                                                {"select_columns", std::move(columns)}});
+  }
+  return boost::json::serialize(boost::json::object{{"tables", std::move(tables_out)}});
+}
 
 result<catalog> introspect(pg::connection& conn, const std::vector<std::string>& schemas) {
   const auto wanted = text_array(schemas);

@@ -136,8 +136,8 @@ TEST_SUITE("unit") {
     CHECK(column.code == dsl::errc::unknown_column);
     CHECK(column.message.find("employees.name") != std::string::npos);  // says what there is
     // On a join's right side too, a hidden column is named as such.
-    auto right_hidden =
-        refused("from d = departments | join e = employees (d.department == e.department && e.salary > 1)", who);
+    auto right_hidden = refused(
+        "from d = departments | join e = employees (d.department == e.department && e.salary > 1)", who);
     CHECK(right_hidden.code == dsl::errc::column_not_granted);
     auto ambiguous =
         refused("from e = employees | join d = departments (==department) | select {department}", who);

@@ -110,6 +110,13 @@ class compiler {
   [[nodiscard]] parse_result<std::shared_ptr<const compiled_query>> compile_uncached(
       std::string_view text, const session& who) const;
 
+  /// Defense in depth: the catalog as a Postgres script — ROW LEVEL SECURITY on every table, per
+  /// role a permissive SELECT policy for each grant (its row filter and condition, session
+  /// attributes read from the settings `keel.<name>`), the columns every grant shows unmasked
+  /// granted by column privileges, and comments for what RLS cannot say (masks, per-row
+  /// columns, aggregates, row ceilings). Catalog roles are database roles of the same name.
+  [[nodiscard]] parse_result<std::string> rls_script() const;
+
   [[nodiscard]] const dsl::catalog& catalog() const noexcept;
 
   compiler(compiler&&) noexcept;
