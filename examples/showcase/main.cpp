@@ -46,7 +46,11 @@ constexpr component components[] = {
      "envelope encryption, a versioned keyring, PKCS#11, the secrets store with its audit chain, Vault's "
      "transit and KV API",
      "ready"},
-    {"dsl", "a query language compiled to parameterized SQL", "planned"},
+    {"dsl",
+     "PRQL compiled to parameterized SQL under access policies grafted at every table's source; RLS emitted "
+     "and "
+     "introspected; the access page",
+     "in progress"},
 };
 
 constexpr keel::pg::migration migrations[] = {
@@ -99,6 +103,7 @@ constexpr std::pair<std::string_view, std::string_view> pages[] = {
     {"/tsdb", "a week of temperatures, raw against LTTB-downsampled, with a time axis"},
     {"/jobs", "the job queue: throughput and depth over time, failures with a retry button"},
     {"/ratelimit", "the limits in force, and a burst of requests meeting one (429 with RateLimit headers)"},
+    {"/dsl", "a shop's access policy as a graph, and PRQL queries tried as its roles (keel::dsl)"},
     {"/metrics", "every component's Prometheus metrics"},
 };
 
@@ -143,8 +148,8 @@ namespace showcase {
 
 // The pages people open from the index, in the bar at the top of each.
 constexpr std::pair<std::string_view, std::string_view> page_links[] = {
-    {"/", "keel"},     {"/ledger", "ledger"},         {"/events", "events"},  {"/tsdb", "time series"},
-    {"/jobs", "jobs"}, {"/ratelimit", "rate limits"}, {"/metrics", "metrics"}};
+    {"/", "keel"},     {"/ledger", "ledger"},         {"/events", "events"}, {"/tsdb", "time series"},
+    {"/jobs", "jobs"}, {"/ratelimit", "rate limits"}, {"/dsl", "access"},    {"/metrics", "metrics"}};
 
 const char* const page_style = R"css(
 body { font: 15px/1.5 system-ui, sans-serif; margin: 0 auto 2rem; max-width: 64rem; color: #222; padding: 0 1rem; }
@@ -157,7 +162,7 @@ form { display: flex; gap: .6rem; align-items: end; flex-wrap: wrap; margin: .6r
 input, select, button { font: inherit; padding: .25rem .4rem; }
 )css";
 
-// Inline styles: the bar also goes on the components' own pages (/jobs, /events, /tsdb).
+// Inline styles: the bar also goes on the components' own pages (/jobs, /events, /tsdb, /dsl).
 std::string nav_bar() {
   std::string out =
       "<nav style=\"display:flex;gap:1.1rem;padding:.6rem 0;border-bottom:1px solid #ddd;margin-bottom:1rem;"
@@ -237,7 +242,8 @@ int main(int argc, char** argv) {
   // The components' own pages get the showcase's bar too, so every page leads to the others.
   server.use([](keel::net::request& req, const keel::net::next_handler& next) {
     auto res = next(req);
-    const bool component_page = req.path == "/jobs" || req.path == "/events" || req.path == "/tsdb";
+    const bool component_page =
+        req.path == "/jobs" || req.path == "/events" || req.path == "/tsdb" || req.path == "/dsl";
     if (component_page && res.headers.get("Content-Type").value_or("").starts_with("text/html")) {
       if (const auto body = res.body.find("<body>"); body != std::string::npos) {
         res.body.insert(body + 6, showcase::nav_bar());
@@ -266,6 +272,7 @@ int main(int argc, char** argv) {
       {"ledger", showcase::mount_ledger}, {"ratelimit", showcase::mount_ratelimit},
       {"tsdb", showcase::mount_tsdb},     {"jobs", showcase::mount_jobs},
       {"events", showcase::mount_events}, {"crypto", showcase::mount_crypto},
+      {"dsl", showcase::mount_dsl},
   };
   for (const auto& [name, mount] : parts) {
     if (auto mounted = mount(context); !mounted) {

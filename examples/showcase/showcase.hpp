@@ -42,5 +42,6 @@ keel::result<void> mount_tsdb(context& ctx);    // examples/showcase/tsdb.cpp: d
 keel::result<void> mount_jobs(context& ctx);    // examples/showcase/jobs.cpp: demo worker, keel::jobs_http
 keel::result<void> mount_events(context& ctx);  // examples/showcase/events.cpp: orders, event-sourced
 keel::result<void> mount_crypto(context& ctx);  // examples/showcase/crypto.cpp: envelopes, a keyring
+keel::result<void> mount_dsl(context& ctx);     // examples/showcase/dsl.cpp: a shop in PRQL under roles
 
 }  // namespace showcase

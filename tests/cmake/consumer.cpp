@@ -33,6 +33,9 @@
 #ifdef KEEL_CONSUMER_DSL_PG
 #include <keel/dsl_pg.hpp>
 #endif
+#ifdef KEEL_CONSUMER_DSL_HTTP
+#include <keel/dsl_http.hpp>
+#endif
 #ifdef KEEL_CONSUMER_EVENTS_HTTP
 #include <keel/events_http.hpp>
 #include <keel/net/server.hpp>
@@ -173,6 +176,11 @@ int main() {
   // Links keel::dsl_pg: running needs a server, so only its symbols are taken.
   auto* dsl_run = &keel::dsl::run;
   std::printf("dsl_pg: linked %d\n", dsl_run != nullptr);
+#endif
+#ifdef KEEL_CONSUMER_DSL_HTTP
+  // Links keel::dsl_http: mounting needs a server and a pool, so only its symbol is taken.
+  auto* dsl_mount = &keel::dsl_http::mount;
+  std::printf("dsl_http: linked %d\n", dsl_mount != nullptr);
 #endif
 #ifdef KEEL_CONSUMER_EVENTS
   // Links keel::events and its Boost.JSON: validating a name and a batch needs no server.

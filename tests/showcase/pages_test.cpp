@@ -57,17 +57,17 @@ TEST_SUITE("browser") {
       CHECK(text.ends_with(" 200"));
       CHECK(text.find('{') == std::string::npos);  // a pattern is not a link
     }
-    for (const char* page : {"/ledger", "/events", "/tsdb", "/jobs", "/ratelimit"}) {
+    for (const char* page : {"/ledger", "/events", "/tsdb", "/jobs", "/ratelimit", "/dsl"}) {
       CAPTURE(page);
       REQUIRE_MESSAGE(browser->navigate(showcase.url + page), browser->last_error());
       // Each page reaches the data behind it.
       const auto loaded = browser->wait_for(
           "document.querySelector('#accounts tr[data-account], #streams tr[data-stream], #plot[data-ready], "
-          "#queues tr[data-queue], #policies tr[data-policy]') !== null",
+          "#queues tr[data-queue], #policies tr[data-policy], #graph g.role') !== null",
           std::chrono::seconds(15));
       CHECK_MESSAGE(loaded, browser->last_error());
       // Every page leads to the others.
-      CHECK(browser->evaluate("document.querySelectorAll('nav a[href]').length").value() == 7);
+      CHECK(browser->evaluate("document.querySelectorAll('nav a[href]').length").value() == 8);
     }
     CHECK(browser->console_errors().empty());
   }
@@ -111,6 +111,33 @@ TEST_SUITE("browser") {
         browser->wait_for("document.getElementById('transfer-result').dataset.result === 'exceeds_credits'"),
         browser->last_error());
     CHECK(browser->evaluate(balance("1002")).value() == "$2,445.00");
+    CHECK(browser->console_errors().empty());
+  }
+
+  TEST_CASE("the access page: the shop's roles, and a tenant's query run under its policy") {
+    keel::test::showcase_process showcase(fresh_database("dsl"));
+    auto browser = keel::test::browser::launch();
+    REQUIRE_MESSAGE(browser, "chromium did not start");
+    REQUIRE_MESSAGE(browser->navigate(showcase.url + "/dsl"), browser->last_error());
+    REQUIRE_MESSAGE(browser->wait_for("document.querySelectorAll('#graph g.role').length === 3"),
+                    browser->last_error());
+    REQUIRE(browser->click("#graph g.role[data-role=\"support\"]"));
+    CHECK(
+        browser->wait_for("document.querySelector('#grants tr[data-table=\"customers\"] .masked') !== null"));
+    REQUIRE(browser->evaluate(
+        "(() => { document.getElementById('role').value = 'tenant_user';"
+        " document.getElementById('attr-tenant').value = '2';"
+        " document.getElementById('query').value = 'from orders | group {status} (aggregate {n = "
+        "count this}) | sort status'; return true; })()"));
+    REQUIRE(browser->click("#run"));
+    REQUIRE_MESSAGE(browser->wait_for("document.querySelectorAll('#result-rows tbody tr').length === 4"),
+                    browser->last_error());
+    // The tenant's 40 orders, counted through its policy.
+    const auto total = browser->evaluate(
+        "[...document.querySelectorAll('#result-rows tbody tr td:nth-child(2)')].reduce((s, td) => s + "
+        "Number(td.textContent), 0)");
+    REQUIRE(total);
+    CHECK(total->to_number<double>() == 40);
     CHECK(browser->console_errors().empty());
   }
 

@@ -1,0 +1,283 @@
+// The /dsl page and the /api/dsl routes: the access graph (the catalog's, and the database's
+// row-level security when asked), and a query tried as a role behind the try_as hook.
+#include <keel/dsl_http/page.hpp>
+#include <keel/dsl_pg/dsl_pg.hpp>
+#include <keel/net/json.hpp>
+
+#include "page_html.hpp"
+
+#include <boost/json.hpp>
+
+#include <memory>
+#include <string>
+
+namespace keel::dsl_http {
+namespace {
+
+namespace json = boost::json;
+
+const char* code_name(dsl::errc code) {
+  switch (code) {
+    case dsl::errc::syntax_error:
+      return "syntax_error";
+    case dsl::errc::unterminated_string:
+      return "unterminated_string";
+    case dsl::errc::invalid_number:
+      return "invalid_number";
+    case dsl::errc::invalid_date:
+      return "invalid_date";
+    case dsl::errc::nesting_too_deep:
+      return "nesting_too_deep";
+    case dsl::errc::unsupported_construct:
+      return "unsupported_construct";
+    case dsl::errc::unknown_table:
+      return "unknown_table";
+    case dsl::errc::unknown_column:
+      return "unknown_column";
+    case dsl::errc::ambiguous_column:
+      return "ambiguous_column";
+    case dsl::errc::table_not_granted:
+      return "table_not_granted";
+    case dsl::errc::column_not_granted:
+      return "column_not_granted";
+    case dsl::errc::aggregate_not_granted:
+      return "aggregate_not_granted";
+    case dsl::errc::type_error:
+      return "type_error";
+    case dsl::errc::unknown_function:
+      return "unknown_function";
+    case dsl::errc::invalid_arguments:
+      return "invalid_arguments";
+    case dsl::errc::invalid_relation:
+      return "invalid_relation";
+    case dsl::errc::missing_argument:
+      return "missing_argument";
+    case dsl::errc::unknown_session_attribute:
+      return "unknown_session_attribute";
+    case dsl::errc::unknown_role:
+      return "unknown_role";
+  }
+  return "error";
+}
+
+net::response refused(const dsl::diagnostic& d, std::string_view text) {
+  return net::json_response(json::object{{"error", "the query is refused"},
+                                         {"code", code_name(d.code)},
+                                         {"message", d.message},
+                                         {"line", d.line},
+                                         {"column", d.column},
+                                         {"rendered", d.render(text)}},
+                            net::status::bad_request);
+}
+
+// A session value from the form, typed by the catalog's declaration of the attribute.
+std::optional<dsl::session_value> typed(const dsl::session_attribute& a, const json::value& v) {
+  const auto scalar_text = [](const json::value& x) -> std::optional<std::string> {
+    if (x.is_string()) return std::string(x.as_string());
+    if (x.is_int64()) return std::to_string(x.as_int64());
+    if (x.is_uint64()) return std::to_string(x.as_uint64());
+    if (x.is_double()) return json::serialize(x);
+    if (x.is_bool()) return std::string(x.as_bool() ? "true" : "false");
+    return std::nullopt;
+  };
+  const auto integer = [](const std::string& text) -> std::optional<std::int64_t> {
+    std::int64_t n = 0;
+    auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+    if (ec != std::errc{} || p != text.data() + text.size()) return std::nullopt;
+    return n;
+  };
+  if (v.is_null()) return dsl::session_value{};
+  if (a.array) {
+    // An array, or text "a,b,c" as a form field gives it.
+    std::vector<std::string> items;
+    if (v.is_array()) {
+      for (const auto& item : v.as_array()) {
+        auto t = scalar_text(item);
+        if (!t) return std::nullopt;
+        items.push_back(*t);
+      }
+    } else if (v.is_string()) {
+      std::string text(v.as_string());
+      std::size_t at = 0;
+      while (!text.empty() && at <= text.size()) {
+        const auto comma = text.find(',', at);
+        items.push_back(text.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
+        if (comma == std::string::npos) break;
+        at = comma + 1;
+      }
+    } else {
+      return std::nullopt;
+    }
+    if (a.type != dsl::value_type::integer) return dsl::session_value{items};
+    std::vector<std::int64_t> numbers;
+    for (const auto& item : items) {
+      auto n = integer(item);
+      if (!n) return std::nullopt;
+      numbers.push_back(*n);
+    }
+    return dsl::session_value{numbers};
+  }
+  auto text = scalar_text(v);
+  if (!text) return std::nullopt;
+  switch (a.type) {
+    case dsl::value_type::integer: {
+      auto n = integer(*text);
+      if (!n) return std::nullopt;
+      return dsl::session_value{*n};
+    }
+    case dsl::value_type::boolean:
+      if (*text != "true" && *text != "false") return std::nullopt;
+      return dsl::session_value{*text == "true"};
+    case dsl::value_type::decimal: {
+      char* end = nullptr;
+      const double d = std::strtod(text->c_str(), &end);
+      if (end == text->c_str() || *end != '\0') return std::nullopt;
+      return dsl::session_value{d};
+    }
+    default:
+      return dsl::session_value{*text};
+  }
+}
+
+}  // namespace
+
+void mount(net::server& server, pg::pool& pool, const dsl::compiler& compiler, options opts) {
+  auto shared = std::make_shared<const options>(std::move(opts));
+  const auto readable = [shared](net::handler h) -> net::handler {
+    return [shared, h = std::move(h)](const net::request& req) {
+      if (shared->authorize && !shared->authorize(req)) {
+        return net::error_response(
+            net::status::forbidden, "forbidden",
+            "the access page is not readable for this request: see the authorize hook");
+      }
+      return h(req);
+    };
+  };
+
+  server.get("/dsl", readable([](const net::request&) {
+               return net::text_response(detail::page_html, net::status::ok, "text/html; charset=utf-8");
+             }));
+
+  // The catalog (tables, session attributes, roles and their grants) and the database's RLS.
+  server.get("/api/dsl/access", readable([&pool, &compiler, shared](const net::request&) {
+               json::object out;
+               out["catalog"] = json::parse(compiler.catalog().to_json());
+               out["can_try"] = static_cast<bool>(shared->try_as);
+               if (!shared->database_schemas.empty()) {
+                 auto c = pool.acquire();
+                 if (!c) return net::error_response(net::status::service_unavailable, c.error());
+                 auto graph = dsl::introspect_access(**c, shared->database_schemas);
+                 if (!graph) return net::error_response(net::status::service_unavailable, graph.error());
+                 out["database"] = json::parse(graph->to_json());
+               }
+               return net::json_response(out);
+             }));
+
+  // A query tried as a role: compiled (cached), bound, run; rows by position with the columns.
+  server.post("/api/dsl/query",
+              readable(net::json_handler([&pool, &compiler, shared](const net::request& req,
+                                                                    const json::value& body) {
+                if (!body.is_object()) {
+                  return net::error_response(net::status::bad_request, "a JSON object",
+                                             R"({"role": "…", "session": {…}, "query": "from …"})");
+                }
+                const auto& o = body.as_object();
+                const auto* role = o.if_contains("role");
+                const auto* query = o.if_contains("query");
+                if (role == nullptr || !role->is_string() || query == nullptr || !query->is_string()) {
+                  return net::error_response(net::status::bad_request, "role and query are required strings");
+                }
+                dsl::session asked{.role = std::string(role->as_string())};
+                if (const auto* s = o.if_contains("session"); s != nullptr && s->is_object()) {
+                  for (const auto& [name, value] : s->as_object()) {
+                    const auto* a = compiler.catalog().find_attribute(name);
+                    if (a == nullptr) {
+                      return net::error_response(net::status::bad_request, "unknown session attribute",
+                                                 "@" + std::string(name) + " is not in the catalog");
+                    }
+                    if (value.is_string() && value.as_string().empty()) continue;  // a blank form field
+                    auto v = typed(*a, value);
+                    if (!v) {
+                      return net::error_response(net::status::bad_request, "invalid session value",
+                                                 "@" + std::string(name) + " takes a " +
+                                                     std::string(dsl::to_string(a->type)) +
+                                                     (a->array ? " array" : ""));
+                    }
+                    asked.attributes.emplace(std::string(name), std::move(*v));
+                  }
+                }
+                if (!shared->try_as) {
+                  return net::error_response(
+                      net::status::forbidden, "trying queries is off",
+                      "mount the page with options.try_as to allow it (it impersonates roles)");
+                }
+                auto who = shared->try_as(req, asked);
+                if (!who) {
+                  return net::error_response(net::status::forbidden, "forbidden",
+                                             "this request may not run queries as role " + asked.role);
+                }
+                dsl::arguments args;
+                if (const auto* a = o.if_contains("arguments"); a != nullptr && a->is_array()) {
+                  for (const auto& item : a->as_array()) {
+                    if (item.is_null()) {
+                      args.positional.emplace_back();
+                    } else if (item.is_string()) {
+                      args.positional.emplace_back(std::string(item.as_string()));
+                    } else {
+                      args.positional.emplace_back(json::serialize(item));
+                    }
+                  }
+                }
+                const std::string text(query->as_string());
+                auto compiled = compiler.compile(text, *who);
+                if (!compiled) return refused(compiled.error(), text);
+                auto bound = (*compiled)->bind(*who, args);
+                if (!bound) return refused(bound.error(), text);
+                auto c = pool.acquire();
+                if (!c) return net::error_response(net::status::service_unavailable, c.error());
+                auto rows = dsl::run(**c, **compiled, *who, args);
+                if (!rows) {
+                  return net::json_response(json::object{{"error", "the database refused the query"},
+                                                         {"message", (*c)->last_error().message},
+                                                         {"sqlstate", (*c)->last_error().sqlstate},
+                                                         {"sql", (*compiled)->sql()}},
+                                            net::status::unprocessable_entity);
+                }
+                json::array columns;
+                for (const auto& col : (*compiled)->columns()) {
+                  columns.push_back(
+                      json::object{{"name", col.name}, {"type", std::string(dsl::to_string(col.type))}});
+                }
+                json::array out_rows;
+                for (const auto& row : *rows) {
+                  if (out_rows.size() >= shared->max_rows) break;
+                  json::array cells;
+                  for (std::size_t i = 0; i < rows->columns(); ++i) {
+                    auto cell = row.text(i);
+                    if (!cell) return net::error_response(net::status::internal_server_error, cell.error());
+                    if (*cell) {
+                      cells.emplace_back(**cell);
+                    } else {
+                      cells.emplace_back(nullptr);
+                    }
+                  }
+                  out_rows.emplace_back(std::move(cells));
+                }
+                json::array parameters;
+                for (const auto& v : bound->values) {
+                  if (v) {
+                    parameters.emplace_back(*v);
+                  } else {
+                    parameters.emplace_back(nullptr);
+                  }
+                }
+                return net::json_response(json::object{{"sql", (*compiled)->sql()},
+                                                       {"parameters", std::move(parameters)},
+                                                       {"columns", std::move(columns)},
+                                                       {"rows", std::move(out_rows)},
+                                                       {"row_count", rows->size()},
+                                                       {"truncated", rows->size() > shared->max_rows}});
+              })));
+}
+
+}  // namespace keel::dsl_http
