@@ -93,6 +93,59 @@ TEST_SUITE("unit") {
 }
 
 TEST_SUITE("pg") {
+  TEST_CASE("row::text renders every common type as Postgres's own text form does") {
+    test::scratch_schema schema;
+    auto c = schema.connect();
+    REQUIRE(c.execute("SET TIME ZONE 'UTC'"));
+    const char* expressions[] = {
+        "true",
+        "false",
+        "(-32768)::int2",
+        "2147483647::int4",
+        "(-9223372036854775808)::int8",
+        "1.5::float4",
+        "0.1::float8",
+        "(-1e300)::float8",
+        "'NaN'::float8",
+        "'Infinity'::float8",
+        "123.4500::numeric",
+        "(-0.000001)::numeric",
+        "'héllo'::text",
+        "'x'::varchar(3)",
+        "DATE '2026-12-06'",
+        "DATE '1999-12-31'",
+        "DATE '0044-03-15 BC'",
+        "DATE 'infinity'",
+        "TIME '23:59:59.999999'",
+        "TIME '00:00:00'",
+        "TIME '10:30:00.5'",
+        "TIMESTAMP '2026-12-06 10:30:00'",
+        "TIMESTAMP '1969-07-20 20:17:40.123'",
+        "TIMESTAMP '0044-03-15 12:00:00 BC'",
+        "TIMESTAMPTZ '2026-12-06 10:30:00.25+00'",
+        "'6ba7b810-9dad-11d1-80b4-00c04fd430c8'::uuid",
+        "'{\"a\": [1, 2]}'::jsonb",
+        "'{\"a\":1}'::json",
+        "'\\x00ff10'::bytea",
+    };
+    for (const std::string e : expressions) {
+      CAPTURE(e);
+      auto rows = c.query("SELECT " + e + ", (" + e + ")::text, NULL::int4");
+      REQUIRE_MESSAGE(rows, c.last_error().message);
+      const auto row = (*rows)[0];
+      const auto ours = row.text(0).value();
+      REQUIRE(ours.has_value());
+      CHECK(*ours == row.get<std::string>(1).value());
+      CHECK_FALSE(row.text(2).value().has_value());  // NULL
+    }
+    // char(n) keeps its padding, as its output does (a cast to text would strip it).
+    CHECK(c.query("SELECT 'ab'::char(4)").value()[0].text(0).value() == "ab  ");
+    // A type it does not render: a clear error, not bytes.
+    auto point = c.query("SELECT point(1, 2)").value();
+    CHECK(point[0].text(0).error() == pg::errc::type_mismatch);
+    CHECK(point[0].text(5).error() == pg::errc::out_of_range);
+  }
+
   TEST_CASE("every mapped type round trips through the server") {
     test::scratch_schema schema;
     auto c = schema.connect();
