@@ -147,7 +147,7 @@ load_result catalog::from_json(std::string_view text) {
   boost::system::error_code ec;
   auto parsed = json::parse(text, ec);
   if (ec) return fail("the catalog is not valid JSON: " + ec.message());
-  if (!parsed.is_object()) return fail("the catalog must be a JSON object with \"tables\" and \"roles\"");
+  if (!parsed.is_object()) return fail(R"(the catalog must be a JSON object with "tables" and "roles")");
   const auto& root = parsed.as_object();
   catalog out;
   std::string error;
@@ -260,9 +260,10 @@ load_result catalog::from_json(std::string_view text) {
           if (const auto* masks = go.if_contains("masks")) {
             if (!masks->is_object()) return fail(where + ": masks must map column names to expressions");
             for (const auto& [column_name, expression] : masks->as_object()) {
-              if (!expression.is_string())
+              if (!expression.is_string()) {
                 return fail(where + ": the mask of " + std::string(column_name) +
                             " must be a string (a DSL expression)");
+              }
               g.masks.emplace(std::string(column_name), std::string(expression.as_string()));
             }
           }

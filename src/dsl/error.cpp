@@ -60,6 +60,50 @@ const error_category& dsl_category() noexcept {
   return category;
 }
 
+std::string_view name_of(errc code) noexcept {
+  switch (code) {
+    case errc::syntax_error:
+      return "syntax_error";
+    case errc::unterminated_string:
+      return "unterminated_string";
+    case errc::invalid_number:
+      return "invalid_number";
+    case errc::invalid_date:
+      return "invalid_date";
+    case errc::nesting_too_deep:
+      return "nesting_too_deep";
+    case errc::unsupported_construct:
+      return "unsupported_construct";
+    case errc::unknown_table:
+      return "unknown_table";
+    case errc::unknown_column:
+      return "unknown_column";
+    case errc::ambiguous_column:
+      return "ambiguous_column";
+    case errc::table_not_granted:
+      return "table_not_granted";
+    case errc::column_not_granted:
+      return "column_not_granted";
+    case errc::aggregate_not_granted:
+      return "aggregate_not_granted";
+    case errc::type_error:
+      return "type_error";
+    case errc::unknown_function:
+      return "unknown_function";
+    case errc::invalid_arguments:
+      return "invalid_arguments";
+    case errc::invalid_relation:
+      return "invalid_relation";
+    case errc::missing_argument:
+      return "missing_argument";
+    case errc::unknown_session_attribute:
+      return "unknown_session_attribute";
+    case errc::unknown_role:
+      return "unknown_role";
+  }
+  return "error";
+}
+
 std::ostream& operator<<(std::ostream& out, const diagnostic& d) {
   return out << d.line << ':' << d.column << ": " << d.message;
 }

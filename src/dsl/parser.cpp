@@ -336,7 +336,7 @@ class parser {
     if (brackets_ > 0) skip_newlines();
   }
 
-  [[nodiscard]] diagnostic fail_at(const token& at, std::string expected,
+  [[nodiscard]] diagnostic fail_at(const token& at, std::string_view expected,
                                    errc code = errc::syntax_error) const {
     // Built by appending: GCC 12 at -O3 warns falsely (-Wrestrict) on operator+ chains.
     std::string message = "expected ";
@@ -350,7 +350,7 @@ class parser {
     }
     return make_error(s_, code, std::move(message), at.begin, std::max(at.end, at.begin));
   }
-  [[nodiscard]] diagnostic fail(std::string expected) const { return fail_at(peek(), std::move(expected)); }
+  [[nodiscard]] diagnostic fail(std::string_view expected) const { return fail_at(peek(), expected); }
 
   struct depth_guard {
     int& depth;

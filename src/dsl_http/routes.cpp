@@ -16,53 +16,9 @@ namespace {
 
 namespace json = boost::json;
 
-const char* code_name(dsl::errc code) {
-  switch (code) {
-    case dsl::errc::syntax_error:
-      return "syntax_error";
-    case dsl::errc::unterminated_string:
-      return "unterminated_string";
-    case dsl::errc::invalid_number:
-      return "invalid_number";
-    case dsl::errc::invalid_date:
-      return "invalid_date";
-    case dsl::errc::nesting_too_deep:
-      return "nesting_too_deep";
-    case dsl::errc::unsupported_construct:
-      return "unsupported_construct";
-    case dsl::errc::unknown_table:
-      return "unknown_table";
-    case dsl::errc::unknown_column:
-      return "unknown_column";
-    case dsl::errc::ambiguous_column:
-      return "ambiguous_column";
-    case dsl::errc::table_not_granted:
-      return "table_not_granted";
-    case dsl::errc::column_not_granted:
-      return "column_not_granted";
-    case dsl::errc::aggregate_not_granted:
-      return "aggregate_not_granted";
-    case dsl::errc::type_error:
-      return "type_error";
-    case dsl::errc::unknown_function:
-      return "unknown_function";
-    case dsl::errc::invalid_arguments:
-      return "invalid_arguments";
-    case dsl::errc::invalid_relation:
-      return "invalid_relation";
-    case dsl::errc::missing_argument:
-      return "missing_argument";
-    case dsl::errc::unknown_session_attribute:
-      return "unknown_session_attribute";
-    case dsl::errc::unknown_role:
-      return "unknown_role";
-  }
-  return "error";
-}
-
 net::response refused(const dsl::diagnostic& d, std::string_view text) {
   return net::json_response(json::object{{"error", "the query is refused"},
-                                         {"code", code_name(d.code)},
+                                         {"code", std::string(dsl::name_of(d.code))},
                                          {"message", d.message},
                                          {"line", d.line},
                                          {"column", d.column},

@@ -11,20 +11,6 @@
 namespace keel::dsl {
 namespace {
 
-std::string text_array(const std::vector<std::string>& items) {
-  std::string out = "{";
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    if (i > 0) out += ',';
-    out += '"';
-    for (const char c : items[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  return out + "}";
-}
-
 constexpr std::string_view columns_sql = R"sql(
 SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull
 FROM pg_catalog.pg_attribute a
@@ -79,9 +65,8 @@ ORDER BY table_schema, table_name, grantee, column_name)sql";
 }  // namespace
 
 result<access_graph> introspect_access(pg::connection& conn, const std::vector<std::string>& schemas) {
-  const auto wanted = text_array(schemas);
   access_graph out;
-  auto tables = conn.query(tables_sql, wanted);
+  auto tables = conn.query(tables_sql, schemas);
   if (!tables) return tables.error();
   for (const auto& row : *tables) {
     auto f = row.as<std::string, std::string, bool, bool>();
@@ -95,7 +80,7 @@ result<access_graph> introspect_access(pg::connection& conn, const std::vector<s
     }
     return nullptr;
   };
-  auto policies = conn.query(policies_sql, wanted);
+  auto policies = conn.query(policies_sql, schemas);
   if (!policies) return policies.error();
   for (const auto& row : *policies) {
     auto f = row.as<std::string, std::string, std::string, std::string, std::string, bool, std::string>();
@@ -114,7 +99,7 @@ result<access_graph> introspect_access(pg::connection& conn, const std::vector<s
     }
     t->policies.push_back(std::move(p));
   }
-  auto columns = conn.query(column_privileges_sql, wanted);
+  auto columns = conn.query(column_privileges_sql, schemas);
   if (!columns) return columns.error();
   for (const auto& row : *columns) {
     auto f = row.as<std::string, std::string, std::string, std::string>();
@@ -149,8 +134,7 @@ std::string access_graph::to_json() const {
 }
 
 result<catalog> introspect(pg::connection& conn, const std::vector<std::string>& schemas) {
-  const auto wanted = text_array(schemas);
-  auto columns = conn.query(columns_sql, wanted);
+  auto columns = conn.query(columns_sql, schemas);
   if (!columns) return columns.error();
   catalog out;
   for (const auto& row : *columns) {
@@ -165,7 +149,7 @@ result<catalog> introspect(pg::connection& conn, const std::vector<std::string>&
     }
     out.tables.back().columns.push_back({column_name, value_type_of_pg(type_name), nullable});
   }
-  auto keys = conn.query(foreign_keys_sql, wanted);
+  auto keys = conn.query(foreign_keys_sql, schemas);
   if (!keys) return keys.error();
   for (const auto& row : *keys) {
     auto fields = row.as<std::string, std::string, std::string, std::string>();

@@ -5,6 +5,7 @@
 
 #include <bit>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -117,7 +118,7 @@ constexpr std::int64_t days_1970_to_2000 = 10957;
 
 template <class T>
 std::string shortest(T value) {
-  if (value != value) return "NaN";
+  if (std::isnan(value)) return "NaN";
   if (value == std::numeric_limits<T>::infinity()) return "Infinity";
   if (value == -std::numeric_limits<T>::infinity()) return "-Infinity";
   char buffer[64];

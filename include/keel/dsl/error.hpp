@@ -33,6 +33,9 @@ enum class errc {
   unknown_role,               ///< the session's role is not in the catalog
 };
 
+/// The enumerator's name ("column_not_granted"), for JSON answers and logs.
+[[nodiscard]] std::string_view name_of(errc code) noexcept;
+
 /// The category of keel::dsl::errc ("keel.dsl").
 [[nodiscard]] const error_category& dsl_category() noexcept;
 
