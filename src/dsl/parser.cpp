@@ -80,6 +80,11 @@ class lexer {
         while (at_ < s_.size() && s_[at_] != '\n') ++at_;
         continue;
       }
+      if (c == '-' && at_ + 1 < s_.size() && s_[at_ + 1] == '>') {
+        return make_error(s_, errc::unsupported_construct,
+                          "function definitions (x -> ...) are not accepted: keel compiles no user-defined functions",
+                          begin, begin + 2);
+      }
       if ((c == 'f' || c == 's' || c == 'r') && at_ + 1 < s_.size() &&
           (s_[at_ + 1] == '"' || s_[at_ + 1] == '\'')) {
         if (c == 's') {

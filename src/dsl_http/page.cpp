@@ -20,7 +20,7 @@ code, pre, textarea { font: 12px ui-monospace, monospace; } pre { margin: 0; whi
 svg text { font: 12px system-ui, sans-serif; } svg .role rect { fill: #eef3fb; stroke: #1759b8; } svg .table rect { fill: #f3f7ee; stroke: #3d7a1f; }
 svg .role.selected rect { fill: #1759b8; } svg .role.selected text { fill: #fff; } svg .role { cursor: pointer; }
 svg path.edge { fill: none; stroke: #9ab; stroke-width: 1.4; } svg path.edge.filtered { stroke: #b76e00; } svg path.edge.inherited { stroke-dasharray: 4 3; }
-svg path.edge.dim { opacity: .15; } svg path.inherits { fill: none; stroke: #1759b8; stroke-width: 1.2; stroke-dasharray: 2 3; }
+svg path.edge.dim { opacity: .15; } svg path.relationship { fill: none; stroke: #3d7a1f; stroke-width: 1; opacity: .6; } svg path.inherits { fill: none; stroke: #1759b8; stroke-width: 1.2; stroke-dasharray: 2 3; }
 .masked { color: #b76e00; } .yes { color: #176f2c; font-weight: 600; } .no { color: #a12; }
 form { display: grid; grid-template-columns: 10rem 1fr; gap: .4rem .8rem; align-items: start; margin: .5rem 0; }
 label { color: #555; font-size: 13px; padding-top: .25rem; } textarea { width: 100%; min-height: 5.5rem; } input, select, button { font: inherit; padding: .2rem .4rem; }
@@ -30,7 +30,7 @@ label { color: #555; font-size: 13px; padding-top: .25rem; } textarea { width: 1
 <div id="status">loading…</div>
 
 <h2>Access graph</h2>
-<p class="note">Catalog roles on the left, tables on the right; an edge is a grant (amber: rows filtered; dashed: inherited). Click a role for its grants.</p>
+<p class="note">Catalog roles on the left, tables on the right; an edge is a grant (amber: rows filtered; dashed: inherited); green arcs join tables by foreign key. Click a role for its grants.</p>
 <svg id="graph" width="100%" height="120" role="img" aria-label="roles and the tables they may read"></svg>
 
 <h2 id="grants-title">Grants</h2>
@@ -92,7 +92,7 @@ function drawGraph() {
   const rowHeight = 34;
   const height = Math.max(roles.length, tables.length) * rowHeight + 20;
   svg.setAttribute("height", height);
-  svg.setAttribute("viewBox", "0 0 900 " + height);
+  svg.setAttribute("viewBox", "0 0 960 " + height);
   const roleY = new Map();
   const tableY = new Map();
   roles.forEach((r, i) => roleY.set(r.name, 14 + i * rowHeight));
@@ -120,6 +120,17 @@ function drawGraph() {
       edges.appendChild(el("svg:path", {class: "inherits", d: `M 30 ${a} C 5 ${a}, 5 ${b}, 30 ${b}`,
                                         "data-child": r.name, "data-parent": parent}));
     }
+  }
+  // The join relationships (foreign keys) between tables, as arcs on the tables' right.
+  for (const rel of access.catalog.relationships || []) {
+    if (!tableY.has(rel.from_table) || !tableY.has(rel.to_table) || rel.from_table === rel.to_table) continue;
+    const a = tableY.get(rel.from_table) + 11;
+    const b = tableY.get(rel.to_table) + 11;
+    const bend = 890 + Math.min(60, Math.abs(a - b) / 3);
+    const arc = el("svg:path", {class: "relationship", d: `M 890 ${a} C ${bend} ${a}, ${bend} ${b}, 890 ${b}`,
+                                "data-from": rel.from_table, "data-to": rel.to_table});
+    arc.appendChild(el("svg:title", {}, `${rel.from_table}.${rel.from_column} → ${rel.to_table}.${rel.to_column}`));
+    edges.appendChild(arc);
   }
   for (const r of roles) {
     const g = el("svg:g", {class: "role" + (selected === r.name ? " selected" : ""), "data-role": r.name,

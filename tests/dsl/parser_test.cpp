@@ -125,6 +125,11 @@ TEST_SUITE("unit") {
     CHECK(sql.column == 21);
     CHECK(error_of("from t | loop (take 1)").code == dsl::errc::unsupported_construct);
     CHECK(error_of("read_csv \"/etc/passwd\"").code == dsl::errc::unsupported_construct);
+    // A user-defined function, in either of PRQL's spellings (it was a mere syntax error).
+    auto function = error_of("let f = x -> x + 1\nfrom t | derive y = f 2");
+    CHECK(function.code == dsl::errc::unsupported_construct);
+    CHECK(function.column == 11);
+    CHECK(error_of("from t | derive y = (x -> x)").code == dsl::errc::unsupported_construct);
     // An f-string's interpolation is placed in the whole query.
     auto inner = error_of("from t | derive g = f\"x {a +} y\"");
     CHECK(inner.column == 29);

@@ -228,7 +228,17 @@ class query_builder {
     // Transforms over what is visible.
     const auto stages = g_.below(4);
     for (std::size_t i = 0; i < stages; ++i) {
-      switch (g_.below(4)) {
+      switch (g_.below(5)) {
+        case 4:
+          // Malloy #1017: re-project a column (the policy's, say) and filter on the new value; a
+          // filter applied after the query, on the name, would now pass every tenant's rows.
+          if (!texts.empty()) {
+            const auto& column = g_.pick(texts);
+            const auto bare = column.substr(column.find('.') + 1);
+            both("derive {" + bare + " = \"USA\"}");
+            both("filter " + bare + " == \"USA\"");
+          }
+          break;
         case 0:
           if (!numbers.empty()) both("filter " + g_.pick(numbers) + " > " + std::to_string(g_.below(20)));
           break;

@@ -142,6 +142,10 @@ TEST_SUITE("browser") {
         "?.classList.contains('inherited') === true"));
     CHECK(
         browser->wait_for("document.querySelector('#graph path.inherits[data-child=\"analyst\"]') !== null"));
+    // The foreign keys the catalog read from the database, between the tables.
+    CHECK(
+        browser->wait_for("document.querySelector('#graph "
+                          "path.relationship[data-from=\"invoices\"][data-to=\"customers\"]') !== null"));
     // The analyst's grants: its own and support's, inherited.
     REQUIRE_MESSAGE(browser->click("#graph g.role[data-role=\"analyst\"]"), browser->last_error());
     REQUIRE_MESSAGE(
