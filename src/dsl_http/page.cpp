@@ -38,7 +38,8 @@ label { color: #555; font-size: 13px; padding-top: .25rem; } textarea { width: 1
 <tbody><tr><td colspan="6"><em>click a role</em></td></tr></tbody></table>
 
 <h2>In the database</h2>
-<p class="note">Row-level security and column grants as Postgres holds them (the catalog can be emitted as such: <code>compiler::rls_script</code>).</p>
+<p class="note">Row-level security and column grants as Postgres holds them (the catalog can be emitted as such: <code>compiler::rls_script</code>): database roles on the left, an edge where a role may select columns or a policy names it (amber: RLS filters its rows).</p>
+<svg id="database-graph" width="100%" height="40" role="img" aria-label="database roles and the tables they may read"></svg>
 <table id="database"><thead><tr><th>table</th><th>RLS</th><th>policies</th><th>columns granted</th></tr></thead>
 <tbody><tr><td colspan="4"><em>not read: the page was mounted without database schemas</em></td></tr></tbody></table>
 
@@ -84,35 +85,31 @@ function effective(role) {
   visit(role);
   return out;
 }
-function drawGraph() {
-  const svg = document.getElementById("graph");
+// Draws a graph model — roles on the left, tables on the right, an edge per access — into `svg`.
+// model: {roles: [{name, label, inherits}], tables: [{name, label}], edges: [{role, table, classes,
+// title}], relationships: [{from_table, from_column, to_table, to_column}]}.
+function draw(svg, model, onRole) {
   svg.replaceChildren();
-  const roles = access.catalog.roles;
-  const tables = access.catalog.tables;
   const rowHeight = 34;
-  const height = Math.max(roles.length, tables.length) * rowHeight + 20;
+  const height = Math.max(model.roles.length, model.tables.length, 1) * rowHeight + 20;
   svg.setAttribute("height", height);
   svg.setAttribute("viewBox", "0 0 960 " + height);
   const roleY = new Map();
   const tableY = new Map();
-  roles.forEach((r, i) => roleY.set(r.name, 14 + i * rowHeight));
-  tables.forEach((t, i) => tableY.set(t.name, 14 + i * rowHeight));
+  model.roles.forEach((r, i) => roleY.set(r.name, 14 + i * rowHeight));
+  model.tables.forEach((t, i) => tableY.set(t.name, 14 + i * rowHeight));
   const edges = el("svg:g");
   svg.appendChild(edges);
-  for (const r of roles) {
-    for (const g of effective(r.name)) {
-      if (!tableY.has(g.table)) continue;
-      const y1 = roleY.get(r.name) + 11;
-      const y2 = tableY.get(g.table) + 11;
-      const classes = ["edge"];
-      if (g.row_filter) classes.push("filtered");
-      if (g.from !== r.name) classes.push("inherited");
-      if (selected && selected !== r.name) classes.push("dim");
-      const path = el("svg:path", {class: classes.join(" "), d: `M 210 ${y1} C 430 ${y1}, 480 ${y2}, 690 ${y2}`,
-                                   "data-role": r.name, "data-table": g.table});
-      path.appendChild(el("svg:title", {}, `${r.name} → ${g.table}: ${g.columns.join(", ")}${g.row_filter ? " where " + g.row_filter : ""}`));
-      edges.appendChild(path);
-    }
+  for (const e of model.edges) {
+    if (!roleY.has(e.role) || !tableY.has(e.table)) continue;
+    const y1 = roleY.get(e.role) + 11;
+    const y2 = tableY.get(e.table) + 11;
+    const path = el("svg:path", {class: ["edge", ...e.classes].join(" "),
+                                 d: `M 210 ${y1} C 430 ${y1}, 480 ${y2}, 690 ${y2}`, "data-role": e.role, "data-table": e.table});
+    path.appendChild(el("svg:title", {}, e.title));
+    edges.appendChild(path);
+  }
+  for (const r of model.roles) {
     for (const parent of r.inherits || []) {
       if (!roleY.has(parent)) continue;
       const a = roleY.get(r.name) + 11;
@@ -122,7 +119,7 @@ function drawGraph() {
     }
   }
   // The join relationships (foreign keys) between tables, as arcs on the tables' right.
-  for (const rel of access.catalog.relationships || []) {
+  for (const rel of model.relationships || []) {
     if (!tableY.has(rel.from_table) || !tableY.has(rel.to_table) || rel.from_table === rel.to_table) continue;
     const a = tableY.get(rel.from_table) + 11;
     const b = tableY.get(rel.to_table) + 11;
@@ -132,21 +129,63 @@ function drawGraph() {
     arc.appendChild(el("svg:title", {}, `${rel.from_table}.${rel.from_column} → ${rel.to_table}.${rel.to_column}`));
     edges.appendChild(arc);
   }
-  for (const r of roles) {
-    const g = el("svg:g", {class: "role" + (selected === r.name ? " selected" : ""), "data-role": r.name,
+  for (const r of model.roles) {
+    const g = el("svg:g", {class: "role" + (r.selected ? " selected" : ""), "data-role": r.name,
                            transform: `translate(30, ${roleY.get(r.name)})`});
     g.appendChild(el("svg:rect", {width: 180, height: 22, rx: 4}));
-    const label = r.name + (r.max_rows ? ` (≤ ${r.max_rows} rows)` : "");
-    g.appendChild(el("svg:text", {x: 8, y: 15}, label));
-    g.addEventListener("click", () => selectRole(r.name));
+    g.appendChild(el("svg:text", {x: 8, y: 15}, r.label));
+    if (onRole) g.addEventListener("click", () => onRole(r.name));
     svg.appendChild(g);
   }
-  for (const t of tables) {
+  for (const t of model.tables) {
     const g = el("svg:g", {class: "table", "data-table": t.name, transform: `translate(690, ${tableY.get(t.name)})`});
     g.appendChild(el("svg:rect", {width: 200, height: 22, rx: 4}));
-    g.appendChild(el("svg:text", {x: 8, y: 15}, `${t.schema}.${t.name} (${t.columns.length})`));
+    g.appendChild(el("svg:text", {x: 8, y: 15}, t.label));
     svg.appendChild(g);
   }
+}
+// The catalog's graph: its roles, their effective grants, inheritance, foreign keys.
+function drawGraph() {
+  const model = {roles: [], tables: [], edges: [], relationships: access.catalog.relationships};
+  for (const r of access.catalog.roles) {
+    model.roles.push({name: r.name, label: r.name + (r.max_rows ? ` (≤ ${r.max_rows} rows)` : ""),
+                      inherits: r.inherits, selected: selected === r.name});
+    for (const g of effective(r.name)) {
+      const classes = [];
+      if (g.row_filter) classes.push("filtered");
+      if (g.from !== r.name) classes.push("inherited");
+      if (selected && selected !== r.name) classes.push("dim");
+      model.edges.push({role: r.name, table: g.table, classes,
+                        title: `${r.name} → ${g.table}: ${g.columns.join(", ")}${g.row_filter ? " where " + g.row_filter : ""}`});
+    }
+  }
+  for (const t of access.catalog.tables) model.tables.push({name: t.name, label: `${t.schema}.${t.name} (${t.columns.length})`});
+  draw(document.getElementById("graph"), model, selectRole);
+}
+// The database's graph: each role with column privileges or a policy on a table, its predicates.
+function drawDatabaseGraph() {
+  const model = {roles: [], tables: [], edges: []};
+  const roles = new Set();
+  for (const t of access.database.tables) {
+    model.tables.push({name: t.table, label: `${t.schema}.${t.table}` + (t.rls_enabled ? " (RLS)" : "")});
+    const byRole = new Map();
+    for (const [role, columns] of Object.entries(t.select_columns)) byRole.set(role, {columns, policies: []});
+    for (const p of t.policies) {
+      for (const role of p.roles) {
+        if (!byRole.has(role)) byRole.set(role, {columns: [], policies: []});
+        byRole.get(role).policies.push(p);
+      }
+    }
+    for (const [role, access_] of byRole) {
+      roles.add(role);
+      const filtered = t.rls_enabled && access_.policies.some((p) => p.using !== "");
+      const title = `${role} → ${t.schema}.${t.table}: ` + (access_.columns.length ? access_.columns.join(", ") : "no columns") +
+        access_.policies.map((p) => `; policy ${p.name}: ${p.using || "every row"}`).join("");
+      model.edges.push({role, table: t.table, classes: filtered ? ["filtered"] : [], title});
+    }
+  }
+  for (const role of [...roles].sort()) model.roles.push({name: role, label: role});
+  draw(document.getElementById("database-graph"), model, null);
 }
 function selectRole(name) {
   selected = name;
@@ -180,6 +219,7 @@ function selectRole(name) {
 }
 function drawDatabase() {
   if (!access.database) return;
+  drawDatabaseGraph();
   const body = document.querySelector("#database tbody");
   body.replaceChildren();
   for (const t of access.database.tables) {

@@ -130,110 +130,113 @@ void mount(net::server& server, pg::pool& pool, const dsl::compiler& compiler, o
              }));
 
   // A query tried as a role: compiled (cached), bound, run; rows by position with the columns.
-  server.post("/api/dsl/query",
-              readable(net::json_handler([&pool, &compiler, shared](const net::request& req,
-                                                                    const json::value& body) {
-                if (!body.is_object()) {
-                  return net::error_response(net::status::bad_request, "a JSON object",
-                                             R"({"role": "…", "session": {…}, "query": "from …"})");
-                }
-                const auto& o = body.as_object();
-                const auto* role = o.if_contains("role");
-                const auto* query = o.if_contains("query");
-                if (role == nullptr || !role->is_string() || query == nullptr || !query->is_string()) {
-                  return net::error_response(net::status::bad_request, "role and query are required strings");
-                }
-                dsl::session asked{.role = std::string(role->as_string())};
-                if (const auto* s = o.if_contains("session"); s != nullptr && s->is_object()) {
-                  for (const auto& [name, value] : s->as_object()) {
-                    const auto* a = compiler.catalog().find_attribute(name);
-                    if (a == nullptr) {
-                      return net::error_response(net::status::bad_request, "unknown session attribute",
-                                                 "@" + std::string(name) + " is not in the catalog");
-                    }
-                    if (value.is_string() && value.as_string().empty()) continue;  // a blank form field
-                    auto v = typed(*a, value);
-                    if (!v) {
-                      return net::error_response(net::status::bad_request, "invalid session value",
-                                                 "@" + std::string(name) + " takes a " +
-                                                     std::string(dsl::to_string(a->type)) +
-                                                     (a->array ? " array" : ""));
-                    }
-                    asked.attributes.emplace(std::string(name), std::move(*v));
-                  }
-                }
-                if (!shared->try_as) {
-                  return net::error_response(
-                      net::status::forbidden, "trying queries is off",
-                      "mount the page with options.try_as to allow it (it impersonates roles)");
-                }
-                auto who = shared->try_as(req, asked);
-                if (!who) {
-                  return net::error_response(net::status::forbidden, "forbidden",
-                                             "this request may not run queries as role " + asked.role);
-                }
-                dsl::arguments args;
-                if (const auto* a = o.if_contains("arguments"); a != nullptr && a->is_array()) {
-                  for (const auto& item : a->as_array()) {
-                    if (item.is_null()) {
-                      args.positional.emplace_back();
-                    } else if (item.is_string()) {
-                      args.positional.emplace_back(std::string(item.as_string()));
-                    } else {
-                      args.positional.emplace_back(json::serialize(item));
-                    }
-                  }
-                }
-                const std::string text(query->as_string());
-                auto compiled = compiler.compile(text, *who);
-                if (!compiled) return refused(compiled.error(), text);
-                auto bound = (*compiled)->bind(*who, args);
-                if (!bound) return refused(bound.error(), text);
-                auto c = pool.acquire();
-                if (!c) return net::error_response(net::status::service_unavailable, c.error());
-                auto rows = dsl::run(**c, **compiled, *who, args);
-                if (!rows) {
-                  return net::json_response(json::object{{"error", "the database refused the query"},
-                                                         {"message", (*c)->last_error().message},
-                                                         {"sqlstate", (*c)->last_error().sqlstate},
-                                                         {"sql", (*compiled)->sql()}},
-                                            net::status::unprocessable_entity);
-                }
-                json::array columns;
-                for (const auto& col : (*compiled)->columns()) {
-                  columns.push_back(
-                      json::object{{"name", col.name}, {"type", std::string(dsl::to_string(col.type))}});
-                }
-                json::array out_rows;
-                for (const auto& row : *rows) {
-                  if (out_rows.size() >= shared->max_rows) break;
-                  json::array cells;
-                  for (std::size_t i = 0; i < rows->columns(); ++i) {
-                    auto cell = row.text(i);
-                    if (!cell) return net::error_response(net::status::internal_server_error, cell.error());
-                    if (*cell) {
-                      cells.emplace_back(**cell);
-                    } else {
-                      cells.emplace_back(nullptr);
-                    }
-                  }
-                  out_rows.emplace_back(std::move(cells));
-                }
-                json::array parameters;
-                for (const auto& v : bound->values) {
-                  if (v) {
-                    parameters.emplace_back(*v);
-                  } else {
-                    parameters.emplace_back(nullptr);
-                  }
-                }
-                return net::json_response(json::object{{"sql", (*compiled)->sql()},
-                                                       {"parameters", std::move(parameters)},
-                                                       {"columns", std::move(columns)},
-                                                       {"rows", std::move(out_rows)},
-                                                       {"row_count", rows->size()},
-                                                       {"truncated", rows->size() > shared->max_rows}});
-              })));
+  server.post(
+      "/api/dsl/query", readable(net::json_handler([&pool, &compiler, shared](const net::request& req,
+                                                                              const json::value& body) {
+        if (!body.is_object()) {
+          return net::error_response(net::status::bad_request, "a JSON object",
+                                     R"({"role": "…", "session": {…}, "query": "from …"})");
+        }
+        const auto& o = body.as_object();
+        const auto* role = o.if_contains("role");
+        const auto* query = o.if_contains("query");
+        if (role == nullptr || !role->is_string() || query == nullptr || !query->is_string()) {
+          return net::error_response(net::status::bad_request, "role and query are required strings");
+        }
+        dsl::session asked{.role = std::string(role->as_string())};
+        if (const auto* s = o.if_contains("session"); s != nullptr && s->is_object()) {
+          for (const auto& [name, value] : s->as_object()) {
+            const auto* a = compiler.catalog().find_attribute(name);
+            if (a == nullptr) {
+              // Built by appending: GCC 12 at -O3 warns falsely (-Wrestrict) on operator+ chains.
+              std::string detail = "@";
+              detail.append(name).append(" is not in the catalog");
+              return net::error_response(net::status::bad_request, "unknown session attribute", detail);
+            }
+            if (value.is_string() && value.as_string().empty()) continue;  // a blank form field
+            auto v = typed(*a, value);
+            if (!v) {
+              std::string detail = "@";
+              detail.append(name).append(" takes a ").append(dsl::to_string(a->type));
+              if (a->array) detail.append(" array");
+              return net::error_response(net::status::bad_request, "invalid session value", detail);
+            }
+            asked.attributes.emplace(std::string(name), std::move(*v));
+          }
+        }
+        if (!shared->try_as) {
+          return net::error_response(
+              net::status::forbidden, "trying queries is off",
+              "mount the page with options.try_as to allow it (it impersonates roles)");
+        }
+        auto who = shared->try_as(req, asked);
+        if (!who) {
+          std::string detail = "this request may not run queries as role ";
+          detail.append(asked.role);
+          return net::error_response(net::status::forbidden, "forbidden", detail);
+        }
+        dsl::arguments args;
+        if (const auto* a = o.if_contains("arguments"); a != nullptr && a->is_array()) {
+          for (const auto& item : a->as_array()) {
+            if (item.is_null()) {
+              args.positional.emplace_back();
+            } else if (item.is_string()) {
+              args.positional.emplace_back(std::string(item.as_string()));
+            } else {
+              args.positional.emplace_back(json::serialize(item));
+            }
+          }
+        }
+        const std::string text(query->as_string());
+        auto compiled = compiler.compile(text, *who);
+        if (!compiled) return refused(compiled.error(), text);
+        auto bound = (*compiled)->bind(*who, args);
+        if (!bound) return refused(bound.error(), text);
+        auto c = pool.acquire();
+        if (!c) return net::error_response(net::status::service_unavailable, c.error());
+        auto rows = dsl::run(**c, **compiled, *who, args);
+        if (!rows) {
+          return net::json_response(json::object{{"error", "the database refused the query"},
+                                                 {"message", (*c)->last_error().message},
+                                                 {"sqlstate", (*c)->last_error().sqlstate},
+                                                 {"sql", (*compiled)->sql()}},
+                                    net::status::unprocessable_entity);
+        }
+        json::array columns;
+        for (const auto& col : (*compiled)->columns()) {
+          columns.push_back(
+              json::object{{"name", col.name}, {"type", std::string(dsl::to_string(col.type))}});
+        }
+        json::array out_rows;
+        for (const auto& row : *rows) {
+          if (out_rows.size() >= shared->max_rows) break;
+          json::array cells;
+          for (std::size_t i = 0; i < rows->columns(); ++i) {
+            auto cell = row.text(i);
+            if (!cell) return net::error_response(net::status::internal_server_error, cell.error());
+            if (*cell) {
+              cells.emplace_back(**cell);
+            } else {
+              cells.emplace_back(nullptr);
+            }
+          }
+          out_rows.emplace_back(std::move(cells));
+        }
+        json::array parameters;
+        for (const auto& v : bound->values) {
+          if (v) {
+            parameters.emplace_back(*v);
+          } else {
+            parameters.emplace_back(nullptr);
+          }
+        }
+        return net::json_response(json::object{{"sql", (*compiled)->sql()},
+                                               {"parameters", std::move(parameters)},
+                                               {"columns", std::move(columns)},
+                                               {"rows", std::move(out_rows)},
+                                               {"row_count", rows->size()},
+                                               {"truncated", rows->size() > shared->max_rows}});
+      })));
 }
 
 }  // namespace keel::dsl_http

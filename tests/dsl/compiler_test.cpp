@@ -6,9 +6,12 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace dsl = keel::dsl;
 
@@ -289,5 +292,35 @@ TEST_SUITE("unit") {
     REQUIRE_FALSE(use.has_value());
     CHECK(use.error().message.find("role r, grant on t, row filter: table `t` has no column `b`") == 0);
     CHECK(use.error().column == 1);
+  }
+
+  TEST_CASE("compile() from several threads: one compiled query per key, the cache bounded") {
+    // A small cache, so threads evict and recompile while others read.
+    auto small = dsl::compiler::create(test_catalog(), {.cache_capacity = 8}).value();
+    const std::vector<std::string> texts = {
+        "from employees | select {name}",
+        "from employees | filter employee_id > 3 | take 5",
+        "from e = employees | join d = departments (==department) | select {e.name, d.department}",
+        "from employees | sort name | take 2..4",
+        "from departments | select {department}",
+    };
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < 400; ++i) {
+          const auto tenant = static_cast<std::int64_t>((i + t) % 7);
+          const dsl::session who{.role = "member", .attributes = {{"tenant", tenant}}};
+          auto q = small.compile(texts[static_cast<std::size_t>(i + t) % texts.size()], who);
+          if (!q || (*q)->sql().find("\"tenant_id\" = $") == std::string::npos) ++failures;
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(failures.load() == 0);
+    // Bound attributes are not in the key: every tenant shares one compiled query per text.
+    const auto a = small.compile(texts[0], member(1)).value();
+    const auto b = small.compile(texts[0], member(2)).value();
+    CHECK(a.get() == b.get());
   }
 }

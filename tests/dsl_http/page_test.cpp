@@ -155,6 +155,10 @@ TEST_SUITE("browser") {
         "document.querySelector('#grants tr[data-table=\"customers\"]')?.dataset.from === 'support'"));
     CHECK(
         browser->wait_for("document.querySelector('#grants tr[data-table=\"customers\"] .masked') !== null"));
+    // The database's own graph: PUBLIC's policy on customers, filtered by RLS.
+    CHECK(browser->wait_for(
+        "document.querySelector('#database-graph path.edge[data-role=\"public\"][data-table=\"customers\"]')"
+        "?.classList.contains('filtered') === true"));
     // The database's own policy.
     CHECK(
         browser->wait_for("document.querySelector('#database tr[data-table=\"customers\"] "
