@@ -81,9 +81,10 @@ class lexer {
         continue;
       }
       if (c == '-' && at_ + 1 < s_.size() && s_[at_ + 1] == '>') {
-        return make_error(s_, errc::unsupported_construct,
-                          "function definitions (x -> ...) are not accepted: keel compiles no user-defined functions",
-                          begin, begin + 2);
+        return make_error(
+            s_, errc::unsupported_construct,
+            "function definitions (x -> ...) are not accepted: keel compiles no user-defined functions",
+            begin, begin + 2);
       }
       if ((c == 'f' || c == 's' || c == 'r') && at_ + 1 < s_.size() &&
           (s_[at_ + 1] == '"' || s_[at_ + 1] == '\'')) {
