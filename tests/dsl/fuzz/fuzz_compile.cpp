@@ -34,12 +34,11 @@ const dsl::compiler& fixed_compiler() {
           {"table": "u", "columns": ["a"], "row_filter": "a > 0 || (\"x\" | in @tags)", "aggregates": true}]}]
 })json");
     require(cat.has_value());
-auto made = dsl::compiler::create(std::move(*cat), {.cache_capacity = 0});
-require(made.has_value());
-return std::move(*made);
-}
-();
-return c;
+    auto made = dsl::compiler::create(std::move(*cat), {.cache_capacity = 0});
+    require(made.has_value());
+    return std::move(*made);
+  }();
+  return c;
 }
 
 void check_compiled(const dsl::compiled_query& q) {
