@@ -29,25 +29,22 @@ std::string joined(std::initializer_list<std::string_view> parts) {
   return out;
 }
 
-// A string literal for a generated script (standard_conforming_strings: only ' is doubled).
-std::string quote_literal(std::string_view value) {
-  std::string out = "'";
-  for (const char c : value) {
-    if (c == '\'') out += '\'';
+// `text` between `quote`s, each quote inside doubled: SQL's rule for both literals and identifiers.
+std::string enclosed(std::string_view text, char quote) {
+  std::string out(1, quote);
+  for (const char c : text) {
+    if (c == quote) out += quote;
     out += c;
   }
-  out += '\'';
+  out += quote;
   return out;
 }
-
+// A string literal for a generated script (standard_conforming_strings: only ' is doubled).
+std::string quote_literal(std::string_view value) {
+  return enclosed(value, '\'');
+}
 std::string quote_ident(std::string_view name) {
-  std::string out = "\"";
-  for (const char c : name) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  out += '"';
-  return out;
+  return enclosed(name, '"');
 }
 
 bool numeric(value_type t) {

@@ -25,6 +25,7 @@
 #include <support/http_client.hpp>
 #include <support/pg.hpp>
 #include <support/result.hpp>
+#include <support/subprocess.hpp>
 
 namespace crypto = keel::crypto;
 
@@ -145,19 +146,13 @@ TEST_SUITE("node") {
                         << clients_dir().string()
                         << ": ./keel test installs it (npm install in .keel/clients)");
     vault_server v;
-    const std::string command = "NODE_PATH='" + (clients_dir() / "node_modules").string() + "' node '" +
-                                KEEL_TEST_SOURCE_DIR "/crypto_http/node_vault_client.cjs' http://127.0.0.1:" +
-                                std::to_string(v.server.port()) + " " + admin_token + " " + limited_token +
-                                " 2>&1";
-    std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(command.c_str(), "r"), ::pclose);
-    REQUIRE(pipe);
-    std::string output;
-    std::array<char, 4096> buffer{};
-    while (std::fgets(buffer.data(), static_cast<int>(buffer.size()), pipe.get()) != nullptr)
-      output += buffer.data();
-    const int status = ::pclose(pipe.release());
+    const auto ran = keel::test::run_command(
+        "NODE_PATH='" + (clients_dir() / "node_modules").string() +
+        "' node '" KEEL_TEST_SOURCE_DIR "/crypto_http/node_vault_client.cjs' http://127.0.0.1:" +
+        std::to_string(v.server.port()) + " " + admin_token + " " + limited_token);
+    const auto& output = ran.output;
     INFO("node-vault's output:\n" << output);
-    REQUIRE(status == 0);
+    REQUIRE(ran.status == 0);
 
     // The ciphertext node-vault made opens here, through the engine.
     const auto last_line = output.substr(output.rfind('{'));

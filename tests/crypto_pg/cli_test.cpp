@@ -4,35 +4,20 @@
 
 #include <doctest/doctest.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
-#include <memory>
 #include <string>
 
 #include <support/pg.hpp>
 #include <support/result.hpp>
+#include <support/subprocess.hpp>
 
 namespace {
 
-struct cli_outcome {
-  int status = -1;
-  std::string output;  // stdout and stderr
-};
+using cli_outcome = keel::test::command_outcome;
 
 // Runs keel-secrets with `environment` (NAME=value words) and `args`; `input` goes to its stdin.
 cli_outcome run(const std::string& environment, const std::string& args, const std::string& input = "") {
-  const std::string command =
-      "printf '%s' '" + input + "' | env " + environment + " '" KEEL_SECRETS_CLI "' " + args + " 2>&1";
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(command.c_str(), "r"), ::pclose);
-  REQUIRE(pipe);
-  cli_outcome out;
-  std::array<char, 4096> buffer{};
-  for (std::size_t n; (n = std::fread(buffer.data(), 1, buffer.size(), pipe.get())) > 0;)
-    out.output.append(buffer.data(), n);
-  const int status = ::pclose(pipe.release());
-  out.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
+  return keel::test::run_command("env " + environment + " '" KEEL_SECRETS_CLI "' " + args, input);
 }
 
 }  // namespace

@@ -6,10 +6,9 @@
 
 #include <boost/json.hpp>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
-#include <memory>
+
+#include <support/subprocess.hpp>
 
 namespace dsl = keel::dsl;
 using namespace keel::test::dsl_support;
@@ -46,25 +45,12 @@ std::vector<corpus_query> corpus() {
 std::vector<std::string> prqlc(const std::vector<corpus_query>& queries) {
   boost::json::array input;
   for (const auto& q : queries) input.emplace_back(q.text);
-  const auto in_path =
-      std::filesystem::temp_directory_path() / ("keel_dsl_corpus_" + std::to_string(::getpid()) + ".json");
-  {
-    std::ofstream out(in_path);
-    out << boost::json::serialize(input);
-  }
-  const std::string command = "KEEL_TEST_CLIENTS_DIR='" + clients_dir().string() +
-                              "' node '" KEEL_TEST_SOURCE_DIR "/dsl/prqlc_compile.cjs' < '" +
-                              in_path.string() + "' 2>&1";
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(command.c_str(), "r"), ::pclose);
-  REQUIRE(pipe);
-  std::string output;
-  std::array<char, 4096> buffer{};
-  while (std::fgets(buffer.data(), static_cast<int>(buffer.size()), pipe.get()) != nullptr)
-    output += buffer.data();
-  const int status = ::pclose(pipe.release());
-  std::filesystem::remove(in_path);
-  INFO("prqlc_compile.cjs said:\n" << output.substr(0, 2000));
-  REQUIRE(status == 0);
+  const auto ran = keel::test::run_command("KEEL_TEST_CLIENTS_DIR='" + clients_dir().string() +
+                                               "' node '" KEEL_TEST_SOURCE_DIR "/dsl/prqlc_compile.cjs'",
+                                           boost::json::serialize(input));
+  INFO("prqlc_compile.cjs said:\n" << ran.output.substr(0, 2000));
+  REQUIRE(ran.status == 0);
+  const auto& output = ran.output;
   auto parsed = boost::json::parse(output).as_array();
   REQUIRE(parsed.size() == queries.size());
   std::vector<std::string> sql;

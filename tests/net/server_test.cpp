@@ -28,6 +28,8 @@
 #include <thread>
 #include <vector>
 
+#include <support/subprocess.hpp>
+
 namespace {
 
 namespace asio = boost::asio;
@@ -234,20 +236,9 @@ class ws_client {
 
 /// Runs `promtool check metrics` on `text`; the test fails when promtool is missing.
 int promtool_check(const std::string& text, std::string& output) {
-  const auto dir = std::filesystem::temp_directory_path();
-  const auto file = dir / ("keel_net_metrics_" + std::to_string(std::random_device{}()) + ".txt");
-  {
-    std::ofstream out(file, std::ios::binary);
-    out << text;
-  }
-  const std::string command = "promtool check metrics < '" + file.string() + "' 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return -1;
-  char chunk[512];
-  while (std::fgets(chunk, sizeof chunk, pipe) != nullptr) output += chunk;
-  const int status = pclose(pipe);
-  std::filesystem::remove(file);
-  return status;
+  auto ran = keel::test::run_command("promtool check metrics", text);
+  output += ran.output;
+  return ran.status;
 }
 
 std::optional<std::string> metric_line(const std::string& text, const std::string& prefix) {

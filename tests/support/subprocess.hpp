@@ -1,9 +1,14 @@
 #pragma once
 // Child processes: one test case of the current test binary, for what a test cannot observe in
-// its own process (start-up behaviour, aborts), and helper processes tests start and kill.
+// its own process (start-up behaviour, aborts), helper processes tests start and kill, and
+// commands whose output a test reads (CLIs, node scripts, promtool).
 #include <doctest/doctest.h>
 
 #include <array>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -18,6 +23,34 @@
 extern char** environ;
 
 namespace keel::test {
+
+struct command_outcome {
+  int status = -1;     ///< the exit status; -1 when the command was killed by a signal
+  std::string output;  ///< its stdout and stderr, together
+};
+
+/// Runs `command` with the shell, `input` on its stdin (from a temporary file), and returns its
+/// exit status and output. The command is the test's own text, never a user's.
+inline command_outcome run_command(const std::string& command, const std::string& input = {}) {
+  static std::atomic<int> counter{0};
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("keel_test_input_" + std::to_string(::getpid()) + "_" + std::to_string(++counter));
+  {
+    std::ofstream in(path, std::ios::binary);
+    in << input;
+  }
+  command_outcome out;
+  const std::string full = command + " < '" + path.string() + "' 2>&1";
+  if (FILE* pipe = ::popen(full.c_str(), "r")) {
+    std::array<char, 4096> buffer{};
+    for (std::size_t n; (n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0;)
+      out.output.append(buffer.data(), n);
+    const int status = ::pclose(pipe);
+    out.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  std::filesystem::remove(path);
+  return out;
+}
 
 struct child_outcome {
   int wait_status = 0;  ///< as from waitpid(): use WIFEXITED / WIFSIGNALED
