@@ -4,6 +4,7 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <ostream>
 #include <stdexcept>
 #include <string>
@@ -113,6 +114,52 @@ value_type value_type_of_pg(std::string_view pg) noexcept {
   if (starts("timestamp")) return value_type::timestamp;
   if (starts("time")) return value_type::time;
   return value_type::other;
+}
+
+std::optional<session_value> session_value_from_text(const session_attribute& a, std::string_view text) {
+  using value = session_value;
+  const auto integer = [](std::string_view t) -> std::optional<std::int64_t> {
+    std::int64_t n = 0;
+    auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), n);
+    if (ec != std::errc{} || p != t.data() + t.size()) return std::nullopt;
+    return n;
+  };
+  if (a.array) {
+    std::vector<std::string> items;
+    for (std::size_t at = 0; !text.empty() && at <= text.size();) {
+      const auto comma = text.find(',', at);
+      items.emplace_back(
+          text.substr(at, comma == std::string_view::npos ? std::string_view::npos : comma - at));
+      if (comma == std::string_view::npos) break;
+      at = comma + 1;
+    }
+    if (a.type != value_type::integer) return value{std::move(items)};
+    std::vector<std::int64_t> numbers;
+    for (const auto& item : items) {
+      auto n = integer(item);
+      if (!n) return std::nullopt;
+      numbers.push_back(*n);
+    }
+    return value{std::move(numbers)};
+  }
+  switch (a.type) {
+    case value_type::integer: {
+      auto n = integer(text);
+      if (!n) return std::nullopt;
+      return value{*n};
+    }
+    case value_type::boolean:
+      if (text != "true" && text != "false") return std::nullopt;
+      return value{text == "true"};
+    case value_type::decimal: {
+      double d = 0;
+      auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), d);
+      if (ec != std::errc{} || p != text.data() + text.size()) return std::nullopt;
+      return value{d};
+    }
+    default:
+      return value{std::string(text)};
+  }
 }
 
 const column* table::find(std::string_view column_name) const noexcept {

@@ -1060,7 +1060,7 @@ class translator {
       }
       std::vector<bool> drop(r.columns.size(), false);
       for (const auto* item : names) {
-        auto index = column_index(r, nullptr, *item);
+        auto index = column_index(r, *item);
         if (!index) return false;
         drop[*index] = true;
       }
@@ -1102,7 +1102,7 @@ class translator {
       if (!c.name && f.value->kind == kind::ident && f.value->path.back() != "this") {
         c.name = f.value->path.back();
         // A column passed through keeps its namespace and, for a table's, its catalog name.
-        if (auto index = column_index(view, nullptr, *f.value, true)) {
+        if (auto index = column_index(view, *f.value, true)) {
           c.ns = view.columns[*index].ns;
           c.from_catalog = view.columns[*index].from_catalog;
         }
@@ -1228,7 +1228,7 @@ class translator {
     std::optional<std::int64_t> count;
     if (arg.kind == kind::param) {
       if (r.limited()) r = wrap(r);
-      r.limit_sql = parameter(arg, false).sql;
+      r.limit_sql = parameter(arg).sql;
       return true;
     }
     if (arg.kind == kind::range) {
@@ -1327,7 +1327,7 @@ class translator {
         c.name = f.name;
         if (!c.name && f.value->kind == kind::ident) {
           c.name = f.value->path.back();
-          if (auto index = column_index(r, nullptr, *f.value, true)) {
+          if (auto index = column_index(r, *f.value, true)) {
             c.ns = r.columns[*index].ns;
             c.from_catalog = r.columns[*index].from_catalog;
           }
@@ -1588,9 +1588,9 @@ class translator {
     s.that = &*right;
     if (cond.kind == kind::unary && cond.text == "==") {
       const node& col = *cond.items[0];
-      auto left_index = column_index(r, nullptr, col);
+      auto left_index = column_index(r, col);
       if (!left_index) return false;
-      auto right_index = column_index(*right, nullptr, col);
+      auto right_index = column_index(*right, col);
       if (!right_index) return false;
       on = r.columns[*left_index].sql + " = " + right->columns[*right_index].sql;
     } else {
@@ -1657,9 +1657,7 @@ class translator {
   // ---- names -------------------------------------------------------------------------------
 
   // The column a name means in `r` (`name`, `ns.name`, `this.name`); quiet: no error on a miss.
-  std::optional<std::size_t> column_index(const relation& r, const relation* other, const node& n,
-                                          bool quiet = false) {
-    (void)other;
+  std::optional<std::size_t> column_index(const relation& r, const node& n, bool quiet = false) {
     std::vector<std::string> path = n.path;
     if (n.kind != kind::ident || path.empty()) {
       if (quiet) return std::nullopt;
@@ -1741,8 +1739,8 @@ class translator {
       target = s.that;
     } else if (s.that != nullptr && !(n.path.size() >= 2 && n.path[0] == "this")) {
       // Either side of a join may have it.
-      auto left = column_index(*s.self, nullptr, n, true);
-      auto right = column_index(*s.that, nullptr, n, true);
+      auto left = column_index(*s.self, n, true);
+      auto right = column_index(*s.that, n, true);
       if (left && right) {
         return fail<std::optional<expr>>(errc::ambiguous_column,
                                          "both sides of the join have `" + n.path.back() + "`: write this." +
@@ -1763,7 +1761,7 @@ class translator {
         if (names(*s.that) && !names(*s.self)) target = s.that;
       }
     }
-    auto index = column_index(*target, nullptr, n);
+    auto index = column_index(*target, n);
     if (!index) return std::nullopt;
     const auto& c = target->columns[*index];
     expr e{c.sql, c.type};
@@ -1774,7 +1772,7 @@ class translator {
 
   // ---- expressions -------------------------------------------------------------------------
 
-  expr parameter(const node& n, bool /*in_policy*/) {
+  expr parameter(const node& n) {
     parameter_slot p;
     if (!n.text.empty() && std::isdigit(static_cast<unsigned char>(n.text[0])) != 0) {
       p.from = parameter_slot::source::positional;
@@ -1818,7 +1816,7 @@ class translator {
                                            "a policy reads session attributes (@name), not query parameters",
                                            n.where);
         }
-        return parameter(n, false);
+        return parameter(n);
       case kind::session:
         return session_attribute_ref(n, s);
       case kind::ident:
@@ -2246,9 +2244,6 @@ class translator {
     if (!aggregate_allowed(n, s)) return std::nullopt;
     scope inner_scope = s;
     inner_scope.mode = call_mode::scalar;
-    const auto is_this = [](const node* x) {
-      return x->kind == kind::ident && x->path == std::vector<std::string>{"this"};
-    };
     std::string sql;
     value_type t = value_type::integer;
     if (name == "row_number" || name == "rank" || name == "rank_dense") {
@@ -2257,7 +2252,6 @@ class translator {
         return fail<std::optional<expr>>(errc::invalid_arguments,
                                          name + " takes one argument: " + name + " this", n.where);
       }
-      (void)is_this;
       sql = name == "row_number" ? "ROW_NUMBER()" : (name == "rank" ? "RANK()" : "DENSE_RANK()");
       return window_expr(sql + over(*s.spec, true, false), t);
     }

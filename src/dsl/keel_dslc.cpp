@@ -31,43 +31,6 @@ constexpr const char* usage =
 exit status: 0 compiled, 1 the query or catalog is refused (the reason on stderr), 2 usage
 )";
 
-bool parse_integer(const std::string& text, std::int64_t& out) {
-  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
-  return ec == std::errc{} && p == text.data() + text.size();
-}
-
-// A session value typed by the catalog's declaration of the attribute.
-std::optional<dsl::session_value> typed(const dsl::catalog& cat, const std::string& name,
-                                        const std::string& text) {
-  const auto* a = cat.find_attribute(name);
-  if (a == nullptr) return std::nullopt;
-  if (a->array) {
-    std::vector<std::string> items;
-    std::stringstream in(text);
-    std::string item;
-    while (std::getline(in, item, ',')) items.push_back(item);
-    if (a->type != dsl::value_type::integer) return dsl::session_value{items};
-    std::vector<std::int64_t> numbers;
-    for (const auto& i : items) {
-      std::int64_t n = 0;
-      if (!parse_integer(i, n)) return std::nullopt;
-      numbers.push_back(n);
-    }
-    return dsl::session_value{numbers};
-  }
-  if (a->type == dsl::value_type::integer) {
-    std::int64_t n = 0;
-    if (!parse_integer(text, n)) return std::nullopt;
-    return dsl::session_value{n};
-  }
-  if (a->type == dsl::value_type::boolean) {
-    if (text != "true" && text != "false") return std::nullopt;
-    return dsl::session_value{text == "true"};
-  }
-  if (a->type == dsl::value_type::decimal) return dsl::session_value{std::stod(text)};
-  return dsl::session_value{text};
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -165,7 +128,8 @@ int main(int argc, char** argv) {
   }
   dsl::session who{.role = role};
   for (const auto& [name, text] : session_values) {
-    auto v = typed(*cat, name, text);
+    const auto* attribute = cat->find_attribute(name);
+    auto v = attribute == nullptr ? std::nullopt : dsl::session_value_from_text(*attribute, text);
     if (!v) {
       std::cerr << "keel-dslc: --session " << name
                 << ": not a session attribute of the catalog, or not a value of "

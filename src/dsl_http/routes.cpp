@@ -26,73 +26,37 @@ net::response refused(const dsl::diagnostic& d, std::string_view text) {
                             net::status::bad_request);
 }
 
-// A session value from the form, typed by the catalog's declaration of the attribute.
+// A session value from the form: JSON scalars as their text, arrays item by item, each typed
+// by the catalog's declaration of the attribute (dsl::session_value_from_text).
 std::optional<dsl::session_value> typed(const dsl::session_attribute& a, const json::value& v) {
   const auto scalar_text = [](const json::value& x) -> std::optional<std::string> {
     if (x.is_string()) return std::string(x.as_string());
-    if (x.is_int64()) return std::to_string(x.as_int64());
-    if (x.is_uint64()) return std::to_string(x.as_uint64());
-    if (x.is_double()) return json::serialize(x);
-    if (x.is_bool()) return std::string(x.as_bool() ? "true" : "false");
+    if (x.is_int64() || x.is_uint64() || x.is_double() || x.is_bool()) return json::serialize(x);
     return std::nullopt;
   };
-  const auto integer = [](const std::string& text) -> std::optional<std::int64_t> {
-    std::int64_t n = 0;
-    auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-    if (ec != std::errc{} || p != text.data() + text.size()) return std::nullopt;
-    return n;
-  };
   if (v.is_null()) return dsl::session_value{};
-  if (a.array) {
-    // An array, or text "a,b,c" as a form field gives it.
-    std::vector<std::string> items;
-    if (v.is_array()) {
-      for (const auto& item : v.as_array()) {
-        auto t = scalar_text(item);
-        if (!t) return std::nullopt;
-        items.push_back(*t);
-      }
-    } else if (v.is_string()) {
-      std::string text(v.as_string());
-      std::size_t at = 0;
-      while (!text.empty() && at <= text.size()) {
-        const auto comma = text.find(',', at);
-        items.push_back(text.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
-        if (comma == std::string::npos) break;
-        at = comma + 1;
-      }
-    } else {
-      return std::nullopt;
-    }
-    if (a.type != dsl::value_type::integer) return dsl::session_value{items};
-    std::vector<std::int64_t> numbers;
-    for (const auto& item : items) {
-      auto n = integer(item);
-      if (!n) return std::nullopt;
+  if (!a.array || !v.is_array()) {
+    auto text = scalar_text(v);
+    if (!text) return std::nullopt;
+    return dsl::session_value_from_text(a, *text);
+  }
+  dsl::session_attribute item = a;
+  item.array = false;
+  std::vector<std::string> texts;
+  std::vector<std::int64_t> numbers;
+  for (const auto& element : v.as_array()) {
+    auto text = scalar_text(element);
+    if (!text) return std::nullopt;
+    auto parsed = dsl::session_value_from_text(item, *text);
+    if (!parsed) return std::nullopt;
+    if (const auto* n = std::get_if<std::int64_t>(&*parsed)) {
       numbers.push_back(*n);
+    } else {
+      texts.push_back(std::move(*text));
     }
-    return dsl::session_value{numbers};
   }
-  auto text = scalar_text(v);
-  if (!text) return std::nullopt;
-  switch (a.type) {
-    case dsl::value_type::integer: {
-      auto n = integer(*text);
-      if (!n) return std::nullopt;
-      return dsl::session_value{*n};
-    }
-    case dsl::value_type::boolean:
-      if (*text != "true" && *text != "false") return std::nullopt;
-      return dsl::session_value{*text == "true"};
-    case dsl::value_type::decimal: {
-      char* end = nullptr;
-      const double d = std::strtod(text->c_str(), &end);
-      if (end == text->c_str() || *end != '\0') return std::nullopt;
-      return dsl::session_value{d};
-    }
-    default:
-      return dsl::session_value{*text};
-  }
+  if (a.type == dsl::value_type::integer) return dsl::session_value{std::move(numbers)};
+  return dsl::session_value{std::move(texts)};
 }
 
 }  // namespace

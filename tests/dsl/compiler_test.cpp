@@ -239,6 +239,28 @@ TEST_SUITE("unit") {
     CHECK(kept_order.ends_with("ORDER BY r1.\"salary\" DESC, r1.\"name\""));
   }
 
+  TEST_CASE("session values from text, typed by the attribute's declaration") {
+    const dsl::session_attribute number{.name = "n", .type = dsl::value_type::integer};
+    const dsl::session_attribute flag{.name = "f", .type = dsl::value_type::boolean};
+    const dsl::session_attribute ratio{.name = "r", .type = dsl::value_type::decimal};
+    const dsl::session_attribute word{.name = "w", .type = dsl::value_type::text};
+    const dsl::session_attribute teams{.name = "t", .type = dsl::value_type::text, .array = true};
+    const dsl::session_attribute ids{.name = "i", .type = dsl::value_type::integer, .array = true};
+    CHECK(dsl::session_value_from_text(number, "42") == dsl::session_value{std::int64_t{42}});
+    CHECK_FALSE(dsl::session_value_from_text(number, "42x"));
+    CHECK_FALSE(dsl::session_value_from_text(number, ""));
+    CHECK(dsl::session_value_from_text(flag, "true") == dsl::session_value{true});
+    CHECK_FALSE(dsl::session_value_from_text(flag, "yes"));
+    CHECK(dsl::session_value_from_text(ratio, "2.5") == dsl::session_value{2.5});
+    CHECK_FALSE(dsl::session_value_from_text(ratio, "2.5%"));
+    CHECK(dsl::session_value_from_text(word, "a,b") == dsl::session_value{std::string("a,b")});
+    CHECK(dsl::session_value_from_text(teams, "a,b") ==
+          dsl::session_value{std::vector<std::string>{"a", "b"}});
+    CHECK(dsl::session_value_from_text(teams, "") == dsl::session_value{std::vector<std::string>{}});
+    CHECK(dsl::session_value_from_text(ids, "1,2") == dsl::session_value{std::vector<std::int64_t>{1, 2}});
+    CHECK_FALSE(dsl::session_value_from_text(ids, "1,x"));
+  }
+
   TEST_CASE("the catalog: JSON both ways, and what create() refuses") {
     const auto cat = test_catalog();
     auto again = dsl::catalog::from_json(cat.to_json()).value();

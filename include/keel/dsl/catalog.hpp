@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 namespace keel::dsl {
@@ -73,6 +74,17 @@ struct session_attribute {
   value_type type = value_type::text;
   bool array = false;
 };
+
+/// A session attribute's value (an array for `in @teams`); std::monostate is SQL NULL.
+using session_value = std::variant<std::monostate, bool, std::int64_t, double, std::string,
+                                   std::vector<std::int64_t>, std::vector<std::string>>;
+
+/// The value of attribute `a` written as text, typed by its declaration: "42" for an integer,
+/// "true"/"false", a decimal, text as is; an array attribute takes items separated by commas
+/// ("a,b,c"; "" is the empty array). nullopt when the text is not a value of that type. For
+/// session values from a command line or a form.
+[[nodiscard]] std::optional<session_value> session_value_from_text(const session_attribute& a,
+                                                                   std::string_view text);
 
 /// Access to one table. Empty `columns` shows none; "*" shows all.
 struct grant {

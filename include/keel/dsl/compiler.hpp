@@ -32,10 +32,6 @@
 
 namespace keel::dsl {
 
-/// A session attribute's value (an array for `in @teams`); std::monostate is SQL NULL.
-using session_value = std::variant<std::monostate, bool, std::int64_t, double, std::string,
-                                   std::vector<std::int64_t>, std::vector<std::string>>;
-
 /// Who runs the query: a role of the catalog and the attributes its policies read.
 struct session {
   std::string role;
