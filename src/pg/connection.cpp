@@ -281,6 +281,12 @@ bool connection::awaiting_answer() const noexcept {
   return !state_->in_flight.empty();
 }
 
+void connection::read_ahead() noexcept {
+  // libpq's socket is non-blocking underneath, so this reads only what has arrived; PQisBusy
+  // parses the complete rows into the answer being built, leaving receive() only the rest.
+  if (!state_->in_flight.empty() && PQconsumeInput(state_->conn) == 1) (void)PQisBusy(state_->conn);
+}
+
 result<rows> connection::execute(std::string_view sql) {
   const std::string text(sql);
   // PQexec returns only the last result; earlier failures stop the batch and are what we get.

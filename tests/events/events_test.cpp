@@ -627,6 +627,32 @@ TEST_SUITE("pg") {
               .error() == ev::errc::invalid_read);
   }
 
+  TEST_CASE("for_each with pages larger than its read-ahead step: every event once, in order") {
+    fixture f;
+    // 1,500 events: pages of 600 take the next page from the socket while handling this one.
+    for (int batch = 0; batch < 3; ++batch) {
+      std::vector<ev::new_event> events;
+      for (int k = 0; k < 500; ++k) events.push_back(event("tick", std::to_string(batch * 500 + k)));
+      REQUIRE(f.store.append(f.c, "clock-" + std::to_string(batch), ev::expected_version::any(), events));
+    }
+    ev::all_position paged;
+    const auto expected = read_to_horizon(f.store, f.c, paged, 1000, "");
+    REQUIRE(expected.size() == 1500);
+    std::vector<ev::recorded_event> got;
+    auto end = f.store.for_each(f.c, {.max_count = 600}, [&](const ev::recorded_event& e) {
+      got.push_back(e);
+      return true;
+    });
+    REQUIRE(end);
+    CHECK(*end == paged);
+    REQUIRE(got.size() == expected.size());
+    for (std::size_t k = 0; k < got.size(); ++k) {
+      CHECK(got[k].position == expected[k].position);
+      CHECK(got[k].data == expected[k].data);
+    }
+    CHECK(!f.c.awaiting_answer());
+  }
+
   TEST_CASE("deletion: soft delete hides the past and the stream goes on; a tombstone refuses appends") {
     fixture f;
     REQUIRE(f.store.append(f.c, "user-1", ev::expected_version::any(), {event("a"), event("b")}));

@@ -156,6 +156,32 @@ TEST_SUITE("pg") {
     CHECK(c.last_error().sqlstate == "22012");
     CHECK(c.query("SELECT 2").value().value<std::int32_t>().value() == 2);
   }
+
+  TEST_CASE("read_ahead: an answer taken from the socket while the caller works is received whole") {
+    test::scratch_schema schema;
+    auto c = schema.connect();
+    c.read_ahead();  // nothing in flight: nothing to do
+    CHECK(!c.awaiting_answer());
+    // An answer of a few megabytes: more than a socket holds, so the server waits on the reader.
+    REQUIRE(c.send_params("SELECT g, repeat('x', 100) || g FROM generate_series(1, $1::int) g",
+                          pg::params(std::int32_t{50'000})));
+    for (int k = 0; k < 200; ++k) c.read_ahead();
+    CHECK(c.awaiting_answer());
+    auto rows = c.receive();
+    REQUIRE(rows);
+    REQUIRE(rows->size() == 50'000);
+    for (const std::size_t k : {0UL, 1UL, 24'999UL, 49'999UL}) {
+      CAPTURE(k);
+      CHECK((*rows)[k].get<std::int32_t>(0).value() == static_cast<std::int32_t>(k + 1));
+      CHECK((*rows)[k].get<std::string_view>(1).value() == std::string(100, 'x') + std::to_string(k + 1));
+    }
+    // A failure read ahead is still the answer's: receive() reports it and the connection goes on.
+    REQUIRE(c.send_params("SELECT 1 / (g - 3) FROM generate_series(1, 5) g", pg::params()));
+    c.read_ahead();
+    CHECK(c.receive().error() == pg::errc::server_error);
+    CHECK(c.last_error().sqlstate == "22012");
+    CHECK(c.query("SELECT 2").value().value<std::int32_t>().value() == 2);
+  }
 }
 
 TEST_SUITE("pg") {

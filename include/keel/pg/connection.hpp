@@ -61,6 +61,11 @@ class connection {
   [[nodiscard]] result<rows> receive();
   /// True between send_params() and receive().
   [[nodiscard]] bool awaiting_answer() const noexcept;
+  /// Takes what the server has sent so far for the statement in flight from the socket and
+  /// parses it into the answer being built, without waiting. Call it now and then
+  /// while working between send_params() and receive(): a server sending a large answer
+  /// otherwise stalls on a full socket until receive() is called. Errors surface in receive().
+  void read_ahead() noexcept;
 
   /// Runs one or more statements with no parameters through the simple protocol (DDL,
   /// migrations, SET). @returns the result of the last statement.
