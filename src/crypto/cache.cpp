@@ -1,7 +1,10 @@
-// The data-key cache: one map, with an LRU list for capacity. Copies of keys handed out are
-// secret_bytes too, so nothing leaves locked memory.
+// The data-key cache: one map, with an LRU list for capacity. Keys are handed out shared, not
+// copied: a key stays in locked memory, once, until its entry and the last message using it go.
 #include <keel/crypto/cache.hpp>
 
+#include "data_key.hpp"
+
+#include <algorithm>
 #include <utility>
 
 namespace keel::crypto {
@@ -26,16 +29,17 @@ void data_key_cache::make_room() {
   while (!order_.empty() && entries_.size() >= options_.capacity) erase(entries_.find(order_.back()));
 }
 
-std::optional<std::pair<secret_bytes, std::vector<encrypted_data_key>>> data_key_cache::take_for_encrypt(
-    const std::string& cache_key, std::size_t plaintext_bytes) {
+std::optional<cached_encryption_key> data_key_cache::take_for_encrypt(const std::string& cache_key,
+                                                                      std::size_t plaintext_bytes) {
   const std::lock_guard lock(mutex_);
-  auto it = entries_.find("e" + cache_key);
+  auto it = entries_.find(cache_key);
   if (it == entries_.end()) {
     ++stats_.misses;
     return std::nullopt;
   }
   auto& e = it->second;
-  if (expired(e) || e.messages >= options_.max_messages || e.bytes + plaintext_bytes > options_.max_bytes) {
+  if (expired(e) || e.messages >= std::min(options_.max_messages, messages_per_key_limit) ||
+      e.bytes + plaintext_bytes > options_.max_bytes) {
     erase(it);
     ++stats_.misses;
     return std::nullopt;
@@ -44,47 +48,48 @@ std::optional<std::pair<secret_bytes, std::vector<encrypted_data_key>>> data_key
   e.bytes += plaintext_bytes;
   touch(it);
   ++stats_.hits;
-  return std::make_pair(e.data_key.copy(), e.wrapped);
+  return e.cached;
 }
 
-void data_key_cache::put_for_encrypt(const std::string& cache_key, const secret_bytes& data_key,
-                                     const std::vector<encrypted_data_key>& wrapped,
+void data_key_cache::put_for_encrypt(const std::string& cache_key, cached_encryption_key key,
                                      std::size_t plaintext_bytes) {
   if (options_.capacity == 0 || plaintext_bytes > options_.max_bytes) return;
   const std::lock_guard lock(mutex_);
-  const auto key = "e" + cache_key;
-  if (auto old = entries_.find(key); old != entries_.end()) erase(old);
+  const auto& name = cache_key;
+  if (auto old = entries_.find(name); old != entries_.end()) erase(old);
   make_room();
-  order_.push_front(key);
-  entries_.emplace(
-      key, entry{data_key.copy(), wrapped, options_.clock->monotonic(), 1, plaintext_bytes, order_.begin()});
+  order_.push_front(name);
+  entries_.emplace(name,
+                   entry{std::move(key), options_.clock->monotonic(), 1, plaintext_bytes, order_.begin()});
 }
 
-std::optional<secret_bytes> data_key_cache::take_for_decrypt(const std::string& cache_key) {
+std::shared_ptr<const detail::prepared_data_key> data_key_cache::take_for_decrypt(
+    const std::string& cache_key) {
   const std::lock_guard lock(mutex_);
-  auto it = entries_.find("d" + cache_key);
+  auto it = entries_.find(cache_key);
   if (it == entries_.end()) {
     ++stats_.misses;
-    return std::nullopt;
+    return nullptr;
   }
   if (expired(it->second)) {
     erase(it);
     ++stats_.misses;
-    return std::nullopt;
+    return nullptr;
   }
   touch(it);
   ++stats_.hits;
-  return it->second.data_key.copy();
+  return it->second.cached.key;
 }
 
-void data_key_cache::put_for_decrypt(const std::string& cache_key, const secret_bytes& data_key) {
+void data_key_cache::put_for_decrypt(const std::string& cache_key,
+                                     std::shared_ptr<const detail::prepared_data_key> key) {
   if (options_.capacity == 0) return;
   const std::lock_guard lock(mutex_);
-  const auto key = "d" + cache_key;
-  if (auto old = entries_.find(key); old != entries_.end()) erase(old);
+  const auto& name = cache_key;
+  if (auto old = entries_.find(name); old != entries_.end()) erase(old);
   make_room();
-  order_.push_front(key);
-  entries_.emplace(key, entry{data_key.copy(), {}, options_.clock->monotonic(), 0, 0, order_.begin()});
+  order_.push_front(name);
+  entries_.emplace(name, entry{{std::move(key), nullptr}, options_.clock->monotonic(), 0, 0, order_.begin()});
 }
 
 void data_key_cache::clear() {

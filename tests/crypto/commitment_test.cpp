@@ -179,104 +179,126 @@ TEST_SUITE("unit") {
   }
 
   TEST_CASE("an envelope crafted to open for two recipients: the key commitment stops the second") {
-    // The recipients' keyrings, and a data key for each, wrapped by its own keyring.
-    crypto::keyring alice("alice");
-    crypto::keyring bob("bob");
-    alice.rotate();
-    bob.rotate();
-    const auto message_id = crypto::random_bytes(32);
-    const auto key_a = crypto::secret_bytes::random(32);
-    const auto key_b = crypto::secret_bytes::random(32);
-    // The derivation docs/crypto.md gives: HKDF-SHA-512 with the message id as salt.
-    auto derive = [&](const crypto::secret_bytes& data_key, std::string_view label) {
-      auto prk = crypto::hkdf_extract(crypto::hash_algorithm::sha512, data_key.view(), message_id).value();
-      return crypto::hkdf_expand(crypto::hash_algorithm::sha512, prk.view(), keel::as_bytes(label), 32)
-          .value();
-    };
-    const auto content_a = derive(key_a, "keel envelope v1 derive key");
-    const auto content_b = derive(key_b, "keel envelope v1 derive key");
-    const auto commit_a = derive(key_a, "keel envelope v1 commit key");
+    for (const std::uint16_t suite :
+         {crypto::suite_aes256_gcm_hkdf_sha512_commit, crypto::suite_aes256_gcm_aes_kdf_commit}) {
+      CAPTURE(suite);
+      const bool suite1 = suite == crypto::suite_aes256_gcm_hkdf_sha512_commit;
+      // The recipients' keyrings, and a data key for each, wrapped by its own keyring.
+      crypto::keyring alice("alice");
+      crypto::keyring bob("bob");
+      alice.rotate();
+      bob.rotate();
+      const auto message_id = crypto::random_bytes(suite1 ? 32 : 12);
+      const auto key_a = crypto::secret_bytes::random(32);
+      const auto key_b = crypto::secret_bytes::random(32);
+      // The derivations docs/crypto.md gives. Suite 1: HKDF-SHA-512 with the message id as salt.
+      auto derive = [&](const crypto::secret_bytes& data_key, std::string_view label) {
+        auto prk = crypto::hkdf_extract(crypto::hash_algorithm::sha512, data_key.view(), message_id).value();
+        return crypto::hkdf_expand(crypto::hash_algorithm::sha512, prk.view(), keel::as_bytes(label), 32)
+            .value();
+      };
+      // Suite 2: the first halves of AES-256 under the data key of id || i (32-bit little-endian),
+      // i = 0..3; the commitment HMAC-SHA-256 of the data key over a label.
+      auto derive_suite2 = [&](const crypto::secret_bytes& data_key) {
+        auto out = crypto::secret_bytes(32);
+        for (std::uint8_t i = 0; i < 4; ++i) {
+          std::array<std::uint8_t, 16> block{};
+          std::memcpy(block.data(), message_id.data(), 12);
+          block[12] = i;
+          const auto encrypted = aes_block(data_key.view(), block);
+          std::memcpy(out.data() + 8 * i, encrypted.data(), 8);
+        }
+        return out;
+      };
+      const auto content_a = suite1 ? derive(key_a, "keel envelope v1 derive key") : derive_suite2(key_a);
+      const auto content_b = suite1 ? derive(key_b, "keel envelope v1 derive key") : derive_suite2(key_b);
+      const auto commit_a = suite1 ? derive(key_a, "keel envelope v1 commit key")
+                                   : crypto::secret_bytes::copy_of(
+                                         crypto::hmac(crypto::hash_algorithm::sha256, key_a.view(),
+                                                      keel::as_bytes("keel envelope suite 2 key commitment"))
+                                             .value());
 
-    // The context, serialised as the envelope stores it (and as providers authenticate it).
-    const crypto::encryption_context context{{"tenant", "acme"}};
-    keel::bytes context_bytes;
-    keel::byte_writer cw(context_bytes);
-    cw.be<std::uint16_t>(1);
-    cw.be<std::uint16_t>(6);
-    cw.append(keel::as_bytes("tenant"));
-    cw.be<std::uint16_t>(4);
-    cw.append(keel::as_bytes("acme"));
-    auto wrapped_a = alice.wrap(key_a.view(), context_bytes).value();
-    auto wrapped_b = bob.wrap(key_b.view(), context_bytes).value();
+      // The context, serialised as the envelope stores it (and as providers authenticate it).
+      const crypto::encryption_context context{{"tenant", "acme"}};
+      keel::bytes context_bytes;
+      keel::byte_writer cw(context_bytes);
+      cw.be<std::uint16_t>(1);
+      cw.be<std::uint16_t>(6);
+      cw.append(keel::as_bytes("tenant"));
+      cw.be<std::uint16_t>(4);
+      cw.append(keel::as_bytes("acme"));
+      auto wrapped_a = alice.wrap(key_a.view(), context_bytes).value();
+      auto wrapped_b = bob.wrap(key_b.view(), context_bytes).value();
 
-    // The header, by the documented layout, with a third data key of a provider nobody has: its
-    // wrapped bytes hold the free block, 16-aligned in the header.
-    keel::bytes header(keel::as_bytes("KENV").begin(), keel::as_bytes("KENV").end());
-    keel::byte_writer w(header);
-    w.u8(1);
-    w.be<std::uint16_t>(0x0001);
-    w.append(message_id);
-    w.append(context_bytes);
-    w.u8(3);
-    for (const auto* k : {&wrapped_a, &wrapped_b}) {
-      w.u8(static_cast<std::uint8_t>(k->provider.size()));
-      w.append(keel::as_bytes(k->provider));
-      w.be<std::uint16_t>(static_cast<std::uint16_t>(k->key_id.size()));
-      w.append(keel::as_bytes(k->key_id));
-      w.be<std::uint16_t>(static_cast<std::uint16_t>(k->wrapped.size()));
-      w.append(k->wrapped);
+      // The header, by the documented layout, with a third data key of a provider nobody has: its
+      // wrapped bytes hold the free block, 16-aligned in the header.
+      keel::bytes header(keel::as_bytes("KENV").begin(), keel::as_bytes("KENV").end());
+      keel::byte_writer w(header);
+      w.u8(1);
+      w.be<std::uint16_t>(suite);
+      w.append(message_id);
+      w.append(context_bytes);
+      w.u8(3);
+      for (const auto* k : {&wrapped_a, &wrapped_b}) {
+        w.u8(static_cast<std::uint8_t>(k->provider.size()));
+        w.append(keel::as_bytes(k->provider));
+        w.be<std::uint16_t>(static_cast<std::uint16_t>(k->key_id.size()));
+        w.append(keel::as_bytes(k->key_id));
+        w.be<std::uint16_t>(static_cast<std::uint16_t>(k->wrapped.size()));
+        w.append(k->wrapped);
+      }
+      w.u8(3);
+      w.append(keel::as_bytes("pad"));
+      const std::size_t key_id_at = header.size() + 2;
+      const std::size_t wrapped_at_unpadded = key_id_at + 2;  // after a key id of length 0
+      const std::size_t key_id_length = (16 - wrapped_at_unpadded % 16) % 16;
+      w.be<std::uint16_t>(static_cast<std::uint16_t>(key_id_length));
+      w.append(keel::bytes(key_id_length, 'x'));
+      w.be<std::uint16_t>(32);
+      const std::size_t free_at = header.size();
+      REQUIRE(free_at % 16 == 0);
+      w.append(keel::bytes(32, 0));
+      w.u8(1);                    // a single body
+      w.be<std::uint32_t>(0);     // no frames
+      w.append(commit_a.view());  // Alice's commitment: the only one a header can hold
+      keel::bytes no_ciphertext;
+      const std::array<std::uint8_t, 12> nonce0{};
+      const auto header_tag =
+          collide(content_a.view(), content_b.view(), nonce0, header, no_ciphertext, true, free_at);
+
+      // The body: one sealed part, its tag colliding too.
+      keel::bytes body_aad(message_id.begin(), message_id.end());
+      keel::byte_writer bw(body_aad);
+      bw.append(keel::as_bytes("single"));
+      bw.be<std::uint32_t>(1);
+      bw.be<std::uint64_t>(48);
+      keel::bytes body = crypto::random_bytes(48);
+      std::array<std::uint8_t, 12> nonce1{};
+      nonce1[11] = 1;
+      const auto body_tag = collide(content_a.view(), content_b.view(), nonce1, body_aad, body, false, 0);
+
+      keel::bytes envelope = header;
+      envelope.insert(envelope.end(), header_tag.begin(), header_tag.end());
+      keel::byte_writer ew(envelope);
+      ew.be<std::uint64_t>(48);
+      ew.append(body);
+      ew.append(body_tag);
+
+      // Without the commitment, both tags would pass for Bob's key: they do, checked directly.
+      CHECK(crypto::open(crypto::aead_algorithm::aes_gcm, content_b.view(), nonce0,
+                         keel::bytes(header_tag.begin(), header_tag.end()), header));
+      auto bob_would_read = crypto::open(crypto::aead_algorithm::aes_gcm, content_b.view(), nonce1,
+                                         sealed_of(body, body_tag), body_aad);
+      REQUIRE(bob_would_read);
+
+      // Alice reads it; Bob is refused by the commitment.
+      crypto::kms* for_alice[] = {&alice};
+      crypto::kms* for_bob[] = {&bob};
+      auto alice_reads = crypto::decrypt(for_alice, envelope, {.expected_context = context});
+      REQUIRE(alice_reads);
+      CHECK(alice_reads->plaintext != *bob_would_read);
+      CHECK(crypto::decrypt(for_bob, envelope, {.expected_context = context}).error() ==
+            crypto::errc::commitment_mismatch);
     }
-    w.u8(3);
-    w.append(keel::as_bytes("pad"));
-    const std::size_t key_id_at = header.size() + 2;
-    const std::size_t wrapped_at_unpadded = key_id_at + 2;  // after a key id of length 0
-    const std::size_t key_id_length = (16 - wrapped_at_unpadded % 16) % 16;
-    w.be<std::uint16_t>(static_cast<std::uint16_t>(key_id_length));
-    w.append(keel::bytes(key_id_length, 'x'));
-    w.be<std::uint16_t>(32);
-    const std::size_t free_at = header.size();
-    REQUIRE(free_at % 16 == 0);
-    w.append(keel::bytes(32, 0));
-    w.u8(1);                    // a single body
-    w.be<std::uint32_t>(0);     // no frames
-    w.append(commit_a.view());  // Alice's commitment: the only one a header can hold
-    keel::bytes no_ciphertext;
-    const std::array<std::uint8_t, 12> nonce0{};
-    const auto header_tag =
-        collide(content_a.view(), content_b.view(), nonce0, header, no_ciphertext, true, free_at);
-
-    // The body: one sealed part, its tag colliding too.
-    keel::bytes body_aad(message_id.begin(), message_id.end());
-    keel::byte_writer bw(body_aad);
-    bw.append(keel::as_bytes("single"));
-    bw.be<std::uint32_t>(1);
-    bw.be<std::uint64_t>(48);
-    keel::bytes body = crypto::random_bytes(48);
-    std::array<std::uint8_t, 12> nonce1{};
-    nonce1[11] = 1;
-    const auto body_tag = collide(content_a.view(), content_b.view(), nonce1, body_aad, body, false, 0);
-
-    keel::bytes envelope = header;
-    envelope.insert(envelope.end(), header_tag.begin(), header_tag.end());
-    keel::byte_writer ew(envelope);
-    ew.be<std::uint64_t>(48);
-    ew.append(body);
-    ew.append(body_tag);
-
-    // Without the commitment, both tags would pass for Bob's key: they do, checked directly.
-    CHECK(crypto::open(crypto::aead_algorithm::aes_gcm, content_b.view(), nonce0,
-                       keel::bytes(header_tag.begin(), header_tag.end()), header));
-    auto bob_would_read = crypto::open(crypto::aead_algorithm::aes_gcm, content_b.view(), nonce1,
-                                       sealed_of(body, body_tag), body_aad);
-    REQUIRE(bob_would_read);
-
-    // Alice reads it; Bob is refused by the commitment.
-    crypto::kms* for_alice[] = {&alice};
-    crypto::kms* for_bob[] = {&bob};
-    auto alice_reads = crypto::decrypt(for_alice, envelope, {.expected_context = context});
-    REQUIRE(alice_reads);
-    CHECK(alice_reads->plaintext != *bob_would_read);
-    CHECK(crypto::decrypt(for_bob, envelope, {.expected_context = context}).error() ==
-          crypto::errc::commitment_mismatch);
   }
 }

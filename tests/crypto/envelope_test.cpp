@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -19,6 +20,7 @@
 #include <fcntl.h>
 #include <support/result.hpp>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace {
@@ -56,30 +58,40 @@ struct counting_kms final : crypto::kms {
 
 }  // namespace
 
+// Every suite keel writes: each test of the format runs in both.
+constexpr std::array<std::uint16_t, 2> all_suites = {crypto::suite_aes256_gcm_hkdf_sha512_commit,
+                                                     crypto::suite_aes256_gcm_aes_kdf_commit};
+
 TEST_SUITE("unit") {
   TEST_CASE("envelopes round trip, single and framed, at every interesting size") {
     crypto::keyring ring("orders");
     ring.rotate();
     crypto::kms* keys[] = {&ring};
     const crypto::encryption_context context{{"tenant", "acme"}, {"table", "cards"}};
-    for (const std::uint32_t frame : {0U, 1U, 16U, 4096U}) {
-      for (const std::size_t size : {0UL, 1UL, 15UL, 16UL, 17UL, 48UL, 1000UL, 10'000UL}) {
-        CAPTURE(frame);
-        CAPTURE(size);
-        if (frame == 1 && size > 1000) continue;
-        const auto plaintext = pattern(size, static_cast<std::uint32_t>(size + frame));
-        const auto sealed = crypto::encrypt(keys, plaintext, context, {.frame_size = frame}).value();
-        const auto opened = crypto::decrypt(keys, sealed, {.expected_context = {{"tenant", "acme"}}}).value();
-        CHECK(opened.plaintext == plaintext);
-        CHECK(opened.context == context);
-        CHECK(opened.used.key_id == "orders/1");
-        const auto header = crypto::read_header(sealed).value();
-        CHECK(header.frame_size == frame);
-        CHECK(header.context == context);
-        CHECK(header.data_keys.size() == 1);
-        CHECK(header.message_id.size() == 32);
+    for (const auto suite : all_suites)
+      for (const std::uint32_t frame : {0U, 1U, 16U, 4096U}) {
+        for (const std::size_t size : {0UL, 1UL, 15UL, 16UL, 17UL, 48UL, 1000UL, 10'000UL}) {
+          CAPTURE(suite);
+          CAPTURE(frame);
+          CAPTURE(size);
+          if (frame == 1 && size > 1000) continue;
+          const auto plaintext = pattern(size, static_cast<std::uint32_t>(size + frame));
+          const auto sealed =
+              crypto::encrypt(keys, plaintext, context, {.frame_size = frame, .suite = suite}).value();
+          const auto opened =
+              crypto::decrypt(keys, sealed, {.expected_context = {{"tenant", "acme"}}}).value();
+          CHECK(opened.plaintext == plaintext);
+          CHECK(opened.context == context);
+          CHECK(opened.used.key_id == "orders/1");
+          const auto header = crypto::read_header(sealed).value();
+          CHECK(header.frame_size == frame);
+          CHECK(header.context == context);
+          CHECK(header.data_keys.size() == 1);
+          CHECK(header.suite == suite);
+          CHECK(header.message_id.size() ==
+                (suite == crypto::suite_aes256_gcm_hkdf_sha512_commit ? 32U : 12U));
+        }
       }
-    }
     // Two envelopes of the same plaintext share nothing but their layout.
     const auto a = crypto::encrypt(keys, text("same"), context).value();
     const auto b = crypto::encrypt(keys, text("same"), context).value();
@@ -90,28 +102,31 @@ TEST_SUITE("unit") {
     crypto::keyring ring("orders");
     ring.rotate();
     crypto::kms* keys[] = {&ring};
-    for (const std::uint32_t frame : {0U, 24U}) {
-      CAPTURE(frame);
-      const auto sealed =
-          crypto::encrypt(keys, pattern(70, 7), {{"tenant", "acme"}}, {.frame_size = frame}).value();
-      const auto header_size = crypto::read_header(sealed).value().header_size;
-      std::size_t refused = 0;
-      for (std::size_t at = 0; at < sealed.size(); ++at) {
-        for (const std::uint8_t flip : {std::uint8_t{0x01}, std::uint8_t{0x80}}) {
-          auto changed = sealed;
-          changed[at] ^= flip;
-          const auto opened = crypto::decrypt(keys, changed);
-          CAPTURE(at);
-          CHECK_FALSE(opened.has_value());
-          if (!opened) {
-            CHECK(opened.error().category() == crypto::crypto_category());
-            ++refused;
+    for (const auto suite : all_suites)
+      for (const std::uint32_t frame : {0U, 24U}) {
+        CAPTURE(suite);
+        CAPTURE(frame);
+        const auto sealed =
+            crypto::encrypt(keys, pattern(70, 7), {{"tenant", "acme"}}, {.frame_size = frame, .suite = suite})
+                .value();
+        const auto header_size = crypto::read_header(sealed).value().header_size;
+        std::size_t refused = 0;
+        for (std::size_t at = 0; at < sealed.size(); ++at) {
+          for (const std::uint8_t flip : {std::uint8_t{0x01}, std::uint8_t{0x80}}) {
+            auto changed = sealed;
+            changed[at] ^= flip;
+            const auto opened = crypto::decrypt(keys, changed);
+            CAPTURE(at);
+            CHECK_FALSE(opened.has_value());
+            if (!opened) {
+              CHECK(opened.error().category() == crypto::crypto_category());
+              ++refused;
+            }
           }
         }
+        CHECK(refused == 2 * sealed.size());
+        CHECK(header_size < sealed.size());
       }
-      CHECK(refused == 2 * sealed.size());
-      CHECK(header_size < sealed.size());
-    }
   }
 
   TEST_CASE("framed bodies: truncation at any length, a missing, repeated or reordered frame, extra bytes") {
@@ -498,6 +513,36 @@ TEST_SUITE("unit") {
 }
 
 TEST_SUITE("unit") {
+  TEST_CASE("message ids after a fork: parent and child never draw the same one") {
+    crypto::keyring ring("forked");
+    ring.rotate();
+    crypto::kms* keys[] = {&ring};
+    auto id_of_a_new_envelope = [&] {
+      return crypto::read_header(crypto::encrypt(keys, text("x"), {}).value()).value().message_id;
+    };
+    (void)id_of_a_new_envelope();  // ids are drawn from a pool: this one fills it
+    int pipe_ends[2];
+    REQUIRE(::pipe(pipe_ends) == 0);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      const auto id = id_of_a_new_envelope();
+      const bool sent = ::write(pipe_ends[1], id.data(), id.size()) == static_cast<ssize_t>(id.size());
+      ::_exit(sent ? 0 : 1);
+    }
+    ::close(pipe_ends[1]);
+    const auto parents = id_of_a_new_envelope();
+    keel::bytes childs(parents.size());
+    const auto got = ::read(pipe_ends[0], childs.data(), childs.size());
+    ::close(pipe_ends[0]);
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    REQUIRE(got == static_cast<ssize_t>(childs.size()));
+    CHECK(parents != childs);  // the same id would mean the same content key and nonces
+  }
+
   TEST_CASE("envelopes written by earlier keel versions still open (tests/data/crypto)") {
     crypto::keyring ring("golden");
     REQUIRE(ring.import_version(1, keel::bytes(32, 0x11), crypto::key_state::enabled));
@@ -507,21 +552,28 @@ TEST_SUITE("unit") {
     CHECK(ring.import_version(0, keel::bytes(32, 0x22), crypto::key_state::enabled).error() ==
           crypto::errc::unknown_key);
     crypto::kms* keys[] = {&ring};
-    std::FILE* f = std::fopen(KEEL_TEST_DATA_DIR "/crypto/envelopes-v1.hex", "r");
-    REQUIRE_MESSAGE(f != nullptr, "missing tests/data/crypto/envelopes-v1.hex");
-    char line[8192];
-    int opened = 0;
-    while (std::fgets(line, sizeof line, f) != nullptr) {
-      std::string hex(line);
-      while (!hex.empty() && (hex.back() == '\n' || hex.back() == '\r')) hex.pop_back();
-      const auto envelope = keel::from_hex(hex).value();
-      const auto result =
-          crypto::decrypt(keys, envelope, {.expected_context = {{"purpose", "golden"}}}).value();
-      CHECK(result.plaintext == text("keel envelope format v1: a known answer"));
-      CHECK(result.context == crypto::encryption_context{{"purpose", "golden"}, {"tenant", "acme"}});
-      ++opened;
+    const std::pair<const char*, std::uint16_t> files[] = {
+        {KEEL_TEST_DATA_DIR "/crypto/envelopes-v1.hex", crypto::suite_aes256_gcm_hkdf_sha512_commit},
+        {KEEL_TEST_DATA_DIR "/crypto/envelopes-suite2.hex", crypto::suite_aes256_gcm_aes_kdf_commit}};
+    for (const auto& [path, suite] : files) {
+      CAPTURE(path);
+      std::FILE* f = std::fopen(path, "r");
+      REQUIRE_MESSAGE(f != nullptr, "missing golden envelopes in tests/data/crypto");
+      char line[8192];
+      int opened = 0;
+      while (std::fgets(line, sizeof line, f) != nullptr) {
+        std::string hex(line);
+        while (!hex.empty() && (hex.back() == '\n' || hex.back() == '\r')) hex.pop_back();
+        const auto envelope = keel::from_hex(hex).value();
+        CHECK(crypto::read_header(envelope).value().suite == suite);
+        const auto result =
+            crypto::decrypt(keys, envelope, {.expected_context = {{"purpose", "golden"}}}).value();
+        CHECK(result.plaintext == text("keel envelope format v1: a known answer"));
+        CHECK(result.context == crypto::encryption_context{{"purpose", "golden"}, {"tenant", "acme"}});
+        ++opened;
+      }
+      std::fclose(f);
+      CHECK(opened == 2);
     }
-    std::fclose(f);
-    CHECK(opened == 2);
   }
 }

@@ -3,7 +3,8 @@
 /// @brief A data-key cache: encrypt() reuses a data key (and its wrapped forms) for messages of
 /// the same context and providers within limits, and decrypt() remembers unwrapped data keys, so
 /// a remote KMS is not asked for every message. Every message still gets its own content key
-/// (derived with its random message id), so reuse never repeats a key-nonce pair.
+/// (derived with its random message id), so reuse never repeats a key-nonce pair (within the
+/// 2^32 messages a cached key seals at most).
 ///
 /// @code
 /// keel::crypto::data_key_cache cache({.max_age = std::chrono::minutes(5), .max_messages = 10'000});
@@ -22,6 +23,7 @@
 #include <cstdint>
 #include <list>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -43,21 +45,37 @@ struct data_key_cache_stats {
   std::uint64_t evictions = 0;  ///< entries dropped (expired, used up, or over capacity); their keys wiped
 };
 
-/// Thread-safe. Evicted keys are wiped (secret_bytes).
+namespace detail {
+class prepared_data_key;
+}
+
+/// A cached data key for encrypt(): the key made ready for messages, and its wrapped forms.
+struct cached_encryption_key {
+  std::shared_ptr<const detail::prepared_data_key> key;
+  std::shared_ptr<const std::vector<encrypted_data_key>> wrapped;
+};
+
+/// Thread-safe. Evicted keys are wiped (secret_bytes) once no message in flight still uses them.
 class data_key_cache {
  public:
+  /// Messages one data key encrypts at most, whatever the options say: suite 2's message ids
+  /// are 96 random bits, so, as with random GCM nonces, 2^32 messages per key at most.
+  static constexpr std::uint64_t messages_per_key_limit = std::uint64_t{1} << 32U;
+
   explicit data_key_cache(data_key_cache_options options = {});
 
-  /// For encrypt(): a data key and its wrapped forms for this (context, providers), if one is
-  /// cached within its limits; counts the message and its bytes against them.
-  [[nodiscard]] std::optional<std::pair<secret_bytes, std::vector<encrypted_data_key>>> take_for_encrypt(
-      const std::string& cache_key, std::size_t plaintext_bytes);
+  // What encrypt() and decrypt() call; the key types and the cache keys (which say whether they
+  // are for encrypting or decrypting) are theirs.
+  /// For encrypt(): a data key and its wrapped forms for this (suite, context, providers), if one
+  /// is cached within its limits; counts the message and its bytes against them.
+  [[nodiscard]] std::optional<cached_encryption_key> take_for_encrypt(const std::string& cache_key,
+                                                                      std::size_t plaintext_bytes);
   /// Remembers a new data key for encrypt(), the first message counted.
-  void put_for_encrypt(const std::string& cache_key, const secret_bytes& data_key,
-                       const std::vector<encrypted_data_key>& wrapped, std::size_t plaintext_bytes);
-  /// For decrypt(): the data key a wrapped key unwrapped to before, within max_age.
-  [[nodiscard]] std::optional<secret_bytes> take_for_decrypt(const std::string& cache_key);
-  void put_for_decrypt(const std::string& cache_key, const secret_bytes& data_key);
+  void put_for_encrypt(const std::string& cache_key, cached_encryption_key key, std::size_t plaintext_bytes);
+  /// For decrypt(): the data key a wrapped key unwrapped to before, within max_age; null if none.
+  [[nodiscard]] std::shared_ptr<const detail::prepared_data_key> take_for_decrypt(
+      const std::string& cache_key);
+  void put_for_decrypt(const std::string& cache_key, std::shared_ptr<const detail::prepared_data_key> key);
 
   /// Drops every entry (wiping the keys), e.g. after a key version was destroyed.
   void clear();
@@ -66,8 +84,7 @@ class data_key_cache {
 
  private:
   struct entry {
-    secret_bytes data_key;
-    std::vector<encrypted_data_key> wrapped;
+    cached_encryption_key cached;  // for decrypt entries, `wrapped` is null
     monotonic_time created{};
     std::uint64_t messages = 0;
     std::uint64_t bytes = 0;

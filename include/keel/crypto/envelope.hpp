@@ -34,8 +34,15 @@ namespace keel::crypto {
 using encryption_context = std::map<std::string, std::string, std::less<>>;
 
 inline constexpr std::uint8_t envelope_version = 1;
-/// AES-256-GCM body, HKDF-SHA-512 key derivation and key commitment.
+/// AES-256-GCM body; a 32-byte message id; content key and key commitment by HKDF-SHA-512 from
+/// the data key and the message id, per message (the AWS Encryption SDK's committing design).
+/// Read, and written when asked for.
 inline constexpr std::uint16_t suite_aes256_gcm_hkdf_sha512_commit = 0x0001;
+/// AES-256-GCM body; a 12-byte message id; the content key derived from the data key by AES-256
+/// over the message id (RFC 8452's derivation); the key commitment HMAC-SHA-256 of the data key.
+/// What depends only on the data key is made once per cached key, so a 1 KiB message costs
+/// about what AES-GCM of its bytes does. The default.
+inline constexpr std::uint16_t suite_aes256_gcm_aes_kdf_commit = 0x0002;
 
 class data_key_cache;
 
@@ -46,6 +53,8 @@ struct encrypt_options {
   /// Reuse a data key (and its wrapped forms) for this context and these providers within the
   /// cache's limits, instead of wrapping a new one per message (keel/crypto/cache.hpp).
   data_key_cache* cache = nullptr;
+  /// suite_aes256_gcm_aes_kdf_commit or suite_aes256_gcm_hkdf_sha512_commit.
+  std::uint16_t suite = suite_aes256_gcm_aes_kdf_commit;
 };
 
 struct decrypt_options {
@@ -60,8 +69,8 @@ struct decrypt_options {
 /// What an envelope says about itself, readable without any key.
 struct envelope_header {
   std::uint8_t version = envelope_version;
-  std::uint16_t suite = suite_aes256_gcm_hkdf_sha512_commit;
-  bytes message_id;  ///< 32 random bytes
+  std::uint16_t suite = suite_aes256_gcm_aes_kdf_commit;
+  bytes message_id;  ///< random: 32 bytes in suite 1, 12 in suite 2
   encryption_context context;
   std::vector<encrypted_data_key> data_keys;
   std::uint32_t frame_size = 0;  ///< 0: not framed
@@ -103,9 +112,9 @@ class envelope_encryptor {
  public:
   /// Makes the data key, wraps it with every provider, writes the header. @returns
   /// errc::invalid_input_size for a frame size of 0, or what encrypt() returns.
-  [[nodiscard]] static result<envelope_encryptor> start(std::span<kms* const> wrappers,
-                                                        const encryption_context& context,
-                                                        std::uint32_t frame_size);
+  [[nodiscard]] static result<envelope_encryptor> start(
+      std::span<kms* const> wrappers, const encryption_context& context, std::uint32_t frame_size,
+      std::uint16_t suite = suite_aes256_gcm_aes_kdf_commit);
   envelope_encryptor(envelope_encryptor&&) noexcept;
   envelope_encryptor& operator=(envelope_encryptor&&) noexcept;
   ~envelope_encryptor();

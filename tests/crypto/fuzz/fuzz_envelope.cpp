@@ -1,7 +1,8 @@
 // libFuzzer target for keel::crypto's envelope parser and decryptor. The first input byte picks
 // what to attack:
 //   0: read_header and decrypt on the raw input: an error, never a crash, and no forgery
-//   1: a real envelope of the input's plaintext (framed or not), one byte changed where the input
+//   1: a real envelope of the input's plaintext (either suite, framed or not), one byte changed where the
+//   input
 //      says: decrypt must refuse it
 //   2: a real framed envelope cut to a length the input picks: refused unless whole
 #include <keel/crypto.hpp>
@@ -30,6 +31,12 @@ crypto::keyring& fixed_keyring() {
   return ring;
 }
 
+// Either suite keel writes.
+std::uint16_t pick_suite(FuzzedDataProvider& in) {
+  return in.ConsumeBool() ? crypto::suite_aes256_gcm_hkdf_sha512_commit
+                          : crypto::suite_aes256_gcm_aes_kdf_commit;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -44,11 +51,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       break;
     }
     case 1: {
+      const auto suite = pick_suite(in);
       const auto frame = in.ConsumeBool() ? in.ConsumeIntegralInRange<std::uint32_t>(1, 64) : 0U;
       const auto at = in.ConsumeIntegral<std::uint32_t>();
       const auto flip = static_cast<std::uint8_t>(in.ConsumeIntegralInRange<int>(1, 255));
       const auto plaintext = in.ConsumeRemainingBytes<std::uint8_t>();
-      auto sealed = crypto::encrypt(keys, plaintext, {{"fuzz", "1"}}, {.frame_size = frame});
+      auto sealed = crypto::encrypt(keys, plaintext, {{"fuzz", "1"}}, {.frame_size = frame, .suite = suite});
       require(sealed.has_value());
       require(crypto::decrypt(keys, *sealed).value().plaintext == plaintext);
       (*sealed)[at % sealed->size()] ^= flip;
@@ -56,10 +64,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       break;
     }
     default: {
+      const auto suite = pick_suite(in);
       const auto frame = in.ConsumeIntegralInRange<std::uint32_t>(1, 64);
       const auto cut = in.ConsumeIntegral<std::uint32_t>();
       const auto plaintext = in.ConsumeRemainingBytes<std::uint8_t>();
-      auto sealed = crypto::encrypt(keys, plaintext, {}, {.frame_size = frame}).value();
+      auto sealed = crypto::encrypt(keys, plaintext, {}, {.frame_size = frame, .suite = suite}).value();
       const auto length = cut % (sealed.size() + 1);
       const auto opened = crypto::decrypt(keys, keel::bytes_view(sealed).first(length));
       require(opened.has_value() == (length == sealed.size()));
