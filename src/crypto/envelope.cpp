@@ -820,6 +820,38 @@ struct envelope_decryptor::state {
     if (cursor.done && !buffer.empty()) return errc::malformed_envelope;  // bytes after the final frame
     return {};
   }
+
+  // How many more bytes the frame begun in the buffer needs before it can be opened (at least
+  // one): its marker first, then a final frame's length, then the rest.
+  [[nodiscard]] std::size_t bytes_to_complete_frame() const {
+    if (buffer.size() < 4) return 4 - buffer.size();
+    std::size_t whole = 4 + header->header.frame_size + aead_tag_bytes;
+    if (load_be<std::uint32_t>(buffer.data()) == final_frame_marker) {
+      if (buffer.size() < 12) return 12 - buffer.size();
+      whole = 12 + static_cast<std::size_t>(load_be<std::uint32_t>(buffer.data() + 8)) + aead_tag_bytes;
+    }
+    return whole > buffer.size() ? whole - buffer.size() : 1;
+  }
+
+  // Opens the frames of `chunk` without copying it into the buffer where it can: a frame begun
+  // earlier is completed with only the bytes it lacks, whole frames are opened where they lie,
+  // and only an unfinished one is kept (copying every chunk in and moving the rest down after
+  // each frame cost as much as the frames' AES-GCM).
+  result<void> take_chunk(bytes_view chunk, bytes& out) {
+    while (!buffer.empty() && !chunk.empty() && !cursor.done) {
+      const auto take = std::min(bytes_to_complete_frame(), chunk.size());
+      buffer.insert(buffer.end(), chunk.begin(), chunk.begin() + static_cast<std::ptrdiff_t>(take));
+      chunk = chunk.subspan(take);
+      if (auto frames = take_frames(out); !frames) return frames;
+    }
+    if (chunk.empty()) return {};
+    if (cursor.done) return errc::malformed_envelope;  // bytes after the final frame
+    auto used = open_frames(chunk, *keys, header->header.message_id, header->header.frame_size, cursor, out);
+    if (!used) return used.error();
+    if (cursor.done && *used != chunk.size()) return errc::malformed_envelope;
+    buffer.assign(chunk.begin() + static_cast<std::ptrdiff_t>(*used), chunk.end());
+    return {};
+  }
 };
 
 envelope_decryptor::envelope_decryptor(std::span<kms* const> unwrappers, decrypt_options options,
@@ -837,13 +869,16 @@ result<void> envelope_decryptor::update(bytes_view chunk, bytes& out) {
   auto& s = *state_;
   if (s.failed) return s.failed;
   if (s.cursor.done && !chunk.empty()) return s.failed = errc::malformed_envelope;
-  s.buffer.insert(s.buffer.end(), chunk.begin(), chunk.end());
-  if (!s.header) {
-    auto ready = s.take_header();
-    if (!ready) return s.failed = ready.error();
-    if (*ready == state::progress::waiting) return {};
+  if (s.header) {
+    if (auto frames = s.take_chunk(chunk, out); !frames) return s.failed = frames.error();
+    return {};
   }
-  if (auto frames = s.take_frames(out); !frames) return s.failed = frames.error();
+  s.buffer.insert(s.buffer.end(), chunk.begin(), chunk.end());
+  auto ready = s.take_header();
+  if (!ready) return s.failed = ready.error();
+  if (*ready == state::progress::waiting) return {};
+  if (auto frames = s.take_frames(out); !frames)
+    return s.failed = frames.error();  // what came with the header
   return {};
 }
 
