@@ -1,0 +1,5 @@
+#pragma once
+/// @file keel/crdt.hpp
+/// @brief keel::crdt: convergent data types. The text CRDT (keel/crdt/text.hpp).
+#include <keel/crdt/error.hpp>
+#include <keel/crdt/text.hpp>

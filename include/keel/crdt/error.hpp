@@ -1,0 +1,18 @@
+#pragma once
+/// @file keel/crdt/error.hpp
+/// @brief `keel::crdt::errc` and its category "keel.crdt".
+#include <keel/core/error.hpp>
+
+namespace keel::crdt {
+
+enum class errc {
+  out_of_range = 1,  ///< a position or length past the end of the text
+  invalid_utf8,      ///< inserted text that is not valid UTF-8
+  malformed_delta,   ///< a delta or saved document that does not decode (truncated, corrupt, or not keel's)
+};
+
+[[nodiscard]] const error_category& crdt_category() noexcept;
+
+}  // namespace keel::crdt
+
+KEEL_ERROR_ENUM(keel::crdt, crdt_category);

@@ -1,0 +1,28 @@
+#include <keel/crdt/error.hpp>
+
+namespace keel::crdt {
+namespace {
+
+const char* describe(errc e) noexcept {
+  switch (e) {
+    case errc::out_of_range:
+      return "the position or length is past the end of the text: positions count code points, from 0 to "
+             "size()";
+    case errc::invalid_utf8:
+      return "the inserted text is not valid UTF-8";
+    case errc::malformed_delta:
+      return "the delta does not decode (truncated, corrupt, or not made by keel::crdt); nothing of it was "
+             "applied";
+  }
+  return "unknown keel.crdt error";
+}
+
+constexpr enum_error_category<errc> category{"keel.crdt", &describe};
+
+}  // namespace
+
+const error_category& crdt_category() noexcept {
+  return category;
+}
+
+}  // namespace keel::crdt

@@ -1,0 +1,885 @@
+// The text CRDT. Items (runs of characters one replica typed in a row) sit in document order in
+// blocks of a few dozen, each block knowing its visible length, so a position is found by
+// summing blocks then items — from the block of the last edit when the edit is after it, which
+// typing always is. An index per replica finds the item holding a character id. Remote items
+// are placed by Yjs's YATA rule (Item.integrate in Yjs), so concurrent inserts order as in Yjs.
+#include <keel/core/assert.hpp>
+#include <keel/core/varint.hpp>
+#include <keel/crdt/text.hpp>
+
+#include <algorithm>
+#include <array>
+#include <limits>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+
+namespace keel::crdt {
+namespace {
+
+constexpr std::uint32_t none = std::numeric_limits<std::uint32_t>::max();
+// Items per block: a block splits at twice this. Small enough that a scan inside one is cheap,
+// large enough that the blocks of a long document are few.
+constexpr std::size_t block_items = 64;
+constexpr std::array<std::uint8_t, 4> magic = {'K', 'C', 'R', 'T'};
+constexpr std::uint8_t format_version = 1;
+
+// Item flags in the encoding.
+constexpr std::uint8_t has_origin = 1U << 0U;
+constexpr std::uint8_t has_right = 1U << 1U;
+constexpr std::uint8_t is_deleted = 1U << 2U;
+constexpr std::uint8_t same_replica = 1U << 3U;        // the replica of the previous item
+constexpr std::uint8_t continues_clock = 1U << 4U;     // its clock follows the previous item's
+constexpr std::uint8_t origin_is_previous = 1U << 5U;  // origin: (own replica, clock - 1)
+constexpr std::uint8_t known_flags = 0x3F;
+
+struct item {
+  char_id id;
+  std::uint32_t length = 0;
+  std::uint32_t content = none;  // offset into the characters; none for deleted ones received
+  std::uint32_t block = 0;       // the block's id (stable across block splits)
+  bool has_origin = false;
+  bool has_right = false;
+  bool deleted = false;
+  char_id origin;  // the character left of it when it was inserted
+  char_id right;   // the character right of it then
+};
+
+struct block {
+  std::vector<std::uint32_t> items;
+  std::uint64_t visible = 0;
+  std::uint32_t id = 0;
+};
+
+// An item as a delta carries it, before it is placed.
+struct incoming {
+  item fields;
+  std::u32string chars;  // empty for deleted items
+};
+
+struct range {
+  char_id start;
+  std::uint64_t length = 0;
+};
+
+bool same_origin(bool a_has, const char_id& a, bool b_has, const char_id& b) {
+  return a_has == b_has && (!a_has || a == b);
+}
+
+// Strict UTF-8 (no overlong forms, no surrogates, at most U+10FFFF) to code points.
+bool decode_utf8(std::string_view in, std::u32string& out) {
+  for (std::size_t i = 0; i < in.size();) {
+    const auto c = static_cast<std::uint8_t>(in[i]);
+    if (c < 0x80) {
+      out.push_back(c);
+      ++i;
+      continue;
+    }
+    std::size_t n = 0;
+    char32_t cp = 0;
+    char32_t min = 0;
+    if ((c & 0xE0U) == 0xC0U) {
+      n = 1, cp = c & 0x1FU, min = 0x80;
+    } else if ((c & 0xF0U) == 0xE0U) {
+      n = 2, cp = c & 0x0FU, min = 0x800;
+    } else if ((c & 0xF8U) == 0xF0U) {
+      n = 3, cp = c & 0x07U, min = 0x10000;
+    } else {
+      return false;
+    }
+    for (std::size_t k = 1; k <= n; ++k) {
+      if (i + k >= in.size()) return false;
+      const auto cc = static_cast<std::uint8_t>(in[i + k]);
+      if ((cc & 0xC0U) != 0x80U) return false;
+      cp = (cp << 6U) | (cc & 0x3FU);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    out.push_back(cp);
+    i += n + 1;
+  }
+  return true;
+}
+
+void append_utf8(std::string& out, char32_t cp) {
+  if (cp < 0x80) {
+    out.push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out.push_back(static_cast<char>(0xC0U | (cp >> 6U)));
+    out.push_back(static_cast<char>(0x80U | (cp & 0x3FU)));
+  } else if (cp < 0x10000) {
+    out.push_back(static_cast<char>(0xE0U | (cp >> 12U)));
+    out.push_back(static_cast<char>(0x80U | ((cp >> 6U) & 0x3FU)));
+    out.push_back(static_cast<char>(0x80U | (cp & 0x3FU)));
+  } else {
+    out.push_back(static_cast<char>(0xF0U | (cp >> 18U)));
+    out.push_back(static_cast<char>(0x80U | ((cp >> 12U) & 0x3FU)));
+    out.push_back(static_cast<char>(0x80U | ((cp >> 6U) & 0x3FU)));
+    out.push_back(static_cast<char>(0x80U | (cp & 0x3FU)));
+  }
+}
+
+// Reads a delta's varints and bytes, every length checked against what is left.
+class reader {
+ public:
+  explicit reader(bytes_view in) : in_(in) {}
+  result<std::uint64_t> varint() { return decode_varint(in_, at_); }
+  result<std::uint8_t> u8() {
+    if (at_ >= in_.size()) return errc::malformed_delta;
+    return in_[at_++];
+  }
+  result<bytes_view> take(std::uint64_t n) {
+    if (n > in_.size() - at_) return errc::malformed_delta;
+    auto out = in_.subspan(at_, static_cast<std::size_t>(n));
+    at_ += static_cast<std::size_t>(n);
+    return out;
+  }
+  [[nodiscard]] bool done() const noexcept { return at_ == in_.size(); }
+
+ private:
+  bytes_view in_;
+  std::size_t at_ = 0;
+};
+
+}  // namespace
+
+struct text::state {
+  replica_id self;
+  std::vector<item> items;
+  std::u32string chars;
+  std::vector<block> blocks;            // document order
+  std::vector<std::uint32_t> block_at;  // block id -> position in `blocks`
+  bool block_at_stale = false;
+  std::uint64_t visible = 0;
+  version_vector versions;                                                       // next clock per replica
+  std::unordered_map<replica_id, std::map<std::uint64_t, std::uint32_t>> index;  // clock start -> item
+  // Received items that wait for characters not seen yet: per replica, by clock.
+  std::map<replica_id, std::map<std::uint64_t, incoming>> waiting;
+  std::vector<range> pending_deletes;
+  // What is deleted, per replica: clock start -> length, merged (the delete set deltas carry).
+  std::map<replica_id, std::map<std::uint64_t, std::uint64_t>> deleted;
+  // Where the last position search ended: a block and the visible characters before it.
+  std::size_t cache_block = 0;
+  std::uint64_t cache_before = 0;
+
+  explicit state(replica_id who) : self(who) {}
+
+  // ---- blocks -------------------------------------------------------------------------------
+  std::size_t block_position(std::uint32_t id) {
+    if (block_at_stale) {
+      block_at.assign(blocks.size(), 0);
+      for (std::size_t b = 0; b < blocks.size(); ++b) block_at[blocks[b].id] = static_cast<std::uint32_t>(b);
+      block_at_stale = false;
+    }
+    return block_at[id];
+  }
+
+  // The block and index of an item.
+  std::pair<std::size_t, std::size_t> where(std::uint32_t x) {
+    const auto b = block_position(items[x].block);
+    const auto& list = blocks[b].items;
+    const auto i = static_cast<std::size_t>(std::find(list.begin(), list.end(), x) - list.begin());
+    KEEL_ASSERT(i < list.size());
+    return {b, i};
+  }
+
+  void changed_visible(std::size_t b, std::int64_t delta) {
+    blocks[b].visible = static_cast<std::uint64_t>(static_cast<std::int64_t>(blocks[b].visible) + delta);
+    visible = static_cast<std::uint64_t>(static_cast<std::int64_t>(visible) + delta);
+    if (b < cache_block) cache_block = 0, cache_before = 0;
+  }
+
+  // Puts item `x` at index `i` of block `b` (visible length counted), splitting the block when full.
+  void place(std::size_t b, std::size_t i, std::uint32_t x) {
+    if (blocks.empty()) {
+      blocks.push_back(block{{}, 0, 0});
+      block_at.assign(1, 0);
+      b = 0, i = 0;
+    }
+    auto& list = blocks[b].items;
+    list.insert(list.begin() + static_cast<std::ptrdiff_t>(i), x);
+    items[x].block = blocks[b].id;
+    if (!items[x].deleted) changed_visible(b, items[x].length);
+    if (list.size() >= 2 * block_items) split_block(b);
+  }
+
+  void split_block(std::size_t b) {
+    block second;
+    second.id = static_cast<std::uint32_t>(blocks.size());
+    auto& first = blocks[b].items;
+    second.items.assign(first.begin() + static_cast<std::ptrdiff_t>(block_items), first.end());
+    first.resize(block_items);
+    for (const auto x : second.items) {
+      items[x].block = second.id;
+      if (!items[x].deleted) second.visible += items[x].length;
+    }
+    blocks[b].visible -= second.visible;
+    blocks.insert(blocks.begin() + static_cast<std::ptrdiff_t>(b) + 1, std::move(second));
+    block_at_stale = true;
+    if (b < cache_block) cache_block = 0, cache_before = 0;
+  }
+
+  // The item after the one at (b, i), or none.
+  std::uint32_t next_of(std::size_t& b, std::size_t& i) const {
+    if (i + 1 < blocks[b].items.size()) return blocks[b].items[++i];
+    if (b + 1 < blocks.size()) {
+      ++b, i = 0;
+      return blocks[b].items[0];
+    }
+    return none;
+  }
+
+  // ---- finding ------------------------------------------------------------------------------
+  // The visible character `pos` (< visible): its block, index in the block, offset in the item.
+  struct found {
+    std::size_t b, i;
+    std::uint32_t offset;
+  };
+  found find_visible(std::uint64_t pos) {
+    std::size_t b = 0;
+    std::uint64_t before = 0;
+    if (cache_block < blocks.size() && pos >= cache_before) b = cache_block, before = cache_before;
+    while (pos >= before + blocks[b].visible) before += blocks[b].visible, ++b;
+    cache_block = b, cache_before = before;
+    const auto& list = blocks[b].items;
+    std::uint64_t at = before;
+    for (std::size_t i = 0;; ++i) {
+      const auto& it = items[list[i]];
+      if (it.deleted) continue;
+      if (pos < at + it.length) return {b, i, static_cast<std::uint32_t>(pos - at)};
+      at += it.length;
+    }
+  }
+
+  // The item holding character `id`, and the character's offset in it; none if unknown.
+  std::pair<std::uint32_t, std::uint32_t> find_id(const char_id& id) const {
+    const auto r = index.find(id.replica);
+    if (r == index.end()) return {none, 0};
+    auto at = r->second.upper_bound(id.clock);
+    if (at == r->second.begin()) return {none, 0};
+    --at;
+    const auto& it = items[at->second];
+    if (id.clock >= it.id.clock + it.length) return {none, 0};
+    return {at->second, static_cast<std::uint32_t>(id.clock - it.id.clock)};
+  }
+
+  [[nodiscard]] bool known(const char_id& id) const {
+    const auto v = versions.find(id.replica);
+    return v != versions.end() && id.clock < v->second;
+  }
+
+  // ---- changing ------------------------------------------------------------------------------
+  std::uint32_t add_item(const item& fields) {
+    const auto x = static_cast<std::uint32_t>(items.size());
+    items.push_back(fields);
+    index[fields.id.replica][fields.id.clock] = x;
+    return x;
+  }
+
+  // Splits the item at (b, i) so that its first `k` characters stay; the rest becomes the next
+  // item. @returns the new item.
+  std::uint32_t split(std::size_t b, std::size_t i, std::uint32_t k) {
+    const auto x = blocks[b].items[i];
+    KEEL_ASSERT(k > 0 && k < items[x].length);
+    item right = items[x];
+    right.id.clock += k;
+    right.length -= k;
+    right.has_origin = true;
+    right.origin = {items[x].id.replica, items[x].id.clock + k - 1};
+    if (right.content != none) right.content += k;
+    items[x].length = k;
+    const auto y = add_item(right);
+    // Placed by hand: its characters were counted as the left part's.
+    auto& list = blocks[b].items;
+    list.insert(list.begin() + static_cast<std::ptrdiff_t>(i) + 1, y);
+    items[y].block = blocks[b].id;
+    if (list.size() >= 2 * block_items) split_block(b);
+    return y;
+  }
+
+  // The item ending with character `id` (splitting after it), or none if unknown.
+  std::uint32_t item_ending_at(const char_id& id) {
+    auto [x, offset] = find_id(id);
+    if (x == none) return none;
+    if (offset + 1 < items[x].length) {
+      auto [b, i] = where(x);
+      split(b, i, offset + 1);
+    }
+    return x;
+  }
+
+  // The item starting with character `id` (splitting before it), or none if unknown.
+  std::uint32_t item_starting_at(const char_id& id) {
+    auto [x, offset] = find_id(id);
+    if (x == none) return none;
+    if (offset == 0) return x;
+    auto [b, i] = where(x);
+    return split(b, i, offset);
+  }
+
+  void note_deleted(const char_id& id, std::uint64_t length) {
+    auto& ranges = deleted[id.replica];
+    std::uint64_t start = id.clock, end = id.clock + length;
+    auto it = ranges.upper_bound(start);
+    if (it != ranges.begin()) {
+      const auto before = std::prev(it);
+      if (before->first + before->second >= start) {
+        start = before->first;
+        end = std::max(end, before->first + before->second);
+        it = ranges.erase(before);
+      }
+    }
+    while (it != ranges.end() && it->first <= end) {
+      end = std::max(end, it->first + it->second);
+      it = ranges.erase(it);
+    }
+    ranges.emplace(start, end - start);
+  }
+
+  // Whether all of [start, start + length) is deleted already.
+  [[nodiscard]] bool all_deleted(const range& r) const {
+    const auto ranges = deleted.find(r.start.replica);
+    if (ranges == deleted.end()) return false;
+    auto it = ranges->second.upper_bound(r.start.clock);
+    if (it == ranges->second.begin()) return false;
+    --it;
+    return it->first + it->second >= r.start.clock + r.length;
+  }
+
+  void mark_deleted(std::size_t b, std::uint32_t x) {
+    if (items[x].deleted) return;
+    items[x].deleted = true;
+    changed_visible(b, -static_cast<std::int64_t>(items[x].length));
+    note_deleted(items[x].id, items[x].length);
+  }
+
+  // Deletes the known characters [start, start + length) of one replica; @returns how many
+  // (a prefix: the rest is not known yet).
+  std::uint64_t delete_known(const range& r) {
+    if (all_deleted(r)) return r.length;
+    std::uint64_t done = 0;
+    while (done < r.length) {
+      const char_id id{r.start.replica, r.start.clock + done};
+      if (!known(id)) break;
+      const auto x = item_starting_at(id);
+      KEEL_ASSERT(x != none);
+      const auto want = r.length - done;
+      if (items[x].length > want) {
+        auto [b, i] = where(x);
+        split(b, i, static_cast<std::uint32_t>(want));
+      }
+      auto [b, i] = where(x);
+      mark_deleted(b, x);
+      done += items[x].length;
+    }
+    return done;
+  }
+
+  // ---- integrating remote items (Yjs's YATA) --------------------------------------------------
+  enum class outcome : std::uint8_t { placed, already, waiting };
+
+  outcome integrate(incoming& in) {
+    item& r = in.fields;
+    const auto v = versions.find(r.id.replica);
+    const std::uint64_t next = v == versions.end() ? 0 : v->second;
+    if (r.id.clock + r.length <= next) return outcome::already;
+    if (r.id.clock > next) return outcome::waiting;  // an earlier part of this replica's run is missing
+    if (r.id.clock < next) {
+      // Part seen before: keep what is new, left of it the last character already here.
+      const auto seen = static_cast<std::uint32_t>(next - r.id.clock);
+      r.id.clock = next;
+      r.length -= seen;
+      r.has_origin = true;
+      r.origin = {r.id.replica, next - 1};
+      if (!in.chars.empty()) in.chars.erase(0, seen);
+    }
+    if ((r.has_origin && !known(r.origin)) || (r.has_right && !known(r.right))) return outcome::waiting;
+
+    std::uint32_t left = r.has_origin ? item_ending_at(r.origin) : none;
+    const std::uint32_t right = r.has_right ? item_starting_at(r.right) : none;
+    // The candidates: from after `left` (or the start) up to `right`.
+    std::size_t b = 0, i = 0;
+    std::uint32_t o = none;
+    if (left != none) {
+      std::tie(b, i) = where(left);
+      o = next_of(b, i);
+    } else if (!blocks.empty()) {
+      o = blocks[0].items[0];
+    }
+    bool scan = false;
+    if (left == none) {
+      scan = right == none ? o != none : o != right;
+    } else {
+      scan = o != right;
+    }
+    if (scan) {
+      std::unordered_set<std::uint32_t> conflicting, before_origin;
+      while (o != none && o != right) {
+        before_origin.insert(o);
+        conflicting.insert(o);
+        const item& other = items[o];
+        if (same_origin(r.has_origin, r.origin, other.has_origin, other.origin)) {
+          if (other.id.replica < r.id.replica) {
+            left = o;
+            conflicting.clear();
+          } else if (same_origin(r.has_right, r.right, other.has_right, other.right)) {
+            break;
+          }
+        } else if (other.has_origin) {
+          const auto origin_item = find_id(other.origin).first;
+          if (origin_item != none && before_origin.contains(origin_item)) {
+            if (!conflicting.contains(origin_item)) {
+              left = o;
+              conflicting.clear();
+            }
+          } else {
+            break;
+          }
+        } else {
+          break;
+        }
+        o = next_of(b, i);
+      }
+    }
+    r.content = none;
+    if (!in.chars.empty()) {
+      r.content = static_cast<std::uint32_t>(chars.size());
+      chars.append(in.chars);
+    }
+    const auto x = add_item(r);
+    if (r.deleted) note_deleted(r.id, r.length);
+    if (left == none) {
+      place(0, 0, x);
+    } else {
+      auto [lb, li] = where(left);
+      place(lb, li + 1, x);
+    }
+    versions[r.id.replica] = r.id.clock + r.length;
+    return outcome::placed;
+  }
+
+  // The replica whose character `in` waits for (its own, for a gap in its run).
+  [[nodiscard]] replica_id waits_for(const incoming& in) const {
+    const item& r = in.fields;
+    const auto v = versions.find(r.id.replica);
+    if ((v == versions.end() ? 0 : v->second) < r.id.clock) return r.id.replica;
+    if (r.has_origin && !known(r.origin)) return r.origin.replica;
+    return r.right.replica;
+  }
+
+  // Keeps an item until it can be placed; the same run sent twice waits once.
+  void wait(incoming in) {
+    auto& queue = waiting[in.fields.id.replica];
+    const auto [at, fresh] = queue.try_emplace(in.fields.id.clock);
+    if (fresh || at->second.fields.length < in.fields.length) at->second = std::move(in);
+  }
+
+  // Places what waits, as long as something can be. Each replica's items go in clock order;
+  // when one waits for another replica's character, that replica's queue goes first (a stack,
+  // as Yjs does it), so a delta with many replicas' interleaved runs is placed in one pass.
+  // A replica is stuck when it waits for a character no queue holds; one that waits for a
+  // replica already on the stack gives way and is tried again once something was placed.
+  void integrate_pending() {
+    std::unordered_set<replica_id> stuck;
+    std::unordered_map<replica_id, std::uint64_t> gave_way_at;  // `placed` when it last gave way
+    std::uint64_t placed = 0;
+    std::vector<replica_id> starts;
+    for (const auto& [replica, queue] : waiting) starts.push_back(replica);
+    for (std::uint64_t before = placed + 1; before != placed;) {
+      before = placed;
+      for (const auto start : starts) {
+        std::vector<replica_id> stack{start};
+        while (!stack.empty()) {
+          const auto current = stack.back();
+          auto& queue = waiting[current];
+          if (queue.empty() || stuck.contains(current)) {
+            stack.pop_back();
+            continue;
+          }
+          if (integrate(queue.begin()->second) != outcome::waiting) {
+            queue.erase(queue.begin());
+            ++placed;
+            continue;
+          }
+          const auto needed = waits_for(queue.begin()->second);
+          const auto other = waiting.find(needed);
+          if (needed == current || other == waiting.end() || other->second.empty() ||
+              stuck.contains(needed)) {
+            stuck.insert(current);  // waits for what no delta so far brought
+            stack.pop_back();
+            continue;
+          }
+          const auto gave_way = gave_way_at.find(needed);
+          const bool worth_trying = gave_way == gave_way_at.end() || gave_way->second < placed;
+          if (worth_trying && std::find(stack.begin(), stack.end(), needed) == stack.end()) {
+            stack.push_back(needed);
+          } else {
+            gave_way_at[current] = placed;
+            stack.pop_back();
+          }
+        }
+      }
+    }
+    std::erase_if(waiting, [](const auto& entry) { return entry.second.empty(); });
+    // Deletions, merged first: every delta carries the sender's whole delete set.
+    std::sort(pending_deletes.begin(), pending_deletes.end(), [](const range& a, const range& b) {
+      return a.start.replica != b.start.replica ? a.start.replica < b.start.replica
+                                                : a.start.clock < b.start.clock;
+    });
+    std::vector<range> merged;
+    for (const auto& d : pending_deletes) {
+      if (!merged.empty() && merged.back().start.replica == d.start.replica &&
+          d.start.clock <= merged.back().start.clock + merged.back().length) {
+        merged.back().length =
+            std::max(merged.back().length, d.start.clock + d.length - merged.back().start.clock);
+      } else {
+        merged.push_back(d);
+      }
+    }
+    std::vector<range> deletes;
+    for (auto& d : merged) {
+      const auto done = delete_known(d);
+      if (done < d.length) deletes.push_back({{d.start.replica, d.start.clock + done}, d.length - done});
+    }
+    pending_deletes = std::move(deletes);
+  }
+};
+
+text::text(replica_id self) : state_(std::make_unique<state>(self)) {}
+text::text(text&&) noexcept = default;
+text& text::operator=(text&&) noexcept = default;
+text::~text() = default;
+
+result<void> text::insert(std::size_t pos, std::string_view utf8) {
+  auto& s = *state_;
+  if (pos > s.visible) return errc::out_of_range;
+  std::u32string added;
+  if (!decode_utf8(utf8, added)) return errc::invalid_utf8;
+  if (added.empty()) return {};
+  if (s.chars.size() + added.size() >= none) return errc::out_of_range;
+  const auto n = static_cast<std::uint32_t>(added.size());
+  std::uint64_t& next_clock = s.versions[s.self];
+
+  std::uint32_t left = none, right = none;
+  std::size_t b = 0, i = 0;
+  if (pos == 0) {
+    if (!s.blocks.empty()) right = s.blocks[0].items[0];
+  } else {
+    auto at = s.find_visible(pos - 1);
+    b = at.b, i = at.i;
+    left = s.blocks[b].items[i];
+    if (at.offset + 1 < s.items[left].length) s.split(b, i, at.offset + 1);
+    // The split may have moved the item to a new block.
+    std::tie(b, i) = s.where(left);
+    std::size_t nb = b, ni = i;
+    right = s.next_of(nb, ni);
+  }
+  if (left != none) {
+    // Typing on at the end of one's own run: the run grows, no new item.
+    item& l = s.items[left];
+    const bool right_same = right == none ? !l.has_right : (l.has_right && l.right == s.items[right].id);
+    if (l.id.replica == s.self && !l.deleted && l.id.clock + l.length == next_clock && l.content != none &&
+        l.content + l.length == s.chars.size() && right_same) {
+      l.length += n;
+      s.chars.append(added);
+      s.changed_visible(b, n);
+      next_clock += n;
+      return {};
+    }
+  }
+  item fresh;
+  fresh.id = {s.self, next_clock};
+  fresh.length = n;
+  fresh.content = static_cast<std::uint32_t>(s.chars.size());
+  if (left != none) {
+    fresh.has_origin = true;
+    fresh.origin = {s.items[left].id.replica, s.items[left].id.clock + s.items[left].length - 1};
+  }
+  if (right != none) {
+    fresh.has_right = true;
+    fresh.right = s.items[right].id;
+  }
+  s.chars.append(added);
+  const auto x = s.add_item(fresh);
+  if (left == none) {
+    s.place(0, 0, x);
+  } else {
+    s.place(b, i + 1, x);
+  }
+  next_clock += n;
+  return {};
+}
+
+result<void> text::erase(std::size_t pos, std::size_t count) {
+  auto& s = *state_;
+  if (pos > s.visible || count > s.visible - pos) return errc::out_of_range;
+  while (count > 0) {
+    auto at = s.find_visible(pos);
+    auto x = s.blocks[at.b].items[at.i];
+    std::size_t b = at.b, i = at.i;
+    if (at.offset > 0) {
+      x = s.split(b, i, at.offset);
+      std::tie(b, i) = s.where(x);
+    }
+    if (s.items[x].length > count) {
+      s.split(b, i, static_cast<std::uint32_t>(count));
+      std::tie(b, i) = s.where(x);
+    }
+    count -= s.items[x].length;
+    s.mark_deleted(b, x);
+  }
+  return {};
+}
+
+std::string text::str() const {
+  std::string out;
+  out.reserve(state_->visible);
+  for (const auto& blk : state_->blocks) {
+    for (const auto x : blk.items) {
+      const auto& it = state_->items[x];
+      if (it.deleted) continue;
+      for (std::uint32_t k = 0; k < it.length; ++k) append_utf8(out, state_->chars[it.content + k]);
+    }
+  }
+  return out;
+}
+
+std::size_t text::size() const noexcept {
+  return static_cast<std::size_t>(state_->visible);
+}
+
+replica_id text::self() const noexcept {
+  return state_->self;
+}
+
+version_vector text::version() const {
+  version_vector out;
+  for (const auto& [replica, next] : state_->versions) {
+    if (next > 0) out.emplace(replica, next);
+  }
+  return out;
+}
+
+std::size_t text::pending() const noexcept {
+  std::size_t n = 0;
+  for (const auto& [replica, queue] : state_->waiting) {
+    for (const auto& [clock, in] : queue) n += in.fields.length;
+  }
+  return n;
+}
+
+std::size_t text::item_count() const noexcept {
+  return state_->items.size();
+}
+
+bytes text::delta_since(const version_vector& seen) const {
+  const auto& s = *state_;
+  bytes out(magic.begin(), magic.end());
+  out.push_back(format_version);
+  // Items per replica in clock order, the part each replica at `seen` lacks.
+  std::vector<std::pair<replica_id, const std::map<std::uint64_t, std::uint32_t>*>> replicas;
+  for (const auto& [replica, runs] : s.index) replicas.emplace_back(replica, &runs);
+  std::sort(replicas.begin(), replicas.end());
+  bytes body;
+  std::uint64_t count = 0;
+  bool first = true;
+  char_id previous_end{};
+  for (const auto& [replica, runs] : replicas) {
+    const auto known = seen.find(replica);
+    const std::uint64_t from = known == seen.end() ? 0 : known->second;
+    // From the item holding `from` on.
+    auto start = runs->upper_bound(from);
+    if (start != runs->begin()) --start;
+    for (auto run = start; run != runs->end(); ++run) {
+      item it = s.items[run->second];
+      if (it.id.clock + it.length <= from) continue;
+      if (it.id.clock < from) {
+        const auto skip = static_cast<std::uint32_t>(from - it.id.clock);
+        it.id.clock = from;
+        it.length -= skip;
+        it.has_origin = true;
+        it.origin = {replica, from - 1};
+        if (it.content != none) it.content += skip;
+      }
+      std::uint8_t flags = 0;
+      if (it.has_origin) flags |= has_origin;
+      if (it.has_right) flags |= has_right;
+      if (it.deleted) flags |= is_deleted;
+      const bool same = !first && previous_end.replica == replica;
+      if (same) flags |= same_replica;
+      if (same && previous_end.clock == it.id.clock) flags |= continues_clock;
+      if (it.has_origin && it.origin.replica == replica && it.id.clock > 0 &&
+          it.origin.clock == it.id.clock - 1)
+        flags |= origin_is_previous;
+      body.push_back(flags);
+      if (!same) append_varint(body, replica);
+      if ((flags & continues_clock) == 0) append_varint(body, it.id.clock);
+      append_varint(body, it.length);
+      if (it.has_origin && (flags & origin_is_previous) == 0) {
+        append_varint(body, it.origin.replica);
+        append_varint(body, it.origin.clock);
+      }
+      if (it.has_right) {
+        append_varint(body, it.right.replica);
+        append_varint(body, it.right.clock);
+      }
+      if (!it.deleted) {
+        std::string utf8;
+        for (std::uint32_t k = 0; k < it.length; ++k) append_utf8(utf8, s.chars[it.content + k]);
+        append_varint(body, utf8.size());
+        body.insert(body.end(), utf8.begin(), utf8.end());
+      }
+      previous_end = {replica, it.id.clock + it.length};
+      first = false;
+      ++count;
+    }
+  }
+  append_varint(out, count);
+  out.insert(out.end(), body.begin(), body.end());
+  std::uint64_t ranges = 0;
+  for (const auto& [replica, deleted] : s.deleted) ranges += deleted.size();
+  append_varint(out, ranges);
+  for (const auto& [replica, deleted] : s.deleted) {
+    for (const auto& [clock, length] : deleted) {
+      append_varint(out, replica);
+      append_varint(out, clock);
+      append_varint(out, length);
+    }
+  }
+  return out;
+}
+
+result<void> text::apply(bytes_view delta) {
+  // Decoded whole before anything is applied: a bad delta changes nothing.
+  reader in(delta);
+  auto start = in.take(magic.size());
+  if (!start || !std::equal(start->begin(), start->end(), magic.begin())) return errc::malformed_delta;
+  auto version = in.u8();
+  if (!version || *version != format_version) return errc::malformed_delta;
+  auto count = in.varint();
+  if (!count) return errc::malformed_delta;
+  std::vector<incoming> arrived;
+  arrived.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(*count, delta.size())));
+  char_id previous_end{};
+  bool first = true;
+  for (std::uint64_t k = 0; k < *count; ++k) {
+    auto flags = in.u8();
+    if (!flags || (*flags & ~known_flags) != 0) return errc::malformed_delta;
+    if (first && (*flags & same_replica) != 0) return errc::malformed_delta;
+    incoming one;
+    item& it = one.fields;
+    if ((*flags & same_replica) != 0) {
+      it.id.replica = previous_end.replica;
+    } else {
+      auto replica = in.varint();
+      if (!replica) return errc::malformed_delta;
+      it.id.replica = *replica;
+      if ((*flags & continues_clock) != 0) return errc::malformed_delta;
+    }
+    if ((*flags & continues_clock) != 0) {
+      it.id.clock = previous_end.clock;
+    } else {
+      auto clock = in.varint();
+      if (!clock) return errc::malformed_delta;
+      it.id.clock = *clock;
+    }
+    auto length = in.varint();
+    if (!length || *length == 0 || *length > std::numeric_limits<std::uint32_t>::max() / 2 ||
+        it.id.clock > std::numeric_limits<std::uint64_t>::max() - *length)
+      return errc::malformed_delta;
+    it.length = static_cast<std::uint32_t>(*length);
+    it.has_origin = (*flags & has_origin) != 0;
+    it.has_right = (*flags & has_right) != 0;
+    it.deleted = (*flags & is_deleted) != 0;
+    if ((*flags & origin_is_previous) != 0) {
+      if (!it.has_origin || it.id.clock == 0) return errc::malformed_delta;
+      it.origin = {it.id.replica, it.id.clock - 1};
+    } else if (it.has_origin) {
+      auto replica = in.varint();
+      auto clock = in.varint();
+      if (!replica || !clock) return errc::malformed_delta;
+      it.origin = {*replica, *clock};
+    }
+    if (it.has_right) {
+      auto replica = in.varint();
+      auto clock = in.varint();
+      if (!replica || !clock) return errc::malformed_delta;
+      it.right = {*replica, *clock};
+    }
+    // An item cannot sit next to itself.
+    if ((it.has_origin && it.origin.replica == it.id.replica && it.origin.clock >= it.id.clock &&
+         it.origin.clock < it.id.clock + it.length) ||
+        (it.has_right && it.right.replica == it.id.replica && it.right.clock >= it.id.clock &&
+         it.right.clock < it.id.clock + it.length))
+      return errc::malformed_delta;
+    if (!it.deleted) {
+      auto size = in.varint();
+      if (!size) return errc::malformed_delta;
+      auto raw = in.take(*size);
+      if (!raw) return errc::malformed_delta;
+      one.chars.reserve(it.length);
+      if (!decode_utf8(as_chars(*raw), one.chars) || one.chars.size() != it.length)
+        return errc::malformed_delta;
+    }
+    previous_end = {it.id.replica, it.id.clock + it.length};
+    first = false;
+    arrived.push_back(std::move(one));
+  }
+  auto deletes = in.varint();
+  if (!deletes) return errc::malformed_delta;
+  std::vector<range> removed;
+  for (std::uint64_t k = 0; k < *deletes; ++k) {
+    auto replica = in.varint();
+    auto clock = in.varint();
+    auto length = in.varint();
+    if (!replica || !clock || !length || *length == 0 ||
+        *clock > std::numeric_limits<std::uint64_t>::max() - *length)
+      return errc::malformed_delta;
+    removed.push_back({{*replica, *clock}, *length});
+  }
+  if (!in.done()) return errc::malformed_delta;
+
+  auto& s = *state_;
+  for (auto& one : arrived) s.wait(std::move(one));
+  for (const auto& d : removed) s.pending_deletes.push_back(d);
+  s.integrate_pending();
+  return {};
+}
+
+bytes text::save() const {
+  return delta_since({});
+}
+
+result<text> text::load(bytes_view saved, replica_id self) {
+  text t(self);
+  if (auto applied = t.apply(saved); !applied) return applied.error();
+  // A whole document refers only to itself: anything left waiting means it is not one.
+  if (!t.state_->waiting.empty() || !t.state_->pending_deletes.empty()) return errc::malformed_delta;
+  return t;
+}
+
+result<cursor> text::cursor_at(std::size_t pos) const {
+  auto& s = *state_;
+  if (pos > s.visible) return errc::out_of_range;
+  if (pos == s.visible) return cursor{};
+  const auto at = s.find_visible(pos);
+  const auto& it = s.items[s.blocks[at.b].items[at.i]];
+  return cursor{char_id{it.id.replica, it.id.clock + at.offset}};
+}
+
+std::size_t text::position_of(const cursor& c) const {
+  auto& s = *state_;
+  if (!c.before) return s.visible;
+  const auto [x, offset] = s.find_id(*c.before);
+  if (x == none) return s.visible;
+  const auto [b, i] = s.where(x);
+  std::uint64_t pos = 0;
+  for (std::size_t k = 0; k < b; ++k) pos += s.blocks[k].visible;
+  for (std::size_t k = 0; k < i; ++k) {
+    const auto& it = s.items[s.blocks[b].items[k]];
+    if (!it.deleted) pos += it.length;
+  }
+  if (!s.items[x].deleted) pos += offset;
+  return static_cast<std::size_t>(pos);
+}
+
+}  // namespace keel::crdt
