@@ -1,6 +1,6 @@
 #pragma once
 /// @file keel/core.hpp
-/// @brief keel::core: errors, bytes, hashing, signatures, varints, bit streams, clocks, logging.
+/// @brief keel::core: errors, bytes, hashing, signatures, varints, bit streams, UTF-8, clocks, logging.
 #include <keel/core/assert.hpp>
 #include <keel/core/backoff.hpp>
 #include <keel/core/bits.hpp>
@@ -16,6 +16,7 @@
 #include <keel/core/metrics.hpp>
 #include <keel/core/result.hpp>
 #include <keel/core/time_text.hpp>
+#include <keel/core/utf8.hpp>
 #include <keel/core/varint.hpp>
 #include <keel/core/version.hpp>
 #include <keel/core/xxhash.hpp>

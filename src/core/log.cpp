@@ -1,5 +1,6 @@
 #include <keel/core/log.hpp>
 #include <keel/core/time_text.hpp>
+#include <keel/core/utf8.hpp>
 
 #include <fmt/format.h>
 
@@ -45,34 +46,6 @@ const bool level_from_environment = [] {
   return true;
 }();
 
-// The length of the well-formed UTF-8 sequence (RFC 3629 table 3.7: no overlong forms, no
-// surrogates, nothing past U+10FFFF) starting `text`, whose first byte is >= 0x80; 0 if none.
-std::size_t utf8_sequence_length(std::string_view text) noexcept {
-  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
-  const auto lead = byte(0);
-  std::size_t length = 0;
-  unsigned char second_low = 0x80;
-  unsigned char second_high = 0xBF;
-  if (lead >= 0xC2 && lead <= 0xDF) {
-    length = 2;
-  } else if (lead >= 0xE0 && lead <= 0xEF) {
-    length = 3;
-    if (lead == 0xE0) second_low = 0xA0;   // overlong below U+0800
-    if (lead == 0xED) second_high = 0x9F;  // U+D800..DFFF are surrogates
-  } else if (lead >= 0xF0 && lead <= 0xF4) {
-    length = 4;
-    if (lead == 0xF0) second_low = 0x90;   // overlong below U+10000
-    if (lead == 0xF4) second_high = 0x8F;  // past U+10FFFF
-  } else {
-    return 0;
-  }
-  if (text.size() < length || byte(1) < second_low || byte(1) > second_high) return 0;
-  for (std::size_t k = 2; k < length; ++k) {
-    if ((byte(k) & 0xC0) != 0x80) return 0;
-  }
-  return length;
-}
-
 void append_escaped(std::string& out, std::string_view text) {
   static constexpr char hex[] = "0123456789abcdef";
   for (std::size_t i = 0; i < text.size(); ++i) {
@@ -94,7 +67,7 @@ void append_escaped(std::string& out, std::string_view text) {
       out.push_back(static_cast<char>(c));
     } else {
       // Pass well-formed UTF-8 through; replace anything else so the line stays valid JSON.
-      const std::size_t length = utf8_sequence_length(text.substr(i));
+      const std::size_t length = keel::utf8_sequence_length(text.substr(i));
       if (length != 0) {
         out.append(text.substr(i, length));
         i += length - 1;

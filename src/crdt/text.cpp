@@ -4,6 +4,7 @@
 // typing always is. An index per replica finds the item holding a character id. Remote items
 // are placed by Yjs's YATA rule (Item.integrate in Yjs), so concurrent inserts order as in Yjs.
 #include <keel/core/assert.hpp>
+#include <keel/core/utf8.hpp>
 #include <keel/core/varint.hpp>
 #include <keel/crdt/text.hpp>
 
@@ -66,56 +67,15 @@ bool same_origin(bool a_has, const char_id& a, bool b_has, const char_id& b) {
   return a_has == b_has && (!a_has || a == b);
 }
 
-// Strict UTF-8 (no overlong forms, no surrogates, at most U+10FFFF) to code points.
+// Well-formed UTF-8 to code points; false (with `out` partly filled) if it is not.
 bool decode_utf8(std::string_view in, std::u32string& out) {
-  for (std::size_t i = 0; i < in.size();) {
-    const auto c = static_cast<std::uint8_t>(in[i]);
-    if (c < 0x80) {
-      out.push_back(c);
-      ++i;
-      continue;
-    }
-    std::size_t n = 0;
-    char32_t cp = 0;
-    char32_t min = 0;
-    if ((c & 0xE0U) == 0xC0U) {
-      n = 1, cp = c & 0x1FU, min = 0x80;
-    } else if ((c & 0xF0U) == 0xE0U) {
-      n = 2, cp = c & 0x0FU, min = 0x800;
-    } else if ((c & 0xF8U) == 0xF0U) {
-      n = 3, cp = c & 0x07U, min = 0x10000;
-    } else {
-      return false;
-    }
-    for (std::size_t k = 1; k <= n; ++k) {
-      if (i + k >= in.size()) return false;
-      const auto cc = static_cast<std::uint8_t>(in[i + k]);
-      if ((cc & 0xC0U) != 0x80U) return false;
-      cp = (cp << 6U) | (cc & 0x3FU);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    out.push_back(cp);
-    i += n + 1;
+  while (!in.empty()) {
+    const auto length = utf8_sequence_length(in);
+    if (length == 0) return false;
+    out.push_back(utf8_code_point(in, length));
+    in.remove_prefix(length);
   }
   return true;
-}
-
-void append_utf8(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0U | (cp >> 6U)));
-    out.push_back(static_cast<char>(0x80U | (cp & 0x3FU)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0U | (cp >> 12U)));
-    out.push_back(static_cast<char>(0x80U | ((cp >> 6U) & 0x3FU)));
-    out.push_back(static_cast<char>(0x80U | (cp & 0x3FU)));
-  } else {
-    out.push_back(static_cast<char>(0xF0U | (cp >> 18U)));
-    out.push_back(static_cast<char>(0x80U | ((cp >> 12U) & 0x3FU)));
-    out.push_back(static_cast<char>(0x80U | ((cp >> 6U) & 0x3FU)));
-    out.push_back(static_cast<char>(0x80U | (cp & 0x3FU)));
-  }
 }
 
 // Reads a delta's varints and bytes, every length checked against what is left.

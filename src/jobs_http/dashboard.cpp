@@ -1,5 +1,6 @@
 // The /jobs page and the /api/jobs routes: thin handlers over keel::jobs's administrative
 // calls, each checking the authorization hook first.
+#include <keel/core/utf8.hpp>
 #include <keel/jobs_http/dashboard.hpp>
 #include <keel/net/json.hpp>
 #include <keel/net/trust.hpp>
@@ -87,39 +88,6 @@ net::response job_error(const keel::error_code& ec, const pg::connection* c = nu
                              (sqlstate.empty() ? std::string() : "SQLSTATE " + sqlstate + ": ") + said);
 }
 
-bool valid_utf8(std::string_view text) {
-  std::size_t i = 0;
-  while (i < text.size()) {
-    const auto lead = static_cast<unsigned char>(text[i]);
-    std::size_t length = 0;
-    std::uint32_t point = 0;
-    if (lead < 0x80) {
-      ++i;
-      continue;
-    }
-    if (lead >= 0xC2 && lead <= 0xDF) {
-      length = 2, point = lead & 0x1FU;
-    } else if (lead >= 0xE0 && lead <= 0xEF) {
-      length = 3, point = lead & 0x0FU;
-    } else if (lead >= 0xF0 && lead <= 0xF4) {
-      length = 4, point = lead & 0x07U;
-    } else {
-      return false;
-    }
-    if (i + length > text.size()) return false;
-    for (std::size_t k = 1; k < length; ++k) {
-      const auto next = static_cast<unsigned char>(text[i + k]);
-      if ((next & 0xC0U) != 0x80U) return false;
-      point = (point << 6U) | (next & 0x3FU);
-    }
-    // Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not UTF-8.
-    constexpr std::uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (point < smallest[length] || (point >= 0xD800 && point <= 0xDFFF) || point > 0x10FFFF) return false;
-    i += length;
-  }
-  return true;
-}
-
 // Why `value` cannot be a queue or kind name, or nullopt when it can. Postgres text holds
 // neither NUL nor invalid UTF-8; refusing them here answers 400 instead of a database error.
 std::optional<std::string> name_problem(std::string_view field, std::string_view value) {
@@ -131,7 +99,7 @@ std::optional<std::string> name_problem(std::string_view field, std::string_view
            std::to_string(value.size());
   }
   if (value.find('\0') != std::string_view::npos) return rule + ", got a NUL character";
-  if (!valid_utf8(value)) return rule + ", got bytes that are not UTF-8";
+  if (!keel::valid_utf8(value)) return rule + ", got bytes that are not UTF-8";
   return std::nullopt;
 }
 
