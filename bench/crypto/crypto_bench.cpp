@@ -121,15 +121,22 @@ BENCHMARK(envelope_round_trip)->Args({1024, 0})->Args({1 << 20, 64 * 1024})->Min
 constexpr std::size_t stream_bytes = 16U << 20U;
 constexpr std::size_t stream_chunk = 64U << 10U;
 
-void report_stream(benchmark::State& state, std::chrono::steady_clock::time_point start) {
+// `bytes` per iteration as bytes_per_second, and over `openssl speed`'s figure at `peer_size`
+// in this run as `counter` (the rate from wall time since `start`).
+void report_vs_openssl(benchmark::State& state, std::chrono::steady_clock::time_point start,
+                       std::size_t bytes, int peer_size, const char* counter) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   state.counters["bytes_per_second"] =
-      benchmark::Counter(static_cast<double>(stream_bytes), benchmark::Counter::kIsIterationInvariantRate);
-  const auto peer = peer_figures().find(16 * 1024);
+      benchmark::Counter(static_cast<double>(bytes), benchmark::Counter::kIsIterationInvariantRate);
+  const auto peer = peer_figures().find(peer_size);
   if (peer != peer_figures().end() && peer->second > 0 && seconds > 0) {
-    const double rate = static_cast<double>(stream_bytes) * static_cast<double>(state.iterations()) / seconds;
-    state.counters["vs_openssl_speed_16k"] = rate / peer->second;
+    const double rate = static_cast<double>(bytes) * static_cast<double>(state.iterations()) / seconds;
+    state.counters[counter] = rate / peer->second;
   }
+}
+
+void report_stream(benchmark::State& state, std::chrono::steady_clock::time_point start) {
+  report_vs_openssl(state, start, stream_bytes, 16 * 1024, "vs_openssl_speed_16k");
 }
 
 void envelope_stream_seal(benchmark::State& state) {
@@ -201,15 +208,8 @@ BENCHMARK(envelope_round_trip_cached)->MinTime(1.0);
 // bytes per second over `openssl speed -evp aes-256-gcm`'s 1 KiB figure (encryption; OpenSSL's
 // decryption speed is the same within noise), measured in this run.
 void report_1k(benchmark::State& state, std::chrono::steady_clock::time_point start) {
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  state.counters["bytes_per_second"] =
-      benchmark::Counter(1024, benchmark::Counter::kIsIterationInvariantRate);
+  report_vs_openssl(state, start, 1024, 1024, "vs_openssl_speed_1k");
   state.counters["ops_per_second"] = benchmark::Counter(1, benchmark::Counter::kIsIterationInvariantRate);
-  const auto peer = peer_figures().find(1024);
-  if (peer != peer_figures().end() && peer->second > 0 && seconds > 0) {
-    state.counters["vs_openssl_speed_1k"] =
-        1024.0 * static_cast<double>(state.iterations()) / seconds / peer->second;
-  }
 }
 
 void envelope_seal_cached(benchmark::State& state) {

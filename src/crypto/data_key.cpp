@@ -33,8 +33,7 @@ prepared_data_key::prepared_data_key(secret_bytes key, std::uint16_t suite) noex
 
 result<std::shared_ptr<const prepared_data_key>> prepared_data_key::make(secret_bytes key,
                                                                          std::uint16_t suite) {
-  if (suite != suite_aes256_gcm_hkdf_sha512_commit && suite != suite_aes256_gcm_aes_kdf_commit)
-    return errc::unsupported_version;
+  if (!known_suite(suite)) return errc::unsupported_version;
   if (key.size() != content_key_bytes) return errc::invalid_key_size;
   auto prepared = std::make_shared<prepared_data_key>(std::move(key), suite);
   if (suite == suite_aes256_gcm_aes_kdf_commit) {
@@ -67,12 +66,13 @@ result<void> prepared_data_key::derive(bytes_view message_id, message_keys& out)
     std::copy_n(commitment->data(), commitment_bytes, out.commitment.begin());
     return {};
   }
-  if (message_id.size() != 12) return errc::malformed_envelope;
+  if (message_id.size() != message_id_bytes(suite_)) return errc::malformed_envelope;
   std::array<std::uint8_t, derivation_blocks * block_bytes> blocks{};
   for (std::size_t i = 0; i < derivation_blocks; ++i) {
     std::copy(message_id.begin(), message_id.end(),
               blocks.begin() + static_cast<std::ptrdiff_t>(i * block_bytes));
-    store_le<std::uint32_t>(blocks.data() + i * block_bytes + 12, static_cast<std::uint32_t>(i));
+    store_le<std::uint32_t>(blocks.data() + i * block_bytes + message_id.size(),
+                            static_cast<std::uint32_t>(i));
   }
   std::array<std::uint8_t, derivation_blocks * block_bytes> encrypted{};
   int written = 0;

@@ -4,6 +4,7 @@
 // its own key and nothing else. Shared between the data-key cache and the messages using it.
 #include <keel/core/bytes.hpp>
 #include <keel/core/result.hpp>
+#include <keel/crypto/envelope.hpp>
 #include <keel/crypto/secret.hpp>
 
 #include "evp.hpp"
@@ -17,6 +18,16 @@ namespace keel::crypto::detail {
 
 inline constexpr std::size_t commitment_bytes = 32;
 inline constexpr std::size_t content_key_bytes = 32;
+
+[[nodiscard]] constexpr bool known_suite(std::uint16_t suite) noexcept {
+  return suite == suite_aes256_gcm_hkdf_sha512_commit || suite == suite_aes256_gcm_aes_kdf_commit;
+}
+
+/// A message id's size in a suite: 32 bytes of HKDF salt in suite 1, the 96-bit nonce of the
+/// AES derivation in suite 2.
+[[nodiscard]] constexpr std::size_t message_id_bytes(std::uint16_t suite) noexcept {
+  return suite == suite_aes256_gcm_hkdf_sha512_commit ? 32 : 12;
+}
 
 /// The keys of one message: the content key (header tag and body) and the key commitment,
 /// which is not secret (it is stored in the header).

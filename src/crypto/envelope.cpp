@@ -30,6 +30,8 @@ namespace keel::crypto {
 namespace {
 
 using detail::commitment_bytes;
+using detail::known_suite;
+using detail::message_id_bytes;
 using detail::message_keys;
 using detail::prepared_data_key;
 
@@ -39,14 +41,6 @@ constexpr std::uint8_t content_single = 1;
 constexpr std::uint8_t content_framed = 2;
 constexpr std::uint32_t final_frame_marker = 0xFFFFFFFF;
 constexpr std::size_t max_data_keys_stored = 255;
-
-bool known_suite(std::uint16_t suite) noexcept {
-  return suite == suite_aes256_gcm_hkdf_sha512_commit || suite == suite_aes256_gcm_aes_kdf_commit;
-}
-
-std::size_t message_id_bytes(std::uint16_t suite) noexcept {
-  return suite == suite_aes256_gcm_hkdf_sha512_commit ? 32 : 12;
-}
 
 // Message ids come from a per-thread pool filled by OpenSSL's generator a kilobyte at a time:
 // one RAND_bytes call per message cost as much as AES-GCM of a KiB. Ids are public (they are
@@ -539,7 +533,6 @@ result<bytes> open_body(const parsed& p, const message_keys& keys, content_ciphe
 // A new message: its data key (from the cache, or new and wrapped by every provider), its id
 // and keys, and its header appended to `out` (with `cipher` keyed for the body).
 struct started_message {
-  std::uint16_t suite = suite_aes256_gcm_aes_kdf_commit;
   std::array<std::uint8_t, max_message_id_bytes> id_bytes{};
   std::size_t id_size = 0;
   std::uint32_t frame_size = 0;
@@ -570,7 +563,6 @@ result<started_message> start_message(std::span<kms* const> wrappers, const encr
   if (auto checked = check_context(context); !checked) return checked.error();
   const auto context_bytes = serialize_context(context);
   started_message m;
-  m.suite = suite;
   m.frame_size = frame_size;
   m.id_size = message_id_bytes(suite);
   draw_message_id(std::span<std::uint8_t>(m.id_bytes.data(), m.id_size));

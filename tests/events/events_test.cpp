@@ -68,6 +68,27 @@ std::vector<ev::recorded_event> read_to_horizon(const ev::store& store, connecti
   }
 }
 
+// for_each over `read` hands the handler `expected` (what read_all paged out), event by event,
+// ends at `end`, and leaves nothing in flight.
+void check_for_each_gives(const ev::store& store, connection& c, const ev::all_read& read,
+                          const std::vector<ev::recorded_event>& expected, ev::all_position end) {
+  std::vector<ev::recorded_event> got;
+  auto stopped = store.for_each(c, read, [&](const ev::recorded_event& e) {
+    got.push_back(e);
+    return true;
+  });
+  REQUIRE(stopped);
+  CHECK(*stopped == end);
+  REQUIRE(got.size() == expected.size());
+  for (std::size_t k = 0; k < got.size(); ++k) {
+    CHECK(got[k].id == expected[k].id);
+    CHECK(got[k].position == expected[k].position);
+    CHECK(got[k].data == expected[k].data);
+    CHECK(got[k].stream == expected[k].stream);
+  }
+  CHECK(!c.awaiting_answer());
+}
+
 // Waits until `ready()` holds, looking again every millisecond, up to `timeout`.
 template <class Predicate>
 bool eventually(Predicate ready, std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
@@ -594,21 +615,7 @@ TEST_SUITE("pg") {
     REQUIRE(expected.size() == 25);
     for (const std::size_t page : {1UL, 4UL, 5UL, 25UL, 100UL}) {
       CAPTURE(page);
-      std::vector<ev::recorded_event> got;
-      auto end =
-          f.store.for_each(f.c, {.max_count = page, .category = "shop"}, [&](const ev::recorded_event& e) {
-            got.push_back(e);
-            return true;
-          });
-      REQUIRE(end);
-      CHECK(*end == paged);
-      REQUIRE(got.size() == expected.size());
-      for (std::size_t k = 0; k < got.size(); ++k) {
-        CHECK(got[k].id == expected[k].id);
-        CHECK(got[k].data == expected[k].data);
-        CHECK(got[k].stream == expected[k].stream);
-      }
-      CHECK(!f.c.awaiting_answer());
+      check_for_each_gives(f.store, f.c, {.max_count = page, .category = "shop"}, expected, paged);
     }
     // Stop after 7 with a page ahead in flight: the position is the 7th event, the connection usable.
     int handled = 0;
@@ -638,19 +645,7 @@ TEST_SUITE("pg") {
     ev::all_position paged;
     const auto expected = read_to_horizon(f.store, f.c, paged, 1000, "");
     REQUIRE(expected.size() == 1500);
-    std::vector<ev::recorded_event> got;
-    auto end = f.store.for_each(f.c, {.max_count = 600}, [&](const ev::recorded_event& e) {
-      got.push_back(e);
-      return true;
-    });
-    REQUIRE(end);
-    CHECK(*end == paged);
-    REQUIRE(got.size() == expected.size());
-    for (std::size_t k = 0; k < got.size(); ++k) {
-      CHECK(got[k].position == expected[k].position);
-      CHECK(got[k].data == expected[k].data);
-    }
-    CHECK(!f.c.awaiting_answer());
+    check_for_each_gives(f.store, f.c, {.max_count = 600}, expected, paged);
   }
 
   TEST_CASE("deletion: soft delete hides the past and the stream goes on; a tombstone refuses appends") {
