@@ -6,6 +6,7 @@
 #include <keel/core/assert.hpp>
 #include <keel/core/utf8.hpp>
 #include <keel/core/varint.hpp>
+#include <keel/core/xxhash.hpp>
 #include <keel/crdt/text.hpp>
 
 #include <algorithm>
@@ -21,7 +22,7 @@ namespace {
 constexpr std::uint32_t none = std::numeric_limits<std::uint32_t>::max();
 // Items per block: a block splits at twice this. Small enough that a scan inside one is cheap,
 // large enough that the blocks of a long document are few.
-constexpr std::size_t block_items = 64;
+constexpr std::size_t block_items = 32;
 constexpr std::array<std::uint8_t, 4> magic = {'K', 'C', 'R', 'T'};
 constexpr std::uint8_t format_version = 1;
 
@@ -133,6 +134,16 @@ struct text::state {
     return block_at[id];
   }
 
+  // The block and index of item `x`, which was at (b, i) before a split after it: there still,
+  // or moved to the next block if that split the block.
+  std::pair<std::size_t, std::size_t> where_after_split(std::uint32_t x, std::size_t b, std::size_t i) {
+    if (i < blocks[b].items.size() && blocks[b].items[i] == x) return {b, i};
+    if (i >= block_items && b + 1 < blocks.size() && i - block_items < blocks[b + 1].items.size() &&
+        blocks[b + 1].items[i - block_items] == x)
+      return {b + 1, i - block_items};
+    return where(x);
+  }
+
   // The block and index of an item.
   std::pair<std::size_t, std::size_t> where(std::uint32_t x) {
     const auto b = block_position(items[x].block);
@@ -197,7 +208,15 @@ struct text::state {
   found find_visible(std::uint64_t pos) {
     std::size_t b = 0;
     std::uint64_t before = 0;
-    if (cache_block < blocks.size() && pos >= cache_before) b = cache_block, before = cache_before;
+    if (cache_block < blocks.size()) {
+      b = cache_block, before = cache_before;
+      // Backwards from the last edit when the position is before it (and nearer it than the start).
+      if (pos < before && pos > before / 2) {
+        while (pos < before) --b, before -= blocks[b].visible;
+      } else if (pos < before) {
+        b = 0, before = 0;
+      }
+    }
     while (pos >= before + blocks[b].visible) before += blocks[b].visible, ++b;
     cache_block = b, cache_before = before;
     const auto& list = blocks[b].items;
@@ -529,7 +548,7 @@ result<void> text::insert(std::size_t pos, std::string_view utf8) {
     left = s.blocks[b].items[i];
     if (at.offset + 1 < s.items[left].length) s.split(b, i, at.offset + 1);
     // The split may have moved the item to a new block.
-    std::tie(b, i) = s.where(left);
+    std::tie(b, i) = s.where_after_split(left, b, i);
     std::size_t nb = b, ni = i;
     right = s.next_of(nb, ni);
   }
@@ -578,11 +597,11 @@ result<void> text::erase(std::size_t pos, std::size_t count) {
     std::size_t b = at.b, i = at.i;
     if (at.offset > 0) {
       x = s.split(b, i, at.offset);
-      std::tie(b, i) = s.where(x);
+      std::tie(b, i) = s.where_after_split(x, b, i + 1);
     }
     if (s.items[x].length > count) {
       s.split(b, i, static_cast<std::uint32_t>(count));
-      std::tie(b, i) = s.where(x);
+      std::tie(b, i) = s.where_after_split(x, b, i);
     }
     count -= s.items[x].length;
     s.mark_deleted(b, x);
@@ -805,15 +824,254 @@ result<void> text::apply(bytes_view delta) {
   return {};
 }
 
+// ---- the saved document (format KCRD 1, docs/crdt.md) ------------------------------------------
+// Items in document order, so that loading places none of them: the blocks are built as they
+// come. Neighbours in the document predict most origins, so those cost two flag bits.
+namespace {
+
+constexpr std::array<std::uint8_t, 4> document_magic = {'K', 'C', 'R', 'D'};
+constexpr std::uint8_t document_version = 1;
+constexpr std::uint8_t doc_deleted = 1U << 0U;
+constexpr std::uint8_t doc_same_replica = 1U << 1U;  // the replica of the item before it
+constexpr unsigned doc_origin_shift = 2;             // bits 2-3: an origin_mode
+constexpr unsigned doc_right_shift = 4;              // bits 4-5: an origin_mode
+constexpr std::uint8_t doc_known_flags = 0x3F;
+constexpr std::size_t checksum_size = 8;
+
+// How an item's origin (or right origin) is written.
+enum origin_mode : std::uint8_t {
+  no_origin = 0,
+  neighbour = 1,     // origin: the last character of the item before; right: the first of the one after
+  own_previous = 2,  // origin only: its own replica's previous character
+  written = 3,       // a replica index, then the clock as a zigzag difference from the item's own
+};
+
+std::uint64_t clock_difference(std::uint64_t clock, std::uint64_t from) {
+  return zigzag_encode(static_cast<std::int64_t>(clock - from));
+}
+
+}  // namespace
+
 bytes text::save() const {
-  return delta_since({});
+  const auto& s = *state_;
+  bytes out(document_magic.begin(), document_magic.end());
+  out.push_back(document_version);
+  std::vector<replica_id> replicas;
+  for (const auto& [replica, next] : s.versions) {
+    if (next > 0) replicas.push_back(replica);
+  }
+  append_varint(out, replicas.size());
+  for (const auto r : replicas) append_varint(out, r);
+  const auto replica_index = [&](replica_id r) {
+    return static_cast<std::uint64_t>(std::lower_bound(replicas.begin(), replicas.end(), r) -
+                                      replicas.begin());
+  };
+
+  // Neighbours that a split made two (same run, same state, same right origin, characters one
+  // after the other) are saved as one.
+  std::vector<item> runs;
+  runs.reserve(s.items.size());
+  for (const auto& blk : s.blocks) {
+    for (const auto x : blk.items) {
+      const item& it = s.items[x];
+      if (!runs.empty()) {
+        item& last = runs.back();
+        if (last.id.replica == it.id.replica && last.id.clock + last.length == it.id.clock &&
+            last.deleted == it.deleted && (it.deleted || last.content + last.length == it.content) &&
+            it.has_origin && it.origin.replica == it.id.replica && it.origin.clock + 1 == it.id.clock &&
+            same_origin(last.has_right, last.right, it.has_right, it.right)) {
+          last.length += it.length;
+          continue;
+        }
+      }
+      runs.push_back(it);
+    }
+  }
+  std::string text_column;
+  text_column.reserve(s.visible);
+  append_varint(out, runs.size());
+  for (std::size_t k = 0; k < runs.size(); ++k) {
+    const item& it = runs[k];
+    const item* before = k > 0 ? &runs[k - 1] : nullptr;
+    const item* after = k + 1 < runs.size() ? &runs[k + 1] : nullptr;
+    origin_mode origin = no_origin, right = no_origin;
+    if (it.has_origin) {
+      if (before != nullptr &&
+          it.origin == char_id{before->id.replica, before->id.clock + before->length - 1})
+        origin = neighbour;
+      else if (it.origin.replica == it.id.replica && it.origin.clock + 1 == it.id.clock)
+        origin = own_previous;
+      else
+        origin = written;
+    }
+    if (it.has_right) right = after != nullptr && it.right == after->id ? neighbour : written;
+    const bool same = before != nullptr && before->id.replica == it.id.replica;
+    std::uint8_t flags = (it.deleted ? doc_deleted : 0) | (same ? doc_same_replica : 0);
+    flags |= static_cast<std::uint8_t>(origin << doc_origin_shift) |
+             static_cast<std::uint8_t>(right << doc_right_shift);
+    out.push_back(flags);
+    if (!same) append_varint(out, replica_index(it.id.replica));
+    append_varint(out, it.id.clock);
+    append_varint(out, it.length);
+    if (origin == written) {
+      append_varint(out, replica_index(it.origin.replica));
+      append_varint(out, clock_difference(it.origin.clock, it.id.clock));
+    }
+    if (right == written) {
+      append_varint(out, replica_index(it.right.replica));
+      append_varint(out, clock_difference(it.right.clock, it.id.clock));
+    }
+    if (!it.deleted) {
+      for (std::uint32_t c = 0; c < it.length; ++c) append_utf8(text_column, s.chars[it.content + c]);
+    }
+  }
+  append_varint(out, text_column.size());
+  out.insert(out.end(), text_column.begin(), text_column.end());
+  const auto sum = xxh3_64(out);
+  for (std::size_t b = 0; b < checksum_size; ++b) out.push_back(static_cast<std::uint8_t>(sum >> (8 * b)));
+  return out;
 }
 
 result<text> text::load(bytes_view saved, replica_id self) {
   text t(self);
-  if (auto applied = t.apply(saved); !applied) return applied.error();
-  // A whole document refers only to itself: anything left waiting means it is not one.
-  if (!t.state_->waiting.empty() || !t.state_->pending_deletes.empty()) return errc::malformed_delta;
+  auto& s = *t.state_;
+  if (saved.size() >= magic.size() && std::equal(magic.begin(), magic.end(), saved.begin())) {
+    // A delta since nothing is a document too.
+    if (auto applied = t.apply(saved); !applied) return applied.error();
+    // A whole document refers only to itself: anything left waiting means it is not one.
+    if (!s.waiting.empty() || !s.pending_deletes.empty()) return errc::malformed_delta;
+    return t;
+  }
+  if (saved.size() < document_magic.size() + 1 + checksum_size ||
+      !std::equal(document_magic.begin(), document_magic.end(), saved.begin()) ||
+      saved[document_magic.size()] != document_version)
+    return errc::malformed_delta;
+  const auto body = saved.first(saved.size() - checksum_size);
+  std::uint64_t sum = 0;
+  for (std::size_t b = 0; b < checksum_size; ++b)
+    sum |= static_cast<std::uint64_t>(saved[body.size() + b]) << (8 * b);
+  if (sum != xxh3_64(body)) return errc::malformed_delta;
+
+  reader in(body.subspan(document_magic.size() + 1));
+  auto replica_count = in.varint();
+  if (!replica_count || *replica_count > body.size()) return errc::malformed_delta;
+  std::vector<replica_id> replicas;
+  for (std::uint64_t k = 0; k < *replica_count; ++k) {
+    auto r = in.varint();
+    if (!r || (!replicas.empty() && *r <= replicas.back())) return errc::malformed_delta;
+    replicas.push_back(*r);
+  }
+  const auto replica_at = [&](std::uint64_t index) -> result<replica_id> {
+    if (index >= replicas.size()) return errc::malformed_delta;
+    return replicas[static_cast<std::size_t>(index)];
+  };
+  const auto read_origin = [&](const item& it, char_id& origin) -> result<void> {
+    auto index = in.varint();
+    auto difference = in.varint();
+    if (!index || !difference) return errc::malformed_delta;
+    auto replica = replica_at(*index);
+    if (!replica) return replica.error();
+    origin = {*replica, it.id.clock + static_cast<std::uint64_t>(zigzag_decode(*difference))};
+    return {};
+  };
+  auto count = in.varint();
+  if (!count || *count > body.size()) return errc::malformed_delta;
+  s.items.reserve(static_cast<std::size_t>(*count));
+  std::uint64_t live = 0;
+  bool right_is_next = false;
+  for (std::uint64_t k = 0; k < *count; ++k) {
+    auto flags = in.u8();
+    if (!flags || (*flags & ~doc_known_flags) != 0) return errc::malformed_delta;
+    const auto origin = static_cast<origin_mode>((*flags >> doc_origin_shift) & 3U);
+    const auto right = static_cast<origin_mode>((*flags >> doc_right_shift) & 3U);
+    item it;
+    it.deleted = (*flags & doc_deleted) != 0;
+    if ((*flags & doc_same_replica) != 0) {
+      if (k == 0) return errc::malformed_delta;
+      it.id.replica = s.items.back().id.replica;
+    } else {
+      auto index = in.varint();
+      if (!index) return errc::malformed_delta;
+      auto replica = replica_at(*index);
+      if (!replica) return replica.error();
+      it.id.replica = *replica;
+    }
+    auto clock = in.varint();
+    auto length = in.varint();
+    if (!clock || !length || *length == 0 || *length > std::numeric_limits<std::uint32_t>::max() / 2 ||
+        *clock > std::numeric_limits<std::uint64_t>::max() - *length)
+      return errc::malformed_delta;
+    it.id.clock = *clock;
+    it.length = static_cast<std::uint32_t>(*length);
+    it.has_origin = origin != no_origin;
+    if (origin == neighbour) {
+      if (k == 0) return errc::malformed_delta;
+      const auto& before = s.items.back();
+      it.origin = {before.id.replica, before.id.clock + before.length - 1};
+    } else if (origin == own_previous) {
+      if (it.id.clock == 0) return errc::malformed_delta;
+      it.origin = {it.id.replica, it.id.clock - 1};
+    } else if (origin == written) {
+      if (auto read = read_origin(it, it.origin); !read) return read.error();
+    }
+    it.has_right = right != no_origin;
+    if (right == own_previous) return errc::malformed_delta;
+    if (right == written) {
+      if (auto read = read_origin(it, it.right); !read) return read.error();
+    }
+    if (!it.deleted) live += it.length;
+    // The item before learns its right origin now, if it was this one.
+    if (right_is_next) s.items.back().right = it.id;
+    right_is_next = right == neighbour;
+    s.items.push_back(it);
+  }
+  if (right_is_next) return errc::malformed_delta;  // a right neighbour after the last item
+  auto text_size = in.varint();
+  if (!text_size) return errc::malformed_delta;
+  auto text_bytes = in.take(*text_size);
+  if (!text_bytes || !in.done()) return errc::malformed_delta;
+  s.chars.reserve(static_cast<std::size_t>(live));
+  if (!decode_utf8(as_chars(*text_bytes), s.chars) || s.chars.size() != live || live >= none)
+    return errc::malformed_delta;
+
+  // Contents, blocks, and the index; every id once, every replica's clocks from 0 without gaps.
+  std::uint32_t content = 0;
+  std::vector<std::pair<char_id, std::uint32_t>> by_id;
+  by_id.reserve(s.items.size());
+  for (std::uint32_t x = 0; x < s.items.size(); ++x) {
+    auto& it = s.items[x];
+    if (!it.deleted) it.content = content, content += it.length;
+    if (x % block_items == 0) s.blocks.push_back(block{{}, 0, static_cast<std::uint32_t>(s.blocks.size())});
+    auto& blk = s.blocks.back();
+    blk.items.push_back(x);
+    it.block = blk.id;
+    if (!it.deleted) blk.visible += it.length;
+    by_id.emplace_back(it.id, x);
+  }
+  s.visible = live;
+  s.block_at.resize(s.blocks.size());
+  for (std::uint32_t b = 0; b < s.blocks.size(); ++b) s.block_at[b] = b;
+  std::sort(by_id.begin(), by_id.end(), [](const auto& a, const auto& b) {
+    return a.first.replica != b.first.replica ? a.first.replica < b.first.replica
+                                              : a.first.clock < b.first.clock;
+  });
+  for (const auto& [id, x] : by_id) {
+    auto& next = s.versions[id.replica];
+    if (id.clock != next) return errc::malformed_delta;  // a gap, or an id twice
+    next += s.items[x].length;
+    auto& runs = s.index[id.replica];
+    runs.emplace_hint(runs.end(), id.clock, x);
+    if (s.items[x].deleted) s.note_deleted(id, s.items[x].length);
+  }
+  if (s.versions.size() != replicas.size()) return errc::malformed_delta;  // a replica with no item
+  for (const auto& it : s.items) {
+    const auto inside = [&](const char_id& id) {
+      return id.replica == it.id.replica && id.clock >= it.id.clock && id.clock < it.id.clock + it.length;
+    };
+    if ((it.has_origin && (!s.known(it.origin) || inside(it.origin))) ||
+        (it.has_right && (!s.known(it.right) || inside(it.right))))
+      return errc::malformed_delta;
+  }
   return t;
 }
 

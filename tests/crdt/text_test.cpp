@@ -143,7 +143,7 @@ TEST_SUITE("unit") {
       if (probe.apply(changed)) {
         // Taken as some other edit: then a consistent document, its save reading back the same.
         auto again = crdt::text(4);
-        REQUIRE(again.apply(probe.save()));
+        REQUIRE(again.apply(probe.delta_since({})));
         CHECK(again.pending() == 0);
         CHECK(again.str() == probe.str());
         CHECK(again.size() == probe.size());
@@ -166,6 +166,41 @@ TEST_SUITE("unit") {
     REQUIRE(loaded.insert(0, "X"));
     sync(loaded, a);
     CHECK(a.str() == "Xbc and def");
+  }
+
+  TEST_CASE("a saved document: every truncation and changed byte refused; a delta since nothing loads too") {
+    crdt::text a(1), b(2);
+    REQUIRE(a.insert(0, "hello wörld"));
+    sync(a, b);
+    REQUIRE(b.insert(5, ","));
+    REQUIRE(a.erase(0, 1));
+    REQUIRE(a.insert(0, "H"));
+    sync(b, a);
+    const auto saved = a.save();
+    for (std::size_t cut = 0; cut < saved.size(); ++cut) {
+      CAPTURE(cut);
+      CHECK(crdt::text::load(keel::bytes_view(saved).first(cut), 3).error() == crdt::errc::malformed_delta);
+    }
+    for (std::size_t at = 0; at < saved.size(); ++at) {
+      CAPTURE(at);
+      auto changed = saved;
+      changed[at] ^= 0x10;
+      CHECK(crdt::text::load(changed, 3).error() == crdt::errc::malformed_delta);
+    }
+    auto trailing = saved;
+    trailing.push_back(0);
+    CHECK(crdt::text::load(trailing, 3).error() == crdt::errc::malformed_delta);
+    CHECK(crdt::text::load(a.delta_since({}), 3).value().str() == "Hello, wörld");
+    auto loaded = crdt::text::load(saved, 3).value();
+    CHECK(loaded.str() == "Hello, wörld");
+    CHECK(loaded.save() == saved);
+    // The loaded document goes on converging: it takes the others' edits and they take its own.
+    REQUIRE(b.insert(b.size(), "!"));
+    sync(b, loaded);
+    REQUIRE(loaded.erase(5, 1));
+    sync(loaded, a);
+    sync(b, a);
+    CHECK(a.str() == "Hello wörld!");
   }
 
   TEST_CASE("cursors keep their place through concurrent edits") {
@@ -208,6 +243,14 @@ TEST_SUITE("unit") {
           const auto to = rng() % n;
           in_flight.emplace_back(to, doc.delta_since(replicas[to].version()));
         }
+        // Now and then a replica restarts from its saved document (what waits is lost with
+        // it, and comes again with the next deltas).
+        if (rng() % 40 == 0) {
+          auto& restarted = replicas[rng() % n];
+          const auto text_before = restarted.str();
+          restarted = crdt::text::load(restarted.save(), restarted.self()).value();
+          REQUIRE(restarted.str() == text_before);
+        }
         // Deliver one in flight, in random order, sometimes twice, sometimes dropped.
         if (!in_flight.empty() && rng() % 3 == 0) {
           const auto k = rng() % in_flight.size();
@@ -230,7 +273,7 @@ TEST_SUITE("unit") {
       }
       // The same document loaded from any replica's save.
       crdt::text probe(1);
-      REQUIRE(probe.apply(replicas[n - 1].save()));
+      REQUIRE(probe.apply(replicas[n - 1].delta_since({})));
       CHECK(probe.pending() == 0);
       CHECK(probe.str() == replicas[0].str());
       CHECK(crdt::text::load(replicas[n - 1].save(), 1).value().str() == replicas[0].str());
