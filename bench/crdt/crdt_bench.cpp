@@ -6,7 +6,12 @@
 // - `save` / `load` of the final document: `ms`, `encoded_bytes`; `memory_bytes`, what the
 //   final document holds on the heap (malloc's count before and after building it);
 // - `peer_yjs`: npm yjs replaying the same trace in the same run (bench/peers/yjs_replay.mjs),
-//   with its encoded size and load time, and `keel_speedup`, Yjs's time over keel's.
+//   with its encoded size and load time;
+// - the Yjs codec (keel::crdt::yjs) on the updates npm yjs writes replaying the same trace
+//   (bench/peers/yjs_updates.mjs makes them, one per edit, and times Yjs's own functions on
+//   them in the same run): `bytes_per_second` of input merging runs of 64 consecutive updates,
+//   diffing the final document against the state vector after half the edits, and reading the
+//   state vector of the final document; `peer_yjs_codec` has Yjs's figures for the same work.
 #include <keel/crdt.hpp>
 
 #include "support/peers.hpp"
@@ -17,12 +22,16 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <malloc.h>
+#include <unistd.h>
 
 namespace {
 
@@ -133,15 +142,118 @@ void load_document(benchmark::State& state) {
 BENCHMARK(load_document)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void peer_yjs(benchmark::State& state) {
-  keel::bench::peer_figure seconds, encoded, load_ms;
-  for (auto _ : state) {
-    seconds = keel::bench::run_peer("yjs_replay.mjs", {trace_path, "3"}, "seconds");
-  }
+  keel::bench::peer_run run;
+  for (auto _ : state) run = keel::bench::run_peer_script("yjs_replay.mjs", {trace_path, "3"});
+  const auto seconds = run.figure("seconds");
   if (!seconds.value) return state.SkipWithError(seconds.problem.c_str());
   state.counters["ms"] = *seconds.value * 1e3;
   state.counters["ops_per_second"] = static_cast<double>(sequential_trace().patches.size()) / *seconds.value;
+  for (const char* figure : {"encoded_bytes", "load_ms", "save_ms"}) {
+    if (const auto value = run.figure(figure).value) state.counters[figure] = *value;
+  }
   state.SetLabel("npm yjs 13.6.33, the same trace, one transaction per edit; ms: the best of 3");
 }
 BENCHMARK(peer_yjs)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// ---- the Yjs codec ----------------------------------------------------------------------------
+constexpr std::size_t merge_group = 64;
+
+struct yjs_fixture {
+  std::vector<keel::bytes> updates;
+  std::size_t update_bytes = 0;
+  keel::bytes final_document;
+  keel::bytes half_state;
+  keel::bench::peer_run peer;
+};
+
+keel::bytes read_bytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+const yjs_fixture& yjs_updates() {
+  static const yjs_fixture loaded = [] {
+    yjs_fixture f;
+    const auto prefix =
+        std::filesystem::temp_directory_path() / ("keel-crdt-bench-" + std::to_string(::getpid()));
+    f.peer = keel::bench::run_peer_script("yjs_updates.mjs",
+                                          {trace_path, prefix.string(), std::to_string(merge_group)});
+    if (!f.peer.problem.empty()) return f;
+    const auto packed = read_bytes(prefix.string() + ".updates");
+    for (std::size_t at = 0; at + 4 <= packed.size();) {
+      const std::size_t length = packed[at] | (packed[at + 1] << 8U) | (packed[at + 2] << 16U) |
+                                 (static_cast<std::size_t>(packed[at + 3]) << 24U);
+      f.updates.emplace_back(packed.begin() + static_cast<std::ptrdiff_t>(at + 4),
+                             packed.begin() + static_cast<std::ptrdiff_t>(at + 4 + length));
+      f.update_bytes += length;
+      at += 4 + length;
+    }
+    f.final_document = read_bytes(prefix.string() + ".final");
+    f.half_state = read_bytes(prefix.string() + ".half");
+    for (const char* suffix : {".updates", ".final", ".half"})
+      std::filesystem::remove(prefix.string() + suffix);
+    return f;
+  }();
+  return loaded;
+}
+
+void yjs_merge(benchmark::State& state) {
+  const auto& f = yjs_updates();
+  if (f.updates.empty()) return state.SkipWithError(f.peer.problem.c_str());
+  std::vector<keel::bytes_view> views(f.updates.begin(), f.updates.end());
+  for (auto _ : state) {
+    for (std::size_t at = 0; at < views.size(); at += merge_group) {
+      const auto n = std::min(merge_group, views.size() - at);
+      auto merged = crdt::yjs::merge_updates(std::span<const keel::bytes_view>(views).subspan(at, n));
+      if (!merged) return state.SkipWithError("merge failed");
+      benchmark::DoNotOptimize(merged->data());
+    }
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(f.update_bytes));
+  state.counters["updates"] = static_cast<double>(f.updates.size());
+  state.SetLabel("Yjs's per-edit updates of seph-blog1, merged 64 at a time");
+}
+BENCHMARK(yjs_merge)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void yjs_diff(benchmark::State& state) {
+  const auto& f = yjs_updates();
+  if (f.updates.empty()) return state.SkipWithError(f.peer.problem.c_str());
+  for (auto _ : state) {
+    auto diff = crdt::yjs::diff_update(f.final_document, f.half_state);
+    if (!diff) return state.SkipWithError("diff failed");
+    benchmark::DoNotOptimize(diff->data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(f.final_document.size()));
+  state.SetLabel("the final document against the state after half the edits");
+}
+BENCHMARK(yjs_diff)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void yjs_state_vector(benchmark::State& state) {
+  const auto& f = yjs_updates();
+  if (f.updates.empty()) return state.SkipWithError(f.peer.problem.c_str());
+  for (auto _ : state) {
+    auto sv = crdt::yjs::state_vector_from_update(f.final_document);
+    if (!sv) return state.SkipWithError("state vector failed");
+    benchmark::DoNotOptimize(sv->data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(f.final_document.size()));
+  state.SetLabel("of the final document");
+}
+BENCHMARK(yjs_state_vector)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void peer_yjs_codec(benchmark::State& state) {
+  const auto& f = yjs_updates();
+  for (auto _ : state) benchmark::DoNotOptimize(f.peer.output.data());
+  const auto merge = f.peer.figure("merge_bytes_per_second");
+  const auto diff = f.peer.figure("diff_bytes_per_second");
+  const auto sv = f.peer.figure("state_vector_bytes_per_second");
+  if (!merge.value || !diff.value || !sv.value) return state.SkipWithError(merge.problem.c_str());
+  state.counters["merge_bytes_per_second"] = *merge.value;
+  state.counters["diff_bytes_per_second"] = *diff.value;
+  state.counters["state_vector_bytes_per_second"] = *sv.value;
+  state.SetLabel(
+      "npm yjs 13.6.33: Y.mergeUpdates, Y.diffUpdate, Y.encodeStateVectorFromUpdate on the same updates");
+}
+BENCHMARK(peer_yjs_codec)->Iterations(1)->UseRealTime();
 
 }  // namespace

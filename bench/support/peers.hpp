@@ -54,14 +54,28 @@ inline std::string node_postgres_url(std::string_view conninfo) {
          "?host=" + get("host", "127.0.0.1") + "&port=" + get("port", "5432");
 }
 
-/// Runs `node <KEEL_PEERS_DIR>/<script> args…` and reads the number after `"<field>":` in its
-/// output. Arguments are single-quoted for the shell; they are the benchmark's own values.
-inline peer_figure run_peer(std::string_view script, const std::vector<std::string>& args,
-                            std::string_view field) {
+/// What a peer script printed, or why it could not run (then `output` is empty).
+struct peer_run {
+  std::string output;
+  std::string problem;
+  /// The number after `"<field>":` in the output (its last occurrence).
+  [[nodiscard]] peer_figure figure(std::string_view field) const {
+    if (!problem.empty()) return {std::nullopt, problem};
+    std::string key = "\"";
+    key.append(field).append("\":");
+    const auto found = output.rfind(key);
+    if (found == std::string::npos)
+      return {std::nullopt, "no " + std::string(field) + " in: " + output.substr(0, 400)};
+    return {std::strtod(output.c_str() + found + key.size(), nullptr), {}};
+  }
+};
+
+/// Runs `node <KEEL_PEERS_DIR>/<script> args…`. Arguments are single-quoted for the shell; they
+/// are the benchmark's own values.
+inline peer_run run_peer_script(std::string_view script, const std::vector<std::string>& args) {
   const char* dir = std::getenv("KEEL_PEERS_DIR");
   if (dir == nullptr || *dir == '\0')
-    return {std::nullopt,
-            "KEEL_PEERS_DIR is not set: run the benchmarks with ./keel bench, which installs the peers"};
+    return {{}, "KEEL_PEERS_DIR is not set: run the benchmarks with ./keel bench, which installs the peers"};
   const auto quote = [](std::string_view s) {
     std::string out(1, '\'');
     for (const char c : s) {
@@ -80,17 +94,19 @@ inline peer_figure run_peer(std::string_view script, const std::vector<std::stri
   for (const auto& a : args) command.append(" ").append(quote(a));
   command.append(" 2>&1");
   FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return {std::nullopt, "could not start node"};
+  if (pipe == nullptr) return {{}, "could not start node"};
   std::string output;
   std::array<char, 4096> chunk{};
   while (const auto n = std::fread(chunk.data(), 1, chunk.size(), pipe)) output.append(chunk.data(), n);
   const int status = ::pclose(pipe);
-  std::string key = "\"";
-  key.append(field).append("\":");
-  const auto found = output.rfind(key);
-  if (status != 0 || found == std::string::npos)
-    return {std::nullopt, std::string(script) + " failed: " + output.substr(0, 400)};
-  return {std::strtod(output.c_str() + found + key.size(), nullptr), {}};
+  if (status != 0) return {{}, std::string(script) + " failed: " + output.substr(0, 400)};
+  return {std::move(output), {}};
+}
+
+/// Runs a peer script and reads one number of its output.
+inline peer_figure run_peer(std::string_view script, const std::vector<std::string>& args,
+                            std::string_view field) {
+  return run_peer_script(script, args).figure(field);
 }
 
 }  // namespace keel::bench

@@ -795,7 +795,7 @@ result<void> text::apply(bytes_view delta) {
       if (!size) return errc::malformed_delta;
       auto raw = in.take(*size);
       if (!raw) return errc::malformed_delta;
-      one.chars.reserve(it.length);
+      one.chars.reserve(std::min<std::size_t>(it.length, raw->size()));  // a claimed length is not trusted
       if (!decode_utf8(as_chars(*raw), one.chars) || one.chars.size() != it.length)
         return errc::malformed_delta;
     }
@@ -1030,7 +1030,7 @@ result<text> text::load(bytes_view saved, replica_id self) {
   if (!text_size) return errc::malformed_delta;
   auto text_bytes = in.take(*text_size);
   if (!text_bytes || !in.done()) return errc::malformed_delta;
-  s.chars.reserve(static_cast<std::size_t>(live));
+  s.chars.reserve(std::min<std::size_t>(static_cast<std::size_t>(live), text_bytes->size()));
   if (!decode_utf8(as_chars(*text_bytes), s.chars) || s.chars.size() != live || live >= none)
     return errc::malformed_delta;
 
