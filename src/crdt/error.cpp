@@ -14,7 +14,8 @@ const char* describe(errc e) noexcept {
       return "the delta does not decode (truncated, corrupt, or not made by keel::crdt); nothing of it was "
              "applied";
     case errc::malformed_update:
-      return "the Yjs update or state vector does not decode as Yjs's format v1 (truncated, corrupt, text that "
+      return "the Yjs update or state vector does not decode as Yjs's format v1 (truncated, corrupt, text "
+             "that "
              "is not UTF-8, or numbers past 2^53); nothing was made of it";
   }
   return "unknown keel.crdt error";
