@@ -2,7 +2,8 @@
 // seph-blog1: 137,993 edits to a 56,769-character blog post).
 //   ./keel bench crdt
 // Figures:
-// - `replay`: the trace into a keel::crdt::text, one edit per operation: `ops_per_second`, `ms`;
+// - `replay_trace/1`: the trace into a keel::crdt::text, one edit per operation: `ops_per_second`,
+//   `ms`; `/0` the same with no undo history kept (what keeping it costs);
 // - `save` / `load` of the final document: `ms`, `encoded_bytes`; `memory_bytes`, what the
 //   final document holds on the heap (malloc's count before and after building it);
 // - `peer_yjs`: npm yjs replaying the same trace in the same run (bench/peers/yjs_replay.mjs),
@@ -80,8 +81,9 @@ const trace& sequential_trace() {
   return loaded;
 }
 
-crdt::text replay(const trace& t) {
+crdt::text replay(const trace& t, bool keep_undo = true) {
   crdt::text doc(1);
+  if (!keep_undo) doc.set_undo_limit(0);
   for (const auto& p : t.patches) {
     if (p.deleted > 0) (void)doc.erase(p.position, p.deleted).value();
     if (!p.inserted.empty()) (void)doc.insert(p.position, p.inserted).value();
@@ -95,10 +97,11 @@ double milliseconds_since(std::chrono::steady_clock::time_point started) {
 
 void replay_trace(benchmark::State& state) {
   const auto& t = sequential_trace();
+  const bool keep_undo = state.range(0) != 0;
   double best_ms = 1e300;
   for (auto _ : state) {
     const auto started = std::chrono::steady_clock::now();
-    auto doc = replay(t);
+    auto doc = replay(t, keep_undo);
     best_ms = std::min(best_ms, milliseconds_since(started));
     if (doc.size() != t.end_content.size() && doc.str() != t.end_content)
       return state.SkipWithError("the replay ended with a different text");
@@ -107,9 +110,11 @@ void replay_trace(benchmark::State& state) {
   state.counters["ops_per_second"] = static_cast<double>(t.patches.size()) / (best_ms / 1e3);
   state.counters["ms"] = best_ms;
   state.counters["ops"] = static_cast<double>(t.patches.size());
-  state.SetLabel("seph-blog1, one edit per operation; ms: the best iteration");
+  state.SetLabel(keep_undo
+                     ? "seph-blog1, one edit per operation, undo kept (1,000 steps); ms: the best iteration"
+                     : "the same, no undo kept");
 }
-BENCHMARK(replay_trace)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(replay_trace)->Arg(1)->Arg(0)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void save_document(benchmark::State& state) {
   const auto started_heap = ::mallinfo2().uordblks;

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <array>
 #include <limits>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -23,6 +24,8 @@ constexpr std::uint32_t none = std::numeric_limits<std::uint32_t>::max();
 // Items per block: a block splits at twice this. Small enough that a scan inside one is cheap,
 // large enough that the blocks of a long document are few.
 constexpr std::size_t block_items = 32;
+// Undo steps kept by default: an editor's long session, not a whole history.
+constexpr std::size_t default_undo_limit = 1000;
 constexpr std::array<std::uint8_t, 4> magic = {'K', 'C', 'R', 'T'};
 constexpr std::uint8_t format_version = 1;
 
@@ -62,6 +65,107 @@ struct incoming {
 struct range {
   char_id start;
   std::uint64_t length = 0;
+};
+
+// A list holding its first element in place: most undo steps are one action of one range, and
+// recording one must not cost an allocation per keystroke.
+template <class T>
+class few {
+ public:
+  void push_back(T value) {
+    if (count_ == 0)
+      first_ = std::move(value);
+    else
+      rest_.push_back(std::move(value));
+    ++count_;
+  }
+  [[nodiscard]] std::size_t size() const noexcept { return count_; }
+  [[nodiscard]] bool empty() const noexcept { return count_ == 0; }
+  T& operator[](std::size_t k) { return k == 0 ? first_ : rest_[k - 1]; }
+  const T& operator[](std::size_t k) const { return k == 0 ? first_ : rest_[k - 1]; }
+  T& back() { return (*this)[count_ - 1]; }
+  [[nodiscard]] const T& front() const { return first_; }
+  void clear() {
+    count_ = 0;
+    rest_.clear();
+  }
+  // A new last element, cleared (its buffers kept when it is the first).
+  T& emplace_cleared() {
+    if (count_++ == 0) {
+      first_.clear();
+      return first_;
+    }
+    return rest_.emplace_back();
+  }
+
+ private:
+  T first_{};
+  std::vector<T> rest_;
+  std::size_t count_ = 0;
+};
+
+// One part of an undoable edit: characters typed (their ids), or characters deleted (their ids
+// and their text), each range one run in document order.
+struct undo_action {
+  bool inserted = false;
+  few<range> ranges;
+  std::u32string chars;  // deleted: the ranges' characters, one range after the other
+  void clear() {
+    inserted = false;
+    ranges.clear();
+    chars.clear();
+  }
+};
+
+// What one undo takes back: an insert or erase call, or the calls of a group.
+struct undo_step {
+  few<undo_action> actions;
+};
+
+// The newest `limit` undo steps in a ring: recording one reuses the oldest's slot.
+class step_ring {
+ public:
+  explicit step_ring(std::size_t limit) : limit_(limit) {}
+  [[nodiscard]] bool empty() const noexcept { return count_ == 0; }
+  [[nodiscard]] std::size_t size() const noexcept { return count_; }
+  undo_step& back() { return slots_[(head_ + count_ - 1) % slots_.size()]; }
+  void pop_back() { --count_; }
+  void clear() { count_ = 0; }
+  // A new newest step, empty; the oldest goes when the ring is full.
+  undo_step& push() {
+    KEEL_ASSERT(limit_ > 0);
+    undo_step* slot = nullptr;
+    if (count_ < slots_.size()) {
+      slot = &slots_[(head_ + count_++) % slots_.size()];
+    } else if (slots_.size() < limit_) {
+      // Still growing: nothing was overwritten yet, so the oldest is at 0.
+      KEEL_ASSERT(head_ == 0);
+      slot = &slots_.emplace_back();
+      ++count_;
+    } else {
+      slot = &slots_[head_];
+      head_ = (head_ + 1) % slots_.size();
+    }
+    slot->actions.clear();
+    return *slot;
+  }
+  // Keeps the newest `limit`.
+  void set_limit(std::size_t limit) {
+    std::vector<undo_step> kept;
+    const auto n = std::min(count_, limit);
+    for (std::size_t k = count_ - n; k < count_; ++k)
+      kept.push_back(std::move(slots_[(head_ + k) % slots_.size()]));
+    slots_ = std::move(kept);
+    head_ = 0;
+    count_ = n;
+    limit_ = limit;
+  }
+
+ private:
+  std::vector<undo_step> slots_;
+  std::size_t head_ = 0;  // the oldest
+  std::size_t count_ = 0;
+  std::size_t limit_;
 };
 
 bool same_origin(bool a_has, const char_id& a, bool b_has, const char_id& b) {
@@ -118,6 +222,13 @@ struct text::state {
   std::vector<range> pending_deletes;
   // What is deleted, per replica: clock start -> length, merged (the delete set deltas carry).
   std::map<replica_id, std::map<std::uint64_t, std::uint64_t>> deleted;
+  // This replica's edits that undo() takes back (oldest first) and what redo() types again.
+  step_ring undo_steps{default_undo_limit}, redo_steps{default_undo_limit};
+  std::size_t undo_limit = default_undo_limit;
+  // Deleted runs an undo typed again: old clock start -> (length, first new character).
+  std::map<replica_id, std::map<std::uint64_t, std::pair<std::uint64_t, char_id>>> retyped;
+  int group_depth = 0;
+  bool group_open = false;  // the last undo step takes the group's next edits
   // Where the last position search ended: a block and the visible characters before it.
   std::size_t cache_block = 0;
   std::uint64_t cache_before = 0;
@@ -353,6 +464,219 @@ struct text::state {
     return done;
   }
 
+  // ---- local edits, and undo ----------------------------------------------------------------------
+  // Types `added` before visible character `pos` (<= visible) as this replica.
+  void insert_chars(std::size_t pos, std::u32string_view added) {
+    auto& s = *this;
+    const auto n = static_cast<std::uint32_t>(added.size());
+    std::uint64_t& next_clock = s.versions[s.self];
+    std::uint32_t left = none, right = none;
+    std::size_t b = 0, i = 0;
+    if (pos == 0) {
+      if (!s.blocks.empty()) right = s.blocks[0].items[0];
+    } else {
+      auto at = s.find_visible(pos - 1);
+      b = at.b, i = at.i;
+      left = s.blocks[b].items[i];
+      if (at.offset + 1 < s.items[left].length) s.split(b, i, at.offset + 1);
+      // The split may have moved the item to a new block.
+      std::tie(b, i) = s.where_after_split(left, b, i);
+      std::size_t nb = b, ni = i;
+      right = s.next_of(nb, ni);
+    }
+    if (left != none) {
+      // Typing on at the end of one's own run: the run grows, no new item.
+      item& l = s.items[left];
+      const bool right_same = right == none ? !l.has_right : (l.has_right && l.right == s.items[right].id);
+      if (l.id.replica == s.self && !l.deleted && l.id.clock + l.length == next_clock && l.content != none &&
+          l.content + l.length == s.chars.size() && right_same) {
+        l.length += n;
+        s.chars.append(added);
+        s.changed_visible(b, n);
+        next_clock += n;
+        return;
+      }
+    }
+    item fresh;
+    fresh.id = {s.self, next_clock};
+    fresh.length = n;
+    fresh.content = static_cast<std::uint32_t>(s.chars.size());
+    if (left != none) {
+      fresh.has_origin = true;
+      fresh.origin = {s.items[left].id.replica, s.items[left].id.clock + s.items[left].length - 1};
+    }
+    if (right != none) {
+      fresh.has_right = true;
+      fresh.right = s.items[right].id;
+    }
+    s.chars.append(added);
+    const auto x = s.add_item(fresh);
+    if (left == none) {
+      s.place(0, 0, x);
+    } else {
+      s.place(b, i + 1, x);
+    }
+    next_clock += n;
+  }
+
+  // Deletes `count` visible characters from `pos`; what it deleted goes into `record` (if any).
+  void erase_chars(std::size_t pos, std::size_t count, undo_action* record) {
+    auto& s = *this;
+    while (count > 0) {
+      auto at = s.find_visible(pos);
+      auto x = s.blocks[at.b].items[at.i];
+      std::size_t b = at.b, i = at.i;
+      if (at.offset > 0) {
+        x = s.split(b, i, at.offset);
+        std::tie(b, i) = s.where_after_split(x, b, i + 1);
+      }
+      if (s.items[x].length > count) {
+        s.split(b, i, static_cast<std::uint32_t>(count));
+        std::tie(b, i) = s.where_after_split(x, b, i);
+      }
+      count -= s.items[x].length;
+      if (record != nullptr) record_deleted(*record, x);
+      s.mark_deleted(b, x);
+    }
+  }
+
+  // Where a local edit is kept for undo() (none when no undo is kept): the open group's last
+  // action of the kind, or a new step. A new edit ends what redo() could bring back.
+  undo_action* recording(bool inserted) {
+    if (undo_limit == 0) return nullptr;
+    redo_steps.clear();
+    if (group_open && !undo_steps.empty()) {
+      auto& actions = undo_steps.back().actions;
+      if (actions.back().inserted == inserted) return &actions.back();
+      auto& action = actions.emplace_cleared();
+      action.inserted = inserted;
+      return &action;
+    }
+    auto& action = undo_steps.push().actions.emplace_cleared();
+    action.inserted = inserted;
+    group_open = group_depth > 0;
+    return &action;
+  }
+
+  // Where undo typed characters of `r` again: the new characters' ranges.
+  [[nodiscard]] std::vector<range> retyped_parts(const range& r) const {
+    std::vector<range> out;
+    const auto runs = retyped.find(r.start.replica);
+    if (runs == retyped.end()) return out;
+    const auto end = r.start.clock + r.length;
+    auto at = runs->second.upper_bound(r.start.clock);
+    if (at != runs->second.begin()) --at;
+    for (; at != runs->second.end() && at->first < end; ++at) {
+      const auto [length, target] = at->second;
+      const auto from = std::max(at->first, r.start.clock);
+      const auto to = std::min(at->first + length, end);
+      if (from < to) out.push_back({{target.replica, target.clock + (from - at->first)}, to - from});
+    }
+    return out;
+  }
+
+  // Visible characters before character `id` (known).
+  [[nodiscard]] std::uint64_t visible_before(const char_id& id) {
+    const auto [x, offset] = find_id(id);
+    KEEL_ASSERT(x != none);
+    const auto [b, i] = where(x);
+    std::uint64_t pos = 0;
+    for (std::size_t k = 0; k < b; ++k) pos += blocks[k].visible;
+    for (std::size_t k = 0; k < i; ++k) {
+      const auto& it = items[blocks[b].items[k]];
+      if (!it.deleted) pos += it.length;
+    }
+    if (!items[x].deleted) pos += offset;
+    return pos;
+  }
+
+  // Deletes what of the characters `r` (known) is visible; records it.
+  void erase_ids(const range& r, undo_action& record) {
+    for (std::uint64_t done = 0; done < r.length;) {
+      const char_id id{r.start.replica, r.start.clock + done};
+      const auto [x, offset] = find_id(id);
+      KEEL_ASSERT(x != none);
+      const auto take = std::min<std::uint64_t>(items[x].length - offset, r.length - done);
+      if (!items[x].deleted) {
+        const auto y = item_starting_at(id);
+        if (items[y].length > take) {
+          auto [b, i] = where(y);
+          split(b, i, static_cast<std::uint32_t>(take));
+        }
+        auto [b, i] = where(y);
+        record_deleted(record, y);
+        mark_deleted(b, y);
+      } else {
+        // Deleted, and perhaps typed again by an undo: then the new characters go.
+        for (const auto& moved : retyped_parts({id, take})) erase_ids(moved, record);
+      }
+      done += take;
+    }
+  }
+
+  // Types `added` as this replica right before item `x`, whatever it holds (a deleted item
+  // too: its neighbour on the left becomes the origin). @returns the first new character.
+  char_id insert_before(std::uint32_t x, std::u32string_view added) {
+    const auto [b, i] = where(x);
+    std::uint32_t left = none;
+    if (i > 0) {
+      left = blocks[b].items[i - 1];
+    } else if (b > 0) {
+      left = blocks[b - 1].items.back();
+    }
+    item fresh;
+    fresh.id = {self, versions[self]};
+    fresh.length = static_cast<std::uint32_t>(added.size());
+    fresh.content = static_cast<std::uint32_t>(chars.size());
+    if (left != none) {
+      fresh.has_origin = true;
+      fresh.origin = {items[left].id.replica, items[left].id.clock + items[left].length - 1};
+    }
+    fresh.has_right = true;
+    fresh.right = items[x].id;
+    chars.append(added);
+    const auto y = add_item(fresh);
+    place(b, i, y);
+    versions[self] += fresh.length;
+    return fresh.id;
+  }
+
+  // Types deleted characters again, each run right before where it lies deleted; remembers
+  // where they went, so that undoing the edit that typed them deletes the new ones.
+  void retype(const undo_action& gone, undo_action& record) {
+    std::size_t chars_at = 0;
+    for (std::size_t k = 0; k < gone.ranges.size(); ++k) {
+      const auto& r = gone.ranges[k];
+      const auto x = item_starting_at(r.start);
+      KEEL_ASSERT(x != none);
+      const auto first = insert_before(
+          x, std::u32string_view(gone.chars).substr(chars_at, static_cast<std::size_t>(r.length)));
+      chars_at += static_cast<std::size_t>(r.length);
+      record.ranges.push_back({first, r.length});
+      retyped[r.start.replica][r.start.clock] = {r.length, first};
+    }
+  }
+
+  // Takes a step back; @returns the step that takes it forward again.
+  void revert(const undo_step& step, undo_step& inverse) {
+    for (std::size_t k = step.actions.size(); k-- > 0;) {
+      const auto& a = step.actions[k];
+      auto& done = inverse.actions.emplace_cleared();
+      done.inserted = !a.inserted;
+      if (a.inserted) {
+        for (std::size_t r = 0; r < a.ranges.size(); ++r) erase_ids(a.ranges[r], done);
+      } else {
+        retype(a, done);
+      }
+    }
+  }
+
+  void record_deleted(undo_action& record, std::uint32_t x) const {
+    const item& it = items[x];
+    record.ranges.push_back({it.id, it.length});
+    record.chars.append(chars, it.content, it.length);
+  }
+
   // ---- integrating remote items (Yjs's YATA) --------------------------------------------------
   enum class outcome : std::uint8_t { placed, already, waiting };
 
@@ -535,78 +859,71 @@ result<void> text::insert(std::size_t pos, std::string_view utf8) {
   if (!decode_utf8(utf8, added)) return errc::invalid_utf8;
   if (added.empty()) return {};
   if (s.chars.size() + added.size() >= none) return errc::out_of_range;
-  const auto n = static_cast<std::uint32_t>(added.size());
-  std::uint64_t& next_clock = s.versions[s.self];
-
-  std::uint32_t left = none, right = none;
-  std::size_t b = 0, i = 0;
-  if (pos == 0) {
-    if (!s.blocks.empty()) right = s.blocks[0].items[0];
-  } else {
-    auto at = s.find_visible(pos - 1);
-    b = at.b, i = at.i;
-    left = s.blocks[b].items[i];
-    if (at.offset + 1 < s.items[left].length) s.split(b, i, at.offset + 1);
-    // The split may have moved the item to a new block.
-    std::tie(b, i) = s.where_after_split(left, b, i);
-    std::size_t nb = b, ni = i;
-    right = s.next_of(nb, ni);
-  }
-  if (left != none) {
-    // Typing on at the end of one's own run: the run grows, no new item.
-    item& l = s.items[left];
-    const bool right_same = right == none ? !l.has_right : (l.has_right && l.right == s.items[right].id);
-    if (l.id.replica == s.self && !l.deleted && l.id.clock + l.length == next_clock && l.content != none &&
-        l.content + l.length == s.chars.size() && right_same) {
-      l.length += n;
-      s.chars.append(added);
-      s.changed_visible(b, n);
-      next_clock += n;
-      return {};
+  const char_id first{s.self, s.versions[s.self]};
+  s.insert_chars(pos, added);
+  if (auto* typed = s.recording(true)) {
+    // Typing on within a group: its one range grows.
+    if (!typed->ranges.empty() &&
+        typed->ranges.back().start.clock + typed->ranges.back().length == first.clock &&
+        typed->ranges.back().start.replica == first.replica) {
+      typed->ranges.back().length += added.size();
+    } else {
+      typed->ranges.push_back({first, added.size()});
     }
   }
-  item fresh;
-  fresh.id = {s.self, next_clock};
-  fresh.length = n;
-  fresh.content = static_cast<std::uint32_t>(s.chars.size());
-  if (left != none) {
-    fresh.has_origin = true;
-    fresh.origin = {s.items[left].id.replica, s.items[left].id.clock + s.items[left].length - 1};
-  }
-  if (right != none) {
-    fresh.has_right = true;
-    fresh.right = s.items[right].id;
-  }
-  s.chars.append(added);
-  const auto x = s.add_item(fresh);
-  if (left == none) {
-    s.place(0, 0, x);
-  } else {
-    s.place(b, i + 1, x);
-  }
-  next_clock += n;
   return {};
 }
 
 result<void> text::erase(std::size_t pos, std::size_t count) {
   auto& s = *state_;
   if (pos > s.visible || count > s.visible - pos) return errc::out_of_range;
-  while (count > 0) {
-    auto at = s.find_visible(pos);
-    auto x = s.blocks[at.b].items[at.i];
-    std::size_t b = at.b, i = at.i;
-    if (at.offset > 0) {
-      x = s.split(b, i, at.offset);
-      std::tie(b, i) = s.where_after_split(x, b, i + 1);
-    }
-    if (s.items[x].length > count) {
-      s.split(b, i, static_cast<std::uint32_t>(count));
-      std::tie(b, i) = s.where_after_split(x, b, i);
-    }
-    count -= s.items[x].length;
-    s.mark_deleted(b, x);
-  }
+  if (count == 0) return {};
+  s.erase_chars(pos, count, s.recording(false));
   return {};
+}
+
+bool text::undo() {
+  auto& s = *state_;
+  if (s.undo_steps.empty()) return false;
+  s.revert(s.undo_steps.back(), s.redo_steps.push());
+  s.undo_steps.pop_back();
+  s.group_open = false;
+  return true;
+}
+
+bool text::redo() {
+  auto& s = *state_;
+  if (s.redo_steps.empty()) return false;
+  s.revert(s.redo_steps.back(), s.undo_steps.push());
+  s.redo_steps.pop_back();
+  s.group_open = false;
+  return true;
+}
+
+bool text::can_undo() const noexcept {
+  return !state_->undo_steps.empty();
+}
+
+bool text::can_redo() const noexcept {
+  return !state_->redo_steps.empty();
+}
+
+void text::begin_undo_group() {
+  auto& s = *state_;
+  if (s.group_depth++ == 0) s.group_open = false;
+}
+
+void text::end_undo_group() {
+  auto& s = *state_;
+  KEEL_ASSERT(s.group_depth > 0);
+  if (--s.group_depth == 0) s.group_open = false;
+}
+
+void text::set_undo_limit(std::size_t steps) {
+  auto& s = *state_;
+  s.undo_limit = steps;
+  s.undo_steps.set_limit(steps);
+  s.redo_steps.set_limit(steps);
 }
 
 std::string text::str() const {
@@ -1086,18 +1403,8 @@ result<cursor> text::cursor_at(std::size_t pos) const {
 
 std::size_t text::position_of(const cursor& c) const {
   auto& s = *state_;
-  if (!c.before) return s.visible;
-  const auto [x, offset] = s.find_id(*c.before);
-  if (x == none) return s.visible;
-  const auto [b, i] = s.where(x);
-  std::uint64_t pos = 0;
-  for (std::size_t k = 0; k < b; ++k) pos += s.blocks[k].visible;
-  for (std::size_t k = 0; k < i; ++k) {
-    const auto& it = s.items[s.blocks[b].items[k]];
-    if (!it.deleted) pos += it.length;
-  }
-  if (!s.items[x].deleted) pos += offset;
-  return static_cast<std::size_t>(pos);
+  if (!c.before || s.find_id(*c.before).first == none) return s.visible;
+  return static_cast<std::size_t>(s.visible_before(*c.before));
 }
 
 }  // namespace keel::crdt

@@ -203,6 +203,157 @@ TEST_SUITE("unit") {
     CHECK(a.str() == "Hello wörld!");
   }
 
+  TEST_CASE("undo and redo: a replica's own edits, step by step, in groups, and a limit") {
+    crdt::text doc(1);
+    CHECK_FALSE(doc.undo());
+    REQUIRE(doc.insert(0, "hello"));
+    REQUIRE(doc.insert(5, " wörld"));
+    REQUIRE(doc.erase(0, 1));
+    CHECK(doc.str() == "ello wörld");
+    CHECK(doc.undo());
+    CHECK(doc.str() == "hello wörld");
+    CHECK(doc.undo());
+    CHECK(doc.str() == "hello");
+    CHECK(doc.redo());
+    CHECK(doc.str() == "hello wörld");
+    CHECK(doc.redo());
+    CHECK(doc.str() == "ello wörld");
+    CHECK_FALSE(doc.redo());
+    // A new edit ends what redo could bring back.
+    CHECK(doc.undo());
+    REQUIRE(doc.insert(0, ">"));
+    CHECK_FALSE(doc.can_redo());
+    CHECK(doc.str() == ">hello wörld");
+    // A group is one step: typing, then deleting in it.
+    doc.begin_undo_group();
+    for (const char* c : {"a", "b", "c"}) REQUIRE(doc.insert(doc.size(), c));
+    REQUIRE(doc.erase(1, 5));
+    doc.end_undo_group();
+    CHECK(doc.str() == "> wörldabc");
+    CHECK(doc.undo());
+    CHECK(doc.str() == ">hello wörld");
+    CHECK(doc.redo());
+    CHECK(doc.str() == "> wörldabc");
+    // Backspacing char by char and undoing it all, one step at a time, in any place.
+    crdt::text typed(2);
+    REQUIRE(typed.insert(0, "abcdef"));
+    for (int k = 0; k < 4; ++k) REQUIRE(typed.erase(typed.size() - 2, 1));  // e, d, c, b
+    CHECK(typed.str() == "af");
+    for (int k = 0; k < 4; ++k) CHECK(typed.undo());
+    CHECK(typed.str() == "abcdef");
+    CHECK(typed.undo());
+    CHECK(typed.str().empty());
+    CHECK_FALSE(typed.undo());
+    // The limit: the oldest steps go.
+    crdt::text limited(3);
+    limited.set_undo_limit(2);
+    for (const char* c : {"x", "y", "z"}) REQUIRE(limited.insert(limited.size(), c));
+    CHECK(limited.undo());
+    CHECK(limited.undo());
+    CHECK_FALSE(limited.undo());
+    CHECK(limited.str() == "x");
+    limited.set_undo_limit(0);
+    REQUIRE(limited.insert(0, "w"));
+    CHECK_FALSE(limited.can_undo());
+  }
+
+  TEST_CASE("undo leaves the other replicas' edits, and replicas converge through it") {
+    crdt::text alice(1), bob(2);
+    REQUIRE(alice.insert(0, "abc"));
+    sync(alice, bob);
+    REQUIRE(bob.insert(1, "X"));  // aXbc
+    sync(bob, alice);
+    CHECK(alice.undo());  // alice's "abc" goes; bob's "X" stays
+    sync(alice, bob);
+    CHECK(alice.str() == "X");
+    CHECK(bob.str() == "X");
+    CHECK(alice.redo());
+    sync(alice, bob);
+    CHECK(bob.str() == "aXbc");
+    // An erase undone while the other typed next to it: the text comes back where it was.
+    REQUIRE(alice.erase(2, 1));  // "b"
+    sync(alice, bob);
+    REQUIRE(bob.insert(3, "Y"));  // aXcY
+    sync(bob, alice);
+    CHECK(alice.undo());
+    sync(alice, bob);
+    CHECK(alice.str() == "aXbcY");
+    CHECK(bob.str() == "aXbcY");
+    // Bob deleted what alice's undo would delete: nothing left to do, and no harm.
+    crdt::text carol(3), dave(4);
+    REQUIRE(carol.insert(0, "hi"));
+    sync(carol, dave);
+    REQUIRE(dave.erase(0, 2));
+    sync(dave, carol);
+    CHECK(carol.undo());
+    CHECK(carol.str().empty());
+    CHECK(carol.redo());  // brings back nothing: the characters were not carol's to delete
+    CHECK(carol.str().empty());
+  }
+
+  TEST_CASE("undo under random schedules: replicas edit, undo and redo, deltas astray; all converge") {
+    for (std::uint32_t seed = 1; seed <= 30; ++seed) {
+      CAPTURE(seed);
+      std::mt19937 rng(seed);
+      const std::size_t n = 2 + seed % 2;
+      std::vector<crdt::text> replicas;
+      for (std::size_t r = 0; r < n; ++r) replicas.emplace_back(10 + r);
+      std::vector<std::pair<std::size_t, keel::bytes>> in_flight;
+      for (int step = 0; step < 200; ++step) {
+        auto& doc = replicas[rng() % n];
+        const auto action = rng() % 12;
+        if (action < 4 || doc.size() == 0) {
+          REQUIRE(doc.insert(rng() % (doc.size() + 1), action % 2 == 0 ? "ab" : "é"));
+        } else if (action < 6) {
+          const auto pos = rng() % doc.size();
+          REQUIRE(doc.erase(pos, 1 + rng() % std::min<std::size_t>(3, doc.size() - pos)));
+        } else if (action < 8) {
+          (void)doc.undo();
+        } else if (action < 9) {
+          (void)doc.redo();
+        } else {
+          const auto to = rng() % n;
+          in_flight.emplace_back(to, doc.delta_since(replicas[to].version()));
+        }
+        if (!in_flight.empty() && rng() % 3 == 0) {
+          const auto k = rng() % in_flight.size();
+          REQUIRE(replicas[in_flight[k].first].apply(in_flight[k].second));
+          in_flight.erase(in_flight.begin() + static_cast<std::ptrdiff_t>(k));
+        }
+      }
+      for (int round = 0; round < 2; ++round) {
+        for (std::size_t from = 0; from < n; ++from) {
+          for (std::size_t to = 0; to < n; ++to) {
+            if (from != to) sync(replicas[from], replicas[to]);
+          }
+        }
+      }
+      for (std::size_t r = 1; r < n; ++r) CHECK(replicas[r].str() == replicas[0].str());
+    }
+    // One replica alone: undoing everything empties the text, redoing everything restores it.
+    std::mt19937 rng(7);
+    crdt::text solo(1);
+    std::vector<std::string> states{""};
+    for (int k = 0; k < 300; ++k) {
+      if (rng() % 3 != 0 || solo.size() == 0) {
+        REQUIRE(solo.insert(rng() % (solo.size() + 1), "xyz"));
+      } else {
+        const auto pos = rng() % solo.size();
+        REQUIRE(solo.erase(pos, 1 + rng() % std::min<std::size_t>(5, solo.size() - pos)));
+      }
+      states.push_back(solo.str());
+    }
+    for (auto k = states.size() - 1; k-- > 0;) {
+      REQUIRE(solo.undo());
+      REQUIRE(solo.str() == states[k]);
+    }
+    CHECK_FALSE(solo.undo());
+    for (std::size_t k = 1; k < states.size(); ++k) {
+      REQUIRE(solo.redo());
+      REQUIRE(solo.str() == states[k]);
+    }
+  }
+
   TEST_CASE("cursors keep their place through concurrent edits") {
     crdt::text a(1), b(2);
     REQUIRE(a.insert(0, "hello world"));

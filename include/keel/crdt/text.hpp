@@ -67,6 +67,21 @@ class text {
   /// Deletes `count` characters from `pos`. @returns errc::out_of_range if they are not all there.
   [[nodiscard]] result<void> erase(std::size_t pos, std::size_t count);
 
+  /// Takes back this replica's last edit not taken back yet (an insert or erase call, or the
+  /// calls of an undo group): characters it typed are deleted, characters it deleted are typed
+  /// again where they were. Other replicas' edits stay; the undo is itself an edit, sent in the
+  /// next deltas. @returns false when there is nothing to undo.
+  bool undo();
+  /// Brings back the last edit undo() took back, unless this replica edited since.
+  bool redo();
+  [[nodiscard]] bool can_undo() const noexcept;
+  [[nodiscard]] bool can_redo() const noexcept;
+  /// Edits between these are one undo step (groups nest; the outermost counts).
+  void begin_undo_group();
+  void end_undo_group();
+  /// How many steps undo() can go back (1,000 by default; the oldest go first). 0: none kept.
+  void set_undo_limit(std::size_t steps);
+
   /// The text, UTF-8.
   [[nodiscard]] std::string str() const;
   /// Characters (code points) in the text.
