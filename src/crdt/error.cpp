@@ -13,6 +13,9 @@ const char* describe(errc e) noexcept {
     case errc::malformed_delta:
       return "the delta does not decode (truncated, corrupt, or not made by keel::crdt); nothing of it was "
              "applied";
+    case errc::counter_overflow:
+      return "this replica's increments (or decrements) of the counter would pass 2^63 - 1; nothing changed: "
+             "count in smaller units or start a new counter";
   }
   return "unknown keel.crdt error";
 }

@@ -9,6 +9,7 @@ enum class errc {
   out_of_range = 1,  ///< a position or length past the end of the text
   invalid_utf8,      ///< inserted text that is not valid UTF-8
   malformed_delta,   ///< a delta or saved document that does not decode (truncated, corrupt, or not keel's)
+  counter_overflow,  ///< a pn_counter replica's own total would pass 2^63 - 1
 };
 
 [[nodiscard]] const error_category& crdt_category() noexcept;
