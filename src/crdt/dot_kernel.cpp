@@ -188,9 +188,10 @@ void dot_kernel::replace_slice(std::string_view prefix, const dot_kernel& part) 
 }
 
 bytes dot_kernel::encode(std::string_view magic) const {
-  bytes out;
+  // Begun with the tag, not appended to an empty buffer: GCC 12 at -O3 misreads that insert.
+  bytes out(magic.begin(), magic.end());
+  out.reserve(magic.size() + 4 + entries_.size() * 8);
   byte_writer w(out);
-  w.append(as_bytes(magic));
   w.u8(format_version);
   w.varint(context_.by_replica().size());
   for (const auto& [replica, held] : context_.by_replica()) {

@@ -166,6 +166,66 @@ keel::bytes joined(const T& base, std::initializer_list<const keel::bytes*> delt
 }  // namespace
 
 TEST_SUITE("unit") {
+  TEST_CASE("the examples of the headers and docs/crdt.md do what they say") {
+    {
+      crdt::pn_counter alice(1), bob(2);
+      alice.increment(5).value();
+      bob.decrement(2).value();
+      alice.apply(bob.delta_since(alice.version())).value();
+      bob.apply(alice.delta_since(bob.version())).value();
+      CHECK(alice.value() == 3);
+      CHECK(bob.value() == 3);
+    }
+    {
+      crdt::lww_register alice(1), bob(2);
+      alice.set("red", 1000);
+      bob.set("blue", 1001);
+      alice.apply(bob.delta_since(alice.version())).value();
+      bob.apply(alice.delta_since(bob.version())).value();
+      CHECK(alice.get() == "blue");
+      CHECK(bob.get() == "blue");
+    }
+    {
+      crdt::mv_register alice(1), bob(2);
+      alice.set("red");
+      bob.set("blue");
+      alice.apply(bob.delta_since(alice.version())).value();
+      CHECK(alice.values() == std::vector<std::string>{"blue", "red"});
+      alice.set("purple");
+      bob.apply(alice.delta_since(bob.version())).value();
+      CHECK(bob.values() == std::vector<std::string>{"purple"});
+    }
+    {
+      crdt::or_set alice(1), bob(2);
+      alice.add("milk");
+      bob.apply(alice.delta_since(bob.version())).value();
+      bob.remove("milk");
+      alice.add("milk");
+      alice.apply(bob.delta_since(alice.version())).value();
+      bob.apply(alice.delta_since(bob.version())).value();
+      CHECK(alice.contains("milk"));
+      CHECK(bob.contains("milk"));
+    }
+    {
+      crdt::lww_map alice(1), bob(2);
+      alice.set("colour", "red", 1000);
+      bob.apply(alice.delta_since(bob.version())).value();
+      bob.erase("colour", 1005);
+      alice.set("colour", "green", 1002);
+      alice.apply(bob.delta_since(alice.version())).value();
+      CHECK_FALSE(alice.get("colour").has_value());
+    }
+    {
+      crdt::or_map<crdt::or_set> shop(1), home(2);
+      shop.update("fruit", [](crdt::or_set& s) { s.add("apple"); });
+      home.apply(shop.delta_since(home.version())).value();
+      shop.erase("fruit");
+      home.update("fruit", [](crdt::or_set& s) { s.add("pear"); });
+      shop.apply(home.delta_since(shop.version())).value();
+      CHECK(shop.get("fruit")->elements() == std::vector<std::string>{"pear"});
+    }
+  }
+
   TEST_CASE("pn_counter: increments and decrements from every replica add up") {
     crdt::pn_counter a(1), b(2), c(3);
     REQUIRE(a.increment(5));
@@ -472,6 +532,7 @@ TEST_SUITE("unit") {
       const auto states = random_states<T>(rng, 4);
       // Whole states and deltas between them, as the things joined.
       std::vector<keel::bytes> parts;
+      parts.reserve(states.size() + 4);
       for (const auto& s : states) parts.push_back(s.save());
       for (int k = 0; k < 4; ++k) {
         const auto& from = states[rng() % states.size()];

@@ -34,6 +34,9 @@
 
 namespace keel::crdt {
 
+/// Who made a change: a replica's id, unique among the replicas of a document (Yjs's client id).
+using replica_id = std::uint64_t;
+
 /// One character's identity: the replica that inserted it and that replica's counter, which
 /// counts characters (the n-th character a replica ever inserted has clock n - 1).
 struct char_id {
@@ -41,6 +44,10 @@ struct char_id {
   std::uint64_t clock = 0;
   friend bool operator==(const char_id&, const char_id&) = default;
 };
+
+/// For each replica, how many of its characters a document has seen (Yjs's state vector): a
+/// delta since it holds exactly what is missing.
+using version_vector = std::map<replica_id, std::uint64_t>;
 
 /// A position that moves with the text: the character it sits before (or the end).
 struct cursor {

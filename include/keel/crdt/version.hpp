@@ -1,6 +1,9 @@
 #pragma once
 /// @file keel/crdt/version.hpp
 /// @brief Replica ids and version vectors, shared by every keel::crdt type.
+///
+/// keel/crdt/text.hpp still declares the same two aliases as well (declaring an alias again
+/// with the same type is allowed); they can go from there once text.hpp is next edited.
 #include <cstdint>
 #include <map>
 

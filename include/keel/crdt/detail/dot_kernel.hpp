@@ -27,7 +27,8 @@ namespace keel::crdt::detail {
 struct dot {
   replica_id replica = 0;
   std::uint64_t counter = 0;
-  friend auto operator<=>(const dot&, const dot&) = default;
+  // clang-tidy 14 reads the defaulted <=>'s comparison with 0 as a null pointer constant.
+  friend auto operator<=>(const dot&, const dot&) = default;  // NOLINT(modernize-use-nullptr)
 };
 
 /// Counters stay below this, so a replica's next dot never overflows (decoders refuse more).
@@ -62,7 +63,7 @@ class causal_context {
 struct entry {
   std::string key;
   std::string value;
-  friend auto operator<=>(const entry&, const entry&) = default;
+  friend auto operator<=>(const entry&, const entry&) = default;  // NOLINT(modernize-use-nullptr)
 };
 
 /// A dot store with its causal context, and the delta-state join. Not thread-safe.
