@@ -25,6 +25,7 @@
 #include <keel/crdt/error.hpp>
 #include <keel/crdt/version.hpp>
 
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <functional>
@@ -74,13 +75,16 @@ class or_map {
     if (!contains(key)) return std::nullopt;
     return detail::kernel_access::make<V>(kernel_.slice(detail::composite_prefix(key)));
   }
-  /// The present keys, sorted by length, then bytes (the order of their encoding).
+  /// The present keys, sorted.
   [[nodiscard]] std::vector<std::string> keys() const {
     std::vector<std::string> out;
+    // A key's nested entries sit together (they share its prefix), so a repeat is the last one.
     for (const auto& [composite, dots] : kernel_.keys()) {
       const auto parts = detail::split_composite(composite);
       if (parts && (out.empty() || out.back() != parts->first)) out.emplace_back(parts->first);
     }
+    // Length-prefixed keys are in length order (by varint bytes): sorted by bytes for the reader.
+    std::sort(out.begin(), out.end());
     return out;
   }
   [[nodiscard]] std::size_t size() const { return keys().size(); }
