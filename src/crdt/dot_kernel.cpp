@@ -130,11 +130,17 @@ void dot_kernel::remove_prefix(std::string_view prefix) {
 }
 
 void dot_kernel::join(const dot_kernel& other) {
-  // Ours that the other side saw and no longer holds were removed there.
-  for (auto it = entries_.begin(); it != entries_.end();) {
-    const auto d = it->first;
-    ++it;
-    if (other.context_.contains(d) && !other.entries_.contains(d)) erase_entry(d);
+  // Ours that the other side saw and no longer holds were removed there. Looked up range by
+  // range of its context, so that a small delta costs its own size, not this store's.
+  for (const auto& [replica, held] : other.context_.by_replica()) {
+    for (const auto& [first, end] : held) {
+      auto it = entries_.lower_bound(dot{replica, first});
+      while (it != entries_.end() && it->first.replica == replica && it->first.counter < end) {
+        const auto d = it->first;
+        ++it;
+        if (!other.entries_.contains(d)) erase_entry(d);
+      }
+    }
   }
   // Theirs that we have not seen are new here; a dot both hold keeps the greater payload.
   for (const auto& [d, e] : other.entries_) {
