@@ -17,6 +17,9 @@ const char* describe(errc e) noexcept {
       return "the Yjs update or state vector does not decode as Yjs's format v1 (truncated, corrupt, text "
              "that "
              "is not UTF-8, or numbers past 2^53); nothing was made of it";
+    case errc::counter_overflow:
+      return "this replica's increments (or decrements) of the counter would pass 2^63 - 1; nothing changed: "
+             "count in smaller units or start a new counter";
   }
   return "unknown keel.crdt error";
 }

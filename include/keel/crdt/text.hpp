@@ -21,6 +21,7 @@
 #include <keel/core/bytes.hpp>
 #include <keel/core/result.hpp>
 #include <keel/crdt/error.hpp>
+#include <keel/crdt/version.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -33,9 +34,6 @@
 
 namespace keel::crdt {
 
-/// Who made a change: a replica's id, unique among the replicas of a document (Yjs's client id).
-using replica_id = std::uint64_t;
-
 /// One character's identity: the replica that inserted it and that replica's counter, which
 /// counts characters (the n-th character a replica ever inserted has clock n - 1).
 struct char_id {
@@ -43,10 +41,6 @@ struct char_id {
   std::uint64_t clock = 0;
   friend bool operator==(const char_id&, const char_id&) = default;
 };
-
-/// For each replica, how many of its characters a document has seen (Yjs's state vector): a
-/// delta since it holds exactly what is missing.
-using version_vector = std::map<replica_id, std::uint64_t>;
 
 /// A position that moves with the text: the character it sits before (or the end).
 struct cursor {
