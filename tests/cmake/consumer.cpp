@@ -30,6 +30,9 @@
 #ifdef KEEL_CONSUMER_DSL
 #include <keel/dsl.hpp>
 #endif
+#ifdef KEEL_CONSUMER_CRDT
+#include <keel/crdt.hpp>
+#endif
 #ifdef KEEL_CONSUMER_DSL_PG
 #include <keel/dsl_pg.hpp>
 #endif
@@ -171,6 +174,14 @@ int main() {
   }
   std::printf("dsl: compiled 1 %d\n", dsl_ok);
   components_ok = components_ok && dsl_ok;
+#endif
+#ifdef KEEL_CONSUMER_CRDT
+  // Links keel::crdt: two replicas of a text converge.
+  keel::crdt::text crdt_a(1), crdt_b(2);
+  bool crdt_ok = crdt_a.insert(0, "hi").has_value() && crdt_b.apply(crdt_a.delta_since({})).has_value() &&
+                 crdt_b.str() == "hi";
+  std::printf("crdt: converged 1 %d\n", crdt_ok);
+  components_ok = components_ok && crdt_ok;
 #endif
 #ifdef KEEL_CONSUMER_DSL_PG
   // Links keel::dsl_pg: running needs a server, so only its symbols are taken.

@@ -7,6 +7,8 @@
 //   2: yjs::decode_update: refused, or an update that encodes to bytes decoding to the same
 //      structs, whose state vector and diffs are computed without a fault
 //   3: yjs::merge_updates of the bytes cut in two where the next byte says, and with a real update
+//   4: the counter, registers, set and maps (the next byte picks one): apply on a fresh replica
+//      (refused with nothing changed, or a state whose save loads to the same save) and load
 #include <keel/crdt.hpp>
 
 #include <cstdint>
@@ -78,12 +80,51 @@ void check_yjs_merge(keel::bytes_view data) {
   require(yjs::merge_updates(again).has_value());
 }
 
+template <class T>
+void check_state_type(keel::bytes_view data) {
+  T replica(9);
+  const auto before = replica.save();
+  if (replica.apply(data)) {
+    const auto saved = replica.save();
+    auto loaded = T::load(saved, 9);
+    require(loaded.has_value() && loaded->save() == saved);
+  } else {
+    require(replica.save() == before);
+  }
+  if (auto loaded = T::load(data, 4)) {
+    const auto saved = loaded->save();
+    auto again = T::load(saved, 4);
+    require(again.has_value() && again->save() == saved);
+  }
+}
+
+void check_state_types(keel::bytes_view data) {
+  if (data.empty()) return;
+  const auto rest = data.subspan(1);
+  switch (data[0] % 7) {
+    case 0:
+      return check_state_type<crdt::pn_counter>(rest);
+    case 1:
+      return check_state_type<crdt::lww_register>(rest);
+    case 2:
+      return check_state_type<crdt::mv_register>(rest);
+    case 3:
+      return check_state_type<crdt::or_set>(rest);
+    case 4:
+      return check_state_type<crdt::lww_map>(rest);
+    case 5:
+      return check_state_type<crdt::or_map<crdt::or_set>>(rest);
+    default:
+      return check_state_type<crdt::or_map<crdt::or_map<crdt::mv_register>>>(rest);
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
   const keel::bytes_view input(data + 1, size - 1);
-  switch (data[0] % 4) {
+  switch (data[0] % 5) {
     case 0:
       check_text_delta(input);
       break;
@@ -93,8 +134,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 2:
       check_yjs_update(input);
       break;
-    default:
+    case 3:
       check_yjs_merge(input);
+      break;
+    default:
+      check_state_types(input);
   }
   return 0;
 }
