@@ -41,7 +41,10 @@ constexpr component components[] = {
     {"tsdb", "compressed time series in Postgres: decimal/Gorilla/Chimp128, rollups, LTTB", "ready"},
     {"ratelimit", "sliding-window rate limiting: in-process, Redis, Postgres", "ready"},
     {"jobs", "Postgres job queue with a web dashboard", "ready"},
-    {"crdt", "CRDTs and a WebSocket sync server", "planned"},
+    {"crdt",
+     "a text CRDT (Yjs's ordering, undo, deltas since versions), counter, registers, OR-set, maps; Yjs's "
+     "update codec",
+     "in progress"},
     {"crypto",
      "envelope encryption, a versioned keyring, PKCS#11, the secrets store with its audit chain, Vault's "
      "transit and KV API",
@@ -104,6 +107,7 @@ constexpr std::pair<std::string_view, std::string_view> pages[] = {
     {"/jobs", "the job queue: throughput and depth over time, failures with a retry button"},
     {"/ratelimit", "the limits in force, and a burst of requests meeting one (429 with RateLimit headers)"},
     {"/dsl", "a shop's access policy as a graph, and PRQL queries tried as its roles (keel::dsl)"},
+    {"/crdt", "two replicas of a text edited apart, synced by deltas, undone; Yjs updates merged"},
     {"/metrics", "every component's Prometheus metrics"},
 };
 
@@ -148,8 +152,9 @@ namespace showcase {
 
 // The pages people open from the index, in the bar at the top of each.
 constexpr std::pair<std::string_view, std::string_view> page_links[] = {
-    {"/", "keel"},     {"/ledger", "ledger"},         {"/events", "events"}, {"/tsdb", "time series"},
-    {"/jobs", "jobs"}, {"/ratelimit", "rate limits"}, {"/dsl", "access"},    {"/metrics", "metrics"}};
+    {"/", "keel"},          {"/ledger", "ledger"},         {"/events", "events"}, {"/tsdb", "time series"},
+    {"/jobs", "jobs"},      {"/ratelimit", "rate limits"}, {"/dsl", "access"},    {"/crdt", "crdt"},
+    {"/metrics", "metrics"}};
 
 const char* const page_style = R"css(
 body { font: 15px/1.5 system-ui, sans-serif; margin: 0 auto 2rem; max-width: 64rem; color: #222; padding: 0 1rem; }
@@ -272,7 +277,7 @@ int main(int argc, char** argv) {
       {"ledger", showcase::mount_ledger}, {"ratelimit", showcase::mount_ratelimit},
       {"tsdb", showcase::mount_tsdb},     {"jobs", showcase::mount_jobs},
       {"events", showcase::mount_events}, {"crypto", showcase::mount_crypto},
-      {"dsl", showcase::mount_dsl},
+      {"dsl", showcase::mount_dsl},       {"crdt", showcase::mount_crdt},
   };
   for (const auto& [name, mount] : parts) {
     if (auto mounted = mount(context); !mounted) {

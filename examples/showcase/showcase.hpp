@@ -43,5 +43,6 @@ keel::result<void> mount_jobs(context& ctx);    // examples/showcase/jobs.cpp: d
 keel::result<void> mount_events(context& ctx);  // examples/showcase/events.cpp: orders, event-sourced
 keel::result<void> mount_crypto(context& ctx);  // examples/showcase/crypto.cpp: envelopes, a keyring
 keel::result<void> mount_dsl(context& ctx);     // examples/showcase/dsl.cpp: a shop in PRQL under roles
+keel::result<void> mount_crdt(context& ctx);    // examples/showcase/crdt.cpp: two replicas of a text
 
 }  // namespace showcase

@@ -1,7 +1,7 @@
 // The showcase as a new user meets it, in a real headless Chromium: the showcase runs as its own
 // process on a fresh database (seeded at first start, as `./keel demo` is), every link on the
-// index answers, every page opens without a script error, and the ledger and rate-limit pages
-// work when used.
+// index answers, every page opens without a script error, and the ledger, rate-limit and text CRDT
+// pages work when used.
 #include <keel/pg/local_cluster.hpp>
 
 #include <boost/json.hpp>
@@ -57,17 +57,17 @@ TEST_SUITE("browser") {
       CHECK(text.ends_with(" 200"));
       CHECK(text.find('{') == std::string::npos);  // a pattern is not a link
     }
-    for (const char* page : {"/ledger", "/events", "/tsdb", "/jobs", "/ratelimit", "/dsl"}) {
+    for (const char* page : {"/ledger", "/events", "/tsdb", "/jobs", "/ratelimit", "/dsl", "/crdt"}) {
       CAPTURE(page);
       REQUIRE_MESSAGE(browser->navigate(showcase.url + page), browser->last_error());
       // Each page reaches the data behind it.
       const auto loaded = browser->wait_for(
           "document.querySelector('#accounts tr[data-account], #streams tr[data-stream], #plot[data-ready], "
-          "#queues tr[data-queue], #policies tr[data-policy], #graph g.role') !== null",
+          "#queues tr[data-queue], #policies tr[data-policy], #graph g.role, body[data-ready]') !== null",
           std::chrono::seconds(15));
       CHECK_MESSAGE(loaded, browser->last_error());
       // Every page leads to the others.
-      CHECK(browser->evaluate("document.querySelectorAll('nav a[href]').length").value() == 8);
+      CHECK(browser->evaluate("document.querySelectorAll('nav a[href]').length").value() == 9);
     }
     CHECK(browser->console_errors().empty());
   }
@@ -138,6 +138,52 @@ TEST_SUITE("browser") {
         "Number(td.textContent), 0)");
     REQUIRE(total);
     CHECK(total->to_number<double>() == 40);
+    CHECK(browser->console_errors().empty());
+  }
+
+  TEST_CASE("the text CRDT page: two replicas edited apart converge when synced, undo is each one's own") {
+    keel::test::showcase_process showcase(fresh_database("crdt"));
+    auto browser = keel::test::browser::launch();
+    REQUIRE_MESSAGE(browser, "chromium did not start");
+    REQUIRE_MESSAGE(browser->navigate(showcase.url + "/crdt"), browser->last_error());
+    REQUIRE_MESSAGE(browser->wait_for("document.body.dataset.ready === '1'"), browser->last_error());
+    const auto text_of = [&](const char* name) {
+      return browser->evaluate(std::string("document.getElementById('") + name + "').dataset.text").value();
+    };
+    CHECK(text_of("alice") == "Shopping: milk, eggs");
+    CHECK(text_of("bob") == "Shopping: milk, eggs");
+    // Each types in their own textarea, apart.
+    const auto type = [&](const char* name, const char* text) {
+      REQUIRE(browser->evaluate(std::string("{ const a = document.getElementById('") + name +
+                                "'); a.focus(); a.value = '" + text +
+                                "'; a.dispatchEvent(new Event('input')); true }"));
+      REQUIRE_MESSAGE(browser->wait_for(std::string("document.getElementById('") + name +
+                                        "').dataset.text === '" + text + "'"),
+                      browser->last_error());
+    };
+    type("alice", "Shopping: milk, eggs, bread");
+    type("bob", "Shopping: oat milk, eggs");
+    REQUIRE(browser->click("[data-sync=\"alice\"]"));
+    REQUIRE_MESSAGE(browser->wait_for("document.getElementById('bob').dataset.text.endsWith('bread')"),
+                    browser->last_error());
+    REQUIRE(browser->click("[data-sync=\"bob\"]"));
+    REQUIRE_MESSAGE(browser->wait_for("document.getElementById('alice').dataset.text.includes('oat')"),
+                    browser->last_error());
+    CHECK(text_of("alice") == "Shopping: oat milk, eggs, bread");
+    CHECK(text_of("bob") == "Shopping: oat milk, eggs, bread");
+    // Alice's undo takes back her ", bread" and leaves bob's "oat ".
+    REQUIRE(browser->click("[data-undo=\"alice\"]"));
+    REQUIRE_MESSAGE(browser->wait_for("!document.getElementById('alice').dataset.text.includes('bread')"),
+                    browser->last_error());
+    CHECK(text_of("alice") == "Shopping: oat milk, eggs");
+    // Yjs's updates merged by the codec: client 9's struct and client 7's nine.
+    REQUIRE(browser->click("#yjs-merge"));
+    REQUIRE_MESSAGE(browser->wait_for("document.getElementById('yjs-summary').dataset.structs !== undefined"),
+                    browser->last_error());
+    CHECK(browser->evaluate("document.getElementById('yjs-summary').dataset.structs").value() == "10");
+    CHECK(
+        browser->evaluate("document.getElementById('yjs-summary').textContent.includes('{\"7\":17,\"9\":1}')")
+            .value() == true);
     CHECK(browser->console_errors().empty());
   }
 
