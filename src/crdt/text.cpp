@@ -73,10 +73,11 @@ template <class T>
 class few {
  public:
   void push_back(T value) {
-    if (count_ == 0)
+    if (count_ == 0) {
       first_ = std::move(value);
-    else
+    } else {
       rest_.push_back(std::move(value));
+    }
     ++count_;
   }
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
@@ -1214,12 +1215,13 @@ bytes text::save() const {
     origin_mode origin = no_origin, right = no_origin;
     if (it.has_origin) {
       if (before != nullptr &&
-          it.origin == char_id{before->id.replica, before->id.clock + before->length - 1})
+          it.origin == char_id{before->id.replica, before->id.clock + before->length - 1}) {
         origin = neighbour;
-      else if (it.origin.replica == it.id.replica && it.origin.clock + 1 == it.id.clock)
+      } else if (it.origin.replica == it.id.replica && it.origin.clock + 1 == it.id.clock) {
         origin = own_previous;
-      else
+      } else {
         origin = written;
+      }
     }
     if (it.has_right) right = after != nullptr && it.right == after->id ? neighbour : written;
     const bool same = before != nullptr && before->id.replica == it.id.replica;

@@ -40,22 +40,22 @@ constexpr int max_any_depth = 128;
 
 // A struct as it lies in an update: everything but its content decoded, the content a view.
 struct raw_block {
-  struct_kind kind = struct_kind::item;
   id start;
   std::uint64_t length = 0;
-  bool has_origin = false;
-  bool has_right = false;
   id origin;
   id right;
-  enum class parent_form : std::uint8_t { none, root, item } parent = parent_form::none;
-  std::string_view parent_root;
   id parent_item;
-  bool has_key = false;
-  bool key_flag_only = false;  // the flag without a key (kept by decode and encode only)
+  std::string_view parent_root;
   std::string_view key;
-  content_kind content = content_kind::deleted;
   bytes_view body;            // the content as encoded
   std::uint64_t dropped = 0;  // units at the front of `body` sliced off (a merge's overlap)
+  struct_kind kind = struct_kind::item;
+  content_kind content = content_kind::deleted;
+  enum class parent_form : std::uint8_t { none, root, item } parent = parent_form::none;
+  bool has_origin = false;
+  bool has_right = false;
+  bool has_key = false;
+  bool key_flag_only = false;  // the flag without a key (kept by decode and encode only)
 
   [[nodiscard]] std::uint64_t end() const noexcept { return start.clock + length; }
 };
@@ -412,7 +412,7 @@ void put_block(bytes& out, const raw_block& b, std::uint64_t offset, bool keep_k
   }
   const bool has_origin = offset > 0 || b.has_origin;
   const id origin = offset > 0 ? id{b.start.client, b.start.clock + offset - 1} : b.origin;
-  std::uint8_t info = static_cast<std::uint8_t>(b.content);
+  auto info = static_cast<std::uint8_t>(b.content);
   if (has_origin) info |= info_origin;
   if (b.has_right) info |= info_right;
   if (b.has_key || (keep_key_flag && b.key_flag_only)) info |= info_key;
@@ -453,7 +453,7 @@ class struct_writer {
   // Ends the group (encode_update: the next struct does not follow on).
   void flush() {
     if (written_ == 0) return;
-    groups_.push_back({written_, std::move(current_)});
+    groups_.emplace_back(written_, std::move(current_));
     current_.clear();
     written_ = 0;
   }
@@ -530,6 +530,7 @@ bytes merge(std::vector<raw_update>& updates) {
   storage.reserve(updates.size());
   for (auto& u : updates) storage.push_back({&u.blocks});
   std::vector<cursor*> cursors;
+  cursors.reserve(storage.size());
   for (auto& c : storage) cursors.push_back(&c);
 
   struct_writer writer;
@@ -741,10 +742,11 @@ bytes encode_update(const update& u) {
         case content_kind::any:
           put_varuint(body, c.values.size());
           for (const auto& v : c.values) {
-            if (c.kind == content_kind::json)
+            if (c.kind == content_kind::json) {
               put_string(body, as_chars(v));
-            else
+            } else {
               body.insert(body.end(), v.begin(), v.end());
+            }
           }
           r.length = c.values.size();
           break;
