@@ -1225,10 +1225,10 @@ bytes text::save() const {
     }
     if (it.has_right) right = after != nullptr && it.right == after->id ? neighbour : written;
     const bool same = before != nullptr && before->id.replica == it.id.replica;
-    std::uint8_t flags = (it.deleted ? doc_deleted : 0) | (same ? doc_same_replica : 0);
-    flags |= static_cast<std::uint8_t>(origin << doc_origin_shift) |
-             static_cast<std::uint8_t>(right << doc_right_shift);
-    out.push_back(flags);
+    const unsigned bits = (it.deleted ? unsigned{doc_deleted} : 0U) |
+                          (same ? unsigned{doc_same_replica} : 0U) | (unsigned{origin} << doc_origin_shift) |
+                          (unsigned{right} << doc_right_shift);
+    out.push_back(static_cast<std::uint8_t>(bits));
     if (!same) append_varint(out, replica_index(it.id.replica));
     append_varint(out, it.id.clock);
     append_varint(out, it.length);

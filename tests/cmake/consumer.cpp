@@ -33,6 +33,9 @@
 #ifdef KEEL_CONSUMER_CRDT
 #include <keel/crdt.hpp>
 #endif
+#ifdef KEEL_CONSUMER_SYNC
+#include <keel/sync.hpp>
+#endif
 #ifdef KEEL_CONSUMER_DSL_PG
 #include <keel/dsl_pg.hpp>
 #endif
@@ -182,6 +185,13 @@ int main() {
                  crdt_b.str() == "hi";
   std::printf("crdt: converged 1 %d\n", crdt_ok);
   components_ok = components_ok && crdt_ok;
+#endif
+#ifdef KEEL_CONSUMER_SYNC
+  // Links keel::sync: rooms mount on a server (not started).
+  keel::net::server sync_server({.address = "127.0.0.1", .port = 0});
+  const bool sync_ok = keel::sync::rooms::mount(sync_server, {}).has_value();
+  std::printf("sync: mounted 1 %d\n", sync_ok);
+  components_ok = components_ok && sync_ok;
 #endif
 #ifdef KEEL_CONSUMER_DSL_PG
   // Links keel::dsl_pg: running needs a server, so only its symbols are taken.

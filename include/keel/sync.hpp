@@ -1,0 +1,6 @@
+#pragma once
+/// @file keel/sync.hpp
+/// @brief keel::sync: real-time sync. Yjs rooms over keel::net, kept in Postgres
+/// (keel/sync/server.hpp).
+#include <keel/sync/error.hpp>
+#include <keel/sync/server.hpp>

@@ -1,0 +1,16 @@
+#pragma once
+/// @file keel/sync/error.hpp
+/// @brief `keel::sync::errc` and its category "keel.sync".
+#include <keel/core/error.hpp>
+
+namespace keel::sync {
+
+enum class errc {
+  too_many_rooms = 1,  ///< rooms_options::max_rooms are open
+};
+
+[[nodiscard]] const error_category& sync_category() noexcept;
+
+}  // namespace keel::sync
+
+KEEL_ERROR_ENUM(keel::sync, sync_category);

@@ -1,0 +1,23 @@
+#include <keel/sync/error.hpp>
+
+namespace keel::sync {
+namespace {
+
+const char* describe(errc e) noexcept {
+  switch (e) {
+    case errc::too_many_rooms:
+      return "as many rooms are open as rooms_options::max_rooms allows; try again when one closes, or raise "
+             "it";
+  }
+  return "unknown keel.sync error";
+}
+
+constexpr enum_error_category<errc> category{"keel.sync", &describe};
+
+}  // namespace
+
+const error_category& sync_category() noexcept {
+  return category;
+}
+
+}  // namespace keel::sync
