@@ -38,7 +38,9 @@ sync::access by_token(std::string_view, const keel::net::request& upgrade) {
 // A keel server with the rooms mounted, on a port of its own, over one schema's tables.
 struct sync_server {
   keel::pg::pool pool;
-  keel::net::server server{{.address = "127.0.0.1", .port = 0, .threads = 2}};
+  // Messages up to 256 KiB, so that the oversized one is refused while it is all in flight.
+  keel::net::server server{
+      {.address = "127.0.0.1", .port = 0, .threads = 2, .websocket = {.max_message_bytes = 256 * 1024}}};
   std::shared_ptr<sync::rooms> rooms;
 
   explicit sync_server(const std::string& conninfo, std::size_t compact_after = 200)
