@@ -44,7 +44,8 @@ constexpr component components[] = {
     {"crdt",
      "a text CRDT (Yjs's ordering, undo, deltas since versions), counter, registers, OR-set, maps; Yjs's "
      "update codec",
-     "in progress"},
+     "ready"},
+    {"sync", "Yjs rooms over WebSocket (the y-websocket protocol), kept in Postgres", "in progress"},
     {"crypto",
      "envelope encryption, a versioned keyring, PKCS#11, the secrets store with its audit chain, Vault's "
      "transit and KV API",
