@@ -4,6 +4,7 @@
 // typing always is. An index per replica finds the item holding a character id. Remote items
 // are placed by Yjs's YATA rule (Item.integrate in Yjs), so concurrent inserts order as in Yjs.
 #include <keel/core/assert.hpp>
+#include <keel/core/byte_io.hpp>
 #include <keel/core/utf8.hpp>
 #include <keel/core/varint.hpp>
 #include <keel/core/xxhash.hpp>
@@ -183,28 +184,6 @@ bool decode_utf8(std::string_view in, std::u32string& out) {
   }
   return true;
 }
-
-// Reads a delta's varints and bytes, every length checked against what is left.
-class reader {
- public:
-  explicit reader(bytes_view in) : in_(in) {}
-  result<std::uint64_t> varint() { return decode_varint(in_, at_); }
-  result<std::uint8_t> u8() {
-    if (at_ >= in_.size()) return errc::malformed_delta;
-    return in_[at_++];
-  }
-  result<bytes_view> take(std::uint64_t n) {
-    if (n > in_.size() - at_) return errc::malformed_delta;
-    auto out = in_.subspan(at_, static_cast<std::size_t>(n));
-    at_ += static_cast<std::size_t>(n);
-    return out;
-  }
-  [[nodiscard]] bool done() const noexcept { return at_ == in_.size(); }
-
- private:
-  bytes_view in_;
-  std::size_t at_ = 0;
-};
 
 }  // namespace
 
@@ -1047,7 +1026,7 @@ bytes text::delta_since(const version_vector& seen) const {
 
 result<void> text::apply(bytes_view delta) {
   // Decoded whole before anything is applied: a bad delta changes nothing.
-  reader in(delta);
+  byte_reader in(delta);
   auto start = in.take(magic.size());
   if (!start || !std::equal(start->begin(), start->end(), magic.begin())) return errc::malformed_delta;
   auto version = in.u8();
@@ -1133,7 +1112,7 @@ result<void> text::apply(bytes_view delta) {
       return errc::malformed_delta;
     removed.push_back({{*replica, *clock}, *length});
   }
-  if (!in.done()) return errc::malformed_delta;
+  if (!in.empty()) return errc::malformed_delta;
 
   auto& s = *state_;
   for (auto& one : arrived) s.wait(std::move(one));
@@ -1271,7 +1250,7 @@ result<text> text::load(bytes_view saved, replica_id self) {
     sum |= static_cast<std::uint64_t>(saved[body.size() + b]) << (8 * b);
   if (sum != xxh3_64(body)) return errc::malformed_delta;
 
-  reader in(body.subspan(document_magic.size() + 1));
+  byte_reader in(body.subspan(document_magic.size() + 1));
   auto replica_count = in.varint();
   if (!replica_count || *replica_count > body.size()) return errc::malformed_delta;
   std::vector<replica_id> replicas;
@@ -1348,7 +1327,7 @@ result<text> text::load(bytes_view saved, replica_id self) {
   auto text_size = in.varint();
   if (!text_size) return errc::malformed_delta;
   auto text_bytes = in.take(*text_size);
-  if (!text_bytes || !in.done()) return errc::malformed_delta;
+  if (!text_bytes || !in.empty()) return errc::malformed_delta;
   s.chars.reserve(std::min<std::size_t>(static_cast<std::size_t>(live), text_bytes->size()));
   if (!decode_utf8(as_chars(*text_bytes), s.chars) || s.chars.size() != live || live >= none)
     return errc::malformed_delta;

@@ -5,15 +5,17 @@
 //   awareness 1, then an awareness update: count, (client id, clock, state JSON)*
 //   auth      2, then 0 permission denied and a reason
 //   query     3 (the client asks for every awareness state)
-#include <keel/core/assert.hpp>
+#include <keel/core/byte_io.hpp>
 #include <keel/core/varint.hpp>
 #include <keel/crdt/yjs.hpp>
 #include <keel/sync/error.hpp>
 #include <keel/sync/server.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <condition_variable>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <set>
@@ -36,29 +38,14 @@ constexpr std::uint64_t permission_denied = 0;
 constexpr std::size_t max_room_name_bytes = 256;
 constexpr auto try_again_later = static_cast<net::close_code>(1013);
 
-// Reads lib0's varuints, byte arrays and strings, never past the end.
-class reader {
- public:
-  explicit reader(bytes_view in) : in_(in) {}
-  result<std::uint64_t> varuint() { return decode_varint(in_, at_); }
-  result<bytes_view> var_bytes() {
-    auto n = varuint();
-    if (!n || *n > in_.size() - at_) return keel::errc::truncated;
-    auto out = in_.subspan(at_, static_cast<std::size_t>(*n));
-    at_ += static_cast<std::size_t>(*n);
-    return out;
-  }
-  [[nodiscard]] bool done() const noexcept { return at_ == in_.size(); }
-
- private:
-  bytes_view in_;
-  std::size_t at_ = 0;
-};
+// lib0's varuints are LEB128 and its byte arrays varuint-prefixed: core's byte_reader reads
+// both (varint(), take_varint_prefixed()); a message is at most keel::net's max_message_bytes.
+constexpr std::size_t any_length = std::numeric_limits<std::size_t>::max();
 
 void put_varuint(std::string& out, std::uint64_t v) {
-  bytes b;
-  append_varint(b, v);
-  out.append(b.begin(), b.end());
+  std::array<std::uint8_t, max_varint_size> buffer{};
+  const auto n = encode_varint(v, buffer.data());
+  out.append(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(n));
 }
 
 void put_var_bytes(std::string& out, bytes_view data) {
@@ -352,13 +339,13 @@ struct rooms::state {
     std::unique_lock guard(r->lock);
     const auto self = r->clients.find(conn.id());
     if (self == r->clients.end()) return;
-    reader in(as_bytes(text));
-    const auto kind = in.varuint();
+    byte_reader in(as_bytes(text));
+    const auto kind = in.varint();
     if (!kind) return refuse(conn, net::close_code::protocol_error, "an empty message");
     if (*kind == message_sync) {
-      const auto step = in.varuint();
-      const auto payload = in.var_bytes();
-      if (!step || !payload || !in.done())
+      const auto step = in.varint();
+      const auto payload = in.take_varint_prefixed(any_length);
+      if (!step || !payload || !in.empty())
         return refuse(conn, net::close_code::protocol_error, "a sync message that does not decode");
       if (*step == sync_step1) {
         auto document = r->document(options.max_document_bytes);
@@ -375,8 +362,8 @@ struct rooms::state {
       return receive_update(*r, self->second, *payload);
     }
     if (*kind == message_awareness) {
-      const auto payload = in.var_bytes();
-      if (!payload || !in.done())
+      const auto payload = in.take_varint_prefixed(any_length);
+      if (!payload || !in.empty())
         return refuse(conn, net::close_code::protocol_error, "an awareness message that does not decode");
       return receive_awareness(*r, self->second, *payload, text);
     }
@@ -418,17 +405,17 @@ struct rooms::state {
   }
 
   void receive_awareness(room& r, client& from, bytes_view update, std::string_view raw) {
-    reader in(update);
-    const auto count = in.varuint();
+    byte_reader in(update);
+    const auto count = in.varint();
     if (!count) {
       return refuse(from.connection, net::close_code::protocol_error,
                     "an awareness update that does not decode");
     }
     std::vector<std::pair<std::uint64_t, awareness_state>> states;
     for (std::uint64_t k = 0; k < *count; ++k) {
-      const auto id = in.varuint();
-      const auto clock = in.varuint();
-      const auto json = in.var_bytes();
+      const auto id = in.varint();
+      const auto clock = in.varint();
+      const auto json = in.take_varint_prefixed(any_length);
       if (!id || !clock || !json) {
         return refuse(from.connection, net::close_code::protocol_error,
                       "an awareness update that does not decode");
