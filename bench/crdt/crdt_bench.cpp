@@ -103,8 +103,7 @@ void replay_trace(benchmark::State& state) {
     const auto started = std::chrono::steady_clock::now();
     auto doc = replay(t, keep_undo);
     best_ms = std::min(best_ms, milliseconds_since(started));
-    if (doc.str() != t.end_content)
-      return state.SkipWithError("the replay ended with a different text");
+    if (doc.str() != t.end_content) return state.SkipWithError("the replay ended with a different text");
     benchmark::DoNotOptimize(doc);
   }
   state.counters["ops_per_second"] = static_cast<double>(t.patches.size()) / (best_ms / 1e3);
