@@ -67,6 +67,10 @@ pool::~pool() {
   close();
 }
 
+const pool_options& pool::options() const noexcept {
+  return state_->options;
+}
+
 result<pooled_connection> pool::acquire() {
   return acquire(state_->options.acquire_timeout);
 }

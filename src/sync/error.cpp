@@ -8,6 +8,9 @@ const char* describe(errc e) noexcept {
     case errc::too_many_rooms:
       return "as many rooms are open as rooms_options::max_rooms allows; try again when one closes, or raise "
              "it";
+    case errc::not_listening:
+      return "the rooms could not LISTEN for the other processes' updates within 15 s: check that Postgres "
+             "is reachable with the pool's conninfo, or set rooms_options::across_processes = false";
   }
   return "unknown keel.sync error";
 }

@@ -5,19 +5,43 @@
 //   awareness 1, then an awareness update: count, (client id, clock, state JSON)*
 //   auth      2, then 0 permission denied and a reason
 //   query     3 (the client asks for every awareness state)
+//
+// Several processes serving one room pass what their clients send to each other through
+// Postgres: an update's INSERT into the tail and its NOTIFY are one statement, so the
+// notification is delivered when the row commits and a process that hears of an update can also
+// find it in the tail. NOTIFY is chosen over Redis pub/sub because the rooms already need
+// Postgres and its delivery follows commit: nothing a peer hears of can be lost from storage.
+// A payload is "<origin>:<base64 frame>" (origin: 16 hex digits naming the sending process) or,
+// for a frame too large for NOTIFY's 8,000 bytes, "<origin>#<id>" of a row in keel_sync_relay.
+// A frame: kind ('u' update, 'a' awareness), the room (var-bytes), then the message body. A
+// listener that lost its connection missed what was sent meanwhile: it reloads its open rooms
+// from Postgres. Each process's listener shows its origin in pg_stat_activity.application_name;
+// a process that vanished (killed) is noticed there and its clients' awareness removed.
 #include <keel/core/byte_io.hpp>
+#include <keel/core/bytes.hpp>
+#include <keel/core/log.hpp>
 #include <keel/core/varint.hpp>
 #include <keel/crdt/yjs.hpp>
+#include <keel/pg/async.hpp>
 #include <keel/sync/error.hpp>
 #include <keel/sync/server.hpp>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <charconv>
 #include <condition_variable>
+#include <future>
 #include <limits>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <random>
 #include <set>
 #include <thread>
 #include <vector>
@@ -37,6 +61,16 @@ constexpr std::uint64_t sync_update = 2;
 constexpr std::uint64_t permission_denied = 0;
 constexpr std::size_t max_room_name_bytes = 256;
 constexpr auto try_again_later = static_cast<net::close_code>(1013);
+
+// Across processes.
+constexpr std::uint8_t peer_update = 'u';
+constexpr std::uint8_t peer_awareness = 'a';
+constexpr std::size_t origin_digits = 16;
+constexpr std::size_t max_inline_frame = 5'900;  // its base64 stays under NOTIFY's 8,000 bytes
+constexpr auto peer_check_interval = std::chrono::seconds(1);
+constexpr int relay_prune_every_checks = 30;
+constexpr auto listen_timeout = std::chrono::seconds(15);
+constexpr std::string_view application_name_prefix = "keel-sync-";
 
 // lib0's varuints are LEB128 and its byte arrays varuint-prefixed: core's byte_reader reads
 // both (varint(), take_varint_prefixed()); a message is at most keel::net's max_message_bytes.
@@ -73,14 +107,41 @@ std::string denied_message(std::string_view reason) {
 struct awareness_state {
   std::uint64_t clock = 0;
   std::string state;  // JSON
-  std::uint64_t connection = 0;
+  std::string peer;   // the process whose client sent it; empty: one of ours
 };
+
+using awareness_states = std::vector<std::pair<std::uint64_t, awareness_state>>;
+
+// An awareness update: count, then (client id, clock, state JSON) each.
+std::optional<awareness_states> parse_awareness(bytes_view update, std::string_view peer) {
+  byte_reader in(update);
+  const auto count = in.varint();
+  if (!count) return std::nullopt;
+  awareness_states states;
+  for (std::uint64_t k = 0; k < *count; ++k) {
+    const auto id = in.varint();
+    const auto clock = in.varint();
+    const auto json = in.take_varint_prefixed(any_length);
+    if (!id || !clock || !json) return std::nullopt;
+    states.push_back({*id, {*clock, std::string(as_chars(*json)), std::string(peer)}});
+  }
+  return states;
+}
+
+// What a process passes to the others: kind, room, body.
+bytes peer_frame(std::uint8_t kind, std::string_view room_name, bytes_view body) {
+  bytes frame{kind};
+  append_varint(frame, room_name.size());
+  frame.insert(frame.end(), room_name.begin(), room_name.end());
+  frame.insert(frame.end(), body.begin(), body.end());
+  return frame;
+}
 
 std::string awareness_message(const std::map<std::uint64_t, awareness_state>& states) {
   bytes update;
   append_varint(update, states.size());
-  for (const auto& [client, s] : states) {
-    append_varint(update, client);
+  for (const auto& [client_id, s] : states) {
+    append_varint(update, client_id);
     append_varint(update, s.clock);
     append_varint(update, s.state.size());
     update.insert(update.end(), s.state.begin(), s.state.end());
@@ -107,7 +168,34 @@ struct room {
   std::size_t pending_bytes = 0;
   std::map<std::uint64_t, client> clients;  // by connection id
   std::map<std::uint64_t, awareness_state> awareness;
+  std::map<std::uint64_t, std::uint64_t> awareness_clocks;  // the last clock per Yjs client, gone ones too
   std::size_t tail = 0;  // updates appended since the last compaction was asked for
+
+  // Takes an awareness state (a removal when it is "null") unless a newer one is known: states
+  // relayed by several processes can arrive out of order. @returns whether it was taken.
+  // The rule is y-protocols', so that the server's view is the one its clients build from the
+  // same messages: a higher clock wins, and at an equal clock only a removal of a present state.
+  bool take_awareness(std::uint64_t id, awareness_state s) {
+    const auto known = awareness_clocks.find(id);
+    const bool removal = s.state == "null";
+    if (known != awareness_clocks.end() && s.clock <= known->second &&
+        !(s.clock == known->second && removal && awareness.contains(id)))
+      return false;
+    awareness_clocks[id] = s.clock;
+    if (removal) {
+      awareness.erase(id);
+    } else {
+      awareness[id] = std::move(s);
+    }
+    return true;
+  }
+
+  // Removes a state for everyone: a null one clock on. @returns the removal to send.
+  awareness_state remove_awareness(std::uint64_t id) {
+    awareness_state removal{awareness_clocks[id] + 1, "null", {}};
+    (void)take_awareness(id, removal);
+    return removal;
+  }
 
   // The document, pending updates merged in first.
   result<const bytes*> document(std::size_t max_bytes) {
@@ -136,7 +224,19 @@ struct rooms::state {
   std::map<std::string, std::shared_ptr<room>, std::less<>> open;
 
   std::atomic<std::uint64_t> updates_received{0}, updates_dropped{0}, refused{0}, compactions{0}, loaded{0};
+  std::atomic<std::uint64_t> published{0}, from_peers{0}, catch_ups{0}, peers_gone{0};
   std::atomic<std::size_t> clients{0};
+
+  // Across processes: this process's name among them, and the listener's thread.
+  std::string origin;
+  boost::asio::io_context io;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> io_work;
+  std::thread io_thread;
+  std::unique_ptr<pg::listener> listener;
+  std::optional<boost::asio::steady_timer> peer_timer;
+  int peer_checks = 0;
+  std::promise<void> listening;
+  bool listening_told = false;
 
   // Background compaction.
   std::mutex work_lock;
@@ -145,7 +245,17 @@ struct rooms::state {
   bool stopping = false;
   std::thread worker;
 
-  explicit state(rooms_options o) : options(std::move(o)) {}
+  explicit state(rooms_options o) : options(std::move(o)) {
+    std::random_device entropy;
+    const auto id = (std::uint64_t{entropy()} << 32U) | entropy();
+    bytes raw(8);
+    for (std::size_t k = 0; k < raw.size(); ++k) raw[k] = static_cast<std::uint8_t>(id >> (8 * k));
+    origin = to_hex(raw);
+  }
+
+  [[nodiscard]] bool across_processes() const noexcept {
+    return options.pool != nullptr && options.across_processes;
+  }
 
   // ---- Postgres ------------------------------------------------------------------------------
   result<bytes> load(std::string_view name) {
@@ -163,12 +273,48 @@ struct rooms::state {
     return yjs::merge_updates(std::span<const bytes>(parts));
   }
 
+  // Appends an update to the room's tail; across processes, the same statement tells the others.
   result<void> append(std::string_view name, bytes_view update) {
     auto c = options.pool->acquire();
     if (!c) return c.error();
-    auto done = (*c)->query("INSERT INTO keel_sync_updates (room, document) VALUES ($1, $2)", name, update);
+    if (!across_processes()) {
+      auto done = (*c)->query("INSERT INTO keel_sync_updates (room, document) VALUES ($1, $2)", name, update);
+      if (!done) return done.error();
+      return {};
+    }
+    const auto frame = peer_frame(peer_update, name, update);
+    auto done = frame.size() <= max_inline_frame
+                    ? (*c)->query(
+                          "WITH kept AS (INSERT INTO keel_sync_updates (room, document) VALUES ($1, $2) "
+                          "RETURNING seq) "
+                          "SELECT pg_notify($3, $4) FROM kept",
+                          name, update, options.channel, origin + ":" + to_base64(frame))
+                    : (*c)->query(
+                          "WITH kept AS (INSERT INTO keel_sync_updates (room, document) VALUES ($1, $2) "
+                          "RETURNING seq), "
+                          "relayed AS (INSERT INTO keel_sync_relay (message) VALUES ($4) RETURNING id) "
+                          "SELECT pg_notify($3, $5 || relayed.id) FROM kept, relayed",
+                          name, update, options.channel, bytes_view(frame), origin + "#");
     if (!done) return done.error();
+    published.fetch_add(1, std::memory_order_relaxed);
     return {};
+  }
+
+  // Tells the other processes of an awareness change. Presence is not stored: a failure loses
+  // only this change, which the client renews within its 30 s outdated timeout anyway.
+  void publish_awareness(std::string_view name, bytes_view update) {
+    if (!across_processes()) return;
+    auto c = options.pool->acquire();
+    if (!c) return;
+    const auto frame = peer_frame(peer_awareness, name, update);
+    auto done =
+        frame.size() <= max_inline_frame
+            ? (*c)->query("SELECT pg_notify($1, $2)", options.channel, origin + ":" + to_base64(frame))
+            : (*c)->query(
+                  "WITH relayed AS (INSERT INTO keel_sync_relay (message) VALUES ($2) RETURNING id) "
+                  "SELECT pg_notify($1, $3 || relayed.id) FROM relayed",
+                  options.channel, bytes_view(frame), origin + "#");
+    if (done) published.fetch_add(1, std::memory_order_relaxed);
   }
 
   // Merges a room's tail into its document row; deletes exactly the updates it merged, so an
@@ -295,6 +441,184 @@ struct rooms::state {
     }
   }
 
+  static void send_to_all(const room& r, const std::string& message) {
+    for (const auto& [id, c] : r.clients) (void)c.connection.send_binary(message);
+  }
+
+  // ---- other processes -----------------------------------------------------------------------
+  // Runs on the listener's thread.
+  void on_listener_event(const pg::listener_event& event) {
+    switch (event.what) {
+      case pg::listener_event::kind::connected:
+        if (!listening_told) {
+          listening_told = true;
+          listening.set_value();
+        }
+        return;
+      case pg::listener_event::kind::notification:
+        return on_peer_message(event.message.payload);
+      case pg::listener_event::kind::disconnected:
+        return;
+      case pg::listener_event::kind::reconnected:
+        return catch_up();
+    }
+  }
+
+  void on_peer_message(std::string_view payload) {
+    if (payload.size() <= origin_digits) return;
+    const auto peer = payload.substr(0, origin_digits);
+    if (peer == origin) return;  // our own, delivered to our listener too
+    const auto rest = payload.substr(origin_digits + 1);
+    bytes frame;
+    if (payload[origin_digits] == ':') {
+      auto decoded = from_base64(rest);
+      if (!decoded) return;
+      frame = std::move(*decoded);
+    } else if (payload[origin_digits] == '#') {
+      std::int64_t id = 0;
+      if (std::from_chars(rest.data(), rest.data() + rest.size(), id).ec != std::errc{}) return;
+      auto c = options.pool->acquire();
+      if (!c) return;
+      auto found = (*c)->query("SELECT message FROM keel_sync_relay WHERE id = $1", id);
+      if (!found || found->empty()) return;  // pruned: too late to matter
+      frame = (*found)[0].get<bytes>(0).value();
+    } else {
+      return;
+    }
+    byte_reader in(frame);
+    const auto kind = in.u8();
+    const auto name = in.take_varint_prefixed(max_room_name_bytes);
+    if (!kind || !name) return;
+    const auto body = frame.size() > in.position() ? bytes_view(frame).subspan(in.position()) : bytes_view{};
+    auto r = find(as_chars(*name));
+    if (!r) return;  // not open here: loaded from Postgres when a client joins
+    const std::lock_guard guard(r->lock);
+    if (r->retired) return;
+    from_peers.fetch_add(1, std::memory_order_relaxed);
+    if (*kind == peer_update) {
+      if (!yjs::state_vector_from_update(body)) return;
+      r->pending.emplace_back(body.begin(), body.end());
+      r->pending_bytes += body.size();
+      if (r->pending.size() >= options.merge_after_updates) (void)r->document(options.max_document_bytes);
+      ++r->tail;  // any process may compact the tail: compaction deletes exactly what it merged
+      send_to_all(*r, sync_message(sync_update, body));
+    } else if (*kind == peer_awareness) {
+      auto states = parse_awareness(body, peer);
+      if (!states) return;
+      for (auto& [id, announced] : *states) (void)r->take_awareness(id, std::move(announced));
+      std::string message;
+      put_varuint(message, message_awareness);
+      put_var_bytes(message, body);
+      send_to_all(*r, message);
+    }
+  }
+
+  std::vector<std::shared_ptr<room>> open_rooms() {
+    const std::lock_guard guard(lock);
+    std::vector<std::shared_ptr<room>> out;
+    out.reserve(open.size());
+    for (const auto& [name, r] : open) out.push_back(r);
+    return out;
+  }
+
+  // The listener was away: what the other processes sent meanwhile is in Postgres. Each open
+  // room takes what it lacks from there and passes it to its clients.
+  void catch_up() {
+    catch_ups.fetch_add(1, std::memory_order_relaxed);
+    for (const auto& r : open_rooms()) {
+      auto stored = load(r->name);
+      if (!stored || stored->empty()) continue;
+      const std::lock_guard guard(r->lock);
+      if (r->retired) continue;
+      auto document = r->document(options.max_document_bytes);
+      if (!document) continue;
+      auto have = yjs::state_vector_from_update(**document);
+      if (!have) continue;
+      auto missing = yjs::diff_update(*stored, *have);
+      if (!missing || missing->size() <= 2) continue;  // {0, 0}: nothing missing
+      r->pending.push_back(*missing);
+      r->pending_bytes += missing->size();
+      send_to_all(*r, sync_message(sync_update, *missing));
+    }
+  }
+
+  // Every second: processes whose listener left pg_stat_activity (killed, or cut off) lose
+  // their clients' awareness here; and now and then the relay's old rows go.
+  void check_peers() {
+    if (++peer_checks % relay_prune_every_checks == 0) {
+      if (auto c = options.pool->acquire())
+        (void)(*c)->query("DELETE FROM keel_sync_relay WHERE created < now() - interval '5 minutes'");
+    }
+    const auto rooms_now = open_rooms();
+    std::set<std::string> peers;
+    for (const auto& r : rooms_now) {
+      const std::lock_guard guard(r->lock);
+      for (const auto& [id, known] : r->awareness) {
+        if (!known.peer.empty()) peers.insert(known.peer);
+      }
+    }
+    if (peers.empty()) return;
+    std::vector<std::string> names;
+    names.reserve(peers.size());
+    for (const auto& p : peers) names.push_back(std::string(application_name_prefix) + p);
+    auto c = options.pool->acquire();
+    if (!c) return;
+    auto alive = (*c)->query(
+        "SELECT substr(application_name, $2) FROM pg_stat_activity WHERE application_name = ANY($1)", names,
+        static_cast<std::int32_t>(application_name_prefix.size() + 1));
+    if (!alive) return;  // cannot tell: keep everything
+    for (const auto& row : *alive) peers.erase(row.get<std::string>(0).value());
+    if (peers.empty()) return;
+    peers_gone.fetch_add(peers.size(), std::memory_order_relaxed);
+    for (const auto& r : rooms_now) {
+      const std::lock_guard guard(r->lock);
+      std::vector<std::uint64_t> gone;
+      for (const auto& [id, known] : r->awareness) {
+        if (peers.contains(known.peer)) gone.push_back(id);
+      }
+      std::map<std::uint64_t, awareness_state> removed;
+      for (const auto id : gone) removed[id] = r->remove_awareness(id);
+      if (!removed.empty()) send_to_all(*r, awareness_message(removed));
+    }
+  }
+
+  void schedule_peer_check() {
+    peer_timer->expires_after(peer_check_interval);
+    peer_timer->async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      check_peers();
+      schedule_peer_check();
+    });
+  }
+
+  result<void> start_listening() {
+    io_work.emplace(io.get_executor());
+    peer_timer.emplace(io);
+    auto connect = options.pool->options().connect;
+    connect.application_name = std::string(application_name_prefix) + origin;
+    listener = std::make_unique<pg::listener>(
+        io.get_executor(),
+        pg::listener_options{
+            .conninfo = options.pool->options().conninfo, .channels = {options.channel}, .connect = connect},
+        [this](const pg::listener_event& event) { on_listener_event(event); });
+    auto listening_now = listening.get_future();
+    listener->start();
+    schedule_peer_check();
+    io_thread = std::thread([this] { io.run(); });
+    if (listening_now.wait_for(listen_timeout) != std::future_status::ready) return errc::not_listening;
+    return {};
+  }
+
+  void stop_listening() {
+    if (!io_thread.joinable()) return;
+    boost::asio::post(io, [this] {
+      listener->stop();
+      peer_timer->cancel();
+      io_work.reset();
+    });
+    io_thread.join();
+  }
+
   void refuse(const net::websocket_connection& conn, net::close_code code, std::string_view reason) {
     refused.fetch_add(1, std::memory_order_relaxed);
     conn.close(code, reason);
@@ -405,33 +729,22 @@ struct rooms::state {
   }
 
   void receive_awareness(room& r, client& from, bytes_view update, std::string_view raw) {
-    byte_reader in(update);
-    const auto count = in.varint();
-    if (!count) {
+    auto states = parse_awareness(update, {});
+    if (!states) {
       return refuse(from.connection, net::close_code::protocol_error,
                     "an awareness update that does not decode");
     }
-    std::vector<std::pair<std::uint64_t, awareness_state>> states;
-    for (std::uint64_t k = 0; k < *count; ++k) {
-      const auto id = in.varint();
-      const auto clock = in.varint();
-      const auto json = in.take_varint_prefixed(any_length);
-      if (!id || !clock || !json) {
-        return refuse(from.connection, net::close_code::protocol_error,
-                      "an awareness update that does not decode");
-      }
-      states.push_back({*id, {*clock, std::string(as_chars(*json)), from.connection.id()}});
-    }
-    for (auto& [id, s] : states) {
-      if (s.state == "null") {
-        r.awareness.erase(id);
+    for (auto& [id, announced] : *states) {
+      const bool removal = announced.state == "null";
+      if (!r.take_awareness(id, std::move(announced))) continue;
+      if (removal) {
         from.awareness_clients.erase(id);
       } else {
         from.awareness_clients.insert(id);
-        r.awareness[id] = std::move(s);
       }
     }
     send_to_others(r, from.connection.id(), std::string(raw));
+    publish_awareness(r.name, update);
   }
 
   void on_close(const net::websocket_connection& conn) {
@@ -443,27 +756,31 @@ struct rooms::state {
     if (self == r->clients.end()) return;
     // Whatever this socket announced is gone for everyone: null states, one clock on.
     std::map<std::uint64_t, awareness_state> removed;
-    for (const auto id : self->second.awareness_clients) {
-      const auto known = r->awareness.find(id);
-      removed[id] = {known == r->awareness.end() ? 1 : known->second.clock + 1, "null", conn.id()};
-      if (known != r->awareness.end()) r->awareness.erase(known);
-    }
+    for (const auto id : self->second.awareness_clients) removed[id] = r->remove_awareness(id);
     r->clients.erase(self);
     clients.fetch_sub(1, std::memory_order_relaxed);
-    if (!removed.empty()) send_to_others(*r, conn.id(), awareness_message(removed));
+    if (!removed.empty()) {
+      const auto message = awareness_message(removed);
+      send_to_others(*r, conn.id(), message);
+      // The body of the message: the awareness update after its type and length.
+      byte_reader in(as_bytes(message));
+      (void)in.varint();
+      if (auto update = in.take_varint_prefixed(any_length)) publish_awareness(r->name, *update);
+    }
     leave_if_empty(r);
   }
 };
 
 rooms::rooms(std::shared_ptr<state> s) noexcept : state_(std::move(s)) {}
 
-rooms::~rooms() {
+rooms::~rooms() {  // NOLINT(bugprone-exception-escape): see the declaration
   {
     const std::lock_guard guard(state_->work_lock);
     state_->stopping = true;
   }
   state_->work_ready.notify_all();
   if (state_->worker.joinable()) state_->worker.join();
+  state_->stop_listening();
 }
 
 result<std::shared_ptr<rooms>> rooms::mount(net::server& server, rooms_options options) {
@@ -473,6 +790,13 @@ result<std::shared_ptr<rooms>> rooms::mount(net::server& server, rooms_options o
     if (auto migrated = migrate(**c); !migrated) return migrated.error();
   }
   auto s = std::make_shared<state>(std::move(options));
+  // Listening before any room loads, so that no update committed after a load goes unheard.
+  if (s->across_processes()) {
+    if (auto listening = s->start_listening(); !listening) {
+      s->stop_listening();
+      return listening.error();
+    }
+  }
   if (s->options.pool != nullptr) s->worker = std::thread([raw = s.get()] { raw->compaction_loop(); });
   auto out = std::make_shared<rooms>(s);
   // The handlers hold the state, not the rooms object: its destructor stops the worker.
@@ -497,6 +821,10 @@ rooms_stats rooms::stats() const {
   out.messages_refused = state_->refused.load();
   out.compactions = state_->compactions.load();
   out.rooms_loaded = state_->loaded.load();
+  out.published = state_->published.load();
+  out.received_from_peers = state_->from_peers.load();
+  out.catch_ups = state_->catch_ups.load();
+  out.peers_gone = state_->peers_gone.load();
   return out;
 }
 
@@ -528,7 +856,10 @@ result<void> rooms::compact_now() {
 }
 
 result<void> migrate(pg::connection& c) {
+  // One statement string runs as one transaction: the lock keeps processes starting together
+  // from racing on CREATE TABLE IF NOT EXISTS (which can fail on pg_type's unique index).
   auto done = c.execute(R"sql(
+    SELECT pg_advisory_xact_lock(hashtext('keel.sync.migrate'));
     CREATE TABLE IF NOT EXISTS keel_sync_documents (
       room     text  PRIMARY KEY,
       document bytea NOT NULL
@@ -538,6 +869,11 @@ result<void> migrate(pg::connection& c) {
       seq      bigserial NOT NULL,
       document bytea     NOT NULL,
       PRIMARY KEY (room, seq)
+    );
+    CREATE TABLE IF NOT EXISTS keel_sync_relay (
+      id      bigserial   PRIMARY KEY,
+      message bytea       NOT NULL,
+      created timestamptz NOT NULL DEFAULT now()
     ))sql");
   if (!done) return done.error();
   return {};

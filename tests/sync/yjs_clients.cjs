@@ -12,6 +12,12 @@
 //   node yjs_clients.cjs denied URL ROOM                  the close code a denied client gets
 //   node yjs_clients.cjs malformed URL ROOM               raw bad messages get close codes; a
 //        client of the room keeps editing through it
+//   node yjs_clients.cjs restart URL ROOM                two clients type; after {"ready":true}
+//        it waits for a line on stdin (the test restarts Postgres), types more, and a new client
+//        reads both
+//   node yjs_clients.cjs processes URL_A URL_B ROOM SEED PID_A   two clients on server process A,
+//        one on B, editing at random and dropping their connections; A is SIGKILLed mid-session,
+//        its clients move to B; all converge, and what A had stored is still there
 'use strict';
 const path = require('node:path');
 
@@ -70,21 +76,9 @@ async function converge(url, room, count, seed) {
   for (let k = 0; k < count; k++) clients.push(connect(url, room, 'w'));
   await until(() => clients.every((c) => c.provider.synced), 'every client to sync');
   const pieces = ['a', 'bc', 'ü', '😀', ' ', 'xyz'];
-  let disconnects = 0;
+  const counts = { disconnects: 0 };  // edits go on offline and are sent when a client is back
   for (let step = 0; step < 300; step++) {
-    const c = clients[Math.floor(random() * count)];
-    const roll = random();
-    if (roll < 0.6 || c.text.length === 0) {
-      c.text.insert(Math.floor(random() * (c.text.length + 1)), pieces[Math.floor(random() * pieces.length)]);
-    } else if (roll < 0.9) {
-      const at = Math.floor(random() * c.text.length);
-      c.text.delete(at, Math.min(1 + Math.floor(random() * 3), c.text.length - at));
-    } else if (c.provider.wsconnected) {
-      c.provider.disconnect();  // edits go on offline and are sent when it is back
-      disconnects++;
-    } else {
-      c.provider.connect();
-    }
+    randomStep(clients, random, pieces, counts);
     if (step % 10 === 0) await new Promise((resolve) => setImmediate(resolve));  // let messages flow
   }
   for (const c of clients) c.provider.connect();
@@ -92,7 +86,7 @@ async function converge(url, room, count, seed) {
   const ms = await until(() => clients.every((c) => c.text.toString() === clients[0].text.toString() &&
                                                    stateVector(c.doc) === stateVector(clients[0].doc)),
                          'the clients to converge');
-  const out = { text: clients[0].text.toString(), length: clients[0].text.length, equal: true, disconnects, converge_ms: ms };
+  const out = { text: clients[0].text.toString(), length: clients[0].text.length, equal: true, disconnects: counts.disconnects, converge_ms: ms };
   for (const c of clients) c.provider.destroy();
   return out;
 }
@@ -208,6 +202,109 @@ async function malformed(url, room) {
   return results;
 }
 
+// One random step of the converge sessions: an insert, a delete, or a dropped or regained connection.
+function randomStep(clients, random, pieces, counts) {
+  const c = clients[Math.floor(random() * clients.length)];
+  const roll = random();
+  if (roll < 0.6 || c.text.length === 0) {
+    c.text.insert(Math.floor(random() * (c.text.length + 1)), pieces[Math.floor(random() * pieces.length)]);
+  } else if (roll < 0.9) {
+    const at = Math.floor(random() * c.text.length);
+    c.text.delete(at, Math.min(1 + Math.floor(random() * 3), c.text.length - at));
+  } else if (c.provider.wsconnected) {
+    c.provider.disconnect();
+    counts.disconnects++;
+  } else {
+    c.provider.connect();
+  }
+}
+
+async function processes(urlA, urlB, room, seed, pidA) {
+  const random = generator(seed);
+  const pieces = ['a', 'bc', 'ü', '😀', ' ', 'xyz'];
+  const counts = { disconnects: 0 };
+  const clients = [connect(urlA, room, 'w'), connect(urlA, room, 'w'), connect(urlB, room, 'w')];
+  const writer = connect(urlA, room, 'w');
+  const [a0, a1, b] = clients;
+  await until(() => clients.every((c) => c.provider.synced) && writer.provider.synced, 'every client to sync');
+  // Across the processes: a cursor and edits each way.
+  a0.provider.awareness.setLocalStateField('cursor', { user: 'a0', index: 1 });
+  const awarenessAcross = await until(() => {
+    const s = b.provider.awareness.getStates().get(a0.doc.clientID);
+    return s !== undefined && s.cursor !== undefined && s.cursor.user === 'a0';
+  }, "b (on B) to see a0's cursor (on A)");
+  a0.text.insert(0, '[A]');
+  b.text.insert(0, '[B]');
+  await until(() => b.text.toString().includes('[A]') && a0.text.toString().includes('[B]') &&
+                    a1.text.toString().includes('[B]'), 'edits to cross between the processes');
+  // What A stored before it dies: a client of A that never comes back typed it (in a text of
+  // its own, which the random edits leave alone).
+  const marks = (c) => c.doc.getText('marks').toString();
+  writer.doc.getText('marks').insert(0, 'stored by A.');
+  await until(() => marks(b) === 'stored by A.', "b to get the writer's text through B");
+  writer.provider.shouldConnect = false;
+  for (let step = 0; step < 150; step++) {
+    randomStep(clients, random, pieces, counts);
+    if (step % 10 === 0) await new Promise((resolve) => setImmediate(resolve));
+  }
+  for (const c of clients) c.provider.connect();
+  await until(() => clients.every((c) => c.provider.synced), 'every client to sync before the kill');
+  a0.provider.awareness.setLocalStateField('cursor', { user: 'a0', index: 2 });
+  await until(() => {
+    const s = b.provider.awareness.getStates().get(a0.doc.clientID);
+    return s !== undefined && s.cursor !== undefined && s.cursor.index === 2;
+  }, "b to see a0's cursor move");
+  // A dies mid-session; its clients go on editing offline, then move to B.
+  process.kill(pidA, 'SIGKILL');
+  const killedAt = Date.now();
+  a0.doc.getText('marks').insert(0, 'offline on A. ');
+  await until(() => !b.provider.awareness.getStates().has(a0.doc.clientID), "a0's cursor to go once A is gone");
+  const awarenessGone = Date.now() - killedAt;
+  writer.provider.destroy();
+  for (const k of [0, 1]) {
+    clients[k].provider.destroy();
+    clients[k] = connect(urlB, room, 'w', clients[k].doc);
+  }
+  for (let step = 0; step < 150; step++) {
+    randomStep(clients, random, pieces, counts);
+    if (step % 10 === 0) await new Promise((resolve) => setImmediate(resolve));
+  }
+  for (const c of clients) c.provider.connect();
+  await until(() => clients.every((c) => c.provider.synced), 'every client to sync on B');
+  const ms = await until(() => clients.every((c) => c.text.toString() === clients[0].text.toString() &&
+                                                   stateVector(c.doc) === stateVector(clients[0].doc)),
+                         'the clients to converge');
+  const probe = connect(urlB, room, 'w');
+  await until(() => probe.provider.synced && probe.text.toString() === clients[0].text.toString() &&
+                    marks(probe) === marks(clients[0]), 'a new client to read the same from B');
+  probe.provider.destroy();
+  const out = {
+    equal: clients.every((c) => marks(c) === marks(clients[0])), text: clients[0].text.toString(),
+    length: clients[0].text.length, disconnects: counts.disconnects, converge_ms: ms,
+    awareness_across_ms: awarenessAcross, awareness_gone_ms: awarenessGone,
+    marks: marks(clients[0]),
+  };
+  for (const c of clients) c.provider.destroy();
+  return out;
+}
+
+async function restart(url, room) {
+  const a = connect(url, room, 'w');
+  const b = connect(url, room, 'w');
+  await until(() => a.provider.synced && b.provider.synced, 'sync');
+  a.text.insert(0, 'before the restart');
+  await until(() => b.text.toString() === 'before the restart', 'b to get the first edit');
+  process.stdout.write(JSON.stringify({ ready: true }) + '\n');
+  await new Promise((resolve) => process.stdin.once('data', resolve));
+  a.text.insert(a.text.length, ', after it');
+  await until(() => b.text.toString() === 'before the restart, after it', 'b to get the edit made after the restart');
+  const probe = connect(url, room, 'w');
+  await until(() => probe.provider.synced && probe.text.toString() === b.text.toString(), 'a new client to read it');
+  const out = { text: probe.text.toString() };
+  for (const c of [a, b, probe]) c.provider.destroy();
+  return out;
+}
+
 async function main() {
   const [scenario, url, room, ...rest] = process.argv.slice(2);
   let out;
@@ -218,6 +315,8 @@ async function main() {
   else if (scenario === 'read_only') out = await readOnly(url, room);
   else if (scenario === 'denied') out = await denied(url, room);
   else if (scenario === 'malformed') out = await malformed(url, room);
+  else if (scenario === 'restart') out = await restart(url, room);
+  else if (scenario === 'processes') out = await processes(url, room, rest[0], Number(rest[1]), Number(rest[2]));
   else throw new Error('unknown scenario ' + scenario);
   process.stdout.write(JSON.stringify(out) + '\n');
   process.exit(0);

@@ -73,6 +73,8 @@ class pool {
   [[nodiscard]] result<pooled_connection> acquire(std::chrono::milliseconds timeout);
 
   [[nodiscard]] pool_stats stats() const;
+  /// What the pool was made with (where it connects: for a listener beside it).
+  [[nodiscard]] const pool_options& options() const noexcept;
   /// Closes idle connections and fails current and future acquire() calls; connections in use
   /// are closed as they come back.
   void close();

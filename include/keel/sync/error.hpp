@@ -7,6 +7,7 @@ namespace keel::sync {
 
 enum class errc {
   too_many_rooms = 1,  ///< rooms_options::max_rooms are open
+  not_listening = 2,   ///< across processes, the LISTEN connection did not come up
 };
 
 [[nodiscard]] const error_category& sync_category() noexcept;

@@ -9,7 +9,8 @@
 /// writer reaches every other client of the room, and Postgres before the next one is read; the
 /// awareness states (presence, cursors) a socket brought are removed for everyone when it
 /// drops. Rooms are loaded on first join — their compacted update plus the updates after it —
-/// and dropped from memory when their last client leaves.
+/// and dropped from memory when their last client leaves. Several processes can serve one room:
+/// they pass updates and awareness to each other through Postgres NOTIFY (across_processes).
 ///
 /// @code
 /// keel::net::server server({.port = 8080});
@@ -60,6 +61,13 @@ struct rooms_options {
   std::size_t compact_after_updates = 200;
   /// Updates kept apart in memory before they are merged into the room's document.
   std::size_t merge_after_updates = 64;
+  /// Several server processes serving the same rooms (needs `pool`): every update and awareness
+  /// change a client sends is also published with NOTIFY on `channel`, and what the other
+  /// processes publish reaches this one's clients. false saves a NOTIFY per update where one
+  /// process serves each room.
+  bool across_processes = true;
+  /// The NOTIFY channel the processes of one deployment share.
+  std::string channel = "keel_sync";
 };
 
 /// What the rooms did, for metrics and tests.
@@ -70,7 +78,11 @@ struct rooms_stats {
   std::uint64_t updates_dropped_read_only = 0;
   std::uint64_t messages_refused = 0;  ///< malformed or oversized: the sender was closed
   std::uint64_t compactions = 0;
-  std::uint64_t rooms_loaded = 0;  ///< from Postgres
+  std::uint64_t rooms_loaded = 0;         ///< from Postgres
+  std::uint64_t published = 0;            ///< updates and awareness changes sent to the other processes
+  std::uint64_t received_from_peers = 0;  ///< ... and received from them for a room open here
+  std::uint64_t catch_ups = 0;            ///< open rooms reloaded after the NOTIFY connection came back
+  std::uint64_t peers_gone = 0;           ///< processes found gone, their clients' awareness removed
 };
 
 /// The Yjs rooms of one server.
@@ -79,7 +91,9 @@ class rooms {
   /// Adds the WebSocket route `<options.path>/{room}` to `server` (before it starts).
   /// @returns the rooms, alive as long as the server's handlers hold them.
   [[nodiscard]] static result<std::shared_ptr<rooms>> mount(net::server& server, rooms_options options);
-  ~rooms();
+  /// Stops the compaction and listener threads. Posting the listener's stop can only throw on
+  /// allocation failure; then the threads could outlive the state, so terminating is the safe outcome.
+  ~rooms();  // NOLINT(bugprone-exception-escape)
   rooms(const rooms&) = delete;
   rooms& operator=(const rooms&) = delete;
 
@@ -96,8 +110,9 @@ class rooms {
   std::shared_ptr<state> state_;
 };
 
-/// Creates keel's sync tables (idempotent): keel_sync_documents (room, compacted update, the
-/// last update sequence it holds) and keel_sync_updates (room, sequence, update).
+/// Creates keel's sync tables (idempotent): keel_sync_documents (room, compacted update),
+/// keel_sync_updates (room, sequence, update: the tail) and keel_sync_relay (messages too large
+/// for a NOTIFY payload, kept a few minutes for the other processes to read).
 [[nodiscard]] result<void> migrate(pg::connection& c);
 
 }  // namespace keel::sync
