@@ -286,6 +286,12 @@ TEST_SUITE("node") {
       const auto out = run_clients("processes '" + url_a + "' '" + url_b + "' " + room + " " +
                                    std::to_string(seed) + " " + std::to_string(a.pid()));
       const auto killed = a.wait();
+      // The relay table carried the large ones (kept a while for slow readers).
+      CHECK(schema.connect()
+                .query("SELECT count(*) FROM keel_sync_relay")
+                .value()[0]
+                .get<std::int64_t>(0)
+                .value() >= 2);
       CHECK((WIFSIGNALED(killed) && WTERMSIG(killed) == SIGKILL));
       CHECK(out.at("equal").as_bool());
       // What A stored, and what its clients typed while it was gone.

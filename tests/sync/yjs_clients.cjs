@@ -237,6 +237,14 @@ async function processes(urlA, urlB, room, seed, pidA) {
   b.text.insert(0, '[B]');
   await until(() => b.text.toString().includes('[A]') && a0.text.toString().includes('[B]') &&
                     a1.text.toString().includes('[B]'), 'edits to cross between the processes');
+  // Too large for a NOTIFY payload: passed through the relay table, an update and a presence.
+  a1.doc.getText('paste').insert(0, 'p'.repeat(12000));
+  b.provider.awareness.setLocalStateField('profile', 'q'.repeat(9000));
+  await until(() => b.doc.getText('paste').length === 12000, 'a 12 KB paste to cross from A to B');
+  await until(() => {
+    const s = a0.provider.awareness.getStates().get(b.doc.clientID);
+    return s !== undefined && s.profile !== undefined && s.profile.length === 9000;
+  }, "a0 (on A) to see b's 9 KB presence");
   // What A stored before it dies: a client of A that never comes back typed it (in a text of
   // its own, which the random edits leave alone).
   const marks = (c) => c.doc.getText('marks').toString();
