@@ -8,6 +8,12 @@ const char* describe(errc e) noexcept {
     case errc::too_many_rooms:
       return "as many rooms are open as rooms_options::max_rooms allows; try again when one closes, or raise "
              "it";
+    case errc::invalid_publication:
+      return "a publication needs a name and a table, and names are unique; check "
+             "changes_options::publications";
+    case errc::unknown_table:
+      return "a publication's table does not exist; create it before mounting the changes, or fix its "
+             "table and schema";
   }
   return "unknown keel.sync error";
 }
