@@ -5,6 +5,9 @@
 //        sends REQUEST (a subscribe message, or any text), then records what the server sends
 //        until a change whose row's name is UNTIL arrives ("" stops at the acknowledgement) or
 //        the server closes; "@progress" stops at the first progress position
+//   node changes_clients.cjs stall URL REQUEST SIGNAL_FILE
+//        subscribes, then stops reading its socket until SIGNAL_FILE exists, then reads what is
+//        left until the server closes
 //   node changes_clients.cjs wander URL REQUEST UNTIL SEED
 //        as collect, but drops the connection at random (after the acknowledgement, after a
 //        change) and comes back with the last position it was given, until UNTIL arrives
@@ -90,6 +93,36 @@ async function collect(url, request, until) {
   return out;
 }
 
+function stall(url, request, signal) {
+  return new Promise((resolve, reject) => {
+    const fs = require('node:fs');
+    const out = { subscribed: null, changes: 0, resync: null, closed: null };
+    const ws = new WebSocket(url);
+    const timer = setTimeout(() => reject(new Error('timed out')), deadline);
+    ws.on('open', () => ws.send(request));
+    ws.on('message', (data) => {
+      const m = JSON.parse(data.toString());
+      if (m.subscribed !== undefined) {
+        out.subscribed = m.position;
+        ws.pause();  // a client that stops reading: the server's queue for it fills
+        const poll = setInterval(() => {
+          if (fs.existsSync(signal)) {
+            clearInterval(poll);
+            ws.resume();
+          }
+        }, 5);
+      } else if (m.resync !== undefined) out.resync = m.resync;
+      else if (m.position !== undefined) out.changes++;
+    });
+    ws.on('close', (code, reason) => {
+      clearTimeout(timer);
+      out.closed = { code, reason: reason.toString() };
+      resolve(out);
+    });
+    ws.on('error', () => {});
+  });
+}
+
 async function wander(url, request, until, seed) {
   const random = generator(seed);
   const base = JSON.parse(request);
@@ -127,6 +160,7 @@ async function main() {
   const [scenario, url, request, until, seed] = process.argv.slice(2);
   let out;
   if (scenario === 'collect') out = await collect(url, request, until);
+  else if (scenario === 'stall') out = await stall(url, request, until);
   else if (scenario === 'wander') out = await wander(url, request, until, Number(seed));
   else throw new Error('unknown scenario ' + scenario);
   console.log(JSON.stringify(out));

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <memory>
@@ -22,6 +23,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 namespace {
 
@@ -293,6 +296,34 @@ TEST_SUITE("node") {
     const auto from_progress = collect(s, subscribe("items", json::value(progress), {{"shard", 1}}), "mine2");
     CHECK(summary(from_progress) == std::vector<std::string>{"insert 6"});
     CHECK(from_progress.at("resync").is_null());
+  }
+
+  TEST_CASE("changes: a client that stops reading is told to resync once its queue is full") {
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    REQUIRE(c.execute(items_table));
+    changes_server s(schema.conninfo, options_with([](sync::changes_options& o) { o.max_queued = 8; }));
+    const auto signal =
+        std::filesystem::temp_directory_path() /
+        ("keel_changes_stall_" + std::to_string(::getpid()) + "_" + std::to_string(s.server.port()));
+    std::filesystem::remove(signal);
+    auto client = std::async(std::launch::async, [&] {
+      return run_clients("stall '" + s.url() + "' '" + json::serialize(subscribe("all_items", nullptr)) +
+                         "' '" + signal.string() + "'");
+    });
+    REQUIRE(eventually([&] { return s.feed->stats().subscriptions == 1; }));
+    // 400 changes of 64 KiB: more than the socket buffers hold, so the queue fills.
+    REQUIRE(
+        c.execute("INSERT INTO items SELECT g, 1, 'big', repeat('x', 65536) FROM generate_series(1, 400) g"));
+    const bool told = eventually([&] { return s.feed->stats().resyncs == 1; });
+    { std::ofstream(signal) << "go"; }
+    const auto out = client.get();
+    std::filesystem::remove(signal);
+    REQUIRE(told);
+    CHECK(out.at("subscribed").is_string());
+    CHECK(out.at("changes").to_number<int>() < 400);
+    CHECK(text(out.at("resync")).find("too far behind") != std::string::npos);
+    CHECK(out.at("closed").at("code").to_number<int>() == 4000);
   }
 
   TEST_CASE("changes: denied, unknown, unfilterable, malformed and bad-position subscriptions are closed") {
