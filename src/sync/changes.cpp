@@ -369,6 +369,12 @@ struct changes::state {
           "the changes after your position were pruned: reload the table, then subscribe with after: null");
       return false;
     }
+    // Every position this server gives is below the horizon it read; one at or past it comes
+    // from elsewhere (another database, one restored from a backup) and would skip changes.
+    if (!s.started && s.at.transaction >= horizon) {
+      resync(s, "your position is ahead of this database: reload the table, then subscribe with after: null");
+      return false;
+    }
     if (!s.started) {
       s.started = true;
       if (!send(s, R"({"subscribed":)" + json_string(s.pub->spec.name) + R"(,"position":")" + token(s.at) +

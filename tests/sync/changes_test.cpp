@@ -258,7 +258,36 @@ TEST_SUITE("node") {
     // At the end of the pruned prefix nothing is missing: no resync.
     const auto at_edge = collect(s, subscribe("all_items", json::value(all[2])), "n5");
     CHECK(summary(at_edge) == std::vector<std::string>{"insert 4", "insert 5"});
-    CHECK(s.feed->stats().resyncs == 1);
+    // A position from another database (ahead of this one) is not taken either.
+    const auto ahead = collect(s, subscribe("all_items", "999999999999/1"), "n5");
+    CHECK(text(ahead.at("resync")).find("ahead of this database") != std::string::npos);
+    CHECK(ahead.at("closed").at("code").to_number<int>() == 4000);
+    CHECK(s.feed->stats().resyncs == 2);
+  }
+
+  TEST_CASE("changes: with polling off, NOTIFY wakes the reader, and a lost listener catches up") {
+    keel::test::scratch_schema schema;
+    auto c = schema.connect();
+    REQUIRE(c.execute(items_table));
+    changes_server s(schema.conninfo,
+                     options_with([](sync::changes_options& o) { o.poll_interval = std::chrono::hours(1); }));
+    auto client =
+        std::async(std::launch::async, [&] { return collect(s, subscribe("all_items", nullptr), "second"); });
+    REQUIRE(eventually([&] { return s.feed->stats().subscriptions == 1; }));
+    REQUIRE(c.execute("INSERT INTO items VALUES (1, 1, 'first', NULL)"));
+    REQUIRE(eventually([&] { return s.feed->stats().changes_sent == 1; }));
+    // The listener's connection is cut; what commits while it is away arrives when it is back.
+    const auto cut = c.query(
+                          "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE query = 'LISTEN keel_sync_changes' AND datname = current_database() "
+                          "AND pid <> pg_backend_pid()) t")
+                         .value()
+                         .value<std::int64_t>()
+                         .value();
+    REQUIRE(cut == 1);
+    REQUIRE(c.execute("INSERT INTO items VALUES (2, 1, 'second', NULL)"));
+    const auto out = client.get();
+    CHECK(summary(out) == std::vector<std::string>{"insert 1", "insert 2"});
   }
 
   TEST_CASE("changes: a filter that passes changes gives progress positions, so a return is not pruned") {
