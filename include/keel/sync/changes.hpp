@@ -9,7 +9,9 @@
 /// writer's transaction: a change exists exactly when its transaction commits. Each change is
 /// ordered by (the writer's transaction id, a sequence number), and readers read only below the
 /// horizon — `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction still running —
-/// so no change can later appear before a position already delivered. A NOTIFY from the trigger
+/// so no change can later appear before a position already delivered. (Transactions that
+/// overlapped come in the order of their ids, not necessarily the order they committed in;
+/// every client sees the same order.) A NOTIFY from the trigger
 /// says "look again"; readers also look every `poll_interval`, so a lost notification delays,
 /// it never loses.
 ///
