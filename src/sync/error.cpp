@@ -11,6 +11,12 @@ const char* describe(errc e) noexcept {
     case errc::not_listening:
       return "the rooms could not LISTEN for the other processes' updates within 15 s: check that Postgres "
              "is reachable with the pool's conninfo, or set rooms_options::across_processes = false";
+    case errc::invalid_publication:
+      return "a publication needs a name and a table, and names are unique; check "
+             "changes_options::publications";
+    case errc::unknown_table:
+      return "a publication's table does not exist; create it before mounting the changes, or fix its "
+             "table and schema";
   }
   return "unknown keel.sync error";
 }

@@ -6,8 +6,10 @@
 namespace keel::sync {
 
 enum class errc {
-  too_many_rooms = 1,  ///< rooms_options::max_rooms are open
-  not_listening = 2,   ///< across processes, the LISTEN connection did not come up
+  too_many_rooms = 1,       ///< rooms_options::max_rooms are open
+  not_listening = 2,        ///< across processes, the LISTEN connection did not come up
+  invalid_publication = 3,  ///< a changes publication without a name or table, or a name twice
+  unknown_table = 4,        ///< a changes publication's table does not exist
 };
 
 [[nodiscard]] const error_category& sync_category() noexcept;
