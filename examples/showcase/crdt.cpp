@@ -2,11 +2,9 @@
 // by deltas when you say so (as two offline editors would), with undo of each one's own edits;
 // their documents are saved in Postgres after every change and loaded at start. And Yjs's
 // update codec: updates merged, a state vector read, the structs listed — without a document.
-// And keel::sync's Yjs rooms at ws://<host>/sync/<room>, for any y-websocket client.
 #include <keel/core/bytes.hpp>
 #include <keel/core/utf8.hpp>
 #include <keel/crdt.hpp>
-#include <keel/sync.hpp>
 
 #include "showcase.hpp"
 
@@ -350,14 +348,6 @@ keel::result<void> mount_crdt(context& ctx) {
   ctx.server.get("/crdt", [html = page("text CRDT", crdt_body, crdt_script)](const net::request&) {
     return net::text_response(html, net::status::ok, "text/html; charset=utf-8");
   });
-  // Yjs rooms for any y-websocket client, kept in the showcase's Postgres; alive as long as the
-  // server (the handlers hold their state, this keeps their compaction thread).
-  static std::shared_ptr<keel::sync::rooms> yjs_rooms;
-  auto mounted = keel::sync::rooms::mount(ctx.server, {.pool = &ctx.pool});
-  if (!mounted) return mounted.error();
-  yjs_rooms = std::move(*mounted);
-  ctx.endpoints.push_back(
-      {"WS", "/sync/{room}", "Yjs rooms (keel::sync): new WebsocketProvider('ws://<host>/sync', room, doc)"});
   ctx.endpoints.push_back({"GET", "/crdt", "the text CRDT page: two replicas edited apart, synced, undone"});
   ctx.endpoints.push_back({"GET", "/api/crdt", "both replicas: text, version, undo state"});
   ctx.endpoints.push_back({"POST", "/api/crdt/edit", "sets a replica's text (an erase and an insert)"});

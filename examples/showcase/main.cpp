@@ -45,7 +45,10 @@ constexpr component components[] = {
      "a text CRDT (Yjs's ordering, undo, deltas since versions), counter, registers, OR-set, maps; Yjs's "
      "update codec",
      "ready"},
-    {"sync", "Yjs rooms over WebSocket (the y-websocket protocol), kept in Postgres", "in progress"},
+    {"sync",
+     "Yjs rooms over WebSocket (y-websocket's protocol) kept in Postgres, across processes; live table "
+     "changes",
+     "in progress"},
     {"crypto",
      "envelope encryption, a versioned keyring, PKCS#11, the secrets store with its audit chain, Vault's "
      "transit and KV API",
@@ -109,6 +112,8 @@ constexpr std::pair<std::string_view, std::string_view> pages[] = {
     {"/ratelimit", "the limits in force, and a burst of requests meeting one (429 with RateLimit headers)"},
     {"/dsl", "a shop's access policy as a graph, and PRQL queries tried as its roles (keel::dsl)"},
     {"/crdt", "two replicas of a text edited apart, synced by deltas, undone; Yjs updates merged"},
+    {"/sync",
+     "a collaborative text: npm's Yjs in the browser on keel::sync's rooms, with everyone's cursors"},
     {"/metrics", "every component's Prometheus metrics"},
 };
 
@@ -153,9 +158,9 @@ namespace showcase {
 
 // The pages people open from the index, in the bar at the top of each.
 constexpr std::pair<std::string_view, std::string_view> page_links[] = {
-    {"/", "keel"},          {"/ledger", "ledger"},         {"/events", "events"}, {"/tsdb", "time series"},
-    {"/jobs", "jobs"},      {"/ratelimit", "rate limits"}, {"/dsl", "access"},    {"/crdt", "crdt"},
-    {"/metrics", "metrics"}};
+    {"/", "keel"},     {"/ledger", "ledger"},         {"/events", "events"}, {"/tsdb", "time series"},
+    {"/jobs", "jobs"}, {"/ratelimit", "rate limits"}, {"/dsl", "access"},    {"/crdt", "crdt"},
+    {"/sync", "sync"}, {"/metrics", "metrics"}};
 
 const char* const page_style = R"css(
 body { font: 15px/1.5 system-ui, sans-serif; margin: 0 auto 2rem; max-width: 64rem; color: #222; padding: 0 1rem; }
@@ -279,6 +284,7 @@ int main(int argc, char** argv) {
       {"tsdb", showcase::mount_tsdb},     {"jobs", showcase::mount_jobs},
       {"events", showcase::mount_events}, {"crypto", showcase::mount_crypto},
       {"dsl", showcase::mount_dsl},       {"crdt", showcase::mount_crdt},
+      {"sync", showcase::mount_sync},
   };
   for (const auto& [name, mount] : parts) {
     if (auto mounted = mount(context); !mounted) {

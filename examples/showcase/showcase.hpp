@@ -44,5 +44,6 @@ keel::result<void> mount_events(context& ctx);  // examples/showcase/events.cpp:
 keel::result<void> mount_crypto(context& ctx);  // examples/showcase/crypto.cpp: envelopes, a keyring
 keel::result<void> mount_dsl(context& ctx);     // examples/showcase/dsl.cpp: a shop in PRQL under roles
 keel::result<void> mount_crdt(context& ctx);    // examples/showcase/crdt.cpp: two replicas of a text
+keel::result<void> mount_sync(context& ctx);    // examples/showcase/sync.cpp: Yjs rooms, a shared text
 
 }  // namespace showcase

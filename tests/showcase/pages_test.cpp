@@ -7,6 +7,7 @@
 #include <boost/json.hpp>
 #include <doctest/doctest.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,17 +58,20 @@ TEST_SUITE("browser") {
       CHECK(text.ends_with(" 200"));
       CHECK(text.find('{') == std::string::npos);  // a pattern is not a link
     }
-    for (const char* page : {"/ledger", "/events", "/tsdb", "/jobs", "/ratelimit", "/dsl", "/crdt"}) {
+    for (const char* page :
+         {"/ledger", "/events", "/tsdb", "/jobs", "/ratelimit", "/dsl", "/crdt", "/sync"}) {
       CAPTURE(page);
       REQUIRE_MESSAGE(browser->navigate(showcase.url + page), browser->last_error());
       // Each page reaches the data behind it.
       const auto loaded = browser->wait_for(
           "document.querySelector('#accounts tr[data-account], #streams tr[data-stream], #plot[data-ready], "
-          "#queues tr[data-queue], #policies tr[data-policy], #graph g.role, body[data-ready]') !== null",
+          "#queues tr[data-queue], #policies tr[data-policy], #graph g.role, body[data-ready], "
+          "body[data-synced]') "
+          "!== null",
           std::chrono::seconds(15));
       CHECK_MESSAGE(loaded, browser->last_error());
       // Every page leads to the others.
-      CHECK(browser->evaluate("document.querySelectorAll('nav a[href]').length").value() == 9);
+      CHECK(browser->evaluate("document.querySelectorAll('nav a[href]').length").value() == 10);
     }
     CHECK(browser->console_errors().empty());
   }
@@ -185,6 +189,60 @@ TEST_SUITE("browser") {
         browser->evaluate("document.getElementById('yjs-summary').textContent.includes('{\"7\":17,\"9\":1}')")
             .value() == true);
     CHECK(browser->console_errors().empty());
+  }
+
+  TEST_CASE(
+      "the collaborative text page: two Chromium pages type into one Yjs document and see each other's "
+      "cursor") {
+    keel::test::showcase_process showcase(fresh_database("sync"));
+    auto launched_ann = keel::test::browser::launch();
+    auto bob = keel::test::browser::launch();
+    REQUIRE_MESSAGE(launched_ann, "chromium did not start");
+    REQUIRE_MESSAGE(bob, "chromium did not start");
+    std::optional<keel::test::browser> ann(std::move(*launched_ann));
+    const auto page = showcase.url + "/sync?room=shared-notes&name=";
+    REQUIRE_MESSAGE(ann->navigate(page + "ann"), ann->last_error());
+    REQUIRE_MESSAGE(bob->navigate(page + "bob"), bob->last_error());
+    for (auto* b : {&*ann, &*bob})
+      REQUIRE_MESSAGE(b->wait_for("document.body.dataset.synced === '1'"), b->last_error());
+    const auto editor_is = [](keel::test::browser& b, const std::string& text) {
+      REQUIRE_MESSAGE(b.wait_for("document.getElementById('editor').value === " +
+                                 boost::json::serialize(boost::json::string(text))),
+                      b.last_error());
+    };
+    const auto peer_at = [](keel::test::browser& b, const char* name, int index) {
+      REQUIRE_MESSAGE(b.wait_for(std::string("document.querySelector('#peers [data-peer=\"") + name +
+                                 "\"]')?.dataset.index === '" + std::to_string(index) + "'"),
+                      b.last_error());
+    };
+    // Ann types (real key input into the focused textarea); Bob sees her text, and her cursor.
+    REQUIRE(ann->click("#editor"));
+    REQUIRE(ann->insert_text("hello from ann"));
+    editor_is(*bob, "hello from ann");
+    peer_at(*bob, "ann", 14);
+    // Bob types in front of it: Ann sees it, her own cursor stays after her text (at 19 now), and
+    // Bob's cursor is after his.
+    REQUIRE(bob->click("#editor"));
+    REQUIRE(bob->evaluate(
+        "{ const e = document.getElementById('editor'); e.setSelectionRange(0, 0); e.dispatchEvent(new "
+        "Event('select')); true }"));
+    REQUIRE(bob->insert_text("bob: "));
+    editor_is(*ann, "bob: hello from ann");
+    peer_at(*ann, "bob", 5);
+    peer_at(*bob, "ann", 19);
+    CHECK(ann->evaluate("document.getElementById('editor').selectionStart").value() == 19);
+    CHECK(bob->evaluate("document.getElementById('view').textContent").value() == "bob: hello from ann|ann");
+    CHECK(ann->console_errors().empty());
+    // Ann's browser goes away without a word: the server removes her cursor for Bob.
+    ann.reset();
+    REQUIRE_MESSAGE(bob->wait_for("document.querySelector('#peers [data-peer=\"ann\"]') === null"),
+                    bob->last_error());
+    CHECK(bob->console_errors().empty());
+    // The room is kept in Postgres: a new page reads the same text.
+    auto carl = keel::test::browser::launch();
+    REQUIRE_MESSAGE(carl, "chromium did not start");
+    REQUIRE_MESSAGE(carl->navigate(page + "carl"), carl->last_error());
+    editor_is(*carl, "bob: hello from ann");
   }
 
   TEST_CASE("the rate-limit page: the policies in force, and a burst of 8 meeting the demo limit of 5") {

@@ -412,6 +412,12 @@ result<void> browser::click(std::string_view css_selector) {
   return {};
 }
 
+result<void> browser::insert_text(std::string_view text) {
+  auto sent = state_->call("Input.insertText", {{"text", text}});
+  if (!sent) return sent.error();
+  return {};
+}
+
 result<std::vector<std::uint8_t>> browser::screenshot_png() {
   auto shot = state_->call("Page.captureScreenshot", {{"format", "png"}});
   if (!shot) return shot.error();

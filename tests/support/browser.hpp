@@ -41,6 +41,9 @@ class browser {
   /// Clicks the first element matching the CSS selector (scrolled into view, real click event).
   [[nodiscard]] result<void> click(std::string_view css_selector);
 
+  /// Types `text` into the focused element as a keyboard would insert it (input events and all).
+  [[nodiscard]] result<void> insert_text(std::string_view text);
+
   /// A PNG of the visible page, for debugging a failed test.
   [[nodiscard]] result<std::vector<std::uint8_t>> screenshot_png();
 
