@@ -17,6 +17,12 @@ const char* describe(errc e) noexcept {
     case errc::unknown_table:
       return "a publication's table does not exist; create it before mounting the changes, or fix its "
              "table and schema";
+    case errc::not_synced:
+      return "the room's server did not send its document within client_options::connect_timeout: check "
+             "the host, port and path, and that the server is up";
+    case errc::access_denied:
+      return "the server's authorize hook refused this client the room: check client_options::query (its "
+             "token)";
   }
   return "unknown keel.sync error";
 }

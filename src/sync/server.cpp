@@ -1,10 +1,6 @@
 // Yjs rooms: the y-websocket protocol on keel::net's WebSockets, documents kept as merged Yjs
 // updates (keel::crdt::yjs), persisted as an append-only tail per room that a background thread
-// compacts into one row. The protocol, as y-protocols writes it (lib0 varuints and byte arrays):
-//   sync      0, then 0 step 1 (a state vector) | 1 step 2 (an update) | 2 update (an update)
-//   awareness 1, then an awareness update: count, (client id, clock, state JSON)*
-//   auth      2, then 0 permission denied and a reason
-//   query     3 (the client asks for every awareness state)
+// compacts into one row. The protocol's messages are in protocol.hpp.
 //
 // Several processes serving one room pass what their clients send to each other through
 // Postgres: an update's INSERT into the tail and its NOTIFY are one statement, so the
@@ -25,6 +21,8 @@
 #include <keel/pg/async.hpp>
 #include <keel/sync/error.hpp>
 #include <keel/sync/server.hpp>
+
+#include "protocol.hpp"
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -50,15 +48,8 @@ namespace keel::sync {
 namespace {
 
 namespace yjs = crdt::yjs;
+using namespace protocol;  // NOLINT(google-build-using-namespace): the protocol's names, in its own file
 
-constexpr std::uint64_t message_sync = 0;
-constexpr std::uint64_t message_awareness = 1;
-constexpr std::uint64_t message_auth = 2;
-constexpr std::uint64_t message_query_awareness = 3;
-constexpr std::uint64_t sync_step1 = 0;
-constexpr std::uint64_t sync_step2 = 1;
-constexpr std::uint64_t sync_update = 2;
-constexpr std::uint64_t permission_denied = 0;
 constexpr std::size_t max_room_name_bytes = 256;
 constexpr auto try_again_later = static_cast<net::close_code>(1013);
 
@@ -71,37 +62,6 @@ constexpr auto peer_check_interval = std::chrono::seconds(1);
 constexpr int relay_prune_every_checks = 30;
 constexpr auto listen_timeout = std::chrono::seconds(15);
 constexpr std::string_view application_name_prefix = "keel-sync-";
-
-// lib0's varuints are LEB128 and its byte arrays varuint-prefixed: core's byte_reader reads
-// both (varint(), take_varint_prefixed()); a message is at most keel::net's max_message_bytes.
-constexpr std::size_t any_length = std::numeric_limits<std::size_t>::max();
-
-void put_varuint(std::string& out, std::uint64_t v) {
-  std::array<std::uint8_t, max_varint_size> buffer{};
-  const auto n = encode_varint(v, buffer.data());
-  out.append(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(n));
-}
-
-void put_var_bytes(std::string& out, bytes_view data) {
-  put_varuint(out, data.size());
-  out.append(data.begin(), data.end());
-}
-
-std::string sync_message(std::uint64_t kind, bytes_view payload) {
-  std::string out;
-  put_varuint(out, message_sync);
-  put_varuint(out, kind);
-  put_var_bytes(out, payload);
-  return out;
-}
-
-std::string denied_message(std::string_view reason) {
-  std::string out;
-  put_varuint(out, message_auth);
-  put_varuint(out, permission_denied);
-  put_var_bytes(out, as_bytes(reason));
-  return out;
-}
 
 // One awareness state as a client last sent it.
 struct awareness_state {

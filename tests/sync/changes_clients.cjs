@@ -12,33 +12,11 @@
 //        as collect, but drops the connection at random (after the acknowledgement, after a
 //        change) and comes back with the last position it was given, until UNTIL arrives
 'use strict';
-const path = require('node:path');
-
-function load(name) {
-  const dir = process.env.KEEL_TEST_CLIENTS_DIR;
-  if (dir) {
-    try {
-      return require(require.resolve(name, { paths: [path.resolve(dir)] }));
-    } catch (error) {
-      if (error.code !== 'MODULE_NOT_FOUND') throw error;
-    }
-  }
-  return require(name);
-}
+const { load, generator } = require('./npm_clients.cjs');
 const WebSocket = load('ws');
 
 const deadline = 60000;
 
-function generator(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // One connection: sends `request`, calls `onMessage(parsed)` for each message until it returns
 // true (stop) or the server closes. Resolves with the close, or null when the client stopped.

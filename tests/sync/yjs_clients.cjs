@@ -19,19 +19,7 @@
 //        one on B, editing at random and dropping their connections; A is SIGKILLed mid-session,
 //        its clients move to B; all converge, and what A had stored is still there
 'use strict';
-const path = require('node:path');
-
-function load(name) {
-  const dir = process.env.KEEL_TEST_CLIENTS_DIR;
-  if (dir) {
-    try {
-      return require(require.resolve(name, { paths: [path.resolve(dir)] }));
-    } catch (error) {
-      if (error.code !== 'MODULE_NOT_FOUND') throw error;
-    }
-  }
-  return require(name);
-}
+const { load, generator } = require('./npm_clients.cjs');
 const Y = load('yjs');
 const { WebsocketProvider } = load('y-websocket');
 const WebSocket = load('ws');
@@ -50,16 +38,6 @@ function until(condition, what) {
   });
 }
 
-function generator(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function connect(url, room, token, doc = new Y.Doc()) {
   const provider = new WebsocketProvider(url, room, doc, {

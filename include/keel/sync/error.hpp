@@ -10,6 +10,8 @@ enum class errc {
   not_listening = 2,        ///< across processes, the LISTEN connection did not come up
   invalid_publication = 3,  ///< a changes publication without a name or table, or a name twice
   unknown_table = 4,        ///< a changes publication's table does not exist
+  not_synced = 5,           ///< a room_client got no document from the server in time
+  access_denied = 6,        ///< the server refused a room_client the room
 };
 
 [[nodiscard]] const error_category& sync_category() noexcept;
