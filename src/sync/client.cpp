@@ -196,7 +196,7 @@ struct room_client::state : std::enable_shared_from_this<room_client::state> {
 
 room_client::room_client(std::shared_ptr<state> s) noexcept : state_(std::move(s)) {}
 
-room_client::~room_client() {
+room_client::~room_client() {  // NOLINT(bugprone-exception-escape): see the declaration
   asio::post(state_->io, [s = state_] { s->stop(); });
   if (state_->thread.joinable()) state_->thread.join();
 }

@@ -61,7 +61,9 @@ class room_client {
   /// (unreachable, refused, or no answer within connect_timeout), errc::access_denied.
   [[nodiscard]] static result<std::unique_ptr<room_client>> connect(client_options options,
                                                                     update_handler on_update);
-  ~room_client();
+  /// Stops the client's thread. Posting the stop can only throw on allocation failure; then the
+  /// thread could outlive the client, so terminating is the safe outcome.
+  ~room_client();  // NOLINT(bugprone-exception-escape)
   room_client(const room_client&) = delete;
   room_client& operator=(const room_client&) = delete;
 
@@ -102,7 +104,7 @@ template <class Document>
 class shared_document {
  public:
   /// Joins `options.room` with `document` as this replica (give each replica its own replica id).
-  [[nodiscard]] static result<std::unique_ptr<shared_document>> open(client_options options,
+  [[nodiscard]] static result<std::unique_ptr<shared_document>> open(const client_options& options,
                                                                      Document document = Document{}) {
     auto shared = std::unique_ptr<shared_document>(new shared_document(std::move(document)));
     auto* raw = shared.get();
