@@ -10,10 +10,10 @@
 // as possible, each writer keeping at most WINDOW updates, default 16, not yet received by every
 // other client), for SECONDS. Every other client timestamps each update's receipt; the update is
 // known by its client id and clock (read from the update's first struct).
-// Prints one JSON line {"peer", "clients", "writers", "sent", "delivered" (receipts at the other
-// clients), "lost" (not received within 5 s of the end), "seconds" (first send to last receipt),
-// "sent_per_s", "delivered_per_s", "p50_ms", "p99_ms", "max_ms", "client_cpu" (the node
-// process's CPU time over the run's wall time: 1.0 is one core busy)}.
+// Prints one JSON line {"peer", "clients", "writers", "rate", "sent", "delivered" (receipts at the
+// other clients), "undelivered" (receipts still missing 5 s after the last send), "seconds"
+// (first send to last receipt), "sent_per_s", "delivered_per_s", "p50_ms", "p99_ms", "max_ms",
+// "client_cpu" (the node process's CPU time over the run's wall time: 1.0 is one core busy)}.
 import WebSocket from "ws";
 import * as Y from "yjs";
 import * as encoding from "lib0/encoding";
@@ -177,8 +177,8 @@ while (pending.size > 0 && process.hrtime.bigint() < drainUntil) await new Promi
 const cpu = process.cpuUsage(cpuStarted);
 const wallSeconds = Number(process.hrtime.bigint() - started) / 1e9;
 const elapsed = Number(lastReceipt - started) / 1e9;
-let lost = 0;
-for (const p of pending.values()) lost += p.remaining;
+let undelivered = 0;
+for (const p of pending.values()) undelivered += p.remaining;
 
 const percentile = (q) => {
   let seen = 0;
@@ -197,7 +197,7 @@ for (let b = histogram.length - 1; b >= 0; --b) {
   }
 }
 for (const ws of sockets) ws.terminate();
-console.log(JSON.stringify({ peer: protocol, clients, writers, rate, sent, delivered, lost, seconds: elapsed,
+console.log(JSON.stringify({ peer: protocol, clients, writers, rate, sent, delivered, undelivered, seconds: elapsed,
                              sent_per_s: sent / elapsed, delivered_per_s: delivered / elapsed,
                              p50_ms: percentile(0.5), p99_ms: percentile(0.99), max_ms: max,
                              client_cpu: (cpu.user + cpu.system) / 1e6 / wallSeconds }));

@@ -233,7 +233,8 @@ std::optional<double> fanout(benchmark::State& state, const std::function<double
     state.SkipWithError(delivered.problem.c_str());
     return std::nullopt;
   }
-  for (const char* figure : {"delivered_per_s", "p50_ms", "p99_ms", "sent_per_s", "client_cpu", "lost"}) {
+  for (const char* figure :
+       {"delivered_per_s", "p50_ms", "p99_ms", "sent_per_s", "client_cpu", "undelivered"}) {
     if (const auto value = run.figure(figure).value) state.counters[figure] = *value;
   }
   // The server's CPU time per update delivered (over the whole script: joins included).
