@@ -34,6 +34,7 @@
 #include <atomic>
 #include <charconv>
 #include <condition_variable>
+#include <deque>
 #include <future>
 #include <limits>
 #include <map>
@@ -57,6 +58,7 @@ constexpr auto try_again_later = static_cast<net::close_code>(1013);
 constexpr std::uint8_t peer_update = 'u';
 constexpr std::uint8_t peer_awareness = 'a';
 constexpr std::size_t origin_digits = 16;
+constexpr std::size_t max_outbox = 1'024;        // updates waiting for the appender per room
 constexpr std::size_t max_inline_frame = 5'900;  // its base64 stays under NOTIFY's 8,000 bytes
 constexpr auto peer_check_interval = std::chrono::seconds(1);
 constexpr int relay_prune_every_checks = 30;
@@ -130,6 +132,15 @@ struct room {
   std::map<std::uint64_t, awareness_state> awareness;
   std::map<std::uint64_t, std::uint64_t> awareness_clocks;  // the last clock per Yjs client, gone ones too
   std::size_t tail = 0;  // updates appended since the last compaction was asked for
+  // Updates waiting for the appender (with a pool): appended together in one statement, then
+  // passed on. `appending` while the room is queued for it or being appended.
+  struct queued_update {
+    bytes update;
+    net::websocket_connection from;
+  };
+  std::vector<queued_update> outbox;
+  bool appending = false;
+  std::condition_variable outbox_taken;  // a writer waits on it while the outbox is full
 
   // Takes an awareness state (a removal when it is "null") unless a newer one is known: states
   // relayed by several processes can arrive out of order. @returns whether it was taken.
@@ -204,6 +215,10 @@ struct rooms::state {
   std::set<std::string> to_compact;
   bool stopping = false;
   std::thread worker;
+  // The appender: rooms with updates to append, one statement per room's batch.
+  std::condition_variable append_ready;
+  std::deque<std::shared_ptr<room>> to_append;
+  std::thread appender;
 
   explicit state(rooms_options o) : options(std::move(o)) {
     std::random_device entropy;
@@ -258,6 +273,101 @@ struct rooms::state {
     if (!done) return done.error();
     published.fetch_add(1, std::memory_order_relaxed);
     return {};
+  }
+
+  // Appends updates to a room's tail in one statement (and, across processes, their NOTIFYs in
+  // the same one); an update too large for a NOTIFY payload goes alone through append().
+  result<void> append_batch(std::string_view name, const std::vector<room::queued_update>& batch) {
+    if (batch.size() == 1) return append(name, batch.front().update);
+    std::vector<bytes> frames;
+    if (across_processes()) {
+      for (const auto& q : batch) {
+        frames.push_back(peer_frame(peer_update, name, q.update));
+        if (frames.back().size() > max_inline_frame) {
+          for (const auto& each : batch) {
+            if (auto kept = append(name, each.update); !kept) return kept;
+          }
+          return {};
+        }
+      }
+    }
+    auto c = options.pool->acquire();
+    if (!c) return c.error();
+    pg::params values;
+    values.add(std::string(name));
+    if (across_processes()) values.add(options.channel);
+    std::string sql = "INSERT INTO keel_sync_updates (room, document) VALUES ";
+    int at = across_processes() ? 3 : 2;
+    for (std::size_t k = 0; k < batch.size(); ++k) {
+      values.add(bytes_view(batch[k].update));
+      sql.append(k == 0 ? "" : ", ").append("($1, $").append(std::to_string(at++)).append(")");
+    }
+    if (across_processes()) {
+      sql = "WITH kept AS (" + sql + " RETURNING seq) SELECT pg_notify($2, v.n) FROM (VALUES ";
+      for (std::size_t k = 0; k < frames.size(); ++k) {
+        values.add(origin + ":" + to_base64(frames[k]));
+        sql.append(k == 0 ? "" : ", ").append("($").append(std::to_string(at++)).append("::text)");
+      }
+      sql.append(") AS v(n), (SELECT count(*) FROM kept) AS k");
+    }
+    auto done = (*c)->query_params(sql, values);
+    if (!done) return done.error();
+    if (across_processes()) published.fetch_add(batch.size(), std::memory_order_relaxed);
+    return {};
+  }
+
+  void schedule_append(std::shared_ptr<room> r) {
+    {
+      const std::lock_guard guard(work_lock);
+      to_append.push_back(std::move(r));
+    }
+    append_ready.notify_one();
+  }
+
+  void append_loop() {
+    std::unique_lock guard(work_lock);
+    while (true) {
+      append_ready.wait(guard, [&] { return stopping || !to_append.empty(); });
+      if (to_append.empty() && stopping) return;
+      auto r = std::move(to_append.front());
+      to_append.pop_front();
+      guard.unlock();
+      flush(r);
+      guard.lock();
+    }
+  }
+
+  // Appends what the room's outbox holds, then passes it on; again while more came meanwhile.
+  void flush(const std::shared_ptr<room>& r) {
+    while (true) {
+      std::vector<room::queued_update> batch;
+      {
+        const std::lock_guard guard(r->lock);
+        batch.swap(r->outbox);
+        r->outbox_taken.notify_all();
+        if (batch.empty()) {
+          r->appending = false;
+          return;
+        }
+      }
+      const auto kept = append_batch(r->name, batch);
+      const std::lock_guard guard(r->lock);
+      for (auto& q : batch) {
+        if (!kept) {
+          refuse(q.from, net::close_code::internal_error, "the update could not be stored");
+          continue;
+        }
+        if (++r->tail >= options.compact_after_updates) {
+          r->tail = 0;
+          schedule_compaction(r->name);
+        }
+        updates_received.fetch_add(1, std::memory_order_relaxed);
+        send_to_others(*r, q.from.id(), sync_message(sync_update, q.update));
+        r->pending_bytes += q.update.size();
+        r->pending.push_back(std::move(q.update));
+        if (r->pending.size() >= options.merge_after_updates) (void)r->document(options.max_document_bytes);
+      }
+    }
   }
 
   // Tells the other processes of an awareness change. Presence is not stored: a failure loses
@@ -643,7 +753,7 @@ struct rooms::state {
       }
       if (*step != sync_step2 && *step != sync_update)
         return refuse(conn, net::close_code::protocol_error, "an unknown sync message");
-      return receive_update(*r, self->second, *payload);
+      return receive_update(r, guard, self->second, *payload);
     }
     if (*kind == message_awareness) {
       const auto payload = in.take_varint_prefixed(any_length);
@@ -659,7 +769,9 @@ struct rooms::state {
     refuse(conn, net::close_code::protocol_error, "an unknown message type");
   }
 
-  void receive_update(room& r, client& from, bytes_view update) {
+  void receive_update(const std::shared_ptr<room>& shared, std::unique_lock<std::mutex>& guard, client& from,
+                      bytes_view update) {
+    auto& r = *shared;
     if (from.level != access::read_write) {
       updates_dropped.fetch_add(1, std::memory_order_relaxed);
       if (!from.told_read_only) {
@@ -674,12 +786,15 @@ struct rooms::state {
     if (r.merged.size() + r.pending_bytes + update.size() > options.max_document_bytes)
       return refuse(from.connection, net::close_code::too_big, "the room's document would pass its limit");
     if (options.pool != nullptr) {
-      if (auto kept = append(r.name, update); !kept)
-        return refuse(from.connection, net::close_code::internal_error, "the update could not be stored");
-      if (++r.tail >= options.compact_after_updates) {
-        r.tail = 0;
-        schedule_compaction(r.name);
+      // Appended (with whatever else arrives meanwhile) and passed on by the appender. A full
+      // outbox holds the writer here (and so its socket) until the appender takes it.
+      r.outbox_taken.wait(guard, [&] { return r.outbox.size() < max_outbox; });
+      r.outbox.push_back({bytes(update.begin(), update.end()), from.connection});
+      if (!r.appending) {
+        r.appending = true;
+        schedule_append(shared);
       }
+      return;
     }
     updates_received.fetch_add(1, std::memory_order_relaxed);
     r.pending.emplace_back(update.begin(), update.end());
@@ -739,7 +854,9 @@ rooms::~rooms() {  // NOLINT(bugprone-exception-escape): see the declaration
     state_->stopping = true;
   }
   state_->work_ready.notify_all();
+  state_->append_ready.notify_all();
   if (state_->worker.joinable()) state_->worker.join();
+  if (state_->appender.joinable()) state_->appender.join();
   state_->stop_listening();
 }
 
@@ -757,7 +874,10 @@ result<std::shared_ptr<rooms>> rooms::mount(net::server& server, rooms_options o
       return listening.error();
     }
   }
-  if (s->options.pool != nullptr) s->worker = std::thread([raw = s.get()] { raw->compaction_loop(); });
+  if (s->options.pool != nullptr) {
+    s->worker = std::thread([raw = s.get()] { raw->compaction_loop(); });
+    s->appender = std::thread([raw = s.get()] { raw->append_loop(); });
+  }
   auto out = std::make_shared<rooms>(s);
   // The handlers hold the state, not the rooms object: its destructor stops the worker.
   server.websocket(
