@@ -195,7 +195,7 @@ struct rooms::state {
   std::map<std::string, std::shared_ptr<room>, std::less<>> open;
 
   std::atomic<std::uint64_t> updates_received{0}, updates_dropped{0}, refused{0}, compactions{0}, loaded{0};
-  std::atomic<std::uint64_t> published{0}, from_peers{0}, catch_ups{0}, peers_gone{0};
+  std::atomic<std::uint64_t> published{0}, from_peers{0}, catch_ups{0}, peers_gone{0}, appends{0};
   std::atomic<std::size_t> clients{0};
 
   // Across processes: this process's name among them, and the listener's thread.
@@ -252,6 +252,7 @@ struct rooms::state {
   result<void> append(std::string_view name, bytes_view update) {
     auto c = options.pool->acquire();
     if (!c) return c.error();
+    appends.fetch_add(1, std::memory_order_relaxed);
     if (!across_processes()) {
       auto done = (*c)->query("INSERT INTO keel_sync_updates (room, document) VALUES ($1, $2)", name, update);
       if (!done) return done.error();
@@ -310,6 +311,7 @@ struct rooms::state {
       }
       sql.append(") AS v(n), (SELECT count(*) FROM kept) AS k");
     }
+    appends.fetch_add(1, std::memory_order_relaxed);
     auto done = (*c)->query_params(sql, values);
     if (!done) return done.error();
     if (across_processes()) published.fetch_add(batch.size(), std::memory_order_relaxed);
@@ -902,6 +904,7 @@ rooms_stats rooms::stats() const {
   out.compactions = state_->compactions.load();
   out.rooms_loaded = state_->loaded.load();
   out.published = state_->published.load();
+  out.append_statements = state_->appends.load();
   out.received_from_peers = state_->from_peers.load();
   out.catch_ups = state_->catch_ups.load();
   out.peers_gone = state_->peers_gone.load();

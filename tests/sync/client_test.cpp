@@ -92,6 +92,10 @@ TEST_SUITE("pg") {
     REQUIRE(version_of(*a) == version_of(*b));
     const auto final_a = [&] { return text_of(*a); };
     CHECK(shows(*b, final_a()));
+    // Updates that arrived while an INSERT was in flight were appended together.
+    const auto stats = s.rooms->stats();
+    CHECK(stats.updates_received >= 201 + 2);  // every edit, each replica's opening state (and sync replies)
+    CHECK(stats.append_statements < stats.updates_received);
     CHECK(a->refused_deltas() == 0);
     CHECK(b->refused_deltas() == 0);
     // A third service joining later gets the whole text from the room.

@@ -79,6 +79,7 @@ struct rooms_stats {
   std::uint64_t messages_refused = 0;  ///< malformed or oversized: the sender was closed
   std::uint64_t compactions = 0;
   std::uint64_t rooms_loaded = 0;         ///< from Postgres
+  std::uint64_t append_statements = 0;    ///< INSERTs of updates (a batch is one)
   std::uint64_t published = 0;            ///< updates and awareness changes sent to the other processes
   std::uint64_t received_from_peers = 0;  ///< ... and received from them for a room open here
   std::uint64_t catch_ups = 0;            ///< open rooms reloaded after the NOTIFY connection came back
