@@ -185,6 +185,7 @@ class piped_process {
   bool ended_ = false;
 };
 
+#ifdef KEEL_SYNC_SERVER
 // A sync server process on `conninfo`: its URL once it listens.
 std::string started_url(piped_process& server) {
   const auto line = server.line_starting("listening on ");
@@ -192,6 +193,7 @@ std::string started_url(piped_process& server) {
   REQUIRE(!line.empty());
   return "ws://127.0.0.1:" + line.substr(std::string_view("listening on ").size()) + "/sync";
 }
+#endif
 
 }  // namespace
 
