@@ -16,7 +16,7 @@
 // "client_cpu" (the node process's CPU time over the run's wall time: 1.0 is one core busy)}.
 import WebSocket from "ws";
 import * as Y from "yjs";
-import * as encoding from "lib0/encoding";
+import { messageSync, syncStep1, syncStep2, syncUpdate, syncProtocol } from "./sync_protocol.mjs";
 import * as decoding from "lib0/decoding";
 
 const [protocol, url, room, clientsText, writersText, rateText, secondsText, windowText = "16"] =
@@ -26,42 +26,8 @@ const writers = Number(writersText);
 const rate = Number(rateText);
 const seconds = Number(secondsText);
 const window = Number(windowText);
-const hocuspocus = protocol === "hocuspocus";
-if (!hocuspocus && protocol !== "y-websocket") throw new Error(`unknown protocol ${protocol}`);
+const { hocuspocus, syncMessage, authMessage, emptyStateVector, read } = syncProtocol(protocol, room);
 
-const messageSync = 0;
-const messageAuth = 2;
-const syncStep1 = 0;
-const syncStep2 = 1;
-const syncUpdate = 2;
-
-const frame = (type, write) => {
-  const e = encoding.createEncoder();
-  if (hocuspocus) encoding.writeVarString(e, room);
-  encoding.writeVarUint(e, type);
-  write(e);
-  return encoding.toUint8Array(e);
-};
-const syncMessage = (step, payload) =>
-  frame(messageSync, (e) => {
-    encoding.writeVarUint(e, step);
-    encoding.writeVarUint8Array(e, payload);
-  });
-const authMessage = () =>
-  frame(messageAuth, (e) => {
-    encoding.writeVarUint(e, 0);  // a token
-    encoding.writeVarString(e, "");
-  });
-const emptyStateVector = Y.encodeStateVector(new Y.Doc());
-
-// What a message is: [type, sync step, payload decoder] (hocuspocus's document name skipped).
-const read = (data) => {
-  const d = decoding.createDecoder(data);
-  if (hocuspocus) decoding.readVarString(d);
-  const type = decoding.readVarUint(d);
-  if (type !== messageSync) return [type, -1, d];
-  return [type, decoding.readVarUint(d), d];
-};
 // An update's identity: the client and clock of its first struct.
 const updateKey = (d) => {
   const u = decoding.createDecoder(decoding.readVarUint8Array(d));

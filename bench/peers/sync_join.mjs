@@ -10,40 +10,16 @@
 // "max_ms", "answer_bytes"}.
 import { readFileSync } from "node:fs";
 import WebSocket from "ws";
-import * as Y from "yjs";
-import * as encoding from "lib0/encoding";
+import {
+  authenticated, messageAuth, messageSync, syncProtocol, syncStep1, syncStep2, syncUpdate,
+} from "./sync_protocol.mjs";
 import * as decoding from "lib0/decoding";
 
 const [protocol, url, room, documentPath, roundsText] = process.argv.slice(2);
-const hocuspocus = protocol === "hocuspocus";
-if (!hocuspocus && protocol !== "y-websocket") throw new Error(`unknown protocol ${protocol}`);
 const document = readFileSync(documentPath);
 const rounds = Number(roundsText);
 
-const frame = (type, write) => {
-  const e = encoding.createEncoder();
-  if (hocuspocus) encoding.writeVarString(e, room);
-  encoding.writeVarUint(e, type);
-  write(e);
-  return encoding.toUint8Array(e);
-};
-const syncMessage = (step, payload) =>
-  frame(0, (e) => {
-    encoding.writeVarUint(e, step);
-    encoding.writeVarUint8Array(e, payload);
-  });
-const authMessage = () =>
-  frame(2, (e) => {
-    encoding.writeVarUint(e, 0);
-    encoding.writeVarString(e, "");
-  });
-const emptyStateVector = Y.encodeStateVector(new Y.Doc());
-const read = (data) => {
-  const d = decoding.createDecoder(data);
-  if (hocuspocus) decoding.readVarString(d);
-  const type = decoding.readVarUint(d);
-  return [type, type === 0 || type === 2 ? decoding.readVarUint(d) : -1, d];
-};
+const { hocuspocus, syncMessage, authMessage, emptyStateVector, read } = syncProtocol(protocol, room);
 
 // Opens a client, authenticated for hocuspocus; resolves with the socket and a function that
 // sends step 1 and resolves with [milliseconds, answer bytes] at the step 2.
@@ -57,14 +33,14 @@ const connect = () =>
       new Promise((done) => {
         answered = done;
         sentAt = process.hrtime.bigint();
-        ws.send(syncMessage(0, emptyStateVector));
+        ws.send(syncMessage(syncStep1, emptyStateVector));
       });
     ws.on("error", reject);
     ws.on("open", () => (hocuspocus ? ws.send(authMessage()) : resolve([ws, join])));
     ws.on("message", (data) => {
       const [type, sub, d] = read(data);
-      if (hocuspocus && type === 2 && sub === 2) return resolve([ws, join]);  // authenticated
-      if (type !== 0 || sub !== 1 || answered === null) return;
+      if (hocuspocus && type === messageAuth && sub === authenticated) return resolve([ws, join]);
+      if (type !== messageSync || sub !== syncStep2 || answered === null) return;
       const ms = Number(process.hrtime.bigint() - sentAt) / 1e6;
       const bytes = decoding.readVarUint8Array(d).length;
       const done = answered;
@@ -75,7 +51,7 @@ const connect = () =>
 
 const [owner, ownerJoin] = await connect();
 await ownerJoin();
-owner.send(syncMessage(2, document));
+owner.send(syncMessage(syncUpdate, document));
 const times = [];
 let answerBytes = 0;
 for (let attempts = 0; times.length < rounds && attempts < rounds * 20; ++attempts) {

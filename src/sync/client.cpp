@@ -54,6 +54,9 @@ struct room_client::state : std::enable_shared_from_this<room_client::state> {
   mutable std::mutex lock;  // the document and the flags
   std::condition_variable changed;
   bytes document{0, 0};
+  // Updates wait apart and are merged into the document every 64, or when it is read: merging
+  // the whole document per update would make each one cost the document's size.
+  std::vector<bytes> pending;
   bool is_connected = false;
   bool synced_once = false;
   bool denied = false;
@@ -89,8 +92,25 @@ struct room_client::state : std::enable_shared_from_this<room_client::state> {
     read();
   }
 
-  bytes current() const {
+  static constexpr std::size_t merge_after = 64;
+
+  // Keeps a checked update (the lock held).
+  void keep(bytes_view update) {
+    pending.emplace_back(update.begin(), update.end());
+    if (pending.size() >= merge_after) merge_pending();
+  }
+
+  void merge_pending() {
+    if (pending.empty()) return;
+    std::vector<bytes_view> parts{bytes_view(document)};
+    parts.insert(parts.end(), pending.begin(), pending.end());
+    if (auto merged = yjs::merge_updates(parts)) document = std::move(*merged);
+    pending.clear();
+  }
+
+  bytes current() {
     const std::lock_guard guard(lock);
+    merge_pending();
     return document;
   }
 
@@ -125,12 +145,10 @@ struct room_client::state : std::enable_shared_from_this<room_client::state> {
       return;
     }
     if (*step != sync_step2 && *step != sync_update) return;
+    if (!yjs::state_vector_from_update(*payload)) return;  // a server sends what it checked
     {
       const std::lock_guard guard(lock);
-      const std::array<bytes_view, 2> parts{bytes_view(document), *payload};
-      auto merged = yjs::merge_updates(parts);
-      if (!merged) return;  // a server sends what it checked; nothing to keep otherwise
-      document = std::move(*merged);
+      keep(*payload);
     }
     if (on_update) on_update(*payload);
     if (*step == sync_step2) {
@@ -219,10 +237,7 @@ result<void> room_client::send(bytes_view update) {
   if (!crdt::yjs::state_vector_from_update(update)) return crdt::errc::malformed_update;
   {
     const std::lock_guard guard(state_->lock);
-    const std::array<bytes_view, 2> parts{bytes_view(state_->document), update};
-    auto merged = yjs::merge_updates(parts);
-    if (!merged) return merged.error();
-    state_->document = std::move(*merged);
+    state_->keep(update);
   }
   asio::post(state_->io, [s = state_, message = sync_message(sync_update, update)]() mutable {
     s->write(std::move(message));

@@ -30,13 +30,11 @@ constexpr std::uint64_t permission_denied = 0;
 // both (varint(), take_varint_prefixed()); a message is at most keel::net's max_message_bytes.
 constexpr std::size_t any_length = std::numeric_limits<std::size_t>::max();
 
-// LEB128 a byte at a time (GCC 12 at -O3 mistakes a ranged append of a small buffer for an
-// overlapping copy).
 inline void put_varuint(std::string& out, std::uint64_t v) {
-  constexpr std::uint64_t low_bits = 0x7f;
-  constexpr std::uint64_t more = 0x80;
-  for (; v >= more; v >>= 7U) out.push_back(static_cast<char>((v & low_bits) | more));
-  out.push_back(static_cast<char>(v));
+  std::array<std::uint8_t, max_varint_size> buffer{};
+  const auto n = encode_varint(v, buffer.data());
+  // As chars: GCC 12 at -O3 mistakes a ranged append of the byte buffer for an overlapping copy.
+  out.append(as_chars(bytes_view(buffer.data(), n)));
 }
 
 inline void put_var_bytes(std::string& out, bytes_view data) {

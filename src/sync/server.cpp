@@ -99,7 +99,8 @@ bytes peer_frame(std::uint8_t kind, std::string_view room_name, bytes_view body)
   return frame;
 }
 
-std::string awareness_message(const std::map<std::uint64_t, awareness_state>& states) {
+// An awareness update (what the other processes are told) and the message carrying it.
+bytes awareness_update(const std::map<std::uint64_t, awareness_state>& states) {
   bytes update;
   append_varint(update, states.size());
   for (const auto& [client_id, s] : states) {
@@ -108,10 +109,18 @@ std::string awareness_message(const std::map<std::uint64_t, awareness_state>& st
     append_varint(update, s.state.size());
     update.insert(update.end(), s.state.begin(), s.state.end());
   }
+  return update;
+}
+
+std::string awareness_message(bytes_view update) {
   std::string out;
   put_varuint(out, message_awareness);
   put_var_bytes(out, update);
   return out;
+}
+
+std::string awareness_message(const std::map<std::uint64_t, awareness_state>& states) {
+  return awareness_message(awareness_update(states));
 }
 
 struct client {
@@ -166,6 +175,13 @@ struct room {
     awareness_state removal{awareness_clocks[id] + 1, "null", {}};
     (void)take_awareness(id, removal);
     return removal;
+  }
+
+  // Keeps an update apart, to be merged into the document with the others every `merge_after`.
+  void take(bytes update, std::size_t merge_after, std::size_t max_bytes) {
+    pending_bytes += update.size();
+    pending.push_back(std::move(update));
+    if (pending.size() >= merge_after) (void)document(max_bytes);
   }
 
   // The document, pending updates merged in first.
@@ -359,15 +375,10 @@ struct rooms::state {
           refuse(q.from, net::close_code::internal_error, "the update could not be stored");
           continue;
         }
-        if (++r->tail >= options.compact_after_updates) {
-          r->tail = 0;
-          schedule_compaction(r->name);
-        }
+        count_in_tail(*r);
         updates_received.fetch_add(1, std::memory_order_relaxed);
         send_to_others(*r, q.from.id(), sync_message(sync_update, q.update));
-        r->pending_bytes += q.update.size();
-        r->pending.push_back(std::move(q.update));
-        if (r->pending.size() >= options.merge_after_updates) (void)r->document(options.max_document_bytes);
+        r->take(std::move(q.update), options.merge_after_updates, options.max_document_bytes);
       }
     }
   }
@@ -432,6 +443,13 @@ struct rooms::state {
     if (auto committed = conn.execute("COMMIT"); !committed) return committed.error();
     compactions.fetch_add(1, std::memory_order_relaxed);
     return {};
+  }
+
+  // One more update in a room's tail in Postgres: compacted every compact_after_updates.
+  void count_in_tail(room& r) {
+    if (++r.tail < options.compact_after_updates) return;
+    r.tail = 0;
+    schedule_compaction(r.name);
   }
 
   void schedule_compaction(const std::string& name) {
@@ -569,19 +587,14 @@ struct rooms::state {
     from_peers.fetch_add(1, std::memory_order_relaxed);
     if (*kind == peer_update) {
       if (!yjs::state_vector_from_update(body)) return;
-      r->pending.emplace_back(body.begin(), body.end());
-      r->pending_bytes += body.size();
-      if (r->pending.size() >= options.merge_after_updates) (void)r->document(options.max_document_bytes);
-      ++r->tail;  // any process may compact the tail: compaction deletes exactly what it merged
       send_to_all(*r, sync_message(sync_update, body));
+      r->take(bytes(body.begin(), body.end()), options.merge_after_updates, options.max_document_bytes);
+      count_in_tail(*r);  // any process may compact the tail: compaction deletes exactly what it merged
     } else if (*kind == peer_awareness) {
       auto states = parse_awareness(body, peer);
       if (!states) return;
       for (auto& [id, announced] : *states) (void)r->take_awareness(id, std::move(announced));
-      std::string message;
-      put_varuint(message, message_awareness);
-      put_var_bytes(message, body);
-      send_to_all(*r, message);
+      send_to_all(*r, awareness_message(body));
     }
   }
 
@@ -608,9 +621,8 @@ struct rooms::state {
       if (!have) continue;
       auto missing = yjs::diff_update(*stored, *have);
       if (!missing || missing->size() <= 2) continue;  // {0, 0}: nothing missing
-      r->pending.push_back(*missing);
-      r->pending_bytes += missing->size();
       send_to_all(*r, sync_message(sync_update, *missing));
+      r->take(std::move(*missing), options.merge_after_updates, options.max_document_bytes);
     }
   }
 
@@ -799,9 +811,7 @@ struct rooms::state {
       return;
     }
     updates_received.fetch_add(1, std::memory_order_relaxed);
-    r.pending.emplace_back(update.begin(), update.end());
-    r.pending_bytes += update.size();
-    if (r.pending.size() >= options.merge_after_updates) (void)r.document(options.max_document_bytes);
+    r.take(bytes(update.begin(), update.end()), options.merge_after_updates, options.max_document_bytes);
     send_to_others(r, from.connection.id(), sync_message(sync_update, update));
   }
 
@@ -837,12 +847,9 @@ struct rooms::state {
     r->clients.erase(self);
     clients.fetch_sub(1, std::memory_order_relaxed);
     if (!removed.empty()) {
-      const auto message = awareness_message(removed);
-      send_to_others(*r, conn.id(), message);
-      // The body of the message: the awareness update after its type and length.
-      byte_reader in(as_bytes(message));
-      (void)in.varint();
-      if (auto update = in.take_varint_prefixed(any_length)) publish_awareness(r->name, *update);
+      const auto update = awareness_update(removed);
+      send_to_others(*r, conn.id(), awareness_message(update));
+      publish_awareness(r->name, update);
     }
     leave_if_empty(r);
   }
